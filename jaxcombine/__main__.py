@@ -1,0 +1,3 @@
+from jaxcombine.cli import main
+
+main()

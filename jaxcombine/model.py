@@ -1,0 +1,198 @@
+"""VGG16/VGG19 feature extractors in Flax linen, with Keras layer names.
+
+Why linen: the network is frozen and stateless, so the model is exactly a
+pure function ``apply(params, image) -> {layer: activation}``. Linen's params
+are a plain nested dict keyed by layer name — the Keras checkpoint's own
+structure — which the engine passes into ``jit``/``vmap`` as an argument
+(never closed over) and never donates.
+
+Inputs are NHWC in "VGG space" (:func:`preprocess`: BGR, 0–255, ImageNet mean
+subtracted), as the Keras weights expect. Conv taps are post-ReLU, as in
+Keras. The forward stops at the deepest requested tap.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxcombine.errors import JaxcombineError
+
+# BGR ImageNet mean used by the original Caffe/Keras VGG weights.
+VGG_MEAN_BGR = (103.939, 116.779, 123.68)
+
+_CONVS_PER_BLOCK = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+_WIDTHS = (64, 128, 256, 512, 512)
+ARCHITECTURES = tuple(_CONVS_PER_BLOCK)
+POOLINGS = ("max", "avg")
+
+
+def layer_names(arch: str = "vgg19") -> tuple[str, ...]:
+    """All tap names of ``arch`` in forward order, e.g. ``block1_conv1 … block5_pool``."""
+    names = []
+    for block, n_convs in enumerate(_check_arch(arch), start=1):
+        names += [f"block{block}_conv{i}" for i in range(1, n_convs + 1)]
+        names.append(f"block{block}_pool")
+    return tuple(names)
+
+
+def conv_layer_names(arch: str = "vgg19") -> tuple[str, ...]:
+    """The layers that carry weights, in forward order."""
+    return tuple(n for n in layer_names(arch) if "_conv" in n)
+
+
+def conv_shapes(arch: str = "vgg19") -> dict[str, tuple[int, int, int, int]]:
+    """Expected HWIO kernel shape of every conv layer."""
+    shapes, c_in = {}, 3
+    for block, n_convs in enumerate(_check_arch(arch), start=1):
+        for i in range(1, n_convs + 1):
+            c_out = _WIDTHS[block - 1]
+            shapes[f"block{block}_conv{i}"] = (3, 3, c_in, c_out)
+            c_in = c_out
+    return shapes
+
+
+def _check_arch(arch: str) -> tuple[int, ...]:
+    try:
+        return _CONVS_PER_BLOCK[arch]
+    except KeyError:
+        raise JaxcombineError(
+            f"unknown model {arch!r}; choose one of {', '.join(ARCHITECTURES)}"
+        ) from None
+
+
+def check_layers(layers: Sequence[str], arch: str = "vgg19") -> tuple[str, ...]:
+    """Validate tap names; return them in forward order without duplicates."""
+    valid = layer_names(arch)
+    unknown = [name for name in layers if name not in valid]
+    if unknown:
+        raise JaxcombineError(
+            f"unknown layer {unknown[0]!r} for {arch}; valid layers: {', '.join(valid)}"
+        )
+    if not layers:
+        raise JaxcombineError("no layers requested")
+    wanted = set(layers)
+    return tuple(name for name in valid if name in wanted)
+
+
+def min_side(layers: Sequence[str]) -> int:
+    """Smallest image side (pixels) for which every tap in ``layers`` is non-empty."""
+    deepest = 1
+    for name in layers:
+        block = int(name[5])
+        deepest = max(deepest, 2**block if name.endswith("_pool") else 2 ** (block - 1))
+    return deepest
+
+
+def check_size(height: int, width: int, layers: Sequence[str]) -> None:
+    need = min_side(layers)
+    if min(height, width) < need:
+        raise JaxcombineError(
+            f"image of {width}x{height} is too small for layer "
+            f"{max(layers, key=min_side)}: each side must be at least {need} pixels"
+        )
+
+
+def preprocess(rgb: jax.Array) -> jax.Array:
+    """RGB in 0–255 (…, H, W, 3) → VGG input: BGR minus the ImageNet mean."""
+    return rgb[..., ::-1] - _mean(rgb)
+
+
+def deprocess(bgr: jax.Array) -> jax.Array:
+    """Inverse of :func:`preprocess` (no clipping)."""
+    return (bgr + _mean(bgr))[..., ::-1]
+
+
+def _mean(x: jax.Array) -> jax.Array:
+    """The BGR mean shaped to broadcast against ``x`` without implicit rank promotion."""
+    return jnp.asarray(VGG_MEAN_BGR, dtype=x.dtype).reshape((1,) * (x.ndim - 1) + (3,))
+
+
+class VGG(nn.Module):
+    """VGG up to the deepest of ``taps``; returns ``{tap: activation}`` (NHWC).
+
+    Attributes:
+      arch: ``"vgg19"`` or ``"vgg16"``.
+      taps: Keras layer names to return, e.g. ``("block1_conv1", "block4_conv2")``.
+      pooling: ``"max"`` (as trained) or ``"avg"`` (smoother gradients, Gatys et al.).
+      dtype: computation dtype (``bfloat16`` on accelerators if it helps).
+      remat: recompute each block in the backward pass instead of storing its
+        activations (trades compute for memory; lets larger images fit).
+
+    Params are ``{"block<b>": {"<keras layer>": {"kernel": HWIO, "bias": O}}}``;
+    :func:`variables` builds them from Keras-named weights.
+    """
+
+    arch: str = "vgg19"
+    taps: tuple[str, ...] = ("block5_pool",)
+    pooling: str = "max"
+    dtype: jnp.dtype = jnp.float32
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
+        taps = check_layers(self.taps, self.arch)
+        if self.pooling not in POOLINGS:
+            raise JaxcombineError(f"unknown pooling {self.pooling!r}; choose max or avg")
+        names = layer_names(self.arch)
+        needed = names[: names.index(taps[-1]) + 1]  # stop at the deepest tap
+        block_cls = nn.remat(_Block) if self.remat else _Block
+        out: dict[str, jax.Array] = {}
+        x = x.astype(self.dtype)
+        for block in range(1, 6):
+            block_names = tuple(n for n in needed if n.startswith(f"block{block}_"))
+            if not block_names:
+                break
+            x, acts = block_cls(block_names, _WIDTHS[block - 1], self.pooling, self.dtype,
+                                name=f"block{block}")(x)
+            out.update((k, v) for k, v in acts.items() if k in taps)
+        return out
+
+
+class _Block(nn.Module):
+    """The convs (each followed by ReLU) and the pool of one VGG block, cut short at a tap."""
+
+    names: tuple[str, ...]
+    features: int
+    pooling: str
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x):
+        acts = {}
+        for name in self.names:
+            if name.endswith("_pool"):
+                pool = nn.max_pool if self.pooling == "max" else nn.avg_pool
+                x = pool(x, (2, 2), strides=(2, 2))
+            else:
+                conv = nn.Conv(self.features, (3, 3), padding="SAME", dtype=self.dtype,
+                               param_dtype=jnp.float32, name=name)
+                x = nn.relu(conv(x))
+            acts[name] = x
+        return x, acts
+
+
+def variables(weights: Mapping[str, tuple]) -> dict:
+    """Keras-named ``{layer: (kernel_HWIO, bias)}`` → the model's linen variables."""
+    params: dict = {}
+    for name, (kernel, bias) in weights.items():
+        block = name.split("_")[0]
+        params.setdefault(block, {})[name] = {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}
+    return {"params": params}
+
+
+def features(variables_: Mapping, rgb: jax.Array, taps: Sequence[str], *, arch: str = "vgg19",
+             pooling: str = "max") -> dict[str, jax.Array]:
+    """Activations of ``taps`` for RGB 0–255 images shaped (…, H, W, 3)."""
+    model = VGG(arch=arch, taps=check_layers(taps, arch), pooling=pooling)
+    return model.apply(variables_, preprocess(rgb))
+
+
+def trim(weights: Mapping[str, tuple], taps: Sequence[str], arch: str = "vgg19") -> dict[str, tuple]:
+    """Only the conv weights the forward to the deepest of ``taps`` uses."""
+    names = layer_names(arch)
+    needed = set(names[: names.index(check_layers(taps, arch)[-1]) + 1])
+    return {name: wb for name, wb in weights.items() if name in needed}

@@ -1,0 +1,99 @@
+"""Atomic file writes and the JSON record that sits beside every output.
+
+Every file the tool produces goes through :func:`atomic_write`: it is written
+to a temporary file in the same folder, flushed, fsynced and renamed over the
+destination, so a reader (or a rerun after ``kill -9``) sees either the old
+file, the whole new file, or nothing — never half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+TMP_PREFIX = ".jaxcombine-tmp-"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file beside ``path``; rename it over ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "tolist"):  # numpy / jax scalars and arrays
+        return obj.tolist()
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def environment() -> dict[str, Any]:
+    """Versions, backend and devices: what a reader needs to reproduce a figure."""
+    import jax
+
+    from jaxcombine import __version__
+
+    devices = jax.devices()
+    return {
+        "jaxcombine": __version__,
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+        "backend": jax.default_backend(),
+        "devices": [str(d.device_kind) for d in devices],
+        "process_index": jax.process_index(),
+        "process_count": jax.process_count(),
+        "host": platform.node(),
+        "machine": platform.machine(),
+    }
+
+
+def record(config: Any, *, weights: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """The JSON record written next to an output: config, weights, environment."""
+    out = {
+        "config": _jsonable(config),
+        "weights": weights,
+        "environment": environment(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    out.update(_jsonable(extra))
+    return out
