@@ -1,0 +1,327 @@
+"""The optimisation: pixels updated by an optax optimiser in compiled chunks of steps.
+
+Shape of the computation:
+
+* one step for one start (``_step``): VGG forward to the deepest tap, the
+  recipe loss, its gradient w.r.t. the pixels, an optax update, a projection
+  back to 0–255, and a divergence guard;
+* ``jax.vmap`` over starts (the leading axis of the pixels), so k starts run
+  side by side in one program; over several devices that axis is sharded on a
+  ``Mesh`` axis ``"inits"``;
+* a *chunk* of ``n`` steps compiled as one program. Its loop form is a
+  per-backend choice (:data:`DEFAULT_LOOP`, measured in docs/benchmarks.md):
+  ``"scan"`` (rolled ``lax.scan``), ``"unroll"`` (fully unrolled scan) or
+  ``"step"`` (one jitted step dispatched asynchronously n times). The state
+  buffers are donated; the host sees only the chunk's loss components and,
+  when asked, the pixels.
+
+VGG weights and targets are passed as arguments (never closed over, never
+donated). The static :class:`Problem` is hashable, so a second call with the
+same shapes reuses the compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from functools import partial
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxcombine import losses, model
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.recipe import Recipe
+
+OPTIMIZERS = ("adam", "sgd", "lbfgs")
+DEFAULT_LR = {"adam": 4.0, "sgd": 2e3, "lbfgs": 1.0}  # pixels are in 0–255 units
+LOOPS = ("scan", "unroll", "step")
+# Chosen by measurement (docs/benchmarks.md). XLA:CPU runs convolutions inside a
+# rolled while loop much slower than at top level, so CPU dispatches steps.
+DEFAULT_LOOP = {"cpu": "step", "gpu": "scan", "tpu": "scan"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Everything static about an optimisation: hashable, recorded to JSON.
+
+    Attributes:
+      recipe: the loss.
+      arch, pooling, dtype, remat: the network (see :class:`model.VGG`).
+      optimizer: ``adam`` | ``sgd`` | ``lbfgs`` (optax's, with its zoom line search).
+      lr: learning rate in 0–255 pixel units (``None``: :data:`DEFAULT_LR`).
+      schedule: ``constant`` or ``cosine`` (decays to 10% over ``steps``).
+      steps: total steps (used by the schedule).
+    """
+
+    recipe: Recipe
+    arch: str = "vgg19"
+    pooling: str = "max"
+    dtype: str = "float32"
+    remat: bool = False
+    optimizer: str = "adam"
+    lr: float | None = None
+    schedule: str = "constant"
+    steps: int = 300
+
+    def network(self) -> model.VGG:
+        return model.VGG(arch=self.arch, taps=model.check_layers(self.recipe.layers, self.arch),
+                         pooling=self.pooling, dtype=jnp.dtype(self.dtype), remat=self.remat)
+
+    def learning_rate(self) -> float:
+        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+
+    def transform(self) -> optax.GradientTransformation:
+        """The optax optimiser; any optax chain could stand here."""
+        if self.optimizer not in OPTIMIZERS:
+            raise JaxcombineError(f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
+        lr: Any = self.learning_rate()
+        if self.schedule == "cosine":
+            lr = optax.cosine_decay_schedule(lr, max(self.steps, 1), alpha=0.1)
+        elif self.schedule != "constant":
+            raise JaxcombineError(f"unknown schedule {self.schedule!r}; choose constant or cosine")
+        if self.optimizer == "adam":
+            return optax.adam(lr)
+        if self.optimizer == "sgd":
+            return optax.sgd(lr, momentum=0.9)
+        return optax.lbfgs(lr)
+
+
+class State(NamedTuple):
+    """Carry of the loop, one slice per start: pixels, optimiser state, still-finite flag."""
+
+    pixels: jax.Array  # (k, H, W, 3) float32 RGB in 0–255
+    opt_state: Any
+    alive: jax.Array  # (k,) bool
+
+
+# --------------------------------------------------------------------------- targets & loss
+
+
+def compute_targets(problem: Problem, variables: Mapping, content: jax.Array,
+                    styles: jax.Array, style_weights: jax.Array | None = None) -> dict[str, jax.Array]:
+    """Target statistics, once per (source, statistic, layer).
+
+    ``content`` is (H, W, 3); ``styles`` is (S, H, W, 3), already fitted to the
+    output size. Several styles blend their statistics with ``style_weights``
+    (default: equal).
+    """
+    net = problem.network()
+    sources = {"content": content[None], "style": styles}
+    feats = {src: net.apply(variables, model.preprocess(img)) for src, img in sources.items()}
+    if style_weights is None:
+        style_weights = jnp.full((styles.shape[0],), 1.0 / styles.shape[0])
+    out = {}
+    for term in problem.recipe.terms:
+        stat = losses.statistic(feats[term.source][term.layer], term.statistic)
+        if term.source == "style":
+            stat = jnp.tensordot(style_weights / jnp.sum(style_weights), stat, axes=1)
+        else:
+            stat = stat[0]
+        out[losses.target_key(term)] = stat
+    return out
+
+
+def loss_components(problem: Problem, variables: Mapping, targets: Mapping,
+                    pixels: jax.Array) -> jax.Array:
+    """Unweighted components (``recipe.labels`` order) for one image (H, W, 3)."""
+    feats = problem.network().apply(variables, model.preprocess(pixels)[None])
+    feats = {k: v[0] for k, v in feats.items()}
+    return losses.terms(feats, targets, pixels, problem.recipe)
+
+
+def loss(problem: Problem, variables: Mapping, targets: Mapping,
+         pixels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(weighted total, components) for one image."""
+    comps = loss_components(problem, variables, targets, pixels)
+    return jnp.dot(losses.weights(problem.recipe), comps), comps
+
+
+# --------------------------------------------------------------------------- one step
+
+
+def init_state(problem: Problem, pixels: jax.Array) -> State:
+    """Fresh optimiser state for pixels (k, H, W, 3)."""
+    opt = problem.transform()
+    pixels = jnp.asarray(pixels, jnp.float32)
+    return State(pixels, jax.vmap(opt.init)(pixels), jnp.ones(pixels.shape[0], bool))
+
+
+def _step(problem: Problem, variables: Mapping, targets: Mapping,
+          state: State) -> tuple[State, jax.Array]:
+    """One update of one start; a non-finite loss or image freezes it at its last good image."""
+    x, opt_state, alive = state
+    opt = problem.transform()
+    value_fn = lambda p: loss(problem, variables, targets, p)[0]  # noqa: E731
+    (value, comps), grad = jax.value_and_grad(
+        lambda p: loss(problem, variables, targets, p), has_aux=True)(x)
+    updates, new_opt_state = opt.update(grad, opt_state, x, value=value, grad=grad,
+                                        value_fn=value_fn)
+    # Projected step: pixels stay in the valid 0–255 range.
+    new_x = jnp.clip(optax.apply_updates(x, updates), 0.0, 255.0)
+    ok = alive & jnp.isfinite(value) & jnp.all(jnp.isfinite(new_x))
+    new_state = State(
+        jnp.where(ok, new_x, x),
+        jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_opt_state, opt_state),
+        ok,
+    )
+    return new_state, jnp.where(ok, comps, jnp.nan)
+
+
+def _vstep(problem, variables, targets, state):
+    return jax.vmap(partial(_step, problem), in_axes=(None, None, 0))(
+        variables, targets, state)
+
+
+@partial(jax.jit, static_argnames=("problem", "n_steps", "unroll"), donate_argnames=("state",))
+def _scan_chunk(problem, variables, targets, state, *, n_steps, unroll):
+    def body(s, _):
+        return _vstep(problem, variables, targets, s)
+
+    return jax.lax.scan(body, state, None, length=n_steps, unroll=unroll)
+
+
+_jit_step = jax.jit(_vstep, static_argnames=("problem",), donate_argnames=("state",))
+
+
+def run_chunk(problem: Problem, variables: Mapping, targets: Mapping, state: State,
+              n_steps: int, loop: str) -> tuple[State, jax.Array]:
+    """Advance ``n_steps``; returns the new state and components shaped (n_steps, k, n_terms+1).
+
+    Nothing here waits for the device: the result is still being computed
+    when this returns.
+    """
+    if loop == "step":
+        history = []
+        for _ in range(n_steps):
+            state, comps = _jit_step(problem, variables, targets, state)
+            history.append(comps)
+        return state, jnp.stack(history)
+    if loop not in ("scan", "unroll"):
+        raise JaxcombineError(f"unknown loop {loop!r}; choose {', '.join(LOOPS)} or auto")
+    return _scan_chunk(problem, variables, targets, state, n_steps=n_steps,
+                       unroll=n_steps if loop == "unroll" else 1)
+
+
+def default_loop(backend: str | None = None) -> str:
+    return DEFAULT_LOOP.get(backend or jax.default_backend(), "scan")
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def shard_starts(state: State) -> tuple[State, int]:
+    """Spread the starts axis over all local devices (padding it to a multiple of them).
+
+    Returns the placed state and the number of real starts. One device: unchanged.
+    """
+    devices = jax.local_devices()
+    k = state.pixels.shape[0]
+    if len(devices) == 1:
+        return state, k
+    pad = (-k) % len(devices)
+    if pad:
+        state = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]), state)
+    mesh = jax.make_mesh((len(devices),), ("inits",), devices=devices)
+    sharding = NamedSharding(mesh, P("inits"))
+    return jax.device_put(state, sharding), k
+
+
+# --------------------------------------------------------------------------- driver
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What an optimisation produced (host numpy arrays)."""
+
+    pixels: np.ndarray  # (k, H, W, 3) float32, the last good image of each start
+    history: np.ndarray  # (steps_done, k, n_components) unweighted components
+    labels: tuple[str, ...]  # component names, ``recipe.labels``
+    weights: np.ndarray  # (n_components,)
+    alive: np.ndarray  # (k,) bool: False where the start diverged
+    diverged_at: list[int | None]  # step at which each start diverged
+    steps_done: int
+    compile_s: float
+    run_s: float
+    interrupted: bool = False
+
+    @property
+    def totals(self) -> np.ndarray:
+        """(steps_done, k) weighted total loss."""
+        return self.history @ self.weights
+
+
+ChunkCallback = Callable[[int, np.ndarray, Callable[[], np.ndarray]], None]
+
+
+def optimise(problem: Problem, variables: Mapping, targets: Mapping, x0: np.ndarray | jax.Array, *,
+             chunk: int = 25, loop: str = "auto", on_chunk: ChunkCallback | None = None,
+             start_step: int = 0, opt_state: Any = None) -> Outcome:
+    """Run ``problem.steps`` steps from starts ``x0`` (k, H, W, 3) in chunks.
+
+    After each chunk ``on_chunk(step, components, get_pixels)`` is called with
+    the chunk's components (n, k, c) as numpy and a function that fetches the
+    current pixels (only call it when a snapshot is due: it is a transfer).
+    Ctrl-C stops after the current chunk; the outcome then has
+    ``interrupted=True`` and everything done so far.
+    """
+    loop = default_loop() if loop == "auto" else loop
+    if chunk < 1:
+        raise JaxcombineError(f"chunk must be >= 1, got {chunk}")
+    state = init_state(problem, x0)
+    if opt_state is not None:
+        state = state._replace(opt_state=opt_state)
+    state, k = shard_starts(state)
+    history: list[np.ndarray] = []
+    step, compile_s, run_s, interrupted = start_step, 0.0, 0.0, False
+    compiled_sizes: set[int] = set()
+    while step < problem.steps:
+        n = min(chunk, problem.steps - step)
+        try:
+            t0 = time.perf_counter()
+            if n not in compiled_sizes:  # first chunk of this length: time the compile apart
+                compile_s += _compile(problem, variables, targets, state, n, loop)
+                compiled_sizes.add(n)
+                t0 = time.perf_counter()
+            state, comps = run_chunk(problem, variables, targets, state, n, loop)
+            comps = np.asarray(comps)[:, :k]  # the only host round trip of the chunk
+            run_s += time.perf_counter() - t0
+        except KeyboardInterrupt:
+            interrupted = True
+            break
+        history.append(comps)
+        step += n
+        if on_chunk is not None:
+            pixels_now = state.pixels
+            on_chunk(step, comps, lambda: np.asarray(pixels_now)[:k])
+    hist = np.concatenate(history) if history else np.zeros((0, k, len(problem.recipe.labels)))
+    alive = np.asarray(state.alive)[:k]
+    return Outcome(
+        pixels=np.asarray(state.pixels)[:k], history=hist, labels=problem.recipe.labels,
+        weights=np.asarray(losses.weights(problem.recipe)), alive=alive,
+        diverged_at=_divergence_steps(hist, start_step), steps_done=step - start_step,
+        compile_s=compile_s, run_s=run_s, interrupted=interrupted,
+    )
+
+
+def _compile(problem, variables, targets, state, n, loop) -> float:
+    """Compile (ahead of time) the program for a chunk of ``n``; returns seconds."""
+    t0 = time.perf_counter()
+    if loop == "step":
+        _jit_step.lower(problem, variables, targets, state).compile()
+    else:
+        _scan_chunk.lower(problem, variables, targets, state, n_steps=n,
+                          unroll=n if loop == "unroll" else 1).compile()
+    return time.perf_counter() - t0
+
+
+def _divergence_steps(history: np.ndarray, start_step: int) -> list[int | None]:
+    out: list[int | None] = []
+    for j in range(history.shape[1]):
+        bad = np.flatnonzero(~np.isfinite(history[:, j]).all(axis=-1))
+        out.append(int(bad[0]) + start_step + 1 if bad.size else None)
+    return out

@@ -1,0 +1,46 @@
+"""``jaxcombine features``: VGG activations of one image, written to an .npz."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from jaxcombine import images, model, records, weights as weights_lib
+
+
+def extract(image_rgb: np.ndarray, layers: Sequence[str], *, model_name: str = "vgg19",
+            pooling: str = "max", weights: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """Activations (H, W, C) float32 of ``layers`` for one RGB 0–255 image (H, W, 3)."""
+    taps = model.check_layers(list(layers), model_name)
+    model.check_size(*image_rgb.shape[:2], taps)
+    w = weights_lib.load(model_name, weights)
+    variables = model.variables(model.trim(w.arrays, taps, model_name))
+    fn = jax.jit(model.features, static_argnames=("taps", "arch", "pooling"))
+    acts = fn(variables, image_rgb[None], taps=taps, arch=model_name, pooling=pooling)
+    return {name: np.asarray(acts[name][0], dtype=np.float32) for name in taps}
+
+
+def extract_features(image: str | os.PathLike, *, layers: Sequence[str], out: str | os.PathLike,
+                     model: str = "vgg19", pooling: str = "max", size: int | None = None,
+                     weights: str | os.PathLike | None = None) -> dict[str, tuple[int, ...]]:
+    """Write the activations of ``layers`` for ``image`` to ``out`` (.npz) plus ``out``.json.
+
+    Returns ``{layer: shape}``. With ``size=None`` the image is used at its own size.
+    """
+    out = Path(out)
+    rgb = images.read(image, size=size)
+    acts = extract(rgb, layers, model_name=model, pooling=pooling, weights=weights)
+    buf = io.BytesIO()
+    np.savez(buf, **acts)
+    records.atomic_write_bytes(out, buf.getvalue())
+    w = weights_lib.load(model, weights)
+    config = {"command": "features", "image": str(Path(image).resolve()), "layers": list(acts),
+              "model": model, "pooling": pooling, "size": size, "input_shape": list(rgb.shape)}
+    records.write_json(out.with_suffix(".json"),
+                       records.record(config, weights={"fingerprint": w.fingerprint, **w.info}))
+    return {k: v.shape for k, v in acts.items()}

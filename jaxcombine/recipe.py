@@ -1,0 +1,188 @@
+"""Recipes: which image each layer's target comes from, what is matched, how much.
+
+A recipe is data — a frozen, hashable :class:`Recipe` of :class:`Term`s — so
+it can be written to TOML/JSON, compared, and passed to ``jax.jit`` as a
+static argument. The loss is built from it by :mod:`jaxcombine.losses`.
+
+TOML form (``jaxcombine recipes show gatys`` prints a full example)::
+
+    description = "..."
+    tv_weight = 0.0
+    init = "content"          # suggested start when --init is not given
+
+    [[terms]]
+    layers = ["block1_conv1", "block2_conv1"]   # or layer = "..."
+    source = "style"          # content | style
+    statistic = "gram"        # activations | gram | meanstd
+    weight = 1.0              # per layer
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import tomli_w
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
+
+from jaxcombine import model
+from jaxcombine.errors import JaxcombineError
+
+SOURCES = ("content", "style")
+STATISTICS = ("activations", "gram", "meanstd")
+INITS = ("content", "style", "noise")
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+    """One loss term: match ``statistic`` of ``layer`` to that of the ``source`` image."""
+
+    layer: str
+    source: str
+    statistic: str = "activations"
+    weight: float = 1.0
+
+    @property
+    def label(self) -> str:
+        """Stable, readable name used in histories: ``style:gram:block1_conv1``."""
+        return f"{self.source}:{self.statistic}:{self.layer}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A validated list of terms plus total-variation weight and suggested init."""
+
+    name: str
+    terms: tuple[Term, ...]
+    tv_weight: float = 0.0
+    init: str = "content"
+    description: str = ""
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t.layer for t in self.terms))
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Names of every reported loss component, terms first, then ``tv``."""
+        return tuple(t.label for t in self.terms) + ("tv",)
+
+    def validate(self, arch: str = "vgg19") -> "Recipe":
+        """Check layer names against ``arch``; raise a one-line error if any is unknown."""
+        model.check_layers(self.layers, arch)
+        return self
+
+    def replace(self, **changes: Any) -> "Recipe":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "description": self.description, "init": self.init, "tv_weight": self.tv_weight,
+            "terms": [dataclasses.asdict(t) for t in self.terms],
+        }
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+def from_dict(data: Mapping[str, Any], name: str = "custom") -> Recipe:
+    """Build and check a recipe from parsed TOML/JSON; one-line errors on bad data."""
+    known = {"description", "init", "tv_weight", "terms", "name"}
+    extra = set(data) - known
+    if extra:
+        raise JaxcombineError(f"recipe {name}: unknown key {sorted(extra)[0]!r} "
+                              f"(expected {', '.join(sorted(known))})")
+    raw_terms = data.get("terms")
+    if not raw_terms:
+        raise JaxcombineError(f"recipe {name}: no terms; add at least one [[terms]] table")
+    terms = []
+    for i, raw in enumerate(raw_terms, start=1):
+        terms += _expand_term(raw, f"recipe {name}, term {i}")
+    tv = _number(data.get("tv_weight", 0.0), f"recipe {name}: tv_weight")
+    if tv < 0:
+        raise JaxcombineError(f"recipe {name}: tv_weight must be >= 0, got {tv}")
+    if all(t.weight == 0 for t in terms):
+        raise JaxcombineError(f"recipe {name}: every term has weight 0, nothing to optimise")
+    init = data.get("init", "content")
+    if init not in INITS:
+        raise JaxcombineError(f"recipe {name}: init must be one of {', '.join(INITS)}, got {init!r}")
+    return Recipe(name=str(data.get("name", name)), terms=tuple(terms), tv_weight=tv, init=init,
+                  description=str(data.get("description", "")))
+
+
+def _expand_term(raw: Any, where: str) -> list[Term]:
+    if not isinstance(raw, Mapping):
+        raise JaxcombineError(f"{where}: expected a table with layer, source, statistic, weight")
+    allowed = {"layer", "layers", "source", "statistic", "weight"}
+    if set(raw) - allowed:
+        raise JaxcombineError(f"{where}: unknown key {sorted(set(raw) - allowed)[0]!r}")
+    if ("layer" in raw) == ("layers" in raw):
+        raise JaxcombineError(f"{where}: give exactly one of 'layer' or 'layers'")
+    layers = [raw["layer"]] if "layer" in raw else list(raw["layers"])
+    if not layers or not all(isinstance(x, str) for x in layers):
+        raise JaxcombineError(f"{where}: layers must be a non-empty list of layer names")
+    source = raw.get("source")
+    if source not in SOURCES:
+        raise JaxcombineError(f"{where}: source must be content or style, got {source!r}")
+    statistic = raw.get("statistic", "activations")
+    if statistic not in STATISTICS:
+        raise JaxcombineError(
+            f"{where}: statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+    weight = _number(raw.get("weight", 1.0), f"{where}: weight")
+    if weight < 0:
+        raise JaxcombineError(f"{where}: weight must be >= 0, got {weight}")
+    return [Term(layer, source, statistic, weight) for layer in layers]
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise JaxcombineError(f"{where} must be a finite number, got {value!r}")
+    return float(value)
+
+
+# --------------------------------------------------------------------------- presets
+
+def preset_names() -> tuple[str, ...]:
+    return tuple(sorted(p.name[:-5] for p in _preset_dir().iterdir() if p.name.endswith(".toml")))
+
+
+def _preset_dir():
+    return resources.files("jaxcombine") / "presets"
+
+
+def preset_text(name: str) -> str:
+    path = _preset_dir() / f"{name}.toml"
+    if not path.is_file():
+        raise JaxcombineError(f"unknown recipe {name!r}; presets: {', '.join(preset_names())} "
+                              "(or give a .toml file)")
+    return path.read_text()
+
+
+def load(spec: "str | os.PathLike | Recipe", arch: str = "vgg19") -> Recipe:
+    """A preset name, a path to a TOML file, or a Recipe → a validated Recipe."""
+    if isinstance(spec, Recipe):
+        return spec.validate(arch)
+    spec_str = os.fspath(spec)
+    if spec_str.endswith(".toml") or os.sep in spec_str:
+        path = Path(spec_str)
+        if not path.is_file():
+            raise JaxcombineError(f"recipe file not found: {path}")
+        text, name = path.read_text(), path.stem
+    else:
+        text, name = preset_text(spec_str), spec_str
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise JaxcombineError(f"recipe {name}: invalid TOML ({e})") from None
+    return from_dict(data, name).validate(arch)
+
+
+DEFAULT = "gatys"
