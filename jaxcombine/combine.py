@@ -44,8 +44,8 @@ class RunConfig:
     style_weights: tuple[float, ...] | None = None
     recipe: str = recipe_lib.DEFAULT
     init: str | None = None
-    steps: int = 300
-    size: int = 256
+    steps: int = 200
+    size: int = 192
     optimizer: str = "adam"
     lr: float | None = None
     schedule: str = "constant"
@@ -316,7 +316,7 @@ class _progress:
     def __init__(self, steps: int, labels: Sequence[str], problem: engine.Problem):
         from tqdm import tqdm
 
-        self.weights = np.asarray(engine.losses.weights(problem.recipe))
+        self.weights = np.asarray(engine.losses.weights(problem.recipe))  # recipe's, all starts
         self.bar = tqdm(total=steps, unit="step", file=sys.stderr, dynamic_ncols=True,
                         desc=f"{len(labels)} start{'s' if len(labels) > 1 else ''}")
         self.done = 0

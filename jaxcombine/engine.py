@@ -84,19 +84,23 @@ class Problem:
             lr = optax.cosine_decay_schedule(lr, max(self.steps, 1), alpha=0.1)
         elif self.schedule != "constant":
             raise JaxcombineError(f"unknown schedule {self.schedule!r}; choose constant or cosine")
+        # inject_hyperparams keeps the learning rate in the optimiser state, so a
+        # vmapped run can give every start its own (see ``init_state``).
         if self.optimizer == "adam":
-            return optax.adam(lr)
+            return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
         if self.optimizer == "sgd":
-            return optax.sgd(lr, momentum=0.9)
+            return optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=0.9)
         return optax.lbfgs(lr)
 
 
 class State(NamedTuple):
-    """Carry of the loop, one slice per start: pixels, optimiser state, still-finite flag."""
+    """Carry of the loop, one slice per start: pixels, optimiser state, still-finite flag,
+    and the weights of the loss components (so one program can sweep them)."""
 
     pixels: jax.Array  # (k, H, W, 3) float32 RGB in 0–255
     opt_state: Any
     alive: jax.Array  # (k,) bool
+    weights: jax.Array  # (k, n_components) float32, ``recipe.labels`` order
 
 
 # --------------------------------------------------------------------------- targets & loss
@@ -134,31 +138,50 @@ def loss_components(problem: Problem, variables: Mapping, targets: Mapping,
     return losses.terms(feats, targets, pixels, problem.recipe)
 
 
-def loss(problem: Problem, variables: Mapping, targets: Mapping,
-         pixels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(weighted total, components) for one image."""
+def loss(problem: Problem, variables: Mapping, targets: Mapping, pixels: jax.Array,
+         weights: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """(weighted total, components) for one image; ``weights`` default to the recipe's."""
     comps = loss_components(problem, variables, targets, pixels)
-    return jnp.dot(losses.weights(problem.recipe), comps), comps
+    weights = losses.weights(problem.recipe) if weights is None else weights
+    return jnp.dot(weights, comps), comps
 
 
 # --------------------------------------------------------------------------- one step
 
 
-def init_state(problem: Problem, pixels: jax.Array) -> State:
-    """Fresh optimiser state for pixels (k, H, W, 3)."""
+def init_state(problem: Problem, pixels: jax.Array, *, lrs: Any = None,
+               loss_weights: Any = None) -> State:
+    """Fresh state for starts ``pixels`` (k, H, W, 3).
+
+    ``lrs`` (k,) gives each start its own learning rate (adam/sgd, constant
+    schedule); ``loss_weights`` (k, n_components) its own component weights —
+    so sweeps over learning rate, TV weight or term weights share one program.
+    """
     opt = problem.transform()
     pixels = jnp.asarray(pixels, jnp.float32)
-    return State(pixels, jax.vmap(opt.init)(pixels), jnp.ones(pixels.shape[0], bool))
+    k = pixels.shape[0]
+    opt_state = jax.vmap(opt.init)(pixels)
+    if lrs is not None:
+        if problem.optimizer == "lbfgs" or problem.schedule != "constant":
+            raise JaxcombineError("per-start learning rates need adam or sgd with a constant schedule")
+        opt_state.hyperparams["learning_rate"] = jnp.asarray(lrs, jnp.float32).reshape(k)
+    n = len(problem.recipe.labels)
+    if loss_weights is None:
+        loss_weights = jnp.broadcast_to(losses.weights(problem.recipe), (k, n))
+    loss_weights = jnp.asarray(loss_weights, jnp.float32)
+    if loss_weights.shape != (k, n):
+        raise JaxcombineError(f"loss weights must be shaped ({k}, {n}), got {loss_weights.shape}")
+    return State(pixels, opt_state, jnp.ones(k, bool), loss_weights)
 
 
 def _step(problem: Problem, variables: Mapping, targets: Mapping,
           state: State) -> tuple[State, jax.Array]:
     """One update of one start; a non-finite loss or image freezes it at its last good image."""
-    x, opt_state, alive = state
+    x, opt_state, alive, weights = state
     opt = problem.transform()
-    value_fn = lambda p: loss(problem, variables, targets, p)[0]  # noqa: E731
+    value_fn = lambda p: loss(problem, variables, targets, p, weights)[0]  # noqa: E731
     (value, comps), grad = jax.value_and_grad(
-        lambda p: loss(problem, variables, targets, p), has_aux=True)(x)
+        lambda p: loss(problem, variables, targets, p, weights), has_aux=True)(x)
     updates, new_opt_state = opt.update(grad, opt_state, x, value=value, grad=grad,
                                         value_fn=value_fn)
     # Projected step: pixels stay in the valid 0–255 range.
@@ -168,6 +191,7 @@ def _step(problem: Problem, variables: Mapping, targets: Mapping,
         jnp.where(ok, new_x, x),
         jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_opt_state, opt_state),
         ok,
+        weights,
     )
     return new_state, jnp.where(ok, comps, jnp.nan)
 
@@ -241,7 +265,7 @@ class Outcome:
     pixels: np.ndarray  # (k, H, W, 3) float32, the last good image of each start
     history: np.ndarray  # (steps_done, k, n_components) unweighted components
     labels: tuple[str, ...]  # component names, ``recipe.labels``
-    weights: np.ndarray  # (n_components,)
+    weights: np.ndarray  # (k, n_components)
     alive: np.ndarray  # (k,) bool: False where the start diverged
     diverged_at: list[int | None]  # step at which each start diverged
     steps_done: int
@@ -252,7 +276,7 @@ class Outcome:
     @property
     def totals(self) -> np.ndarray:
         """(steps_done, k) weighted total loss."""
-        return self.history @ self.weights
+        return np.einsum("skc,kc->sk", self.history, self.weights)
 
 
 ChunkCallback = Callable[[int, np.ndarray, Callable[[], np.ndarray]], None]
@@ -260,19 +284,22 @@ ChunkCallback = Callable[[int, np.ndarray, Callable[[], np.ndarray]], None]
 
 def optimise(problem: Problem, variables: Mapping, targets: Mapping, x0: np.ndarray | jax.Array, *,
              chunk: int = 25, loop: str = "auto", on_chunk: ChunkCallback | None = None,
-             start_step: int = 0, opt_state: Any = None) -> Outcome:
+             start_step: int = 0, opt_state: Any = None, lrs: Any = None,
+             loss_weights: Any = None) -> Outcome:
     """Run ``problem.steps`` steps from starts ``x0`` (k, H, W, 3) in chunks.
 
     After each chunk ``on_chunk(step, components, get_pixels)`` is called with
     the chunk's components (n, k, c) as numpy and a function that fetches the
     current pixels (only call it when a snapshot is due: it is a transfer).
     Ctrl-C stops after the current chunk; the outcome then has
-    ``interrupted=True`` and everything done so far.
+    ``interrupted=True`` and everything done so far. ``start_step`` and
+    ``opt_state`` resume an earlier run; ``lrs`` and ``loss_weights`` give each
+    start its own (see :func:`init_state`).
     """
     loop = default_loop() if loop == "auto" else loop
     if chunk < 1:
         raise JaxcombineError(f"chunk must be >= 1, got {chunk}")
-    state = init_state(problem, x0)
+    state = init_state(problem, x0, lrs=lrs, loss_weights=loss_weights)
     if opt_state is not None:
         state = state._replace(opt_state=opt_state)
     state, k = shard_starts(state)
@@ -302,7 +329,7 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, x0: np.ndar
     alive = np.asarray(state.alive)[:k]
     return Outcome(
         pixels=np.asarray(state.pixels)[:k], history=hist, labels=problem.recipe.labels,
-        weights=np.asarray(losses.weights(problem.recipe)), alive=alive,
+        weights=np.asarray(state.weights)[:k], alive=alive,
         diverged_at=_divergence_steps(hist, start_step), steps_done=step - start_step,
         compile_s=compile_s, run_s=run_s, interrupted=interrupted,
     )
