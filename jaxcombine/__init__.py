@@ -1,3 +1,23 @@
-"""jaxcombine: combine two images through the features of a pretrained VGG."""
+"""jaxcombine: combine two images through the features of a pretrained VGG.
+
+The public API in one place (implementations live in the submodules)::
+
+    import jaxcombine
+    result = jaxcombine.combine(init="content,style,noise", steps=200, out="out/")
+"""
 
 __version__ = "0.1.0"
+
+from jaxcombine.combine import Result, RunConfig, combine, parse_inits, prepare
+from jaxcombine.engine import Outcome, Problem, optimise
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.features import extract, extract_features
+from jaxcombine.recipe import Recipe, Term
+from jaxcombine.recipe import load as load_recipe
+from jaxcombine.weights import load as load_weights
+
+__all__ = [
+    "JaxcombineError", "Outcome", "Problem", "Recipe", "Result", "RunConfig", "Term",
+    "combine", "extract", "extract_features", "load_recipe", "load_weights", "optimise",
+    "parse_inits", "prepare",
+]

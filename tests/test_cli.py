@@ -1,0 +1,90 @@
+"""The console script, run as a real subprocess: outputs, records, one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcombine import images
+
+TINY = ["--size", "32", "--steps", "4", "--chunk", "2", "--quiet"]
+
+
+def jaxcombine(*args, cwd=None, check=False):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "jaxcombine", *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode:
+        raise AssertionError(proc.stderr)
+    return proc
+
+
+def assert_one_line_error(proc, fragment):
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("jaxcombine: error:") and fragment in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_run_writes_images_histories_and_records(vgg19, tmp_path):
+    out = tmp_path / "out"
+    jaxcombine("run", *TINY, "--init", "content,style,noise", "--snapshot-every", "2",
+               "--out", out, check=True)
+    for label in ("content", "style", "noise-s0"):
+        img = np.asarray(Image.open(out / f"{label}.png"))
+        assert img.shape == (32, 32, 3)
+        rows = (out / f"{label}.history.csv").read_text().splitlines()
+        assert rows[0].startswith("step,total,content:activations:block4_conv2")
+        assert len(rows) == 5
+        rec = json.loads((out / f"{label}.json").read_text())
+        assert rec["config"]["steps"] == 4 and rec["init"]["kind"] == label.split("-")[0]
+        assert rec["weights"]["fingerprint"] == vgg19.fingerprint
+        assert rec["environment"]["jaxcombine"] and rec["environment"]["backend"] == "cpu"
+        assert (out / "snapshots" / f"{label}-step000002.png").exists()
+    run = json.loads((out / "run.json").read_text())
+    assert run["inits"] == ["content", "style", "noise-s0"]
+    assert not [p for p in out.rglob(".jaxcombine-tmp*")]
+
+
+def test_features_match_the_python_api(vgg19, tmp_path):
+    from jaxcombine import features
+
+    out = tmp_path / "f.npz"
+    proc = jaxcombine("features", images.CONTENT, "--layers", "block1_conv1,block3_pool",
+                      "--size", "40", "--out", out, check=True)
+    assert "block3_pool: 5x5x256" in proc.stdout
+    saved = np.load(out)
+    assert saved["block1_conv1"].shape == (40, 40, 64) and saved["block1_conv1"].dtype == np.float32
+    direct = features.extract(images.read(images.CONTENT, size=40), ["block3_pool"])
+    np.testing.assert_allclose(saved["block3_pool"], direct["block3_pool"], rtol=1e-5, atol=1e-4)
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["config"]["layers"] == ["block1_conv1", "block3_pool"]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", "--content", "missing.png"], "image not found"),
+    (["run", "--recipe", "nope"], "unknown recipe"),
+    (["run", "--init", "sideways"], "bad init"),
+    (["run", "--steps", "ten"], "'ten' is not a valid integer"),
+    (["run", "--size", "4"], "too small for layer"),
+    (["run", "--bogus"], "No such option"),
+    (["features", "IMG", "--layers", "block9_conv9", "--out", "x.npz"], "unknown layer"),
+    (["features", "NOTIMG", "--layers", "block1_conv1", "--out", "x.npz"], "not an image"),
+    (["recipes", "show", "nope"], "unknown recipe"),
+])
+def test_bad_input_is_one_line_and_non_zero(vgg19, tmp_path, args, fragment):
+    (tmp_path / "NOTIMG").write_text("just text")
+    args = [str(images.CONTENT) if a == "IMG" else a for a in args]
+    assert_one_line_error(jaxcombine(*args, cwd=tmp_path), fragment)
+
+
+def test_recipes_list_and_show():
+    proc = jaxcombine("recipes", check=True)
+    assert "gatys" in proc.stdout and "style4-content3" in proc.stdout
+    toml = jaxcombine("recipes", "show", "gatys", check=True).stdout
+    assert 'statistic = "gram"' in toml

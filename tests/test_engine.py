@@ -1,0 +1,161 @@
+"""The engine on tiny images with the real weights: presets, statistics, inits, optimisers."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcombine import combine, engine, images, losses, model, recipe
+from jaxcombine.errors import JaxcombineError
+
+TINY = dict(size=32, chunk=3)
+
+
+def _falls(result, j=0):
+    totals = result.outcome.totals[:, j]
+    return totals[-1] < totals[0]
+
+
+@pytest.mark.parametrize("name", recipe.preset_names())
+def test_every_preset_lowers_its_loss(vgg19, name):
+    result = combine.combine(recipe=name, steps=6, **TINY)
+    assert result.outcome.history.shape == (6, 1, len(recipe.load(name).labels))
+    assert _falls(result), result.outcome.totals[:, 0]
+
+
+@pytest.mark.parametrize("statistic", recipe.STATISTICS)
+def test_every_statistic(vgg19, tmp_path, statistic):
+    path = tmp_path / "r.toml"
+    path.write_text(textwrap.dedent(f"""
+        init = "noise"
+        [[terms]]
+        layers = ["block1_conv1", "block2_conv1"]
+        source = "style"
+        statistic = "{statistic}"
+    """))
+    result = combine.combine(recipe=str(path), steps=6, **TINY)
+    assert _falls(result)
+
+
+@pytest.mark.parametrize("optimizer", engine.OPTIMIZERS)
+def test_every_optimizer(vgg19, optimizer):
+    result = combine.combine(optimizer=optimizer, steps=4, init="noise", **TINY)
+    assert _falls(result), result.outcome.totals[:, 0]
+
+
+def test_every_init_and_vmapped_equals_separate(vgg19, tmp_path):
+    init_file = tmp_path / "start.png"
+    Image.open(images.STYLE).save(init_file)
+    spec = f"content,style,noise:2,{init_file}"
+    together = combine.combine(init=spec, steps=4, **TINY)
+    assert together.labels == ("content", "style", "noise-s0", "noise-s1", "init-start")
+    for j, label in enumerate(together.labels):
+        one = spec.split(",")[j] if j < 2 else ("noise" if j == 2 else None)
+        if one is None:
+            continue
+        alone = combine.combine(init=one, steps=4, **TINY)
+        np.testing.assert_allclose(alone.outcome.pixels[0], together.outcome.pixels[j], atol=0.05)
+        np.testing.assert_allclose(alone.outcome.history[:, 0], together.outcome.history[:, j],
+                                   rtol=1e-3, atol=1e-6)
+    # Different starts really are different images.
+    px = together.outcome.pixels
+    assert np.abs(px[0] - px[1]).mean() > 10 and np.abs(px[2] - px[3]).mean() > 10
+
+
+def test_loop_forms_agree(vgg19):
+    runs = {loop: combine.combine(loop=loop, steps=4, init="noise", **TINY) for loop in engine.LOOPS}
+    for loop in ("scan", "unroll"):
+        np.testing.assert_allclose(runs[loop].outcome.pixels, runs["step"].outcome.pixels, atol=0.05)
+
+
+def test_second_run_does_not_recompile(vgg19):
+    combine.combine(steps=3, **TINY)
+    before = engine._jit_step._cache_size()
+    combine.combine(steps=3, seed=5, **TINY)
+    assert engine._jit_step._cache_size() == before
+
+
+def test_divergence_freezes_that_start_only(vgg19):
+    prep = combine.prepare(combine.RunConfig(init="content,noise", steps=4, **TINY))
+    x0 = prep.x0.copy()
+    x0[1, 0, 0, 0] = np.nan  # this start's loss is NaN from the first step
+    out = engine.optimise(prep.problem, prep.variables, prep.targets, x0, chunk=2)
+    assert out.alive.tolist() == [True, False]
+    assert out.diverged_at == [None, 1]
+    np.testing.assert_array_equal(np.isnan(out.pixels[1]), np.isnan(x0[1]))  # last good image kept
+    assert np.isfinite(out.history[:, 0]).all() and out.totals[-1, 0] < out.totals[0, 0]
+
+
+def test_losses_are_normalised():
+    f = jax.random.uniform(jax.random.key(0), (8, 8, 4))
+    assert float(losses.relative_mse(jnp.zeros_like(f), f)) == pytest.approx(1.0, rel=1e-5)
+    assert float(losses.relative_mse(3 * f, 3 * f)) == 0.0
+    big = jnp.tile(f, (4, 4, 1))  # same statistics on a 4x larger image
+    np.testing.assert_allclose(losses.gram(big), losses.gram(f), rtol=1e-5)
+    assert float(losses.total_variation(jnp.zeros((4, 4, 3)))) == 0.0
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(steps=-1), "steps must be"),
+    (dict(size=0), "size must be"),
+    (dict(size=8), "too small for layer"),
+    (dict(lr=-1.0), "learning rate"),
+    (dict(init="noise:0"), "noise:N"),
+    (dict(init="sideways"), "bad init"),
+    (dict(recipe="nope"), "unknown recipe"),
+    (dict(content="/no/such.png"), "image not found"),
+])
+def test_bad_options_fail_in_one_line(vgg19, options, message):
+    with pytest.raises(JaxcombineError, match=message) as err:
+        combine.combine(**{**TINY, "steps": 1, **options})
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("", "no terms"),
+    ('[[terms]]\nlayer = "block9_conv1"\nsource = "style"', "unknown layer 'block9_conv1'"),
+    ('[[terms]]\nlayer = "block1_conv1"\nsource = "moon"', "source must be"),
+    ('[[terms]]\nlayer = "block1_conv1"\nsource = "style"\nstatistic = "median"', "statistic must be"),
+    ('[[terms]]\nlayer = "block1_conv1"\nsource = "style"\nweight = -1', "weight must be >= 0"),
+    ('[[terms]]\nlayer = "block1_conv1"\nsource = "style"\nweight = 0', "every term has weight 0"),
+    ("[[terms]\n", "invalid TOML"),
+])
+def test_bad_recipes_fail_in_one_line(tmp_path, body, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    with pytest.raises(JaxcombineError, match=message):
+        recipe.load(str(path))
+
+
+def test_recipe_round_trips_through_toml():
+    for name in recipe.preset_names():
+        r = recipe.load(name)
+        again = recipe.from_dict(__import__("tomllib").loads(r.to_toml()), name)
+        assert again == r
+
+
+def test_four_fake_devices_match_one(vgg19, tmp_path):
+    """Starts sharded over a 4-device mesh give the single-device result."""
+    code = textwrap.dedent("""
+        import sys, numpy as np, jax
+        from jaxcombine import combine
+        r = combine.combine(init="content,style,noise:2", steps=3, size=32, chunk=3)
+        np.save(sys.argv[1], r.outcome.pixels)
+        print(len(jax.devices()))
+    """)
+    outs = {}
+    for n in (1, 4):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
+               "JAX_PLATFORMS": "cpu"}
+        path = tmp_path / f"px{n}.npy"
+        proc = subprocess.run([sys.executable, "-c", code, str(path)], env=env,
+                              capture_output=True, text=True, check=True)
+        assert proc.stdout.strip() == str(n)
+        outs[n] = np.load(path)
+    np.testing.assert_allclose(outs[4], outs[1], atol=0.05)

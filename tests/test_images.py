@@ -1,0 +1,125 @@
+"""Images in every mode Pillow reads, resizing, atomic writes, and one-line errors."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcombine import images
+from jaxcombine.errors import JaxcombineError
+
+
+@pytest.fixture
+def photo():
+    """The bundled public-domain photo as uint8 RGB, downscaled."""
+    return np.asarray(Image.open(images.CONTENT).convert("RGB").resize((48, 32)))
+
+
+def _save(tmp_path, img, name):
+    path = tmp_path / name
+    img.save(path)
+    return path
+
+
+def test_rgb_png_round_trips_exactly(tmp_path, photo):
+    path = _save(tmp_path, Image.fromarray(photo), "a.png")
+    rgb = images.read(path)
+    assert rgb.dtype == np.float32 and rgb.shape == (32, 48, 3)
+    np.testing.assert_array_equal(rgb, photo)
+
+
+@pytest.mark.parametrize("mode", ["L", "1", "P", "CMYK", "I;16", "I", "F", "LA", "RGBA"])
+def test_every_mode_becomes_rgb_0_255(tmp_path, photo, mode):
+    base = Image.fromarray(photo)
+    if mode == "I;16":
+        grey = np.asarray(base.convert("L"), np.uint16) * 257  # full 16-bit range
+        img = Image.frombytes(
+            "I;16", (grey.shape[1], grey.shape[0]), grey.astype("<u2").tobytes())
+        name = "a.png"
+    elif mode == "F":
+        img = Image.fromarray(np.asarray(base.convert("L"), np.float32) / 255.0)
+        name = "a.tiff"
+    elif mode == "I":
+        img = Image.fromarray(np.asarray(base.convert("L"), np.int32) * 257)
+        name = "a.tiff"
+    elif mode == "P":
+        img = base.quantize(64)  # adaptive palette
+        name = "a.png"
+    else:
+        img = base.convert(mode)
+        name = "a.tiff" if mode == "CMYK" else "a.png"
+    rgb = images.read(_save(tmp_path, img, name))
+    assert rgb.shape == (32, 48, 3) and rgb.dtype == np.float32
+    assert 0 <= rgb.min() and rgb.max() <= 255
+    if mode in ("L", "I;16", "I", "F", "LA"):
+        grey = np.asarray(base.convert("L"), np.float32)
+        np.testing.assert_allclose(rgb[..., 0], grey, atol=1.0)
+    if mode in ("P", "CMYK", "RGBA"):
+        assert np.abs(rgb - photo).mean() < 12  # palette / CMYK round trips are lossy
+
+
+def test_transparency_is_composited_on_white(tmp_path):
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 255  # red, fully transparent on the left half
+    rgba[:, 4:, 3] = 255
+    rgb = images.read(_save(tmp_path, Image.fromarray(rgba, "RGBA"), "t.png"))
+    np.testing.assert_array_equal(rgb[:, :4], 255)
+    assert (rgb[:, 4:] == np.array([255, 0, 0], np.float32)).all()
+
+
+def test_exif_orientation_is_applied(tmp_path, photo):
+    img = Image.fromarray(photo)
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    path = tmp_path / "r.jpg"
+    img.save(path, exif=exif)
+    assert images.read(path).shape == (48, 32, 3)
+
+
+def test_resize_by_longest_side_and_by_pixels(tmp_path, photo):
+    path = _save(tmp_path, Image.fromarray(photo), "a.png")
+    assert images.read(path, size=24).shape == (16, 24, 3)
+    h, w, _ = images.read(path, pixels=384).shape
+    assert abs(h * w - 384) < 30 and abs(w / h - 1.5) < 0.1
+
+
+def test_fit_covers_and_centre_crops(photo):
+    out = images.fit(photo.astype(np.float32), 20, 20)
+    assert out.shape == (20, 20, 3)
+
+
+def test_write_is_atomic_and_by_extension(tmp_path, photo):
+    for ext in ("png", "jpg", "tiff"):
+        path = images.write(tmp_path / f"o.{ext}", photo.astype(np.float32))
+        assert Image.open(path).size == (48, 32)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".jaxcombine-tmp")]
+    with pytest.raises(JaxcombineError, match="unknown image extension"):
+        images.write(tmp_path / "o.xyz", photo)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "image not found"),
+    ("folder", "got a folder"),
+    ("text", "not an image"),
+    ("truncated", "corrupt or truncated"),
+    ("empty", "not an image"),
+])
+def test_bad_images_give_one_line_errors(tmp_path, photo, case, message):
+    path = tmp_path / "bad.png"
+    if case == "folder":
+        path.mkdir()
+    elif case == "text":
+        path.write_text("hello, not a picture")
+    elif case == "truncated":
+        Image.fromarray(photo).save(path)
+        path.write_bytes(path.read_bytes()[:200])
+    elif case == "empty":
+        path.write_bytes(b"")
+    with pytest.raises(JaxcombineError, match=message) as err:
+        images.read(path)
+    assert "\n" not in str(err.value)
+
+
+def test_pixel_limit_refuses_bombs(tmp_path, photo):
+    path = _save(tmp_path, Image.fromarray(photo), "a.png")
+    with pytest.raises(JaxcombineError, match="larger than the limit"):
+        images.read(path, max_pixels=100)

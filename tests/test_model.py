@@ -1,0 +1,102 @@
+"""The Flax VGG against an independent numpy reference, at every layer, on a real photo."""
+
+import numpy as np
+import pytest
+
+from jaxcombine import images, model
+from jaxcombine.errors import JaxcombineError
+
+# float32 convolutions summed in different orders: agreement to 1e-4 of each
+# layer's largest activation is what two correct implementations reach.
+RTOL_OF_MAX = 1e-4
+
+
+def _conv_relu(x, kernel, bias):
+    """3×3 'same' convolution in plain numpy (NHWC × HWIO), then ReLU."""
+    h, w = x.shape[1:3]
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out = np.zeros(x.shape[:3] + (kernel.shape[-1],), np.float64)
+    for dy in range(3):
+        for dx in range(3):
+            out += np.einsum("nhwc,co->nhwo", xp[:, dy:dy + h, dx:dx + w], kernel[dy, dx],
+                             optimize=True)
+    return np.maximum(out + bias, 0.0)
+
+
+def _pool(x, kind):
+    n, h, w, c = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+    return x.max(axis=(2, 4)) if kind == "max" else x.mean(axis=(2, 4))
+
+
+def reference(weights, rgb, arch, pooling):
+    """Every layer's activation, computed from the Keras description alone."""
+    x = (rgb[..., ::-1] - np.array([103.939, 116.779, 123.68]))[None].astype(np.float64)
+    out = {}
+    for name in model.layer_names(arch):
+        if name.endswith("_pool"):
+            x = _pool(x, pooling)
+        else:
+            kernel, bias = weights[name]
+            x = _conv_relu(x, kernel.astype(np.float64), bias.astype(np.float64))
+        out[name] = x[0]
+    return out
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return images.read(images.CONTENT, size=40)  # a real photo, 40×40
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_every_layer_matches_the_numpy_reference(vgg19, photo, pooling):
+    import jax
+
+    taps = model.layer_names("vgg19")
+    ref = reference(vgg19.arrays, photo, "vgg19", pooling)
+    got = jax.jit(model.features, static_argnames=("taps", "arch", "pooling"))(
+        model.variables(vgg19.arrays), photo[None], taps=taps, pooling=pooling)
+    assert set(got) == set(taps)
+    for name in taps:
+        g, r = np.asarray(got[name][0]), ref[name]
+        assert g.shape == r.shape, name
+        assert np.abs(g - r).max() <= RTOL_OF_MAX * np.abs(r).max() + 1e-5, name
+        assert np.abs(r).max() > 0, name  # a dead layer would make the check vacuous
+
+
+def test_forward_stops_at_the_deepest_tap(vgg19, photo):
+    import jax
+
+    net = model.VGG(taps=("block2_conv1",))
+    variables = model.variables(model.trim(vgg19.arrays, ["block2_conv1"]))
+    assert set(variables["params"]) == {"block1", "block2"}
+    assert set(variables["params"]["block2"]) == {"block2_conv1"}
+    out = net.apply(variables, model.preprocess(jax.numpy.asarray(photo))[None])
+    assert list(out) == ["block2_conv1"] and out["block2_conv1"].shape == (1, 20, 20, 128)
+
+
+def test_vgg16_layers_and_shapes():
+    names = model.layer_names("vgg16")
+    assert len(model.conv_layer_names("vgg16")) == 13 and names[-1] == "block5_pool"
+    assert model.conv_shapes("vgg16")["block3_conv3"] == (3, 3, 256, 256)
+    assert "block3_conv4" not in names
+
+
+def test_unknown_layer_lists_valid_ones():
+    with pytest.raises(JaxcombineError, match="unknown layer 'block6_conv1'.*valid layers: block1_conv1"):
+        model.check_layers(["block6_conv1"])
+    with pytest.raises(JaxcombineError, match="block3_conv4"):
+        model.check_layers(["block3_conv4"], "vgg16")
+
+
+def test_minimum_size_is_explained():
+    assert model.min_side(["block5_pool"]) == 32 and model.min_side(["block1_conv1"]) == 1
+    with pytest.raises(JaxcombineError, match="at least 16 pixels"):
+        model.check_size(15, 100, ["block5_conv1"])
+
+
+def test_preprocess_round_trip(photo):
+    back = np.asarray(model.deprocess(model.preprocess(photo)))
+    np.testing.assert_allclose(back, photo, atol=1e-4)
+    bgr = np.asarray(model.preprocess(photo))
+    np.testing.assert_allclose(bgr[..., 0], photo[..., 2] - 103.939, atol=1e-4)
