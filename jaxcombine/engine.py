@@ -22,7 +22,10 @@ same shapes reuses the compiled program.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import threading
 import time
 from functools import partial
 from typing import Any, Callable, Mapping, NamedTuple
@@ -291,8 +294,8 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, x0: np.ndar
     After each chunk ``on_chunk(step, components, get_pixels)`` is called with
     the chunk's components (n, k, c) as numpy and a function that fetches the
     current pixels (only call it when a snapshot is due: it is a transfer).
-    Ctrl-C stops after the current chunk; the outcome then has
-    ``interrupted=True`` and everything done so far. ``start_step`` and
+    Ctrl-C or SIGTERM stops after the current chunk (a second Ctrl-C aborts at
+    once); the outcome then has ``interrupted=True`` and everything done so far. ``start_step`` and
     ``opt_state`` resume an earlier run; ``lrs`` and ``loss_weights`` give each
     start its own (see :func:`init_state`).
     """
@@ -304,11 +307,11 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, x0: np.ndar
         state = state._replace(opt_state=opt_state)
     state, k = shard_starts(state)
     history: list[np.ndarray] = []
-    step, compile_s, run_s, interrupted = start_step, 0.0, 0.0, False
+    step, compile_s, run_s = start_step, 0.0, 0.0
     compiled_sizes: set[int] = set()
-    while step < problem.steps:
-        n = min(chunk, problem.steps - step)
-        try:
+    with stop_requests() as stop:
+        while step < problem.steps and not stop.is_set():
+            n = min(chunk, problem.steps - step)
             t0 = time.perf_counter()
             if n not in compiled_sizes:  # first chunk of this length: time the compile apart
                 compile_s += _compile(problem, variables, targets, state, n, loop)
@@ -317,14 +320,12 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, x0: np.ndar
             state, comps = run_chunk(problem, variables, targets, state, n, loop)
             comps = np.asarray(comps)[:, :k]  # the only host round trip of the chunk
             run_s += time.perf_counter() - t0
-        except KeyboardInterrupt:
-            interrupted = True
-            break
-        history.append(comps)
-        step += n
-        if on_chunk is not None:
-            pixels_now = state.pixels
-            on_chunk(step, comps, lambda: np.asarray(pixels_now)[:k])
+            history.append(comps)
+            step += n
+            if on_chunk is not None:
+                pixels_now = state.pixels
+                on_chunk(step, comps, lambda: np.asarray(pixels_now)[:k])
+        interrupted = stop.is_set() and step < problem.steps
     hist = np.concatenate(history) if history else np.zeros((0, k, len(problem.recipe.labels)))
     alive = np.asarray(state.alive)[:k]
     return Outcome(
@@ -333,6 +334,31 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, x0: np.ndar
         diverged_at=_divergence_steps(hist, start_step), steps_done=step - start_step,
         compile_s=compile_s, run_s=run_s, interrupted=interrupted,
     )
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """An event set by the first Ctrl-C or SIGTERM, so the loop stops between chunks.
+
+    A second Ctrl-C raises KeyboardInterrupt at once. Outside the main thread
+    (where signal handlers cannot be installed) the event is never set.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _compile(problem, variables, targets, state, n, loop) -> float:

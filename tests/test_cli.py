@@ -88,3 +88,27 @@ def test_recipes_list_and_show():
     assert "gatys" in proc.stdout and "style4-content3" in proc.stdout
     toml = jaxcombine("recipes", "show", "gatys", check=True).stdout
     assert 'statistic = "gram"' in toml
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupt_stops_at_a_chunk_and_keeps_results(vgg19, tmp_path, sig):
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen([sys.executable, "-m", "jaxcombine", "run", "--size", "32",
+                             "--steps", "100000", "--chunk", "2", "--snapshot-every", "2",
+                             "--quiet", "--out", str(out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not list(out.glob("snapshots/*.png")) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(getattr(signal, sig))
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    rows = (out / "content.history.csv").read_text().splitlines()
+    rec = json.loads((out / "content.json").read_text())
+    assert rec["interrupted"] is True and rec["steps_done"] == len(rows) - 1 >= 2
+    assert np.asarray(Image.open(out / "content.png")).shape == (32, 32, 3)
