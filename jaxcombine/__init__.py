@@ -8,7 +8,7 @@ The public API in one place (implementations live in the submodules)::
 
 __version__ = "0.1.0"
 
-from jaxcombine.combine import Result, RunConfig, combine, parse_inits, prepare
+from jaxcombine.job import Result, RunConfig, combine, parse_inits, prepare
 from jaxcombine.engine import Outcome, Problem, optimise
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.features import extract, extract_features

@@ -101,8 +101,8 @@ def run_options(f):
 def run_config(*, content, style, style_weights, recipe, steps, size, optimizer, lr, schedule,
                tv_weight, seed, arch, pooling, dtype, remat, chunk, loop, snapshot_every,
                max_pixels, weights_path, init=None):
-    """Click options → :class:`jaxcombine.combine.RunConfig`."""
-    from jaxcombine.combine import RunConfig
+    """Click options → :class:`jaxcombine.job.RunConfig`."""
+    from jaxcombine.job import RunConfig
 
     blend = None
     if style_weights:
@@ -132,7 +132,7 @@ def run(out_dir, quiet, **options):
 
     With no arguments: the bundled photo and painting, the gatys recipe, 200 steps at 192 px.
     """
-    from jaxcombine.combine import combine
+    from jaxcombine.job import combine
 
     config = run_config(**options)
     result = combine(config, out=out_dir, progress=not quiet)

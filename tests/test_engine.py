@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import combine, engine, images, losses, model, recipe
+from jaxcombine import engine, images, job, losses, model, recipe
 from jaxcombine.errors import JaxcombineError
 
 TINY = dict(size=32, chunk=3)
@@ -24,7 +24,7 @@ def _falls(result, j=0):
 
 @pytest.mark.parametrize("name", recipe.preset_names())
 def test_every_preset_lowers_its_loss(vgg19, name):
-    result = combine.combine(recipe=name, steps=6, **TINY)
+    result = job.combine(recipe=name, steps=6, **TINY)
     assert result.outcome.history.shape == (6, 1, len(recipe.load(name).labels))
     assert _falls(result), result.outcome.totals[:, 0]
 
@@ -39,13 +39,13 @@ def test_every_statistic(vgg19, tmp_path, statistic):
         source = "style"
         statistic = "{statistic}"
     """))
-    result = combine.combine(recipe=str(path), steps=6, **TINY)
+    result = job.combine(recipe=str(path), steps=6, **TINY)
     assert _falls(result)
 
 
 @pytest.mark.parametrize("optimizer", engine.OPTIMIZERS)
 def test_every_optimizer(vgg19, optimizer):
-    result = combine.combine(optimizer=optimizer, steps=4, init="noise", **TINY)
+    result = job.combine(optimizer=optimizer, steps=4, init="noise", **TINY)
     assert _falls(result), result.outcome.totals[:, 0]
 
 
@@ -53,13 +53,13 @@ def test_every_init_and_vmapped_equals_separate(vgg19, tmp_path):
     init_file = tmp_path / "start.png"
     Image.open(images.STYLE).save(init_file)
     spec = f"content,style,noise:2,{init_file}"
-    together = combine.combine(init=spec, steps=4, **TINY)
+    together = job.combine(init=spec, steps=4, **TINY)
     assert together.labels == ("content", "style", "noise-s0", "noise-s1", "init-start")
     for j, label in enumerate(together.labels):
         one = spec.split(",")[j] if j < 2 else ("noise" if j == 2 else None)
         if one is None:
             continue
-        alone = combine.combine(init=one, steps=4, **TINY)
+        alone = job.combine(init=one, steps=4, **TINY)
         np.testing.assert_allclose(alone.outcome.pixels[0], together.outcome.pixels[j], atol=0.05)
         np.testing.assert_allclose(alone.outcome.history[:, 0], together.outcome.history[:, j],
                                    rtol=1e-3, atol=1e-6)
@@ -69,20 +69,20 @@ def test_every_init_and_vmapped_equals_separate(vgg19, tmp_path):
 
 
 def test_loop_forms_agree(vgg19):
-    runs = {loop: combine.combine(loop=loop, steps=4, init="noise", **TINY) for loop in engine.LOOPS}
+    runs = {loop: job.combine(loop=loop, steps=4, init="noise", **TINY) for loop in engine.LOOPS}
     for loop in ("scan", "unroll"):
         np.testing.assert_allclose(runs[loop].outcome.pixels, runs["step"].outcome.pixels, atol=0.05)
 
 
 def test_second_run_does_not_recompile(vgg19):
-    combine.combine(steps=3, **TINY)
+    job.combine(steps=3, **TINY)
     before = engine._jit_step._cache_size()
-    combine.combine(steps=3, seed=5, **TINY)
+    job.combine(steps=3, seed=5, **TINY)
     assert engine._jit_step._cache_size() == before
 
 
 def test_divergence_freezes_that_start_only(vgg19):
-    prep = combine.prepare(combine.RunConfig(init="content,noise", steps=4, **TINY))
+    prep = job.prepare(job.RunConfig(init="content,noise", steps=4, **TINY))
     x0 = prep.x0.copy()
     x0[1, 0, 0, 0] = np.nan  # this start's loss is NaN from the first step
     out = engine.optimise(prep.problem, prep.variables, prep.targets, x0, chunk=2)
@@ -113,7 +113,7 @@ def test_losses_are_normalised():
 ])
 def test_bad_options_fail_in_one_line(vgg19, options, message):
     with pytest.raises(JaxcombineError, match=message) as err:
-        combine.combine(**{**TINY, "steps": 1, **options})
+        job.combine(**{**TINY, "steps": 1, **options})
     assert "\n" not in str(err.value)
 
 
@@ -144,8 +144,8 @@ def test_four_fake_devices_match_one(vgg19, tmp_path):
     """Starts sharded over a 4-device mesh give the single-device result."""
     code = textwrap.dedent("""
         import sys, numpy as np, jax
-        from jaxcombine import combine
-        r = combine.combine(init="content,style,noise:2", steps=3, size=32, chunk=3)
+        from jaxcombine import job
+        r = job.combine(init="content,style,noise:2", steps=3, size=32, chunk=3)
         np.save(sys.argv[1], r.outcome.pixels)
         print(len(jax.devices()))
     """)
