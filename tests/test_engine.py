@@ -159,3 +159,21 @@ def test_four_fake_devices_match_one(vgg19, tmp_path):
         assert proc.stdout.strip() == str(n)
         outs[n] = np.load(path)
     np.testing.assert_allclose(outs[4], outs[1], atol=0.05)
+
+
+def test_bfloat16_activations_still_optimise(vgg19):
+    result = job.combine(dtype="bfloat16", steps=4, init="noise", **TINY)
+    assert result.outcome.history.dtype == np.float32 and _falls(result)
+
+
+def test_style_blend_weights_select_and_mix(vgg19, tmp_path):
+    other = tmp_path / "grey.png"
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(other)
+    styles = (str(images.STYLE), str(other))
+    only_first = job.prepare(job.RunConfig(style=styles, style_weights=(1.0, 0.0), **TINY))
+    single = job.prepare(job.RunConfig(style=styles[:1], **TINY))
+    for key, target in single.targets.items():
+        np.testing.assert_allclose(only_first.targets[key], target, rtol=1e-5, atol=1e-5)
+    mixed = job.prepare(job.RunConfig(style=styles, **TINY))
+    key = "style:gram:block1_conv1"
+    assert not np.allclose(mixed.targets[key], single.targets[key])
