@@ -55,7 +55,8 @@ class Problem:
     Attributes:
       recipe: the loss.
       arch, pooling, dtype, remat: the network (see :class:`model.VGG`).
-      optimizer: ``adam`` | ``sgd`` | ``lbfgs`` (optax's, with its zoom line search).
+      optimizer: ``adam`` | ``sgd`` | ``lbfgs`` (optax's, with its zoom line search), or
+        any ``optax.GradientTransformation`` (from Python; ``lr``/``schedule`` then unused).
       lr: learning rate in 0–255 pixel units (``None``: :data:`DEFAULT_LR`).
       schedule: ``constant`` or ``cosine`` (decays to 10% over ``steps``).
       steps: total steps (used by the schedule).
@@ -66,7 +67,7 @@ class Problem:
     pooling: str = "max"
     dtype: str = "float32"
     remat: bool = False
-    optimizer: str = "adam"
+    optimizer: str | optax.GradientTransformation = "adam"
     lr: float | None = None
     schedule: str = "constant"
     steps: int = 300
@@ -76,10 +77,14 @@ class Problem:
                          pooling=self.pooling, dtype=jnp.dtype(self.dtype), remat=self.remat)
 
     def learning_rate(self) -> float:
-        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+        if self.lr is not None or not isinstance(self.optimizer, str):
+            return self.lr
+        return DEFAULT_LR[self.optimizer]
 
     def transform(self) -> optax.GradientTransformation:
-        """The optax optimiser; any optax chain could stand here."""
+        """The optax optimiser: a built-in by name, or the transformation given."""
+        if isinstance(self.optimizer, optax.GradientTransformation):
+            return self.optimizer
         if self.optimizer not in OPTIMIZERS:
             raise JaxcombineError(f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
         lr: Any = self.learning_rate()
@@ -199,39 +204,42 @@ def _step(problem: Problem, variables: Mapping, targets: Mapping,
     return new_state, jnp.where(ok, comps, jnp.nan)
 
 
-def _vstep(problem, variables, targets, state):
-    return jax.vmap(partial(_step, problem), in_axes=(None, None, 0))(
+def _vstep(problem, variables, targets, state, targets_axis=None):
+    """``_step`` vmapped over starts. ``targets_axis=0``: each start has its own targets
+    (leading axis k, for batches of different jobs); ``None``: all starts share them."""
+    return jax.vmap(partial(_step, problem), in_axes=(None, targets_axis, 0))(
         variables, targets, state)
 
 
-@partial(jax.jit, static_argnames=("problem", "n_steps", "unroll"), donate_argnames=("state",))
-def _scan_chunk(problem, variables, targets, state, *, n_steps, unroll):
+@partial(jax.jit, static_argnames=("problem", "n_steps", "unroll", "targets_axis"),
+         donate_argnames=("state",))
+def _scan_chunk(problem, variables, targets, state, *, n_steps, unroll, targets_axis=None):
     def body(s, _):
-        return _vstep(problem, variables, targets, s)
+        return _vstep(problem, variables, targets, s, targets_axis)
 
     return jax.lax.scan(body, state, None, length=n_steps, unroll=unroll)
 
 
-_jit_step = jax.jit(_vstep, static_argnames=("problem",), donate_argnames=("state",))
+_jit_step = jax.jit(_vstep, static_argnames=("problem", "targets_axis"), donate_argnames=("state",))
 
 
 def run_chunk(problem: Problem, variables: Mapping, targets: Mapping, state: State,
-              n_steps: int, loop: str) -> tuple[State, jax.Array]:
+              n_steps: int, loop: str, targets_axis: int | None = None) -> tuple[State, jax.Array]:
     """Advance ``n_steps``; returns the new state and components shaped (n_steps, k, n_terms+1).
 
     Nothing here waits for the device: the result is still being computed
-    when this returns.
+    when this returns. ``targets_axis``: see :func:`_vstep`.
     """
     if loop == "step":
         history = []
         for _ in range(n_steps):
-            state, comps = _jit_step(problem, variables, targets, state)
+            state, comps = _jit_step(problem, variables, targets, state, targets_axis)
             history.append(comps)
         return state, jnp.stack(history)
     if loop not in ("scan", "unroll"):
         raise JaxcombineError(f"unknown loop {loop!r}; choose {', '.join(LOOPS)} or auto")
     return _scan_chunk(problem, variables, targets, state, n_steps=n_steps,
-                       unroll=n_steps if loop == "unroll" else 1)
+                       unroll=n_steps if loop == "unroll" else 1, targets_axis=targets_axis)
 
 
 def default_loop(backend: str | None = None) -> str:
@@ -241,13 +249,15 @@ def default_loop(backend: str | None = None) -> str:
 # --------------------------------------------------------------------------- devices
 
 
-def shard_starts(state: State) -> tuple[State, int]:
+def shard_starts(state: Any) -> tuple[Any, int]:
     """Spread the starts axis over all local devices (padding it to a multiple of them).
 
-    Returns the placed state and the number of real starts. One device: unchanged.
+    ``state`` is a :class:`State` or any pytree whose leaves all lead with the
+    starts axis (e.g. ``(state, per-start targets)``). Returns the placed tree
+    and the number of real starts. One device: unchanged.
     """
     devices = jax.local_devices()
-    k = state.pixels.shape[0]
+    k = jax.tree.leaves(state)[0].shape[0]
     if len(devices) == 1:
         return state, k
     pad = (-k) % len(devices)
@@ -275,6 +285,7 @@ class Outcome:
     compile_s: float
     run_s: float
     interrupted: bool = False
+    opt_state: Any = None  # the final optimiser state (numpy leaves leading with k), to resume
 
     @property
     def totals(self) -> np.ndarray:
@@ -285,19 +296,37 @@ class Outcome:
 ChunkCallback = Callable[[int, np.ndarray, Callable[[], np.ndarray]], None]
 
 
+class _Fetch:
+    """``on_chunk``'s third argument: calling it fetches the current pixels (k, H, W, 3);
+    ``.opt_state()`` fetches the optimiser state (numpy leaves leading with k). Both are
+    transfers, valid only during the callback (the buffers are donated to the next chunk)."""
+
+    def __init__(self, state: State, k: int):
+        self._state, self._k = state, k
+
+    def __call__(self) -> np.ndarray:
+        return np.asarray(self._state.pixels)[:self._k]
+
+    def opt_state(self) -> Any:
+        return jax.tree.map(lambda a: np.asarray(a)[:self._k], self._state.opt_state)
+
+
 def optimise(problem: Problem, variables: Mapping, targets: Mapping, x0: np.ndarray | jax.Array, *,
              chunk: int = 25, loop: str = "auto", on_chunk: ChunkCallback | None = None,
              start_step: int = 0, opt_state: Any = None, lrs: Any = None,
-             loss_weights: Any = None) -> Outcome:
+             loss_weights: Any = None, batched_targets: bool = False) -> Outcome:
     """Run ``problem.steps`` steps from starts ``x0`` (k, H, W, 3) in chunks.
 
     After each chunk ``on_chunk(step, components, get_pixels)`` is called with
     the chunk's components (n, k, c) as numpy and a function that fetches the
-    current pixels (only call it when a snapshot is due: it is a transfer).
+    current pixels (only call it when a snapshot is due: it is a transfer; its
+    ``.opt_state()`` fetches the optimiser state the same way, to save a resumable state).
     Ctrl-C or SIGTERM stops after the current chunk (a second Ctrl-C aborts at
     once); the outcome then has ``interrupted=True`` and everything done so far. ``start_step`` and
     ``opt_state`` resume an earlier run; ``lrs`` and ``loss_weights`` give each
-    start its own (see :func:`init_state`).
+    start its own (see :func:`init_state`). ``batched_targets``: every leaf of
+    ``targets`` leads with the starts axis k, so each start matches its own
+    targets (jobs with different images in one program).
     """
     loop = default_loop() if loop == "auto" else loop
     if chunk < 1:
@@ -305,7 +334,11 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, x0: np.ndar
     state = init_state(problem, x0, lrs=lrs, loss_weights=loss_weights)
     if opt_state is not None:
         state = state._replace(opt_state=opt_state)
-    state, k = shard_starts(state)
+    axis = 0 if batched_targets else None
+    if batched_targets:
+        (state, targets), k = shard_starts((state, targets))
+    else:
+        state, k = shard_starts(state)
     history: list[np.ndarray] = []
     step, compile_s, run_s = start_step, 0.0, 0.0
     compiled_sizes: set[int] = set()
@@ -314,17 +347,16 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, x0: np.ndar
             n = min(chunk, problem.steps - step)
             t0 = time.perf_counter()
             if n not in compiled_sizes:  # first chunk of this length: time the compile apart
-                compile_s += _compile(problem, variables, targets, state, n, loop)
+                compile_s += _compile(problem, variables, targets, state, n, loop, axis)
                 compiled_sizes.add(n)
                 t0 = time.perf_counter()
-            state, comps = run_chunk(problem, variables, targets, state, n, loop)
+            state, comps = run_chunk(problem, variables, targets, state, n, loop, axis)
             comps = np.asarray(comps)[:, :k]  # the only host round trip of the chunk
             run_s += time.perf_counter() - t0
             history.append(comps)
             step += n
             if on_chunk is not None:
-                pixels_now = state.pixels
-                on_chunk(step, comps, lambda: np.asarray(pixels_now)[:k])
+                on_chunk(step, comps, _Fetch(state, k))
         interrupted = stop.is_set() and step < problem.steps
     hist = np.concatenate(history) if history else np.zeros((0, k, len(problem.recipe.labels)))
     alive = np.asarray(state.alive)[:k]
@@ -333,6 +365,7 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, x0: np.ndar
         weights=np.asarray(state.weights)[:k], alive=alive,
         diverged_at=_divergence_steps(hist, start_step), steps_done=step - start_step,
         compile_s=compile_s, run_s=run_s, interrupted=interrupted,
+        opt_state=_Fetch(state, k).opt_state(),
     )
 
 
@@ -361,14 +394,14 @@ def stop_requests():
             signal.signal(sig, old)
 
 
-def _compile(problem, variables, targets, state, n, loop) -> float:
+def _compile(problem, variables, targets, state, n, loop, targets_axis=None) -> float:
     """Compile (ahead of time) the program for a chunk of ``n``; returns seconds."""
     t0 = time.perf_counter()
     if loop == "step":
-        _jit_step.lower(problem, variables, targets, state).compile()
+        _jit_step.lower(problem, variables, targets, state, targets_axis).compile()
     else:
         _scan_chunk.lower(problem, variables, targets, state, n_steps=n,
-                          unroll=n if loop == "unroll" else 1).compile()
+                          unroll=n if loop == "unroll" else 1, targets_axis=targets_axis).compile()
     return time.perf_counter() - t0
 
 

@@ -46,7 +46,7 @@ class RunConfig:
     init: str | None = None
     steps: int = 200
     size: int = 192
-    optimizer: str = "adam"
+    optimizer: Any = "adam"  # a name in engine.OPTIMIZERS, or an optax transformation
     lr: float | None = None
     schedule: str = "constant"
     tv_weight: float | None = None
@@ -142,7 +142,7 @@ def check_config(config: RunConfig) -> None:
         raise JaxcombineError(f"steps must be >= 0, got {config.steps}")
     if config.size < 1:
         raise JaxcombineError(f"size must be a positive number of pixels, got {config.size}")
-    if config.optimizer not in engine.OPTIMIZERS:
+    if isinstance(config.optimizer, str) and config.optimizer not in engine.OPTIMIZERS:
         raise JaxcombineError(
             f"unknown optimizer {config.optimizer!r}; choose {', '.join(engine.OPTIMIZERS)}")
     if config.lr is not None and not (config.lr > 0):

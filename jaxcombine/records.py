@@ -61,13 +61,17 @@ def _jsonable(obj: Any) -> Any:
         return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields") and any(callable(v) for v in obj):
+        return repr(obj)  # a NamedTuple of functions (optax transformations)
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if hasattr(obj, "tolist"):  # numpy / jax scalars and arrays
         return obj.tolist()
-    return obj
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return repr(obj)  # e.g. a user's optax transformation: recorded, not reloadable
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -177,3 +177,11 @@ def test_style_blend_weights_select_and_mix(vgg19, tmp_path):
     mixed = job.prepare(job.RunConfig(style=styles, **TINY))
     key = "style:gram:block1_conv1"
     assert not np.allclose(mixed.targets[key], single.targets[key])
+
+
+def test_any_optax_transformation_can_drive_the_pixels(vgg19):
+    import optax
+
+    chain = optax.chain(optax.clip_by_global_norm(1e4), optax.adam(3.0))
+    result = job.combine(optimizer=chain, steps=4, init="noise", **TINY)
+    assert _falls(result)
