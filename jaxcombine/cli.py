@@ -148,6 +148,54 @@ def run(out_dir, quiet, **options):
         sys.exit(EXIT_INTERRUPTED)
 
 
+# --------------------------------------------------------------------------- study
+
+
+@cli.command()
+@run_options
+@click.option("--inits", "init", default="content,style,noise:2", show_default=True,
+              help="Starts to compare, comma-separated: content, style, noise, noise:N, image paths.")
+@click.option("--tolerance", type=float, default=0.01, show_default=True,
+              help="Converged once the total loss changes by less than this fraction per "
+                   "snapshot interval, for good.")
+@click.option("--sweep", default=None,
+              help="Cross the starts with a second axis in the same program: "
+                   "tv_weight=0,1e-3,1e-2 or lr=1,4,8.")
+@click.option("--resume", is_flag=True, help="Continue the study in --out from its last snapshot.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("jaxcombine-study"),
+              show_default=True, help="Output folder.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def study(tolerance, sweep, resume, out_dir, quiet, **options):
+    """Do different starts converge to the same image, and at which layers do they differ?
+
+    Runs all starts in one program; writes history.csv, distances.csv, plots, report.html
+    and summary.json into --out (see jaxcombine.study).
+    """
+    from jaxcombine.study import run_study
+
+    config = run_config(**options)
+    result = run_study(config, out_dir, snapshot_every=config.snapshot_every, tolerance=tolerance,
+                       sweep=sweep, resume=resume, progress=not quiet)
+    s = result.summary
+    for label in result.labels:
+        conv = s["convergence"]["step"][label]
+        loss = (s["final_loss"][label] or {}).get("total")
+        click.echo(f"{label}: loss {loss:.4g}, " if loss is not None else f"{label}: ", nl=False)
+        click.echo(f"converged at step {conv}" if conv else "not converged")
+    rate = f"{s['steps_per_s']:.2f} steps/s" if s["steps_per_s"] else "no steps"
+    click.echo(f"{s['steps_done']} steps, {rate}, compile {s['compile_s']:.1f}s, wall {s['wall_s']:.1f}s")
+    click.echo(f"wrote {out_dir / 'report.html'}")
+    if result.interrupted:
+        click.echo("jaxcombine: interrupted; results so far were written (resume with --resume)", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+for _param in study.params:  # a study snapshots by default (run's default is 0: never)
+    if _param.name == "snapshot_every":
+        _param.default, _param.show_default = 25, True
+        _param.help = "Save images, distances and the resumable state every N steps."
+
+
 @cli.group(invoke_without_command=True)
 @click.pass_context
 def recipes(ctx):
@@ -169,6 +217,42 @@ def recipes_show(name):
         click.echo(recipe_lib.preset_text(name), nl=False)
     else:
         click.echo(recipe_lib.load(name).to_toml(), nl=False)
+
+
+# --------------------------------------------------------------------------- batch
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("jaxcombine-batch"),
+              show_default=True, help="Output folder (finished jobs there are skipped).")
+@click.option("--force", is_flag=True, help="Redo finished jobs too.")
+@click.option("--batching/--no-batching", default=True, show_default=True,
+              help="Run jobs of equal problem and size as one vmapped program.")
+@click.option("--max-batch", type=int, default=64, show_default=True,
+              help="Jobs prepared and run together at most (bounds memory).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--coordinator", default=None, envvar="JAXCOMBINE_COORDINATOR", show_envvar=True,
+              help="HOST:PORT of process 0, for a run over several hosts.")
+@click.option("--num-processes", type=int, default=None, envvar="JAXCOMBINE_NUM_PROCESSES",
+              show_envvar=True)
+@click.option("--process-id", type=int, default=None, envvar="JAXCOMBINE_PROCESS_ID", show_envvar=True)
+@click.option("--distributed", is_flag=True,
+              help="Initialise jax.distributed from the cluster (SLURM, TPU pod, ...) without flags.")
+def batch(manifest, out_dir, force, batching, max_batch, quiet, coordinator, num_processes,
+          process_id, distributed):
+    """Run every job of a TOML MANIFEST (see docs/batch.md); exit 1 if any job failed."""
+    from jaxcombine import batch as batch_lib
+
+    batch_lib.initialize_distributed(coordinator, num_processes, process_id, auto=distributed)
+    report = batch_lib.run_batch(manifest, out_dir, force=force, progress=not quiet,
+                                 batching=batching, max_batch=max_batch)
+    click.echo(f"{len(report.done)} done, {len(report.skipped)} skipped, "
+               f"{len(report.failed)} failed; report: {out_dir / batch_lib.REPORT}")
+    if report.interrupted:
+        click.echo("jaxcombine: interrupted; finished jobs were written", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(1 if report.failed else 0)
 
 
 # --------------------------------------------------------------------------- features

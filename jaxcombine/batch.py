@@ -1,0 +1,393 @@
+"""Scripted batch generation: a TOML manifest of jobs in, one output set per job out.
+
+A manifest has ``[defaults]`` (any :class:`~jaxcombine.job.RunConfig` field),
+an optional ``[grid]`` whose list values are crossed, and any number of
+``[[jobs]]`` tables. Every job has exactly one init and a deterministic id,
+``<content>-<style>-<init>-<hash>``, the hash covering the resolved config and
+the bytes of its image files. A job is finished once ``<id>.json`` exists
+(written last, atomically), so a rerun after a crash does only the rest.
+
+Jobs whose :class:`~jaxcombine.engine.Problem` and output size agree run as
+one vmapped program, each start with its own targets. See docs/batch.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import re
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcombine import engine, images, job as job_lib, recipe as recipe_lib, records
+from jaxcombine.errors import JaxcombineError
+
+FIELDS = tuple(f.name for f in dataclasses.fields(job_lib.RunConfig))
+SECTIONS = ("defaults", "grid", "jobs")
+REPORT = "batch-report.json"
+INIT_WORDS = ("content", "style", "noise")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One output: a resolved config with a single init, and its stable id."""
+
+    id: str
+    config: job_lib.RunConfig
+
+
+@dataclasses.dataclass
+class BatchReport:
+    """What a batch did: ids done now, skipped (finished before), failed (id → one-line reason)."""
+
+    done: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
+    interrupted: bool = False
+    wall_s: float = 0.0
+
+    @property
+    def jobs_per_minute(self) -> float | None:
+        return round(60 * len(self.done) / self.wall_s, 3) if self.wall_s and self.done else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "jobs_per_minute": self.jobs_per_minute}
+
+    def merge(self, other: "BatchReport") -> None:
+        self.done += other.done
+        self.skipped += other.skipped
+        self.failed.update(other.failed)
+        self.interrupted |= other.interrupted
+        self.wall_s = max(self.wall_s, other.wall_s)
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def load_manifest(path: str | os.PathLike) -> list[Job]:
+    """Read a manifest and expand it into jobs, sorted by id, duplicates dropped."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise JaxcombineError(f"manifest not found: {path}")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise JaxcombineError(f"bad manifest {path}: {e}")
+    _check_keys(data, SECTIONS, "manifest section")
+    defaults = _table(data.get("defaults", {}), "[defaults]")
+    grid = _table(data.get("grid", {}), "[grid]")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise JaxcombineError(f"[grid] {key} must be a non-empty list")
+    entries = data.get("jobs", [])
+    if not isinstance(entries, list):
+        raise JaxcombineError("jobs must be [[jobs]] tables")
+    tables = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else []
+    tables += [_table(e, "[[jobs]]") for e in entries]
+    if not tables:
+        tables = [{}]
+    base = path.resolve().parent
+    jobs = {j.id: j for t in tables for j in _expand({**defaults, **t}, base)}
+    return [jobs[k] for k in sorted(jobs)]
+
+
+def _check_keys(table: dict, valid: Sequence[str], what: str) -> None:
+    for key in table:
+        if key not in valid:
+            raise JaxcombineError(f"unknown {what} {key!r}; valid: {', '.join(valid)}")
+
+
+def _table(table: Any, where: str) -> dict:
+    if not isinstance(table, dict):
+        raise JaxcombineError(f"{where} must be a table")
+    _check_keys(table, FIELDS, f"key in {where}")
+    return table
+
+
+def _expand(options: dict, base: Path) -> list[Job]:
+    """One table of options → one job per init (``noise:N`` gives N seeds)."""
+    options = _resolve_paths(options, base)
+    try:
+        config = job_lib.RunConfig(**options)
+    except TypeError as e:
+        raise JaxcombineError(f"bad job {options}: {e}")
+    spec = config.init or _recipe_init(config)
+    out = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        count = 1
+        if part.startswith("noise:") and part[6:].isdigit() and int(part[6:]) >= 1:
+            part, count = "noise", int(part[6:])  # else prepare rejects it, as ``run`` does
+        for i in range(count):
+            single = config.replace(init=part, seed=config.seed + i)
+            out.append(Job(job_id(single), single))
+    return out
+
+
+def _recipe_init(config: job_lib.RunConfig) -> str:
+    try:
+        return recipe_lib.load(config.recipe, config.model).init
+    except JaxcombineError:
+        return "content"  # the job fails later, in prepare, with the recipe's error
+
+
+def _resolve_paths(options: dict, base: Path) -> dict:
+    """Image, weights and recipe-file paths relative to the manifest's folder → absolute."""
+    opts = dict(options)
+    absolute = lambda p: str((base / os.path.expanduser(str(p))).resolve())  # noqa: E731
+    opts["content"] = absolute(opts["content"]) if opts.get("content") else str(images.CONTENT)
+    style = opts.get("style") or [str(images.STYLE)]
+    opts["style"] = tuple(absolute(s) for s in ([style] if isinstance(style, str) else style))
+    if opts.get("style_weights") is not None:
+        opts["style_weights"] = tuple(float(w) for w in opts["style_weights"])
+    if opts.get("weights"):
+        opts["weights"] = absolute(opts["weights"])
+    recipe = str(opts.get("recipe", recipe_lib.DEFAULT))
+    if recipe not in recipe_lib.preset_names() and (base / recipe).exists():
+        opts["recipe"] = absolute(recipe)
+    if opts.get("init"):
+        parts = [p.strip() for p in str(opts["init"]).split(",")]
+        opts["init"] = ",".join(p if p.split(":")[0] in INIT_WORDS else absolute(p) for p in parts)
+    return opts
+
+
+def job_id(config: job_lib.RunConfig) -> str:
+    """``<content>-<style>-<init>-<hash>``: readable, and new whenever config or an image changes."""
+    files = [config.content, *config.style, config.recipe, config.init]
+    canonical = json.dumps({"config": dataclasses.asdict(config),
+                            "files": {f: _file_hash(f) for f in files if f and Path(f).is_file()}},
+                           sort_keys=True, default=str)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
+    init = Path(config.init).stem if config.init and os.sep in config.init else config.init
+    if init == "noise":
+        init = f"noise{config.seed}"
+    style = "+".join(Path(s).stem for s in config.style)
+    readable = re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{Path(config.content).stem}-{style}-{init}")
+    return f"{readable}-{digest}"
+
+
+def _file_hash(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def process_share(jobs: Sequence[Job], index: int, count: int) -> list[Job]:
+    """Process ``index`` of ``count`` takes every count-th job of the id-sorted list."""
+    return sorted(jobs, key=lambda j: j.id)[index::count]
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_batch(manifest_path: str | os.PathLike, out: str | os.PathLike, *, force: bool = False,
+              progress: bool = True, batching: bool = True, max_batch: int = 64,
+              process_index: int | None = None, process_count: int | None = None) -> BatchReport:
+    """Run every unfinished job of a manifest into ``out``; never raises for one bad job.
+
+    Jobs are taken ``max_batch`` at a time (which bounds memory: their images and
+    targets are held until they are done); within those, jobs of one shape run as
+    one program. ``batching=False`` runs one job at a time.
+
+    ``process_index``/``process_count`` default to JAX's (several hosts: call
+    ``jax.distributed.initialize`` first); each process runs its share and writes
+    ``batch-report.<i>.json``, and process 0 merges them into ``batch-report.json``.
+    """
+    if max_batch < 1:
+        raise JaxcombineError(f"max-batch must be >= 1, got {max_batch}")
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    index = jax.process_index() if process_index is None else process_index
+    count = jax.process_count() if process_count is None else process_count
+    remove_stale_temps(out)
+    jobs = process_share(load_manifest(manifest_path), index, count)
+    report = BatchReport()
+    todo = []
+    for j in jobs:
+        if not force and (out / f"{j.id}.json").exists():
+            report.skipped.append(j.id)
+        else:
+            todo.append(j)
+    bar = _bar(len(todo), progress)
+    window = max_batch if batching else 1
+    for start in range(0, len(todo), window):
+        if report.interrupted:
+            break
+        _run_window(todo[start:start + window], out, report, bar)
+    bar.close()
+    report.wall_s = round(time.perf_counter() - t0, 3)
+    records.write_json(out / f"batch-report.{index}.json" if count > 1 else out / REPORT,
+                       records.record(None, **report.to_dict()))
+    if count > 1:
+        _barrier("jaxcombine-batch-done")
+        if index == 0:
+            report = merge_reports(out, count)
+    return report
+
+
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, *, auto: bool = False) -> None:
+    """``jax.distributed.initialize`` from flags, or (``auto``) from the cluster's environment."""
+    if coordinator is None and num_processes is None and process_id is None and not auto:
+        return
+    try:
+        jax.distributed.initialize(coordinator, num_processes, process_id)
+    except (RuntimeError, ValueError) as e:
+        raise JaxcombineError(f"could not initialise jax.distributed: {' '.join(str(e).split())}")
+
+
+def _barrier(name: str, timeout_s: int = 7 * 24 * 3600) -> None:
+    """Wait for every process (through the jax.distributed coordinator, when there is one)."""
+    from jax._src import distributed  # the coordinator client has no public barrier
+
+    client = getattr(distributed.global_state, "client", None)
+    if client is not None:
+        client.wait_at_barrier(name, timeout_s * 1000)
+
+
+def _run_window(jobs: Sequence[Job], out: Path, report: BatchReport, bar) -> None:
+    """Prepare up to ``max_batch`` jobs (images, targets), then run them group by group."""
+    prepared = []
+    for j in jobs:
+        try:
+            prepared.append((j, job_lib.prepare(j.config)))
+        except Exception as e:  # e.g. a string where a number belongs: this job only
+            _fail(report, bar, [j], _reason(e))
+    for group in _groups(prepared):
+        if report.interrupted:
+            break
+        try:
+            _run_group(group, out, report, bar)
+        except Exception as e:  # one broken group must not stop the others
+            _fail(report, bar, [j for j, _ in group], _reason(e))
+
+
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Delete ``.jaxcombine-tmp-*`` files left by a killed run (in ``out`` and its snapshots)."""
+    stale = [p for d in (out, out / "snapshots") if d.is_dir()
+             for p in d.glob(records.TMP_PREFIX + "*")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def _groups(prepared: list) -> Iterable[list]:
+    """Jobs that can share one compiled program: same Problem, output size, weights and loop."""
+    groups: dict[Any, list] = {}
+    for j, prep in prepared:
+        c = j.config
+        key = (prep.problem, prep.x0.shape[1:], c.weights, c.chunk, c.loop, c.snapshot_every)
+        groups.setdefault(key, []).append((j, prep))
+    return list(groups.values())
+
+
+def _run_group(group: list, out: Path, report: BatchReport, bar) -> None:
+    """Optimise a group in one vmapped program (targets stacked per job), then write each job."""
+    t0 = time.perf_counter()
+    jobs, preps = [j for j, _ in group], [p for _, p in group]
+    first = preps[0]
+    targets = jax.tree.map(lambda *t: jnp.stack(t), *[p.targets for p in preps])
+    x0 = np.concatenate([p.x0 for p in preps])
+    ids = [j.id for j in jobs]
+    config = first.config
+    writer = job_lib._SnapshotWriter(out, ids, config.snapshot_every)
+    chunk = np.gcd(config.chunk, config.snapshot_every) if config.snapshot_every else config.chunk
+    done_steps = [0]
+
+    def on_chunk(step, comps, get_pixels):
+        bar.update(len(jobs) * (step - done_steps[0]) / max(config.steps, 1))
+        done_steps[0] = step
+        writer(step, get_pixels)
+
+    outcome = engine.optimise(first.problem, first.variables, targets, x0, chunk=int(chunk),
+                              loop=config.loop, on_chunk=on_chunk, batched_targets=True)
+    if outcome.interrupted:
+        report.interrupted = True
+        return
+    wall = time.perf_counter() - t0
+    for j, (job, prep) in enumerate(group):
+        write_job(out, job, prep, outcome, j, wall_s=wall, group_size=len(group))
+        report.done.append(job.id)
+    bar.update(len(jobs) * (1 - done_steps[0] / max(config.steps, 1)))
+
+
+def write_job(out: Path, job: Job, prep: job_lib.Prepared, outcome: engine.Outcome, j: int,
+              **timings: Any) -> None:
+    """Image, history, then the JSON record last: its presence marks the job finished."""
+    images.write(out / f"{job.id}.png", outcome.pixels[j])
+    records.atomic_write_text(out / f"{job.id}.history.csv", job_lib.history_csv(outcome, j))
+    totals = outcome.totals
+    records.write_json(out / f"{job.id}.json", records.record(
+        job.config, weights={"fingerprint": prep.weights.fingerprint, **prep.weights.info},
+        id=job.id, init=dataclasses.asdict(prep.inits[0]), problem=prep.problem,
+        recipe=prep.problem.recipe.to_dict(), steps_done=outcome.steps_done,
+        final_loss=float(totals[-1, j]) if len(totals) else None,
+        final_components=dict(zip(outcome.labels, outcome.history[-1, j].tolist()))
+        if len(totals) else None,
+        diverged_at_step=outcome.diverged_at[j], image=f"{job.id}.png",
+        history=f"{job.id}.history.csv", compile_s=round(outcome.compile_s, 3),
+        run_s=round(outcome.run_s, 3), **{k: round(v, 3) if isinstance(v, float) else v
+                                          for k, v in timings.items()}))
+
+
+def _reason(error: Exception) -> str:
+    return str(error) if isinstance(error, JaxcombineError) else f"{type(error).__name__}: {error}"
+
+
+def _fail(report: BatchReport, bar, jobs: Sequence[Job], reason: str) -> None:
+    line = " ".join(str(reason).split())
+    for j in jobs:
+        report.failed[j.id] = line
+        print(f"jaxcombine: job {j.id} failed: {line}", file=sys.stderr)
+    bar.update(len(jobs))
+
+
+def merge_reports(out: Path, count: int, timeout_s: float = 7 * 24 * 3600) -> BatchReport:
+    """Process 0: wait for every ``batch-report.<i>.json``, write their union as ``batch-report.json``.
+
+    Without a coordinator (explicit ``process_index``/``count``) the wait is a poll
+    for the files, so clear old per-process reports before such a rerun.
+    """
+    paths = [out / f"batch-report.{i}.json" for i in range(count)]
+    deadline = time.monotonic() + timeout_s
+    while not all(p.exists() for p in paths):
+        if time.monotonic() > deadline:
+            raise JaxcombineError(f"timed out waiting for {', '.join(str(p) for p in paths)}")
+        time.sleep(1.0)
+    merged = BatchReport()
+    for p in paths:
+        d = json.loads(p.read_text())
+        merged.merge(BatchReport(d["done"], d["skipped"], d["failed"], d["interrupted"],
+                                 d["wall_s"]))
+    merged.done.sort()
+    merged.skipped.sort()
+    records.write_json(out / REPORT, records.record(None, processes=count, **merged.to_dict()))
+    return merged
+
+
+class _bar:
+    """A tqdm bar over jobs (fractional updates per chunk, so the ETA moves); or nothing."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.tqdm = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.tqdm = tqdm(total=total, unit="job", file=sys.stderr, dynamic_ncols=True,
+                             bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]")
+
+    def update(self, n: float) -> None:
+        if self.tqdm is not None and n:
+            self.tqdm.update(n)
+
+    def close(self) -> None:
+        if self.tqdm is not None:
+            self.tqdm.close()

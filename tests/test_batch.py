@@ -1,0 +1,241 @@
+"""Batch manifests: expansion, ids, crash-safe reruns, bad jobs, several devices and processes."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcombine import batch, images, records
+from jaxcombine.errors import JaxcombineError
+
+MANIFEST = """\
+[defaults]
+steps = {steps}
+size = 32
+chunk = 1
+
+[grid]
+content = ["c1.png", "c2.png"]
+style = ["s1.png", "s2.jpg"]
+init = ["content", "style", "noise"]
+"""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """Two crops of the bundled photo, two of the painting, and the 12-job manifest."""
+    d = tmp_path_factory.mktemp("batch")
+    photo = Image.open(images.CONTENT).convert("RGB")
+    paint = Image.open(images.STYLE).convert("RGB")
+    photo.crop((0, 0, 200, 200)).save(d / "c1.png")
+    photo.crop((100, 100, 300, 260)).save(d / "c2.png")
+    paint.crop((0, 0, 200, 160)).save(d / "s1.png")
+    paint.crop((50, 50, 250, 250)).save(d / "s2.jpg")
+    (d / "m.toml").write_text(MANIFEST.format(steps=3))
+    return d
+
+
+def run_cli(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jaxcombine", "batch", *map(str, args), "-q"],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          cwd=cwd, timeout=600)
+
+
+def outputs(out: Path) -> dict[str, np.ndarray]:
+    """id → decoded image, checking each finished job's three files."""
+    found = {}
+    for rec in out.glob("*.json"):
+        if rec.name.startswith("batch-report"):
+            continue
+        meta = json.loads(rec.read_text())
+        found[meta["id"]] = np.asarray(Image.open(out / meta["image"]))
+        assert (out / meta["history"]).read_text().startswith("step,total,")
+    assert not list(out.rglob(records.TMP_PREFIX + "*"))
+    return found
+
+
+def final_losses(out: Path) -> dict[str, float]:
+    return {json.loads(p.read_text())["id"]: json.loads(p.read_text())["final_loss"]
+            for p in out.glob("*.json") if not p.name.startswith("batch-report")}
+
+
+@pytest.fixture(scope="module")
+def reference(folder, vgg19) -> Path:
+    """The 12 jobs on one device, one process, batched."""
+    out = folder / "ref"
+    report = batch.run_batch(folder / "m.toml", out, progress=False)
+    assert len(report.done) == 12 and not report.failed
+    return out
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def test_manifest_expands_grid_with_stable_ids(folder):
+    jobs = batch.load_manifest(folder / "m.toml")
+    assert len(jobs) == 12 and len({j.id for j in jobs}) == 12
+    assert [j.id for j in jobs] == [j.id for j in batch.load_manifest(folder / "m.toml")]
+    assert {j.config.init for j in jobs} == {"content", "style", "noise"}
+    assert all(Path(j.config.content).is_absolute() and j.config.content.startswith(str(folder))
+               for j in jobs)
+    assert jobs[0].id.startswith("c1-s1-content-")
+
+
+def test_edited_image_is_a_new_job(tmp_path, folder):
+    for name in ("c1.png", "s1.png"):
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    (tmp_path / "m.toml").write_text('[[jobs]]\ncontent = "c1.png"\nstyle = "s1.png"\ninit = "noise:2"\n')
+    before = [j.id for j in batch.load_manifest(tmp_path / "m.toml")]
+    assert len(before) == 2 and before[0].split("-")[2] != before[1].split("-")[2]
+    Image.open(folder / "c2.png").save(tmp_path / "c1.png")
+    after = [j.id for j in batch.load_manifest(tmp_path / "m.toml")]
+    assert not set(before) & set(after)
+
+
+def test_unknown_key_names_the_valid_ones(tmp_path):
+    (tmp_path / "m.toml").write_text("[defaults]\nstepz = 3\n")
+    with pytest.raises(JaxcombineError, match=r"unknown key in \[defaults\] 'stepz'; valid: .*steps"):
+        batch.load_manifest(tmp_path / "m.toml")
+
+
+def test_process_shares_partition_the_jobs(folder):
+    jobs = batch.load_manifest(folder / "m.toml")
+    shares = [batch.process_share(jobs, i, 3) for i in range(3)]
+    ids = [j.id for share in shares for j in share]
+    assert sorted(ids) == sorted(j.id for j in jobs) and len(set(ids)) == 12
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@pytest.mark.parametrize("options", [{"batching": False}, {"max_batch": 5}])
+def test_batched_matches_one_at_a_time(folder, reference, options):
+    out = folder / f"single-{len(os.listdir(folder))}"
+    report = batch.run_batch(folder / "m.toml", out, progress=False, **options)
+    assert len(report.done) == 12
+    ref, got = outputs(reference), outputs(out)
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], atol=2)
+    np.testing.assert_allclose([final_losses(out)[k] for k in ref],
+                               [final_losses(reference)[k] for k in ref], rtol=1e-3)
+
+
+def test_kill_9_then_rerun_completes(folder, vgg19):
+    out = folder / "killed"
+    (folder / "slow.toml").write_text(MANIFEST.format(steps=4))
+    proc = subprocess.Popen([sys.executable, "-m", "jaxcombine", "batch", str(folder / "slow.toml"),
+                             "--out", str(out), "--no-batching", "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(list(out.glob("c*.json"))) < 3 and time.monotonic() < deadline:
+        assert proc.poll() is None, "finished before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p.name: (p.read_bytes(), p.stat().st_mtime_ns)
+                for rec in out.glob("c*.json") for p in out.glob(rec.stem + ".*")}
+    assert 3 <= len(finished) // 3 < 12
+    (out / (records.TMP_PREFIX + "stale.png")).write_bytes(b"half")  # as a kill mid-write leaves
+
+    result = run_cli(folder / "slow.toml", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert f"{12 - len(finished) // 3} done, {len(finished) // 3} skipped, 0 failed" in result.stdout
+    assert len(outputs(out)) == 12
+    for name, (data, mtime) in finished.items():
+        assert (out / name).read_bytes() == data and (out / name).stat().st_mtime_ns == mtime
+    report = json.loads((out / "batch-report.json").read_text())
+    assert len(report["done"]) + len(report["skipped"]) == 12
+
+
+def test_bad_job_is_reported_and_skipped(tmp_path, folder, vgg19):
+    (tmp_path / "m.toml").write_text(f"""\
+[defaults]
+steps = 2
+size = 32
+init = "content"
+
+[[jobs]]
+content = "{folder / 'c1.png'}"
+
+[[jobs]]
+content = "missing.png"
+
+[[jobs]]
+content = "{folder / 'c2.png'}"
+recipe = "no-such-recipe"
+
+[[jobs]]
+content = "{folder / 'c2.png'}"
+size = 8
+""")
+    result = run_cli(tmp_path / "m.toml", "--out", tmp_path / "out")
+    assert result.returncode == 1
+    assert "1 done, 0 skipped, 3 failed" in result.stdout
+    lines = [ln for ln in result.stderr.splitlines() if "failed:" in ln]
+    assert len(lines) == 3
+    assert any("image not found" in ln and "missing.png" in ln for ln in lines)
+    assert any("no-such-recipe" in ln for ln in lines)
+    assert any("too small" in ln for ln in lines)
+    report = json.loads((tmp_path / "out" / "batch-report.json").read_text())
+    assert len(report["done"]) == 1 and len(report["failed"]) == 3
+    assert all("\n" not in why for why in report["failed"].values())
+    assert len(outputs(tmp_path / "out")) == 1
+
+
+def test_four_devices_match_one(folder, reference):
+    out = folder / "four"
+    result = run_cli(folder / "m.toml", "--out", out,
+                     env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert result.returncode == 0, result.stderr
+    ref, got = outputs(reference), outputs(out)
+    assert got.keys() == ref.keys()
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], atol=2)
+    env = json.loads(next(out.glob("c1-*.json")).read_text())["environment"]
+    assert len(env["devices"]) == 4
+
+
+def test_two_processes_match_one(folder, reference):
+    out = folder / "two"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-m", "jaxcombine", "batch", str(folder / "m.toml"),
+                               "--out", str(out), "-q", "--coordinator", f"127.0.0.1:{port}",
+                               "--num-processes", "2", "--process-id", str(i)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    # process 1 tells its share; process 0 the union, once both are done
+    assert [r[0].split(",")[0] for r in results] == ["12 done", "6 done"]
+    assert [len(json.loads((out / f"batch-report.{i}.json").read_text())["done"])
+            for i in range(2)] == [6, 6]
+    ref, got = outputs(reference), outputs(out)
+    assert got.keys() == ref.keys()
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], atol=2)
+    report = json.loads((out / "batch-report.json").read_text())
+    assert sorted(report["done"]) == sorted(ref) and report["processes"] == 2
+    owners = {json.loads(p.read_text())["environment"]["process_index"]
+              for p in out.glob("c*.json")}
+    assert owners == {0, 1}
+
+
+def test_a_batched_job_matches_jaxcombine_run(folder, reference):
+    """Per-job targets (batched) give what a plain ``combine`` with shared targets gives."""
+    from jaxcombine.job import combine
+
+    job = next(j for j in batch.load_manifest(folder / "m.toml") if "-s2-noise" in j.id)
+    result = combine(job.config)
+    np.testing.assert_allclose(result.images[result.labels[0]], outputs(reference)[job.id], atol=2)
+    assert result.final_losses()[result.labels[0]] == pytest.approx(
+        final_losses(reference)[job.id], rel=1e-3)
