@@ -116,10 +116,9 @@ def _table(table: Any, where: str) -> dict:
 
 def _expand(options: dict, base: Path) -> list[Job]:
     """One table of options → one job per init (``noise:N`` gives N seeds)."""
-    options = _resolve_paths(options, base)
     try:
-        config = job_lib.RunConfig(**options)
-    except TypeError as e:
+        config = job_lib.RunConfig(**_resolve_paths(options, base))
+    except (TypeError, ValueError) as e:  # e.g. style_weights = 0.5 instead of a list
         raise JaxcombineError(f"bad job {options}: {e}")
     spec = config.init or _recipe_init(config)
     out = []
@@ -258,9 +257,11 @@ def _run_window(jobs: Sequence[Job], out: Path, report: BatchReport, bar) -> Non
     prepared = []
     for j in jobs:
         try:
-            prepared.append((j, job_lib.prepare(j.config)))
+            prep = job_lib.prepare(j.config)
         except Exception as e:  # e.g. a string where a number belongs: this job only
             _fail(report, bar, [j], _reason(e))
+            continue
+        prepared.append((j, prep))
     for group in _groups(prepared):
         if report.interrupted:
             break

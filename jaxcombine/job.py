@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import math
 import os
@@ -181,7 +182,7 @@ def prepare(config: RunConfig) -> Prepared:
                              lr=config.lr, schedule=config.schedule, steps=config.steps)
     problem.transform()  # validates optimizer and schedule
     w8 = weights_lib.load(config.model, config.weights)
-    variables = model.variables(model.trim(w8.arrays, rec.layers, config.model))
+    variables = _device_variables(w8, rec.layers, config.model)
     sw = None if config.style_weights is None else jnp.asarray(config.style_weights, jnp.float32)
     targets = _targets(problem, variables, jnp.asarray(content), jnp.asarray(styles), sw)
     x0 = np.stack([_start(i, content, styles, config) for i in inits])
@@ -189,6 +190,13 @@ def prepare(config: RunConfig) -> Prepared:
 
 
 _targets = jax.jit(engine.compute_targets, static_argnames=("problem",))
+
+
+@functools.lru_cache(maxsize=8)
+def _device_variables(w8: weights_lib.Weights, layers: tuple[str, ...], arch: str) -> Any:
+    """The weights a recipe's layers need, on the device once per weights and layer set
+    (not once per job: a batch window prepares many jobs before running them)."""
+    return model.variables(model.trim(w8.arrays, layers, arch))
 
 
 def _start(init: Init, content: np.ndarray, styles: np.ndarray, config: RunConfig) -> np.ndarray:

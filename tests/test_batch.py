@@ -106,6 +106,22 @@ def test_unknown_key_names_the_valid_ones(tmp_path):
         batch.load_manifest(tmp_path / "m.toml")
 
 
+@pytest.mark.parametrize("value", ["0.5", '["x"]'])
+def test_malformed_value_is_a_one_line_error(tmp_path, value):
+    (tmp_path / "m.toml").write_text(f"[defaults]\nstyle_weights = {value}\n")
+    with pytest.raises(JaxcombineError, match="bad job .*style_weights"):
+        batch.load_manifest(tmp_path / "m.toml")
+
+
+def test_a_window_keeps_one_copy_of_the_weights(folder, vgg19, monkeypatch):
+    groups = []
+    monkeypatch.setattr(batch, "_run_group", lambda group, *a: groups.append(group))
+    jobs = batch.load_manifest(folder / "m.toml")[:3]
+    batch._run_window(jobs, folder / "unused", batch.BatchReport(), batch._bar(3, False))
+    preps = [prep for group in groups for _, prep in group]
+    assert len(preps) == 3 and all(p.variables is preps[0].variables for p in preps)
+
+
 def test_process_shares_partition_the_jobs(folder):
     jobs = batch.load_manifest(folder / "m.toml")
     shares = [batch.process_share(jobs, i, 3) for i in range(3)]
