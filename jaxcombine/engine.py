@@ -263,7 +263,10 @@ def shard_starts(state: Any) -> tuple[Any, int]:
     pad = (-k) % len(devices)
     if pad:
         state = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]), state)
-    mesh = jax.make_mesh((len(devices),), ("inits",), devices=devices)
+    # Auto axis: the compiler propagates the starts sharding through the step
+    # (the pooling reshapes, the Gram einsums) with no annotations in the model.
+    mesh = jax.make_mesh((len(devices),), ("inits",), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=devices)
     sharding = NamedSharding(mesh, P("inits"))
     return jax.device_put(state, sharding), k
 

@@ -114,6 +114,18 @@ def _mean(x: jax.Array) -> jax.Array:
     return jnp.asarray(VGG_MEAN_BGR, dtype=x.dtype).reshape((1,) * (x.ndim - 1) + (3,))
 
 
+def pool2x2(x: jax.Array, kind: str = "max") -> jax.Array:
+    """2×2, stride-2 pooling of (…, H, W, C), odd edges dropped (Keras' 'valid').
+
+    Written as a reshape and a reduction rather than ``nn.max_pool``: the same
+    values, but its gradient is an elementwise mask instead of XLA's
+    ``select_and_scatter``, which is slow on CPU (docs/benchmarks.md).
+    """
+    *batch, h, w, c = x.shape
+    x = x[..., : h // 2 * 2, : w // 2 * 2, :].reshape(*batch, h // 2, 2, w // 2, 2, c)
+    return x.max(axis=(-4, -2)) if kind == "max" else x.mean(axis=(-4, -2))
+
+
 class VGG(nn.Module):
     """VGG up to the deepest of ``taps``; returns ``{tap: activation}`` (NHWC).
 
@@ -168,8 +180,7 @@ class _Block(nn.Module):
         acts = {}
         for name in self.names:
             if name.endswith("_pool"):
-                pool = nn.max_pool if self.pooling == "max" else nn.avg_pool
-                x = pool(x, (2, 2), strides=(2, 2))
+                x = pool2x2(x, self.pooling)
             else:
                 conv = nn.Conv(self.features, (3, 3), padding="SAME", dtype=self.dtype,
                                param_dtype=jnp.float32, name=name)
