@@ -299,7 +299,7 @@ def _run_group(group: list, out: Path, report: BatchReport, bar) -> None:
     x0 = np.concatenate([p.x0 for p in preps])
     ids = [j.id for j in jobs]
     config = first.config
-    writer = job_lib._SnapshotWriter(out, ids, config.snapshot_every)
+    writer = job_lib.SnapshotWriter(out, ids, config.snapshot_every)
     chunk = np.gcd(config.chunk, config.snapshot_every) if config.snapshot_every else config.chunk
     done_steps = [0]
 

@@ -146,7 +146,7 @@ def ours(prep: job.Prepared, inits: int, loop: str, steps: int) -> tuple[float, 
     """(compile seconds, a chunk runner) for ``inits`` vmapped copies of the first start."""
     problem, variables, targets = prep.problem, prep.variables, prep.targets
     state = engine.init_state(problem, np.repeat(prep.x0[:1], inits, axis=0))
-    compile_s = engine._compile(problem, variables, targets, state, steps, loop)
+    compile_s = engine.compile_chunk(problem, variables, targets, state, steps, loop)
 
     def chunk() -> None:
         nonlocal state

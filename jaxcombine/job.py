@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import engine, images, model, recipe as recipe_lib, records, weights as weights_lib
+from jaxcombine import engine, images, losses, model, recipe as recipe_lib, records, weights as weights_lib
 from jaxcombine.errors import JaxcombineError
 
 
@@ -245,8 +245,8 @@ def combine(config: RunConfig | None = None, *, out: str | os.PathLike | None = 
     t0 = time.perf_counter()
     prep = prepare(config)
     out_dir = Path(out) if out is not None else None
-    writer = _SnapshotWriter(out_dir, prep.labels, config.snapshot_every)
-    bar = _progress(config.steps, prep.labels, prep.problem) if progress else None
+    writer = SnapshotWriter(out_dir, prep.labels, config.snapshot_every)
+    bar = ProgressBar(config.steps, prep.labels, prep.problem) if progress else None
 
     def on_chunk(step, comps, get_pixels):
         if bar is not None:
@@ -307,7 +307,9 @@ def write_outputs(result: Result, prep: Prepared) -> None:
         diverged_at_step=dict(zip(prep.labels, oc.diverged_at)), **common))
 
 
-class _SnapshotWriter:
+class SnapshotWriter:
+    """Writes ``snapshots/<label>-stepNNNNNN.png`` every ``every`` steps (0: never)."""
+
     def __init__(self, out: Path | None, labels: Sequence[str], every: int):
         self.out, self.labels, self.every = out, labels, every
 
@@ -318,13 +320,13 @@ class _SnapshotWriter:
             images.write(self.out / "snapshots" / f"{lab}-step{step:06d}.png", px)
 
 
-class _progress:
+class ProgressBar:
     """A tqdm bar over steps: one refresh per chunk with the mean loss and steps/s."""
 
     def __init__(self, steps: int, labels: Sequence[str], problem: engine.Problem):
         from tqdm import tqdm
 
-        self.weights = np.asarray(engine.losses.weights(problem.recipe))  # recipe's, all starts
+        self.weights = np.asarray(losses.weights(problem.recipe))  # the recipe's, for all starts
         self.bar = tqdm(total=steps, unit="step", file=sys.stderr, dynamic_ncols=True,
                         desc=f"{len(labels)} start{'s' if len(labels) > 1 else ''}")
         self.done = 0

@@ -339,7 +339,7 @@ def run_study(config: job.RunConfig, out: str | Path, *, snapshot_every: int = 2
         engine.init_state(prep.problem, x0, lrs=lrs, loss_weights=loss_weights)  # validate
         rec.snapshot(x0)
     start_step = rec.step
-    bar = job._progress(config.steps, labels, prep.problem) if progress else None
+    bar = job.ProgressBar(config.steps, labels, prep.problem) if progress else None
 
     def on_chunk(step, comps, fetch):
         rec.add_steps(comps)
