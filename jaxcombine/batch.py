@@ -300,7 +300,7 @@ def _run_group(group: list, out: Path, report: BatchReport, bar) -> None:
     ids = [j.id for j in jobs]
     config = first.config
     writer = job_lib.SnapshotWriter(out, ids, config.snapshot_every)
-    chunk = np.gcd(config.chunk, config.snapshot_every) if config.snapshot_every else config.chunk
+    chunk = job_lib.chunk_size(config.chunk, config.snapshot_every)
     done_steps = [0]
 
     def on_chunk(step, comps, get_pixels):
@@ -308,7 +308,7 @@ def _run_group(group: list, out: Path, report: BatchReport, bar) -> None:
         done_steps[0] = step
         writer(step, get_pixels)
 
-    outcome = engine.optimise(first.problem, first.variables, targets, x0, chunk=int(chunk),
+    outcome = engine.optimise(first.problem, first.variables, targets, x0, chunk=chunk,
                               loop=config.loop, on_chunk=on_chunk, batched_targets=True)
     if outcome.interrupted:
         report.interrupted = True

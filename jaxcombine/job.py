@@ -253,9 +253,7 @@ def combine(config: RunConfig | None = None, *, out: str | os.PathLike | None = 
             bar(step, comps)
         writer(step, get_pixels)
 
-    chunk = config.chunk
-    if config.snapshot_every:
-        chunk = math.gcd(chunk, config.snapshot_every)
+    chunk = chunk_size(config.chunk, config.snapshot_every)
     outcome = engine.optimise(prep.problem, prep.variables, prep.targets, prep.x0, chunk=chunk,
                               loop=config.loop, on_chunk=on_chunk)
     if bar is not None:
@@ -305,6 +303,14 @@ def write_outputs(result: Result, prep: Prepared) -> None:
     records.write_json(out / "run.json", records.record(
         result.config, weights=weights_rec, inits=list(prep.labels), final_loss=finals,
         diverged_at_step=dict(zip(prep.labels, oc.diverged_at)), **common))
+
+
+def chunk_size(chunk: int, snapshot_every: int) -> int:
+    """Steps per compiled chunk: the largest divisor of ``snapshot_every`` not above
+    ``chunk``, so every snapshot ends a chunk (``chunk`` itself when there are none)."""
+    if not snapshot_every:
+        return chunk
+    return max(d for d in range(1, min(chunk, snapshot_every) + 1) if snapshot_every % d == 0)
 
 
 class SnapshotWriter:

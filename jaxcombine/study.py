@@ -349,7 +349,7 @@ def run_study(config: job.RunConfig, out: str | Path, *, snapshot_every: int = 2
             rec.snapshot(fetch(), fetch.opt_state())
 
     outcome = engine.optimise(prep.problem, prep.variables, prep.targets, x0,
-                              chunk=chunk_size(config.chunk, snapshot_every), loop=config.loop,
+                              chunk=job.chunk_size(config.chunk, snapshot_every), loop=config.loop,
                               on_chunk=on_chunk, start_step=start_step, opt_state=opt_state,
                               lrs=lrs, loss_weights=loss_weights)
     if bar is not None:
@@ -363,11 +363,6 @@ def run_study(config: job.RunConfig, out: str | Path, *, snapshot_every: int = 2
                   outcome.interrupted)
     _write_outputs(study, rec, config, sweep)
     return study
-
-
-def chunk_size(chunk: int, snapshot_every: int) -> int:
-    """The largest divisor of ``snapshot_every`` not above ``chunk``: every snapshot ends a chunk."""
-    return max(d for d in range(1, min(chunk, snapshot_every) + 1) if snapshot_every % d == 0)
 
 
 def _summary(rec: _Recorder, oc: engine.Outcome, config, window, tolerance, start_step,

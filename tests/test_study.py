@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import engine, images, study as study_lib
+from jaxcombine import engine, images, job, study as study_lib
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.job import RunConfig, prepare
 
@@ -148,9 +148,9 @@ def test_sweep_parsing_and_chunks():
     for bad in ("foo=1", "lr", "lr=a", "lr=0", "lr=1,1"):
         with pytest.raises(JaxcombineError):
             study_lib.parse_sweep(bad)
-    assert study_lib.chunk_size(25, 25) == 25
-    assert study_lib.chunk_size(25, 4) == 4
-    assert study_lib.chunk_size(10, 25) == 5
+    assert job.chunk_size(25, 25) == 25
+    assert job.chunk_size(25, 4) == 4
+    assert job.chunk_size(10, 25) == 5 and job.chunk_size(25, 0) == 25
 
 
 def test_cli_study_with_sweep(vgg19, tmp_path):
