@@ -313,6 +313,11 @@ def chunk_size(chunk: int, snapshot_every: int) -> int:
     return max(d for d in range(1, min(chunk, snapshot_every) + 1) if snapshot_every % d == 0)
 
 
+def snapshot_path(out: Path, label: str, step: int) -> Path:
+    """Where the image of start ``label`` after ``step`` steps is kept."""
+    return out / "snapshots" / f"{label}-step{step:06d}.png"
+
+
 class SnapshotWriter:
     """Writes ``snapshots/<label>-stepNNNNNN.png`` every ``every`` steps (0: never)."""
 
@@ -323,7 +328,7 @@ class SnapshotWriter:
         if self.out is None or not self.every or step % self.every:
             return
         for lab, px in zip(self.labels, get_pixels()):
-            images.write(self.out / "snapshots" / f"{lab}-step{step:06d}.png", px)
+            images.write(snapshot_path(self.out, lab, step), px)
 
 
 class ProgressBar:

@@ -290,7 +290,7 @@ class _Recorder:
         self.snap_steps.append(self.step)
         self.dists.append(pair_distances(self.prep.problem, self.prep.variables, pixels))
         for lab, px in zip(self.labels, pixels):
-            images.write(self.out / "snapshots" / f"{lab}-step{self.step:06d}.png", px)
+            images.write(job.snapshot_path(self.out, lab, self.step), px)
         self.write_tables()
         if opt_state is not None:
             self.save_state(pixels, opt_state)
@@ -440,7 +440,7 @@ def contact_sheet_png(out: Path, labels: Sequence[str], steps: Sequence[int]) ->
     if len(steps) > MAX_SHEET_COLUMNS:
         idx = np.unique(np.linspace(0, len(steps) - 1, MAX_SHEET_COLUMNS).round().astype(int))
         steps = [steps[i] for i in idx]
-    rows = [[images.read(out / "snapshots" / f"{lab}-step{s:06d}.png") for s in steps]
+    rows = [[images.read(job.snapshot_path(out, lab, s)) for s in steps]
             for lab in labels]
     pad = 4
     sheet = images.contact_sheet(rows, pad=pad)
