@@ -13,6 +13,10 @@ import numpy as np
 from jaxcombine import images, model, records, weights as weights_lib
 
 
+# One jitted function, so repeated calls with the same shapes reuse the compiled program.
+_features = jax.jit(model.features, static_argnames=("taps", "arch", "pooling"))
+
+
 def extract(image_rgb: np.ndarray, layers: Sequence[str], *, model_name: str = "vgg19",
             pooling: str = "max", weights: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """Activations (H, W, C) float32 of ``layers`` for one RGB 0–255 image (H, W, 3)."""
@@ -20,8 +24,7 @@ def extract(image_rgb: np.ndarray, layers: Sequence[str], *, model_name: str = "
     model.check_size(*image_rgb.shape[:2], taps)
     w = weights_lib.load(model_name, weights)
     variables = model.variables(model.trim(w.arrays, taps, model_name))
-    fn = jax.jit(model.features, static_argnames=("taps", "arch", "pooling"))
-    acts = fn(variables, image_rgb[None], taps=taps, arch=model_name, pooling=pooling)
+    acts = _features(variables, image_rgb[None], taps=taps, arch=model_name, pooling=pooling)
     return {name: np.asarray(acts[name][0], dtype=np.float32) for name in taps}
 
 
