@@ -1,10 +1,11 @@
 """``jaxcombine bench``: how fast one optimisation step is, and against what.
 
-For every size × starts × loop form it measures, in one process:
+For every size × starts × loop form × convolution algorithm it measures, in
+one process:
 
 * compile seconds (ahead of time, apart from running);
 * steady-state seconds per step: every case at one size (each loop form,
-  each number of starts, pastiche) runs one chunk to warm up, then
+  algorithm and number of starts, pastiche) runs one chunk to warm up, then
   ``repeats`` chunks in turn A B C A B C …, each waited for; the median chunk
   counts (``ms/step/init`` divides by the number of vmapped starts). The
   interleaving keeps ratios honest on a shared machine whose speed drifts;
@@ -123,6 +124,7 @@ class Row:
     flops_per_step: float
     dtype: str = "float32"
     remat: bool = False
+    conv: str = "xla"
 
     @property
     def ms_per_step_per_init(self) -> float:
@@ -213,6 +215,7 @@ class BenchConfig:
     sizes: tuple[int, ...]
     inits: tuple[int, ...] = (1,)
     loops: tuple[str, ...] = engine.LOOPS
+    convs: tuple[str, ...] = ("auto",)
     steps: int = 5
     repeats: int = 3
     dtype: str = "float32"
@@ -230,10 +233,11 @@ def run(bc: BenchConfig, out: Path, log: Callable[[str], None] = print) -> dict[
     log("measured throughput: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items()))
     rows: list[dict[str, Any]] = []
     for size in sorted(bc.sizes):  # ascending: host RSS is a high-water mark
-        prep = job.prepare(job.RunConfig(
+        preps = [job.prepare(job.RunConfig(
             content=bc.content, style=(bc.style,) if bc.style else (), size=size, init="content",
-            recipe=bc.recipe, dtype=bc.dtype, remat=bc.remat, weights=bc.weights))
-        for row in measure_size(prep, bc):
+            recipe=bc.recipe, dtype=bc.dtype, remat=bc.remat, conv=conv, weights=bc.weights))
+            for conv in bc.convs]
+        for row in measure_size(preps, bc):
             rows.append(row.to_dict(max(peak.values())))
             log(_line(rows[-1]))
     _add_ratios(rows)
@@ -246,22 +250,25 @@ def run(bc: BenchConfig, out: Path, log: Callable[[str], None] = print) -> dict[
     return result
 
 
-def measure_size(prep: job.Prepared, bc: BenchConfig) -> list[Row]:
-    """Every inits × loop (and pastiche) at one size, timed interleaved; median s/step."""
+def measure_size(preps: Sequence[job.Prepared], bc: BenchConfig) -> list[Row]:
+    """Every algorithm × inits × loop (and pastiche) at one size, timed interleaved;
+    median s/step. ``preps``: one prepared job per convolution algorithm."""
+    prep = preps[0]
     h, w = prep.content.shape[:2]
     flops = conv_flops(prep.problem.recipe.layers, h, w, prep.problem.arch)
-    cases = [(k, loop) for k in bc.inits for loop in bc.loops]
-    compiled = [ours(prep, k, loop, bc.steps) for k, loop in cases]
+    cases = [(p, k, loop) for p in preps for k in bc.inits for loop in bc.loops]
+    compiled = [ours(p, k, loop, bc.steps) for p, k, loop in cases]
     chunks = [chunk for _, chunk in compiled]
     if bc.compare_pastiche:
-        cases.append((1, "pastiche"))
+        cases.append((prep, 1, "pastiche"))
         compiled.append((None, pastiche(prep, bc.steps)))
         chunks.append(compiled[-1][1])
     times = interleaved(chunks, bc.repeats)
     peak_mb = peak_memory_mb()  # high-water mark of the whole process at this size
     rows = [Row(prep.config.size, h, w, k, loop, compile_s, float(np.median(t)) / bc.steps,
-                peak_mb, flops, prep.problem.dtype, prep.problem.remat)
-            for (k, loop), (compile_s, _), t in zip(cases, compiled, times)]
+                peak_mb, flops, p.problem.dtype, p.problem.remat,
+                "torch" if loop == "pastiche" else p.problem.conv)
+            for (p, k, loop), (compile_s, _), t in zip(cases, compiled, times)]
     if bc.compare_pastiche and pastiche_device() == "cuda":
         import torch
 
@@ -279,7 +286,7 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
 
 def _line(r: dict[str, Any]) -> str:
     compile_s = "" if r["compile_s"] is None else f", compile {r['compile_s']:.1f} s"
-    return (f"{r['width']}x{r['height']} inits={r['inits']} {r['loop']}: "
+    return (f"{r['width']}x{r['height']} inits={r['inits']} {r['loop']} {r['conv']}: "
             f"{r['ms_per_step']:.0f} ms/step ({r['ms_per_step_per_init']:.0f} per init){compile_s}, "
             f"peak {r['peak_mb']:.0f} MiB, {100 * r['fraction_of_peak']:.0f}% of measured peak")
 
@@ -310,15 +317,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"- command: `{result['command']}`",
         f"- measured device throughput (GFLOP/s): {peak}",
         "",
-        "| size (W×H) | inits | loop | compile s | ms/step | ms/step/init | steps/s "
+        "| size (W×H) | inits | loop | conv | compile s | ms/step | ms/step/init | steps/s "
         "| peak MiB | GFLOP/s | % of peak | vs pastiche |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         compile_s = "–" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
         ratio = f"{r['vs_pastiche']:.2f}×" if "vs_pastiche" in r else "–"
         lines.append(
-            f"| {r['width']}×{r['height']} | {r['inits']} | {r['loop']} | {compile_s} "
+            f"| {r['width']}×{r['height']} | {r['inits']} | {r['loop']} | {r['conv']} | {compile_s} "
             f"| {r['ms_per_step']:.1f} | {r['ms_per_step_per_init']:.1f} | {r['steps_per_s']:.2f} "
             f"| {r['peak_mb']:.0f} | {r['gflops_achieved']:.1f} "
             f"| {100 * r['fraction_of_peak']:.0f}% | {ratio} |")

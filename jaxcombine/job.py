@@ -56,6 +56,7 @@ class RunConfig:
     pooling: str = "max"
     dtype: str = "float32"
     remat: bool = False
+    conv: str = "auto"
     chunk: int = 25
     loop: str = "auto"
     snapshot_every: int = 0
@@ -150,6 +151,8 @@ def check_config(config: RunConfig) -> None:
         raise JaxcombineError(f"learning rate must be > 0, got {config.lr}")
     if config.tv_weight is not None and not (config.tv_weight >= 0):
         raise JaxcombineError(f"tv weight must be >= 0, got {config.tv_weight}")
+    if config.conv != "auto":
+        model.check_conv(config.conv, config.dtype)
     if config.loop not in engine.LOOPS + ("auto",):
         raise JaxcombineError(f"unknown loop {config.loop!r}; choose auto, {', '.join(engine.LOOPS)}")
     if config.dtype not in ("float32", "bfloat16", "float16"):
@@ -178,11 +181,12 @@ def prepare(config: RunConfig) -> Prepared:
     styles = np.stack([images.fit(images.read(p, max_pixels=config.max_pixels), h, w)
                        for p in style_paths])
     problem = engine.Problem(recipe=rec, arch=config.model, pooling=config.pooling,
-                             dtype=config.dtype, remat=config.remat, optimizer=config.optimizer,
+                             dtype=config.dtype, remat=config.remat, conv=conv_algorithm(config),
+                             optimizer=config.optimizer,
                              lr=config.lr, schedule=config.schedule, steps=config.steps)
     problem.transform()  # validates optimizer and schedule
     w8 = weights_lib.load(config.model, config.weights)
-    variables = _device_variables(w8, rec.layers, config.model)
+    variables = _device_variables(w8, rec.layers, config.model, problem.conv)
     sw = None if config.style_weights is None else jnp.asarray(config.style_weights, jnp.float32)
     targets = _targets(problem, variables, jnp.asarray(content), jnp.asarray(styles), sw)
     x0 = np.stack([_start(i, content, styles, config) for i in inits])
@@ -193,10 +197,16 @@ _targets = jax.jit(engine.compute_targets, static_argnames=("problem",))
 
 
 @functools.lru_cache(maxsize=8)
-def _device_variables(w8: weights_lib.Weights, layers: tuple[str, ...], arch: str) -> Any:
-    """The weights a recipe's layers need, on the device once per weights and layer set
-    (not once per job: a batch window prepares many jobs before running them)."""
-    return model.variables(model.trim(w8.arrays, layers, arch))
+def _device_variables(w8: weights_lib.Weights, layers: tuple[str, ...], arch: str,
+                      conv: str) -> Any:
+    """The weights a recipe's layers need, on the device once per weights, layer set and
+    algorithm (not once per job: a batch window prepares many jobs before running them)."""
+    return model.variables(model.trim(w8.arrays, layers, arch), conv)
+
+
+def conv_algorithm(config: RunConfig) -> str:
+    """``config.conv``, with ``auto`` resolved for the backend and dtype (``model.DEFAULT_CONV``)."""
+    return model.default_conv(dtype=config.dtype) if config.conv == "auto" else config.conv
 
 
 def _start(init: Init, content: np.ndarray, styles: np.ndarray, config: RunConfig) -> np.ndarray:

@@ -9,6 +9,13 @@ structure — which the engine passes into ``jit``/``vmap`` as an argument
 Inputs are NHWC in "VGG space" (:func:`preprocess`: BGR, 0–255, ImageNet mean
 subtracted), as the Keras weights expect. Conv taps are post-ReLU, as in
 Keras. The forward stops at the deepest requested tap.
+
+Convolutions run either as ``lax.conv`` (``conv="xla"``: XLA or cuDNN picks
+the algorithm) or, from block 2 on, as Winograd F(4×4, 3×3)
+(``conv="winograd"``, :mod:`jaxcombine.winograd`), whose transformed kernels
+come in a second variable collection, ``"winograd"``, built once by
+:func:`variables`. Which is faster is a per-backend measurement
+(:data:`DEFAULT_CONV`, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from typing import Mapping, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
+from jaxcombine import winograd
 from jaxcombine.errors import JaxcombineError
 
 # BGR ImageNet mean used by the original Caffe/Keras VGG weights.
@@ -28,6 +37,25 @@ _CONVS_PER_BLOCK = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
 _WIDTHS = (64, 128, 256, 512, 512)
 ARCHITECTURES = tuple(_CONVS_PER_BLOCK)
 POOLINGS = ("max", "avg")
+CONVS = ("xla", "winograd")
+# Chosen by measurement (docs/benchmarks.md): on XLA:CPU direct convolutions
+# already run near the matmul peak, so only Winograd's 4× fewer multiplications
+# make them faster; elsewhere the vendor library chooses.
+DEFAULT_CONV = {"cpu": "winograd"}
+# Block 1's 64-channel convolutions at full resolution were measured faster direct.
+WINOGRAD_FROM_BLOCK = 2
+
+
+def default_conv(backend: str | None = None, dtype: str = "float32") -> str:
+    """The convolution algorithm for ``backend`` (default: JAX's); Winograd needs float32."""
+    if jnp.dtype(dtype) != jnp.float32:
+        return "xla"
+    return DEFAULT_CONV.get(backend or jax.default_backend(), "xla")
+
+
+def uses_winograd(layer: str, conv: str) -> bool:
+    """Whether conv layer ``layer`` runs as Winograd under algorithm ``conv``."""
+    return conv == "winograd" and int(layer[len("block")]) >= WINOGRAD_FROM_BLOCK
 
 
 def layer_names(arch: str = "vgg19") -> tuple[str, ...]:
@@ -136,6 +164,8 @@ class VGG(nn.Module):
       dtype: computation dtype (``bfloat16`` on accelerators if it helps).
       remat: recompute each block in the backward pass instead of storing its
         activations (trades compute for memory; lets larger images fit).
+      conv: ``"xla"`` or ``"winograd"`` (float32 only; needs the ``"winograd"``
+        collection from ``variables(..., conv="winograd")``).
 
     Params are ``{"block<b>": {"<keras layer>": {"kernel": HWIO, "bias": O}}}``;
     :func:`variables` builds them from Keras-named weights.
@@ -146,12 +176,14 @@ class VGG(nn.Module):
     pooling: str = "max"
     dtype: jnp.dtype = jnp.float32
     remat: bool = False
+    conv: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
         taps = check_layers(self.taps, self.arch)
         if self.pooling not in POOLINGS:
             raise JaxcombineError(f"unknown pooling {self.pooling!r}; choose max or avg")
+        check_conv(self.conv, self.dtype)
         names = layer_names(self.arch)
         needed = names[: names.index(taps[-1]) + 1]  # stop at the deepest tap
         block_cls = nn.remat(_Block) if self.remat else _Block
@@ -162,7 +194,7 @@ class VGG(nn.Module):
             if not block_names:
                 break
             x, acts = block_cls(block_names, _WIDTHS[block - 1], self.pooling, self.dtype,
-                                name=f"block{block}")(x)
+                                self.conv, name=f"block{block}")(x)
             out.update((k, v) for k, v in acts.items() if k in taps)
         return out
 
@@ -174,6 +206,7 @@ class _Block(nn.Module):
     features: int
     pooling: str
     dtype: jnp.dtype
+    conv: str
 
     @nn.compact
     def __call__(self, x):
@@ -182,26 +215,71 @@ class _Block(nn.Module):
             if name.endswith("_pool"):
                 x = pool2x2(x, self.pooling)
             else:
-                conv = nn.Conv(self.features, (3, 3), padding="SAME", dtype=self.dtype,
-                               param_dtype=jnp.float32, name=name)
+                conv = _Conv3x3(self.features, self.dtype, uses_winograd(name, self.conv), name=name)
                 x = nn.relu(conv(x))
             acts[name] = x
         return x, acts
 
 
-def variables(weights: Mapping[str, tuple]) -> dict:
-    """Keras-named ``{layer: (kernel_HWIO, bias)}`` → the model's linen variables."""
-    params: dict = {}
+class _Conv3x3(nn.Module):
+    """3×3, stride-1, 'SAME' convolution plus bias; params named as ``nn.Conv``'s."""
+
+    features: int
+    dtype: jnp.dtype
+    winograd: bool
+
+    @nn.compact
+    def __call__(self, x):
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        *lead, h, w, c = x.shape
+        x = x.reshape(-1, h, w, c)
+        if self.winograd:
+            u = {key: self.get_variable("winograd", key) for key in ("fwd", "bwd")}
+            if u["fwd"] is None:
+                raise JaxcombineError("conv='winograd' needs the variables from "
+                                      "model.variables(..., conv='winograd')")
+            y = winograd.conv3x3(x, u["fwd"], u["bwd"])
+        else:
+            kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                                (3, 3, x.shape[-1], self.features), jnp.float32)
+            y = lax.conv_general_dilated(x, kernel.astype(self.dtype), (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return (y + bias.astype(self.dtype).reshape(1, 1, 1, -1)).reshape(*lead, h, w, self.features)
+
+
+def check_conv(conv: str, dtype: jnp.dtype | str = jnp.float32) -> None:
+    """One-line error for an unknown algorithm, or Winograd in reduced precision."""
+    if conv not in CONVS:
+        raise JaxcombineError(f"unknown conv {conv!r}; choose {', '.join(CONVS)}")
+    if conv == "winograd" and jnp.dtype(dtype) != jnp.float32:
+        raise JaxcombineError("conv 'winograd' needs float32 (its transforms lose too much "
+                              "precision in 16 bits); use conv 'xla'")
+
+
+def variables(weights: Mapping[str, tuple], conv: str = "xla") -> dict:
+    """Keras-named ``{layer: (kernel_HWIO, bias)}`` → the model's linen variables.
+
+    With ``conv="winograd"`` they also hold the transformed kernels
+    (:func:`winograd.kernels`) of the layers that use them, computed here once.
+    """
+    check_conv(conv)
+    out: dict = {"params": {}}
     for name, (kernel, bias) in weights.items():
         block = name.split("_")[0]
-        params.setdefault(block, {})[name] = {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}
-    return {"params": params}
+        kernel = jnp.asarray(kernel)
+        out["params"].setdefault(block, {})[name] = {"kernel": kernel, "bias": jnp.asarray(bias)}
+        if uses_winograd(name, conv):
+            out.setdefault("winograd", {}).setdefault(block, {})[name] = _winograd_kernels(kernel)
+    return out
+
+
+_winograd_kernels = jax.jit(winograd.kernels)
 
 
 def features(variables_: Mapping, rgb: jax.Array, taps: Sequence[str], *, arch: str = "vgg19",
-             pooling: str = "max") -> dict[str, jax.Array]:
+             pooling: str = "max", conv: str = "xla") -> dict[str, jax.Array]:
     """Activations of ``taps`` for RGB 0–255 images shaped (…, H, W, 3)."""
-    model = VGG(arch=arch, taps=check_layers(taps, arch), pooling=pooling)
+    model = VGG(arch=arch, taps=check_layers(taps, arch), pooling=pooling, conv=conv)
     return model.apply(variables_, preprocess(rgb))
 
 

@@ -21,6 +21,17 @@ def vgg19() -> weights.Weights:
     return weights.load("vgg19", WEIGHTS_DIR)
 
 
+# --------------------------------------------------------------------------- compile cache
+
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache(tmp_path_factory):
+    """The CLI subprocesses of a session share one compilation cache, never the user's."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("JAXCOMBINE_COMPILE_CACHE", str(tmp_path_factory.mktemp("xla")))
+    yield
+    patch.undo()
+
+
 # --------------------------------------------------------------------------- numerics
 
 @pytest.fixture(autouse=True)

@@ -45,6 +45,7 @@ def test_run_writes_images_histories_and_records(vgg19, tmp_path):
         assert rec["config"]["steps"] == 4 and rec["init"]["kind"] == label.split("-")[0]
         assert rec["weights"]["fingerprint"] == vgg19.fingerprint
         assert rec["environment"]["jaxcombine"] and rec["environment"]["backend"] == "cpu"
+        assert rec["config"]["conv"] == "auto" and rec["problem"]["conv"] == "winograd"  # resolved
         assert (out / "snapshots" / f"{label}-step000002.png").exists()
     run = json.loads((out / "run.json").read_text())
     assert run["inits"] == ["content", "style", "noise-s0"]
@@ -72,6 +73,7 @@ def test_features_match_the_python_api(vgg19, tmp_path):
     (["run", "--init", "sideways"], "bad init"),
     (["run", "--steps", "ten"], "'ten' is not a valid integer"),
     (["run", "--size", "4"], "too small for layer"),
+    (["run", "--conv", "winograd", "--dtype", "bfloat16"], "needs float32"),
     (["run", "--bogus"], "No such option"),
     (["features", "IMG", "--layers", "block9_conv9", "--out", "x.npz"], "unknown layer"),
     (["features", "NOTIMG", "--layers", "block1_conv1", "--out", "x.npz"], "not an image"),
@@ -88,6 +90,21 @@ def test_recipes_list_and_show():
     assert "gatys" in proc.stdout and "style4-content3" in proc.stdout
     toml = jaxcombine("recipes", "show", "gatys", check=True).stdout
     assert 'statistic = "gram"' in toml
+
+
+def test_compiled_programs_are_kept_between_runs(vgg19, tmp_path, monkeypatch):
+    cache = tmp_path / "xla"
+    monkeypatch.setenv("JAXCOMBINE_COMPILE_CACHE", "off")
+    jaxcombine("run", *TINY, "--out", tmp_path / "a", check=True)
+    assert not cache.exists()
+    monkeypatch.setenv("JAXCOMBINE_COMPILE_CACHE", str(cache))
+    jaxcombine("run", *TINY, "--out", tmp_path / "b", check=True)
+    kept = sorted(cache.iterdir())
+    assert any("_vstep" in p.name for p in kept)  # the step program, at least
+    jaxcombine("run", *TINY, "--out", tmp_path / "c", check=True)
+    assert sorted(cache.iterdir()) == kept  # the second run compiled nothing new
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b" / "content.png")),
+                                  np.asarray(Image.open(tmp_path / "c" / "content.png")))
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])

@@ -172,8 +172,9 @@ def test_style_blend_weights_select_and_mix(vgg19, tmp_path):
     styles = (str(images.STYLE), str(other))
     only_first = job.prepare(job.RunConfig(style=styles, style_weights=(1.0, 0.0), **TINY))
     single = job.prepare(job.RunConfig(style=styles[:1], **TINY))
-    for key, target in single.targets.items():
-        np.testing.assert_allclose(only_first.targets[key], target, rtol=1e-5, atol=1e-5)
+    for key, target in single.targets.items():  # float32 sums over a batch of 1 vs 2
+        scale = float(np.abs(target).max())
+        np.testing.assert_allclose(only_first.targets[key], target, rtol=1e-5, atol=1e-5 * scale)
     mixed = job.prepare(job.RunConfig(style=styles, **TINY))
     key = "style:gram:block1_conv1"
     assert not np.allclose(mixed.targets[key], single.targets[key])

@@ -48,14 +48,14 @@ def photo():
     return images.read(images.CONTENT, size=40)  # a real photo, 40×40
 
 
-@pytest.mark.parametrize("pooling", ["max", "avg"])
-def test_every_layer_matches_the_numpy_reference(vgg19, photo, pooling):
+@pytest.mark.parametrize("pooling, conv", [("max", "xla"), ("avg", "xla"), ("max", "winograd")])
+def test_every_layer_matches_the_numpy_reference(vgg19, photo, pooling, conv):
     import jax
 
     taps = model.layer_names("vgg19")
     ref = reference(vgg19.arrays, photo, "vgg19", pooling)
-    got = jax.jit(model.features, static_argnames=("taps", "arch", "pooling"))(
-        model.variables(vgg19.arrays), photo[None], taps=taps, pooling=pooling)
+    got = jax.jit(model.features, static_argnames=("taps", "arch", "pooling", "conv"))(
+        model.variables(vgg19.arrays, conv), photo[None], taps=taps, pooling=pooling, conv=conv)
     assert set(got) == set(taps)
     for name in taps:
         g, r = np.asarray(got[name][0]), ref[name]
