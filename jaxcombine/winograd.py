@@ -13,10 +13,16 @@ lever (docs/benchmarks.md); GPU libraries make the same choice internally.
 The kernel transform ``G g Gᵀ`` depends only on the frozen weights, so it is
 computed once (:func:`kernels`) and passed in. The input gradient of a
 stride-1 'SAME' 3×3 convolution is the same convolution with the kernel
-flipped and its in/out channels swapped, so the backward pass is one more
-forward Winograd convolution with that kernel's transform (custom VJP), not
+flipped and its in/out channels swapped (its adjoint), so the backward pass is
+one more forward convolution with that kernel's transform (custom VJP), not
 the slower transpose of the tiling. No gradient flows to the kernels: they are
 constants here.
+
+Layers where Winograd does not pay (few channels, large images) can keep a
+direct convolution and still get the precomputed adjoint (``kernels(k,
+transform=False)``). That matters on XLA:CPU: inside a rolled ``lax.scan`` the
+adjoint autodiff writes is a kernel layout no fast convolution path takes, ~8×
+slower (docs/benchmarks.md); an explicit HWIO adjoint is a plain convolution.
 
 Accuracy: the transforms are exact in real arithmetic; in float32 outputs
 differ from ``lax.conv`` by about 1e-5 of their largest value. Use float32.
@@ -55,9 +61,12 @@ def transform_kernel(kernel: jax.Array) -> jax.Array:
     return u.reshape(IN_TILE * IN_TILE, *kernel.shape[2:])
 
 
-def kernels(kernel: jax.Array) -> dict[str, jax.Array]:
-    """The transforms :func:`conv3x3` needs: ``fwd`` of the kernel, ``bwd`` of its adjoint."""
+def kernels(kernel: jax.Array, transform: bool = True) -> dict[str, jax.Array]:
+    """What :func:`conv3x3` needs: ``fwd`` from the kernel, ``bwd`` from its adjoint —
+    their Winograd transforms, or (``transform=False``) the HWIO kernels themselves."""
     adjoint = kernel[::-1, ::-1].swapaxes(2, 3)  # flipped, in/out channels swapped
+    if not transform:
+        return {"fwd": kernel, "bwd": adjoint}
     return {"fwd": transform_kernel(kernel), "bwd": transform_kernel(adjoint)}
 
 
@@ -65,7 +74,8 @@ def kernels(kernel: jax.Array) -> dict[str, jax.Array]:
 def conv3x3(x: jax.Array, fwd: jax.Array, bwd: jax.Array) -> jax.Array:
     """(…, H, W, I) → (…, H, W, O): like ``lax.conv`` with padding 'SAME', stride 1, no bias.
 
-    ``fwd``, ``bwd``: the transforms from :func:`kernels`.
+    ``fwd``, ``bwd``: from :func:`kernels`. Winograd transforms (36, I, O) run as
+    Winograd, HWIO kernels (3, 3, I, O) as a direct convolution.
     """
     return _convolve(x, fwd)
 
@@ -84,6 +94,10 @@ conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 def _convolve(x: jax.Array, u: jax.Array) -> jax.Array:
     *lead, h, w, c = x.shape
     x = x.reshape(-1, h, w, c)
+    if u.ndim == 4:  # an HWIO kernel: direct
+        y = jax.lax.conv_general_dilated(x, u.astype(x.dtype), (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y.reshape(*lead, h, w, u.shape[-1])
     th, tw = -(-h // OUT_TILE), -(-w // OUT_TILE)  # tiles per column / row
     v = _input_transform(x, th, tw)  # (36, N·th·tw, I)
     m = jnp.einsum("pnc,pco->pno", v, u.astype(x.dtype))

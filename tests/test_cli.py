@@ -46,6 +46,7 @@ def test_run_writes_images_histories_and_records(vgg19, tmp_path):
         assert rec["weights"]["fingerprint"] == vgg19.fingerprint
         assert rec["environment"]["jaxcombine"] and rec["environment"]["backend"] == "cpu"
         assert rec["config"]["conv"] == "auto" and rec["problem"]["conv"] == "winograd"  # resolved
+        assert rec["config"]["loop"] == "auto" and rec["loop"] == "scan"
         assert (out / "snapshots" / f"{label}-step000002.png").exists()
     run = json.loads((out / "run.json").read_text())
     assert run["inits"] == ["content", "style", "noise-s0"]
@@ -100,7 +101,7 @@ def test_compiled_programs_are_kept_between_runs(vgg19, tmp_path, monkeypatch):
     monkeypatch.setenv("JAXCOMBINE_COMPILE_CACHE", str(cache))
     jaxcombine("run", *TINY, "--out", tmp_path / "b", check=True)
     kept = sorted(cache.iterdir())
-    assert any("_vstep" in p.name for p in kept)  # the step program, at least
+    assert any("_scan_chunk" in p.name for p in kept)  # the chunk program, at least
     jaxcombine("run", *TINY, "--out", tmp_path / "c", check=True)
     assert sorted(cache.iterdir()) == kept  # the second run compiled nothing new
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b" / "content.png")),

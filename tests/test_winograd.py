@@ -63,3 +63,6 @@ def test_winograd_needs_float32_and_its_kernels(vgg19):
         model.VGG(taps=("block2_conv1",), conv="winograd").apply(variables, jnp.zeros((1, 8, 8, 3)))
     assert model.default_conv("cpu") == "winograd" and model.default_conv("cpu", "bfloat16") == "xla"
     assert model.default_conv("gpu") == "xla"
+    from jaxcombine import engine
+
+    assert engine.default_loop("cpu", "winograd") == "scan" and engine.default_loop("cpu", "xla") == "step"
