@@ -10,7 +10,8 @@ Shape of the computation:
   ``Mesh`` axis ``"inits"``;
 * a *chunk* of ``n`` steps compiled as one program. Its loop form is a
   per-backend choice (:func:`default_loop`, measured in docs/benchmarks.md):
-  ``"scan"`` (rolled ``lax.scan``), ``"unroll"`` (fully unrolled scan) or
+  ``"scan"`` (a rolled loop whose trip count is an argument, so one program
+  serves every chunk length), ``"unroll"`` (fully unrolled ``lax.scan``) or
   ``"step"`` (one jitted step dispatched asynchronously n times). The state
   buffers are donated; the host sees only the chunk's loss components and,
   when asked, the pixels.
@@ -216,24 +217,42 @@ def _vstep(problem, variables, targets, state, targets_axis=None):
         variables, targets, state)
 
 
-@partial(jax.jit, static_argnames=("problem", "n_steps", "unroll", "targets_axis"),
-         donate_argnames=("state",))
-def _scan_chunk(problem, variables, targets, state, *, n_steps, unroll, targets_axis=None):
+@partial(jax.jit, static_argnames=("problem", "n_steps", "targets_axis"), donate_argnames=("state",))
+def _unrolled_chunk(problem, variables, targets, state, *, n_steps, targets_axis=None):
     def body(s, _):
         return _vstep(problem, variables, targets, s, targets_axis)
 
-    return jax.lax.scan(body, state, None, length=n_steps, unroll=unroll)
+    return jax.lax.scan(body, state, None, length=n_steps, unroll=n_steps)
+
+
+@partial(jax.jit, static_argnames=("problem", "capacity", "targets_axis"), donate_argnames=("state",))
+def _rolled_chunk(problem, variables, targets, state, n_steps, *, capacity, targets_axis=None):
+    """``n_steps`` (traced, at most ``capacity``) steps in a rolled loop; the history is
+    (capacity, k, components) with NaN past ``n_steps``. The trip count being an
+    argument, a run's last, shorter chunk reuses the program."""
+    k, n_components = state.weights.shape
+    history = jnp.full((capacity, k, n_components), jnp.nan, jnp.float32)
+
+    def body(i, carry):
+        s, hist = carry
+        s, comps = _vstep(problem, variables, targets, s, targets_axis)
+        return s, hist.at[i].set(comps)
+
+    return jax.lax.fori_loop(0, n_steps, body, (state, history))
 
 
 _jit_step = jax.jit(_vstep, static_argnames=("problem", "targets_axis"), donate_argnames=("state",))
 
 
 def run_chunk(problem: Problem, variables: Mapping, targets: Mapping, state: State,
-              n_steps: int, loop: str, targets_axis: int | None = None) -> tuple[State, jax.Array]:
+              n_steps: int, loop: str, targets_axis: int | None = None,
+              capacity: int | None = None) -> tuple[State, jax.Array]:
     """Advance ``n_steps``; returns the new state and components shaped (n_steps, k, n_terms+1).
 
     Nothing here waits for the device: the result is still being computed
-    when this returns. ``targets_axis``: see :func:`_vstep`.
+    when this returns. ``targets_axis``: see :func:`_vstep`. ``capacity``: the
+    longest chunk of the run (default ``n_steps``); the ``scan`` form compiles
+    one program for it and runs every shorter chunk with that program.
     """
     if loop == "step":
         history = []
@@ -241,10 +260,15 @@ def run_chunk(problem: Problem, variables: Mapping, targets: Mapping, state: Sta
             state, comps = _jit_step(problem, variables, targets, state, targets_axis)
             history.append(comps)
         return state, jnp.stack(history)
-    if loop not in ("scan", "unroll"):
+    if loop == "unroll":
+        return _unrolled_chunk(problem, variables, targets, state, n_steps=n_steps,
+                               targets_axis=targets_axis)
+    if loop != "scan":
         raise JaxcombineError(f"unknown loop {loop!r}; choose {', '.join(LOOPS)} or auto")
-    return _scan_chunk(problem, variables, targets, state, n_steps=n_steps,
-                       unroll=n_steps if loop == "unroll" else 1, targets_axis=targets_axis)
+    capacity = max(capacity or n_steps, n_steps)
+    state, history = _rolled_chunk(problem, variables, targets, state, jnp.int32(n_steps),
+                                   capacity=capacity, targets_axis=targets_axis)
+    return state, history if capacity == n_steps else history[:n_steps]
 
 
 def default_loop(backend: str | None = None, conv: str = "xla") -> str:
@@ -351,16 +375,16 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, x0: np.ndar
         state, k = shard_starts(state)
     history: list[np.ndarray] = []
     step, compile_s, run_s = start_step, 0.0, 0.0
-    compiled_sizes: set[int] = set()
+    compiled: set[int] = set()
     with stop_requests() as stop:
         while step < problem.steps and not stop.is_set():
             n = min(chunk, problem.steps - step)
             t0 = time.perf_counter()
-            if n not in compiled_sizes:  # first chunk of this length: time the compile apart
-                compile_s += compile_chunk(problem, variables, targets, state, n, loop, axis)
-                compiled_sizes.add(n)
+            if _program(loop, n, chunk) not in compiled:  # time the compile apart
+                compile_s += compile_chunk(problem, variables, targets, state, n, loop, axis, chunk)
+                compiled.add(_program(loop, n, chunk))
                 t0 = time.perf_counter()
-            state, comps = run_chunk(problem, variables, targets, state, n, loop, axis)
+            state, comps = run_chunk(problem, variables, targets, state, n, loop, axis, chunk)
             comps = np.asarray(comps)[:, :k]  # the only host round trip of the chunk
             run_s += time.perf_counter() - t0
             history.append(comps)
@@ -404,17 +428,25 @@ def stop_requests():
             signal.signal(sig, old)
 
 
-def compile_chunk(problem, variables, targets, state, n, loop, targets_axis=None) -> float:
-    """Compile (ahead of time) the program for a chunk of ``n``; returns seconds.
-
-    Benchmarks use it to keep compile time apart from steady-state time."""
+def compile_chunk(problem, variables, targets, state, n, loop, targets_axis=None,
+                  capacity=None) -> float:
+    """Compile (ahead of time) the program for a chunk of ``n`` (see :func:`run_chunk`);
+    returns seconds. Benchmarks use it to keep compile time apart from steady-state time."""
     t0 = time.perf_counter()
     if loop == "step":
         _jit_step.lower(problem, variables, targets, state, targets_axis).compile()
+    elif loop == "unroll":
+        _unrolled_chunk.lower(problem, variables, targets, state, n_steps=n,
+                              targets_axis=targets_axis).compile()
     else:
-        _scan_chunk.lower(problem, variables, targets, state, n_steps=n,
-                          unroll=n if loop == "unroll" else 1, targets_axis=targets_axis).compile()
+        _rolled_chunk.lower(problem, variables, targets, state, jnp.int32(n),
+                            capacity=max(capacity or n, n), targets_axis=targets_axis).compile()
     return time.perf_counter() - t0
+
+
+def _program(loop: str, n: int, capacity: int) -> int:
+    """Which compiled program a chunk of ``n`` runs: one per length only when unrolled."""
+    return n if loop == "unroll" else capacity
 
 
 def _divergence_steps(history: np.ndarray, start_step: int) -> list[int | None]:

@@ -269,15 +269,12 @@ def variables(weights: Mapping[str, tuple], conv: str = "xla") -> dict:
     out: dict = {"params": {}}
     for name, (kernel, bias) in weights.items():
         block = name.split("_")[0]
-        kernel = jnp.asarray(kernel)
-        out["params"].setdefault(block, {})[name] = {"kernel": kernel, "bias": jnp.asarray(bias)}
+        out["params"].setdefault(block, {})[name] = {"kernel": jnp.asarray(kernel),
+                                                     "bias": jnp.asarray(bias)}
         if conv == "winograd":
-            out.setdefault("winograd", {}).setdefault(block, {})[name] = _prepared_kernels(
-                kernel, uses_winograd(name, conv))
+            out.setdefault("winograd", {}).setdefault(block, {})[name] = winograd.kernels(
+                kernel, transform=uses_winograd(name, conv))
     return out
-
-
-_prepared_kernels = jax.jit(winograd.kernels, static_argnames="transform")
 
 
 def features(variables_: Mapping, rgb: jax.Array, taps: Sequence[str], *, arch: str = "vgg19",

@@ -54,20 +54,23 @@ _AT = np.array([[1, 1, 1, 1, 1, 0],
 OUT_TILE, IN_TILE = _AT.shape  # 4 outputs per side from 6 inputs per side
 
 
-def transform_kernel(kernel: jax.Array) -> jax.Array:
-    """HWIO (3, 3, I, O) kernel → (36, I, O): ``G g Gᵀ`` per channel pair."""
-    g = jnp.asarray(_G)
-    u = jnp.einsum("ai,ijco,bj->abco", g, kernel.astype(jnp.float32), g, precision="highest")
+def transform_kernel(kernel: np.ndarray) -> np.ndarray:
+    """HWIO (3, 3, I, O) kernel → (36, I, O): ``G g Gᵀ`` per channel pair, on the host
+    (once per run; nothing to compile)."""
+    g = np.asarray(kernel, np.float32).reshape(3, 3, -1)
+    u = np.einsum("ai,ijn->ajn", _G, g)  # rows, then columns
+    u = np.einsum("bj,ajn->abn", _G, u)
     return u.reshape(IN_TILE * IN_TILE, *kernel.shape[2:])
 
 
-def kernels(kernel: jax.Array, transform: bool = True) -> dict[str, jax.Array]:
-    """What :func:`conv3x3` needs: ``fwd`` from the kernel, ``bwd`` from its adjoint —
-    their Winograd transforms, or (``transform=False``) the HWIO kernels themselves."""
-    adjoint = kernel[::-1, ::-1].swapaxes(2, 3)  # flipped, in/out channels swapped
-    if not transform:
-        return {"fwd": kernel, "bwd": adjoint}
-    return {"fwd": transform_kernel(kernel), "bwd": transform_kernel(adjoint)}
+def kernels(kernel: np.ndarray, transform: bool = True) -> dict[str, jax.Array]:
+    """What :func:`conv3x3` needs, on the device: ``fwd`` from the kernel, ``bwd`` from
+    its adjoint — their Winograd transforms, or (``transform=False``) the HWIO kernels."""
+    kernel = np.asarray(kernel, np.float32)
+    adjoint = np.ascontiguousarray(kernel[::-1, ::-1].swapaxes(2, 3))  # flipped, in/out swapped
+    if transform:
+        kernel, adjoint = transform_kernel(kernel), transform_kernel(adjoint)
+    return {"fwd": jnp.asarray(kernel), "bwd": jnp.asarray(adjoint)}
 
 
 @jax.custom_vjp

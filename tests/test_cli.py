@@ -101,7 +101,7 @@ def test_compiled_programs_are_kept_between_runs(vgg19, tmp_path, monkeypatch):
     monkeypatch.setenv("JAXCOMBINE_COMPILE_CACHE", str(cache))
     jaxcombine("run", *TINY, "--out", tmp_path / "b", check=True)
     kept = sorted(cache.iterdir())
-    assert any("_scan_chunk" in p.name for p in kept)  # the chunk program, at least
+    assert any("_rolled_chunk" in p.name for p in kept)  # the chunk program, at least
     jaxcombine("run", *TINY, "--out", tmp_path / "c", check=True)
     assert sorted(cache.iterdir()) == kept  # the second run compiled nothing new
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b" / "content.png")),

@@ -74,11 +74,24 @@ def test_loop_forms_agree(vgg19):
         np.testing.assert_allclose(runs[loop].outcome.pixels, runs["step"].outcome.pixels, atol=0.05)
 
 
-def test_second_run_does_not_recompile(vgg19):
-    job.combine(steps=3, **TINY)
-    before = engine._jit_step._cache_size()
-    job.combine(steps=3, seed=5, **TINY)
-    assert engine._jit_step._cache_size() == before
+def test_a_shorter_last_chunk_compiles_nothing(vgg19):
+    """The rolled loop takes its trip count as an argument: a run of 5 steps in chunks
+    of 3 compiles one chunk program, not one for 3 steps and one for 2."""
+    config = job.RunConfig(init="content", steps=5, chunk=3, size=20)  # a size no other test uses
+    compiled = []
+
+    def count(event, seconds, fun_name="", **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration" and "_rolled_chunk" in fun_name:
+            compiled.append(fun_name)
+
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        result = job.combine(config)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+    assert result.outcome.loop == "scan" and result.outcome.history.shape[0] == 5
+    assert np.isfinite(result.outcome.history).all()  # the 2-step chunk's unused rows are cut
+    assert len(compiled) == 1
 
 
 def test_divergence_freezes_that_start_only(vgg19):
