@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Interpolation points 0, ±1, ±2, ∞: the standard, best-conditioned F(4, 3) choice.
+# Interpolation points 0, ±1, ±2, ∞: the usual F(4, 3) choice (Lavin & Gray, 2015).
 _BT = np.array([[4, 0, -5, 0, 1, 0],
                 [0, -4, -4, 1, 1, 0],
                 [0, 4, -4, -1, 1, 0],
