@@ -95,6 +95,7 @@ def test_recipes_list_and_show():
 
 def test_compiled_programs_are_kept_between_runs(vgg19, tmp_path, monkeypatch):
     cache = tmp_path / "xla"
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # keep even quick compiles
     monkeypatch.setenv("JAXCOMBINE_COMPILE_CACHE", "off")
     jaxcombine("run", *TINY, "--out", tmp_path / "a", check=True)
     assert not cache.exists()
