@@ -8,6 +8,7 @@ command has written what it had.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -43,7 +44,8 @@ def use_compile_cache() -> None:
         return
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxcombine" / "xla"
     jax.config.update("jax_compilation_cache_dir", setting or str(cache))
-    if jax.config.jax_compilation_cache_max_size < 0:  # JAX's default: unbounded
+    # JAX's default is unbounded; its size cap needs filelock (a dependency) to evict.
+    if jax.config.jax_compilation_cache_max_size < 0 and importlib.util.find_spec("filelock"):
         jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_MAX_BYTES)
 
 
