@@ -75,12 +75,13 @@ def device_gflops(repeats: int = 5) -> dict[str, float]:
     conv = jax.jit(lambda x, k: jax.lax.conv_general_dilated(
         x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
     return {
-        "matmul": 2 * 2048**3 / _best_seconds(jax.jit(jnp.matmul), (a, a), repeats) / 1e9,
-        "conv3x3": 2 * 64 * 64 * 9 * 256 * 256 / _best_seconds(conv, (x, k), repeats) / 1e9,
+        "matmul": 2 * 2048**3 / best_seconds(jax.jit(jnp.matmul), (a, a), repeats) / 1e9,
+        "conv3x3": 2 * 64 * 64 * 9 * 256 * 256 / best_seconds(conv, (x, k), repeats) / 1e9,
     }
 
 
-def _best_seconds(fn: Callable, args: tuple, repeats: int) -> float:
+def best_seconds(fn: Callable, args: tuple, repeats: int) -> float:
+    """Fastest of ``repeats`` calls of ``fn(*args)``, each waited for, after one warm-up."""
     jax.block_until_ready(fn(*args))
     best = float("inf")
     for _ in range(repeats):

@@ -294,6 +294,15 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise JaxcombineError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _choice_list(text: str, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """Comma-separated names, each one of ``valid``; at least one."""
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in names if x not in valid] or ([] if names else [""])
+    if bad:
+        raise JaxcombineError(f"unknown {what} {bad[0]!r}; choose {', '.join(valid)}")
+    return names
+
+
 @cli.command()
 @click.option("--sizes", default=None, help="Comma-separated longest sides, px "
               "(default: 128,256 on CPU; 128,256,512,1024 on accelerators).")
@@ -323,18 +332,12 @@ def bench(sizes, inits, loops, convs, steps, repeats, recipe, dtype, remat, comp
     """Time compile, steps/s and peak memory per size, starts and loop form (docs/benchmarks.md)."""
     import jax
 
-    from jaxcombine import bench as bench_lib, engine
+    from jaxcombine import bench as bench_lib, engine, model
 
     jax.config.update("jax_enable_compilation_cache", False)  # time real compiles, not cache hits
 
-    loops = tuple(x.strip() for x in loops.split(",") if x.strip())
-    bad = [x for x in loops if x not in engine.LOOPS] or ([] if loops else [""])
-    if bad:
-        raise JaxcombineError(f"unknown loop {bad[0]!r}; choose {', '.join(engine.LOOPS)}")
-    convs = tuple(x.strip() for x in convs.split(",") if x.strip())
-    bad = [x for x in convs if x not in ("auto", "xla", "winograd")] or ([] if convs else [""])
-    if bad:
-        raise JaxcombineError(f"unknown conv {bad[0]!r}; choose auto, xla, winograd")
+    loops = _choice_list(loops, engine.LOOPS, "loop")
+    convs = _choice_list(convs, ("auto", *model.CONVS), "conv")
     counts = _int_list(inits)
     if steps < 1 or repeats < 1 or not counts or min(counts) < 1:
         raise JaxcombineError("steps, repeats and inits must be >= 1")

@@ -11,23 +11,17 @@ precomputed adjoint (jaxcombine.winograd), and — if torch is installed — PyT
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine import model, winograd
+from jaxcombine.bench import best_seconds
 
 
 def best_ms(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return 1e3 * min(times)
+    return 1e3 * best_seconds(fn, args, repeats)
 
 
 def layer_shapes(height: int, width: int, deepest: str):
