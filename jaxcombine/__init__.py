@@ -4,22 +4,59 @@ The public API in one place (implementations live in the submodules)::
 
     import jaxcombine
     result = jaxcombine.combine(init="content,style,noise", steps=200, out="out/")
+
+Names are imported on first use, so ``import jaxcombine.config`` (options and their
+validation) or ``jaxcombine --help`` does not load JAX.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from jaxcombine.batch import BatchReport, load_manifest, run_batch
-from jaxcombine.job import Result, RunConfig, combine, parse_inits, prepare
-from jaxcombine.engine import Outcome, Problem, optimise
-from jaxcombine.errors import JaxcombineError
-from jaxcombine.features import extract, extract_features
-from jaxcombine.recipe import Recipe, Term
-from jaxcombine.recipe import load as load_recipe
-from jaxcombine.study import Study, run_study
-from jaxcombine.weights import load as load_weights
+# public name → the module that defines it
+_EXPORTS = {
+    "BatchReport": "batch", "load_manifest": "batch", "run_batch": "batch",
+    "ConfigError": "config", "RunConfig": "config", "StudyOptions": "config", "Sweep": "config",
+    "parse_inits": "config", "parse_sweep": "config",
+    "Outcome": "engine", "Problem": "engine", "State": "engine", "init_state": "engine",
+    "optimise": "engine",
+    "JaxcombineError": "errors",
+    "extract": "features", "extract_features": "features",
+    "Result": "job", "combine": "job", "prepare": "job",
+    "Recipe": "recipe", "Term": "recipe", "load_recipe": "recipe",
+    "Study": "study", "run_study": "study",
+    "load_weights": "weights",
+}
+_RENAMED = {"load_recipe": "load", "load_weights": "load"}
 
-__all__ = [
-    "BatchReport", "JaxcombineError", "Outcome", "Problem", "Recipe", "Result", "RunConfig",
-    "Study", "Term", "combine", "extract", "extract_features", "load_manifest", "load_recipe",
-    "load_weights", "optimise", "parse_inits", "prepare", "run_batch", "run_study",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'jaxcombine' has no attribute {name!r}")
+    module = importlib.import_module(f"jaxcombine.{_EXPORTS[name]}")
+    value = getattr(module, _RENAMED.get(name, name))
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from jaxcombine.batch import BatchReport, load_manifest, run_batch  # noqa: F401
+    from jaxcombine.config import (ConfigError, RunConfig, StudyOptions, Sweep,  # noqa: F401
+                                   parse_inits, parse_sweep)
+    from jaxcombine.engine import Outcome, Problem, State, init_state, optimise  # noqa: F401
+    from jaxcombine.errors import JaxcombineError  # noqa: F401
+    from jaxcombine.features import extract, extract_features  # noqa: F401
+    from jaxcombine.job import Result, combine, prepare  # noqa: F401
+    from jaxcombine.recipe import Recipe, Term  # noqa: F401
+    from jaxcombine.recipe import load as load_recipe  # noqa: F401
+    from jaxcombine.study import Study, run_study  # noqa: F401
+    from jaxcombine.weights import load as load_weights  # noqa: F401

@@ -29,13 +29,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import engine, images, job as job_lib, recipe as recipe_lib, records
+from jaxcombine import config as config_lib, engine, images, interrupts, job as job_lib, outputs
+from jaxcombine import recipe as recipe_lib, records
+from jaxcombine.config import ConfigError, RunConfig
 from jaxcombine.errors import JaxcombineError
 
-FIELDS = tuple(f.name for f in dataclasses.fields(job_lib.RunConfig))
+FIELDS = config_lib.run_fields()
 SECTIONS = ("defaults", "grid", "jobs")
 REPORT = "batch-report.json"
-INIT_WORDS = ("content", "style", "noise")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Job:
     """One output: a resolved config with a single init, and its stable id."""
 
     id: str
-    config: job_lib.RunConfig
+    config: RunConfig
 
 
 @dataclasses.dataclass
@@ -75,29 +76,44 @@ class BatchReport:
 
 
 def load_manifest(path: str | os.PathLike) -> list[Job]:
-    """Read a manifest and expand it into jobs, sorted by id, duplicates dropped."""
+    """Read a manifest and expand it into jobs, sorted by id, duplicates dropped.
+
+    Every value goes through :class:`~jaxcombine.config.RunConfig`'s checks; an
+    error names the table it came from and the option.
+    """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise JaxcombineError(f"manifest not found: {path}")
+    except IsADirectoryError:
+        raise JaxcombineError(f"manifest is a folder, not a file: {path}")
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise JaxcombineError(f"bad manifest {path}: {e}")
+        raise JaxcombineError(f"bad manifest {path}: {' '.join(str(e).split())}")
     _check_keys(data, SECTIONS, "manifest section")
     defaults = _table(data.get("defaults", {}), "[defaults]")
     grid = _table(data.get("grid", {}), "[grid]")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise JaxcombineError(f"[grid] {key} must be a non-empty list")
+            raise JaxcombineError(f"{path.name}: [grid] {key} must be a non-empty list")
     entries = data.get("jobs", [])
     if not isinstance(entries, list):
-        raise JaxcombineError("jobs must be [[jobs]] tables")
-    tables = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else []
-    tables += [_table(e, "[[jobs]]") for e in entries]
+        raise JaxcombineError(f"{path.name}: jobs must be [[jobs]] tables")
+    tables = [(f"[grid] combination {i}", dict(zip(grid, combo)))
+              for i, combo in enumerate(itertools.product(*grid.values()), start=1)] if grid else []
+    tables += [(f"[[jobs]] {i}", _table(e, "[[jobs]]")) for i, e in enumerate(entries, start=1)]
     if not tables:
-        tables = [{}]
+        raise JaxcombineError(f"{path.name}: no jobs; add a [grid] or [[jobs]] tables")
     base = path.resolve().parent
-    jobs = {j.id: j for t in tables for j in _expand({**defaults, **t}, base)}
+    jobs: dict[str, Job] = {}
+    for where, table in tables:
+        options = {**defaults, **table}
+        try:
+            config = _resolve_paths(config_lib.from_options(options), base)
+        except ConfigError as e:
+            origin = where if e.field in table else "[defaults]"
+            raise JaxcombineError(f"{path.name}: {origin}, {e.field}: {e}") from None
+        jobs.update((j.id, j) for j in _expand(config))
     return [jobs[k] for k in sorted(jobs)]
 
 
@@ -114,52 +130,42 @@ def _table(table: Any, where: str) -> dict:
     return table
 
 
-def _expand(options: dict, base: Path) -> list[Job]:
-    """One table of options → one job per init (``noise:N`` gives N seeds)."""
-    try:
-        config = job_lib.RunConfig(**_resolve_paths(options, base))
-    except (TypeError, ValueError) as e:  # e.g. style_weights = 0.5 instead of a list
-        raise JaxcombineError(f"bad job {options}: {e}")
-    spec = config.init or _recipe_init(config)
+def _expand(config: RunConfig) -> list[Job]:
+    """One validated config → one job per start (``noise:N`` gives N seeds)."""
     out = []
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        count = 1
-        if part.startswith("noise:") and part[6:].isdigit() and int(part[6:]) >= 1:
-            part, count = "noise", int(part[6:])  # else prepare rejects it, as ``run`` does
-        for i in range(count):
-            single = config.replace(init=part, seed=config.seed + i)
-            out.append(Job(job_id(single), single))
+    for start in config.inits(_recipe_init(config)):
+        single = config.replace(init=start.spec, seed=start.seed)
+        out.append(Job(job_id(single), single))
     return out
 
 
-def _recipe_init(config: job_lib.RunConfig) -> str:
+def _recipe_init(config: RunConfig) -> str:
     try:
         return recipe_lib.load(config.recipe, config.model).init
     except JaxcombineError:
         return "content"  # the job fails later, in prepare, with the recipe's error
 
 
-def _resolve_paths(options: dict, base: Path) -> dict:
+def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
     """Image, weights and recipe-file paths relative to the manifest's folder → absolute."""
-    opts = dict(options)
     absolute = lambda p: str((base / os.path.expanduser(str(p))).resolve())  # noqa: E731
-    opts["content"] = absolute(opts["content"]) if opts.get("content") else str(images.CONTENT)
-    style = opts.get("style") or [str(images.STYLE)]
-    opts["style"] = tuple(absolute(s) for s in ([style] if isinstance(style, str) else style))
-    if opts.get("style_weights") is not None:
-        opts["style_weights"] = tuple(float(w) for w in opts["style_weights"])
-    if opts.get("weights"):
-        opts["weights"] = absolute(opts["weights"])
-    recipe = str(opts.get("recipe", recipe_lib.DEFAULT))
-    if recipe not in recipe_lib.preset_names() and (base / recipe).exists():
-        opts["recipe"] = absolute(recipe)
-    if opts.get("init"):
-        parts = [p.strip() for p in str(opts["init"]).split(",")]
-        opts["init"] = ",".join(p if p.split(":")[0] in INIT_WORDS else absolute(p) for p in parts)
-    return opts
+    changes: dict[str, Any] = {
+        "content": absolute(config.content) if config.content else str(images.CONTENT),
+        "style": tuple(absolute(s) for s in config.style) or (str(images.STYLE),),
+    }
+    if config.weights:
+        changes["weights"] = absolute(config.weights)
+    recipe = config.recipe
+    if isinstance(recipe, str) and recipe not in recipe_lib.preset_names() and (base / recipe).exists():
+        changes["recipe"] = absolute(recipe)
+    if config.init:
+        parts = [p.strip() for p in config.init.split(",")]
+        changes["init"] = ",".join(p if p.split(":")[0] in config_lib.INIT_KINDS else absolute(p)
+                                   for p in parts)
+    return config.replace(**changes)
 
 
-def job_id(config: job_lib.RunConfig) -> str:
+def job_id(config: RunConfig) -> str:
     """``<content>-<style>-<init>-<hash>``: readable, and new whenever config or an image changes."""
     files = [config.content, *config.style, config.recipe, config.init]
     canonical = json.dumps({"config": dataclasses.asdict(config),
@@ -199,8 +205,7 @@ def run_batch(manifest_path: str | os.PathLike, out: str | os.PathLike, *, force
     ``jax.distributed.initialize`` first); each process runs its share and writes
     ``batch-report.<i>.json``, and process 0 merges them into ``batch-report.json``.
     """
-    if max_batch < 1:
-        raise JaxcombineError(f"max-batch must be >= 1, got {max_batch}")
+    max_batch = config_lib.positive_int(max_batch, "max_batch")
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -217,10 +222,11 @@ def run_batch(manifest_path: str | os.PathLike, out: str | os.PathLike, *, force
             todo.append(j)
     bar = _bar(len(todo), progress)
     window = max_batch if batching else 1
-    for start in range(0, len(todo), window):
-        if report.interrupted:
-            break
-        _run_window(todo[start:start + window], out, report, bar)
+    with interrupts.stop_requests() as stop:
+        for start in range(0, len(todo), window):
+            if report.interrupted:
+                break
+            _run_window(todo[start:start + window], out, report, bar, stop.is_set)
     bar.close()
     report.wall_s = round(time.perf_counter() - t0, 3)
     records.write_json(out / f"batch-report.{index}.json" if count > 1 else out / REPORT,
@@ -252,7 +258,7 @@ def _barrier(name: str, timeout_s: int = 7 * 24 * 3600) -> None:
         client.wait_at_barrier(name, timeout_s * 1000)
 
 
-def _run_window(jobs: Sequence[Job], out: Path, report: BatchReport, bar) -> None:
+def _run_window(jobs: Sequence[Job], out: Path, report: BatchReport, bar, stop=None) -> None:
     """Prepare up to ``max_batch`` jobs (images, targets), then run them group by group."""
     prepared = []
     for j in jobs:
@@ -266,7 +272,7 @@ def _run_window(jobs: Sequence[Job], out: Path, report: BatchReport, bar) -> Non
         if report.interrupted:
             break
         try:
-            _run_group(group, out, report, bar)
+            _run_group(group, out, report, bar, stop)
         except Exception as e:  # one broken group must not stop the others
             _fail(report, bar, [j for j, _ in group], _reason(e))
 
@@ -281,7 +287,9 @@ def remove_stale_temps(out: Path) -> list[Path]:
 
 
 def _groups(prepared: list) -> Iterable[list]:
-    """Jobs that can share one compiled program: same Problem, output size, weights and loop."""
+    """Jobs that can share one compiled program: same structure (:class:`engine.Problem`),
+    output size, weights and loop. Learning rates, step counts and loss weights may differ:
+    they are per-start arrays of one program."""
     groups: dict[Any, list] = {}
     for j, prep in prepared:
         c = j.config
@@ -290,26 +298,32 @@ def _groups(prepared: list) -> Iterable[list]:
     return list(groups.values())
 
 
-def _run_group(group: list, out: Path, report: BatchReport, bar) -> None:
+def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> None:
     """Optimise a group in one vmapped program (targets stacked per job), then write each job."""
     t0 = time.perf_counter()
     jobs, preps = [j for j, _ in group], [p for _, p in group]
     first = preps[0]
     targets = jax.tree.map(lambda *t: jnp.stack(t), *[p.targets for p in preps])
-    x0 = np.concatenate([p.x0 for p in preps])
+    state = first.initial_state(
+        np.concatenate([p.x0 for p in preps]),
+        lr=[p.config.learning_rate() for p in preps] if first.config.learning_rate() else None,
+        steps=[p.config.steps for p in preps],
+        loss_weights=np.stack([p.loss_weights for p in preps]))
     ids = [j.id for j in jobs]
     config = first.config
-    writer = job_lib.SnapshotWriter(out, ids, config.snapshot_every)
-    chunk = job_lib.chunk_size(config.chunk, config.snapshot_every)
+    longest = max(max(p.config.steps for p in preps), 1)
+    writer = outputs.SnapshotWriter(out, ids, config.snapshot_every)
+    chunk = outputs.chunk_size(config.chunk, config.snapshot_every)
     done_steps = [0]
 
     def on_chunk(step, comps, get_pixels):
-        bar.update(len(jobs) * (step - done_steps[0]) / max(config.steps, 1))
+        bar.update(len(jobs) * (step - done_steps[0]) / longest)
         done_steps[0] = step
         writer(step, get_pixels)
 
-    outcome = engine.optimise(first.problem, first.variables, targets, x0, chunk=chunk,
-                              loop=config.loop, on_chunk=on_chunk, batched_targets=True)
+    outcome = engine.optimise(first.problem, first.variables, targets, state, chunk=chunk,
+                              loop=config.loop, on_chunk=on_chunk, stop=stop,
+                              per_start_targets=True)
     if outcome.interrupted:
         report.interrupted = True
         return
@@ -317,22 +331,23 @@ def _run_group(group: list, out: Path, report: BatchReport, bar) -> None:
     for j, (job, prep) in enumerate(group):
         write_job(out, job, prep, outcome, j, wall_s=wall, group_size=len(group))
         report.done.append(job.id)
-    bar.update(len(jobs) * (1 - done_steps[0] / max(config.steps, 1)))
+    bar.update(len(jobs) * (1 - done_steps[0] / longest))
 
 
 def write_job(out: Path, job: Job, prep: job_lib.Prepared, outcome: engine.Outcome, j: int,
               **timings: Any) -> None:
     """Image, history, then the JSON record last: its presence marks the job finished."""
     images.write(out / f"{job.id}.png", outcome.pixels[j])
-    records.atomic_write_text(out / f"{job.id}.history.csv", job_lib.history_csv(outcome, j))
-    totals = outcome.totals
+    records.atomic_write_text(out / f"{job.id}.history.csv", outputs.history_csv(outcome, j))
+    final = float(outcome.final_totals()[j])
+    last = int(outcome.step[j]) - outcome.start_step - 1
     records.write_json(out / f"{job.id}.json", records.record(
         job.config, weights={"fingerprint": prep.weights.fingerprint, **prep.weights.info},
         id=job.id, init=dataclasses.asdict(prep.inits[0]), problem=prep.problem,
-        recipe=prep.problem.recipe.to_dict(), steps_done=outcome.steps_done,
-        final_loss=float(totals[-1, j]) if len(totals) else None,
-        final_components=dict(zip(outcome.labels, outcome.history[-1, j].tolist()))
-        if len(totals) else None,
+        recipe=prep.recipe.to_dict(), steps_done=int(outcome.step[j]) - outcome.start_step,
+        final_loss=final if last >= 0 else None,
+        final_components=dict(zip(outcome.labels, outcome.history[last, j].tolist()))
+        if last >= 0 else None,
         diverged_at_step=outcome.diverged_at[j], image=f"{job.id}.png",
         history=f"{job.id}.history.csv", compile_s=round(outcome.compile_s, 3),
         run_s=round(outcome.run_s, 3), **{k: round(v, 3) if isinstance(v, float) else v

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import engine, images, job, model, records
+from jaxcombine import config, engine, images, job, model, records
 
 CPU_SIZES = (128, 256)
 ACCELERATOR_SIZES = (128, 256, 512, 1024)
@@ -148,7 +148,7 @@ Chunk = Callable[[], None]  # runs one chunk of steps and waits for it
 def ours(prep: job.Prepared, inits: int, loop: str, steps: int) -> tuple[float, Chunk]:
     """(compile seconds, a chunk runner) for ``inits`` vmapped copies of the first start."""
     problem, variables, targets = prep.problem, prep.variables, prep.targets
-    state = engine.init_state(problem, np.repeat(prep.x0[:1], inits, axis=0))
+    state = prep.initial_state(np.repeat(prep.x0[:1], inits, axis=0), steps=2**30)
     compile_s = engine.compile_chunk(problem, variables, targets, state, steps, loop)
 
     def chunk() -> None:
@@ -215,7 +215,7 @@ class BenchConfig:
 
     sizes: tuple[int, ...]
     inits: tuple[int, ...] = (1,)
-    loops: tuple[str, ...] = engine.LOOPS
+    loops: tuple[str, ...] = config.LOOPS
     convs: tuple[str, ...] = ("auto",)
     steps: int = 5
     repeats: int = 3

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 
+from jaxcombine import config
+from jaxcombine.config import StudyOptions
 from jaxcombine.errors import JaxcombineError
 
 EXIT_USAGE = 2
@@ -52,8 +54,8 @@ def use_compile_cache() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point (the console script); turns every expected failure into one line
     and an exit code."""
-    use_compile_cache()
     try:
+        use_compile_cache()  # imports JAX: inside, so an early Ctrl-C is handled too
         code = cli.main(args=argv, prog_name="jaxcombine", standalone_mode=False)
     except JaxcombineError as e:
         _fail(str(e))
@@ -73,11 +75,13 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-weights_option = click.option(
-    "--weights", "weights_path", type=click.Path(path_type=Path), default=None,
-    envvar="JAXCOMBINE_WEIGHTS_DIR", show_envvar=True,
-    help="Weights folder (or a converted .h5 file). Default: the project's weights/ folder.",
-)
+def _weights_option(dest: str = "weights_path"):
+    return click.option("--weights", dest, type=click.Path(path_type=Path), default=None,
+                        envvar="JAXCOMBINE_WEIGHTS_DIR", show_envvar=True,
+                        help=config.rule("weights").help)
+
+
+weights_option = _weights_option()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -86,73 +90,65 @@ def cli() -> None:
     """Combine two images through the features of a pretrained VGG (JAX/Flax)."""
 
 
-# --------------------------------------------------------------------------- run
+# --------------------------------------------------------------------------- run options
 
 
-def run_options(f):
-    """The options of one job, shared by ``run`` and ``study``."""
-    opts = [
-        click.option("--content", type=click.Path(path_type=Path), default=None,
-                     help="Content image (default: the bundled NASA astronaut photo)."),
-        click.option("--style", type=click.Path(path_type=Path), multiple=True,
-                     help="Style image; repeat to blend several (default: bundled Starry Night)."),
-        click.option("--style-weights", default=None, help="Comma-separated blend weights, one per --style."),
-        click.option("--recipe", default="gatys", show_default=True,
-                     help="Preset name (see 'jaxcombine recipes') or a recipe .toml file."),
-        click.option("--steps", type=int, default=200, show_default=True),
-        click.option("--size", type=int, default=192, show_default=True, help="Longest side of the output, px."),
-        click.option("--optimizer", type=click.Choice(["adam", "sgd", "lbfgs"]), default="adam", show_default=True),
-        click.option("--lr", type=float, default=None, help="Learning rate in 0-255 pixel units (default per optimizer)."),
-        click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True),
-        click.option("--tv-weight", type=float, default=None, help="Total-variation weight (overrides the recipe)."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first noise start."),
-        click.option("--model", "arch", type=click.Choice(["vgg19", "vgg16"]), default="vgg19", show_default=True),
-        click.option("--pooling", type=click.Choice(["max", "avg"]), default="max", show_default=True),
-        click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
-                     show_default=True, help="Dtype of the VGG activations (losses stay float32)."),
-        click.option("--remat/--no-remat", default=False, help="Recompute VGG blocks in the backward pass (less memory)."),
-        click.option("--conv", type=click.Choice(["auto", "xla", "winograd"]), default="auto", show_default=True,
-                     help="Convolution algorithm (auto: fastest measured for the backend; "
-                          "winograd: float32 only, about 0.5 GB more memory)."),
-        click.option("--chunk", type=int, default=25, show_default=True, help="Steps per compiled chunk / report."),
-        click.option("--loop", type=click.Choice(["auto", "step", "scan", "unroll"]), default="auto",
-                     show_default=True, help="Loop form inside a chunk (auto: fastest measured for the backend)."),
-        click.option("--snapshot-every", type=int, default=0, help="Also save images every N steps."),
-        click.option("--max-pixels", type=int, default=64_000_000, show_default=True,
-                     help="Refuse input images larger than this (decompression bombs)."),
-        weights_option,
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+class ConfigValue(click.ParamType):
+    """A number (or list of numbers) parsed and checked by its rule in :mod:`jaxcombine.config`,
+    so the command line refuses a bad value with the same message as a manifest or the API."""
+
+    def __init__(self, field: str):
+        self.field, self.rule = field, config.rule(field)
+        self.name = {"int": "INTEGER", "float": "NUMBER", "floats": "N,N,..."}[self.rule.kind]
+
+    def convert(self, value, param, ctx):
+        return self.rule.parse(self.field, value) if isinstance(value, str) else value
 
 
-def run_config(*, content, style, style_weights, recipe, steps, size, optimizer, lr, schedule,
-               tv_weight, seed, arch, pooling, dtype, remat, conv, chunk, loop, snapshot_every,
-               max_pixels, weights_path, init=None):
-    """Click options → :class:`jaxcombine.job.RunConfig`."""
-    from jaxcombine.job import RunConfig
+PATH_OPTIONS = ("content", "style")
 
-    blend = None
-    if style_weights:
-        try:
-            blend = tuple(float(x) for x in style_weights.split(","))
-        except ValueError:
-            raise JaxcombineError(f"--style-weights must be comma-separated numbers, got {style_weights!r}")
-    return RunConfig(
-        content=str(content) if content else None, style=tuple(str(s) for s in style),
-        style_weights=blend, recipe=recipe, init=init, steps=steps, size=size,
-        optimizer=optimizer, lr=lr, schedule=schedule, tv_weight=tv_weight, seed=seed,
-        model=arch, pooling=pooling, dtype=dtype, remat=remat, conv=conv, chunk=chunk, loop=loop,
-        snapshot_every=snapshot_every, weights=str(weights_path) if weights_path else None,
-        max_pixels=max_pixels)
+
+def _option_for(field: str, default=None):
+    """The click option of one :class:`~jaxcombine.config.RunConfig` field: its name,
+    default, help and choices all come from the configuration module."""
+    if field == "weights":
+        return _weights_option("weights")
+    rule = config.rule(field)
+    default = config.default(field) if default is None else default
+    flag = "--" + field.replace("_", "-")
+    kwargs = dict(default=default, help=rule.help, show_default=default not in (None, (), False))
+    if rule.kind == "bool":
+        return click.option(f"{flag}/--no-{flag[2:]}", field, **kwargs)
+    if rule.kind == "choice":
+        kwargs["type"] = click.Choice(rule.choices)
+    elif field in PATH_OPTIONS:
+        kwargs["type"] = click.Path(path_type=Path)
+        kwargs["multiple"] = rule.kind == "paths"
+    elif rule.kind != "text":
+        kwargs["type"] = ConfigValue(field)
+    return click.option(flag, field, **kwargs)
+
+
+def run_options(*, exclude=("init",), defaults=None):
+    """Every option of one job (``run``, ``study``), generated from the configuration."""
+    defaults = defaults or {}
+
+    def decorate(f):
+        for field in reversed(config.run_fields()):
+            if field not in exclude:
+                f = _option_for(field, defaults.get(field))(f)
+        return f
+
+    return decorate
+
+
+def run_config(**options) -> config.RunConfig:
+    """Parsed options → :class:`jaxcombine.config.RunConfig` (validated there)."""
+    return config.RunConfig(**{k: v for k, v in options.items() if k in config.run_fields()})
 
 
 @cli.command()
-@run_options
-@click.option("--init", default=None,
-              help="Starts, comma-separated: content, style, noise, noise:N, or image paths "
-                   "(default: the recipe's). Several run side by side in one program.")
+@run_options(exclude=())
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("jaxcombine-out"),
               show_default=True, help="Output folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -163,8 +159,7 @@ def run(out_dir, quiet, **options):
     """
     from jaxcombine.job import combine
 
-    config = run_config(**options)
-    result = combine(config, out=out_dir, progress=not quiet)
+    result = combine(run_config(**options), out=out_dir, progress=not quiet)
     oc = result.outcome
     for j, label in enumerate(result.labels):
         status = f"diverged at step {oc.diverged_at[j]}, kept last good image" if not oc.alive[j] else \
@@ -181,10 +176,10 @@ def run(out_dir, quiet, **options):
 
 
 @cli.command()
-@run_options
+@run_options(defaults={"snapshot_every": StudyOptions.snapshot_every})
 @click.option("--inits", "init", default="content,style,noise:2", show_default=True,
               help="Starts to compare, comma-separated: content, style, noise, noise:N, image paths.")
-@click.option("--tolerance", type=float, default=0.01, show_default=True,
+@click.option("--tolerance", type=float, default=StudyOptions.tolerance, show_default=True,
               help="Converged once the total loss changes by less than this fraction per "
                    "snapshot interval, for good.")
 @click.option("--sweep", default=None,
@@ -202,8 +197,8 @@ def study(tolerance, sweep, resume, out_dir, quiet, **options):
     """
     from jaxcombine.study import run_study
 
-    config = run_config(**options)
-    result = run_study(config, out_dir, snapshot_every=config.snapshot_every, tolerance=tolerance,
+    settings = run_config(**options)
+    result = run_study(settings, out_dir, snapshot_every=settings.snapshot_every, tolerance=tolerance,
                        sweep=sweep, resume=resume, progress=not quiet)
     s = result.summary
     for label in result.labels:
@@ -217,12 +212,6 @@ def study(tolerance, sweep, resume, out_dir, quiet, **options):
     if result.interrupted:
         click.echo("jaxcombine: interrupted; results so far were written (resume with --resume)", err=True)
         sys.exit(EXIT_INTERRUPTED)
-
-
-for _param in study.params:  # a study snapshots by default (run's default is 0: never)
-    if _param.name == "snapshot_every":
-        _param.default, _param.show_default = 25, True
-        _param.help = "Save images, distances and the resumable state every N steps."
 
 
 @cli.group(invoke_without_command=True)
@@ -315,7 +304,7 @@ def _choice_list(text: str, valid: tuple[str, ...], what: str) -> tuple[str, ...
 @click.option("--repeats", type=int, default=3, show_default=True,
               help="Timed chunks per case, interleaved across cases; the median counts.")
 @click.option("--recipe", default="gatys", show_default=True)
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
+@click.option("--dtype", type=click.Choice(config.DTYPES), default="float32",
               show_default=True)
 @click.option("--remat/--no-remat", default=False, help="Recompute VGG blocks in the backward pass.")
 @click.option("--compare-pastiche", is_flag=True,
@@ -332,12 +321,12 @@ def bench(sizes, inits, loops, convs, steps, repeats, recipe, dtype, remat, comp
     """Time compile, steps/s and peak memory per size, starts and loop form (docs/benchmarks.md)."""
     import jax
 
-    from jaxcombine import bench as bench_lib, engine, model
+    from jaxcombine import bench as bench_lib
 
     jax.config.update("jax_enable_compilation_cache", False)  # time real compiles, not cache hits
 
-    loops = _choice_list(loops, engine.LOOPS, "loop")
-    convs = _choice_list(convs, ("auto", *model.CONVS), "conv")
+    loops = _choice_list(loops, config.LOOPS, "loop")
+    convs = _choice_list(convs, (config.AUTO, *config.CONVS), "conv")
     counts = _int_list(inits)
     if steps < 1 or repeats < 1 or not counts or min(counts) < 1:
         raise JaxcombineError("steps, repeats and inits must be >= 1")
@@ -348,12 +337,12 @@ def bench(sizes, inits, loops, convs, steps, repeats, recipe, dtype, remat, comp
         except ImportError:
             raise JaxcombineError("--compare-pastiche needs torch and pastiche: "
                                   "pip install 'jaxcombine[bench]'") from None
-    config = bench_lib.BenchConfig(
+    settings = bench_lib.BenchConfig(
         sizes=_int_list(sizes) if sizes else bench_lib.default_sizes(), inits=counts, loops=loops,
         convs=convs, steps=steps, repeats=repeats, dtype=dtype, remat=remat, recipe=recipe,
         compare_pastiche=compare_pastiche, content=str(content) if content else None,
         style=str(style) if style else None, weights=str(weights_path) if weights_path else None)
-    bench_lib.run(config, out_dir, log=click.echo)
+    bench_lib.run(settings, out_dir, log=click.echo)
     click.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.md'}")
 
 
@@ -364,8 +353,8 @@ def bench(sizes, inits, loops, convs, steps, repeats, recipe, dtype, remat, comp
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--layers", required=True, help="Comma-separated Keras layer names, e.g. block1_conv1,block4_conv2.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True, help="Output .npz file.")
-@click.option("--model", "arch", type=click.Choice(["vgg19", "vgg16"]), default="vgg19", show_default=True)
-@click.option("--pooling", type=click.Choice(["max", "avg"]), default="max", show_default=True)
+@click.option("--model", "arch", type=click.Choice(config.MODELS), default="vgg19", show_default=True)
+@click.option("--pooling", type=click.Choice(config.POOLINGS), default="max", show_default=True)
 @click.option("--size", type=int, default=None, help="Resize so the longest side is SIZE px (default: as is).")
 @weights_option
 def features(image, layers, out_path, arch, pooling, size, weights_path):

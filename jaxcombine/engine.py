@@ -17,16 +17,16 @@ Shape of the computation:
   when asked, the pixels.
 
 VGG weights and targets are passed as arguments (never closed over, never
-donated). The static :class:`Problem` is hashable, so a second call with the
-same shapes reuses the compiled program.
+donated). Only the static :class:`Problem` (structure) and the shapes select
+a compiled program; learning rates, step counts and loss weights are arrays in
+the :class:`State`, so a run that changes only those compiles nothing.
+Interrupts are the drivers' business: :func:`optimise` asks a ``stop``
+callback between chunks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import signal
-import threading
 import time
 from functools import partial
 from typing import Any, Callable, Mapping, NamedTuple
@@ -37,13 +37,10 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxcombine import losses, model
+from jaxcombine import losses, model, optimizers
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.recipe import Recipe
 
-OPTIMIZERS = ("adam", "sgd", "lbfgs")
-DEFAULT_LR = {"adam": 4.0, "sgd": 2e3, "lbfgs": 1.0}  # pixels are in 0–255 units
-LOOPS = ("scan", "unroll", "step")
 # Chosen by measurement (docs/benchmarks.md). Inside a rolled loop XLA:CPU runs the
 # input-gradient convolutions that autodiff writes (conv="xla") ~8x slower, so that
 # pairing dispatches one jitted step at a time; conv="winograd" brings explicit adjoint
@@ -53,17 +50,20 @@ DEFAULT_LOOP = {("cpu", "xla"): "step"}
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    """Everything static about an optimisation: hashable, recorded to JSON.
+    """The structure of an optimisation, and nothing else: it selects the compiled program.
+
+    Only what fixes shapes and operations is here; the numbers a user sweeps
+    (learning rate, step count, term and TV weights, style blend weights) are
+    arrays in :class:`State` and the targets, so changing them compiles nothing.
 
     Attributes:
-      recipe: the loss.
+      recipe: the loss's structure (:meth:`Recipe.structure`: layers, sources,
+        statistics; its weights are not used here).
       arch, pooling, dtype, remat, conv: the network (see :class:`model.VGG`); with
         ``conv="winograd"`` the variables must come from ``model.variables(..., conv="winograd")``.
-      optimizer: ``adam`` | ``sgd`` | ``lbfgs`` (optax's, with its zoom line search), or
-        any ``optax.GradientTransformation`` (from Python; ``lr``/``schedule`` then unused).
-      lr: learning rate in 0–255 pixel units (``None``: :data:`DEFAULT_LR`).
-      schedule: ``constant`` or ``cosine`` (decays to 10% over ``steps``).
-      steps: total steps (used by the schedule).
+      optimizer: ``adam`` | ``sgd`` | ``lbfgs`` (:mod:`jaxcombine.optimizers`), or
+        any ``optax.GradientTransformation`` (from Python; learning rate and schedule are its own).
+      schedule: ``constant`` or ``cosine`` (decays to 10% over each start's steps).
     """
 
     recipe: Recipe
@@ -73,48 +73,34 @@ class Problem:
     remat: bool = False
     conv: str = "xla"
     optimizer: str | optax.GradientTransformation = "adam"
-    lr: float | None = None
     schedule: str = "constant"
-    steps: int = 300
 
     def network(self) -> model.VGG:
         return model.VGG(arch=self.arch, taps=model.check_layers(self.recipe.layers, self.arch),
                          pooling=self.pooling, dtype=jnp.dtype(self.dtype), remat=self.remat,
                          conv=self.conv)
 
-    def learning_rate(self) -> float:
-        if self.lr is not None or not isinstance(self.optimizer, str):
-            return self.lr
-        return DEFAULT_LR[self.optimizer]
-
     def transform(self) -> optax.GradientTransformation:
         """The optax optimiser: a built-in by name, or the transformation given."""
-        if isinstance(self.optimizer, optax.GradientTransformation):
-            return self.optimizer
-        if self.optimizer not in OPTIMIZERS:
-            raise JaxcombineError(f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
-        lr: Any = self.learning_rate()
-        if self.schedule == "cosine":
-            lr = optax.cosine_decay_schedule(lr, max(self.steps, 1), alpha=0.1)
-        elif self.schedule != "constant":
-            raise JaxcombineError(f"unknown schedule {self.schedule!r}; choose constant or cosine")
-        # inject_hyperparams keeps the learning rate in the optimiser state, so a
-        # vmapped run can give every start its own (see ``init_state``).
-        if self.optimizer == "adam":
-            return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
-        if self.optimizer == "sgd":
-            return optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=0.9)
-        return optax.lbfgs(lr)
+        if isinstance(self.optimizer, str):
+            return optimizers.build(self.optimizer, self.schedule)
+        return self.optimizer
 
 
 class State(NamedTuple):
-    """Carry of the loop, one slice per start: pixels, optimiser state, still-finite flag,
-    and the weights of the loss components (so one program can sweep them)."""
+    """Carry of the loop, one slice per start (all leading with the starts axis k).
+
+    Besides pixels and optimiser state (which holds each start's learning rate),
+    it carries the traced numbers that let one program serve a sweep: each
+    start's loss weights, steps done and steps wanted.
+    """
 
     pixels: jax.Array  # (k, H, W, 3) float32 RGB in 0–255
     opt_state: Any
-    alive: jax.Array  # (k,) bool
+    alive: jax.Array  # (k,) bool: False once the start diverged
     weights: jax.Array  # (k, n_components) float32, ``recipe.labels`` order
+    step: jax.Array  # (k,) int32 steps done
+    steps: jax.Array  # (k,) int32 steps wanted: a start stops (frozen) once step == steps
 
 
 # --------------------------------------------------------------------------- targets & loss
@@ -163,35 +149,41 @@ def loss(problem: Problem, variables: Mapping, targets: Mapping, pixels: jax.Arr
 # --------------------------------------------------------------------------- one step
 
 
-def init_state(problem: Problem, pixels: jax.Array, *, lrs: Any = None,
-               loss_weights: Any = None) -> State:
+def init_state(problem: Problem, pixels: Any, *, lr: Any = None, steps: Any = 0,
+               loss_weights: Any = None, start_step: Any = 0) -> State:
     """Fresh state for starts ``pixels`` (k, H, W, 3).
 
-    ``lrs`` (k,) gives each start its own learning rate (adam/sgd, constant
-    schedule); ``loss_weights`` (k, n_components) its own component weights —
-    so sweeps over learning rate, TV weight or term weights share one program.
+    ``lr`` (built-in optimisers; a scalar or one per start), ``steps`` (a
+    scalar or one per start) and ``loss_weights`` ((n_components,) or (k,
+    n_components); default the recipe's) are traced: each start may have its
+    own, and one program serves them all. ``start_step`` resumes a run.
     """
-    opt = problem.transform()
     pixels = jnp.asarray(pixels, jnp.float32)
     k = pixels.shape[0]
-    opt_state = jax.vmap(opt.init)(pixels)
-    if lrs is not None:
-        if problem.optimizer == "lbfgs" or problem.schedule != "constant":
-            raise JaxcombineError("per-start learning rates need adam or sgd with a constant schedule")
-        opt_state.hyperparams["learning_rate"] = jnp.asarray(lrs, jnp.float32).reshape(k)
     n = len(problem.recipe.labels)
+    steps = np.broadcast_to(np.asarray(steps, np.int64), (k,))
+    opt_state = jax.vmap(problem.transform().init)(pixels)
+    if isinstance(problem.optimizer, str):
+        lr = np.broadcast_to(np.asarray(lr if lr is not None else 1.0, np.float32), (k,))
+        opt_state = optimizers.set_learning_rate(opt_state, lr, steps)
+    elif lr is not None:
+        raise JaxcombineError("a learning rate applies to the built-in optimizers only")
     if loss_weights is None:
-        loss_weights = jnp.broadcast_to(losses.weights(problem.recipe), (k, n))
+        loss_weights = losses.weights(problem.recipe)
     loss_weights = jnp.asarray(loss_weights, jnp.float32)
-    if loss_weights.shape != (k, n):
-        raise JaxcombineError(f"loss weights must be shaped ({k}, {n}), got {loss_weights.shape}")
-    return State(pixels, opt_state, jnp.ones(k, bool), loss_weights)
+    if loss_weights.shape not in ((n,), (k, n)):
+        raise JaxcombineError(f"loss weights must be shaped ({n},) or ({k}, {n}), "
+                              f"got {loss_weights.shape}")
+    return State(pixels, opt_state, jnp.ones(k, bool), jnp.broadcast_to(loss_weights, (k, n)),
+                 jnp.broadcast_to(jnp.asarray(start_step, jnp.int32), (k,)),
+                 jnp.asarray(steps, jnp.int32))
 
 
 def _step(problem: Problem, variables: Mapping, targets: Mapping,
           state: State) -> tuple[State, jax.Array]:
-    """One update of one start; a non-finite loss or image freezes it at its last good image."""
-    x, opt_state, alive, weights = state
+    """One update of one start. A start past its own step count, or whose loss or image
+    turned non-finite, keeps its last good image; its components are NaN."""
+    x, opt_state, alive, weights, step, steps = state
     opt = problem.transform()
     value_fn = lambda p: loss(problem, variables, targets, p, weights)[0]  # noqa: E731
     (value, comps), grad = jax.value_and_grad(
@@ -200,13 +192,12 @@ def _step(problem: Problem, variables: Mapping, targets: Mapping,
                                         value_fn=value_fn)
     # Projected step: pixels stay in the valid 0–255 range.
     new_x = jnp.clip(optax.apply_updates(x, updates), 0.0, 255.0)
-    ok = alive & jnp.isfinite(value) & jnp.all(jnp.isfinite(new_x))
-    new_state = State(
-        jnp.where(ok, new_x, x),
-        jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_opt_state, opt_state),
-        ok,
-        weights,
-    )
+    running = alive & (step < steps)
+    finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(new_x))
+    ok = running & finite
+    keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+    new_state = State(keep(new_x, x), jax.tree.map(keep, new_opt_state, opt_state),
+                      alive & (finite | ~running), weights, step + running.astype(step.dtype), steps)
     return new_state, jnp.where(ok, comps, jnp.nan)
 
 
@@ -263,8 +254,6 @@ def run_chunk(problem: Problem, variables: Mapping, targets: Mapping, state: Sta
     if loop == "unroll":
         return _unrolled_chunk(problem, variables, targets, state, n_steps=n_steps,
                                targets_axis=targets_axis)
-    if loop != "scan":
-        raise JaxcombineError(f"unknown loop {loop!r}; choose {', '.join(LOOPS)} or auto")
     capacity = max(capacity or n_steps, n_steps)
     state, history = _rolled_chunk(problem, variables, targets, state, jnp.int32(n_steps),
                                    capacity=capacity, targets_axis=targets_axis)
@@ -306,7 +295,11 @@ def shard_starts(state: Any) -> tuple[Any, int]:
 
 @dataclasses.dataclass
 class Outcome:
-    """What an optimisation produced (host numpy arrays)."""
+    """What an optimisation produced (host numpy arrays).
+
+    ``history`` row i holds the components of step ``start_step + i + 1``; rows
+    past a start's own step count (or after it diverged) are NaN.
+    """
 
     pixels: np.ndarray  # (k, H, W, 3) float32, the last good image of each start
     history: np.ndarray  # (steps_done, k, n_components) unweighted components
@@ -314,17 +307,26 @@ class Outcome:
     weights: np.ndarray  # (k, n_components)
     alive: np.ndarray  # (k,) bool: False where the start diverged
     diverged_at: list[int | None]  # step at which each start diverged
-    steps_done: int
+    steps_done: int  # steps run in this call (the longest start's)
     compile_s: float
     run_s: float
     interrupted: bool = False
     opt_state: Any = None  # the final optimiser state (numpy leaves leading with k), to resume
     loop: str = ""  # the loop form that ran (``auto`` resolved)
+    start_step: int = 0
+    step: np.ndarray | None = None  # (k,) steps each start has done
 
     @property
     def totals(self) -> np.ndarray:
         """(steps_done, k) weighted total loss."""
         return np.einsum("skc,kc->sk", self.history, self.weights)
+
+    def final_totals(self) -> np.ndarray:
+        """(k,) weighted total at each start's own last step (NaN where it took none)."""
+        rows = np.asarray(self.step) - self.start_step - 1
+        totals = self.totals
+        return np.asarray([totals[r, j] if 0 <= r < len(totals) else np.nan
+                           for j, r in enumerate(rows)])
 
 
 ChunkCallback = Callable[[int, np.ndarray, Callable[[], np.ndarray]], None]
@@ -345,87 +347,61 @@ class _Fetch:
         return jax.tree.map(lambda a: np.asarray(a)[:self._k], self._state.opt_state)
 
 
-def optimise(problem: Problem, variables: Mapping, targets: Mapping, x0: np.ndarray | jax.Array, *,
+def optimise(problem: Problem, variables: Mapping, targets: Mapping, state: State, *,
              chunk: int = 25, loop: str = "auto", on_chunk: ChunkCallback | None = None,
-             start_step: int = 0, opt_state: Any = None, lrs: Any = None,
-             loss_weights: Any = None, batched_targets: bool = False) -> Outcome:
-    """Run ``problem.steps`` steps from starts ``x0`` (k, H, W, 3) in chunks.
+             stop: Callable[[], bool] | None = None,
+             per_start_targets: bool = False) -> Outcome:
+    """Advance every start of ``state`` (:func:`init_state`) to its own step count, in chunks.
 
     After each chunk ``on_chunk(step, components, get_pixels)`` is called with
     the chunk's components (n, k, c) as numpy and a function that fetches the
     current pixels (only call it when a snapshot is due: it is a transfer; its
-    ``.opt_state()`` fetches the optimiser state the same way, to save a resumable state).
-    Ctrl-C or SIGTERM stops after the current chunk (a second Ctrl-C aborts at
-    once); the outcome then has ``interrupted=True`` and everything done so far. ``start_step`` and
-    ``opt_state`` resume an earlier run; ``lrs`` and ``loss_weights`` give each
-    start its own (see :func:`init_state`). ``batched_targets``: every leaf of
+    ``.opt_state()`` fetches the optimiser state the same way, to save a
+    resumable state). ``stop()`` is asked between chunks; when it says yes the
+    outcome has ``interrupted=True`` and everything done so far (the drivers
+    connect it to Ctrl-C and SIGTERM). ``per_start_targets``: every leaf of
     ``targets`` leads with the starts axis k, so each start matches its own
     targets (jobs with different images in one program).
     """
     loop = default_loop(conv=problem.conv) if loop == "auto" else loop
-    if chunk < 1:
-        raise JaxcombineError(f"chunk must be >= 1, got {chunk}")
-    state = init_state(problem, x0, lrs=lrs, loss_weights=loss_weights)
-    if opt_state is not None:
-        state = state._replace(opt_state=opt_state)
-    axis = 0 if batched_targets else None
-    if batched_targets:
+    axis = 0 if per_start_targets else None
+    start_step = int(np.min(np.asarray(state.step)))
+    end_step = int(np.max(np.asarray(state.steps)))
+    if per_start_targets:
         (state, targets), k = shard_starts((state, targets))
     else:
         state, k = shard_starts(state)
     history: list[np.ndarray] = []
     step, compile_s, run_s = start_step, 0.0, 0.0
     compiled: set[int] = set()
-    with stop_requests() as stop:
-        while step < problem.steps and not stop.is_set():
-            n = min(chunk, problem.steps - step)
+    interrupted = False
+    while step < end_step:
+        if stop is not None and stop():
+            interrupted = True
+            break
+        n = min(chunk, end_step - step)
+        t0 = time.perf_counter()
+        if _program(loop, n, chunk) not in compiled:  # time the compile apart
+            compile_s += compile_chunk(problem, variables, targets, state, n, loop, axis, chunk)
+            compiled.add(_program(loop, n, chunk))
             t0 = time.perf_counter()
-            if _program(loop, n, chunk) not in compiled:  # time the compile apart
-                compile_s += compile_chunk(problem, variables, targets, state, n, loop, axis, chunk)
-                compiled.add(_program(loop, n, chunk))
-                t0 = time.perf_counter()
-            state, comps = run_chunk(problem, variables, targets, state, n, loop, axis, chunk)
-            comps = np.asarray(comps)[:, :k]  # the only host round trip of the chunk
-            run_s += time.perf_counter() - t0
-            history.append(comps)
-            step += n
-            if on_chunk is not None:
-                on_chunk(step, comps, _Fetch(state, k))
-        interrupted = stop.is_set() and step < problem.steps
+        state, comps = run_chunk(problem, variables, targets, state, n, loop, axis, chunk)
+        comps = np.asarray(comps)[:, :k]  # the only host round trip of the chunk
+        run_s += time.perf_counter() - t0
+        history.append(comps)
+        step += n
+        if on_chunk is not None:
+            on_chunk(step, comps, _Fetch(state, k))
     hist = np.concatenate(history) if history else np.zeros((0, k, len(problem.recipe.labels)))
     alive = np.asarray(state.alive)[:k]
     return Outcome(
         pixels=np.asarray(state.pixels)[:k], history=hist, labels=problem.recipe.labels,
         weights=np.asarray(state.weights)[:k], alive=alive,
-        diverged_at=_divergence_steps(hist, start_step), steps_done=step - start_step,
+        diverged_at=_divergence_steps(hist, alive, start_step), steps_done=step - start_step,
         compile_s=compile_s, run_s=run_s, interrupted=interrupted,
-        opt_state=_Fetch(state, k).opt_state(), loop=loop,
+        opt_state=_Fetch(state, k).opt_state(), loop=loop, start_step=start_step,
+        step=np.asarray(state.step)[:k],
     )
-
-
-@contextlib.contextmanager
-def stop_requests():
-    """An event set by the first Ctrl-C or SIGTERM, so the loop stops between chunks.
-
-    A second Ctrl-C raises KeyboardInterrupt at once. Outside the main thread
-    (where signal handlers cannot be installed) the event is never set.
-    """
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum, frame):
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def compile_chunk(problem, variables, targets, state, n, loop, targets_axis=None,
@@ -449,9 +425,10 @@ def _program(loop: str, n: int, capacity: int) -> int:
     return n if loop == "unroll" else capacity
 
 
-def _divergence_steps(history: np.ndarray, start_step: int) -> list[int | None]:
+def _divergence_steps(history: np.ndarray, alive: np.ndarray, start_step: int) -> list[int | None]:
+    """The step at which each diverged start first gave a non-finite loss (None if alive)."""
     out: list[int | None] = []
     for j in range(history.shape[1]):
         bad = np.flatnonzero(~np.isfinite(history[:, j]).all(axis=-1))
-        out.append(int(bad[0]) + start_step + 1 if bad.size else None)
+        out.append(int(bad[0]) + start_step + 1 if not alive[j] and bad.size else None)
     return out

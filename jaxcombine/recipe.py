@@ -20,7 +20,6 @@ TOML form (``jaxcombine recipes show gatys`` prints a full example)::
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from importlib import resources
 from pathlib import Path
@@ -34,11 +33,9 @@ except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
 from jaxcombine import model
+from jaxcombine.config import DEFAULT_RECIPE as DEFAULT  # noqa: F401  (recipe.DEFAULT)
+from jaxcombine.config import INIT_KINDS as INITS, SOURCES, STATISTICS, finite_number
 from jaxcombine.errors import JaxcombineError
-
-SOURCES = ("content", "style")
-STATISTICS = ("activations", "gram", "meanstd")
-INITS = ("content", "style", "noise")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +80,14 @@ class Recipe:
     def replace(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **changes)
 
+    def structure(self) -> "Recipe":
+        """Only what shapes the compiled program: each term's layer, source and statistic.
+
+        Weights, TV weight, name and description are dropped (the engine takes the
+        weights as traced arrays), so recipes that differ only in numbers share a program.
+        """
+        return Recipe(name="", terms=tuple(dataclasses.replace(t, weight=1.0) for t in self.terms))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "description": self.description, "init": self.init, "tv_weight": self.tv_weight,
@@ -107,8 +112,6 @@ def from_dict(data: Mapping[str, Any], name: str = "custom") -> Recipe:
     for i, raw in enumerate(raw_terms, start=1):
         terms += _expand_term(raw, f"recipe {name}, term {i}")
     tv = _number(data.get("tv_weight", 0.0), f"recipe {name}: tv_weight")
-    if tv < 0:
-        raise JaxcombineError(f"recipe {name}: tv_weight must be >= 0, got {tv}")
     if all(t.weight == 0 for t in terms):
         raise JaxcombineError(f"recipe {name}: every term has weight 0, nothing to optimise")
     init = data.get("init", "content")
@@ -126,8 +129,8 @@ def _expand_term(raw: Any, where: str) -> list[Term]:
         raise JaxcombineError(f"{where}: unknown key {sorted(set(raw) - allowed)[0]!r}")
     if ("layer" in raw) == ("layers" in raw):
         raise JaxcombineError(f"{where}: give exactly one of 'layer' or 'layers'")
-    layers = [raw["layer"]] if "layer" in raw else list(raw["layers"])
-    if not layers or not all(isinstance(x, str) for x in layers):
+    layers = [raw["layer"]] if "layer" in raw else raw["layers"]
+    if not isinstance(layers, list) or not layers or not all(isinstance(x, str) for x in layers):
         raise JaxcombineError(f"{where}: layers must be a non-empty list of layer names")
     source = raw.get("source")
     if source not in SOURCES:
@@ -137,15 +140,11 @@ def _expand_term(raw: Any, where: str) -> list[Term]:
         raise JaxcombineError(
             f"{where}: statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
     weight = _number(raw.get("weight", 1.0), f"{where}: weight")
-    if weight < 0:
-        raise JaxcombineError(f"{where}: weight must be >= 0, got {weight}")
     return [Term(layer, source, statistic, weight) for layer in layers]
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise JaxcombineError(f"{where} must be a finite number, got {value!r}")
-    return float(value)
+    return finite_number(value, where, low=0.0)
 
 
 # --------------------------------------------------------------------------- presets
@@ -175,7 +174,10 @@ def load(spec: "str | os.PathLike | Recipe", arch: str = "vgg19") -> Recipe:
         path = Path(spec_str)
         if not path.is_file():
             raise JaxcombineError(f"recipe file not found: {path}")
-        text, name = path.read_text(), path.stem
+        try:
+            text, name = path.read_text(encoding="utf-8"), path.stem
+        except UnicodeDecodeError:
+            raise JaxcombineError(f"recipe {path}: not a UTF-8 text file") from None
     else:
         text, name = preset_text(spec_str), spec_str
     try:
@@ -184,5 +186,3 @@ def load(spec: "str | os.PathLike | Recipe", arch: str = "vgg19") -> Recipe:
         raise JaxcombineError(f"recipe {name}: invalid TOML ({e})") from None
     return from_dict(data, name).validate(arch)
 
-
-DEFAULT = "gatys"

@@ -41,48 +41,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import engine, images, job, losses, model, records
+from jaxcombine import engine, images, interrupts, job, losses, model, outputs, records
+from jaxcombine.config import RunConfig, StudyOptions, Sweep, parse_sweep
 from jaxcombine.errors import JaxcombineError
 
-SWEEPABLE = ("lr", "tv_weight")
-DEFAULT_TOLERANCE = 0.01
 HISTORY_COLUMNS = ("step", "start", "term", "value", "weighted")
 DISTANCE_COLUMNS = ("step", "a", "b", "space", "value")
 MAX_SHEET_COLUMNS = 12
 
 
 # --------------------------------------------------------------------------- sweep
-
-
-@dataclasses.dataclass(frozen=True)
-class Sweep:
-    """A second axis crossed with the starts: ``name`` in :data:`SWEEPABLE`, its values."""
-
-    name: str
-    values: tuple[float, ...]
-
-    def suffix(self, value: float) -> str:
-        return f"@{self.name}={value:g}"
-
-
-def parse_sweep(spec: str | None) -> Sweep | None:
-    """``"tv_weight=0,1e-3,1e-2"`` → Sweep; one-line errors on anything else."""
-    if not spec:
-        return None
-    name, sep, raw = spec.partition("=")
-    name = name.strip().replace("-", "_")
-    if not sep or name not in SWEEPABLE:
-        raise JaxcombineError(f"bad sweep {spec!r}: use NAME=V1,V2,... with NAME one of "
-                              f"{', '.join(SWEEPABLE)}")
-    try:
-        values = tuple(float(v) for v in raw.split(",") if v.strip())
-    except ValueError:
-        raise JaxcombineError(f"bad sweep {spec!r}: values must be comma-separated numbers")
-    if not values or len(set(values)) != len(values):
-        raise JaxcombineError(f"bad sweep {spec!r}: give distinct values")
-    if name == "lr" and min(values) <= 0 or name == "tv_weight" and min(values) < 0:
-        raise JaxcombineError(f"bad sweep {spec!r}: lr must be > 0, tv_weight >= 0")
-    return Sweep(name, values)
 
 
 def _cross(prep: job.Prepared, sweep: Sweep | None):
@@ -95,7 +63,7 @@ def _cross(prep: job.Prepared, sweep: Sweep | None):
     values = np.tile(np.asarray(sweep.values, np.float32), len(prep.labels))
     if sweep.name == "lr":
         return labels, x0, values, None
-    w = np.tile(np.asarray(losses.weights(prep.problem.recipe)), (len(labels), 1))
+    w = np.tile(prep.loss_weights, (len(labels), 1))
     w[:, -1] = values  # tv is the last component
     return labels, x0, None, w
 
@@ -260,8 +228,8 @@ class _Recorder:
         self.hist = data["history"]
         self.snap_steps = data["snap_steps"].tolist()
         self.dists = list(data["distances"])
-        template = engine.init_state(self.prep.problem, data["pixels"], lrs=self.lrs,
-                                     loss_weights=self.loss_weights).opt_state
+        template = self.prep.initial_state(data["pixels"], lr=self.lrs,
+                                           loss_weights=self.loss_weights).opt_state
         leaves, treedef = jax.tree.flatten(template)
         n = len(leaves)
         opt_state = jax.tree.unflatten(treedef, [data[f"opt_{i}"] for i in range(n)])
@@ -290,7 +258,7 @@ class _Recorder:
         self.snap_steps.append(self.step)
         self.dists.append(pair_distances(self.prep.problem, self.prep.variables, pixels))
         for lab, px in zip(self.labels, pixels):
-            images.write(job.snapshot_path(self.out, lab, self.step), px)
+            images.write(outputs.snapshot_path(self.out, lab, self.step), px)
         self.write_tables()
         if opt_state is not None:
             self.save_state(pixels, opt_state)
@@ -298,8 +266,7 @@ class _Recorder:
     def weights(self) -> np.ndarray:
         if self.loss_weights is not None:
             return np.asarray(self.loss_weights, np.float32)
-        w = np.asarray(losses.weights(self.prep.problem.recipe))
-        return np.tile(w, (len(self.labels), 1))
+        return np.tile(self.prep.loss_weights, (len(self.labels), 1))
 
     def history_table(self) -> dict[str, np.ndarray]:
         return tidy_history(self.hist, self.weights(), self.labels, self.prep.problem.recipe.labels)
@@ -313,21 +280,20 @@ class _Recorder:
         records.atomic_write_text(self.out / "distances.csv", csv_text(self.distance_table()))
 
 
-def run_study(config: job.RunConfig, out: str | Path, *, snapshot_every: int = 25,
-              tolerance: float = DEFAULT_TOLERANCE, sweep: str | Sweep | None = None,
+def run_study(config: RunConfig, out: str | Path, *, snapshot_every: int = 25,
+              tolerance: float = 0.01, sweep: str | Sweep | None = None,
               resume: bool = False, progress: bool = True) -> Study:
     """Run every start of ``config.init`` (× ``sweep``) in one program and write the study.
 
     ``snapshot_every`` sets how often images, distances and the resumable state
     are saved, and the convergence window (see :func:`convergence_step`).
-    ``resume`` continues the study in ``out`` from its last snapshot.
+    ``resume`` continues the study in ``out`` from its last snapshot. Ctrl-C or
+    SIGTERM stops after the current chunk and writes everything so far.
     """
     t0 = time.perf_counter()
-    if snapshot_every < 1:
-        raise JaxcombineError(f"snapshot-every must be >= 1, got {snapshot_every}")
-    if not tolerance > 0:
-        raise JaxcombineError(f"tolerance must be > 0, got {tolerance}")
-    sweep = parse_sweep(sweep) if isinstance(sweep, str) or sweep is None else sweep
+    options = StudyOptions(snapshot_every=snapshot_every, tolerance=tolerance,
+                           sweep=parse_sweep(sweep, config) if isinstance(sweep, str) else sweep)
+    snapshot_every, sweep = options.snapshot_every, options.sweep
     prep = job.prepare(config)
     out = Path(out)
     labels, x0, lrs, loss_weights = _cross(prep, sweep)
@@ -336,10 +302,11 @@ def run_study(config: job.RunConfig, out: str | Path, *, snapshot_every: int = 2
     if resume:
         x0, opt_state = rec.load()
     else:
-        engine.init_state(prep.problem, x0, lrs=lrs, loss_weights=loss_weights)  # validate
         rec.snapshot(x0)
-    start_step = rec.step
-    bar = job.ProgressBar(config.steps, labels, prep.problem) if progress else None
+    state = prep.initial_state(x0, lr=lrs, loss_weights=loss_weights, start_step=rec.step)
+    if opt_state is not None:
+        state = state._replace(opt_state=opt_state)
+    bar = outputs.ProgressBar(config.steps, labels, state.weights) if progress else None
 
     def on_chunk(step, comps, fetch):
         rec.add_steps(comps)
@@ -348,16 +315,16 @@ def run_study(config: job.RunConfig, out: str | Path, *, snapshot_every: int = 2
         if step % snapshot_every == 0 or step == config.steps:
             rec.snapshot(fetch(), fetch.opt_state())
 
-    outcome = engine.optimise(prep.problem, prep.variables, prep.targets, x0,
-                              chunk=job.chunk_size(config.chunk, snapshot_every), loop=config.loop,
-                              on_chunk=on_chunk, start_step=start_step, opt_state=opt_state,
-                              lrs=lrs, loss_weights=loss_weights)
+    with interrupts.stop_requests() as stop:
+        outcome = engine.optimise(prep.problem, prep.variables, prep.targets, state,
+                                  chunk=outputs.chunk_size(config.chunk, snapshot_every),
+                                  loop=config.loop, on_chunk=on_chunk, stop=stop.is_set)
     if bar is not None:
         bar.close()
     rec.snapshot(outcome.pixels, outcome.opt_state)  # an interrupted run's last step
     for lab, px in zip(labels, outcome.pixels):
         images.write(out / f"{lab}.png", px)
-    summary = _summary(rec, outcome, config, snapshot_every, tolerance, start_step,
+    summary = _summary(rec, outcome, config, snapshot_every, options.tolerance, outcome.start_step,
                        time.perf_counter() - t0)
     study = Study(labels, rec.history_table(), rec.distance_table(), summary, out,
                   outcome.interrupted)
@@ -415,7 +382,7 @@ def _write_outputs(study: Study, rec: _Recorder, config, sweep: Sweep | None) ->
     records.write_json(out / "summary.json", study.summary)
     w8 = rec.prep.weights
     study_rec = records.record(config, weights={"fingerprint": w8.fingerprint, **w8.info},
-                               problem=rec.prep.problem, recipe=rec.prep.problem.recipe.to_dict(),
+                               problem=rec.prep.problem, recipe=rec.prep.recipe.to_dict(),
                                sweep=sweep, starts=list(rec.labels), summary="summary.json",
                                history="history.csv", distances="distances.csv")
     records.write_json(out / "study.json", study_rec)
@@ -440,7 +407,7 @@ def contact_sheet_png(out: Path, labels: Sequence[str], steps: Sequence[int]) ->
     if len(steps) > MAX_SHEET_COLUMNS:
         idx = np.unique(np.linspace(0, len(steps) - 1, MAX_SHEET_COLUMNS).round().astype(int))
         steps = [steps[i] for i in idx]
-    rows = [[images.read(job.snapshot_path(out, lab, s)) for s in steps]
+    rows = [[images.read(outputs.snapshot_path(out, lab, s)) for s in steps]
             for lab in labels]
     pad = 4
     sheet = images.contact_sheet(rows, pad=pad)

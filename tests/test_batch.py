@@ -108,8 +108,14 @@ def test_unknown_key_names_the_valid_ones(tmp_path):
 
 @pytest.mark.parametrize("value", ["0.5", '["x"]'])
 def test_malformed_value_is_a_one_line_error(tmp_path, value):
-    (tmp_path / "m.toml").write_text(f"[defaults]\nstyle_weights = {value}\n")
-    with pytest.raises(JaxcombineError, match="bad job .*style_weights"):
+    (tmp_path / "m.toml").write_text(f"[defaults]\nstyle_weights = {value}\n[[jobs]]\n")
+    with pytest.raises(JaxcombineError, match=r"m.toml: \[defaults\], style_weights: style_weights must be"):
+        batch.load_manifest(tmp_path / "m.toml")
+
+
+def test_an_empty_manifest_is_an_error(tmp_path):
+    (tmp_path / "m.toml").write_text("[defaults]\nsteps = 3\n")
+    with pytest.raises(JaxcombineError, match="no jobs"):
         batch.load_manifest(tmp_path / "m.toml")
 
 

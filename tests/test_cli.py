@@ -72,7 +72,7 @@ def test_features_match_the_python_api(vgg19, tmp_path):
     (["run", "--content", "missing.png"], "image not found"),
     (["run", "--recipe", "nope"], "unknown recipe"),
     (["run", "--init", "sideways"], "bad init"),
-    (["run", "--steps", "ten"], "'ten' is not a valid integer"),
+    (["run", "--steps", "ten"], "steps must be an integer >= 0 and <= 10000000, got 'ten'"),
     (["run", "--size", "4"], "too small for layer"),
     (["run", "--conv", "winograd", "--dtype", "bfloat16"], "needs float32"),
     (["run", "--bogus"], "No such option"),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import engine, images, job, losses, model, recipe
+from jaxcombine import config, engine, images, job, losses, model, recipe
 from jaxcombine.errors import JaxcombineError
 
 TINY = dict(size=32, chunk=3)
@@ -43,7 +43,7 @@ def test_every_statistic(vgg19, tmp_path, statistic):
     assert _falls(result)
 
 
-@pytest.mark.parametrize("optimizer", engine.OPTIMIZERS)
+@pytest.mark.parametrize("optimizer", config.OPTIMIZERS)
 def test_every_optimizer(vgg19, optimizer):
     result = job.combine(optimizer=optimizer, steps=4, init="noise", **TINY)
     assert _falls(result), result.outcome.totals[:, 0]
@@ -69,7 +69,7 @@ def test_every_init_and_vmapped_equals_separate(vgg19, tmp_path):
 
 
 def test_loop_forms_agree(vgg19):
-    runs = {loop: job.combine(loop=loop, steps=4, init="noise", **TINY) for loop in engine.LOOPS}
+    runs = {loop: job.combine(loop=loop, steps=4, init="noise", **TINY) for loop in config.LOOPS}
     for loop in ("scan", "unroll"):
         np.testing.assert_allclose(runs[loop].outcome.pixels, runs["step"].outcome.pixels, atol=0.05)
 
@@ -98,7 +98,8 @@ def test_divergence_freezes_that_start_only(vgg19):
     prep = job.prepare(job.RunConfig(init="content,noise", steps=4, **TINY))
     x0 = prep.x0.copy()
     x0[1, 0, 0, 0] = np.nan  # this start's loss is NaN from the first step
-    out = engine.optimise(prep.problem, prep.variables, prep.targets, x0, chunk=2)
+    out = engine.optimise(prep.problem, prep.variables, prep.targets, prep.initial_state(x0),
+                          chunk=2)
     assert out.alive.tolist() == [True, False]
     assert out.diverged_at == [None, 1]
     np.testing.assert_array_equal(np.isnan(out.pixels[1]), np.isnan(x0[1]))  # last good image kept
@@ -118,7 +119,7 @@ def test_losses_are_normalised():
     (dict(steps=-1), "steps must be"),
     (dict(size=0), "size must be"),
     (dict(size=8), "too small for layer"),
-    (dict(lr=-1.0), "learning rate"),
+    (dict(lr=-1.0), "lr must be a finite number > 0, got -1.0"),
     (dict(init="noise:0"), "noise:N"),
     (dict(init="sideways"), "bad init"),
     (dict(recipe="nope"), "unknown recipe"),
@@ -135,7 +136,7 @@ def test_bad_options_fail_in_one_line(vgg19, options, message):
     ('[[terms]]\nlayer = "block9_conv1"\nsource = "style"', "unknown layer 'block9_conv1'"),
     ('[[terms]]\nlayer = "block1_conv1"\nsource = "moon"', "source must be"),
     ('[[terms]]\nlayer = "block1_conv1"\nsource = "style"\nstatistic = "median"', "statistic must be"),
-    ('[[terms]]\nlayer = "block1_conv1"\nsource = "style"\nweight = -1', "weight must be >= 0"),
+    ('[[terms]]\nlayer = "block1_conv1"\nsource = "style"\nweight = -1', "weight must be a finite number >= 0, got -1"),
     ('[[terms]]\nlayer = "block1_conv1"\nsource = "style"\nweight = 0', "every term has weight 0"),
     ("[[terms]\n", "invalid TOML"),
 ])

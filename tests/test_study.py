@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import engine, images, job, study as study_lib
+from jaxcombine import images, interrupts, job, outputs, study as study_lib
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.job import RunConfig, prepare
 
@@ -118,13 +118,13 @@ def test_resume_continues_to_the_same_history(done, tmp_path, monkeypatch):
             self.calls += 1
             return self.calls > 1
 
-    real = engine.stop_requests
-    monkeypatch.setattr(engine, "stop_requests", contextlib.contextmanager(
+    real = interrupts.stop_requests
+    monkeypatch.setattr(interrupts, "stop_requests", contextlib.contextmanager(
         lambda: (yield StopAfterFirstChunk())))
     half = study_lib.run_study(CONFIG, tmp_path, snapshot_every=4, progress=False)
     assert half.interrupted and half.summary["steps_done"] == 4
     assert int(np.load(tmp_path / "state.npz")["step"]) == 4
-    monkeypatch.setattr(engine, "stop_requests", real)
+    monkeypatch.setattr(interrupts, "stop_requests", real)
     whole = study_lib.run_study(CONFIG, tmp_path, snapshot_every=4, progress=False, resume=True)
     assert not whole.interrupted and whole.summary["resumed_from_step"] == 4
     for key in ("step", "start", "term"):
@@ -148,9 +148,9 @@ def test_sweep_parsing_and_chunks():
     for bad in ("foo=1", "lr", "lr=a", "lr=0", "lr=1,1"):
         with pytest.raises(JaxcombineError):
             study_lib.parse_sweep(bad)
-    assert job.chunk_size(25, 25) == 25
-    assert job.chunk_size(25, 4) == 4
-    assert job.chunk_size(10, 25) == 5 and job.chunk_size(25, 0) == 25
+    assert outputs.chunk_size(25, 25) == 25
+    assert outputs.chunk_size(25, 4) == 4
+    assert outputs.chunk_size(10, 25) == 5 and outputs.chunk_size(25, 0) == 25
 
 
 def test_cli_study_with_sweep(vgg19, tmp_path):

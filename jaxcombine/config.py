@@ -1,0 +1,446 @@
+"""Every option of a run, its default, its choices and its validation: one home, no JAX.
+
+:class:`RunConfig` is a frozen dataclass validated when it is built (types,
+finite numbers, ranges, choices, init specs parsed once). The CLI takes its
+options (names, defaults, help, choices) from :func:`options`; manifests,
+study sweeps and the Python API build the same dataclass, so one bad value
+gets the same one-line :class:`ConfigError` wherever it came from::
+
+    >>> RunConfig(lr=float("nan"))
+    Traceback (most recent call last):
+    jaxcombine.config.ConfigError: lr must be a finite number > 0, got nan
+
+This module imports nothing heavier than the standard library, so tools can
+check a configuration without loading JAX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from jaxcombine.errors import JaxcombineError
+
+# --------------------------------------------------------------------------- choices
+
+MODELS = ("vgg19", "vgg16")
+POOLINGS = ("max", "avg")
+DTYPES = ("float32", "bfloat16", "float16")
+OPTIMIZERS = ("adam", "sgd", "lbfgs")
+SCHEDULES = ("constant", "cosine")
+CONVS = ("xla", "winograd")
+LOOPS = ("scan", "unroll", "step")
+AUTO = "auto"  # conv and loop: the fastest measured for the backend
+SOURCES = ("content", "style")
+STATISTICS = ("activations", "gram", "meanstd")
+INIT_KINDS = ("content", "style", "noise")  # plus image paths
+DEFAULT_RECIPE = "gatys"
+# Learning rates in 0–255 pixel units, per optimiser (Adam's step is about lr pixels).
+DEFAULT_LR = {"adam": 4.0, "sgd": 2e3, "lbfgs": 1.0}
+SWEEPABLE = ("lr", "tv_weight")
+
+FLOAT32_MAX = 3.4028234663852886e38  # numbers are traced as float32: larger ones overflow
+SEED_LIMIT = 2**31  # noise seeds (seed … seed+N-1) stay below this
+DEFAULT_MAX_PIXELS = 64_000_000  # refuse larger input files (decompression bombs)
+
+
+class ConfigError(JaxcombineError):
+    """A bad option value; ``field`` names the option (manifests add where it came from)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+# --------------------------------------------------------------------------- value rules
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """How one option is checked and parsed from text.
+
+    ``kind``: ``int`` | ``float`` | ``bool`` | ``choice`` | ``text`` | ``paths`` | ``floats``.
+    ``low``/``high`` bound numbers (``low_open``: strictly above ``low``);
+    ``optional``: ``None`` is allowed (it means "the default of something else").
+    """
+
+    kind: str
+    help: str = ""
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    low_open: bool = False
+    high: float | None = None
+    optional: bool = False
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` normalised (ints, floats, tuples), or a :class:`ConfigError`."""
+        if value is None and self.optional:
+            return None
+        check = _CHECKS[self.kind]
+        return check(self, name, value)
+
+    def parse(self, name: str, text: str) -> Any:
+        """Text from a command line → a checked value (same messages as :meth:`check`)."""
+        convert = {"int": int, "float": float, "floats": float}.get(self.kind)
+        if convert is None:
+            return self.check(name, text)
+        words = text.split(",") if self.kind == "floats" else [text]
+        try:
+            values = tuple(convert(w.strip()) for w in words)
+        except ValueError:  # "two" for a number: the same message as the value "two" from a manifest
+            bad = next(w.strip() for w in words if not _converts(convert, w))
+            raise _fail(self, name, bad, "an integer" if self.kind == "int" else "a finite number")
+        return self.check(name, values if self.kind == "floats" else values[0])
+
+    @property
+    def requirement(self) -> str:
+        """Human words for the accepted range: ``> 0``, ``>= 1``, ``between 0 and 1``."""
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {_plain(self.low)}")
+        if self.high is not None and self.high < FLOAT32_MAX:
+            parts.append(f"<= {_plain(self.high)}")
+        return " and ".join(parts)
+
+
+def _converts(convert: Callable[[str], Any], text: str) -> bool:
+    try:
+        convert(text.strip())
+        return True
+    except ValueError:
+        return False
+
+
+def _plain(x: float) -> str:
+    """``2147483647`` rather than ``2.14748e+09``; ``0.5`` as is."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _fail(rule: Rule, name: str, value: Any, what: str) -> ConfigError:
+    req = f" {rule.requirement}" if rule.requirement and what in ("an integer", "a finite number") else ""
+    return ConfigError(name, f"{name} must be {what}{req}, got {value!r}")
+
+
+def _check_int(rule: Rule, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise _fail(rule, name, value, "an integer")
+    value = int(value)
+    if (rule.low is not None and value < rule.low) or (rule.high is not None and value > rule.high):
+        raise _fail(rule, name, value, "an integer")
+    return value
+
+
+def finite_number(value: Any, name: str, *, low: float | None = None, low_open: bool = False,
+                  high: float = FLOAT32_MAX) -> float:
+    """A real, finite number within float32's range and the bounds, as ``float``.
+
+    The one number rule: option values, recipe weights and sweep values all use it.
+    """
+    rule = Rule("float", low=low, low_open=low_open, high=high)
+    return _check_float(rule, name, value)
+
+
+def _check_float(rule: Rule, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _fail(rule, name, value, "a finite number")
+    value = float(value)
+    high = FLOAT32_MAX if rule.high is None else rule.high
+    too_low = rule.low is not None and (value <= rule.low if rule.low_open else value < rule.low)
+    if not math.isfinite(value) or too_low or abs(value) > high:
+        raise _fail(rule, name, value, "a finite number")
+    return value
+
+
+def _check_bool(rule: Rule, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(rule, name, value, "true or false")
+    return value
+
+
+def _check_choice(rule: Rule, name: str, value: Any) -> str:
+    if not isinstance(value, str) or value not in rule.choices:
+        raise ConfigError(name, f"unknown {name} {value!r}; choose {', '.join(rule.choices)}")
+    return value
+
+
+def _check_text(rule: Rule, name: str, value: Any) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(rule, name, value, "a non-empty string")
+    return value
+
+
+def _check_paths(rule: Rule, name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, (str, os.PathLike)):
+        value = (value,)
+    if not isinstance(value, (list, tuple)):
+        raise _fail(rule, name, value, "a path or a list of paths")
+    return tuple(_check_text(rule, name, v) for v in value)
+
+
+def _check_floats(rule: Rule, name: str, value: Any) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _fail(rule, name, value, "a non-empty list of numbers")
+    return tuple(_check_float(rule, name, v) for v in value)
+
+
+_CHECKS: dict[str, Callable[[Rule, str, Any], Any]] = {
+    "int": _check_int, "float": _check_float, "bool": _check_bool, "choice": _check_choice,
+    "text": _check_text, "paths": _check_paths, "floats": _check_floats,
+}
+
+
+def _option(default: Any, rule: Rule) -> Any:
+    return dataclasses.field(default=default, metadata={"rule": rule})
+
+
+# --------------------------------------------------------------------------- starts
+
+
+@dataclasses.dataclass(frozen=True)
+class Init:
+    """One start: ``content``, ``style``, ``noise`` (with its seed) or an image ``file``."""
+
+    kind: str
+    seed: int = 0
+    path: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "noise":
+            return f"noise-s{self.seed}"
+        if self.kind == "file":
+            return "init-" + Path(self.path or "image").stem
+        return self.kind
+
+    @property
+    def spec(self) -> str:
+        """This start alone as an ``init`` value (a noise start also needs its seed)."""
+        return self.path if self.kind == "file" else self.kind
+
+
+def parse_inits(spec: str, seed: int = 0) -> tuple[Init, ...]:
+    """``"content,style,noise:2"`` → (content, style, noise seed, noise seed+1).
+
+    Words other than ``content``, ``style``, ``noise`` and ``noise:N`` are image
+    paths; whether the file exists is checked where it is read.
+    """
+    if not isinstance(spec, str):
+        raise ConfigError("init", f"init must be a comma-separated string, got {spec!r}")
+    out: list[Init] = []
+    noise = seed
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if part in ("content", "style"):
+            out.append(Init(part))
+        elif part == "noise" or part.startswith("noise:"):
+            count_text = part.partition(":")[2] if ":" in part else "1"
+            count = int(count_text) if count_text.isdigit() else 0
+            if count < 1:
+                raise ConfigError("init", f"bad init {part!r}: use noise:N with N >= 1")
+            if noise + count > SEED_LIMIT:
+                raise ConfigError("init", f"noise seeds {noise}..{noise + count - 1} exceed "
+                                          f"{SEED_LIMIT - 1}; use a smaller seed or fewer starts")
+            out += [Init("noise", seed=noise + i) for i in range(count)]
+            noise += count
+        else:
+            out.append(Init("file", path=part))
+    if not out:
+        raise ConfigError("init", "no init given")
+    labels = [i.label for i in out]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ConfigError("init", f"init {dup[0]!r} given twice")
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Every option of one run; validated when built, hashable, recorded in each output's JSON.
+
+    ``content``/``style`` default to the bundled public-domain pair; ``init``
+    (comma-separated ``content``, ``style``, ``noise``, ``noise:N`` or image
+    paths) defaults to the recipe's suggestion. Numbers a user sweeps
+    (``lr``, ``steps``, ``tv_weight``, ``style_weights``, the recipe's weights)
+    are traced by the engine: changing them compiles nothing.
+    """
+
+    content: str | None = _option(None, Rule(
+        "text", "Content image (default: the bundled NASA astronaut photo).", optional=True))
+    style: tuple[str, ...] = _option((), Rule(
+        "paths", "Style image; repeat to blend several (default: bundled Starry Night)."))
+    style_weights: tuple[float, ...] | None = _option(None, Rule(
+        "floats", "Blend weights, one per style (comma-separated).", low=0.0, optional=True))
+    recipe: Any = _option(DEFAULT_RECIPE, Rule(
+        "text", "Preset name (see 'jaxcombine recipes') or a recipe .toml file."))
+    init: str | None = _option(None, Rule(
+        "text", "Starts, comma-separated: content, style, noise, noise:N, or image paths "
+                "(default: the recipe's). Several run side by side in one program.", optional=True))
+    steps: int = _option(200, Rule("int", "Optimisation steps.", low=0, high=10_000_000))
+    size: int = _option(192, Rule("int", "Longest side of the output, px.", low=1, high=1_000_000))
+    optimizer: Any = _option("adam", Rule("choice", "Optimiser.", OPTIMIZERS))
+    lr: float | None = _option(None, Rule(
+        "float", "Learning rate in 0-255 pixel units (default per optimizer: "
+                 + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ").",
+        low=0.0, low_open=True, optional=True))
+    schedule: str = _option("constant", Rule(
+        "choice", "Learning-rate schedule (cosine decays to 10% over the steps).", SCHEDULES))
+    tv_weight: float | None = _option(None, Rule(
+        "float", "Total-variation weight (overrides the recipe's).", low=0.0, optional=True))
+    seed: int = _option(0, Rule("int", "Seed of the first noise start.", low=0, high=SEED_LIMIT - 1))
+    model: str = _option("vgg19", Rule("choice", "Network.", MODELS))
+    pooling: str = _option("max", Rule("choice", "Pooling between VGG blocks.", POOLINGS))
+    dtype: str = _option("float32", Rule(
+        "choice", "Dtype of the VGG activations (losses stay float32).", DTYPES))
+    remat: bool = _option(False, Rule("bool", "Recompute VGG blocks in the backward pass (less memory)."))
+    conv: str = _option(AUTO, Rule(
+        "choice", "Convolution algorithm (auto: fastest measured for the backend; "
+                  "winograd: float32 only, about 0.5 GB more memory).", (AUTO, *CONVS)))
+    chunk: int = _option(25, Rule("int", "Steps per compiled chunk / report.", low=1, high=100_000))
+    loop: str = _option(AUTO, Rule(
+        "choice", "Loop form inside a chunk (auto: fastest measured for the backend).",
+        (AUTO, *LOOPS)))
+    snapshot_every: int = _option(0, Rule("int", "Also save images every N steps (0: never).", low=0))
+    weights: str | None = _option(None, Rule(
+        "text", "Weights folder (or a converted .h5 file). Default: the project's weights/ folder.",
+        optional=True))
+    max_pixels: int = _option(DEFAULT_MAX_PIXELS, Rule(
+        "int", "Refuse input images larger than this (decompression bombs).", low=1))
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "optimizer" and not isinstance(value, str):
+                if not (callable(getattr(value, "init", None)) and callable(getattr(value, "update", None))):
+                    raise ConfigError("optimizer", f"optimizer must be one of {', '.join(OPTIMIZERS)} "
+                                                   f"or an optax transformation, got {value!r}")
+                continue
+            if f.name == "recipe" and hasattr(value, "terms"):  # a Recipe object (Python API)
+                continue
+            object.__setattr__(self, f.name, f.metadata["rule"].check(f.name, value))
+        self._check_together()
+
+    def _check_together(self) -> None:
+        """Rules between options."""
+        if self.conv == "winograd" and self.dtype != "float32":
+            raise ConfigError("conv", "conv 'winograd' needs float32 (its transforms lose too "
+                                      "much precision in 16 bits); use conv 'xla'")
+        if self.style_weights is not None:
+            if len(self.style_weights) != max(1, len(self.style)):
+                raise ConfigError("style_weights", f"give one style weight per style image: "
+                                  f"{len(self.style_weights)} for {max(1, len(self.style))}")
+            if sum(self.style_weights) <= 0:
+                raise ConfigError("style_weights", "style weights must not all be zero")
+        if self.lr is not None and not isinstance(self.optimizer, str):
+            raise ConfigError("lr", "lr applies to the built-in optimizers; give an optax "
+                                    "transformation its own learning rate")
+        if self.schedule != "constant" and not isinstance(self.optimizer, str):
+            raise ConfigError("schedule", "schedule applies to the built-in optimizers")
+        if self.init is not None:
+            parse_inits(self.init, self.seed)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A copy with ``changes``, validated like a new config."""
+        return dataclasses.replace(self, **changes)
+
+    def inits(self, default: str = "content") -> tuple[Init, ...]:
+        """The parsed starts (``default``, usually the recipe's suggestion, when ``init`` is None)."""
+        return parse_inits(self.init or default, self.seed)
+
+    def learning_rate(self) -> float | None:
+        """``lr``, or the optimiser's default; None for an optax transformation."""
+        if not isinstance(self.optimizer, str):
+            return None
+        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+
+
+def run_fields() -> tuple[str, ...]:
+    """Names of every :class:`RunConfig` option, in order."""
+    return tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
+def rule(name: str) -> Rule:
+    """The :class:`Rule` of option ``name``."""
+    for f in dataclasses.fields(RunConfig):
+        if f.name == name:
+            return f.metadata["rule"]
+    raise ConfigError(name, f"unknown option {name!r}; valid: {', '.join(run_fields())}")
+
+
+def default(name: str) -> Any:
+    """The default value of option ``name``."""
+    rule(name)
+    return next(f.default for f in dataclasses.fields(RunConfig) if f.name == name)
+
+
+def from_options(options: dict[str, Any]) -> RunConfig:
+    """A config from a mapping (manifest tables, JSON records): unknown keys are errors."""
+    unknown = [k for k in options if k not in run_fields()]
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown option {unknown[0]!r}; valid: {', '.join(run_fields())}")
+    return RunConfig(**options)
+
+
+# --------------------------------------------------------------------------- study and batch
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """A second axis crossed with the starts: ``name`` in :data:`SWEEPABLE`, its values."""
+
+    name: str
+    values: tuple[float, ...]
+
+    def suffix(self, value: float) -> str:
+        return f"@{self.name}={value:g}"
+
+
+def parse_sweep(spec: str | None, base: RunConfig | None = None) -> Sweep | None:
+    """``"tv_weight=0,1e-3,1e-2"`` → :class:`Sweep`; each value is checked as that option is."""
+    if spec is None or spec == "":
+        return None
+    if not isinstance(spec, str):
+        raise ConfigError("sweep", f"sweep must be NAME=V1,V2,..., got {spec!r}")
+    name, sep, raw = spec.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or name not in SWEEPABLE:
+        raise ConfigError("sweep", f"bad sweep {spec!r}: use NAME=V1,V2,... with NAME one of "
+                                   f"{', '.join(SWEEPABLE)}")
+    values = tuple(rule(name).parse(name, v) for v in raw.split(",") if v.strip())
+    if not values:
+        raise ConfigError("sweep", f"bad sweep {spec!r}: give at least one value")
+    base = base or RunConfig()
+    for v in values:
+        base.replace(**{name: v})  # the option's own rules
+    if len(set(values)) != len(values):
+        raise ConfigError("sweep", f"bad sweep {spec!r}: give distinct values")
+    return Sweep(name, values)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyOptions:
+    """What a study adds to a run: snapshot interval (= convergence window), tolerance, sweep."""
+
+    snapshot_every: int = 25
+    tolerance: float = 0.01
+    sweep: Sweep | None = None
+
+    def __post_init__(self) -> None:
+        _check_int(Rule("int", low=1), "snapshot_every", self.snapshot_every)
+        finite_number(self.tolerance, "tolerance", low=0.0, low_open=True)
+        if self.sweep is not None and not isinstance(self.sweep, Sweep):
+            object.__setattr__(self, "sweep", parse_sweep(self.sweep))
+
+
+def positive_int(value: Any, name: str) -> int:
+    """An integer >= 1 (``max_batch``, bench repeats, ...)."""
+    return _check_int(Rule("int", low=1), name, value)

@@ -1,0 +1,40 @@
+"""Ctrl-C and SIGTERM as a request to stop between chunks, for the drivers (job, study, batch).
+
+The engine never touches signals: it asks a ``stop`` callback between chunks.
+A driver wraps its run in :func:`stop_requests` and passes the event's
+``is_set``, so the first Ctrl-C (or a SIGTERM from a scheduler) ends the run
+after the current chunk with every result so far written; a second Ctrl-C
+aborts at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[threading.Event]:
+    """An event set by the first Ctrl-C or SIGTERM while the block runs.
+
+    A second Ctrl-C raises KeyboardInterrupt at once. Outside the main thread
+    (where signal handlers cannot be installed) the event is never set.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,80 @@
+"""What the drivers (job, study, batch) write and show around the engine.
+
+Chunk size, snapshot images, per-start history CSVs and the progress bar: the
+same for a single run, a study and a batch, so they live here once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from jaxcombine import engine, images
+
+
+def chunk_size(chunk: int, snapshot_every: int) -> int:
+    """Steps per compiled chunk: the largest divisor of ``snapshot_every`` not above
+    ``chunk``, so every snapshot ends a chunk (``chunk`` itself when there are none)."""
+    if not snapshot_every:
+        return chunk
+    return max(d for d in range(1, min(chunk, snapshot_every) + 1) if snapshot_every % d == 0)
+
+
+def snapshot_path(out: Path, label: str, step: int) -> Path:
+    """Where the image of start ``label`` after ``step`` steps is kept."""
+    return out / "snapshots" / f"{label}-step{step:06d}.png"
+
+
+def history_csv(outcome: engine.Outcome, j: int) -> str:
+    """Start ``j``'s history up to its own last step: step, weighted total, then each
+    unweighted component (``nan`` where the loss was not finite)."""
+    buf = io.StringIO()
+    wr = csv.writer(buf)
+    wr.writerow(["step", "total", *outcome.labels])
+    totals = outcome.totals
+    rows = outcome.history.shape[0] if outcome.step is None else \
+        max(0, int(outcome.step[j]) - outcome.start_step)
+    for i in range(min(rows, outcome.history.shape[0])):
+        wr.writerow([outcome.start_step + i + 1, f"{totals[i, j]:.6g}",
+                     *(f"{v:.6g}" for v in outcome.history[i, j])])
+    return buf.getvalue()
+
+
+class SnapshotWriter:
+    """Writes ``snapshots/<label>-stepNNNNNN.png`` every ``every`` steps (0: never)."""
+
+    def __init__(self, out: Path | None, labels: Sequence[str], every: int):
+        self.out, self.labels, self.every = out, labels, every
+
+    def __call__(self, step: int, get_pixels) -> None:
+        if self.out is None or not self.every or step % self.every:
+            return
+        for lab, px in zip(self.labels, get_pixels()):
+            images.write(snapshot_path(self.out, lab, step), px)
+
+
+class ProgressBar:
+    """A tqdm bar over steps: one refresh per chunk with the mean loss and steps/s."""
+
+    def __init__(self, steps: int, labels: Sequence[str], weights: np.ndarray):
+        from tqdm import tqdm
+
+        self.weights = np.asarray(weights)  # (k, components): each start's loss weights
+        self.bar = tqdm(total=steps, unit="step", file=sys.stderr, dynamic_ncols=True,
+                        desc=f"{len(labels)} start{'s' if len(labels) > 1 else ''}")
+        self.done = 0
+
+    def __call__(self, step: int, comps: np.ndarray) -> None:
+        total = np.einsum("kc,kc->k", comps[-1], self.weights)
+        if np.isfinite(total).any():
+            self.bar.set_postfix_str(f"loss {np.nanmean(total):.4g}", refresh=False)
+        self.bar.update(step - self.done)
+        self.done = step
+
+    def close(self) -> None:
+        self.bar.close()
