@@ -13,12 +13,14 @@ one vmapped program, each start with its own targets. See docs/batch.md.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
 import json
 import os
 import re
+import socket
 import sys
 import time
 import tomllib
@@ -29,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import config as config_lib, engine, images, interrupts, job as job_lib, outputs
-from jaxcombine import recipe as recipe_lib, records
+from jaxcombine import config as config_lib, engine, folders, images, interrupts, job as job_lib
+from jaxcombine import outputs, recipe as recipe_lib, records, weights as weights_lib
 from jaxcombine.config import ConfigError, RunConfig
 from jaxcombine.errors import JaxcombineError
 
@@ -49,13 +51,15 @@ class Job:
 
 @dataclasses.dataclass
 class BatchReport:
-    """What a batch did: ids done now, skipped (finished before), failed (id → one-line reason)."""
+    """What a batch did: ids done now, skipped (finished before), failed (id → one-line
+    reason), and elsewhere (another live process held the job when this one reached it)."""
 
     done: list[str] = dataclasses.field(default_factory=list)
     skipped: list[str] = dataclasses.field(default_factory=list)
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
     interrupted: bool = False
     wall_s: float = 0.0
+    elsewhere: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def jobs_per_minute(self) -> float | None:
@@ -68,6 +72,7 @@ class BatchReport:
         self.done += other.done
         self.skipped += other.skipped
         self.failed.update(other.failed)
+        self.elsewhere += [j for j in other.elsewhere if j not in self.done]
         self.interrupted |= other.interrupted
         self.wall_s = max(self.wall_s, other.wall_s)
 
@@ -165,23 +170,27 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
     return config.replace(**changes)
 
 
+MAX_READABLE_ID = 80  # + "-" + 10 hex digits: ids (and file names) stay far below 255 bytes
+
+
 def job_id(config: RunConfig) -> str:
-    """``<content>-<style>-<init>-<hash>``: readable, and new whenever config or an image changes."""
+    """``<content>-<style>-<init>-<hash>``: readable, and new whenever the config, an image
+    or the weights change. The readable part is cut to :data:`MAX_READABLE_ID` characters;
+    the hash keeps ids distinct."""
     files = [config.content, *config.style, config.recipe, config.init]
     canonical = json.dumps({"config": dataclasses.asdict(config),
-                            "files": {f: _file_hash(f) for f in files if f and Path(f).is_file()}},
+                            "files": {f: records.file_sha256(f) for f in files
+                                      if f and Path(f).is_file()},
+                            "weights": weights_lib.load(config.model, config.weights).fingerprint},
                            sort_keys=True, default=str)
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
     init = Path(config.init).stem if config.init and os.sep in config.init else config.init
     if init == "noise":
         init = f"noise{config.seed}"
     style = "+".join(Path(s).stem for s in config.style)
-    readable = re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{Path(config.content).stem}-{style}-{init}")
-    return f"{readable}-{digest}"
-
-
-def _file_hash(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    content = Path(config.content or images.CONTENT).stem
+    readable = re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{content}-{style}-{init}")
+    return f"{readable[:MAX_READABLE_ID]}-{digest}"
 
 
 def process_share(jobs: Sequence[Job], index: int, count: int) -> list[Job]:
@@ -207,26 +216,34 @@ def run_batch(manifest_path: str | os.PathLike, out: str | os.PathLike, *, force
     """
     max_batch = config_lib.positive_int(max_batch, "max_batch")
     t0 = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = folders.check_output_folder(out)  # before any image is read or program compiled
     index = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count
-    remove_stale_temps(out)
+    folders.remove_stale_temps(out)  # only those whose writer is gone
     jobs = process_share(load_manifest(manifest_path), index, count)
     report = BatchReport()
-    todo = []
-    for j in jobs:
-        if not force and (out / f"{j.id}.json").exists():
-            report.skipped.append(j.id)
-        else:
-            todo.append(j)
+    finished = lambda j: not force and (out / f"{j.id}.json").exists()  # noqa: E731
+    report.skipped = [j.id for j in jobs if finished(j)]
+    todo = [j for j in jobs if not finished(j)]
     bar = _bar(len(todo), progress)
     window = max_batch if batching else 1
     with interrupts.stop_requests() as stop:
         for start in range(0, len(todo), window):
-            if report.interrupted:
+            if report.interrupted or stop.is_set():
+                report.interrupted = True
                 break
-            _run_window(todo[start:start + window], out, report, bar, stop.is_set)
+            with contextlib.ExitStack() as held:  # this window's job locks, until written
+                mine = []
+                for j in todo[start:start + window]:
+                    if not held.enter_context(folders.job_lock(out, j.id)):
+                        report.elsewhere.append(j.id)  # a live process is running it
+                        bar.update(1)
+                    elif finished(j):  # another process finished it meanwhile
+                        report.skipped.append(j.id)
+                        bar.update(1)
+                    else:
+                        mine.append(j)
+                _run_window(mine, out, report, bar, stop.is_set)
     bar.close()
     report.wall_s = round(time.perf_counter() - t0, 3)
     records.write_json(out / f"batch-report.{index}.json" if count > 1 else out / REPORT,
@@ -238,15 +255,43 @@ def run_batch(manifest_path: str | os.PathLike, out: str | os.PathLike, *, force
     return report
 
 
+COORDINATOR_TIMEOUT_S = 60
+
+
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, *, auto: bool = False) -> None:
-    """``jax.distributed.initialize`` from flags, or (``auto``) from the cluster's environment."""
+                           process_id: int | None = None, *, auto: bool = False,
+                           timeout_s: int = COORDINATOR_TIMEOUT_S) -> None:
+    """``jax.distributed.initialize`` from flags, or (``auto``) from the cluster's environment.
+
+    A coordinator that cannot be reached within ``timeout_s`` is a one-line error
+    (JAX itself would wait its own timeout, then abort the process).
+    """
     if coordinator is None and num_processes is None and process_id is None and not auto:
         return
+    if coordinator and process_id:  # process 0 hosts the coordinator; the others dial it
+        _wait_for(coordinator, timeout_s)
     try:
-        jax.distributed.initialize(coordinator, num_processes, process_id)
+        jax.distributed.initialize(coordinator, num_processes, process_id,
+                                   initialization_timeout=timeout_s)
     except (RuntimeError, ValueError) as e:
         raise JaxcombineError(f"could not initialise jax.distributed: {' '.join(str(e).split())}")
+
+
+def _wait_for(address: str, timeout_s: float) -> None:
+    """Until ``HOST:PORT`` accepts a TCP connection; a one-line error after ``timeout_s``."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise JaxcombineError(f"coordinator must be HOST:PORT, got {address!r}")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise JaxcombineError(f"coordinator {address} unreachable after {timeout_s:g} s "
+                                      f"({e.strerror or e}); is process 0 running?") from None
+            time.sleep(0.5)
 
 
 def _barrier(name: str, timeout_s: int = 7 * 24 * 3600) -> None:
@@ -275,15 +320,6 @@ def _run_window(jobs: Sequence[Job], out: Path, report: BatchReport, bar, stop=N
             _run_group(group, out, report, bar, stop)
         except Exception as e:  # one broken group must not stop the others
             _fail(report, bar, [j for j, _ in group], _reason(e))
-
-
-def remove_stale_temps(out: Path) -> list[Path]:
-    """Delete ``.jaxcombine-tmp-*`` files left by a killed run (in ``out`` and its snapshots)."""
-    stale = [p for d in (out, out / "snapshots") if d.is_dir()
-             for p in d.glob(records.TMP_PREFIX + "*")]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
 
 
 def _groups(prepared: list) -> Iterable[list]:
@@ -329,7 +365,11 @@ def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> N
         return
     wall = time.perf_counter() - t0
     for j, (job, prep) in enumerate(group):
-        write_job(out, job, prep, outcome, j, wall_s=wall, group_size=len(group))
+        try:  # a failure belongs to its job alone; every other result is written
+            write_job(out, job, prep, outcome, j, wall_s=wall, group_size=len(group))
+        except Exception as e:  # noqa: BLE001 (disk full, permissions, ... for this job)
+            _fail(report, None, [job], _reason(e))
+            continue
         report.done.append(job.id)
     bar.update(len(jobs) * (1 - done_steps[0] / longest))
 
@@ -363,7 +403,8 @@ def _fail(report: BatchReport, bar, jobs: Sequence[Job], reason: str) -> None:
     for j in jobs:
         report.failed[j.id] = line
         print(f"jaxcombine: job {j.id} failed: {line}", file=sys.stderr)
-    bar.update(len(jobs))
+    if bar is not None:
+        bar.update(len(jobs))
 
 
 def merge_reports(out: Path, count: int, timeout_s: float = 7 * 24 * 3600) -> BatchReport:

@@ -19,8 +19,11 @@ from jaxcombine import config
 from jaxcombine.config import StudyOptions
 from jaxcombine.errors import JaxcombineError
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+# Exit statuses (README, "Exit statuses"): 0 everything finished.
+EXIT_ERROR = 1  # an error while running: disk full, out of memory, ...
+EXIT_USAGE = 2  # bad input or usage: nothing was run
+EXIT_PARTIAL = 3  # finished, but some starts diverged or some batch jobs failed
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; everything finished so far is written
 COMPILE_CACHE_ENV = "JAXCOMBINE_COMPILE_CACHE"
 COMPILE_CACHE_MAX_BYTES = 2**30
 
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("jaxcombine: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except OSError as e:  # disk full, permission denied, ... on our own outputs
-        _fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e), 1)
+        _fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e),
+              EXIT_ERROR)
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -167,9 +171,13 @@ def run(out_dir, quiet, **options):
         click.echo(f"{out_dir / (label + '.png')}: {status}")
     rate = f"{oc.steps_done / oc.run_s:.2f} steps/s" if oc.run_s else "no steps"
     click.echo(f"{oc.steps_done} steps, {rate}, compile {oc.compile_s:.1f}s, wall {result.wall_s:.1f}s")
-    if oc.interrupted:
+    if result.interrupted:
         click.echo("jaxcombine: interrupted; results so far were written", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    if result.diverged:
+        click.echo(f"jaxcombine: {len(result.diverged)} of {len(result.labels)} starts diverged "
+                   f"({', '.join(result.diverged)}); try a lower --lr", err=True)
+        sys.exit(EXIT_PARTIAL)
 
 
 # --------------------------------------------------------------------------- study
@@ -212,6 +220,11 @@ def study(tolerance, sweep, resume, out_dir, quiet, **options):
     if result.interrupted:
         click.echo("jaxcombine: interrupted; results so far were written (resume with --resume)", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    diverged = [lab for lab, step in s["diverged_at_step"].items() if step is not None]
+    if diverged:
+        click.echo(f"jaxcombine: {len(diverged)} of {len(result.labels)} starts diverged "
+                   f"({', '.join(diverged)})", err=True)
+        sys.exit(EXIT_PARTIAL)
 
 
 @cli.group(invoke_without_command=True)
@@ -257,20 +270,25 @@ def recipes_show(name):
 @click.option("--process-id", type=int, default=None, envvar="JAXCOMBINE_PROCESS_ID", show_envvar=True)
 @click.option("--distributed", is_flag=True,
               help="Initialise jax.distributed from the cluster (SLURM, TPU pod, ...) without flags.")
+@click.option("--coordinator-timeout", type=int, default=60, show_default=True,
+              help="Seconds to wait for the coordinator before giving up.")
 def batch(manifest, out_dir, force, batching, max_batch, quiet, coordinator, num_processes,
-          process_id, distributed):
-    """Run every job of a TOML MANIFEST (see docs/batch.md); exit 1 if any job failed."""
+          process_id, distributed, coordinator_timeout):
+    """Run every job of a TOML MANIFEST (see docs/batch.md); exit 3 if any job failed."""
     from jaxcombine import batch as batch_lib
 
-    batch_lib.initialize_distributed(coordinator, num_processes, process_id, auto=distributed)
+    batch_lib.initialize_distributed(coordinator, num_processes, process_id, auto=distributed,
+                                     timeout_s=config.positive_int(coordinator_timeout,
+                                                                   "coordinator_timeout"))
     report = batch_lib.run_batch(manifest, out_dir, force=force, progress=not quiet,
                                  batching=batching, max_batch=max_batch)
+    elsewhere = f", {len(report.elsewhere)} running in another process" if report.elsewhere else ""
     click.echo(f"{len(report.done)} done, {len(report.skipped)} skipped, "
-               f"{len(report.failed)} failed; report: {out_dir / batch_lib.REPORT}")
+               f"{len(report.failed)} failed{elsewhere}; report: {out_dir / batch_lib.REPORT}")
     if report.interrupted:
         click.echo("jaxcombine: interrupted; finished jobs were written", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    sys.exit(1 if report.failed else 0)
+    sys.exit(EXIT_PARTIAL if report.failed else 0)
 
 
 # --------------------------------------------------------------------------- bench

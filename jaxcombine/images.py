@@ -81,6 +81,8 @@ def to_rgb(img: Image.Image, name: str | os.PathLike = "image") -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise JaxcombineError(f"{name}: image has NaN or infinite pixels")
         hi = 65535.0 if mode.startswith("I;16") or (mode == "I" and a.max() > 255) else 255.0
         if mode == "F":
             hi = 1.0 if a.max() <= 1.0 else 255.0

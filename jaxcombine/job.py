@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import engine, images, interrupts, losses, model, outputs
+from jaxcombine import engine, folders, images, interrupts, losses, model, outputs
 from jaxcombine import recipe as recipe_lib, records, weights as weights_lib
 from jaxcombine.config import Init, RunConfig, parse_inits  # noqa: F401  (re-exported)
 from jaxcombine.errors import JaxcombineError
@@ -127,6 +127,16 @@ class Result:
     weights_fingerprint: str
     wall_s: float
     out: Path | None = None
+    stop_requested: bool = False  # Ctrl-C or SIGTERM came, perhaps after the last step
+
+    @property
+    def interrupted(self) -> bool:
+        return self.outcome.interrupted or self.stop_requested
+
+    @property
+    def diverged(self) -> list[str]:
+        """Labels of the starts whose loss became non-finite (their last good image is kept)."""
+        return [lab for lab, ok in zip(self.labels, self.outcome.alive) if not ok]
 
     @property
     def images(self) -> dict[str, np.ndarray]:
@@ -150,8 +160,11 @@ def combine(config: RunConfig | None = None, *, out: str | os.PathLike | None = 
     """
     config = (config or RunConfig()).replace(**options)
     t0 = time.perf_counter()
+    out_dir = None
+    if out is not None:  # before any image is read or program compiled
+        out_dir = folders.check_output_folder(out)
+        folders.remove_stale_temps(out_dir)
     prep = prepare(config)
-    out_dir = Path(out) if out is not None else None
     writer = outputs.SnapshotWriter(out_dir, prep.labels, config.snapshot_every)
     state = prep.initial_state()
     bar = outputs.ProgressBar(config.steps, prep.labels, state.weights) if progress else None
@@ -162,15 +175,16 @@ def combine(config: RunConfig | None = None, *, out: str | os.PathLike | None = 
         writer(step, get_pixels)
 
     chunk = outputs.chunk_size(config.chunk, config.snapshot_every)
-    with interrupts.stop_requests() as stop:
+    with interrupts.stop_requests() as stop:  # held over the writes too: none is cut short
         outcome = engine.optimise(prep.problem, prep.variables, prep.targets, state, chunk=chunk,
                                   loop=config.loop, on_chunk=on_chunk, stop=stop.is_set)
-    if bar is not None:
-        bar.close()
-    result = Result(config, prep.labels, outcome, prep.weights.fingerprint,
-                    time.perf_counter() - t0, out_dir)
-    if out_dir is not None:
-        write_outputs(result, prep)
+        if bar is not None:
+            bar.close()
+        result = Result(config, prep.labels, outcome, prep.weights.fingerprint,
+                        time.perf_counter() - t0, out_dir)
+        if out_dir is not None:
+            write_outputs(result, prep)
+        result.stop_requested = stop.is_set()
     return result
 
 

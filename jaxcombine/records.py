@@ -11,14 +11,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
+import math
 import os
 import platform
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-TMP_PREFIX = ".jaxcombine-tmp-"
+from jaxcombine import folders
+
+TMP_PREFIX = folders.TMP_PREFIX
 
 
 @contextlib.contextmanager
@@ -26,7 +30,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file beside ``path``; rename it over ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    # named after this process's writer lock, so a cleaner can tell whether we still run
+    fd, tmp = tempfile.mkstemp(prefix=folders.temp_prefix(path.parent), suffix=path.suffix,
+                               dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -68,14 +74,31 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if hasattr(obj, "tolist"):  # numpy / jax scalars and arrays
-        return obj.tolist()
-    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None  # strict JSON has no NaN or Infinity
+    if obj is None or isinstance(obj, (str, int, bool)):
         return obj
     return repr(obj)  # e.g. a user's optax transformation: recorded, not reloadable
 
 
+def to_json(obj: Any) -> Any:
+    """``obj`` as the JSON-ready value a record holds (dataclasses as dicts, NaN as None)."""
+    return _jsonable(obj)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+    """Strict JSON (non-finite numbers become ``null``), so browsers, Node and jq read it."""
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
 def environment() -> dict[str, Any]:
@@ -92,6 +115,7 @@ def environment() -> dict[str, Any]:
         "backend": jax.default_backend(),
         "devices": [str(d.device_kind) for d in devices],
         "process_index": jax.process_index(),
+        "pid": os.getpid(),
         "process_count": jax.process_count(),
         "host": platform.node(),
         "machine": platform.machine(),

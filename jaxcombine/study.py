@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import time
 from functools import partial
 from itertools import combinations
@@ -38,12 +39,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import engine, images, interrupts, job, losses, model, outputs, records
+from jaxcombine import engine, folders, images, interrupts, job, losses, model, optimizers, outputs
+from jaxcombine import records
 from jaxcombine.study_plots import contact_sheet_png, distances_png, loss_png, report_html
 from jaxcombine.config import RunConfig, StudyOptions, Sweep, parse_sweep
 from jaxcombine.errors import JaxcombineError
 
 HISTORY_COLUMNS = ("step", "start", "term", "value", "weighted")
+# Options a resumed study may change: how far it goes, and how the steps are chunked.
+RESUMABLE_CHANGES = ("steps", "chunk", "loop")
 DISTANCE_COLUMNS = ("step", "a", "b", "space", "value")
 
 
@@ -209,37 +213,69 @@ class _Recorder:
 
     # -- state -------------------------------------------------------------------------
 
+    def identity(self) -> dict[str, Any]:
+        """What a resumed study must share with the one that saved its state: the whole
+        configuration except :data:`RESUMABLE_CHANGES`, the bytes of its images and the
+        weights' fingerprint."""
+        config = records.to_json(self.prep.config)
+        files = [self.prep.config.content or str(images.CONTENT),
+                 *(self.prep.config.style or (str(images.STYLE),))]
+        return {**{k: v for k, v in config.items() if k not in RESUMABLE_CHANGES},
+                "starts": list(self.labels),
+                "image_sha256": [records.file_sha256(f) for f in files],
+                "weights": self.prep.weights.fingerprint}
+
     def load(self) -> tuple[np.ndarray, Any]:
-        """Restore from ``state.npz``; returns (pixels, opt_state)."""
+        """Restore from ``state.npz`` after checking it belongs to this study; returns
+        (pixels, opt_state). Refuses, in one line, a state made by another configuration,
+        other images or other weights, and a file that is not such a state."""
         path = self.out / "state.npz"
         if not path.exists():
             raise JaxcombineError(f"nothing to resume: {path} does not exist")
-        with np.load(path, allow_pickle=False) as z:
-            data = dict(z)
-        if tuple(data["labels"].tolist()) != self.labels:
-            raise JaxcombineError(f"cannot resume {self.out}: it has starts "
-                                  f"{', '.join(data['labels'].tolist())}, not {', '.join(self.labels)}")
-        if data["pixels"].shape[1:] != self.prep.x0.shape[1:]:
-            raise JaxcombineError(f"cannot resume {self.out}: it was run at another size")
-        self.step = int(data["step"])
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = dict(z)
+            saved = json.loads(str(data["identity"]))
+            pixels, step = data["pixels"], int(data["step"])
+        except Exception as e:  # noqa: BLE001  corrupt, truncated, foreign: all one answer
+            raise JaxcombineError(f"cannot resume {self.out}: {path.name} is not a readable "
+                                  f"jaxcombine study state ({type(e).__name__})") from None
+        mine = self.identity()
+        differ = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+        if differ:
+            raise JaxcombineError(f"cannot resume {self.out}: it was made with other "
+                                  f"{', '.join(differ)}; use the same options or another --out")
+        fresh = self.prep.initial_state(pixels, lr=self.lrs, loss_weights=self.loss_weights)
+        names = [jax.tree_util.keystr(p) for p, _ in
+                 jax.tree_util.tree_flatten_with_path(fresh.opt_state)[0]]
+        if any(f"opt{n}" not in data or data[f"opt{n}"].shape != leaf.shape for n, leaf in
+               zip(names, jax.tree.leaves(fresh.opt_state))):
+            raise JaxcombineError(f"cannot resume {self.out}: its optimiser state does not fit "
+                                  "this optimiser")
+        opt_state = jax.tree.unflatten(jax.tree.structure(fresh.opt_state),
+                                       [data[f"opt{n}"] for n in names])
+        # the schedule's length follows this call's --steps; the rest is as saved
+        opt_state = jax.tree.map(
+            lambda old, new: old._replace(total_steps=new.total_steps)
+            if isinstance(old, optimizers.LearningRate) else old,
+            opt_state, fresh.opt_state, is_leaf=lambda n: isinstance(n, optimizers.LearningRate))
+        self.step = step
         self.hist = data["history"]
         self.snap_steps = data["snap_steps"].tolist()
         self.dists = list(data["distances"])
-        template = self.prep.initial_state(data["pixels"], lr=self.lrs,
-                                           loss_weights=self.loss_weights).opt_state
-        leaves, treedef = jax.tree.flatten(template)
-        n = len(leaves)
-        opt_state = jax.tree.unflatten(treedef, [data[f"opt_{i}"] for i in range(n)])
-        return data["pixels"], opt_state
+        return pixels, opt_state
 
     def save_state(self, pixels: np.ndarray, opt_state: Any) -> None:
-        leaves = {f"opt_{i}": np.asarray(a) for i, a in enumerate(jax.tree.leaves(opt_state))}
+        """``state.npz``: pixels, tables, the optimiser state by name, and the identity."""
+        leaves = {f"opt{jax.tree_util.keystr(p)}": np.asarray(a)
+                  for p, a in jax.tree_util.tree_flatten_with_path(opt_state)[0]}
         buf = io.BytesIO()
         np.savez(buf, step=self.step, pixels=np.asarray(pixels, np.float32),
                  labels=np.asarray(self.labels), history=self.hist,
                  snap_steps=np.asarray(self.snap_steps, int),
                  distances=np.asarray(self.dists, np.float32).reshape(
-                     len(self.snap_steps), len(self.spaces), -1), **leaves)
+                     len(self.snap_steps), len(self.spaces), -1),
+                 identity=np.asarray(json.dumps(self.identity(), sort_keys=True)), **leaves)
         records.atomic_write_bytes(self.out / "state.npz", buf.getvalue())
 
     # -- recording ---------------------------------------------------------------------
@@ -291,8 +327,9 @@ def run_study(config: RunConfig, out: str | Path, *, snapshot_every: int = 25,
     options = StudyOptions(snapshot_every=snapshot_every, tolerance=tolerance,
                            sweep=parse_sweep(sweep, config) if isinstance(sweep, str) else sweep)
     snapshot_every, sweep = options.snapshot_every, options.sweep
+    out = folders.check_output_folder(out)  # before any image is read or program compiled
+    folders.remove_stale_temps(out)
     prep = job.prepare(config)
-    out = Path(out)
     labels, x0, lrs, loss_weights = _cross(prep, sweep)
     rec = _Recorder(out, prep, labels, lrs, loss_weights)
     opt_state = None
@@ -312,20 +349,21 @@ def run_study(config: RunConfig, out: str | Path, *, snapshot_every: int = 25,
         if step % snapshot_every == 0 or step == config.steps:
             rec.snapshot(fetch(), fetch.opt_state())
 
-    with interrupts.stop_requests() as stop:
+    with interrupts.stop_requests() as stop:  # held over the writes too: none is cut short
         outcome = engine.optimise(prep.problem, prep.variables, prep.targets, state,
                                   chunk=outputs.chunk_size(config.chunk, snapshot_every),
                                   loop=config.loop, on_chunk=on_chunk, stop=stop.is_set)
-    if bar is not None:
-        bar.close()
-    rec.snapshot(outcome.pixels, outcome.opt_state)  # an interrupted run's last step
-    for lab, px in zip(labels, outcome.pixels):
-        images.write(out / f"{lab}.png", px)
-    summary = _summary(rec, outcome, config, snapshot_every, options.tolerance, outcome.start_step,
-                       time.perf_counter() - t0)
-    study = Study(labels, rec.history_table(), rec.distance_table(), summary, out,
-                  outcome.interrupted)
-    _write_outputs(study, rec, config, sweep)
+        if bar is not None:
+            bar.close()
+        rec.snapshot(outcome.pixels, outcome.opt_state)  # an interrupted run's last step
+        for lab, px in zip(labels, outcome.pixels):
+            images.write(out / f"{lab}.png", px)
+        summary = _summary(rec, outcome, config, snapshot_every, options.tolerance,
+                           outcome.start_step, time.perf_counter() - t0)
+        study = Study(labels, rec.history_table(), rec.distance_table(), summary, out,
+                      outcome.interrupted)
+        _write_outputs(study, rec, config, sweep)
+        study.interrupted |= stop.is_set()
     return study
 
 

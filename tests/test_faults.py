@@ -1,0 +1,270 @@
+"""Unattended runs at the edges: shared folders, killed writers, checked resumes, exit codes.
+
+Faults between processes are tested with real processes: two ``batch`` runs on one
+folder, ``kill -9``, a live writer beside a cleaner.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcombine import batch, folders, images, records, study as study_lib
+from jaxcombine.config import RunConfig
+from jaxcombine.errors import JaxcombineError
+
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+SHALLOW = """\
+init = "content"
+[[terms]]
+layer = "block2_conv1"
+source = "content"
+[[terms]]
+layers = ["block1_conv1", "block2_conv1"]
+source = "style"
+statistic = "gram"
+weight = {weight}
+"""
+
+
+def cli(*args, cwd=None, **popen):
+    return subprocess.Popen([sys.executable, "-m", "jaxcombine", *map(str, args)], cwd=cwd,
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen)
+
+
+def finish(proc, timeout=600):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def one_line_error(err, fragment):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jaxcombine: error:"), err
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def shallow(tmp_path_factory):
+    d = tmp_path_factory.mktemp("recipes")
+    (d / "shallow.toml").write_text(SHALLOW.format(weight=1.0))
+    # two terms whose weighted sum overflows float32: every start diverges at step 1
+    (d / "overflow.toml").write_text(SHALLOW.format(weight=3e38).replace(
+        'source = "content"', 'source = "content"\nweight = 3e38'))
+    return d
+
+
+# --------------------------------------------------------------------------- output folder
+
+
+@pytest.mark.parametrize("below, fragment", [
+    ("", "is a file, not a folder"),
+    ("sub", "cannot write to output folder"),
+])
+def test_a_bad_output_folder_is_refused_before_any_work(tmp_path, below, fragment):
+    (tmp_path / "taken").write_text("a file where the folder should be")
+    out = tmp_path / "taken" / below if below else tmp_path / "taken"
+    # the content image is missing too: the folder must be what is reported, first
+    code, _, err = finish(cli("run", "--content", tmp_path / "missing.png", "--out", out))
+    assert code == 2
+    one_line_error(err, fragment)
+    assert str(out) in err
+
+
+# --------------------------------------------------------------------------- exit codes, JSON
+
+
+def test_diverged_starts_exit_3_with_strict_json(vgg19, shallow, tmp_path):
+    code, out, err = finish(cli("run", "--recipe", shallow / "overflow.toml", "--size", "24",
+                                "--steps", "2", "--chunk", "2", "-q", "--out", tmp_path))
+    assert code == 3, err
+    assert "1 of 1 starts diverged (content)" in err and "Traceback" not in err
+
+    def no_constants(name):
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    rec = json.loads((tmp_path / "content.json").read_text(), parse_constant=no_constants)
+    assert rec["diverged_at_step"] == 1 and rec["final_loss"] is None
+    assert "nan" in (tmp_path / "content.history.csv").read_text().splitlines()[1]  # CSV keeps it
+    assert np.asarray(Image.open(tmp_path / "content.png")).shape[:2] == (24, 24)
+
+
+def test_records_are_strict_json(tmp_path):
+    records.write_json(tmp_path / "r.json", {"a": float("nan"), "b": [1.0, float("inf")],
+                                             "c": np.array([np.nan, 2.0])})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": None, "b": [1.0, None],
+                                                              "c": [None, 2.0]}
+
+
+def test_an_image_with_nan_pixels_is_refused(tmp_path):
+    a = np.full((40, 40), 100.0, np.float32)
+    a[3, 3] = np.nan
+    Image.fromarray(a, mode="F").save(tmp_path / "nan.tiff")
+    with pytest.raises(JaxcombineError, match="NaN or infinite pixels"):
+        images.read(tmp_path / "nan.tiff")
+
+
+# --------------------------------------------------------------------------- temp files
+
+
+def test_temp_files_are_removed_only_when_their_writer_is_gone(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, pathlib\n"
+        "from jaxcombine import folders\n"
+        "d = pathlib.Path(sys.argv[1])\n"
+        "(d / (folders.temp_prefix(d) + 'live.png')).write_bytes(b'half')\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "ready"
+    legacy = tmp_path / (folders.TMP_PREFIX + "oldstyle.png")  # from a version without tokens
+    legacy.write_bytes(b"half")
+    live = next(tmp_path.glob(folders.TMP_PREFIX + "*live.png"))
+    assert folders.remove_stale_temps(tmp_path) == [legacy]
+    assert live.exists()
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert folders.remove_stale_temps(tmp_path) == [live] and not live.exists()
+    assert not list((tmp_path / folders.WRITERS).glob("*.lock"))  # its registration went too
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def _manifest(folder: Path, recipe: Path, steps: int, n: int) -> Path:
+    path = folder / "m.toml"
+    path.write_text(f'[defaults]\nsize = 24\nchunk = 1\nsteps = {steps}\nrecipe = "{recipe}"\n'
+                    f'init = "noise:{n}"\n[[jobs]]\n')
+    return path
+
+
+def _records(out: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")
+            if not p.name.startswith("batch-report")}
+
+
+@pytest.mark.slow
+def test_two_batches_share_a_folder_then_one_is_killed_and_a_rerun_finishes(vgg19, shallow,
+                                                                          tmp_path):
+    """Every job done exactly once, no partial file, no temp file left."""
+    n = 8
+    manifest = _manifest(tmp_path, shallow / "shallow.toml", steps=6, n=n)
+    out = tmp_path / "out"
+    a = cli("batch", manifest, "--out", out, "--no-batching", "-q")
+    b = cli("batch", manifest, "--out", out, "--no-batching", "-q")
+    deadline = time.monotonic() + 300
+    while len(_records(out)) < 2 and time.monotonic() < deadline:
+        assert a.poll() is None, "finished before it could be killed"
+        time.sleep(0.05)
+    a.send_signal(signal.SIGKILL)
+    a.wait()
+    code_b, out_b, err_b = finish(b)
+    assert code_b == 0, err_b
+    code_c, out_c, err_c = finish(cli("batch", manifest, "--out", out, "-q"))
+    assert code_c == 0, err_c
+
+    recs = _records(out)
+    assert len(recs) == n
+    for rec in recs.values():
+        assert np.asarray(Image.open(out / rec["image"])).shape == (24, 24, 3)  # whole files
+    by_a = sum(rec["environment"]["pid"] == a.pid for rec in recs.values())
+    by_b = sum(rec["environment"]["pid"] == b.pid for rec in recs.values())
+    done_b, done_c = (int(o.split(" done,")[0]) for o in (out_b, out_c))
+    assert by_a >= 1 and by_b == done_b >= 1  # both ran jobs before the kill
+    # each job exactly once: what A, B and the rerun did adds up to the manifest, no more
+    assert by_a + done_b + done_c == n
+    assert not list(out.rglob(folders.TMP_PREFIX + "*"))
+
+
+def test_a_write_failure_belongs_to_its_job_alone(vgg19, shallow, tmp_path, monkeypatch):
+    manifest = _manifest(tmp_path, shallow / "shallow.toml", steps=2, n=3)
+    jobs = batch.load_manifest(manifest)
+    real = batch.write_job
+
+    def flaky(out, job, *a, **kw):
+        if job.id == jobs[1].id:
+            raise OSError(28, "No space left on device")
+        return real(out, job, *a, **kw)
+
+    monkeypatch.setattr(batch, "write_job", flaky)
+    report = batch.run_batch(manifest, tmp_path / "out", progress=False)
+    assert sorted(report.done) == sorted([jobs[0].id, jobs[2].id])
+    assert list(report.failed) == [jobs[1].id] and "No space left" in report.failed[jobs[1].id]
+    assert set(_records(tmp_path / "out")) == {jobs[0].id, jobs[2].id}
+
+
+def test_job_ids_are_capped_and_follow_the_weights(tmp_path, monkeypatch):
+    long = tmp_path / ("a-very-long-style-name-" * 6 + ".png")
+    Image.new("RGB", (8, 8)).save(long)
+    config = RunConfig(style=(str(long),) * 4, init="content")
+    jid = batch.job_id(config)
+    assert len(jid.encode()) <= batch.MAX_READABLE_ID + 11
+    real = batch.weights_lib.load
+
+    class Other:
+        fingerprint = "sha256:other"
+
+    monkeypatch.setattr(batch.weights_lib, "load", lambda *a, **k: Other())
+    assert batch.job_id(config) != jid
+    monkeypatch.setattr(batch.weights_lib, "load", real)
+    assert batch.job_id(config) == jid
+
+
+def test_an_unreachable_coordinator_is_one_line(tmp_path, shallow):
+    manifest = _manifest(tmp_path, shallow / "shallow.toml", steps=1, n=1)
+    t0 = time.monotonic()
+    code, _, err = finish(cli("batch", manifest, "--out", tmp_path / "o", "--coordinator",
+                              "127.0.0.1:9", "--num-processes", "2", "--process-id", "1",
+                              "--coordinator-timeout", "2"), timeout=120)
+    assert code == 2 and time.monotonic() - t0 < 60
+    one_line_error(err, "coordinator 127.0.0.1:9 unreachable after 2 s")
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_resume_refuses_another_configuration_or_a_corrupt_state(vgg19, shallow, tmp_path):
+    config = RunConfig(recipe=str(shallow / "shallow.toml"), init="content", steps=2, size=24,
+                       chunk=2)
+    study_lib.run_study(config, tmp_path, snapshot_every=2, progress=False)
+    grey = tmp_path / "grey.png"
+    Image.new("RGB", (30, 30), (90, 90, 90)).save(grey)
+    with pytest.raises(JaxcombineError, match="it was made with other image_sha256, style") as e:
+        study_lib.run_study(config.replace(style=(str(grey),), steps=4), tmp_path,
+                            snapshot_every=2, progress=False, resume=True)
+    assert "\n" not in str(e.value)
+    with pytest.raises(JaxcombineError, match="made with other lr"):
+        study_lib.run_study(config.replace(lr=1.0), tmp_path, snapshot_every=2, progress=False,
+                            resume=True)
+    more = study_lib.run_study(config.replace(steps=4), tmp_path, snapshot_every=2,
+                               progress=False, resume=True)  # more steps: allowed
+    assert more.summary["steps_done"] == 4 and more.summary["resumed_from_step"] == 2
+    (tmp_path / "state.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(JaxcombineError, match="state.npz is not a readable jaxcombine study state"):
+        study_lib.run_study(config, tmp_path, snapshot_every=2, progress=False, resume=True)
+
+
+# --------------------------------------------------------------------------- interrupts
+
+
+def test_ctrl_c_at_start_up_is_exit_130_without_a_traceback(tmp_path):
+    proc = cli("run", "--out", tmp_path, "-q")
+    time.sleep(0.3)  # still importing
+    proc.send_signal(signal.SIGINT)
+    code, _, err = finish(proc, timeout=120)
+    assert code == 130, err
+    assert "Traceback" not in err
+
+
+def test_a_non_utf8_recipe_is_one_line(tmp_path):
+    (tmp_path / "r.toml").write_bytes(b"description = '\xff\xfe'\n")
+    code, _, err = finish(cli("run", "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o"))
+    assert code == 2
+    one_line_error(err, "not a UTF-8 text file")
