@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from jaxcombine._version import __version__  # noqa: F401  (imports nothing)
 
 # public name → the module that defines it
 _EXPORTS = {

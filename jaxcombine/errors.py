@@ -1,4 +1,4 @@
-"""The one exception type that reaches users as a one-line message."""
+"""The one exception type that reaches users as a one-line message, and a helper to make one."""
 
 
 class JaxcombineError(Exception):
@@ -7,3 +7,8 @@ class JaxcombineError(Exception):
     The CLI prints ``jaxcombine: error: <message>`` and exits non-zero; the
     Python API lets it propagate. Anything else escaping is a bug.
     """
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (for wrapping a library's error in ours)."""
+    return " ".join(str(e).split()) or type(e).__name__

