@@ -139,7 +139,9 @@ def _expand(config: RunConfig) -> list[Job]:
     """One validated config → one job per start (``noise:N`` gives N seeds)."""
     out = []
     for start in config.inits(_recipe_init(config)):
-        single = config.replace(init=start.spec, seed=start.seed)
+        # a noise start's seed is its own; other starts keep the job's (it seeds swd's draws)
+        single = config.replace(init=start.spec,
+                                seed=start.seed if start.kind == "noise" else config.seed)
         out.append(Job(job_id(single), single))
     return out
 
@@ -344,7 +346,8 @@ def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> N
         np.concatenate([p.x0 for p in preps]),
         lr=[p.config.learning_rate() for p in preps] if first.config.learning_rate() else None,
         steps=[p.config.steps for p in preps],
-        loss_weights=np.stack([p.loss_weights for p in preps]))
+        loss_weights=np.stack([p.loss_weights for p in preps]),
+        seed=[p.config.seed for p in preps])
     ids = [j.id for j in jobs]
     config = first.config
     longest = max(max(p.config.steps for p in preps), 1)

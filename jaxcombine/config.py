@@ -36,7 +36,7 @@ CONVS = ("xla", "winograd")
 LOOPS = ("scan", "unroll", "step")
 AUTO = "auto"  # conv and loop: the fastest measured for the backend
 SOURCES = ("content", "style")
-STATISTICS = ("activations", "gram", "meanstd")
+STATISTICS = ("activations", "gram", "meanstd", "covariance", "w2", "swd")
 INIT_KINDS = ("content", "style", "noise")  # plus image paths
 DEFAULT_RECIPE = "gatys"
 # Learning rates in 0–255 pixel units, per optimiser (Adam's step is about lr pixels).
