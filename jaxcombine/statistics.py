@@ -11,30 +11,35 @@ compare two such point sets, all pure functions computed in float32:
   each projection, mean squared difference of the sorted values (Heitz et al.,
   "A Sliced Wasserstein Loss for Neural Texture Synthesis", CVPR 2021).
 
-Square roots, and why not Newton–Schulz: float32 has 7 digits, and VGG
+Square roots in float32, and why eigh rather than Newton–Schulz: VGG
 covariances are rank-deficient (dead ReLU channels; fewer positions than
-channels in deep layers), so both ways of taking a matrix square root of
-Σt^½ Σx Σt^½ go wrong there: Newton–Schulz iterations converge slowest on the
-smallest eigenvalues (exactly the ones the square root amplifies) and need a
-regularising ε·I; an ``eigh`` of that C×C product squares the condition number
-first, and the square root of its eigenvalue noise (~1e-7·λmax) is ~3e-4·√λmax
-per null direction. Instead both square roots come from singular values of
-*feature matrices*, never of their products: Σt^½ = V diag(σ(Zt)) Vᵀ from the
-SVD of the centred target features Zt (Σt = ZtᵀZt), and
-tr((Σt^½ Σx Σt^½)^½) = ‖Xc Σt^½‖_* / √N, the nuclear norm (sum of singular
-values) of the centred output features times Σt^½. Singular values carry an
-absolute error of ~1e-7·σmax, with no squaring, and the gradient of the
-nuclear norm, U Vᵀ, is bounded even where singular values are 0 (JAX
-differentiates singular values alone without the 1/(σi² − σj²) terms of the
-vectors). The target's square root is computed once, with the targets.
+channels in deep layers). Newton–Schulz iterations converge slowest on the
+smallest eigenvalues — the ones a square root amplifies — so they need a
+regularising ε·I (crowsonkb adds 1e-4·I and runs 12 iterations) that biases
+the distance, and 12+ C×C matmuls forward and backward per layer and step.
+Here only eigenvalues are needed: with A = Xc Σt^½ (centred output points
+times the target's root), tr((Σt^½ Σx Σt^½)^½) = Σ √λ(AᵀA)/√N, and AᵀA (or
+AAᵀ when there are fewer points than channels: the same non-zero eigenvalues,
+a smaller matrix) goes through one ``eigvalsh``. Its rounding noise (~1e-7·λmax)
+would get an unbounded gradient from √λ near 0, so eigenvalues below
+:data:`EIG_FLOOR`·λmax count as 0 (no value, no gradient); above it the
+gradient, A V Λ^-½ Vᵀ, is A's polar factor, bounded. On real VGG19 features at
+192 px this is within 1e-4 (in units of the normalised term) of a float64
+reference for every block*_conv1 layer. The target's root Σt^½ is computed
+once, with the targets, from the SVD of the centred target points
+(Σt = ZᵀZ, Σt^½ = V diag(σ) Vᵀ: no squared condition number, error ~1e-7·σmax);
+an SVD of the output's N×C points every step would be exact too, but measured
+10–100× slower than the eigh on CPU.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 EPS = 1e-8
+EIG_FLOOR = 1e-8  # eigenvalues below this fraction of the largest are rounding noise
 
 
 def points(features: jax.Array) -> jax.Array:
@@ -98,11 +103,19 @@ def w2_gaussian(features: jax.Array, target: dict[str, jax.Array]) -> jax.Array:
     n = x.shape[0]
     mean = jnp.mean(x, axis=0)
     xc = x - mean[None]
-    cross = jnp.sum(jnp.linalg.svd(xc @ target["cov_sqrt"], compute_uv=False)) / jnp.sqrt(
-        jnp.float32(n))  # tr((Σt^½ Σx Σt^½)^½)
+    cross = trace_sqrt_gram(xc @ target["cov_sqrt"]) / jnp.sqrt(jnp.float32(n))
     w2 = (jnp.sum(jnp.square(mean - target["mean"])) + jnp.sum(jnp.square(xc)) / n
           + jnp.trace(target["cov"]) - 2.0 * cross)
     return jnp.maximum(w2, 0.0) / (target["scale"] + EPS)
+
+
+def trace_sqrt_gram(a: jax.Array) -> jax.Array:
+    """tr((AᵀA)^½) = Σ √λ, from ``eigvalsh`` of the smaller of AᵀA and AAᵀ; eigenvalues
+    below :data:`EIG_FLOOR`·λmax count as 0 (see the module docstring)."""
+    n, c = a.shape
+    lam = jnp.linalg.eigvalsh(a.T @ a if n >= c else a @ a.T)
+    keep = lam > EIG_FLOOR * jnp.max(lam)
+    return jnp.sum(jnp.where(keep, jnp.sqrt(jnp.where(keep, lam, 1.0)), 0.0))
 
 
 # --------------------------------------------------------------------------- sliced W
@@ -128,16 +141,39 @@ def swd_target(features: jax.Array, weights: jax.Array) -> dict[str, jax.Array]:
     return {"points": y, "weights": weights.astype(jnp.float32)}
 
 
+# Chosen by measurement (docs/benchmarks.md): XLA:CPU sorts through one comparator call
+# per comparison, 7-25x slower than numpy's argsort of the same (64, 36864) projections,
+# so on these backends the order is computed on the host (a pure callback; the values
+# are then gathered in the program, so gradients flow as through jnp.sort). Elsewhere
+# (GPU radix sorts) XLA's own sort.
+HOST_SORT_BACKENDS = ("cpu",)
+
+
+def argsort_rows(values: jax.Array) -> jax.Array:
+    """The order sorting each row of ``values`` (…, M): int32, no gradient."""
+    values = jax.lax.stop_gradient(values)
+    if jax.default_backend() not in HOST_SORT_BACKENDS:
+        return jnp.argsort(values, axis=-1).astype(jnp.int32)
+    return jax.pure_callback(lambda v: np.argsort(v, axis=-1).astype(np.int32),
+                             jax.ShapeDtypeStruct(values.shape, jnp.int32), values,
+                             vmap_method="broadcast_all")
+
+
+def sort_rows(values: jax.Array) -> jax.Array:
+    """Each row of ``values`` (…, M) sorted ascending; differentiable like ``jnp.sort``."""
+    return jnp.take_along_axis(values, argsort_rows(values), axis=-1)
+
+
 def _quantiles(values: jax.Array, weights: jax.Array, n: int) -> jax.Array:
-    """Quantiles at levels (i + ½)/n, i < n, of each column of ``values`` (M, D) whose
-    rows carry ``weights`` (M,) summing to 1: the target's sorted projections,
+    """Quantiles at levels (i + ½)/n, i < n, of each row of ``values`` (D, M) whose
+    columns carry ``weights`` (M,) summing to 1: the target's sorted projections,
     resampled to the output's n points."""
-    order = jnp.argsort(values, axis=0)
-    ordered = jnp.take_along_axis(values, order, axis=0)
-    cum = jnp.cumsum(weights[order], axis=0)  # (M, D)
+    order = argsort_rows(values)
+    ordered = jnp.take_along_axis(values, order, axis=-1)
+    cum = jnp.cumsum(weights[order], axis=-1)  # (D, M)
     levels = (jnp.arange(n, dtype=jnp.float32) + 0.5) / n
-    idx = jax.vmap(lambda c: jnp.searchsorted(c, levels), in_axes=1, out_axes=1)(cum)
-    return jnp.take_along_axis(ordered, jnp.minimum(idx, values.shape[0] - 1), axis=0)
+    idx = jax.vmap(lambda c: jnp.searchsorted(c, levels))(cum)
+    return jnp.take_along_axis(ordered, jnp.minimum(idx, values.shape[-1] - 1), axis=-1)
 
 
 def sliced_wasserstein(features: jax.Array, target: dict[str, jax.Array], key: jax.Array,
@@ -160,12 +196,12 @@ def sliced_wasserstein(features: jax.Array, target: dict[str, jax.Array], key: j
         raise ValueError(f"shape mismatch: features {features.shape} vs target points {y.shape}")
     n, c = x.shape
     theta = directions(key, c, c if count is None else count)
-    px = jnp.sort(x @ theta, axis=0)
-    py = y @ theta  # (S, M, D)
-    if py.shape[:2] == (1, n):
-        qy = jnp.sort(py[0], axis=0)
+    px = sort_rows(jnp.einsum("nc,cd->dn", x, theta))  # (D, N): one sorted row per direction
+    py = jnp.einsum("smc,cd->dsm", y, theta)  # (D, S, M)
+    if py.shape[1:] == (1, n):
+        qy = sort_rows(py[:, 0])
     else:
-        m = py.shape[1]
-        qy = _quantiles(py.reshape(-1, py.shape[-1]), jnp.repeat(w / m, m), n)
+        m = py.shape[-1]
+        qy = _quantiles(py.reshape(py.shape[0], -1), jnp.repeat(w / m, m), n)
     scale = jnp.einsum("s,s->", w, jnp.mean(jnp.square(y), axis=(1, 2)))
     return jnp.mean(jnp.square(px - qy)) / (scale + EPS)
