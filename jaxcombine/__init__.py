@@ -16,6 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from jaxcombine._version import __version__  # noqa: F401  (imports nothing)
 
+# JAX's CPU LAPACK kernels (eigh for the w2 statistic, svd) run on scipy's OpenBLAS, whose
+# worker threads fight XLA's own thread pool for the same cores: a 512x512 eigh measured
+# 35 ms with one OpenBLAS thread and 200-600 ms with its default on a 2-core CPU
+# (docs/benchmarks.md). Read when OpenBLAS loads, so set before JAX initialises; a value
+# the user set wins.
+import os as _os
+
+_os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 # public name → the module that defines it
 _EXPORTS = {
     "BatchReport": "batch", "load_manifest": "batch", "run_batch": "batch",
