@@ -34,6 +34,7 @@ _EXPORTS = {
     "optimise": "engine",
     "JaxcombineError": "errors",
     "extract": "features", "extract_features": "features",
+    "Evaluation": "metrics", "evaluate": "metrics",
     "Result": "job", "combine": "job", "prepare": "job",
     "Recipe": "recipe", "Term": "recipe", "load_recipe": "recipe",
     "Study": "study", "run_study": "study",
@@ -65,6 +66,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from jaxcombine.errors import JaxcombineError  # noqa: F401
     from jaxcombine.features import extract, extract_features  # noqa: F401
     from jaxcombine.job import Result, combine, prepare  # noqa: F401
+    from jaxcombine.metrics import Evaluation, evaluate  # noqa: F401
     from jaxcombine.recipe import Recipe, Term  # noqa: F401
     from jaxcombine.recipe import load as load_recipe  # noqa: F401
     from jaxcombine.study import Study, run_study  # noqa: F401

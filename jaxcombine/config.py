@@ -43,6 +43,16 @@ DEFAULT_RECIPE = "gatys"
 DEFAULT_LR = {"adam": 4.0, "sgd": 2e3, "lbfgs": 1.0}
 SWEEPABLE = ("lr", "tv_weight")
 
+# ``jaxcombine eval`` (docs/evaluation.md): style layers and pooling the run did not
+# optimise wherever possible (gatys and w2 tap block*_conv1 and block4_conv2 under max
+# pooling; swd's twelve layers include block1..4_conv2), and a fixed set of many
+# directions for the sliced distance.
+EVAL_STYLE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv2", "block4_conv2", "block5_conv2")
+EVAL_CONTENT_LAYER = "block4_conv2"
+EVAL_POOLING = "avg"
+EVAL_DIRECTIONS = 512
+EVAL_SEED = 0
+
 FLOAT32_MAX = 3.4028234663852886e38  # numbers are traced as float32: larger ones overflow
 SEED_LIMIT = 2**31  # noise seeds (seed … seed+N-1) stay below this
 DEFAULT_MAX_PIXELS = 64_000_000  # refuse larger input files (decompression bombs)
