@@ -295,16 +295,28 @@ def default_loop(backend: str | None = None, conv: str = "xla") -> str:
 # --------------------------------------------------------------------------- devices
 
 
-def shard_starts(state: Any) -> tuple[Any, int]:
+# Statistics whose programs stay on one device on these backends: w2's eigh (a LAPACK
+# custom call) in a program partitioned over several CPU devices was seen to hang
+# XLA:CPU (2 forced host devices, 2 starts each; not with 1 or 3 per device).
+UNSHARDED = {"cpu": ("w2",)}
+
+
+def shardable(problem: Problem, backend: str | None = None) -> bool:
+    """Whether ``problem``'s starts may be spread over several devices (:data:`UNSHARDED`)."""
+    unsharded = UNSHARDED.get(backend or jax.default_backend(), ())
+    return not any(t.statistic in unsharded for t in problem.recipe.terms)
+
+
+def shard_starts(state: Any, spread: bool = True) -> tuple[Any, int]:
     """Spread the starts axis over all local devices (padding it to a multiple of them).
 
     ``state`` is a :class:`State` or any pytree whose leaves all lead with the
     starts axis (e.g. ``(state, per-start targets)``). Returns the placed tree
-    and the number of real starts. One device: unchanged.
+    and the number of real starts. One device, or ``spread=False``: unchanged.
     """
     devices = jax.local_devices()
     k = jax.tree.leaves(state)[0].shape[0]
-    if len(devices) == 1:
+    if len(devices) == 1 or not spread:
         return state, k
     pad = (-k) % len(devices)
     if pad:
@@ -395,9 +407,9 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, state: Stat
     start_step = int(np.min(np.asarray(state.step)))
     end_step = int(np.max(np.asarray(state.steps)))
     if per_start_targets:
-        (state, targets), k = shard_starts((state, targets))
+        (state, targets), k = shard_starts((state, targets), shardable(problem))
     else:
-        state, k = shard_starts(state)
+        state, k = shard_starts(state, shardable(problem))
     history: list[np.ndarray] = []
     step, compile_s, run_s = start_step, 0.0, 0.0
     compiled: set[int] = set()

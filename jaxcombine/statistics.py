@@ -145,14 +145,15 @@ def swd_target(features: jax.Array, weights: jax.Array) -> dict[str, jax.Array]:
 # per comparison, 7-25x slower than numpy's argsort of the same (64, 36864) projections,
 # so on these backends the order is computed on the host (a pure callback; the values
 # are then gathered in the program, so gradients flow as through jnp.sort). Elsewhere
-# (GPU radix sorts) XLA's own sort.
+# (GPU radix sorts), and whenever there are several devices (the starts are then
+# sharded, and a host callback in a partitioned CPU program was seen to hang), XLA's own.
 HOST_SORT_BACKENDS = ("cpu",)
 
 
 def argsort_rows(values: jax.Array) -> jax.Array:
     """The order sorting each row of ``values`` (…, M): int32, no gradient."""
     values = jax.lax.stop_gradient(values)
-    if jax.default_backend() not in HOST_SORT_BACKENDS:
+    if jax.default_backend() not in HOST_SORT_BACKENDS or jax.device_count() > 1:
         return jnp.argsort(values, axis=-1).astype(jnp.int32)
     return jax.pure_callback(lambda v: np.argsort(v, axis=-1).astype(np.int32),
                              jax.ShapeDtypeStruct(values.shape, jnp.int32), values,

@@ -133,3 +133,16 @@ def test_swd_draws_are_seeded_reproducible_and_traced(vgg19, tmp_path):
         prep.problem, prep.variables, prep.targets, jnp.asarray(prep.x0[0]),
         engine.step_key(key, jnp.int32(step)))[0])
     assert at(0) != pytest.approx(at(1), rel=1e-3) and at(0) == at(0)
+
+
+def test_host_sort_equals_xla_sort(monkeypatch):
+    """On CPU the sort order comes from numpy (one device) or XLA (several): same values,
+    same gradients."""
+    x = jax.random.normal(jax.random.key(0), (3, 50))
+    loss = lambda v: jnp.sum(statistics.sort_rows(v) * jnp.arange(50.0)[None])  # noqa: E731
+    host = jax.jit(jax.value_and_grad(loss))(x)
+    monkeypatch.setattr(statistics, "HOST_SORT_BACKENDS", ())
+    xla = jax.jit(jax.value_and_grad(loss))(x)
+    np.testing.assert_array_equal(statistics.sort_rows(x), jnp.sort(x, axis=-1))
+    np.testing.assert_allclose(host[0], xla[0], rtol=1e-6)
+    np.testing.assert_array_equal(host[1], xla[1])
