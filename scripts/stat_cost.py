@@ -1,0 +1,79 @@
+"""Cost per step of the style statistics on the same layers: gram against w2, swd, ...
+
+Each recipe is Gatys' (content: block4_conv2 activations; style: block1..5_conv1, or
+``--layers``) with the style statistic replaced, so only the statistic differs. Every case is compiled ahead of
+time, warmed up by one chunk, then timed in turn (A B C A B C ...) and the median chunk
+counts (jaxcombine.bench.interleaved), so a shared machine's drift slows all alike.
+
+    python scripts/stat_cost.py --size 256 --steps 3 --repeats 5 --out bench-stats
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from jaxcombine import bench, engine, job, records
+
+RECIPE = """\
+init = "content"
+[[terms]]
+layer = "block4_conv2"
+source = "content"
+statistic = "activations"
+[[terms]]
+layers = {layers}
+source = "style"
+statistic = "{statistic}"
+"""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=3, help="steps per timed chunk")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--statistics", default="gram,w2,swd,covariance")
+    parser.add_argument("--layers", default="block1_conv1,block2_conv1,block3_conv1,"
+                        "block4_conv1,block5_conv1", help="style layers (comma-separated)")
+    parser.add_argument("--out", type=Path, default=Path("bench-stats"))
+    args = parser.parse_args(argv)
+    names = [s.strip() for s in args.statistics.split(",") if s.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        preps = []
+        for name in names:
+            path = Path(tmp) / f"{name}.toml"
+            layers = [s.strip() for s in args.layers.split(",") if s.strip()]
+            path.write_text(RECIPE.format(statistic=name, layers=json.dumps(layers)))
+            preps.append(job.prepare(job.RunConfig(recipe=str(path), size=args.size)))
+        loop = engine.default_loop(conv=preps[0].problem.conv)
+        compiled = [bench.ours(p, 1, loop, args.steps) for p in preps]
+        times = bench.interleaved([chunk for _, chunk in compiled], args.repeats)
+    ms = [1e3 * float(np.median(t)) / args.steps for t in times]
+    h, w = preps[0].content.shape[:2]
+    rows = [{"statistic": n, "ms_per_step": m, "vs_gram": m / ms[names.index("gram")]
+             if "gram" in names else None, "compile_s": c, "chunk_s": t}
+            for n, m, (c, _), t in zip(names, ms, compiled, times)]
+    env = {**records.environment(), **bench.machine()}
+    lines = [f"{w}x{h}, style layers {args.layers}, loop {loop}, conv {preps[0].problem.conv}, median of {args.repeats} "
+             f"chunks of {args.steps} steps, interleaved; {env['cpu_model']}, "
+             f"{env['cpu_count']} cores, jax {env['jax']}",
+             "", "| statistic | ms/step | vs gram | compile s |", "|---|---|---|---|"]
+    for r in rows:
+        ratio = f"{r['vs_gram']:.2f}x" if r["vs_gram"] else "-"
+        lines.append(f"| {r['statistic']} | {r['ms_per_step']:.0f} | {ratio} | {r['compile_s']:.1f} |")
+    text = "\n".join(lines) + "\n"
+    records.write_json(args.out / "stat_cost.json", {"environment": env, "args": vars(args),
+                                                     "command": " ".join(sys.argv), "rows": rows})
+    records.atomic_write_text(args.out / "stat_cost.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
