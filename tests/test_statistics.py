@@ -63,9 +63,9 @@ def test_w2_matches_the_closed_form_for_gaussians():
     w2 = np.sum((mx - my) ** 2) + np.trace(cx + cy - 2 * _sqrtm(root @ cx @ root))
     expected = w2 / (np.trace(cy) + np.sum(my**2))
     as_map = lambda a: jnp.asarray(a.reshape(8, 8, 6), jnp.float32)  # noqa: E731
-    target = target("w2", as_map(y)[None], ONE)
-    np.testing.assert_allclose(target["cov_sqrt"] @ target["cov_sqrt"], cy, rtol=1e-3, atol=1e-4)
-    assert float(term("w2", as_map(x), target)) == pytest.approx(expected, rel=1e-4)
+    fit = target("w2", as_map(y)[None], ONE)
+    np.testing.assert_allclose(fit["cov_sqrt"] @ fit["cov_sqrt"], cy, rtol=1e-3, atol=1e-4)
+    assert float(term("w2", as_map(x), fit)) == pytest.approx(expected, rel=1e-4)
     # fewer points than channels: the smaller (N×N) Gram gives the same value
     few = rng.normal(size=(4, 12)) ** 2
     fx = np.maximum(rng.normal(size=(4, 12)), 0)
