@@ -10,7 +10,7 @@ predicts a run's peak from its shape alone — arithmetic over the VGG structure
     need = estimate_bytes(layers, 8192, 8192, 1, conv="winograd")
     check_fits(need, available_bytes(), describe(layers, 8192, 8192, 1, conv="winograd"),
                remedies=remedies("winograd", 1))
-    # JaxcombineError: needs about 255.2 GB (1 start at 8192x8192, to block5_conv1,
+    # JaxcombineError: needs about 259.9 GB (1 start at 8192x8192, to block5_conv1,
     # conv winograd) but 22.1 GB is available; use a smaller --size or --conv xla, or
     # --max-memory to override
 
