@@ -170,6 +170,7 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
     return config.replace(**changes)
 
 
+NOT_IN_ID = ("max_memory",)  # options that cannot change a job's result
 MAX_READABLE_ID = 80  # + "-" + 10 hex digits: ids (and file names) stay far below 255 bytes
 
 
@@ -178,7 +179,8 @@ def job_id(config: RunConfig) -> str:
     or the weights change. The readable part is cut to :data:`MAX_READABLE_ID` characters;
     the hash keeps ids distinct."""
     files = [config.content, *config.style, config.recipe, config.init]
-    canonical = json.dumps({"config": dataclasses.asdict(config),
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_ID}
+    canonical = json.dumps({"config": settings,
                             "files": {f: records.file_sha256(f) for f in files
                                       if f and Path(f).is_file()},
                             "weights": weights_lib.load(config.model, config.weights).fingerprint},
@@ -313,13 +315,29 @@ def _run_window(jobs: Sequence[Job], out: Path, report: BatchReport, bar, stop=N
             _fail(report, bar, [j], _reason(e))
             continue
         prepared.append((j, prep))
-    for group in _groups(prepared):
+    for group in (part for g in _groups(prepared) for part in _fitting(g)):
         if report.interrupted:
             break
         try:
             _run_group(group, out, report, bar, stop)
         except Exception as e:  # one broken group must not stop the others
             _fail(report, bar, [j for j, _ in group], _reason(e))
+
+
+def _fitting(group: list) -> list[list]:
+    """``group`` cut into runs whose estimated memory fits (each job alone was checked when
+    it was prepared): halved until the estimate for one run of them passes."""
+    prep = group[0][1]
+    h, w = prep.content.shape[:2]
+    size = len(group)
+    while size > 1:
+        try:
+            job_lib.check_memory(prep.config, prep.recipe, h, w, starts=size,
+                                 per_start_targets=True)
+            break
+        except JaxcombineError:
+            size = (size + 1) // 2
+    return [group[i:i + size] for i in range(0, len(group), size)]
 
 
 def _groups(prepared: list) -> Iterable[list]:
@@ -357,9 +375,10 @@ def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> N
         done_steps[0] = step
         writer(step, get_pixels)
 
-    outcome = engine.optimise(first.problem, first.variables, targets, state, chunk=chunk,
-                              loop=config.loop, on_chunk=on_chunk, stop=stop,
-                              per_start_targets=True)
+    with job_lib.out_of_memory_as_error(first, len(group)):
+        outcome = engine.optimise(first.problem, first.variables, targets, state, chunk=chunk,
+                                  loop=config.loop, on_chunk=on_chunk, stop=stop,
+                                  per_start_targets=True)
     if outcome.interrupted:
         report.interrupted = True
         return

@@ -374,14 +374,16 @@ def bench(sizes, inits, loops, convs, steps, repeats, recipe, dtype, remat, comp
 @click.option("--model", "arch", type=click.Choice(config.MODELS), default="vgg19", show_default=True)
 @click.option("--pooling", type=click.Choice(config.POOLINGS), default="max", show_default=True)
 @click.option("--size", type=int, default=None, help="Resize so the longest side is SIZE px (default: as is).")
+@click.option("--max-memory", type=ConfigValue("max_memory"), default=None,
+              help=config.rule("max_memory").help)
 @weights_option
-def features(image, layers, out_path, arch, pooling, size, weights_path):
+def features(image, layers, out_path, arch, pooling, size, max_memory, weights_path):
     """Write the activations of LAYERS for IMAGE to an .npz (float32, H×W×C per layer)."""
     from jaxcombine.features import extract_features
 
     result = extract_features(image, layers=[s.strip() for s in layers.split(",") if s.strip()],
                                   out=out_path, model=arch, pooling=pooling, size=size,
-                                  weights=weights_path)
+                                  weights=weights_path, max_memory=max_memory)
     for name, shape in result.items():
         click.echo(f"{name}: {'x'.join(map(str, shape))}")
     click.echo(f"wrote {out_path}")

@@ -315,6 +315,10 @@ class RunConfig:
         optional=True))
     max_pixels: int = _option(DEFAULT_MAX_PIXELS, Rule(
         "int", "Refuse input images larger than this (decompression bombs).", low=1))
+    max_memory: float | None = _option(None, Rule(
+        "float", "Memory limit in GB for the check made before a run starts (default: the "
+                 "accelerator's memory, or the host's available memory on CPU).",
+        low=0.0, low_open=True, optional=True))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

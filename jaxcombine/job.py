@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import engine, folders, images, interrupts, losses, model, outputs
+from jaxcombine import engine, folders, images, interrupts, losses, memory, model, outputs
 from jaxcombine import recipe as recipe_lib, records, weights as weights_lib
 from jaxcombine.config import Init, RunConfig, parse_inits  # noqa: F401  (re-exported)
 from jaxcombine.errors import JaxcombineError
@@ -68,10 +68,11 @@ def prepare(config: RunConfig) -> Prepared:
     if config.tv_weight is not None:
         rec = rec.replace(tv_weight=config.tv_weight)
     inits = config.inits(rec.init)
-    content = images.read(config.content or images.CONTENT, size=config.size,
-                          max_pixels=config.max_pixels)
-    h, w = content.shape[:2]
+    content_path = config.content or images.CONTENT
+    h, w = images.output_size(content_path, size=config.size, max_pixels=config.max_pixels)
     model.check_size(h, w, rec.layers)
+    check_memory(config, rec, h, w, starts=len(inits))  # before anything is read at size
+    content = images.read(content_path, size=config.size, max_pixels=config.max_pixels)
     style_paths = config.style or (str(images.STYLE),)
     styles = np.stack([images.fit(images.read(p, max_pixels=config.max_pixels), h, w)
                        for p in style_paths])
@@ -84,6 +85,32 @@ def prepare(config: RunConfig) -> Prepared:
     targets = _targets(problem, variables, jnp.asarray(content), jnp.asarray(styles), sw)
     x0 = np.stack([_start(i, content, styles, config) for i in inits])
     return Prepared(config, rec, problem, inits, content, styles, variables, targets, x0, w8)
+
+
+def check_memory(config: RunConfig, rec: recipe_lib.Recipe, height: int, width: int, *,
+                 starts: int, per_start_targets: bool = False) -> None:
+    """Refuse, in one line, a run whose estimated peak exceeds ``config.max_memory`` (GB) or
+    else the memory available (:mod:`jaxcombine.memory`), before anything large exists."""
+    conv = conv_algorithm(config)
+    accelerator = jax.default_backend() != "cpu"  # starts spread over separate memories
+    per_device = -(-starts // len(jax.local_devices())) if accelerator else starts
+    need = memory.estimate_bytes(
+        rec.layers, height, width, per_device, arch=config.model, conv=conv, dtype=config.dtype,
+        remat=config.remat, per_start_targets=per_start_targets,
+        activation_targets=[t.layer for t in rec.terms if t.statistic == "activations"])
+    limit = int(config.max_memory * 1e9) if config.max_memory else memory.available_bytes()
+    memory.check_fits(need, limit, memory.describe(rec.layers, height, width, starts, conv=conv,
+                                                   recipe=rec.name, arch=config.model),
+                      remedies=memory.remedies(conv, starts, devices_help=accelerator))
+
+
+def out_of_memory_as_error(prep: Prepared, starts: int):
+    """:func:`memory.out_of_memory_as_error` for ``starts`` starts of ``prep``'s run."""
+    h, w = prep.content.shape[:2]
+    return memory.out_of_memory_as_error(
+        memory.describe(prep.recipe.layers, h, w, starts, conv=prep.problem.conv,
+                        recipe=prep.recipe.name, arch=prep.problem.arch),
+        remedies=memory.remedies(prep.problem.conv, starts))
 
 
 _targets = jax.jit(engine.compute_targets, static_argnames=("problem",))
@@ -176,8 +203,10 @@ def combine(config: RunConfig | None = None, *, out: str | os.PathLike | None = 
 
     chunk = outputs.chunk_size(config.chunk, config.snapshot_every)
     with interrupts.stop_requests() as stop:  # held over the writes too: none is cut short
-        outcome = engine.optimise(prep.problem, prep.variables, prep.targets, state, chunk=chunk,
-                                  loop=config.loop, on_chunk=on_chunk, stop=stop.is_set)
+        with out_of_memory_as_error(prep, len(prep.labels)):
+            outcome = engine.optimise(prep.problem, prep.variables, prep.targets, state,
+                                      chunk=chunk, loop=config.loop, on_chunk=on_chunk,
+                                      stop=stop.is_set)
         if bar is not None:
             bar.close()
         result = Result(config, prep.labels, outcome, prep.weights.fingerprint,

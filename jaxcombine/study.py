@@ -331,6 +331,8 @@ def run_study(config: RunConfig, out: str | Path, *, snapshot_every: int = 25,
     folders.remove_stale_temps(out)
     prep = job.prepare(config)
     labels, x0, lrs, loss_weights = _cross(prep, sweep)
+    if len(labels) > len(prep.labels):  # the sweep multiplies the starts prepare checked
+        job.check_memory(config, prep.recipe, *x0.shape[1:3], starts=len(labels))
     rec = _Recorder(out, prep, labels, lrs, loss_weights)
     opt_state = None
     if resume:
@@ -350,9 +352,10 @@ def run_study(config: RunConfig, out: str | Path, *, snapshot_every: int = 25,
             rec.snapshot(fetch(), fetch.opt_state())
 
     with interrupts.stop_requests() as stop:  # held over the writes too: none is cut short
-        outcome = engine.optimise(prep.problem, prep.variables, prep.targets, state,
-                                  chunk=outputs.chunk_size(config.chunk, snapshot_every),
-                                  loop=config.loop, on_chunk=on_chunk, stop=stop.is_set)
+        with job.out_of_memory_as_error(prep, len(labels)):
+            outcome = engine.optimise(prep.problem, prep.variables, prep.targets, state,
+                                      chunk=outputs.chunk_size(config.chunk, snapshot_every),
+                                      loop=config.loop, on_chunk=on_chunk, stop=stop.is_set)
         if bar is not None:
             bar.close()
         rec.snapshot(outcome.pixels, outcome.opt_state)  # an interrupted run's last step

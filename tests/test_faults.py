@@ -255,9 +255,10 @@ def test_resume_refuses_another_configuration_or_a_corrupt_state(vgg19, shallow,
 # --------------------------------------------------------------------------- interrupts
 
 
-def test_ctrl_c_at_start_up_is_exit_130_without_a_traceback(tmp_path):
+@pytest.mark.parametrize("delay", [0.05, 0.3, 0.8])
+def test_ctrl_c_at_start_up_is_exit_130_without_a_traceback(tmp_path, delay):
     proc = cli("run", "--out", tmp_path, "-q")
-    time.sleep(0.3)  # still importing
+    time.sleep(delay)  # importing Python modules, JAX's native libraries, or preparing
     proc.send_signal(signal.SIGINT)
     code, _, err = finish(proc, timeout=120)
     assert code == 130, err
@@ -269,3 +270,23 @@ def test_a_non_utf8_recipe_is_one_line(tmp_path):
     code, _, err = finish(cli("run", "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o"))
     assert code == 2
     one_line_error(err, "not a UTF-8 text file")
+
+
+# --------------------------------------------------------------------------- memory
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", "--size", "100000"], "1 start at 100000x100000, gatys to block5_conv1"),
+    (["run", "--init", "noise:99999"], "99999 starts at 192x192"),
+    (["run", "--size", "64", "--max-memory", "0.1"], "but 100 MB is available"),
+    (["features", images.CONTENT, "--layers", "block5_conv1", "--size", "30000", "--out", "f.npz"],
+     "features of 30000x30000 to block5_conv1"),
+])
+def test_a_run_too_big_for_memory_is_refused_before_it_starts(tmp_path, args, fragment):
+    t0 = time.monotonic()
+    code, _, err = finish(cli(*args, "--out" if args[0] == "run" else "--max-memory",
+                              tmp_path / "o" if args[0] == "run" else "20", cwd=tmp_path))
+    assert code == 2
+    one_line_error(err, "needs about")
+    assert fragment in err and "--max-memory to override" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
