@@ -1,8 +1,33 @@
-"""Colour preservation (issue 13): the colour maths."""
+"""Colour preservation (issue 13): each mode does what it says, from the API, a recipe and a batch."""
+
+import json
+import textwrap
 
 import numpy as np
+import pytest
+from PIL import Image
 
-from jaxcombine import color
+from jaxcombine import batch, color, config, images, job
+from jaxcombine.errors import JaxcombineError
+
+SHALLOW = textwrap.dedent("""
+    [[terms]]
+    layer = "block2_conv1"
+    source = "content"
+    [[terms]]
+    layers = ["block1_conv1", "block2_conv1"]
+    source = "style"
+    statistic = "gram"
+""")
+TINY = dict(size=32, steps=4, chunk=2)
+
+
+@pytest.fixture(scope="module")
+def shallow(tmp_path_factory):
+    path = tmp_path_factory.mktemp("recipe") / "shallow.toml"
+    path.write_text(SHALLOW)
+    return str(path)
+
 
 def _chroma(rgb):
     return color.rgb_to_ycbcr(np.asarray(rgb, np.float64))[..., 1:]
@@ -62,3 +87,87 @@ def test_recombine_keeps_the_contents_chroma_and_the_results_luminance():
     np.testing.assert_allclose(_chroma(out)[inside], want[inside], atol=1e-3)
     np.testing.assert_allclose(color.luminance(out)[inside], color.luminance(result)[inside],
                                atol=1e-3)
+
+
+# --------------------------------------------------------------------------- in a run
+
+
+def test_luminance_run_keeps_the_contents_chroma_in_every_written_image(vgg19, shallow, tmp_path):
+    """Two vmapped starts; final images, snapshots and Result.images all carry the content's
+    chroma (within uint8 rounding, 0.5, where no channel is clipped) and a new luminance."""
+    result = job.combine(recipe=shallow, preserve_color="luminance", init="content,noise",
+                         snapshot_every=2, out=tmp_path, **TINY)
+    content = images.read(images.CONTENT, size=TINY["size"])
+    assert result.labels == ("content", "noise-s0") and np.isfinite(result.outcome.totals).all()
+    written = [np.asarray(Image.open(tmp_path / f"{lab}.png")) for lab in result.labels]
+    written += [np.asarray(Image.open(p)) for p in sorted((tmp_path / "snapshots").glob("*.png"))]
+    assert len(written) == 2 + 4
+    for lab in result.labels:
+        np.testing.assert_array_equal(result.images[lab], written[result.labels.index(lab)])
+    for img in written:
+        inside = ((img > 0) & (img < 255)).all(-1)
+        err = np.abs(_chroma(img) - _chroma(content))
+        assert inside.mean() > 0.7 and err[inside].max() < 0.51, err[inside].max()
+    noise_y = color.luminance(result.images["noise-s0"].astype(np.float32))
+    assert np.abs(noise_y - color.luminance(content)).mean() > 5  # the luminance did change
+    # luminance only was optimised: the pixels of both starts stayed grey
+    assert np.abs(np.diff(result.outcome.pixels, axis=-1)).max() < 1e-3
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["config"]["preserve_color"] == "luminance"
+
+
+@pytest.mark.parametrize("mode", ["stats", "histogram"])
+def test_style_recolouring_reaches_the_targets(vgg19, shallow, mode):
+    none = job.prepare(job.RunConfig(recipe=shallow, **TINY))
+    prep = job.prepare(job.RunConfig(recipe=shallow, preserve_color=mode, **TINY))
+    style, content = prep.styles[0], prep.content
+    if mode == "stats":
+        for got, want in zip(color.mean_cov(style), color.mean_cov(content)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-2)
+    else:
+        assert all(_ks(style[..., c], content[..., c]) < 0.01 for c in range(3))
+    key = "style:gram:block1_conv1"
+    assert not np.allclose(prep.targets[key], none.targets[key], rtol=0.05)
+    np.testing.assert_array_equal(prep.finish(prep.x0), prep.x0)  # outputs as optimised
+
+
+def test_a_recipe_sets_preserve_color_and_the_option_overrides_it(vgg19, tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('preserve_color = "luminance"\n' + SHALLOW)
+    assert job.prepare(job.RunConfig(recipe=str(path), **TINY)).preserve_color == "luminance"
+    overridden = job.prepare(job.RunConfig(recipe=str(path), preserve_color="none", **TINY))
+    assert overridden.preserve_color == "none" and overridden.recipe.to_dict()["preserve_color"] == "none"
+    path.write_text('preserve_color = "purple"\n' + SHALLOW)
+    with pytest.raises(JaxcombineError, match="recipe r: unknown preserve_color 'purple'; "
+                                              "choose none, luminance, stats, histogram"):
+        job.prepare(job.RunConfig(recipe=str(path), **TINY))
+    with pytest.raises(config.ConfigError, match="NAME one of lr, tv_weight"):
+        config.parse_sweep("preserve_color=none,luminance")  # not a traced number
+
+
+def test_a_batch_grid_over_preserve_color(vgg19, shallow, tmp_path):
+    """Recoloured styles share the plain program (only the targets differ); luminance,
+    which optimises grey images, has its own and keeps the content's chroma."""
+    (tmp_path / "m.toml").write_text(textwrap.dedent(f"""
+        [defaults]
+        recipe = "{shallow}"
+        size = 32
+        steps = 2
+        init = "noise"
+        [grid]
+        preserve_color = ["none", "luminance", "stats"]
+    """))
+    report = batch.run_batch(tmp_path / "m.toml", tmp_path / "out", progress=False)
+    assert len(report.done) == 3 and not report.failed
+    content = images.read(images.CONTENT, size=32)
+    errors, groups = {}, {}
+    for rec in (tmp_path / "out").glob("*.json"):
+        meta = json.loads(rec.read_text())
+        if "id" not in meta:  # batch-report.json
+            continue
+        mode = meta["config"]["preserve_color"]
+        groups[mode] = meta["group_size"]
+        img = np.asarray(Image.open(tmp_path / "out" / meta["image"]))
+        errors[mode] = np.abs(_chroma(img) - _chroma(content)).mean()
+    assert groups == {"none": 2, "stats": 2, "luminance": 1}
+    assert errors["luminance"] < 1.0 and errors["none"] > 10 and errors["stats"] > 10, errors
