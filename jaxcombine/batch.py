@@ -366,7 +366,8 @@ def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> N
     ids = [j.id for j in jobs]
     config = first.config
     longest = max(max(p.config.steps for p in preps), 1)
-    writer = outputs.SnapshotWriter(out, ids, config.snapshot_every)
+    writer = outputs.SnapshotWriter(  # each job its own content's colours (preserve_color)
+        out, ids, config.snapshot_every, lambda px: [p.finish(x) for p, x in zip(preps, px)])
     chunk = outputs.chunk_size(config.chunk, config.snapshot_every)
     done_steps = [0]
 
@@ -396,7 +397,7 @@ def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> N
 def write_job(out: Path, job: Job, prep: job_lib.Prepared, outcome: engine.Outcome, j: int,
               **timings: Any) -> None:
     """Image, history, then the JSON record last: its presence marks the job finished."""
-    images.write(out / f"{job.id}.png", outcome.pixels[j])
+    images.write(out / f"{job.id}.png", prep.finish(outcome.pixels[j]))
     records.atomic_write_text(out / f"{job.id}.history.csv", outputs.history_csv(outcome, j))
     final = float(outcome.final_totals()[j])
     last = int(outcome.step[j]) - outcome.start_step - 1

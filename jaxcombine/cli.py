@@ -109,6 +109,18 @@ class ConfigValue(click.ParamType):
         return self.rule.parse(self.field, value) if isinstance(value, str) else value
 
 
+class ConfigChoice(click.Choice):
+    """A choice listed by click (help, completion) but refused by its rule in
+    :mod:`jaxcombine.config`, with the same one-line message as a manifest or the API."""
+
+    def __init__(self, field: str):
+        self.field, self.rule = field, config.rule(field)
+        super().__init__(self.rule.choices)
+
+    def convert(self, value, param, ctx):
+        return self.rule.check(self.field, value)
+
+
 PATH_OPTIONS = ("content", "style")
 
 
@@ -124,7 +136,7 @@ def _option_for(field: str, default=None):
     if rule.kind == "bool":
         return click.option(f"{flag}/--no-{flag[2:]}", field, **kwargs)
     if rule.kind == "choice":
-        kwargs["type"] = click.Choice(rule.choices)
+        kwargs["type"] = ConfigChoice(field)
     elif field in PATH_OPTIONS:
         kwargs["type"] = click.Path(path_type=Path)
         kwargs["multiple"] = rule.kind == "paths"

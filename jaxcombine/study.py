@@ -12,7 +12,9 @@ compiled vmapped program (:func:`engine.optimise`), and writes into one folder:
   after ``step`` updates; step 0 holds the starts themselves): ``pixel`` is
   the mean absolute pixel difference (0–255 units) of starts a and b; a layer
   name is ``relative_mse(S_a, S_b)`` of the recipe statistic S at that layer
-  (``<layer>:<statistic>`` when a layer has several), i.e. normalised by b's;
+  (``<layer>:<statistic>`` when a layer has several), i.e. normalised by b's.
+  Both are of the optimised pixels (under ``preserve_color=luminance`` the grey
+  images VGG sees; the written images carry the content's chroma);
 * ``<start>.png``, ``snapshots/<start>-stepNNNNNN.png`` (step 0, every
   ``snapshot_every`` steps and the last step), ``contact_sheet.png``,
   ``loss.png``, ``distances.png``, ``report.html`` (self-contained),
@@ -290,7 +292,7 @@ class _Recorder:
             return
         self.snap_steps.append(self.step)
         self.dists.append(pair_distances(self.prep.problem, self.prep.variables, pixels))
-        for lab, px in zip(self.labels, pixels):
+        for lab, px in zip(self.labels, self.prep.finish(pixels)):
             images.write(outputs.snapshot_path(self.out, lab, self.step), px)
         self.write_tables()
         if opt_state is not None:
@@ -359,7 +361,7 @@ def run_study(config: RunConfig, out: str | Path, *, snapshot_every: int = 25,
         if bar is not None:
             bar.close()
         rec.snapshot(outcome.pixels, outcome.opt_state)  # an interrupted run's last step
-        for lab, px in zip(labels, outcome.pixels):
+        for lab, px in zip(labels, prep.finish(outcome.pixels)):
             images.write(out / f"{lab}.png", px)
         summary = _summary(rec, outcome, config, snapshot_every, options.tolerance,
                            outcome.start_step, time.perf_counter() - t0)
