@@ -20,7 +20,7 @@ to the deepest tap kept for the backward pass plus the working set of the
 costliest convolution (a Winograd one costs most); once per run, the images and
 any targets that are whole activation maps. It was fitted to the peak RSS of 60
 ``jaxcombine run`` and 10 ``jaxcombine features`` processes on XLA:CPU
-(docs/benchmarks.md, "memory estimated before a run", docs/memory-measurements.csv, scripts/memory_fit.py) and errs
+(docs/benchmarks.md, docs/memory-measurements.csv, scripts/memory_fit.py) and errs
 high: every one measured between 1.01 and 1.20 times below its estimate. On an
 accelerator (not measured) it also counts the host runtime, which only makes it
 more cautious. :func:`out_of_memory_as_error` turns the allocator's own failure,
@@ -43,7 +43,7 @@ from jaxcombine.errors import JaxcombineError
 
 # --------------------------------------------------------------------------- fitted table
 # Fitted by scripts/memory_fit.py to docs/memory-measurements.csv (peak RSS of whole
-# `jaxcombine run` processes on XLA:CPU); see docs/benchmarks.md, "memory estimated before a run" for the fit's quality.
+# `jaxcombine run` processes on XLA:CPU); fit quality: docs/benchmarks.md.
 
 BASE = {"xla": 453e6, "winograd": 467e6}  # bytes: runtime, libraries, the compiler
 PER_CONV_LAYER = 11.7e6  # bytes of compiled program and compiler work per conv layer run

@@ -1,6 +1,6 @@
 """Peak RSS of whole ``jaxcombine run`` processes, one process per case, appended to a CSV.
 
-The data behind :mod:`jaxcombine.memory`'s fitted table (docs/benchmarks.md, "memory estimated before a run"). Each
+The data behind :mod:`jaxcombine.memory`'s fitted table (docs/benchmarks.md). Each
 case is ``SIZE:CONV:STARTS:RECIPE[:remat][:bfloat16]`` (``jaxcombine run``) or
 ``features:SIZE:RECIPE`` (``jaxcombine features`` of the recipe's layers, or of
 layers joined by ``+``: a forward only); the bundled content is square, so ``--size S`` gives S×S pixels. Run big cases alone: the peak of a

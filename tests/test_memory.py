@@ -16,7 +16,7 @@ from jaxcombine.errors import JaxcombineError
 ROOT = Path(__file__).resolve().parent.parent
 GATYS = recipe_lib.load("gatys")
 GATYS_MATCHED = [t.layer for t in GATYS.terms if t.statistic == "activations"]
-# The stated margin (docs/benchmarks.md, "memory estimated before a run"): every measured peak lies at or below the estimate,
+# The stated margin (docs/benchmarks.md): every measured peak lies at or below the estimate,
 # and the estimate exceeds none of them by more than this.
 MAX_RATIO = 1.25
 
