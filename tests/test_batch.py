@@ -215,6 +215,7 @@ def test_batched_matches_one_at_a_time(folder, small_reference, options):
     assert_same_outputs(out, small_reference)
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_completes(folder, vgg19):
     out = folder / "killed"
     (folder / "kill.toml").write_text(KILL.format(steps=KILL_STEPS))
@@ -278,6 +279,7 @@ size = 1
     assert len(outputs(tmp_path / "out")) == 1
 
 
+@pytest.mark.slow
 def test_four_devices_match_one(folder, small_reference):
     out = folder / "four"
     result = run_cli(folder / "small.toml", "--out", out,
@@ -288,6 +290,7 @@ def test_four_devices_match_one(folder, small_reference):
     assert len(env["devices"]) == 4
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(folder, small_reference):
     out = folder / "two"
     with socket.socket() as s:
@@ -312,6 +315,7 @@ def test_two_processes_match_one(folder, small_reference):
     assert owners == {0, 1}
 
 
+@pytest.mark.slow
 def test_a_batched_job_matches_jaxcombine_run(folder, reference):
     """Per-job targets (batched) give what a plain ``combine`` with shared targets gives."""
     from jaxcombine.job import combine

@@ -25,6 +25,7 @@ def run_bench(tmp_path, *extra):
     return result, table
 
 
+@pytest.mark.slow
 def test_bench_writes_json_and_markdown(vgg19, tmp_path):
     result, table = run_bench(tmp_path, "--loop", "step,scan", "--conv", "xla,winograd",
                               "--recipe", SHALLOW)

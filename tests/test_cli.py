@@ -34,6 +34,7 @@ def assert_one_line_error(proc, fragment):
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow
 def test_run_writes_images_histories_and_records(vgg19, tmp_path):
     out = tmp_path / "out"
     jaxcombine("run", *TINY, "--init", "content,style,noise", "--snapshot-every", "2",
@@ -96,6 +97,7 @@ def test_recipes_list_and_show():
     assert 'statistic = "gram"' in toml
 
 
+@pytest.mark.slow
 def test_compiled_programs_are_kept_between_runs(vgg19, tmp_path, monkeypatch):
     cache = tmp_path / "xla"
     monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # keep even quick compiles

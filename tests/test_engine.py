@@ -164,6 +164,7 @@ def test_recipe_round_trips_through_toml():
         assert again == r
 
 
+@pytest.mark.slow
 def test_four_fake_devices_match_one(vgg19, tmp_path):
     """Starts sharded over a 4-device mesh (5 starts, padded to 8) give the single-device
     result, computed here (one device) with the program the init test compiled."""

@@ -185,6 +185,7 @@ def test_cli_bad_sweep_is_one_line():
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_cli_sigint_stops_cleanly(vgg19, tmp_path):
     """A real Ctrl-C: exit 130, everything so far on disk, resumable."""
     out = tmp_path / "s"
