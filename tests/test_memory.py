@@ -33,27 +33,37 @@ statistic = "gram"
 """
 
 
+# Runs a command and prints its peak RSS (KiB) and exit code. Linux keeps a process's
+# high-water mark across fork and exec, so a child forked straight from this (large)
+# test process would report at least this process's size; forked from this small
+# launcher, the command reports its own.
+_LAUNCHER = ("import resource, subprocess, sys; "
+             "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)")
+
+
 def _start(size, conv, starts, recipe, out):
     inits = "content" if starts == 1 else f"content,noise:{starts - 1}"
     env = dict(os.environ, JAXCOMBINE_COMPILE_CACHE="off", JAX_PLATFORMS="cpu")
     return subprocess.Popen(
-        [sys.executable, "-m", "jaxcombine", "run", "--steps", "2", "--chunk", "2", "--quiet",
+        [sys.executable, "-c", _LAUNCHER,
+         sys.executable, "-m", "jaxcombine", "run", "--steps", "2", "--chunk", "2", "--quiet",
          "--size", str(size), "--conv", conv, "--init", inits, "--recipe", str(recipe),
-         "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+         "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_estimate_is_just_above_measured_peaks(tmp_path):
-    """Two tiny real runs side by side (one process each: wait4 gives each its own peak RSS)."""
+    """Two tiny real runs side by side, each peak RSS measured by its own launcher."""
     (tmp_path / "block2.toml").write_text(BLOCK2)
     block2 = recipe_lib.load(str(tmp_path / "block2.toml"))
     cases = [(64, "xla", 1, "gatys", GATYS), (96, "winograd", 2, tmp_path / "block2.toml", block2)]
     procs = [_start(size, conv, k, rec, tmp_path / f"out{i}")
              for i, (size, conv, k, rec, _) in enumerate(cases)]
     for proc, (size, conv, starts, _, rec) in zip(procs, cases):
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        assert proc.returncode == 0, proc.stderr.read().decode()
-        peak = usage.ru_maxrss * 1024  # KiB on Linux
+        out, err = proc.communicate()
+        peak_kib, rc = map(int, out.split())
+        assert rc == 0, err
+        peak = peak_kib * 1024  # ru_maxrss is in KiB on Linux
         est = memory.estimate_bytes(
             rec.layers, size, size, starts, conv=conv,
             activation_targets=[t.layer for t in rec.terms if t.statistic == "activations"])
