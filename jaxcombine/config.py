@@ -16,6 +16,7 @@ check a configuration without loading JAX.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import numbers
@@ -254,8 +255,8 @@ def parse_inits(spec: str, seed: int = 0) -> tuple[Init, ...]:
             out.append(Init("file", path=part))
     if not out:
         raise ConfigError("init", "no init given")
-    labels = [i.label for i in out]
-    dup = sorted({x for x in labels if labels.count(x) > 1})
+    counts = collections.Counter(i.label for i in out)
+    dup = sorted(label for label, n in counts.items() if n > 1)
     if dup:
         raise ConfigError("init", f"init {dup[0]!r} given twice")
     return tuple(out)

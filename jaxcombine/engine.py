@@ -166,7 +166,10 @@ def init_state(problem: Problem, pixels: Any, *, lr: Any = None, steps: Any = 0,
     k = pixels.shape[0]
     n = len(problem.recipe.labels)
     steps = np.broadcast_to(np.asarray(steps, np.int64), (k,))
-    opt_state = jax.vmap(problem.transform().init)(pixels)
+    # Strong types throughout: some optimisers (L-BFGS's line search) start with weakly
+    # typed scalars that their first update makes strong, which would compile the chunk twice.
+    opt_state = jax.tree.map(lambda a: jnp.asarray(a, dtype=a.dtype),
+                             jax.vmap(problem.transform().init)(pixels))
     if isinstance(problem.optimizer, str):
         lr = np.broadcast_to(np.asarray(lr if lr is not None else 1.0, np.float32), (k,))
         opt_state = optimizers.set_learning_rate(opt_state, lr, steps)

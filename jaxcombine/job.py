@@ -106,7 +106,9 @@ def prepare(config: RunConfig) -> Prepared:
     w8 = weights_lib.load(config.model, config.weights)
     variables = _device_variables(w8, rec.layers, config.model, problem.conv)
     sw = None if config.style_weights is None else jnp.asarray(config.style_weights, jnp.float32)
-    targets = _targets(problem, variables, jnp.asarray(seen), jnp.asarray(styles), sw)
+    # targets depend on the network and the recipe only: one program whatever the optimiser
+    targets = _targets(dataclasses.replace(problem, optimizer="adam", schedule="constant"),
+                       variables, jnp.asarray(seen), jnp.asarray(styles), sw)
     x0 = np.stack([_start(i, seen, styles, config) for i in inits])
     if rec.preserve_color == "luminance":  # noise and image starts too
         x0 = color.grey(x0)

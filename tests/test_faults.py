@@ -290,3 +290,25 @@ def test_a_run_too_big_for_memory_is_refused_before_it_starts(tmp_path, args, fr
     one_line_error(err, "needs about")
     assert fragment in err and "--max-memory to override" in err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_ctrl_c_during_the_writes_lets_them_finish(vgg19, shallow, tmp_path, monkeypatch):
+    """A real SIGINT while the first image is written: every start and run.json still land."""
+    from jaxcombine import job
+
+    real, sent = images.write, []
+
+    def write_then_interrupt(path, rgb):
+        if not sent:
+            sent.append(path)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(path, rgb)
+
+    monkeypatch.setattr(images, "write", write_then_interrupt)
+    result = job.combine(recipe=str(shallow / "shallow.toml"), init="content,noise:3", steps=2,
+                         size=24, chunk=2, out=tmp_path)
+    assert sent and result.interrupted and result.outcome.steps_done == 2
+    for label in result.labels:
+        for suffix in (".png", ".json", ".history.csv"):
+            assert (tmp_path / f"{label}{suffix}").is_file(), label + suffix
+    assert json.loads((tmp_path / "run.json").read_text())["inits"] == list(result.labels)
