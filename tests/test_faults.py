@@ -156,12 +156,13 @@ def test_two_batches_share_a_folder_then_one_is_killed_and_a_rerun_finishes(vgg1
                                                                           tmp_path):
     """Every job done exactly once, no partial file, no temp file left."""
     n = 8
-    manifest = _manifest(tmp_path, shallow / "shallow.toml", steps=6, n=n)
+    manifest = _manifest(tmp_path, shallow / "shallow.toml", steps=40, n=n)  # both get to work
     out = tmp_path / "out"
     a = cli("batch", manifest, "--out", out, "--no-batching", "-q")
     b = cli("batch", manifest, "--out", out, "--no-batching", "-q")
     deadline = time.monotonic() + 300
-    while len(_records(out)) < 2 and time.monotonic() < deadline:
+    writers = lambda: {rec["environment"]["pid"] for rec in _records(out).values()}  # noqa: E731
+    while not {a.pid, b.pid} <= writers() and time.monotonic() < deadline:  # both at work
         assert a.poll() is None, "finished before it could be killed"
         time.sleep(0.05)
     a.send_signal(signal.SIGKILL)
