@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import batch, folders, images, records, study as study_lib
+from jaxcombine import batch, folders, images, manifest, records, study as study_lib
 from jaxcombine.config import RunConfig
 from jaxcombine.errors import JaxcombineError
 
@@ -206,17 +206,17 @@ def test_job_ids_are_capped_and_follow_the_weights(tmp_path, monkeypatch):
     long = tmp_path / ("a-very-long-style-name-" * 6 + ".png")
     Image.new("RGB", (8, 8)).save(long)
     config = RunConfig(style=(str(long),) * 4, init="content")
-    jid = batch.job_id(config)
-    assert len(jid.encode()) <= batch.MAX_READABLE_ID + 11
-    real = batch.weights_lib.load
+    jid = manifest.job_id(config)
+    assert len(jid.encode()) <= manifest.MAX_READABLE_ID + 11
+    real = manifest.weights_lib.load
 
     class Other:
         fingerprint = "sha256:other"
 
-    monkeypatch.setattr(batch.weights_lib, "load", lambda *a, **k: Other())
-    assert batch.job_id(config) != jid
-    monkeypatch.setattr(batch.weights_lib, "load", real)
-    assert batch.job_id(config) == jid
+    monkeypatch.setattr(manifest.weights_lib, "load", lambda *a, **k: Other())
+    assert manifest.job_id(config) != jid
+    monkeypatch.setattr(manifest.weights_lib, "load", real)
+    assert manifest.job_id(config) == jid
 
 
 def test_an_unreachable_coordinator_is_one_line(tmp_path, shallow):
@@ -284,7 +284,6 @@ def test_a_non_utf8_recipe_is_one_line(tmp_path):
      "features of 30000x30000 to block5_conv1"),
 ])
 def test_a_run_too_big_for_memory_is_refused_before_it_starts(tmp_path, args, fragment):
-    t0 = time.monotonic()
     code, _, err = finish(cli(*args, "--out" if args[0] == "run" else "--max-memory",
                               tmp_path / "o" if args[0] == "run" else "20", cwd=tmp_path))
     assert code == 2
