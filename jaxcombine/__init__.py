@@ -16,6 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from jaxcombine._version import __version__  # noqa: F401  (imports nothing)
 
+# JAX's CPU LAPACK kernels (eigh for the w2 statistic, svd) run on scipy's OpenBLAS, whose
+# worker threads fight XLA's own thread pool for the same cores: a 512x512 eigh measured
+# 35 ms with one OpenBLAS thread and 200-600 ms with its default on a 2-core CPU
+# (docs/benchmarks.md). Read when OpenBLAS loads, so set before JAX initialises; a value
+# the user set wins.
+import os as _os
+
+_os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 # public name → the module that defines it
 _EXPORTS = {
     "BatchReport": "batch", "load_manifest": "batch", "run_batch": "batch",
@@ -25,6 +34,7 @@ _EXPORTS = {
     "optimise": "engine",
     "JaxcombineError": "errors",
     "extract": "features", "extract_features": "features",
+    "Evaluation": "metrics", "evaluate": "metrics",
     "Result": "job", "combine": "job", "prepare": "job",
     "Recipe": "recipe", "Term": "recipe", "load_recipe": "recipe",
     "Study": "study", "run_study": "study",
@@ -56,6 +66,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from jaxcombine.errors import JaxcombineError  # noqa: F401
     from jaxcombine.features import extract, extract_features  # noqa: F401
     from jaxcombine.job import Result, combine, prepare  # noqa: F401
+    from jaxcombine.metrics import Evaluation, evaluate  # noqa: F401
     from jaxcombine.recipe import Recipe, Term  # noqa: F401
     from jaxcombine.recipe import load as load_recipe  # noqa: F401
     from jaxcombine.study import Study, run_study  # noqa: F401

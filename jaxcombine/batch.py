@@ -223,7 +223,8 @@ def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> N
         np.concatenate([p.x0 for p in preps]),
         lr=[p.config.learning_rate() for p in preps] if first.config.learning_rate() else None,
         steps=[p.config.steps for p in preps],
-        loss_weights=np.stack([p.loss_weights for p in preps]))
+        loss_weights=np.stack([p.loss_weights for p in preps]),
+        seed=[p.config.seed for p in preps])
     ids = [j.id for j in jobs]
     config = first.config
     longest = max(max(p.config.steps for p in preps), 1)

@@ -401,6 +401,36 @@ def features(image, layers, out_path, arch, pooling, size, max_memory, weights_p
     click.echo(f"wrote {out_path}")
 
 
+# --------------------------------------------------------------------------- eval
+
+
+@cli.command("eval")
+@click.argument("image_paths", metavar="IMAGE...", nargs=-1, required=True,
+                type=click.Path(path_type=Path))
+@click.option("--content", type=click.Path(path_type=Path), default=None,
+              help="Content image the outputs were made from (default: the bundled photo).")
+@click.option("--style", type=click.Path(path_type=Path), default=None,
+              help="Style image (default: the bundled painting).")
+@click.option("--out", "out_path", type=click.Path(path_type=Path),
+              default=Path("jaxcombine-eval.csv"), show_default=True,
+              help="Table to write (CSV); the same name with .json gets the record.")
+@click.option("--pooling", type=click.Choice(config.POOLINGS), default=config.EVAL_POOLING,
+              show_default=True, help="VGG pooling for the feature distances.")
+@weights_option
+def eval_command(image_paths, content, style, out_path, pooling, weights_path):
+    """Score IMAGEs: style distances (Gram, W2, sliced W) on VGG features the presets do
+    not optimise, content distance, SSIM, and CIE Lab colour-histogram distances
+    (docs/evaluation.md)."""
+    from jaxcombine.metrics import COLUMNS, evaluate
+
+    result = evaluate(image_paths, content=content, style=style, out=out_path, pooling=pooling,
+                      weights=weights_path)
+    click.echo("  ".join(COLUMNS[3:]) + "  image")
+    for row in result.rows:
+        click.echo("  ".join(f"{row[c]:.4g}" for c in COLUMNS[3:]) + f"  {row['image']}")
+    click.echo(f"wrote {out_path} and {out_path.with_suffix('.json')}")
+
+
 # --------------------------------------------------------------------------- weights
 
 

@@ -37,13 +37,23 @@ CONVS = ("xla", "winograd")
 LOOPS = ("scan", "unroll", "step")
 AUTO = "auto"  # conv and loop: the fastest measured for the backend
 SOURCES = ("content", "style")
-STATISTICS = ("activations", "gram", "meanstd")
+STATISTICS = ("activations", "gram", "meanstd", "covariance", "w2", "swd")
 INIT_KINDS = ("content", "style", "noise")  # plus image paths
 PRESERVE_COLORS = ("none", "luminance", "stats", "histogram")  # jaxcombine.color
 DEFAULT_RECIPE = "gatys"
 # Learning rates in 0–255 pixel units, per optimiser (Adam's step is about lr pixels).
 DEFAULT_LR = {"adam": 4.0, "sgd": 2e3, "lbfgs": 1.0}
 SWEEPABLE = ("lr", "tv_weight")
+
+# ``jaxcombine eval`` (docs/evaluation.md): style layers and pooling the run did not
+# optimise wherever possible (gatys and w2 tap block*_conv1 and block4_conv2 under max
+# pooling; swd's twelve layers include block1..4_conv2), and a fixed set of many
+# directions for the sliced distance.
+EVAL_STYLE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv2", "block4_conv2", "block5_conv2")
+EVAL_CONTENT_LAYER = "block4_conv2"
+EVAL_POOLING = "avg"
+EVAL_DIRECTIONS = 512
+EVAL_SEED = 0
 
 FLOAT32_MAX = 3.4028234663852886e38  # numbers are traced as float32: larger ones overflow
 SEED_LIMIT = 2**31  # noise seeds (seed … seed+N-1) stay below this

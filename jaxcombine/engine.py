@@ -96,7 +96,12 @@ class State(NamedTuple):
 
     Besides pixels and optimiser state (which holds each start's learning rate),
     it carries the traced numbers that let one program serve a sweep: each
-    start's loss weights, steps done and steps wanted.
+    start's loss weights, steps done and steps wanted, and its PRNG key.
+
+    The key never changes: step t of a start draws from ``fold_in(key, t)``
+    (:func:`step_key`), a split indexed by the step counter rather than a chain
+    of splits, so a resumed run (which restarts from ``step``) draws what an
+    uninterrupted one would, and a seed is a traced number like the others.
     """
 
     pixels: jax.Array  # (k, H, W, 3) float32 RGB in 0–255
@@ -105,47 +110,66 @@ class State(NamedTuple):
     weights: jax.Array  # (k, n_components) float32, ``recipe.labels`` order
     step: jax.Array  # (k,) int32 steps done
     steps: jax.Array  # (k,) int32 steps wanted: a start stops (frozen) once step == steps
+    key: jax.Array  # (k, 2) uint32 raw PRNG key data (jax.random.key_data), one per start
+
+
+KEY_STREAM = 0x5EED  # folded into the seed, so the loss's draws differ from the noise starts'
+
+
+def seed_keys(seeds: Any, k: int) -> jax.Array:
+    """(k, 2) uint32 key data for a seed (or one seed per start), for :class:`State`."""
+    seeds = np.broadcast_to(np.asarray(seeds, np.int64), (k,))
+    keys = [jax.random.fold_in(jax.random.key(int(s)), KEY_STREAM) for s in seeds]
+    return jnp.stack([jax.random.key_data(key) for key in keys])
+
+
+def step_key(key_data: jax.Array, step: jax.Array) -> jax.Array:
+    """The PRNG key of one start at one step: ``fold_in(key, step)``."""
+    return jax.random.fold_in(jax.random.wrap_key_data(key_data), step)
 
 
 # --------------------------------------------------------------------------- targets & loss
 
 
 def compute_targets(problem: Problem, variables: Mapping, content: jax.Array,
-                    styles: jax.Array, style_weights: jax.Array | None = None) -> dict[str, jax.Array]:
+                    styles: jax.Array, style_weights: jax.Array | None = None) -> dict[str, Any]:
     """Target statistics, once per (source, statistic, layer).
 
     ``content`` is (H, W, 3); ``styles`` is (S, H, W, 3), already fitted to the
     output size. Several styles blend their statistics with ``style_weights``
-    (default: equal).
+    (default: equal; how each statistic blends: :func:`losses.target`). A target
+    is an array or, for ``w2`` and ``swd``, a dict of arrays (the Gaussian fit with
+    its square root, computed here once; the style's feature points).
     """
     net = problem.network()
     sources = {"content": content[None], "style": styles}
     feats = {src: net.apply(variables, model.preprocess(img)) for src, img in sources.items()}
     if style_weights is None:
         style_weights = jnp.full((styles.shape[0],), 1.0 / styles.shape[0])
+    blend = {"content": jnp.ones((1,), jnp.float32), "style": style_weights}
     out = {}
     for term in problem.recipe.terms:
-        stat = losses.statistic(feats[term.source][term.layer], term.statistic)
-        if term.source == "style":
-            stat = jnp.tensordot(style_weights / jnp.sum(style_weights), stat, axes=1)
-        else:
-            stat = stat[0]
-        out[losses.target_key(term)] = stat
+        key = losses.target_key(term)
+        if key not in out:
+            out[key] = losses.target(term.statistic, feats[term.source][term.layer],
+                                     blend[term.source])
     return out
 
 
 def loss_components(problem: Problem, variables: Mapping, targets: Mapping,
-                    pixels: jax.Array) -> jax.Array:
-    """Unweighted components (``recipe.labels`` order) for one image (H, W, 3)."""
+                    pixels: jax.Array, key: jax.Array | None = None) -> jax.Array:
+    """Unweighted components (``recipe.labels`` order) for one image (H, W, 3);
+    ``key`` (a PRNG key) feeds the random statistics (``swd``)."""
     feats = problem.network().apply(variables, model.preprocess(pixels)[None])
     feats = {k: v[0] for k, v in feats.items()}
-    return losses.terms(feats, targets, pixels, problem.recipe)
+    return losses.terms(feats, targets, pixels, problem.recipe, key)
 
 
 def loss(problem: Problem, variables: Mapping, targets: Mapping, pixels: jax.Array,
-         weights: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+         weights: jax.Array | None = None, key: jax.Array | None = None
+         ) -> tuple[jax.Array, jax.Array]:
     """(weighted total, components) for one image; ``weights`` default to the recipe's."""
-    comps = loss_components(problem, variables, targets, pixels)
+    comps = loss_components(problem, variables, targets, pixels, key)
     weights = losses.weights(problem.recipe) if weights is None else weights
     return jnp.dot(weights, comps), comps
 
@@ -154,12 +178,13 @@ def loss(problem: Problem, variables: Mapping, targets: Mapping, pixels: jax.Arr
 
 
 def init_state(problem: Problem, pixels: Any, *, lr: Any = None, steps: Any = 0,
-               loss_weights: Any = None, start_step: Any = 0) -> State:
+               loss_weights: Any = None, start_step: Any = 0, seed: Any = 0) -> State:
     """Fresh state for starts ``pixels`` (k, H, W, 3).
 
     ``lr`` (built-in optimisers; a scalar or one per start), ``steps`` (a
-    scalar or one per start) and ``loss_weights`` ((n_components,) or (k,
-    n_components); default the recipe's) are traced: each start may have its
+    scalar or one per start), ``loss_weights`` ((n_components,) or (k,
+    n_components); default the recipe's) and ``seed`` (of the loss's random
+    draws; a scalar or one per start) are traced: each start may have its
     own, and one program serves them all. ``start_step`` resumes a run.
     """
     pixels = jnp.asarray(pixels, jnp.float32)
@@ -183,18 +208,19 @@ def init_state(problem: Problem, pixels: Any, *, lr: Any = None, steps: Any = 0,
                               f"got {loss_weights.shape}")
     return State(pixels, opt_state, jnp.ones(k, bool), jnp.broadcast_to(loss_weights, (k, n)),
                  jnp.broadcast_to(jnp.asarray(start_step, jnp.int32), (k,)),
-                 jnp.asarray(steps, jnp.int32))
+                 jnp.asarray(steps, jnp.int32), seed_keys(seed, k))
 
 
 def _step(problem: Problem, variables: Mapping, targets: Mapping,
           state: State) -> tuple[State, jax.Array]:
     """One update of one start. A start past its own step count, or whose loss or image
     turned non-finite, keeps its last good image; its components are NaN."""
-    x, opt_state, alive, weights, step, steps = state
+    x, opt_state, alive, weights, step, steps, key_data = state
     opt = problem.transform()
-    value_fn = lambda p: loss(problem, variables, targets, p, weights)[0]  # noqa: E731
+    key = step_key(key_data, step)
+    value_fn = lambda p: loss(problem, variables, targets, p, weights, key)[0]  # noqa: E731
     (value, comps), grad = jax.value_and_grad(
-        lambda p: loss(problem, variables, targets, p, weights), has_aux=True)(x)
+        lambda p: loss(problem, variables, targets, p, weights, key), has_aux=True)(x)
     if problem.grey:  # the gradient within grey images
         grad = _grey(grad)
     updates, new_opt_state = opt.update(grad, opt_state, x, value=value, grad=grad,
@@ -208,7 +234,8 @@ def _step(problem: Problem, variables: Mapping, targets: Mapping,
     ok = running & finite
     keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
     new_state = State(keep(new_x, x), jax.tree.map(keep, new_opt_state, opt_state),
-                      alive & (finite | ~running), weights, step + running.astype(step.dtype), steps)
+                      alive & (finite | ~running), weights, step + running.astype(step.dtype), steps,
+                      key_data)
     return new_state, jnp.where(ok, comps, jnp.nan)
 
 

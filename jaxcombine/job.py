@@ -67,9 +67,9 @@ class Prepared:
 
     def initial_state(self, x0: np.ndarray | None = None, **overrides: Any) -> engine.State:
         """The engine state for ``x0`` (default: the starts) with this config's learning
-        rate, steps and loss weights; ``overrides`` replace any of them (per start)."""
+        rate, steps, loss weights and seed; ``overrides`` replace any of them (per start)."""
         values = dict(lr=self.config.learning_rate(), steps=self.config.steps,
-                      loss_weights=self.loss_weights)
+                      loss_weights=self.loss_weights, seed=self.config.seed)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return engine.init_state(self.problem, self.x0 if x0 is None else x0, **values)
 

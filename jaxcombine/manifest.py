@@ -97,7 +97,9 @@ def _expand(config: RunConfig) -> list[Job]:
     """One validated config → one job per start (``noise:N`` gives N seeds)."""
     out = []
     for start in config.inits(_recipe_init(config)):
-        single = config.replace(init=start.spec, seed=start.seed)
+        # a noise start's seed is its own; other starts keep the job's (it seeds swd's draws)
+        single = config.replace(init=start.spec,
+                                seed=start.seed if start.kind == "noise" else config.seed)
         out.append(Job(job_id(single), single))
     return out
 

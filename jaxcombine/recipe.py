@@ -14,7 +14,7 @@ TOML form (``jaxcombine recipes show gatys`` prints a full example)::
     [[terms]]
     layers = ["block1_conv1", "block2_conv1"]   # or layer = "..."
     source = "style"          # content | style
-    statistic = "gram"        # activations | gram | meanstd
+    statistic = "gram"        # activations | gram | meanstd | covariance | w2 | swd
     weight = 1.0              # per layer
 """
 

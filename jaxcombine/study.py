@@ -11,10 +11,12 @@ compiled vmapped program (:func:`engine.optimise`), and writes into one folder:
 * ``distances.csv`` tidy ``step,a,b,space,value`` at every snapshot (the images
   after ``step`` updates; step 0 holds the starts themselves): ``pixel`` is
   the mean absolute pixel difference (0–255 units) of starts a and b; a layer
-  name is ``relative_mse(S_a, S_b)`` of the recipe statistic S at that layer
-  (``<layer>:<statistic>`` when a layer has several), i.e. normalised by b's.
-  Both are of the optimised pixels (under ``preserve_color=luminance`` the grey
-  images VGG sees; the written images carry the content's chroma);
+  name is the recipe statistic's term at that layer with b as the target
+  (``<layer>:<statistic>`` when a layer has several): ``relative_mse(S_a, S_b)``,
+  normalised by b's, for the matched statistics, the normalised W2 or sliced
+  distance (fixed directions) for ``w2`` and ``swd``. Both are of the optimised
+  pixels (under ``preserve_color=luminance`` the grey images VGG sees; the
+  written images carry the content's chroma);
 * ``<start>.png``, ``snapshots/<start>-stepNNNNNN.png`` (step 0, every
   ``snapshot_every`` steps and the last step), ``contact_sheet.png``,
   ``loss.png``, ``distances.png``, ``report.html`` (self-contained),
@@ -90,9 +92,10 @@ def _pair_distances(problem: engine.Problem, variables, pixels, *, pairs):
     ib = np.asarray([b for _, b in pairs], np.int32)
     out = [jnp.mean(jnp.abs(pixels[ia] - pixels[ib]), axis=(1, 2, 3))]
     feats = problem.network().apply(variables, model.preprocess(pixels))
+    key = jax.random.key(0)  # swd: the same directions for every pair and snapshot
     for _, stat, layer in feature_spaces(problem.recipe):
-        s = losses.statistic(feats[layer], stat)
-        out.append(jax.vmap(losses.relative_mse)(s[ia], s[ib]))
+        f = feats[layer]
+        out.append(jax.vmap(lambda a, b: losses.distance(stat, a, b, key))(f[ia], f[ib]))
     return jnp.stack(out)
 
 
