@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -26,6 +27,13 @@ EXIT_PARTIAL = 3  # finished, but some starts diverged or some batch jobs failed
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; everything finished so far is written
 COMPILE_CACHE_ENV = "JAXCOMBINE_COMPILE_CACHE"
 COMPILE_CACHE_MAX_BYTES = 2**30
+
+
+def exit_interrupted() -> None:
+    """Exit 130. Further Ctrl-Cs are ignored from here on: one landing in the interpreter's
+    shutdown would otherwise kill the process by SIGINT instead of exiting with 130."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -72,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(e.format_message().replace("\n", " "), e.exit_code or EXIT_USAGE)
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("jaxcombine: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted()
     except OSError as e:  # disk full, permission denied, ... on our own outputs
         _fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e),
               EXIT_ERROR)
@@ -185,7 +193,7 @@ def run(out_dir, quiet, **options):
     click.echo(f"{oc.steps_done} steps, {rate}, compile {oc.compile_s:.1f}s, wall {result.wall_s:.1f}s")
     if result.interrupted:
         click.echo("jaxcombine: interrupted; results so far were written", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted()
     if result.diverged:
         click.echo(f"jaxcombine: {len(result.diverged)} of {len(result.labels)} starts diverged "
                    f"({', '.join(result.diverged)}); try a lower --lr", err=True)
@@ -231,7 +239,7 @@ def study(tolerance, sweep, resume, out_dir, quiet, **options):
     click.echo(f"wrote {out_dir / 'report.html'}")
     if result.interrupted:
         click.echo("jaxcombine: interrupted; results so far were written (resume with --resume)", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted()
     diverged = [lab for lab, step in s["diverged_at_step"].items() if step is not None]
     if diverged:
         click.echo(f"jaxcombine: {len(diverged)} of {len(result.labels)} starts diverged "
@@ -299,7 +307,7 @@ def batch(manifest, out_dir, force, batching, max_batch, quiet, coordinator, num
                f"{len(report.failed)} failed{elsewhere}; report: {out_dir / batch_lib.REPORT}")
     if report.interrupted:
         click.echo("jaxcombine: interrupted; finished jobs were written", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted()
     sys.exit(EXIT_PARTIAL if report.failed else 0)
 
 

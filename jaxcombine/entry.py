@@ -26,5 +26,6 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(signal.SIGINT, previous)
     if noted:
         sys.stderr.write("jaxcombine: interrupted\n")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # none may cut the shutdown short
         sys.exit(EXIT_INTERRUPTED)
     cli.main(argv)

@@ -256,7 +256,7 @@ def test_resume_refuses_another_configuration_or_a_corrupt_state(vgg19, shallow,
 # --------------------------------------------------------------------------- interrupts
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.3, 0.8])
+@pytest.mark.parametrize("delay", [0.05, 0.3, 0.8, 1.6])
 def test_ctrl_c_at_start_up_is_exit_130_without_a_traceback(tmp_path, delay):
     proc = cli("run", "--out", tmp_path, "-q")
     time.sleep(delay)  # importing Python modules, JAX's native libraries, or preparing
