@@ -1,3 +1,3 @@
-from jaxcombine.cli import main
+from jaxcombine.entry import main
 
 main()

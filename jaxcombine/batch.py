@@ -1,11 +1,9 @@
-"""Scripted batch generation: a TOML manifest of jobs in, one output set per job out.
+"""Scripted batch generation: the jobs of a manifest (:mod:`jaxcombine.manifest`) in, one
+output set per job out.
 
-A manifest has ``[defaults]`` (any :class:`~jaxcombine.job.RunConfig` field),
-an optional ``[grid]`` whose list values are crossed, and any number of
-``[[jobs]]`` tables. Every job has exactly one init and a deterministic id,
-``<content>-<style>-<init>-<hash>``, the hash covering the resolved config and
-the bytes of its image files. A job is finished once ``<id>.json`` exists
-(written last, atomically), so a rerun after a crash does only the rest.
+A job is finished once ``<id>.json`` exists (written last, atomically), so a
+rerun after a crash does only the rest; a per-job lock lets several processes
+share one output folder without doing a job twice.
 
 Jobs whose :class:`~jaxcombine.engine.Problem` and output size agree run as
 one vmapped program, each start with its own targets. See docs/batch.md.
@@ -15,15 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import itertools
 import json
 import os
-import re
 import socket
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -32,21 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine import config as config_lib, engine, folders, images, interrupts, job as job_lib
-from jaxcombine import outputs, recipe as recipe_lib, records, weights as weights_lib
-from jaxcombine.config import ConfigError, RunConfig
+from jaxcombine import outputs, records
 from jaxcombine.errors import JaxcombineError
+from jaxcombine.manifest import Job, load_manifest, process_share
 
-FIELDS = config_lib.run_fields()
-SECTIONS = ("defaults", "grid", "jobs")
 REPORT = "batch-report.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class Job:
-    """One output: a resolved config with a single init, and its stable id."""
-
-    id: str
-    config: RunConfig
 
 
 @dataclasses.dataclass
@@ -75,129 +59,6 @@ class BatchReport:
         self.elsewhere += [j for j in other.elsewhere if j not in self.done]
         self.interrupted |= other.interrupted
         self.wall_s = max(self.wall_s, other.wall_s)
-
-
-# --------------------------------------------------------------------------- manifest
-
-
-def load_manifest(path: str | os.PathLike) -> list[Job]:
-    """Read a manifest and expand it into jobs, sorted by id, duplicates dropped.
-
-    Every value goes through :class:`~jaxcombine.config.RunConfig`'s checks; an
-    error names the table it came from and the option.
-    """
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise JaxcombineError(f"manifest not found: {path}")
-    except IsADirectoryError:
-        raise JaxcombineError(f"manifest is a folder, not a file: {path}")
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise JaxcombineError(f"bad manifest {path}: {' '.join(str(e).split())}")
-    _check_keys(data, SECTIONS, "manifest section")
-    defaults = _table(data.get("defaults", {}), "[defaults]")
-    grid = _table(data.get("grid", {}), "[grid]")
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise JaxcombineError(f"{path.name}: [grid] {key} must be a non-empty list")
-    entries = data.get("jobs", [])
-    if not isinstance(entries, list):
-        raise JaxcombineError(f"{path.name}: jobs must be [[jobs]] tables")
-    tables = [(f"[grid] combination {i}", dict(zip(grid, combo)))
-              for i, combo in enumerate(itertools.product(*grid.values()), start=1)] if grid else []
-    tables += [(f"[[jobs]] {i}", _table(e, "[[jobs]]")) for i, e in enumerate(entries, start=1)]
-    if not tables:
-        raise JaxcombineError(f"{path.name}: no jobs; add a [grid] or [[jobs]] tables")
-    base = path.resolve().parent
-    jobs: dict[str, Job] = {}
-    for where, table in tables:
-        options = {**defaults, **table}
-        try:
-            config = _resolve_paths(config_lib.from_options(options), base)
-        except ConfigError as e:
-            origin = where if e.field in table else "[defaults]"
-            raise JaxcombineError(f"{path.name}: {origin}, {e.field}: {e}") from None
-        jobs.update((j.id, j) for j in _expand(config))
-    return [jobs[k] for k in sorted(jobs)]
-
-
-def _check_keys(table: dict, valid: Sequence[str], what: str) -> None:
-    for key in table:
-        if key not in valid:
-            raise JaxcombineError(f"unknown {what} {key!r}; valid: {', '.join(valid)}")
-
-
-def _table(table: Any, where: str) -> dict:
-    if not isinstance(table, dict):
-        raise JaxcombineError(f"{where} must be a table")
-    _check_keys(table, FIELDS, f"key in {where}")
-    return table
-
-
-def _expand(config: RunConfig) -> list[Job]:
-    """One validated config → one job per start (``noise:N`` gives N seeds)."""
-    out = []
-    for start in config.inits(_recipe_init(config)):
-        # a noise start's seed is its own; other starts keep the job's (it seeds swd's draws)
-        single = config.replace(init=start.spec,
-                                seed=start.seed if start.kind == "noise" else config.seed)
-        out.append(Job(job_id(single), single))
-    return out
-
-
-def _recipe_init(config: RunConfig) -> str:
-    try:
-        return recipe_lib.load(config.recipe, config.model).init
-    except JaxcombineError:
-        return "content"  # the job fails later, in prepare, with the recipe's error
-
-
-def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
-    """Image, weights and recipe-file paths relative to the manifest's folder → absolute."""
-    absolute = lambda p: str((base / os.path.expanduser(str(p))).resolve())  # noqa: E731
-    changes: dict[str, Any] = {
-        "content": absolute(config.content) if config.content else str(images.CONTENT),
-        "style": tuple(absolute(s) for s in config.style) or (str(images.STYLE),),
-    }
-    if config.weights:
-        changes["weights"] = absolute(config.weights)
-    recipe = config.recipe
-    if isinstance(recipe, str) and recipe not in recipe_lib.preset_names() and (base / recipe).exists():
-        changes["recipe"] = absolute(recipe)
-    if config.init:
-        parts = [p.strip() for p in config.init.split(",")]
-        changes["init"] = ",".join(p if p.split(":")[0] in config_lib.INIT_KINDS else absolute(p)
-                                   for p in parts)
-    return config.replace(**changes)
-
-
-MAX_READABLE_ID = 80  # + "-" + 10 hex digits: ids (and file names) stay far below 255 bytes
-
-
-def job_id(config: RunConfig) -> str:
-    """``<content>-<style>-<init>-<hash>``: readable, and new whenever the config, an image
-    or the weights change. The readable part is cut to :data:`MAX_READABLE_ID` characters;
-    the hash keeps ids distinct."""
-    files = [config.content, *config.style, config.recipe, config.init]
-    canonical = json.dumps({"config": dataclasses.asdict(config),
-                            "files": {f: records.file_sha256(f) for f in files
-                                      if f and Path(f).is_file()},
-                            "weights": weights_lib.load(config.model, config.weights).fingerprint},
-                           sort_keys=True, default=str)
-    digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
-    init = Path(config.init).stem if config.init and os.sep in config.init else config.init
-    if init == "noise":
-        init = f"noise{config.seed}"
-    style = "+".join(Path(s).stem for s in config.style)
-    content = Path(config.content or images.CONTENT).stem
-    readable = re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{content}-{style}-{init}")
-    return f"{readable[:MAX_READABLE_ID]}-{digest}"
-
-
-def process_share(jobs: Sequence[Job], index: int, count: int) -> list[Job]:
-    """Process ``index`` of ``count`` takes every count-th job of the id-sorted list."""
-    return sorted(jobs, key=lambda j: j.id)[index::count]
 
 
 # --------------------------------------------------------------------------- running
@@ -315,13 +176,29 @@ def _run_window(jobs: Sequence[Job], out: Path, report: BatchReport, bar, stop=N
             _fail(report, bar, [j], _reason(e))
             continue
         prepared.append((j, prep))
-    for group in _groups(prepared):
+    for group in (part for g in _groups(prepared) for part in _fitting(g)):
         if report.interrupted:
             break
         try:
             _run_group(group, out, report, bar, stop)
         except Exception as e:  # one broken group must not stop the others
             _fail(report, bar, [j for j, _ in group], _reason(e))
+
+
+def _fitting(group: list) -> list[list]:
+    """``group`` cut into runs whose estimated memory fits (each job alone was checked when
+    it was prepared): halved until the estimate for one run of them passes."""
+    prep = group[0][1]
+    h, w = prep.content.shape[:2]
+    size = len(group)
+    while size > 1:
+        try:
+            job_lib.check_memory(prep.config, prep.recipe, h, w, starts=size,
+                                 per_start_targets=True)
+            break
+        except JaxcombineError:
+            size = (size + 1) // 2
+    return [group[i:i + size] for i in range(0, len(group), size)]
 
 
 def _groups(prepared: list) -> Iterable[list]:
@@ -351,7 +228,8 @@ def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> N
     ids = [j.id for j in jobs]
     config = first.config
     longest = max(max(p.config.steps for p in preps), 1)
-    writer = outputs.SnapshotWriter(out, ids, config.snapshot_every)
+    writer = outputs.SnapshotWriter(  # each job its own content's colours (preserve_color)
+        out, ids, config.snapshot_every, lambda px: [p.finish(x) for p, x in zip(preps, px)])
     chunk = outputs.chunk_size(config.chunk, config.snapshot_every)
     done_steps = [0]
 
@@ -360,9 +238,10 @@ def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> N
         done_steps[0] = step
         writer(step, get_pixels)
 
-    outcome = engine.optimise(first.problem, first.variables, targets, state, chunk=chunk,
-                              loop=config.loop, on_chunk=on_chunk, stop=stop,
-                              per_start_targets=True)
+    with job_lib.out_of_memory_as_error(first, len(group)):
+        outcome = engine.optimise(first.problem, first.variables, targets, state, chunk=chunk,
+                                  loop=config.loop, on_chunk=on_chunk, stop=stop,
+                                  per_start_targets=True)
     if outcome.interrupted:
         report.interrupted = True
         return
@@ -380,7 +259,7 @@ def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> N
 def write_job(out: Path, job: Job, prep: job_lib.Prepared, outcome: engine.Outcome, j: int,
               **timings: Any) -> None:
     """Image, history, then the JSON record last: its presence marks the job finished."""
-    images.write(out / f"{job.id}.png", outcome.pixels[j])
+    images.write(out / f"{job.id}.png", prep.finish(outcome.pixels[j]))
     records.atomic_write_text(out / f"{job.id}.history.csv", outputs.history_csv(outcome, j))
     final = float(outcome.final_totals()[j])
     last = int(outcome.step[j]) - outcome.start_step - 1

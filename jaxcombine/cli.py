@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -26,6 +27,13 @@ EXIT_PARTIAL = 3  # finished, but some starts diverged or some batch jobs failed
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; everything finished so far is written
 COMPILE_CACHE_ENV = "JAXCOMBINE_COMPILE_CACHE"
 COMPILE_CACHE_MAX_BYTES = 2**30
+
+
+def exit_interrupted() -> None:
+    """Exit 130. Further Ctrl-Cs are ignored from here on: one landing in the interpreter's
+    shutdown would otherwise kill the process by SIGINT instead of exiting with 130."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -72,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(e.format_message().replace("\n", " "), e.exit_code or EXIT_USAGE)
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("jaxcombine: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted()
     except OSError as e:  # disk full, permission denied, ... on our own outputs
         _fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e),
               EXIT_ERROR)
@@ -109,6 +117,18 @@ class ConfigValue(click.ParamType):
         return self.rule.parse(self.field, value) if isinstance(value, str) else value
 
 
+class ConfigChoice(click.Choice):
+    """A choice listed by click (help, completion) but refused by its rule in
+    :mod:`jaxcombine.config`, with the same one-line message as a manifest or the API."""
+
+    def __init__(self, field: str):
+        self.field, self.rule = field, config.rule(field)
+        super().__init__(self.rule.choices)
+
+    def convert(self, value, param, ctx):
+        return self.rule.check(self.field, value)
+
+
 PATH_OPTIONS = ("content", "style")
 
 
@@ -124,7 +144,7 @@ def _option_for(field: str, default=None):
     if rule.kind == "bool":
         return click.option(f"{flag}/--no-{flag[2:]}", field, **kwargs)
     if rule.kind == "choice":
-        kwargs["type"] = click.Choice(rule.choices)
+        kwargs["type"] = ConfigChoice(field)
     elif field in PATH_OPTIONS:
         kwargs["type"] = click.Path(path_type=Path)
         kwargs["multiple"] = rule.kind == "paths"
@@ -173,7 +193,7 @@ def run(out_dir, quiet, **options):
     click.echo(f"{oc.steps_done} steps, {rate}, compile {oc.compile_s:.1f}s, wall {result.wall_s:.1f}s")
     if result.interrupted:
         click.echo("jaxcombine: interrupted; results so far were written", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted()
     if result.diverged:
         click.echo(f"jaxcombine: {len(result.diverged)} of {len(result.labels)} starts diverged "
                    f"({', '.join(result.diverged)}); try a lower --lr", err=True)
@@ -219,7 +239,7 @@ def study(tolerance, sweep, resume, out_dir, quiet, **options):
     click.echo(f"wrote {out_dir / 'report.html'}")
     if result.interrupted:
         click.echo("jaxcombine: interrupted; results so far were written (resume with --resume)", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted()
     diverged = [lab for lab, step in s["diverged_at_step"].items() if step is not None]
     if diverged:
         click.echo(f"jaxcombine: {len(diverged)} of {len(result.labels)} starts diverged "
@@ -287,7 +307,7 @@ def batch(manifest, out_dir, force, batching, max_batch, quiet, coordinator, num
                f"{len(report.failed)} failed{elsewhere}; report: {out_dir / batch_lib.REPORT}")
     if report.interrupted:
         click.echo("jaxcombine: interrupted; finished jobs were written", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted()
     sys.exit(EXIT_PARTIAL if report.failed else 0)
 
 
@@ -374,14 +394,16 @@ def bench(sizes, inits, loops, convs, steps, repeats, recipe, dtype, remat, comp
 @click.option("--model", "arch", type=click.Choice(config.MODELS), default="vgg19", show_default=True)
 @click.option("--pooling", type=click.Choice(config.POOLINGS), default="max", show_default=True)
 @click.option("--size", type=int, default=None, help="Resize so the longest side is SIZE px (default: as is).")
+@click.option("--max-memory", type=ConfigValue("max_memory"), default=None,
+              help=config.rule("max_memory").help)
 @weights_option
-def features(image, layers, out_path, arch, pooling, size, weights_path):
+def features(image, layers, out_path, arch, pooling, size, max_memory, weights_path):
     """Write the activations of LAYERS for IMAGE to an .npz (float32, H×W×C per layer)."""
     from jaxcombine.features import extract_features
 
     result = extract_features(image, layers=[s.strip() for s in layers.split(",") if s.strip()],
                                   out=out_path, model=arch, pooling=pooling, size=size,
-                                  weights=weights_path)
+                                  weights=weights_path, max_memory=max_memory)
     for name, shape in result.items():
         click.echo(f"{name}: {'x'.join(map(str, shape))}")
     click.echo(f"wrote {out_path}")

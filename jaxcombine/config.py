@@ -16,6 +16,7 @@ check a configuration without loading JAX.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import numbers
@@ -38,6 +39,7 @@ AUTO = "auto"  # conv and loop: the fastest measured for the backend
 SOURCES = ("content", "style")
 STATISTICS = ("activations", "gram", "meanstd", "covariance", "w2", "swd")
 INIT_KINDS = ("content", "style", "noise")  # plus image paths
+PRESERVE_COLORS = ("none", "luminance", "stats", "histogram")  # jaxcombine.color
 DEFAULT_RECIPE = "gatys"
 # Learning rates in 0–255 pixel units, per optimiser (Adam's step is about lr pixels).
 DEFAULT_LR = {"adam": 4.0, "sgd": 2e3, "lbfgs": 1.0}
@@ -263,8 +265,8 @@ def parse_inits(spec: str, seed: int = 0) -> tuple[Init, ...]:
             out.append(Init("file", path=part))
     if not out:
         raise ConfigError("init", "no init given")
-    labels = [i.label for i in out]
-    dup = sorted({x for x in labels if labels.count(x) > 1})
+    counts = collections.Counter(i.label for i in out)
+    dup = sorted(label for label, n in counts.items() if n > 1)
     if dup:
         raise ConfigError("init", f"init {dup[0]!r} given twice")
     return tuple(out)
@@ -282,6 +284,13 @@ class RunConfig:
     paths) defaults to the recipe's suggestion. Numbers a user sweeps
     (``lr``, ``steps``, ``tv_weight``, ``style_weights``, the recipe's weights)
     are traced by the engine: changing them compiles nothing.
+
+    Options left ``None`` that a recipe also sets (``init``, ``tv_weight``,
+    ``preserve_color``) take the recipe's value; a value given here overrides it.
+    ``preserve_color`` (:mod:`jaxcombine.color`) changes the images the targets
+    are made from, the images written and (``luminance``) the program, so it is
+    no study ``--sweep`` axis (sweeps vary traced numbers over one set of targets
+    and one program); compare modes with a batch ``[grid]``.
     """
 
     content: str | None = _option(None, Rule(
@@ -290,6 +299,12 @@ class RunConfig:
         "paths", "Style image; repeat to blend several (default: bundled Starry Night)."))
     style_weights: tuple[float, ...] | None = _option(None, Rule(
         "floats", "Blend weights, one per style (comma-separated).", low=0.0, optional=True))
+    preserve_color: str | None = _option(None, Rule(
+        "choice", "Keep the content's colours: luminance (style on luminance only, content's "
+                  "chroma on output), stats (style recoloured to the content's colour mean and "
+                  "covariance), histogram (style's channel histograms matched to the content's) "
+                  "or none (default: the recipe's preserve_color, else none).",
+        PRESERVE_COLORS, optional=True))
     recipe: Any = _option(DEFAULT_RECIPE, Rule(
         "text", "Preset name (see 'jaxcombine recipes') or a recipe .toml file."))
     init: str | None = _option(None, Rule(
@@ -325,6 +340,10 @@ class RunConfig:
         optional=True))
     max_pixels: int = _option(DEFAULT_MAX_PIXELS, Rule(
         "int", "Refuse input images larger than this (decompression bombs).", low=1))
+    max_memory: float | None = _option(None, Rule(
+        "float", "Memory limit in GB for the check made before a run starts (default: the "
+                 "accelerator's memory, or the host's available memory on CPU).",
+        low=0.0, low_open=True, optional=True))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -64,6 +64,9 @@ class Problem:
       optimizer: ``adam`` | ``sgd`` | ``lbfgs`` (:mod:`jaxcombine.optimizers`), or
         any ``optax.GradientTransformation`` (from Python; learning rate and schedule are its own).
       schedule: ``constant`` or ``cosine`` (decays to 10% over each start's steps).
+      grey: optimise grey images only (``preserve_color="luminance"``): the gradient
+        and every updated image are projected onto R = G = B, so grey starts stay grey
+        and the optimiser spends no steps on colour the output would throw away.
     """
 
     recipe: Recipe
@@ -74,6 +77,7 @@ class Problem:
     conv: str = "xla"
     optimizer: str | optax.GradientTransformation = "adam"
     schedule: str = "constant"
+    grey: bool = False
 
     def network(self) -> model.VGG:
         return model.VGG(arch=self.arch, taps=model.check_layers(self.recipe.layers, self.arch),
@@ -187,7 +191,10 @@ def init_state(problem: Problem, pixels: Any, *, lr: Any = None, steps: Any = 0,
     k = pixels.shape[0]
     n = len(problem.recipe.labels)
     steps = np.broadcast_to(np.asarray(steps, np.int64), (k,))
-    opt_state = jax.vmap(problem.transform().init)(pixels)
+    # Strong types throughout: some optimisers (L-BFGS's line search) start with weakly
+    # typed scalars that their first update makes strong, which would compile the chunk twice.
+    opt_state = jax.tree.map(lambda a: jnp.asarray(a, dtype=a.dtype),
+                             jax.vmap(problem.transform().init)(pixels))
     if isinstance(problem.optimizer, str):
         lr = np.broadcast_to(np.asarray(lr if lr is not None else 1.0, np.float32), (k,))
         opt_state = optimizers.set_learning_rate(opt_state, lr, steps)
@@ -214,10 +221,14 @@ def _step(problem: Problem, variables: Mapping, targets: Mapping,
     value_fn = lambda p: loss(problem, variables, targets, p, weights, key)[0]  # noqa: E731
     (value, comps), grad = jax.value_and_grad(
         lambda p: loss(problem, variables, targets, p, weights, key), has_aux=True)(x)
+    if problem.grey:  # the gradient within grey images
+        grad = _grey(grad)
     updates, new_opt_state = opt.update(grad, opt_state, x, value=value, grad=grad,
                                         value_fn=value_fn)
-    # Projected step: pixels stay in the valid 0–255 range.
+    # Projected step: pixels stay in the valid 0–255 range (and grey, if asked).
     new_x = jnp.clip(optax.apply_updates(x, updates), 0.0, 255.0)
+    if problem.grey:
+        new_x = _grey(new_x)
     running = alive & (step < steps)
     finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(new_x))
     ok = running & finite
@@ -226,6 +237,11 @@ def _step(problem: Problem, variables: Mapping, targets: Mapping,
                       alive & (finite | ~running), weights, step + running.astype(step.dtype), steps,
                       key_data)
     return new_state, jnp.where(ok, comps, jnp.nan)
+
+
+def _grey(x: jax.Array) -> jax.Array:
+    """Orthogonal projection of (..., 3) onto R = G = B: the channel mean in each channel."""
+    return jnp.broadcast_to(jnp.mean(x, axis=-1, keepdims=True), x.shape)
 
 
 def _vstep(problem, variables, targets, state, targets_axis=None):

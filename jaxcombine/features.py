@@ -10,7 +10,8 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from jaxcombine import images, model, records, weights as weights_lib
+from jaxcombine import images, memory, model, records, weights as weights_lib
+from jaxcombine.model import check_layers
 
 
 # One jitted function, so repeated calls with the same shapes reuse the compiled program.
@@ -30,12 +31,22 @@ def extract(image_rgb: np.ndarray, layers: Sequence[str], *, model_name: str = "
 
 def extract_features(image: str | os.PathLike, *, layers: Sequence[str], out: str | os.PathLike,
                      model: str = "vgg19", pooling: str = "max", size: int | None = None,
-                     weights: str | os.PathLike | None = None) -> dict[str, tuple[int, ...]]:
+                     weights: str | os.PathLike | None = None,
+                     max_memory: float | None = None) -> dict[str, tuple[int, ...]]:
     """Write the activations of ``layers`` for ``image`` to ``out`` (.npz) plus ``out``.json.
+
+    Refused in one line, before the image is decoded at ``size``, when the estimated
+    peak exceeds ``max_memory`` GB (default: the memory available).
 
     Returns ``{layer: shape}``. With ``size=None`` the image is used at its own size.
     """
     out = Path(out)
+    taps = check_layers(list(layers), model)  # ``model`` is the architecture's name here
+    h, w = images.output_size(image, size=size)
+    memory.check_fits(memory.estimate_features_bytes(taps, h, w, arch=model),
+                      int(max_memory * 1e9) if max_memory else memory.available_bytes(),
+                      f"features of {w}x{h} to {taps[-1]}",
+                      remedies=("a smaller --size",))  # before the image is decoded at size
     rgb = images.read(image, size=size)
     acts = extract(rgb, layers, model_name=model, pooling=pooling, weights=weights)
     buf = io.BytesIO()

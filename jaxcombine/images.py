@@ -76,6 +76,21 @@ def open_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
         raise JaxcombineError(f"{path}: corrupt or truncated image ({e})") from None
 
 
+def output_size(path: str | os.PathLike, *, size: int | None = None,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) that ``read(path, size=size)`` returns, from the file's header alone,
+    so a memory check can come before an image is decoded and resized."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that turn it
+                w, h = h, w
+    except (OSError, SyntaxError, ValueError):  # not there, not an image: the reader says how
+        h, w = open_image(path, max_pixels=max_pixels).size[::-1]
+    w, h = target_size(w, h, size=size)
+    return h, w
+
+
 def to_rgb(img: Image.Image, name: str | os.PathLike = "image") -> np.ndarray:
     """Any Pillow mode → float32 RGB 0–255 (alpha composited on white)."""
     mode = img.mode

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import engine, folders, images, interrupts, losses, model, outputs
+from jaxcombine import color, engine, folders, images, interrupts, losses, memory, model, outputs
 from jaxcombine import recipe as recipe_lib, records, weights as weights_lib
 from jaxcombine.config import Init, RunConfig, parse_inits  # noqa: F401  (re-exported)
 from jaxcombine.errors import JaxcombineError
@@ -37,8 +37,8 @@ class Prepared:
     recipe: recipe_lib.Recipe  # with its weights (the problem holds only its structure)
     problem: engine.Problem
     inits: tuple[Init, ...]
-    content: np.ndarray  # (H, W, 3) float32
-    styles: np.ndarray  # (S, H, W, 3) float32, fitted to the content's size
+    content: np.ndarray  # (H, W, 3) float32, as read (its colours, whatever preserve_color)
+    styles: np.ndarray  # (S, H, W, 3) float32, fitted to the content's size, as VGG sees them
     variables: Any
     targets: dict[str, jax.Array]
     x0: np.ndarray  # (k, H, W, 3)
@@ -47,6 +47,18 @@ class Prepared:
     @property
     def labels(self) -> tuple[str, ...]:
         return tuple(i.label for i in self.inits)
+
+    @property
+    def preserve_color(self) -> str:
+        """The colour mode in force: the config's, else the recipe's."""
+        return self.recipe.preserve_color
+
+    def finish(self, pixels: np.ndarray) -> np.ndarray:
+        """Optimised pixels (..., H, W, 3) → the images to write and return: as they are,
+        or under ``luminance`` their luminance with the content's chroma."""
+        if self.preserve_color == "luminance":
+            return color.recombine(pixels, self.content)
+        return np.asarray(pixels)
 
     @property
     def loss_weights(self) -> np.ndarray:
@@ -63,27 +75,70 @@ class Prepared:
 
 
 def prepare(config: RunConfig) -> Prepared:
-    """Load images and weights, compute targets and starts (``config`` is already valid)."""
+    """Load images and weights, compute targets and starts (``config`` is already valid).
+
+    ``preserve_color`` (the config's, else the recipe's) recolours the style images
+    before their features are taken (:func:`color.prepare_styles`); under
+    ``luminance`` the content and every start are grey (their luminance) too, the
+    pixels stay grey while optimised (``Problem.grey``), and :meth:`Prepared.finish`
+    puts the content's chroma back on output.
+    """
     rec = recipe_lib.load(config.recipe, config.model)
     if config.tv_weight is not None:
         rec = rec.replace(tv_weight=config.tv_weight)
+    if config.preserve_color is not None:
+        rec = rec.replace(preserve_color=config.preserve_color)
     inits = config.inits(rec.init)
-    content = images.read(config.content or images.CONTENT, size=config.size,
-                          max_pixels=config.max_pixels)
-    h, w = content.shape[:2]
+    content_path = config.content or images.CONTENT
+    h, w = images.output_size(content_path, size=config.size, max_pixels=config.max_pixels)
     model.check_size(h, w, rec.layers)
+    check_memory(config, rec, h, w, starts=len(inits))  # before anything is read at size
+    content = images.read(content_path, size=config.size, max_pixels=config.max_pixels)
     style_paths = config.style or (str(images.STYLE),)
     styles = np.stack([images.fit(images.read(p, max_pixels=config.max_pixels), h, w)
                        for p in style_paths])
+    styles = color.prepare_styles(styles, content, rec.preserve_color)
+    seen = color.grey(content) if rec.preserve_color == "luminance" else content  # by VGG
     problem = engine.Problem(recipe=rec.structure(), arch=config.model, pooling=config.pooling,
                              dtype=config.dtype, remat=config.remat, conv=conv_algorithm(config),
-                             optimizer=config.optimizer, schedule=config.schedule)
+                             optimizer=config.optimizer, schedule=config.schedule,
+                             grey=rec.preserve_color == "luminance")
     w8 = weights_lib.load(config.model, config.weights)
     variables = _device_variables(w8, rec.layers, config.model, problem.conv)
     sw = None if config.style_weights is None else jnp.asarray(config.style_weights, jnp.float32)
-    targets = _targets(problem, variables, jnp.asarray(content), jnp.asarray(styles), sw)
-    x0 = np.stack([_start(i, content, styles, config) for i in inits])
+    # targets depend on the network and the recipe only: one program whatever the optimiser
+    targets = _targets(dataclasses.replace(problem, optimizer="adam", schedule="constant"),
+                       variables, jnp.asarray(seen), jnp.asarray(styles), sw)
+    x0 = np.stack([_start(i, seen, styles, config) for i in inits])
+    if rec.preserve_color == "luminance":  # noise and image starts too
+        x0 = color.grey(x0)
     return Prepared(config, rec, problem, inits, content, styles, variables, targets, x0, w8)
+
+
+def check_memory(config: RunConfig, rec: recipe_lib.Recipe, height: int, width: int, *,
+                 starts: int, per_start_targets: bool = False) -> None:
+    """Refuse, in one line, a run whose estimated peak exceeds ``config.max_memory`` (GB) or
+    else the memory available (:mod:`jaxcombine.memory`), before anything large exists."""
+    conv = conv_algorithm(config)
+    accelerator = jax.default_backend() != "cpu"  # starts spread over separate memories
+    per_device = -(-starts // len(jax.local_devices())) if accelerator else starts
+    need = memory.estimate_bytes(
+        rec.layers, height, width, per_device, arch=config.model, conv=conv, dtype=config.dtype,
+        remat=config.remat, per_start_targets=per_start_targets,
+        activation_targets=[t.layer for t in rec.terms if t.statistic == "activations"])
+    limit = int(config.max_memory * 1e9) if config.max_memory else memory.available_bytes()
+    memory.check_fits(need, limit, memory.describe(rec.layers, height, width, starts, conv=conv,
+                                                   recipe=rec.name, arch=config.model),
+                      remedies=memory.remedies(conv, starts, devices_help=accelerator))
+
+
+def out_of_memory_as_error(prep: Prepared, starts: int):
+    """:func:`memory.out_of_memory_as_error` for ``starts`` starts of ``prep``'s run."""
+    h, w = prep.content.shape[:2]
+    return memory.out_of_memory_as_error(
+        memory.describe(prep.recipe.layers, h, w, starts, conv=prep.problem.conv,
+                        recipe=prep.recipe.name, arch=prep.problem.arch),
+        remedies=memory.remedies(prep.problem.conv, starts))
 
 
 _targets = jax.jit(engine.compute_targets, static_argnames=("problem",))
@@ -106,8 +161,8 @@ def _start(init: Init, content: np.ndarray, styles: np.ndarray, config: RunConfi
     h, w = content.shape[:2]
     if init.kind == "content":
         return content
-    if init.kind == "style":
-        return styles[0]
+    if init.kind == "style":  # a recoloured style may leave 0-255 (stats); a start may not
+        return np.clip(styles[0], 0.0, 255.0)
     if init.kind == "noise":
         key = jax.random.key(init.seed)
         return np.asarray(jax.random.uniform(key, (h, w, 3), jnp.float32, 0.0, 255.0))
@@ -128,6 +183,7 @@ class Result:
     wall_s: float
     out: Path | None = None
     stop_requested: bool = False  # Ctrl-C or SIGTERM came, perhaps after the last step
+    finish: Any = None  # optimised pixels → written images (Prepared.finish); None: as they are
 
     @property
     def interrupted(self) -> bool:
@@ -140,7 +196,9 @@ class Result:
 
     @property
     def images(self) -> dict[str, np.ndarray]:
-        return {lab: images.to_uint8(px) for lab, px in zip(self.labels, self.outcome.pixels)}
+        """The final images, as written (``outcome.pixels`` holds the optimised pixels)."""
+        pixels = self.outcome.pixels if self.finish is None else self.finish(self.outcome.pixels)
+        return {lab: images.to_uint8(px) for lab, px in zip(self.labels, pixels)}
 
     @property
     def history(self) -> np.ndarray:
@@ -165,7 +223,7 @@ def combine(config: RunConfig | None = None, *, out: str | os.PathLike | None = 
         out_dir = folders.check_output_folder(out)
         folders.remove_stale_temps(out_dir)
     prep = prepare(config)
-    writer = outputs.SnapshotWriter(out_dir, prep.labels, config.snapshot_every)
+    writer = outputs.SnapshotWriter(out_dir, prep.labels, config.snapshot_every, prep.finish)
     state = prep.initial_state()
     bar = outputs.ProgressBar(config.steps, prep.labels, state.weights) if progress else None
 
@@ -176,12 +234,14 @@ def combine(config: RunConfig | None = None, *, out: str | os.PathLike | None = 
 
     chunk = outputs.chunk_size(config.chunk, config.snapshot_every)
     with interrupts.stop_requests() as stop:  # held over the writes too: none is cut short
-        outcome = engine.optimise(prep.problem, prep.variables, prep.targets, state, chunk=chunk,
-                                  loop=config.loop, on_chunk=on_chunk, stop=stop.is_set)
+        with out_of_memory_as_error(prep, len(prep.labels)):
+            outcome = engine.optimise(prep.problem, prep.variables, prep.targets, state,
+                                      chunk=chunk, loop=config.loop, on_chunk=on_chunk,
+                                      stop=stop.is_set)
         if bar is not None:
             bar.close()
         result = Result(config, prep.labels, outcome, prep.weights.fingerprint,
-                        time.perf_counter() - t0, out_dir)
+                        time.perf_counter() - t0, out_dir, finish=prep.finish)
         if out_dir is not None:
             write_outputs(result, prep)
         result.stop_requested = stop.is_set()
@@ -203,9 +263,10 @@ def write_outputs(result: Result, prep: Prepared) -> None:
                   wall_s=round(result.wall_s, 3),
                   steps_per_s=round(oc.steps_done / oc.run_s, 4) if oc.run_s else None)
     finals = result.final_losses()
+    finished = prep.finish(oc.pixels)
     for j, init in enumerate(prep.inits):
         lab = init.label
-        images.write(out / f"{lab}.png", oc.pixels[j])
+        images.write(out / f"{lab}.png", finished[j])
         records.atomic_write_text(out / f"{lab}.history.csv", outputs.history_csv(oc, j))
         records.write_json(out / f"{lab}.json", records.record(
             result.config, weights=weights_rec, init=dataclasses.asdict(init),

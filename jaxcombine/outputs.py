@@ -10,7 +10,7 @@ import csv
 import io
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -46,15 +46,18 @@ def history_csv(outcome: engine.Outcome, j: int) -> str:
 
 
 class SnapshotWriter:
-    """Writes ``snapshots/<label>-stepNNNNNN.png`` every ``every`` steps (0: never)."""
+    """Writes ``snapshots/<label>-stepNNNNNN.png`` every ``every`` steps (0: never);
+    ``finish`` maps the (k, H, W, 3) pixels to the images to write (colour preservation)."""
 
-    def __init__(self, out: Path | None, labels: Sequence[str], every: int):
-        self.out, self.labels, self.every = out, labels, every
+    def __init__(self, out: Path | None, labels: Sequence[str], every: int,
+                 finish: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.out, self.labels, self.every, self.finish = out, labels, every, finish
 
     def __call__(self, step: int, get_pixels) -> None:
         if self.out is None or not self.every or step % self.every:
             return
-        for lab, px in zip(self.labels, get_pixels()):
+        pixels = get_pixels()
+        for lab, px in zip(self.labels, pixels if self.finish is None else self.finish(pixels)):
             images.write(snapshot_path(self.out, lab, step), px)
 
 

@@ -9,6 +9,7 @@ TOML form (``jaxcombine recipes show gatys`` prints a full example)::
     description = "..."
     tv_weight = 0.0
     init = "content"          # suggested start when --init is not given
+    preserve_color = "none"   # none | luminance | stats | histogram (--preserve-color overrides)
 
     [[terms]]
     layers = ["block1_conv1", "block2_conv1"]   # or layer = "..."
@@ -30,7 +31,8 @@ import tomli_w
 
 from jaxcombine import model
 from jaxcombine.config import DEFAULT_RECIPE as DEFAULT  # noqa: F401  (recipe.DEFAULT)
-from jaxcombine.config import INIT_KINDS as INITS, SOURCES, STATISTICS, finite_number
+from jaxcombine.config import INIT_KINDS as INITS, SOURCES, STATISTICS, ConfigError, finite_number
+from jaxcombine.config import rule as option_rule
 from jaxcombine.errors import JaxcombineError
 
 
@@ -51,13 +53,15 @@ class Term:
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """A validated list of terms plus total-variation weight and suggested init."""
+    """A validated list of terms plus total-variation weight, suggested init and colour
+    preservation (``preserve_color``, :mod:`jaxcombine.color`; a run's option overrides it)."""
 
     name: str
     terms: tuple[Term, ...]
     tv_weight: float = 0.0
     init: str = "content"
     description: str = ""
+    preserve_color: str = "none"
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -79,14 +83,16 @@ class Recipe:
     def structure(self) -> "Recipe":
         """Only what shapes the compiled program: each term's layer, source and statistic.
 
-        Weights, TV weight, name and description are dropped (the engine takes the
-        weights as traced arrays), so recipes that differ only in numbers share a program.
+        Weights, TV weight, name, description and colour preservation are dropped (the
+        engine takes the weights as traced arrays; colour changes only the images the
+        targets come from), so recipes that differ only in those share a program.
         """
         return Recipe(name="", terms=tuple(dataclasses.replace(t, weight=1.0) for t in self.terms))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "description": self.description, "init": self.init, "tv_weight": self.tv_weight,
+            "preserve_color": self.preserve_color,
             "terms": [dataclasses.asdict(t) for t in self.terms],
         }
 
@@ -96,7 +102,7 @@ class Recipe:
 
 def from_dict(data: Mapping[str, Any], name: str = "custom") -> Recipe:
     """Build and check a recipe from parsed TOML/JSON; one-line errors on bad data."""
-    known = {"description", "init", "tv_weight", "terms", "name"}
+    known = {"description", "init", "tv_weight", "terms", "name", "preserve_color"}
     extra = set(data) - known
     if extra:
         raise JaxcombineError(f"recipe {name}: unknown key {sorted(extra)[0]!r} "
@@ -113,8 +119,12 @@ def from_dict(data: Mapping[str, Any], name: str = "custom") -> Recipe:
     init = data.get("init", "content")
     if init not in INITS:
         raise JaxcombineError(f"recipe {name}: init must be one of {', '.join(INITS)}, got {init!r}")
+    try:  # the option's own rule and message
+        color = option_rule("preserve_color").check("preserve_color", data.get("preserve_color", "none"))
+    except ConfigError as e:
+        raise JaxcombineError(f"recipe {name}: {e}") from None
     return Recipe(name=str(data.get("name", name)), terms=tuple(terms), tv_weight=tv, init=init,
-                  description=str(data.get("description", "")))
+                  description=str(data.get("description", "")), preserve_color=color)
 
 
 def _expand_term(raw: Any, where: str) -> list[Term]:

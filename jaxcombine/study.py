@@ -14,7 +14,9 @@ compiled vmapped program (:func:`engine.optimise`), and writes into one folder:
   name is the recipe statistic's term at that layer with b as the target
   (``<layer>:<statistic>`` when a layer has several): ``relative_mse(S_a, S_b)``,
   normalised by b's, for the matched statistics, the normalised W2 or sliced
-  distance (fixed directions) for ``w2`` and ``swd``;
+  distance (fixed directions) for ``w2`` and ``swd``. Both are of the optimised
+  pixels (under ``preserve_color=luminance`` the grey images VGG sees; the
+  written images carry the content's chroma);
 * ``<start>.png``, ``snapshots/<start>-stepNNNNNN.png`` (step 0, every
   ``snapshot_every`` steps and the last step), ``contact_sheet.png``,
   ``loss.png``, ``distances.png``, ``report.html`` (self-contained),
@@ -293,7 +295,7 @@ class _Recorder:
             return
         self.snap_steps.append(self.step)
         self.dists.append(pair_distances(self.prep.problem, self.prep.variables, pixels))
-        for lab, px in zip(self.labels, pixels):
+        for lab, px in zip(self.labels, self.prep.finish(pixels)):
             images.write(outputs.snapshot_path(self.out, lab, self.step), px)
         self.write_tables()
         if opt_state is not None:
@@ -334,6 +336,8 @@ def run_study(config: RunConfig, out: str | Path, *, snapshot_every: int = 25,
     folders.remove_stale_temps(out)
     prep = job.prepare(config)
     labels, x0, lrs, loss_weights = _cross(prep, sweep)
+    if len(labels) > len(prep.labels):  # the sweep multiplies the starts prepare checked
+        job.check_memory(config, prep.recipe, *x0.shape[1:3], starts=len(labels))
     rec = _Recorder(out, prep, labels, lrs, loss_weights)
     opt_state = None
     if resume:
@@ -353,13 +357,14 @@ def run_study(config: RunConfig, out: str | Path, *, snapshot_every: int = 25,
             rec.snapshot(fetch(), fetch.opt_state())
 
     with interrupts.stop_requests() as stop:  # held over the writes too: none is cut short
-        outcome = engine.optimise(prep.problem, prep.variables, prep.targets, state,
-                                  chunk=outputs.chunk_size(config.chunk, snapshot_every),
-                                  loop=config.loop, on_chunk=on_chunk, stop=stop.is_set)
+        with job.out_of_memory_as_error(prep, len(labels)):
+            outcome = engine.optimise(prep.problem, prep.variables, prep.targets, state,
+                                      chunk=outputs.chunk_size(config.chunk, snapshot_every),
+                                      loop=config.loop, on_chunk=on_chunk, stop=stop.is_set)
         if bar is not None:
             bar.close()
         rec.snapshot(outcome.pixels, outcome.opt_state)  # an interrupted run's last step
-        for lab, px in zip(labels, outcome.pixels):
+        for lab, px in zip(labels, prep.finish(outcome.pixels)):
             images.write(out / f"{lab}.png", px)
         summary = _summary(rec, outcome, config, snapshot_every, options.tolerance,
                            outcome.start_step, time.perf_counter() - t0)

@@ -41,3 +41,21 @@ def strict_numerics():
 
     with jax.numpy_rank_promotion("raise"):
         yield
+
+
+# --------------------------------------------------------------------------- compiles
+
+@pytest.fixture
+def compiled():
+    """Names of the functions XLA compiles while the test runs (jax.monitoring events)."""
+    import jax
+
+    names: list[str] = []
+
+    def listen(event, seconds, fun_name="", **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            names.append(fun_name)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    yield names
+    jax.monitoring.unregister_event_duration_listener(listen)

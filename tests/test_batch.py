@@ -1,4 +1,9 @@
-"""Batch manifests: expansion, ids, crash-safe reruns, bad jobs, several devices and processes."""
+"""Batch manifests: expansion, ids, crash-safe reruns, bad jobs, several devices and processes.
+
+The full 12-job grid (default recipe) runs once, for the batched-equals-plain check; the
+mechanics (batching windows, devices, processes, kill -9) run small manifests on the
+shallow test recipe and compare against a reference computed for the same manifest.
+"""
 
 import json
 import os
@@ -16,6 +21,8 @@ from PIL import Image
 from jaxcombine import batch, images, records
 from jaxcombine.errors import JaxcombineError
 
+SHALLOW = Path(__file__).with_name("shallow.toml")
+
 MANIFEST = """\
 [defaults]
 steps = {steps}
@@ -28,10 +35,56 @@ style = ["s1.png", "s2.jpg"]
 init = ["content", "style", "noise"]
 """
 
+# Four jobs, two per output shape (c1 is square, c2 is not), each pair differing in style
+# and init: batching groups them in twos, with per-job targets and starts.
+SMALL = """\
+[defaults]
+steps = 3
+size = 32
+chunk = 1
+recipe = "shallow.toml"
+
+[[jobs]]
+content = "c1.png"
+style = "s1.png"
+init = "content"
+
+[[jobs]]
+content = "c1.png"
+style = "s2.jpg"
+init = "noise"
+
+[[jobs]]
+content = "c2.png"
+style = "s1.png"
+init = "style"
+
+[[jobs]]
+content = "c2.png"
+style = "s2.jpg"
+init = "noise"
+"""
+
+# Six jobs of one shape, each long enough (steps) that a kill lands between jobs.
+KILL_STEPS = 100  # ~0.2 s a job here: four jobs still to run when two are done
+KILL = """\
+[defaults]
+steps = {steps}
+size = 32
+chunk = 1
+recipe = "shallow.toml"
+
+[grid]
+content = ["c1.png"]
+style = ["s1.png", "s2.jpg"]
+init = ["content", "style", "noise"]
+"""
+
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    """Two crops of the bundled photo, two of the painting, and the 12-job manifest."""
+    """Two crops of the bundled photo, two of the painting, the 12-job manifest, and the
+    small one with its recipe beside it (a relative recipe path, resolved by the manifest)."""
     d = tmp_path_factory.mktemp("batch")
     photo = Image.open(images.CONTENT).convert("RGB")
     paint = Image.open(images.STYLE).convert("RGB")
@@ -40,6 +93,8 @@ def folder(tmp_path_factory) -> Path:
     paint.crop((0, 0, 200, 160)).save(d / "s1.png")
     paint.crop((50, 50, 250, 250)).save(d / "s2.jpg")
     (d / "m.toml").write_text(MANIFEST.format(steps=3))
+    (d / "small.toml").write_text(SMALL)
+    (d / "shallow.toml").write_text(SHALLOW.read_text())
     return d
 
 
@@ -74,6 +129,25 @@ def reference(folder, vgg19) -> Path:
     report = batch.run_batch(folder / "m.toml", out, progress=False)
     assert len(report.done) == 12 and not report.failed
     return out
+
+
+@pytest.fixture(scope="module")
+def small_reference(folder, vgg19) -> Path:
+    """The small manifest's 4 jobs on one device, one process, batched."""
+    out = folder / "small-ref"
+    report = batch.run_batch(folder / "small.toml", out, progress=False)
+    assert len(report.done) == 4 and not report.failed
+    return out
+
+
+def assert_same_outputs(out: Path, ref: Path) -> None:
+    """Every job of ``ref`` is in ``out``, with the same image and final loss."""
+    want, got = outputs(ref), outputs(out)
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], atol=2)
+    np.testing.assert_allclose([final_losses(out)[k] for k in want],
+                               [final_losses(ref)[k] for k in want], rtol=1e-3)
 
 
 # --------------------------------------------------------------------------- manifest
@@ -122,7 +196,7 @@ def test_an_empty_manifest_is_an_error(tmp_path):
 def test_a_window_keeps_one_copy_of_the_weights(folder, vgg19, monkeypatch):
     groups = []
     monkeypatch.setattr(batch, "_run_group", lambda group, *a: groups.append(group))
-    jobs = batch.load_manifest(folder / "m.toml")[:3]
+    jobs = batch.load_manifest(folder / "small.toml")[:3]
     batch._run_window(jobs, folder / "unused", batch.BatchReport(), batch._bar(3, False))
     preps = [prep for group in groups for _, prep in group]
     assert len(preps) == 3 and all(p.variables is preps[0].variables for p in preps)
@@ -138,43 +212,41 @@ def test_process_shares_partition_the_jobs(folder):
 # --------------------------------------------------------------------------- runs
 
 
-@pytest.mark.parametrize("options", [{"batching": False}, {"max_batch": 5}])
-def test_batched_matches_one_at_a_time(folder, reference, options):
+# max_batch=3 splits the c2 pair over two windows.
+@pytest.mark.parametrize("options", [{"batching": False}, {"max_batch": 3}])
+def test_batched_matches_one_at_a_time(folder, small_reference, options):
     out = folder / f"single-{len(os.listdir(folder))}"
-    report = batch.run_batch(folder / "m.toml", out, progress=False, **options)
-    assert len(report.done) == 12
-    ref, got = outputs(reference), outputs(out)
-    for k in ref:
-        np.testing.assert_allclose(got[k], ref[k], atol=2)
-    np.testing.assert_allclose([final_losses(out)[k] for k in ref],
-                               [final_losses(reference)[k] for k in ref], rtol=1e-3)
+    report = batch.run_batch(folder / "small.toml", out, progress=False, **options)
+    assert len(report.done) == 4
+    assert_same_outputs(out, small_reference)
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_completes(folder, vgg19):
     out = folder / "killed"
-    (folder / "slow.toml").write_text(MANIFEST.format(steps=4))
-    proc = subprocess.Popen([sys.executable, "-m", "jaxcombine", "batch", str(folder / "slow.toml"),
+    (folder / "kill.toml").write_text(KILL.format(steps=KILL_STEPS))
+    proc = subprocess.Popen([sys.executable, "-m", "jaxcombine", "batch", str(folder / "kill.toml"),
                              "--out", str(out), "--no-batching", "-q"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while len(list(out.glob("c*.json"))) < 3 and time.monotonic() < deadline:
+    while len(list(out.glob("c*.json"))) < 2 and time.monotonic() < deadline:
         assert proc.poll() is None, "finished before it could be killed"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     finished = {p.name: (p.read_bytes(), p.stat().st_mtime_ns)
                 for rec in out.glob("c*.json") for p in out.glob(rec.stem + ".*")}
-    assert 3 <= len(finished) // 3 < 12
+    assert 2 <= len(finished) // 3 < 6
     (out / (records.TMP_PREFIX + "stale.png")).write_bytes(b"half")  # as a kill mid-write leaves
 
-    result = run_cli(folder / "slow.toml", "--out", out)
+    result = run_cli(folder / "kill.toml", "--out", out)
     assert result.returncode == 0, result.stderr
-    assert f"{12 - len(finished) // 3} done, {len(finished) // 3} skipped, 0 failed" in result.stdout
-    assert len(outputs(out)) == 12
+    assert f"{6 - len(finished) // 3} done, {len(finished) // 3} skipped, 0 failed" in result.stdout
+    assert len(outputs(out)) == 6
     for name, (data, mtime) in finished.items():
         assert (out / name).read_bytes() == data and (out / name).stat().st_mtime_ns == mtime
     report = json.loads((out / "batch-report.json").read_text())
-    assert len(report["done"]) + len(report["skipped"]) == 12
+    assert len(report["done"]) + len(report["skipped"]) == 6
 
 
 def test_bad_job_is_reported_and_skipped(tmp_path, folder, vgg19):
@@ -183,6 +255,7 @@ def test_bad_job_is_reported_and_skipped(tmp_path, folder, vgg19):
 steps = 2
 size = 32
 init = "content"
+recipe = "{SHALLOW}"
 
 [[jobs]]
 content = "{folder / 'c1.png'}"
@@ -196,7 +269,7 @@ recipe = "no-such-recipe"
 
 [[jobs]]
 content = "{folder / 'c2.png'}"
-size = 8
+size = 1
 """)
     result = run_cli(tmp_path / "m.toml", "--out", tmp_path / "out")
     assert result.returncode == 3  # finished, but some jobs failed
@@ -212,25 +285,24 @@ size = 8
     assert len(outputs(tmp_path / "out")) == 1
 
 
-def test_four_devices_match_one(folder, reference):
+@pytest.mark.slow
+def test_four_devices_match_one(folder, small_reference):
     out = folder / "four"
-    result = run_cli(folder / "m.toml", "--out", out,
+    result = run_cli(folder / "small.toml", "--out", out,
                      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     assert result.returncode == 0, result.stderr
-    ref, got = outputs(reference), outputs(out)
-    assert got.keys() == ref.keys()
-    for k in ref:
-        np.testing.assert_allclose(got[k], ref[k], atol=2)
+    assert_same_outputs(out, small_reference)  # groups of 2 starts, padded to 4 devices
     env = json.loads(next(out.glob("c1-*.json")).read_text())["environment"]
     assert len(env["devices"]) == 4
 
 
-def test_two_processes_match_one(folder, reference):
+@pytest.mark.slow
+def test_two_processes_match_one(folder, small_reference):
     out = folder / "two"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = [subprocess.Popen([sys.executable, "-m", "jaxcombine", "batch", str(folder / "m.toml"),
+    procs = [subprocess.Popen([sys.executable, "-m", "jaxcombine", "batch", str(folder / "small.toml"),
                                "--out", str(out), "-q", "--coordinator", f"127.0.0.1:{port}",
                                "--num-processes", "2", "--process-id", str(i)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -238,20 +310,18 @@ def test_two_processes_match_one(folder, reference):
     results = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     # process 1 tells its share; process 0 the union, once both are done
-    assert [r[0].split(",")[0] for r in results] == ["12 done", "6 done"]
+    assert [r[0].split(",")[0] for r in results] == ["4 done", "2 done"]
     assert [len(json.loads((out / f"batch-report.{i}.json").read_text())["done"])
-            for i in range(2)] == [6, 6]
-    ref, got = outputs(reference), outputs(out)
-    assert got.keys() == ref.keys()
-    for k in ref:
-        np.testing.assert_allclose(got[k], ref[k], atol=2)
+            for i in range(2)] == [2, 2]
+    assert_same_outputs(out, small_reference)
     report = json.loads((out / "batch-report.json").read_text())
-    assert sorted(report["done"]) == sorted(ref) and report["processes"] == 2
+    assert sorted(report["done"]) == sorted(outputs(small_reference)) and report["processes"] == 2
     owners = {json.loads(p.read_text())["environment"]["process_index"]
               for p in out.glob("c*.json")}
     assert owners == {0, 1}
 
 
+@pytest.mark.slow
 def test_a_batched_job_matches_jaxcombine_run(folder, reference):
     """Per-job targets (batched) give what a plain ``combine`` with shared targets gives."""
     from jaxcombine.job import combine

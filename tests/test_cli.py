@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from PIL import Image
 from jaxcombine import images
 
 TINY = ["--size", "32", "--steps", "4", "--chunk", "2", "--quiet"]
+# Mechanics (compile cache, signals) do not depend on depth: a recipe stopping at block2_conv1.
+SHALLOW = str(Path(__file__).with_name("shallow.toml"))
 
 
 def jaxcombine(*args, cwd=None, check=False):
@@ -31,6 +34,7 @@ def assert_one_line_error(proc, fragment):
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow
 def test_run_writes_images_histories_and_records(vgg19, tmp_path):
     out = tmp_path / "out"
     jaxcombine("run", *TINY, "--init", "content,style,noise", "--snapshot-every", "2",
@@ -93,17 +97,18 @@ def test_recipes_list_and_show():
     assert 'statistic = "gram"' in toml
 
 
+@pytest.mark.slow
 def test_compiled_programs_are_kept_between_runs(vgg19, tmp_path, monkeypatch):
     cache = tmp_path / "xla"
     monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # keep even quick compiles
     monkeypatch.setenv("JAXCOMBINE_COMPILE_CACHE", "off")
-    jaxcombine("run", *TINY, "--out", tmp_path / "a", check=True)
+    jaxcombine("run", *TINY, "--recipe", SHALLOW, "--out", tmp_path / "a", check=True)
     assert not cache.exists()
     monkeypatch.setenv("JAXCOMBINE_COMPILE_CACHE", str(cache))
-    jaxcombine("run", *TINY, "--out", tmp_path / "b", check=True)
+    jaxcombine("run", *TINY, "--recipe", SHALLOW, "--out", tmp_path / "b", check=True)
     kept = sorted(cache.iterdir())
     assert any("_rolled_chunk" in p.name for p in kept)  # the chunk program, at least
-    jaxcombine("run", *TINY, "--out", tmp_path / "c", check=True)
+    jaxcombine("run", *TINY, "--recipe", SHALLOW, "--out", tmp_path / "c", check=True)
     assert sorted(cache.iterdir()) == kept  # the second run compiled nothing new
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b" / "content.png")),
                                   np.asarray(Image.open(tmp_path / "c" / "content.png")))
@@ -116,9 +121,9 @@ def test_interrupt_stops_at_a_chunk_and_keeps_results(vgg19, tmp_path, sig):
 
     out = tmp_path / "out"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.Popen([sys.executable, "-m", "jaxcombine", "run", "--size", "32",
-                             "--steps", "100000", "--chunk", "2", "--snapshot-every", "2",
-                             "--quiet", "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "jaxcombine", "run", "--recipe", SHALLOW,
+                             "--size", "32", "--steps", "100000", "--chunk", "2",
+                             "--snapshot-every", "2", "--quiet", "--out", str(out)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not list(out.glob("snapshots/*.png")) and time.time() < deadline:

@@ -26,6 +26,8 @@ BAD = [
     ("size", "48", None, "size must be an integer >= 1 and <= 1000000, got '48'"),
     ("seed", 2**70, str(2**70), "seed must be an integer >= 0 and <= 2147483647"),
     ("optimizer", "adamw", "adamw", "unknown optimizer 'adamw'; choose adam, sgd, lbfgs"),
+    ("preserve_color", "purple", "purple",
+     "unknown preserve_color 'purple'; choose none, luminance, stats, histogram"),
     ("style_weights", (math.nan, 1.0), "nan,1", "style_weights must be a finite number >= 0, got nan"),
     ("style_weights", 0.5, None, "style_weights must be a non-empty list of numbers, got 0.5"),
     ("remat", "yes", None, "remat must be true or false, got 'yes'"),
@@ -62,6 +64,8 @@ def test_rules_parse_command_line_text_the_same_way(option, value, text, message
      "style_weights must be a finite number >= 0, got inf"),
     (["--steps", "two"], "steps must be an integer >= 0 and <= 10000000, got 'two'"),
     (["--seed", str(2**64)], "seed must be an integer >= 0"),
+    (["--preserve-color", "purple"],
+     "unknown preserve_color 'purple'; choose none, luminance, stats, histogram"),
 ])
 def test_cli_refuses_in_one_line(args, message):
     proc = subprocess.run([sys.executable, "-m", "jaxcombine", "run", *args],

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import batch, folders, images, records, study as study_lib
+from jaxcombine import batch, folders, images, manifest, records, study as study_lib
 from jaxcombine.config import RunConfig
 from jaxcombine.errors import JaxcombineError
 
@@ -156,12 +156,13 @@ def test_two_batches_share_a_folder_then_one_is_killed_and_a_rerun_finishes(vgg1
                                                                           tmp_path):
     """Every job done exactly once, no partial file, no temp file left."""
     n = 8
-    manifest = _manifest(tmp_path, shallow / "shallow.toml", steps=6, n=n)
+    manifest = _manifest(tmp_path, shallow / "shallow.toml", steps=40, n=n)  # both get to work
     out = tmp_path / "out"
     a = cli("batch", manifest, "--out", out, "--no-batching", "-q")
     b = cli("batch", manifest, "--out", out, "--no-batching", "-q")
     deadline = time.monotonic() + 300
-    while len(_records(out)) < 2 and time.monotonic() < deadline:
+    writers = lambda: {rec["environment"]["pid"] for rec in _records(out).values()}  # noqa: E731
+    while not {a.pid, b.pid} <= writers() and time.monotonic() < deadline:  # both at work
         assert a.poll() is None, "finished before it could be killed"
         time.sleep(0.05)
     a.send_signal(signal.SIGKILL)
@@ -205,17 +206,17 @@ def test_job_ids_are_capped_and_follow_the_weights(tmp_path, monkeypatch):
     long = tmp_path / ("a-very-long-style-name-" * 6 + ".png")
     Image.new("RGB", (8, 8)).save(long)
     config = RunConfig(style=(str(long),) * 4, init="content")
-    jid = batch.job_id(config)
-    assert len(jid.encode()) <= batch.MAX_READABLE_ID + 11
-    real = batch.weights_lib.load
+    jid = manifest.job_id(config)
+    assert len(jid.encode()) <= manifest.MAX_READABLE_ID + 11
+    real = manifest.weights_lib.load
 
     class Other:
         fingerprint = "sha256:other"
 
-    monkeypatch.setattr(batch.weights_lib, "load", lambda *a, **k: Other())
-    assert batch.job_id(config) != jid
-    monkeypatch.setattr(batch.weights_lib, "load", real)
-    assert batch.job_id(config) == jid
+    monkeypatch.setattr(manifest.weights_lib, "load", lambda *a, **k: Other())
+    assert manifest.job_id(config) != jid
+    monkeypatch.setattr(manifest.weights_lib, "load", real)
+    assert manifest.job_id(config) == jid
 
 
 def test_an_unreachable_coordinator_is_one_line(tmp_path, shallow):
@@ -255,9 +256,10 @@ def test_resume_refuses_another_configuration_or_a_corrupt_state(vgg19, shallow,
 # --------------------------------------------------------------------------- interrupts
 
 
-def test_ctrl_c_at_start_up_is_exit_130_without_a_traceback(tmp_path):
+@pytest.mark.parametrize("delay", [0.05, 0.3, 0.8, 1.6])
+def test_ctrl_c_at_start_up_is_exit_130_without_a_traceback(tmp_path, delay):
     proc = cli("run", "--out", tmp_path, "-q")
-    time.sleep(0.3)  # still importing
+    time.sleep(delay)  # importing Python modules, JAX's native libraries, or preparing
     proc.send_signal(signal.SIGINT)
     code, _, err = finish(proc, timeout=120)
     assert code == 130, err
@@ -269,3 +271,44 @@ def test_a_non_utf8_recipe_is_one_line(tmp_path):
     code, _, err = finish(cli("run", "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o"))
     assert code == 2
     one_line_error(err, "not a UTF-8 text file")
+
+
+# --------------------------------------------------------------------------- memory
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", "--size", "100000"], "1 start at 100000x100000, gatys to block5_conv1"),
+    (["run", "--init", "noise:99999"], "99999 starts at 192x192"),
+    (["run", "--size", "64", "--max-memory", "0.1"], "but 100 MB is available"),
+    (["features", images.CONTENT, "--layers", "block5_conv1", "--size", "30000", "--out", "f.npz"],
+     "features of 30000x30000 to block5_conv1"),
+])
+def test_a_run_too_big_for_memory_is_refused_before_it_starts(tmp_path, args, fragment):
+    code, _, err = finish(cli(*args, "--out" if args[0] == "run" else "--max-memory",
+                              tmp_path / "o" if args[0] == "run" else "20", cwd=tmp_path))
+    assert code == 2
+    one_line_error(err, "needs about")
+    assert fragment in err and "--max-memory to override" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_ctrl_c_during_the_writes_lets_them_finish(vgg19, shallow, tmp_path, monkeypatch):
+    """A real SIGINT while the first image is written: every start and run.json still land."""
+    from jaxcombine import job
+
+    real, sent = images.write, []
+
+    def write_then_interrupt(path, rgb):
+        if not sent:
+            sent.append(path)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(path, rgb)
+
+    monkeypatch.setattr(images, "write", write_then_interrupt)
+    result = job.combine(recipe=str(shallow / "shallow.toml"), init="content,noise:3", steps=2,
+                         size=24, chunk=2, out=tmp_path)
+    assert sent and result.interrupted and result.outcome.steps_done == 2
+    for label in result.labels:
+        for suffix in (".png", ".json", ".history.csv"):
+            assert (tmp_path / f"{label}{suffix}").is_file(), label + suffix
+    assert json.loads((tmp_path / "run.json").read_text())["inits"] == list(result.labels)

@@ -48,12 +48,25 @@ def photo():
     return images.read(images.CONTENT, size=40)  # a real photo, 40×40
 
 
+@pytest.fixture(scope="module")
+def references(vgg19, photo):
+    """``pooling`` → the numpy reference, each computed once (both convs share max pooling's)."""
+    cache = {}
+
+    def get(pooling):
+        if pooling not in cache:
+            cache[pooling] = reference(vgg19.arrays, photo, "vgg19", pooling)
+        return cache[pooling]
+
+    return get
+
+
 @pytest.mark.parametrize("pooling, conv", [("max", "xla"), ("avg", "xla"), ("max", "winograd")])
-def test_every_layer_matches_the_numpy_reference(vgg19, photo, pooling, conv):
+def test_every_layer_matches_the_numpy_reference(vgg19, photo, references, pooling, conv):
     import jax
 
     taps = model.layer_names("vgg19")
-    ref = reference(vgg19.arrays, photo, "vgg19", pooling)
+    ref = references(pooling)
     got = jax.jit(model.features, static_argnames=("taps", "arch", "pooling", "conv"))(
         model.variables(vgg19.arrays, conv), photo[None], taps=taps, pooling=pooling, conv=conv)
     assert set(got) == set(taps)

@@ -37,6 +37,7 @@ def test_forward_and_input_gradient_match_direct(shape):
     _close(jax.vmap(conv)(x), _direct(x, kernel))  # batching rule of the custom VJP
 
 
+@pytest.mark.slow
 def test_vgg_input_gradient_matches_direct(vgg19):
     """The gradient the optimisation follows, through every Winograd layer, on a real photo."""
     photo = jnp.asarray(images.read(images.CONTENT, size=48))

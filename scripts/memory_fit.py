@@ -1,0 +1,161 @@
+"""Fit :mod:`jaxcombine.memory`'s table to measured peaks, and check the estimate against them.
+
+    python scripts/memory_fit.py docs/memory-measurements.csv          # fit: print the table
+    python scripts/memory_fit.py docs/memory-measurements.csv --check  # estimate vs measured
+
+The fit runs the shipped estimate itself with trial tables (``MARGIN`` 1) and
+minimises the relative error (so small runs weigh as much as big ones), in
+three stages: the float32 runs without ``--remat`` (scipy ``least_squares``: the
+estimate takes a max over convolutions, so it is not linear in its table); then
+one factor each for ``--remat`` and 16-bit dtypes on the per-start part, taken at
+the largest any run needs; then ``jaxcombine features`` runs (a forward only; the weights' and program's costs
+as fitted to the runs).
+``--check`` prints every run's measured peak, the estimate (with ``MARGIN``) and
+their ratio, as a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from jaxcombine import memory, model, recipe as recipe_lib
+
+SCRIPTS = Path(__file__).resolve().parent
+
+# The fitted constants of jaxcombine.memory, in the order of the parameter vector, and
+# where the search starts (a Winograd working set starts costlier than a direct one: the
+# max over convolutions picks it only if it does, so a start at 1 never moves it).
+RUN_TABLE = ((("BASE", "xla"), 4e8), (("BASE", "winograd"), 4e8), (("PER_CONV_LAYER", None), 1e7),
+             (("WEIGHT_COPIES", None), 1.0), (("IMAGE_BYTES_PER_PIXEL", None), 20.0),
+             (("TARGET_COPIES", None), 1.0), (("STORED_COPIES", "xla"), 2.0),
+             (("STORED_COPIES", "winograd"), 1.0), (("WORKING_COPIES", ("xla", "direct")), 1.0),
+             (("WORKING_COPIES", ("winograd", "direct")), 1.0),
+             (("WORKING_COPIES", ("winograd", "winograd")), 5.0))
+FEATURES_TABLE = ((("FEATURES_BASE", None), 4e8), (("FEATURES_IMAGE_BYTES_PER_PIXEL", None), 20.0),
+                  (("FORWARD_WORKING_COPIES", None), 1.0),
+                  (("SAVED_TAP_COPIES", None), 2.0))
+
+
+def layers_of(name: str) -> tuple[tuple[str, ...], list[str]]:
+    """(taps, layers matched by activation maps) of a recipe name, a recipe in scripts/, or
+    layers joined by ``+``."""
+    if name.startswith("block"):
+        return tuple(name.split("+")), []
+    local = SCRIPTS / f"{name}.toml"
+    rec = recipe_lib.load(str(local) if local.exists() else name)
+    return rec.layers, [t.layer for t in rec.terms if t.statistic == "activations"]
+
+
+def shape_of(row: dict) -> dict:
+    """The arguments of the estimate for one measured row."""
+    layers, matched = layers_of(row["recipe"])
+    shape = dict(layers=layers, height=int(row["height"]), width=int(row["width"]))
+    if row["mode"] == "features":
+        return shape
+    return dict(shape, starts=int(row["starts"]), conv=row["conv"], dtype=row["dtype"],
+                remat=row["remat"] == "1", activation_targets=matched)
+
+
+def estimate(row: dict) -> int:
+    est = memory.estimate_features_bytes if row["mode"] == "features" else memory.estimate_bytes
+    return est(**shape_of(row))
+
+
+def peak(row: dict) -> float:
+    return float(row["peak_rss_bytes"])
+
+
+def set_value(name: str, key, value: float) -> None:
+    if key is None:
+        setattr(memory, name, float(value))
+    else:
+        getattr(memory, name)[key] = float(value)
+
+
+def relative_errors(rows: list[dict]) -> np.ndarray:
+    return np.array([estimate(r) / peak(r) - 1 for r in rows])
+
+
+def fit(rows: list[dict]) -> None:
+    from scipy.optimize import least_squares  # the fit only: jaxcombine does not need scipy
+
+    memory.MARGIN = 1.0
+    memory.REMAT.update(xla=1.0, winograd=1.0)
+    memory.REDUCED_PRECISION = 1.0
+    runs = [r for r in rows if r["mode"] == "run"]
+    plain = [r for r in runs if r["dtype"] == "float32" and r["remat"] == "0"]
+    start = np.array([s for _, s in RUN_TABLE])
+
+    def errors(v):
+        for ((name, key), _), x in zip(RUN_TABLE, v * start):
+            set_value(name, key, x)
+        return relative_errors(plain)
+
+    result = least_squares(errors, np.ones(len(start)), bounds=(0, np.inf))
+    rel = errors(result.x)
+    for ((name, key), _), x in zip(RUN_TABLE, result.x * start):
+        print(f"{name}[{key!r}] = {x:.4g}" if key else f"{name} = {x:.4g}")
+    print(f"# float32 runs, no remat: {len(plain)}, relative error {rel.min():+.3f} .. {rel.max():+.3f}")
+
+    # One factor on the per-start part: the largest any measured run needs.
+    def factor(r) -> float:
+        s = dict(shape_of(r), remat=False, dtype="float32")
+        one = memory.estimate_bytes(**dict(s, starts=1))
+        per_start = memory.estimate_bytes(**dict(s, starts=2)) - one
+        rest = one - per_start
+        return (peak(r) - rest) / (s["starts"] * per_start)
+
+    for conv in model.CONVS:
+        needs = [factor(r) for r in runs if r["remat"] == "1" and r["conv"] == conv]
+        print(f"REMAT[{conv!r}] = {max(needs, default=1.0):.3g}  # runs need {np.round(needs, 3)}")
+    needs = [factor(r) for r in runs if r["dtype"] != "float32"]
+    print(f"REDUCED_PRECISION = {max(needs, default=1.0):.3g}  # runs need {np.round(needs, 3)}")
+
+    # Features, with the weights' and program's costs as fitted above.
+    feats = [r for r in rows if r["mode"] == "features"]
+    start = np.array([s for _, s in FEATURES_TABLE])
+
+    def feature_errors(v):
+        for ((name, key), _), x in zip(FEATURES_TABLE, v * start):
+            set_value(name, key, x)
+        return relative_errors(feats)
+
+    result = least_squares(feature_errors, np.ones(len(start)), bounds=(0, np.inf))
+    rel = feature_errors(result.x)
+    for ((name, key), _), x in zip(FEATURES_TABLE, result.x * start):
+        print(f"{name} = {x:.4g}")
+    print(f"# features runs: {len(feats)}, relative error {rel.min():+.3f} .. {rel.max():+.3f}")
+
+
+def check(rows: list[dict]) -> None:
+    print("| command | size | conv | starts | recipe (deepest tap) | options | measured | "
+          "estimate | estimate / measured |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    ratios = []
+    for r in rows:
+        est = estimate(r)
+        ratios.append(est / peak(r))
+        options = " ".join(o for o, on in (("--remat", r["remat"] == "1"),
+                                           (f"--dtype {r['dtype']}", r["dtype"] != "float32")) if on)
+        print(f"| {r['mode']} | {r['width']}×{r['height']} | {r['conv']} | {r['starts']} | "
+              f"{r['recipe']} ({r['deepest']}) | {options} | {peak(r) / 1e9:.2f} GB | "
+              f"{est / 1e9:.2f} GB | {est / peak(r):.2f} |")
+    print(f"\n{len(rows)} processes: estimate / measured from {min(ratios):.3f} to {max(ratios):.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("csv")
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    with open(args.csv, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["exit_code"] == "0"]
+    (check if args.check else fit)(rows)
+
+
+if __name__ == "__main__":
+    main()

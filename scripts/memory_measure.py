@@ -1,0 +1,104 @@
+"""Peak RSS of whole ``jaxcombine run`` processes, one process per case, appended to a CSV.
+
+The data behind :mod:`jaxcombine.memory`'s fitted table (docs/benchmarks.md). Each
+case is ``SIZE:CONV:STARTS:RECIPE[:remat][:bfloat16]`` (``jaxcombine run``) or
+``features:SIZE:RECIPE`` (``jaxcombine features`` of the recipe's layers, or of
+layers joined by ``+``: a forward only); the bundled content is square, so ``--size S`` gives S×S pixels. Run big cases alone: the peak of a
+process says nothing about what else the machine was doing, but an OOM kill does.
+
+    python scripts/memory_measure.py --csv docs/memory-measurements.csv \
+        128:xla:1:gatys 128:winograd:4:scripts/shallow-block2.toml 512:xla:1:gatys:remat
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FIELDS = ("machine", "date", "mode", "command", "size", "height", "width", "conv", "dtype", "remat",
+          "recipe", "deepest", "starts", "steps", "peak_rss_bytes", "wall_s", "exit_code")
+
+
+def machine() -> str:
+    """CPU model, cores and RAM, for the CSV's ``machine`` column."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal"))
+    return f"{model}, {os.cpu_count()} cores, {mem_kib / 2**20:.0f} GiB RAM, {platform.system()} CPU"
+
+
+def deepest(recipe: str) -> str:
+    from jaxcombine import model, recipe as recipe_lib
+    layers = recipe.split("+") if recipe.startswith("block") else recipe_lib.load(recipe).layers
+    return model.check_layers(layers)[-1]
+
+
+def command(case: str, steps: int, out: str) -> tuple[list[str], dict]:
+    """The command line of ``case`` and the CSV fields it fixes."""
+    if case.startswith("features:"):
+        from jaxcombine import images, recipe as recipe_lib
+        _, size, recipe = case.split(":")
+        os.makedirs(out, exist_ok=True)
+        layers = recipe.split("+") if recipe.startswith("block") else recipe_lib.load(recipe).layers
+        cmd = ["jaxcombine", "features", str(images.CONTENT), "--size", size,
+               "--layers", ",".join(layers),
+               "--out", os.path.join(out, "features.npz")]
+        return cmd, dict(mode="features", size=size, conv="xla", dtype="float32", remat=0,
+                         recipe=recipe, starts=0, steps=0)
+    size, conv, starts, recipe, *flags = case.split(":")
+    remat, dtype = "remat" in flags, "bfloat16" if "bfloat16" in flags else "float32"
+    inits = "content" if int(starts) == 1 else f"content,noise:{int(starts) - 1}"
+    cmd = ["jaxcombine", "run", "--steps", str(steps), "--chunk", str(steps), "--quiet",
+           "--size", size, "--conv", conv, "--init", inits, "--recipe", recipe,
+           "--dtype", dtype, "--out", out] + (["--remat"] if remat else [])
+    return cmd, dict(mode="run", size=size, conv=conv, dtype=dtype, remat=int(remat),
+                     recipe=recipe, starts=starts, steps=steps)
+
+
+def measure(case: str, steps: int, out: str) -> dict:
+    cmd, fields = command(case, steps, out)
+    env = dict(os.environ, JAXCOMBINE_COMPILE_CACHE="off", JAX_PLATFORMS="cpu")
+    with tempfile.NamedTemporaryFile("r") as tf:
+        t0 = time.perf_counter()
+        rc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", tf.name, *cmd], env=env).returncode
+        wall = time.perf_counter() - t0
+        peak_kib = int(tf.read().split()[-1])
+    recipe = fields.pop("recipe")
+    return dict(fields, machine=machine(), date=datetime.date.today().isoformat(),
+                command=" ".join(cmd), height=fields["size"], width=fields["size"],
+                recipe=Path(recipe).stem, deepest=deepest(recipe),
+                peak_rss_bytes=peak_kib * 1024, wall_s=round(wall, 1), exit_code=rc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cases", nargs="+")
+    parser.add_argument("--csv", default="docs/memory-measurements.csv")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "jaxcombine-memory"))
+    args = parser.parse_args()
+    path = Path(args.csv)
+    new = not path.exists()
+    for case in args.cases:
+        row = measure(case, args.steps, args.out)
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, FIELDS)
+            if new:
+                writer.writeheader()
+                new = False
+            writer.writerow(row)
+        print(f"{case}: {row['peak_rss_bytes'] / 2**20:.0f} MiB, {row['wall_s']} s, "
+              f"exit {row['exit_code']}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
