@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import socket
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine import config as config_lib, engine, folders, images, interrupts, job as job_lib
-from jaxcombine import outputs, records
+from jaxcombine import outputs, records, scales
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.manifest import Job, load_manifest, process_share
 
@@ -189,7 +190,7 @@ def _fitting(group: list) -> list[list]:
     """``group`` cut into runs whose estimated memory fits (each job alone was checked when
     it was prepared): halved until the estimate for one run of them passes."""
     prep = group[0][1]
-    h, w = prep.content.shape[:2]
+    h, w = prep.output_shape
     size = len(group)
     while size > 1:
         try:
@@ -204,11 +205,15 @@ def _fitting(group: list) -> list[list]:
 def _groups(prepared: list) -> Iterable[list]:
     """Jobs that can share one compiled program: same structure (:class:`engine.Problem`),
     output size, weights and loop. Learning rates, step counts and loss weights may differ:
-    they are per-start arrays of one program."""
+    they are per-start arrays of one program. Coarse-to-fine jobs also share their scales,
+    steps per scale and how scales hand on (a single-scale job's key has its steps apart)."""
     groups: dict[Any, list] = {}
     for j, prep in prepared:
         c = j.config
-        key = (prep.problem, prep.x0.shape[1:], c.weights, c.chunk, c.loop, c.snapshot_every)
+        ladder = (c.sizes(), c.steps_per_scale(), c.scale_from, c.scale_optimizer) \
+            if c.multi_scale else ()
+        key = (prep.problem, prep.x0.shape[1:], c.weights, c.chunk, c.loop, c.snapshot_every,
+               ladder)
         groups.setdefault(key, []).append((j, prep))
     return list(groups.values())
 
@@ -218,16 +223,24 @@ def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> N
     t0 = time.perf_counter()
     jobs, preps = [j for j, _ in group], [p for _, p in group]
     first = preps[0]
-    targets = jax.tree.map(lambda *t: jnp.stack(t), *[p.targets for p in preps])
-    state = first.initial_state(
-        np.concatenate([p.x0 for p in preps]),
-        lr=[p.config.learning_rate() for p in preps] if first.config.learning_rate() else None,
-        steps=[p.config.steps for p in preps],
-        loss_weights=np.stack([p.loss_weights for p in preps]),
-        seed=[p.config.seed for p in preps])
-    ids = [j.id for j in jobs]
     config = first.config
-    longest = max(max(p.config.steps for p in preps), 1)
+
+    def new_state(x0, steps):
+        return first.initial_state(
+            x0, steps=steps, loss_weights=np.stack([p.loss_weights for p in preps]),
+            lr=[p.config.learning_rate() for p in preps] if config.learning_rate() else None,
+            seed=[p.config.seed for p in preps])
+
+    def stacked_targets(size):  # each job its own images: targets lead with the jobs axis
+        return jax.tree.map(lambda *t: jnp.stack(t), *[p.at_size(size).targets for p in preps])
+
+    per_scale = [[p.config.steps_per_scale()[i] for p in preps]
+                 for i in range(len(config.sizes()))]
+    stages = [dataclasses.replace(stage, targets=functools.partial(stacked_targets, size))
+              for stage, size in zip(first.stages(per_scale), config.sizes())]
+    state = new_state(np.concatenate([p.x0 for p in preps]), per_scale[0])
+    ids = [j.id for j in jobs]
+    longest = max(sum(max(steps) for steps in per_scale), 1)
     writer = outputs.SnapshotWriter(  # each job its own content's colours (preserve_color)
         out, ids, config.snapshot_every, lambda px: [p.finish(x) for p, x in zip(preps, px)])
     chunk = outputs.chunk_size(config.chunk, config.snapshot_every)
@@ -239,9 +252,11 @@ def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> N
         writer(step, get_pixels)
 
     with job_lib.out_of_memory_as_error(first, len(group)):
-        outcome = engine.optimise(first.problem, first.variables, targets, state, chunk=chunk,
-                                  loop=config.loop, on_chunk=on_chunk, stop=stop,
-                                  per_start_targets=True)
+        outcome = scales.optimise_scales(
+            first.problem, first.variables, stages, state, new_state,
+            carry_optimizer=config.scale_optimizer == "carry",
+            from_average=config.scale_from == "average", chunk=chunk, loop=config.loop,
+            on_chunk=on_chunk, stop=stop, per_start_targets=True)
     if outcome.interrupted:
         report.interrupted = True
         return
@@ -271,6 +286,7 @@ def write_job(out: Path, job: Job, prep: job_lib.Prepared, outcome: engine.Outco
         final_components=dict(zip(outcome.labels, outcome.history[last, j].tolist()))
         if last >= 0 else None,
         diverged_at_step=outcome.diverged_at[j], image=f"{job.id}.png",
+        scales=outputs.scales_record(job.config, outcome),
         history=f"{job.id}.history.csv", compile_s=round(outcome.compile_s, 3),
         run_s=round(outcome.run_s, 3), **{k: round(v, 3) if isinstance(v, float) else v
                                           for k, v in timings.items()}))

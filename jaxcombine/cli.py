@@ -111,7 +111,7 @@ class ConfigValue(click.ParamType):
 
     def __init__(self, field: str):
         self.field, self.rule = field, config.rule(field)
-        self.name = {"int": "INTEGER", "float": "NUMBER", "floats": "N,N,..."}[self.rule.kind]
+        self.name = {"int": "INTEGER", "float": "NUMBER", "floats": "N,N,...", "ints": "N,N,..."}[self.rule.kind]
 
     def convert(self, value, param, ctx):
         return self.rule.parse(self.field, value) if isinstance(value, str) else value
