@@ -532,14 +532,17 @@ def parse_sweep(spec: str | None, base: RunConfig | None = None) -> Sweep | None
 
 @dataclasses.dataclass(frozen=True)
 class StudyOptions:
-    """What a study adds to a run: snapshot interval (= convergence window), tolerance, sweep."""
+    """What a study adds to a run: snapshot interval (= convergence window), tolerance, sweep,
+    and whether to score the final images with ``jaxcombine eval`` (``evaluate``)."""
 
     snapshot_every: int = 25
     tolerance: float = 0.01
     sweep: Sweep | None = None
+    evaluate: bool = False
 
     def __post_init__(self) -> None:
         _check_int(Rule("int", low=1), "snapshot_every", self.snapshot_every)
+        _check_bool(Rule("bool"), "evaluate", self.evaluate)
         finite_number(self.tolerance, "tolerance", low=0.0, low_open=True)
         if self.sweep is not None and not isinstance(self.sweep, Sweep):
             object.__setattr__(self, "sweep", parse_sweep(self.sweep))

@@ -30,6 +30,18 @@ def snapshot_path(out: Path, label: str, step: int) -> Path:
     return out / "snapshots" / f"{label}-step{step:06d}.png"
 
 
+def csv_text(columns: dict[str, np.ndarray]) -> str:
+    """Tidy columns (name → equal-length array) as CSV; floats with 6 significant digits."""
+    buf = io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(columns)
+    fmt = [(lambda v: f"{v:.6g}") if np.asarray(col).dtype.kind == "f" else str
+           for col in columns.values()]
+    for row in zip(*columns.values()):
+        wr.writerow([f(v) for f, v in zip(fmt, row)])
+    return buf.getvalue()
+
+
 def history_csv(outcome: engine.Outcome, j: int) -> str:
     """Start ``j``'s history up to its own last step: step, the size optimised at (longest
     side, px: coarse-to-fine runs change it), weighted total, then each unweighted

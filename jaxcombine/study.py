@@ -29,7 +29,6 @@ continues it to the same total steps.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import io
 import json
@@ -44,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine import engine, folders, images, interrupts, job, losses, model, optimizers, outputs
-from jaxcombine import records, scales
+from jaxcombine import metrics, records, scales
 from jaxcombine.study_plots import contact_sheet_png, distances_png, loss_png, report_html
 from jaxcombine.config import RunConfig, StudyOptions, Sweep, parse_sweep
 from jaxcombine.errors import JaxcombineError
@@ -166,17 +165,6 @@ def tidy_distances(steps: Sequence[int], dists: np.ndarray, starts: Sequence[str
         "space": np.tile(np.asarray(spaces, object), n * p),
         "value": np.asarray(dists, np.float64).transpose(0, 2, 1).ravel(),
     }
-
-
-def csv_text(columns: dict[str, np.ndarray]) -> str:
-    buf = io.StringIO()
-    wr = csv.writer(buf, lineterminator="\n")
-    wr.writerow(columns)
-    fmt = [(lambda v: f"{v:.6g}") if np.asarray(col).dtype.kind == "f" else str
-           for col in columns.values()]
-    for row in zip(*columns.values()):
-        wr.writerow([f(v) for f, v in zip(fmt, row)])
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- the study
@@ -327,23 +315,26 @@ class _Recorder:
         return tidy_distances(self.snap_steps, d, self.labels, self.spaces)
 
     def write_tables(self) -> None:
-        records.atomic_write_text(self.out / "history.csv", csv_text(self.history_table()))
-        records.atomic_write_text(self.out / "distances.csv", csv_text(self.distance_table()))
+        records.atomic_write_text(self.out / "history.csv", outputs.csv_text(self.history_table()))
+        records.atomic_write_text(self.out / "distances.csv", outputs.csv_text(self.distance_table()))
 
 
 def run_study(config: RunConfig, out: str | Path, *, snapshot_every: int = 25,
               tolerance: float = 0.01, sweep: str | Sweep | None = None,
-              resume: bool = False, progress: bool = True) -> Study:
+              resume: bool = False, progress: bool = True, evaluate: bool = False) -> Study:
     """Run every start of ``config.init`` (× ``sweep``) in one program and write the study.
 
     ``snapshot_every`` sets how often images, distances and the resumable state
     are saved, and the convergence window (see :func:`convergence_step`).
     ``resume`` continues the study in ``out`` from its last snapshot. Ctrl-C or
-    SIGTERM stops after the current chunk and writes everything so far.
+    SIGTERM stops after the current chunk and writes everything so far. ``evaluate``
+    scores every final image (:func:`metrics.evaluate`, against the content and the first
+    style) into ``eval.csv``/``eval.json``, the summary and the report.
     """
     t0 = time.perf_counter()
     options = StudyOptions(snapshot_every=snapshot_every, tolerance=tolerance,
-                           sweep=parse_sweep(sweep, config) if isinstance(sweep, str) else sweep)
+                           sweep=parse_sweep(sweep, config) if isinstance(sweep, str) else sweep,
+                           evaluate=evaluate)
     snapshot_every, sweep = options.snapshot_every, options.sweep
     out = folders.check_output_folder(out)  # before any image is read or program compiled
     folders.remove_stale_temps(out)
@@ -395,6 +386,8 @@ def run_study(config: RunConfig, out: str | Path, *, snapshot_every: int = 25,
             images.write(out / f"{lab}.png", px)
         summary = _summary(rec, outcome, config, snapshot_every, options.tolerance,
                            outcome.start_step, time.perf_counter() - t0)
+        if options.evaluate:
+            summary["eval"] = evaluate_outputs(config, out, labels)
         study = Study(labels, rec.history_table(), rec.distance_table(), summary, out,
                       outcome.interrupted)
         _write_outputs(study, rec, config, sweep)
@@ -439,6 +432,18 @@ def _summary(rec: _Recorder, oc: engine.Outcome, config, window, tolerance, star
 
 
 # --------------------------------------------------------------------------- outputs
+
+
+def evaluate_outputs(config: RunConfig, out: Path, labels: Sequence[str]) -> dict[str, Any]:
+    """``jaxcombine eval`` of ``<out>/<label>.png`` for every label, against the run's
+    content and first style, written to ``<out>/eval.csv`` and ``eval.json``; returns
+    label → scores."""
+    ev = metrics.evaluate([out / f"{lab}.png" for lab in labels], content=config.content,
+                          style=config.style[0] if config.style else None,
+                          out=out / "eval.csv", weights=config.weights,
+                          max_pixels=config.max_pixels)
+    return {lab: {k: v for k, v in row.items() if k != "image"}
+            for lab, row in zip(labels, ev.rows)}
 
 
 def _write_outputs(study: Study, rec: _Recorder, config, sweep: Sweep | None) -> None:

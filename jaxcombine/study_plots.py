@@ -179,6 +179,13 @@ def report_html(study: Study, study_rec: dict, plots: dict[str, bytes]) -> str:
               f"{s['steps_per_s']} steps/s on {s['backend']} ({', '.join(s['devices'])})"
               + ("; interrupted" if s["interrupted"] else ""))
     img = lambda name: f'<p><img src="{_data_uri(plots[name])}" alt="{name}"></p>'  # noqa: E731
+    scores = ""
+    if s.get("eval"):
+        cols = [c for c in next(iter(s["eval"].values())) if c not in ("width", "height")]
+        scores = ("<h2>Scores (jaxcombine eval)</h2><p>Measures the run did not optimise, "
+                  "against the content and the first style: see docs/evaluation.md.</p>"
+                  + _table(("start", *cols), [(lab, *(s["eval"][lab][c] for c in cols))
+                                              for lab in study.labels]))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>jaxcombine study</title>
 <style>body{{font-family:sans-serif;max-width:1400px;margin:1em auto}}
@@ -198,5 +205,6 @@ img{{max-width:100%}}figure{{display:inline-block;margin:4px}}figure img{{width:
 {_table(("pair", *spaces), dist_rows)}
 <h2>Snapshots</h2>{img("contact_sheet.png")}
 <h2>Final images</h2>{finals}
+{scores}
 </body></html>
 """
