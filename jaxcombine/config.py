@@ -337,9 +337,10 @@ class RunConfig:
     scale_from: str = _option("last", Rule(
         "choice", "What a scale hands the next: its last image, or the running average of its "
                   "iterates (smoother).", SCALE_FROM))
-    scale_optimizer: str = _option("carry", Rule(
-        "choice", "Across scales, carry the optimiser state (Adam's moments resized to the new "
-                  "size) or reset it.", SCALE_OPTIMIZER))
+    scale_optimizer: str = _option("reset", Rule(
+        "choice", "Across scales, start the optimiser afresh (reset: lower final loss, measured "
+                  "in docs/benchmarks.md) or carry its state (Adam's moments resized to the new "
+                  "size).", SCALE_OPTIMIZER))
     optimizer: Any = _option("adam", Rule("choice", "Optimiser.", OPTIMIZERS))
     lr: float | None = _option(None, Rule(
         "float", "Learning rate in 0-255 pixel units (default per optimizer: "
