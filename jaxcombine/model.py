@@ -168,7 +168,8 @@ class VGG(nn.Module):
       conv: ``"xla"`` or ``"winograd"`` (float32 only; needs the ``"winograd"``
         collection from ``variables(..., conv="winograd")``).
 
-    Params are ``{"block<b>": {"<keras layer>": {"kernel": HWIO, "bias": O}}}``;
+    Params are ``{"block<b>": {"<keras layer>": {"kernel": HWIO, "bias": O}}}`` (no
+    kernel under ``conv="winograd"``: its ``"winograd"`` collection holds them prepared);
     :func:`variables` builds them from Keras-named weights.
     """
 
@@ -266,16 +267,19 @@ def check_conv(conv: str, dtype: jnp.dtype | str = jnp.float32) -> None:
 def variables(weights: Mapping[str, tuple], conv: str = "xla") -> dict:
     """Keras-named ``{layer: (kernel_HWIO, bias)}`` → the model's linen variables.
 
-    With ``conv="winograd"`` they also hold, per layer, the prepared forward and
-    adjoint kernels (:func:`winograd.kernels`: transformed where
-    :func:`uses_winograd`), computed here once.
+    With ``conv="winograd"`` they hold, per layer, the prepared forward and adjoint
+    kernels instead of the kernel (:func:`winograd.kernels`: transformed where
+    :func:`uses_winograd`), computed here once; the raw kernel, which that
+    algorithm never reads, is not put on the device.
     """
     check_conv(conv)
     out: dict = {"params": {}}
     for name, (kernel, bias) in weights.items():
         block = name.split("_")[0]
-        out["params"].setdefault(block, {})[name] = {"kernel": jnp.asarray(kernel),
-                                                     "bias": jnp.asarray(bias)}
+        layer = {"bias": jnp.asarray(bias)}
+        if conv == "xla":
+            layer["kernel"] = jnp.asarray(kernel)
+        out["params"].setdefault(block, {})[name] = layer
         if conv == "winograd":
             out.setdefault("winograd", {}).setdefault(block, {})[name] = winograd.kernels(
                 kernel, transform=uses_winograd(name, conv))
