@@ -55,6 +55,10 @@ EVAL_STYLE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv2", "block4_con
 EVAL_CONTENT_LAYER = "block4_conv2"
 EVAL_POOLING = "avg"
 EVAL_DIRECTIONS = 512
+# The sliced distance sorts every position along every direction: at 1024² block 1 alone
+# is 1M positions × 512 directions (beyond 14 GB with the sorts). Above this many
+# positions a layer is scored on a seeded random subset of them.
+EVAL_MAX_POINTS = 65_536
 EVAL_SEED = 0
 
 FLOAT32_MAX = 3.4028234663852886e38  # numbers are traced as float32: larger ones overflow

@@ -7,7 +7,8 @@ says what each number measures and where it misleads):
   :data:`~jaxcombine.config.EVAL_STYLE_LAYERS` of the relative Gram error, the
   normalised Wasserstein-2 distance between Gaussian fits and the normalised
   sliced Wasserstein distance (:data:`~jaxcombine.config.EVAL_DIRECTIONS` fixed
-  directions per layer, from :data:`~jaxcombine.config.EVAL_SEED`) of VGG19
+  directions per layer, from :data:`~jaxcombine.config.EVAL_SEED`; on a seeded random
+  subset of :data:`~jaxcombine.config.EVAL_MAX_POINTS` positions where a layer has more) of VGG19
   features, through :data:`~jaxcombine.config.EVAL_POOLING` pooling: layers and
   pooling the presets do not optimise, so the score is not the loss. The style
   image is fitted (scaled to cover, centre-cropped) to each image's size, as a run does;
@@ -127,10 +128,23 @@ def _style_distances(feats, style_feats, *, layers):
     out = []
     for i, layer in enumerate(layers):
         x, s = feats[layer], style_feats[layer]
-        swd = statistics.sliced_wasserstein(x, statistics.swd_target(s[None], one),
-                                            jax.random.fold_in(key, i), config.EVAL_DIRECTIONS)
+        k = jax.random.fold_in(key, i)
+        swd = statistics.sliced_wasserstein(
+            _subsample(x, jax.random.fold_in(k, 1)),
+            statistics.swd_target(_subsample(s, jax.random.fold_in(k, 2))[None], one),
+            k, config.EVAL_DIRECTIONS)
         out.append(jnp.stack([losses.distance("gram", x, s), losses.distance("w2", x, s), swd]))
     return jnp.stack(out, axis=1)
+
+
+def _subsample(features: jax.Array, key: jax.Array) -> jax.Array:
+    """(H, W, C) features as at most :data:`~jaxcombine.config.EVAL_MAX_POINTS` positions
+    (a seeded random subset, shaped (M, 1, C)), so the sliced distance's memory is bounded."""
+    pts = statistics.points(features)
+    if pts.shape[0] <= config.EVAL_MAX_POINTS:
+        return features
+    idx = jax.random.choice(key, pts.shape[0], (config.EVAL_MAX_POINTS,), replace=False)
+    return pts[idx][:, None, :]
 
 
 _content_distance = jax.jit(partial(losses.distance, "activations"))
