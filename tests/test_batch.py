@@ -112,7 +112,7 @@ def outputs(out: Path) -> dict[str, np.ndarray]:
             continue
         meta = json.loads(rec.read_text())
         found[meta["id"]] = np.asarray(Image.open(out / meta["image"]))
-        assert (out / meta["history"]).read_text().startswith("step,total,")
+        assert (out / meta["history"]).read_text().startswith("step,size,total,")
     assert not list(out.rglob(records.TMP_PREFIX + "*"))
     return found
 

@@ -43,7 +43,7 @@ def test_run_writes_images_histories_and_records(vgg19, tmp_path):
         img = np.asarray(Image.open(out / f"{label}.png"))
         assert img.shape == (32, 32, 3)
         rows = (out / f"{label}.history.csv").read_text().splitlines()
-        assert rows[0].startswith("step,total,content:activations:block4_conv2")
+        assert rows[0].startswith("step,size,total,content:activations:block4_conv2")
         assert len(rows) == 5
         rec = json.loads((out / f"{label}.json").read_text())
         assert rec["config"]["steps"] == 4 and rec["init"]["kind"] == label.split("-")[0]
