@@ -35,6 +35,7 @@ OPTIMIZERS = ("adam", "sgd", "lbfgs")
 SCHEDULES = ("constant", "cosine")
 CONVS = ("xla", "winograd")
 LOOPS = ("scan", "unroll", "step")
+SHARDS = ("starts", "rows")  # how several local devices share a run (jaxcombine.rows)
 AUTO = "auto"  # conv and loop: the fastest measured for the backend
 SOURCES = ("content", "style")
 STATISTICS = ("activations", "gram", "meanstd", "covariance", "w2", "swd")
@@ -334,6 +335,11 @@ class RunConfig:
     loop: str = _option(AUTO, Rule(
         "choice", "Loop form inside a chunk (auto: fastest measured for the backend).",
         (AUTO, *LOOPS)))
+    shard: str = _option(AUTO, Rule(
+        "choice", "With several devices, split the starts over them (starts) or each "
+                  "image's rows, so one image larger than a device holds fits (rows; the "
+                  "height must divide among them). auto: rows when there is one start and "
+                  "its height divides, else starts.", (AUTO, *SHARDS)))
     snapshot_every: int = _option(0, Rule("int", "Also save images every N steps (0: never).", low=0))
     weights: str | None = _option(None, Rule(
         "text", "Weights folder (or a converted .h5 file). Default: the project's weights/ folder.",

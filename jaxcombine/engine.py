@@ -37,7 +37,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxcombine import losses, model, optimizers
+from jaxcombine import losses, model, optimizers, rows
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.recipe import Recipe
 
@@ -405,7 +405,7 @@ class _Fetch:
 def optimise(problem: Problem, variables: Mapping, targets: Mapping, state: State, *,
              chunk: int = 25, loop: str = "auto", on_chunk: ChunkCallback | None = None,
              stop: Callable[[], bool] | None = None,
-             per_start_targets: bool = False) -> Outcome:
+             per_start_targets: bool = False, shard: str = "starts") -> Outcome:
     """Advance every start of ``state`` (:func:`init_state`) to its own step count, in chunks.
 
     After each chunk ``on_chunk(step, components, get_pixels)`` is called with
@@ -416,13 +416,20 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, state: Stat
     outcome has ``interrupted=True`` and everything done so far (the drivers
     connect it to Ctrl-C and SIGTERM). ``per_start_targets``: every leaf of
     ``targets`` leads with the starts axis k, so each start matches its own
-    targets (jobs with different images in one program).
+    targets (jobs with different images in one program). ``shard``: ``"starts"``
+    spreads the starts over the local devices; ``"rows"`` splits each image's
+    height over them instead (:mod:`jaxcombine.rows`; shared targets only).
     """
     loop = default_loop(conv=problem.conv) if loop == "auto" else loop
     axis = 0 if per_start_targets else None
     start_step = int(np.min(np.asarray(state.step)))
     end_step = int(np.max(np.asarray(state.steps)))
-    if per_start_targets:
+    if shard == "rows" and not per_start_targets:
+        k = state.pixels.shape[0]
+        if shardable(problem):
+            state, targets = rows.shard_rows(state, targets, [
+                losses.target_key(t) for t in problem.recipe.terms if t.statistic == "activations"])
+    elif per_start_targets:
         (state, targets), k = shard_starts((state, targets), shardable(problem))
     else:
         state, k = shard_starts(state, shardable(problem))

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine import color, engine, folders, images, interrupts, losses, memory, model, outputs
+from jaxcombine import rows
 from jaxcombine import recipe as recipe_lib, records, weights as weights_lib
 from jaxcombine.config import Init, RunConfig, parse_inits  # noqa: F401  (re-exported)
 from jaxcombine.errors import JaxcombineError
@@ -115,6 +116,12 @@ def prepare(config: RunConfig) -> Prepared:
     return Prepared(config, rec, problem, inits, content, styles, variables, targets, x0, w8)
 
 
+def shard_mode(config: RunConfig, starts: int, height: int) -> str:
+    """``starts`` or ``rows``: ``config.shard`` resolved for this run (:func:`rows.resolve`)."""
+    return rows.resolve(config.shard, starts=starts, height=height,
+                        devices=len(jax.local_devices()))
+
+
 def check_memory(config: RunConfig, rec: recipe_lib.Recipe, height: int, width: int, *,
                  starts: int, per_start_targets: bool = False) -> None:
     """Refuse, in one line, a run whose estimated peak exceeds ``config.max_memory`` (GB) or
@@ -122,8 +129,13 @@ def check_memory(config: RunConfig, rec: recipe_lib.Recipe, height: int, width: 
     conv = conv_algorithm(config)
     accelerator = jax.default_backend() != "cpu"  # starts spread over separate memories
     per_device = -(-starts // len(jax.local_devices())) if accelerator else starts
+    rows_per_device = height  # a rows-sharded run (checked here, before anything is read)
+    if not per_start_targets and shard_mode(config, starts, height) == "rows":
+        per_device = starts
+        rows_per_device = height // len(jax.local_devices()) if accelerator else height
     need = memory.estimate_bytes(
-        rec.layers, height, width, per_device, arch=config.model, conv=conv, dtype=config.dtype,
+        rec.layers, rows_per_device, width, per_device, arch=config.model, conv=conv,
+        dtype=config.dtype,
         remat=config.remat, per_start_targets=per_start_targets,
         activation_targets=[t.layer for t in rec.terms if t.statistic == "activations"])
     limit = int(config.max_memory * 1e9) if config.max_memory else memory.available_bytes()
@@ -237,7 +249,8 @@ def combine(config: RunConfig | None = None, *, out: str | os.PathLike | None = 
         with out_of_memory_as_error(prep, len(prep.labels)):
             outcome = engine.optimise(prep.problem, prep.variables, prep.targets, state,
                                       chunk=chunk, loop=config.loop, on_chunk=on_chunk,
-                                      stop=stop.is_set)
+                                      stop=stop.is_set, shard=shard_mode(config, len(prep.labels),
+                                                                         prep.content.shape[0]))
         if bar is not None:
             bar.close()
         result = Result(config, prep.labels, outcome, prep.weights.fingerprint,
