@@ -335,6 +335,12 @@ class RunConfig:
     loop: str = _option(AUTO, Rule(
         "choice", "Loop form inside a chunk (auto: fastest measured for the backend).",
         (AUTO, *LOOPS)))
+    tile: int = _option(0, Rule(
+        "int", "Compute each step's exact loss and gradient from tiles of this many px "
+               "(a multiple of 16 for layers of block 5; 0: the whole image at once). Memory "
+               "is then set by the tile plus 80 px halos, not the image; time grows (the "
+               "forward runs twice, over the halos too). Not with the swd statistic.",
+        low=0, high=1_000_000))
     shard: str = _option(AUTO, Rule(
         "choice", "With several devices, split the starts over them (starts) or each "
                   "image's rows, so one image larger than a device holds fits (rows; the "

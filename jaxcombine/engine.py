@@ -37,7 +37,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxcombine import losses, model, optimizers, rows
+from jaxcombine import losses, model, optimizers, rows, tiles
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.recipe import Recipe
 
@@ -67,6 +67,9 @@ class Problem:
       grey: optimise grey images only (``preserve_color="luminance"``): the gradient
         and every updated image are projected onto R = G = B, so grey starts stay grey
         and the optimiser spends no steps on colour the output would throw away.
+      tile: 0, or compute each step's loss and gradient exactly from tiles of this many
+        px (:mod:`jaxcombine.tiles`): memory set by the tile, not the image; the targets
+        must then come from :func:`tiles.targets`.
     """
 
     recipe: Recipe
@@ -78,6 +81,7 @@ class Problem:
     optimizer: str | optax.GradientTransformation = "adam"
     schedule: str = "constant"
     grey: bool = False
+    tile: int = 0
 
     def network(self) -> model.VGG:
         return model.VGG(arch=self.arch, taps=model.check_layers(self.recipe.layers, self.arch),
@@ -218,9 +222,15 @@ def _step(problem: Problem, variables: Mapping, targets: Mapping,
     x, opt_state, alive, weights, step, steps, key_data = state
     opt = problem.transform()
     key = step_key(key_data, step)
-    value_fn = lambda p: loss(problem, variables, targets, p, weights, key)[0]  # noqa: E731
-    (value, comps), grad = jax.value_and_grad(
-        lambda p: loss(problem, variables, targets, p, weights, key), has_aux=True)(x)
+    if problem.tile:  # exact, tile by tile (no random statistics: tiles.check)
+        value_fn = lambda p: tiles.value(problem, variables, targets, p, weights,  # noqa: E731
+                                         tile=problem.tile)[0]
+        (value, comps), grad = tiles.value_and_grad(problem, variables, targets, x, weights,
+                                                    tile=problem.tile)
+    else:
+        value_fn = lambda p: loss(problem, variables, targets, p, weights, key)[0]  # noqa: E731
+        (value, comps), grad = jax.value_and_grad(
+            lambda p: loss(problem, variables, targets, p, weights, key), has_aux=True)(x)
     if problem.grey:  # the gradient within grey images
         grad = _grey(grad)
     updates, new_opt_state = opt.update(grad, opt_state, x, value=value, grad=grad,

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine import color, engine, folders, images, interrupts, losses, memory, model, outputs
-from jaxcombine import rows
+from jaxcombine import rows, tiles
 from jaxcombine import recipe as recipe_lib, records, weights as weights_lib
 from jaxcombine.config import Init, RunConfig, parse_inits  # noqa: F401  (re-exported)
 from jaxcombine.errors import JaxcombineError
@@ -93,6 +93,9 @@ def prepare(config: RunConfig) -> Prepared:
     content_path = config.content or images.CONTENT
     h, w = images.output_size(content_path, size=config.size, max_pixels=config.max_pixels)
     model.check_size(h, w, rec.layers)
+    if config.tile:  # one-line errors before anything is read: the statistics, the tile
+        tiles.check(rec)
+        tiles.plan(h, w, config.tile, rec.layers, config.model)
     check_memory(config, rec, h, w, starts=len(inits))  # before anything is read at size
     content = images.read(content_path, size=config.size, max_pixels=config.max_pixels)
     style_paths = config.style or (str(images.STYLE),)
@@ -103,13 +106,17 @@ def prepare(config: RunConfig) -> Prepared:
     problem = engine.Problem(recipe=rec.structure(), arch=config.model, pooling=config.pooling,
                              dtype=config.dtype, remat=config.remat, conv=conv_algorithm(config),
                              optimizer=config.optimizer, schedule=config.schedule,
-                             grey=rec.preserve_color == "luminance")
+                             grey=rec.preserve_color == "luminance", tile=config.tile)
     w8 = weights_lib.load(config.model, config.weights)
     variables = _device_variables(w8, rec.layers, config.model, problem.conv)
     sw = None if config.style_weights is None else jnp.asarray(config.style_weights, jnp.float32)
     # targets depend on the network and the recipe only: one program whatever the optimiser
-    targets = _targets(dataclasses.replace(problem, optimizer="adam", schedule="constant"),
-                       variables, jnp.asarray(seen), jnp.asarray(styles), sw)
+    target_problem = dataclasses.replace(problem, optimizer="adam", schedule="constant")
+    if config.tile:
+        targets = _tiled_targets(target_problem, variables, jnp.asarray(seen),
+                                 jnp.asarray(styles), sw, tile=config.tile)
+    else:
+        targets = _targets(target_problem, variables, jnp.asarray(seen), jnp.asarray(styles), sw)
     x0 = np.stack([_start(i, seen, styles, config) for i in inits])
     if rec.preserve_color == "luminance":  # noise and image starts too
         x0 = color.grey(x0)
@@ -129,6 +136,15 @@ def check_memory(config: RunConfig, rec: recipe_lib.Recipe, height: int, width: 
     conv = conv_algorithm(config)
     accelerator = jax.default_backend() != "cpu"  # starts spread over separate memories
     per_device = -(-starts // len(jax.local_devices())) if accelerator else starts
+    if config.tile:  # the steps hold one window's activations, plus image-sized arrays
+        need = tiles.estimate_bytes(rec, height, width, starts, config.tile, arch=config.model,
+                                    conv=conv, dtype=config.dtype, remat=config.remat)
+        limit = int(config.max_memory * 1e9) if config.max_memory else memory.available_bytes()
+        memory.check_fits(need, limit, memory.describe(rec.layers, height, width, starts,
+                                                       conv=conv, recipe=rec.name,
+                                                       arch=config.model) + f", tile {config.tile}",
+                          remedies=("a smaller --size", "a smaller --tile"))
+        return
     rows_per_device = height  # a rows-sharded run (checked here, before anything is read)
     if not per_start_targets and shard_mode(config, starts, height) == "rows":
         per_device = starts
@@ -154,6 +170,7 @@ def out_of_memory_as_error(prep: Prepared, starts: int):
 
 
 _targets = jax.jit(engine.compute_targets, static_argnames=("problem",))
+_tiled_targets = jax.jit(tiles.targets, static_argnames=("problem", "tile"))
 
 
 @functools.lru_cache(maxsize=8)

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import losses, model
+from jaxcombine import losses, memory, model
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.statistics import EIG_FLOOR
 
@@ -268,3 +268,119 @@ def value_and_grad(problem: Any, variables: Mapping, targets: Mapping, pixels: j
 
     grad, _ = jax.lax.scan(add_tile, d_pixels, table)  # TV's gradient, then every tile's
     return (value_, comps), grad
+
+
+# --------------------------------------------------------------------------- memory
+
+
+# Bytes per pixel of each start's image-sized arrays a tiled step holds (pixels, gradient,
+# two Adam moments, the updated pixels and the kept copy, float32 RGB): an upper bound.
+STATE_BYTES_PER_PIXEL = 8 * 3 * 4
+
+
+def estimate_bytes(recipe: Any, height: int, width: int, starts: int, tile: int, *,
+                   arch: str = "vgg19", **kwargs: Any) -> int:
+    """Peak bytes of a tiled run: :func:`memory.estimate_bytes` of one window, plus the
+    whole image's per-start arrays and activation-map targets (``kwargs``: its options)."""
+    rows, cols = plan(height, width, tile, recipe.layers, arch)
+    window = memory.estimate_bytes(recipe.layers, rows.window, cols.window, starts, arch=arch,
+                                   activation_targets=(), **kwargs)
+    shapes = memory.layer_shapes(recipe.layers, height, width, arch)
+    maps = {t.layer for t in recipe.terms if t.statistic == "activations"}
+    whole = (memory.IMAGE_BYTES_PER_PIXEL + STATE_BYTES_PER_PIXEL * starts) * height * width
+    whole += 4 * memory.TARGET_COPIES * sum(int(np.prod(shapes[m])) for m in maps)
+    return int(window + memory.MARGIN * whole)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def targets(problem: Any, variables: Mapping, content: jax.Array, styles: jax.Array,
+            style_weights: jax.Array | None = None, *, tile: int) -> dict[str, Any]:
+    """What :func:`engine.compute_targets` returns, computed tile by tile (a forward only),
+    so the targets of a large image need no more memory than its steps.
+
+    Statistics come from each image's global sums (blended styles pool their points
+    with the weights, as :func:`losses.target` does); activation maps are assembled
+    from the windows' interiors. ``w2``'s Σ^½ comes from an eigendecomposition of the
+    covariance here, not the SVD of the points (equal to float32 rounding of Σ).
+    """
+    check(problem.recipe)
+    if style_weights is None:
+        style_weights = jnp.full((styles.shape[0],), 1.0 / styles.shape[0])
+    style_weights = style_weights / jnp.sum(style_weights)
+    out: dict[str, Any] = {}
+    for source, imgs, w in (("content", content[None], jnp.ones((1,), jnp.float32)),
+                            ("style", styles, style_weights)):
+        terms = [t for t in problem.recipe.terms if t.source == source]
+        if not terms:
+            continue
+        per_image = [_image_sums(problem, variables, img, terms, tile) for img in imgs]
+        blend = lambda get: sum(w[i] * get(m) for i, m in enumerate(per_image))  # noqa: E731
+        for t in terms:
+            key = losses.target_key(t)
+            if t.statistic == "activations":
+                out[key] = blend(lambda m: m[t.layer]["map"])
+                continue
+            n = per_image[0][t.layer]["n"]
+            mean = blend(lambda m: m[t.layer]["s1"] / n)
+            if t.statistic == "meanstd":
+                out[key] = blend(lambda m: jnp.stack([
+                    m[t.layer]["s1"] / n,
+                    jnp.sqrt(jnp.maximum(jnp.diag(m[t.layer]["S2"]) / n
+                                         - jnp.square(m[t.layer]["s1"] / n), 0.0) + losses.EPS)]))
+                continue
+            second = blend(lambda m: m[t.layer]["S2"] / n)
+            if t.statistic == "gram":
+                out[key] = second
+                continue
+            cov = second - jnp.outer(mean, mean)
+            if t.statistic == "covariance":
+                out[key] = cov
+            else:  # w2
+                lam, vec = jnp.linalg.eigh(cov)
+                root = (vec * jnp.sqrt(jnp.maximum(lam, 0.0))[None]) @ vec.T
+                out[key] = {"mean": mean, "cov": cov, "cov_sqrt": root,
+                            "scale": jnp.trace(cov) + jnp.sum(jnp.square(mean))}
+    return out
+
+
+def _image_sums(problem: Any, variables: Mapping, img: jax.Array, terms: list, tile: int) -> dict:
+    """Per tapped layer of ``terms``: the whole activation map (``map``, for activations
+    terms) or the sums Σf (``s1``) and Σffᵀ (``S2``) over every position, and their count."""
+    shape = img.shape[:2]
+    size, table = _tiles(img, tile, problem)
+    levels = _levels(problem.recipe.layers, problem.arch)
+    full = memory.layer_shapes(problem.recipe.layers, *shape, problem.arch)
+    maps = {t.layer for t in terms if t.statistic == "activations"}
+    stats = {t.layer for t in terms if t.statistic != "activations"}
+    init = {layer: {"map": jnp.zeros(full[layer], jnp.float32)} for layer in maps}
+    for layer in stats:
+        c = full[layer][-1]
+        init.setdefault(layer, {}).update(s1=jnp.zeros((c,)), S2=jnp.zeros((c, c)))
+
+    def add(acc, where):
+        oy, ox, y0, y1, x0, x1 = (where[i] for i in range(6))
+        feats = problem.network().apply(variables, model.preprocess(_window(img, where, size))[None])
+        new = {}
+        for layer, entry in acc.items():
+            f = feats[layer][0].astype(jnp.float32)
+            hw, ww, c = f.shape
+            d = levels[layer]
+            mask = (_interior(oy, y0, y1, d, hw, shape[0])[:, None]
+                    * _interior(ox, x0, x1, d, ww, shape[1])[None, :])[..., None]
+            new[layer] = dict(entry)
+            if "map" in entry:
+                at = (oy // d, ox // d, 0)
+                old = jax.lax.dynamic_slice(entry["map"], at, f.shape)
+                new[layer]["map"] = jax.lax.dynamic_update_slice(entry["map"], old + mask * f, at)
+            if "s1" in entry:
+                fm = (mask * f).reshape(-1, c)
+                new[layer]["s1"] = entry["s1"] + jnp.sum(fm, axis=0)
+                new[layer]["S2"] = entry["S2"] + fm.T @ f.reshape(-1, c)
+        return new, None
+
+    sums, _ = jax.lax.scan(add, init, table)
+    for layer in sums:
+        sums[layer]["n"] = full[layer][0] * full[layer][1]
+    return sums
