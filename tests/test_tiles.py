@@ -88,6 +88,7 @@ def test_a_halo_too_small_is_not_exact(vgg19, monkeypatch):
         assert_same(untiled, tiled, rtol=2e-4)
 
 
+@pytest.mark.slow
 def test_gatys_to_block5_matches_untiled(vgg19):
     """The gatys recipe (Grams to block5_conv1, content block4_conv2): 80 px halos, windows
     of 224 rows over 250 (4 tiles, the last clamped back onto the stride), whole rows."""
