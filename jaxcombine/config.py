@@ -345,7 +345,8 @@ class RunConfig:
         "choice", "With several devices, split the starts over them (starts) or each "
                   "image's rows, so one image larger than a device holds fits (rows; the "
                   "height must divide among them). auto: rows when there is one start and "
-                  "its height divides, else starts.", (AUTO, *SHARDS)))
+                  "its height divides, else starts. Applies to run; study and batch split starts.",
+        (AUTO, *SHARDS)))
     snapshot_every: int = _option(0, Rule("int", "Also save images every N steps (0: never).", low=0))
     weights: str | None = _option(None, Rule(
         "text", "Weights folder (or a converted .h5 file). Default: the project's weights/ folder.",
