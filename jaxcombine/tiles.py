@@ -15,9 +15,10 @@ matrix is Σ f fᵀ / N, mean/std come from Σ f and Σ f², a covariance from �
    gradient (halo included) into the image's. By the chain rule over
    M = Σ_tiles M_tile this is the exact gradient, not an approximation.
 
-A window is its tile plus a **halo** on each side at least the receptive-field
-radius of the deepest tap (:func:`radius`: 70 px for ``block5_conv1``, from the
-architecture), so the interior features equal the whole image's; its origin is
+A window is its tile plus a **halo** on each side at least as wide as a window
+edge's zero padding reaches into the deepest tap (:func:`reach`: 80 px for
+``block5_conv1``, from the architecture), so the interior features equal the
+whole image's; its origin is
 a multiple of the **stride** 2^(pools before the deepest tap), so the pooled
 grids line up with the whole image's. Windows have one shape (clamped inside
 the image, the last ones shifted back), so one compiled program serves every
@@ -71,19 +72,26 @@ def stride(layers: Any, arch: str = "vgg19") -> int:
     return max(_levels(layers, arch).values())
 
 
-def radius(layers: Any, arch: str = "vgg19") -> int:
-    """Receptive-field radius (px) of the deepest tap beyond a feature's own cell.
+def reach(layers: Any, arch: str = "vgg19") -> int:
+    """How far (px) a window's edge changes the features of the deepest tap.
 
-    Each 3×3 convolution at downsampling d reaches d pixels further each side;
-    a 2×2, stride-2 pool covers exactly its output cell, adding nothing.
+    The zero padding at an edge where the image goes on spoils the first row of
+    a 3×3 convolution's output, and each further convolution one row more; a
+    2×2 pool halves the spoiled rows, rounding up (a pooled cell with one spoiled
+    input is spoiled). In rows of the tap times its downsampling: 80 px for
+    ``block5_conv1`` (5 cells of 16 px).
     """
-    return sum(d for name, d in _levels(layers, arch).items() if "_conv" in name)
+    spoiled, worst = 0, 0
+    for name, d in _levels(layers, arch).items():
+        spoiled = -(-spoiled // 2) if name.endswith("_pool") else spoiled + 1
+        worst = max(worst, spoiled * d)
+    return worst
 
 
 def halo(layers: Any, arch: str = "vgg19") -> int:
-    """The halo each window adds on each side: :func:`radius` rounded up to :func:`stride`."""
+    """The halo each window adds on each side: :func:`reach` rounded up to :func:`stride`."""
     s = stride(layers, arch)
-    return -(-radius(layers, arch) // s) * s
+    return -(-reach(layers, arch) // s) * s
 
 
 class Axis(NamedTuple):

@@ -67,10 +67,13 @@ def test_plan_covers_the_image_once_with_aligned_windows():
 
 
 def test_halo_follows_the_architecture():
-    # VGG19 to block5_conv1: 2x1 + 2x2 + 4x4 + 4x8 + 1x16 px reached beyond a cell
-    assert tiles.radius(["block5_conv1"]) == 70
+    # spoiled rows from an edge, VGG19: block1 2 → pool 1 → block2 3 → pool 2 → block3 6
+    # → pool 3 → block4 7 → pool 4 → block5_conv1 5 rows of 16 px
+    assert tiles.reach(["block5_conv1"]) == 80
     assert tiles.stride(["block5_conv1"]) == 16 and tiles.halo(["block5_conv1"]) == 80
-    assert tiles.radius(["block2_conv1"]) == 4 and tiles.stride(["block2_conv1"]) == 2
+    assert tiles.reach(["block3_conv1"]) == 12 and tiles.halo(["block3_conv1"]) == 12
+    assert tiles.reach(["block2_conv1"]) == 4 and tiles.stride(["block2_conv1"]) == 2
+    assert tiles.reach(["block5_conv1"], "vgg16") == 64
 
 
 def test_every_supported_statistic_matches_untiled(vgg19):
@@ -81,7 +84,7 @@ def test_every_supported_statistic_matches_untiled(vgg19):
 
 
 def test_a_halo_too_small_is_not_exact(vgg19, monkeypatch):
-    """The same comparison fails once the halo is below the receptive-field radius."""
+    """The same comparison fails once the halo is narrower than an edge reaches (4 px here)."""
     monkeypatch.setattr(tiles, "halo", lambda layers, arch="vgg19": 2)
     untiled, tiled = both(vgg19, SHALLOW, (37, 30), tile=8)
     with pytest.raises(AssertionError):
