@@ -23,11 +23,11 @@ import jax, jax.numpy as jnp, numpy as np
 from jaxcombine import engine, job, losses
 from jaxcombine.config import RunConfig
 cfg = RunConfig(recipe=sys.argv[1], size=64, steps=4, chunk=2, init=sys.argv[5],
-                shard=sys.argv[2], conv=sys.argv[3])
+                shard=sys.argv[2], conv=sys.argv[3], scales=json.loads(sys.argv[6]))
 result = job.combine(cfg)
 prep = job.prepare(cfg)
 state = prep.initial_state()
-mode = job.shard_mode(cfg, len(prep.labels), prep.content.shape[0])
+mode = job.shard_mode(cfg, len(prep.labels), *(s.height for s in prep.stages()))
 if mode == "rows":
     state, targets = engine.rows.shard_rows(state, prep.targets, [
         losses.target_key(t) for t in prep.problem.recipe.terms if t.statistic == "activations"])
@@ -47,10 +47,11 @@ print(json.dumps({"devices": len(jax.devices()), "mode": mode,
 
 
 def run_worker(tmp_path: Path, devices: int, shard: str, conv: str = "xla",
-               init: str = "content") -> tuple[dict, np.ndarray]:
+               init: str = "content", scales=None) -> tuple[dict, np.ndarray]:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     out = tmp_path / f"px-{devices}-{shard}-{conv}.npy"
-    proc = subprocess.run([sys.executable, "-c", WORKER, str(SHALLOW), shard, conv, str(out), init],
+    proc = subprocess.run([sys.executable, "-c", WORKER, str(SHALLOW), shard, conv, str(out), init,
+                           json.dumps(scales)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]), np.load(out)
@@ -73,9 +74,11 @@ def test_four_devices_by_rows_match_one(tmp_path, conv):
 
 @pytest.mark.slow
 def test_two_starts_on_a_two_by_two_mesh_match_one_device(tmp_path):
-    """Explicit ``rows`` with 2 starts on 4 devices: starts over 2, rows over 2."""
-    four, px4 = run_worker(tmp_path, 4, "rows", init="content,noise")
-    one, px1 = run_worker(tmp_path, 1, "auto", init="content,noise")
+    """Explicit ``rows`` with 2 starts on 4 devices: starts over 2, rows over 2; coarse to
+    fine (32 then 64 px)."""
+    four, px4 = run_worker(tmp_path, 4, "rows", init="content,noise", scales=[32, 64])
+    one, px1 = run_worker(tmp_path, 1, "auto", init="content,noise", scales=[32, 64])
+    assert len(four["history"]) == 8
     assert four["mode"] == "rows" and four["permutes"] > 0
     assert four["mesh"] == {"inits": 2, "rows": 2}
     np.testing.assert_allclose(four["history"], one["history"], rtol=1e-4, atol=1e-7)
