@@ -35,6 +35,7 @@ OPTIMIZERS = ("adam", "sgd", "lbfgs")
 SCHEDULES = ("constant", "cosine")
 CONVS = ("xla", "winograd")
 LOOPS = ("scan", "unroll", "step")
+SHARDS = ("starts", "rows")  # how several local devices share a run (jaxcombine.rows)
 AUTO = "auto"  # conv and loop: the fastest measured for the backend
 SOURCES = ("content", "style")
 STATISTICS = ("activations", "gram", "meanstd", "covariance", "w2", "swd")
@@ -367,6 +368,18 @@ class RunConfig:
     loop: str = _option(AUTO, Rule(
         "choice", "Loop form inside a chunk (auto: fastest measured for the backend).",
         (AUTO, *LOOPS)))
+    tile: int = _option(0, Rule(
+        "int", "Compute each step's exact loss and gradient from tiles of this many px "
+               "(a multiple of 16 for layers of block 5; 0: the whole image at once). Memory "
+               "is then set by the tile plus 80 px halos, not the image; time grows (the "
+               "forward runs twice, over the halos too). Not with the swd statistic.",
+        low=0, high=1_000_000))
+    shard: str = _option(AUTO, Rule(
+        "choice", "With several devices, split the starts over them (starts) or each "
+                  "image's rows, so one image larger than a device holds fits (rows; the "
+                  "height must divide among them). auto: rows when there is one start and "
+                  "its height divides, else starts. Applies to run; study and batch split starts.",
+        (AUTO, *SHARDS)))
     snapshot_every: int = _option(0, Rule("int", "Also save images every N steps (0: never).", low=0))
     weights: str | None = _option(None, Rule(
         "text", "Weights folder (or a converted .h5 file). Default: the project's weights/ folder.",

@@ -37,7 +37,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxcombine import losses, model, optimizers
+from jaxcombine import losses, model, optimizers, rows, tiles
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.recipe import Recipe
 
@@ -67,6 +67,9 @@ class Problem:
       grey: optimise grey images only (``preserve_color="luminance"``): the gradient
         and every updated image are projected onto R = G = B, so grey starts stay grey
         and the optimiser spends no steps on colour the output would throw away.
+      tile: 0, or compute each step's loss and gradient exactly from tiles of this many
+        px (:mod:`jaxcombine.tiles`): memory set by the tile, not the image; the targets
+        must then come from :func:`tiles.targets`.
     """
 
     recipe: Recipe
@@ -78,6 +81,7 @@ class Problem:
     optimizer: str | optax.GradientTransformation = "adam"
     schedule: str = "constant"
     grey: bool = False
+    tile: int = 0
 
     def network(self) -> model.VGG:
         return model.VGG(arch=self.arch, taps=model.check_layers(self.recipe.layers, self.arch),
@@ -241,9 +245,15 @@ def _step(problem: Problem, variables: Mapping, targets: Mapping,
     x, opt_state, alive, weights, step, steps, key_data, average = state
     opt = problem.transform()
     key = step_key(key_data, step)
-    value_fn = lambda p: loss(problem, variables, targets, p, weights, key)[0]  # noqa: E731
-    (value, comps), grad = jax.value_and_grad(
-        lambda p: loss(problem, variables, targets, p, weights, key), has_aux=True)(x)
+    if problem.tile:  # exact, tile by tile (no random statistics: tiles.check)
+        value_fn = lambda p: tiles.value(problem, variables, targets, p, weights,  # noqa: E731
+                                         tile=problem.tile)[0]
+        (value, comps), grad = tiles.value_and_grad(problem, variables, targets, x, weights,
+                                                    tile=problem.tile)
+    else:
+        value_fn = lambda p: loss(problem, variables, targets, p, weights, key)[0]  # noqa: E731
+        (value, comps), grad = jax.value_and_grad(
+            lambda p: loss(problem, variables, targets, p, weights, key), has_aux=True)(x)
     if problem.grey:  # the gradient within grey images
         grad = grey_projection(grad)
     updates, new_opt_state = opt.update(grad, opt_state, x, value=value, grad=grad,
@@ -440,7 +450,7 @@ class _Fetch:
 def optimise(problem: Problem, variables: Mapping, targets: Mapping, state: State, *,
              chunk: int = 25, loop: str = "auto", on_chunk: ChunkCallback | None = None,
              stop: Callable[[], bool] | None = None,
-             per_start_targets: bool = False) -> Outcome:
+             per_start_targets: bool = False, shard: str = "starts") -> Outcome:
     """Advance every start of ``state`` (:func:`init_state`) to its own step count, in chunks.
 
     After each chunk ``on_chunk(step, components, get_pixels)`` is called with
@@ -451,13 +461,20 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, state: Stat
     outcome has ``interrupted=True`` and everything done so far (the drivers
     connect it to Ctrl-C and SIGTERM). ``per_start_targets``: every leaf of
     ``targets`` leads with the starts axis k, so each start matches its own
-    targets (jobs with different images in one program).
+    targets (jobs with different images in one program). ``shard``: ``"starts"``
+    spreads the starts over the local devices; ``"rows"`` splits each image's
+    height over them instead (:mod:`jaxcombine.rows`; shared targets only).
     """
     loop = default_loop(conv=problem.conv) if loop == "auto" else loop
     axis = 0 if per_start_targets else None
     start_step = int(np.min(np.asarray(state.step)))
     end_step = int(np.max(np.asarray(state.steps)))
-    if per_start_targets:
+    if shard == "rows" and not per_start_targets:
+        k = state.pixels.shape[0]
+        if shardable(problem):
+            state, targets = rows.shard_rows(state, targets, [
+                losses.target_key(t) for t in problem.recipe.terms if t.statistic == "activations"])
+    elif per_start_targets:
         (state, targets), k = shard_starts((state, targets), shardable(problem))
     else:
         state, k = shard_starts(state, shardable(problem))

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine import color, engine, folders, images, interrupts, losses, memory, model, outputs
-from jaxcombine import scales
+from jaxcombine import rows, scales, tiles
 from jaxcombine import recipe as recipe_lib, records, weights as weights_lib
 from jaxcombine.config import Init, RunConfig, parse_inits  # noqa: F401  (re-exported)
 from jaxcombine.errors import JaxcombineError
@@ -127,11 +127,14 @@ def prepare(config: RunConfig) -> Prepared:
     h, w = images.output_size(content_path, size=config.size, max_pixels=config.max_pixels)
     model.check_size(*images.output_size(content_path, size=config.sizes()[0],
                                          max_pixels=config.max_pixels), rec.layers)
+    if config.tile:  # one-line errors before anything is read: the statistics, the tile
+        tiles.check(rec)
+        tiles.plan(h, w, config.tile, rec.layers, config.model)
     check_memory(config, rec, h, w, starts=len(inits))  # before anything is read at size
     problem = engine.Problem(recipe=rec.structure(), arch=config.model, pooling=config.pooling,
                              dtype=config.dtype, remat=config.remat, conv=conv_algorithm(config),
                              optimizer=config.optimizer, schedule=config.schedule,
-                             grey=rec.preserve_color == "luminance")
+                             grey=rec.preserve_color == "luminance", tile=config.tile)
     w8 = weights_lib.load(config.model, config.weights)
     variables = _device_variables(w8, rec.layers, config.model, problem.conv)
     content, styles, targets = _images_and_targets(config, rec, problem, variables,
@@ -156,9 +159,21 @@ def _images_and_targets(config: RunConfig, rec: recipe_lib.Recipe, problem: engi
     seen = color.grey(content) if rec.preserve_color == "luminance" else content  # by VGG
     sw = None if config.style_weights is None else jnp.asarray(config.style_weights, jnp.float32)
     # targets depend on the network and the recipe only: one program whatever the optimiser
-    targets = _targets(dataclasses.replace(problem, optimizer="adam", schedule="constant"),
-                       variables, jnp.asarray(seen), jnp.asarray(styles), sw)
+    target_problem = dataclasses.replace(problem, optimizer="adam", schedule="constant")
+    if config.tile:  # tile by tile too: a large image's targets need no more memory
+        targets = _tiled_targets(target_problem, variables, jnp.asarray(seen),
+                                 jnp.asarray(styles), sw, tile=config.tile)
+    else:
+        targets = _targets(target_problem, variables, jnp.asarray(seen), jnp.asarray(styles), sw)
     return content, styles, targets
+
+
+def shard_mode(config: RunConfig, starts: int, *heights: int) -> str:
+    """``starts`` or ``rows``: ``config.shard`` resolved (:func:`rows.resolve`) for a run
+    whose scales have these ``heights``; ``auto`` gives rows only if they all divide."""
+    modes = {rows.resolve(config.shard, starts=starts, height=h,
+                          devices=len(jax.local_devices())) for h in heights}
+    return "rows" if modes == {"rows"} else "starts"
 
 
 def check_memory(config: RunConfig, rec: recipe_lib.Recipe, height: int, width: int, *,
@@ -168,8 +183,24 @@ def check_memory(config: RunConfig, rec: recipe_lib.Recipe, height: int, width: 
     conv = conv_algorithm(config)
     accelerator = jax.default_backend() != "cpu"  # starts spread over separate memories
     per_device = -(-starts // len(jax.local_devices())) if accelerator else starts
+    if config.tile:  # the steps hold one window's activations, plus image-sized arrays
+        need = tiles.estimate_bytes(rec, height, width, starts, config.tile, arch=config.model,
+                                    conv=conv, dtype=config.dtype, remat=config.remat)
+        limit = int(config.max_memory * 1e9) if config.max_memory else memory.available_bytes()
+        memory.check_fits(need, limit, memory.describe(rec.layers, height, width, starts,
+                                                       conv=conv, recipe=rec.name,
+                                                       arch=config.model) + f", tile {config.tile}",
+                          remedies=("a smaller --size", "a smaller --tile"))
+        return
+    rows_per_device = height  # a rows-sharded run (checked here, before anything is read)
+    heights = [images.output_size(config.content or images.CONTENT, size=size,
+                                  max_pixels=config.max_pixels)[0] for size in config.sizes()]
+    if not per_start_targets and shard_mode(config, starts, *heights) == "rows":
+        per_device = starts
+        rows_per_device = height // len(jax.local_devices()) if accelerator else height
     need = memory.estimate_bytes(
-        rec.layers, height, width, per_device, arch=config.model, conv=conv, dtype=config.dtype,
+        rec.layers, rows_per_device, width, per_device, arch=config.model, conv=conv,
+        dtype=config.dtype,
         remat=config.remat, per_start_targets=per_start_targets,
         activation_targets=[t.layer for t in rec.terms if t.statistic == "activations"])
     limit = int(config.max_memory * 1e9) if config.max_memory else memory.available_bytes()
@@ -188,6 +219,7 @@ def out_of_memory_as_error(prep: Prepared, starts: int):
 
 
 _targets = jax.jit(engine.compute_targets, static_argnames=("problem",))
+_tiled_targets = jax.jit(tiles.targets, static_argnames=("problem", "tile"))
 
 
 def _stage_targets(prep: Prepared, size: int) -> Any:
@@ -291,7 +323,8 @@ def combine(config: RunConfig | None = None, *, out: str | os.PathLike | None = 
                 lambda x0, steps: prep.initial_state(x0, steps=steps),
                 carry_optimizer=config.scale_optimizer == "carry",
                 from_average=config.scale_from == "average", chunk=chunk, loop=config.loop,
-                on_chunk=on_chunk, stop=stop.is_set)
+                on_chunk=on_chunk, stop=stop.is_set,
+                shard=shard_mode(config, len(prep.labels), *(s.height for s in prep.stages())))
         if bar is not None:
             bar.close()
         result = Result(config, prep.labels, outcome, prep.weights.fingerprint,
