@@ -13,6 +13,9 @@ again with every image shrunk to half its size, where large-scale structure domi
 
 Writes ``<out>/<variant>.png``, ``<out>/scores.csv`` and a side-by-side panel
 ``<out>/panel.png`` (content, style, then each variant, labelled with its time).
+``--figure docs/scales.png`` also writes the README's figure: each variant shrunk to
+640 px wide above a 1:1 crop of it (``--crop X,Y``, 320 px square), so the scale of
+the strokes shows; ``--figure-only`` makes it from an earlier run's files.
 """
 
 import argparse
@@ -36,9 +39,44 @@ parser.add_argument("--steps", type=int, default=200)
 parser.add_argument("--recipe", default="gatys")
 parser.add_argument("--variants", default="single,reset-last,carry-last,reset-average")
 parser.add_argument("--out", default="/tmp/scales")
+parser.add_argument("--figure", default=None)
+parser.add_argument("--figure-only", action="store_true")
+parser.add_argument("--crop", default="0,0")
 args = parser.parse_args()
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
+
+
+def figure(rows: list[dict], path: str) -> None:
+    """Each variant 640 px wide, a 320 px 1:1 crop below it; labelled; palette PNG."""
+    x0, y0 = map(int, args.crop.split(","))
+    width, crop, pad, label = 640, 320, 8, 20
+    tiles = []
+    for r in rows:
+        img = images.read(out / f"{r['variant']}.png")
+        h, w = img.shape[:2]
+        small = images.resize(img, (width, round(h * width / w)))
+        tiles.append((r, small, img[y0:y0 + crop, x0:x0 + crop]))
+    height = tiles[0][1].shape[0] + crop + 2 * label + 3 * pad
+    sheet = Image.new("RGB", (len(tiles) * (width + pad) + pad, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (r, small, cut) in enumerate(tiles):
+        x = pad + i * (width + pad)
+        name = "single scale" if r["variant"] == "single" else "coarse to fine"
+        draw.text((x, 4), f"{name}: {r['sizes']} px, steps {r['steps']}, {float(r['wall_s']):.0f} s",
+                  fill="black")
+        sheet.paste(Image.fromarray(images.to_uint8(small)), (x, label + pad))
+        y = label + 2 * pad + small.shape[0]
+        draw.text((x, y), f"1:1 crop at ({x0}, {y0})", fill="black")
+        sheet.paste(Image.fromarray(images.to_uint8(cut)), (x, y + label))
+    sheet.quantize(256).save(path)
+    print(f"wrote {path}")
+
+
+if args.figure_only:
+    with open(out / "scores.csv", newline="") as f:
+        figure(list(csv.DictReader(f)), args.figure)
+    raise SystemExit
 
 base = jaxcombine.RunConfig(content=args.content, style=(args.style,), size=args.size,
                             recipe=args.recipe, init="content")
@@ -92,3 +130,5 @@ for i, (name, img) in enumerate(panels):
     draw.text((x, 4), name, fill="black")
 sheet.save(out / "panel.png")
 print(f"wrote {out / 'panel.png'} and {out / 'scores.csv'}")
+if args.figure:
+    figure(rows, args.figure)
