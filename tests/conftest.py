@@ -59,3 +59,30 @@ def compiled():
     jax.monitoring.register_event_duration_secs_listener(listen)
     yield names
     jax.monitoring.unregister_event_duration_listener(listen)
+
+
+# --------------------------------------------------------------------------- interrupts
+
+@pytest.fixture
+def stopped_after_first_chunk(monkeypatch):
+    """A context manager: inside it, run, study and batch stop as a Ctrl-C after their
+    first chunk would make them (their stop request is seen at the second check)."""
+    import contextlib
+
+    from jaxcombine import interrupts
+
+    class StopAfterFirstChunk:
+        calls = 0
+
+        def is_set(self):
+            self.calls += 1
+            return self.calls > 1
+
+    @contextlib.contextmanager
+    def stopping():
+        with monkeypatch.context() as patch:
+            patch.setattr(interrupts, "stop_requests", contextlib.contextmanager(
+                lambda: (yield StopAfterFirstChunk())))
+            yield
+
+    return stopping

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import config, engine, images, job, losses, model, recipe
+from jaxcombine import config, engine, images, job, losses, recipe
 from jaxcombine.errors import JaxcombineError
 
 TINY = dict(size=32, chunk=3)

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from jaxcombine import images, job, metrics
 from test_cli import assert_one_line_error, jaxcombine

@@ -4,7 +4,6 @@ Plumbing on the shallow test recipe at tiny sizes: what is tested (the ladder,
 the hand-over between scales) does not depend on depth.
 """
 
-import contextlib
 import csv
 import json
 import os
@@ -12,13 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 import jaxcombine
-from jaxcombine import engine, interrupts, optimizers, scales, study as study_lib
+from jaxcombine import engine, optimizers, scales, study as study_lib
 from jaxcombine.config import ConfigError, RunConfig
 
 SHALLOW = str(Path(__file__).with_name("shallow.toml"))
@@ -125,23 +123,13 @@ def whole_study(vgg19, tmp_path_factory):
 
 
 @pytest.mark.parametrize("stop_at", [2, 3], ids=["mid-scale", "at-a-boundary"])
-def test_study_resumes_across_scales(whole_study, tmp_path, monkeypatch, stop_at):
+def test_study_resumes_across_scales(whole_study, tmp_path, stopped_after_first_chunk, stop_at):
     """Stop after the first chunk, resume, and match the uninterrupted study."""
     config, whole = STUDY, whole_study
-
-    class StopAfterFirstChunk:
-        calls = 0
-
-        def is_set(self):
-            self.calls += 1
-            return self.calls > 1
-
-    real = interrupts.stop_requests
-    monkeypatch.setattr(interrupts, "stop_requests", contextlib.contextmanager(
-        lambda: (yield StopAfterFirstChunk())))
-    half = study_lib.run_study(config, tmp_path / "half", snapshot_every=stop_at, progress=False)
+    with stopped_after_first_chunk():
+        half = study_lib.run_study(config, tmp_path / "half", snapshot_every=stop_at,
+                                   progress=False)
     assert half.interrupted and half.summary["steps_done"] == stop_at
-    monkeypatch.setattr(interrupts, "stop_requests", real)
     resumed = study_lib.run_study(config, tmp_path / "half", snapshot_every=stop_at,
                                   progress=False, resume=True)
     assert resumed.summary["steps_done"] == 6

@@ -4,7 +4,6 @@ Studies are plumbing around the engine: they run the shallow test recipe, whose
 block2_conv1 carries two statistics (so feature-space names are disambiguated).
 """
 
-import contextlib
 import csv
 import json
 import os
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import images, interrupts, job, outputs, study as study_lib
+from jaxcombine import outputs, study as study_lib
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.job import RunConfig, prepare
 
@@ -115,22 +114,12 @@ def test_report_is_self_contained(done):
     assert text.count('src="') == text.count('src="data:image/png;base64,') == 3 + len(STARTS)
 
 
-def test_resume_continues_to_the_same_history(done, tmp_path, monkeypatch):
+def test_resume_continues_to_the_same_history(done, tmp_path, stopped_after_first_chunk):
     """Stop after 4 of 8 steps (as Ctrl-C would), resume, and match the uninterrupted study."""
-    class StopAfterFirstChunk:
-        calls = 0
-
-        def is_set(self):
-            self.calls += 1
-            return self.calls > 1
-
-    real = interrupts.stop_requests
-    monkeypatch.setattr(interrupts, "stop_requests", contextlib.contextmanager(
-        lambda: (yield StopAfterFirstChunk())))
-    half = study_lib.run_study(CONFIG, tmp_path, snapshot_every=4, progress=False)
+    with stopped_after_first_chunk():
+        half = study_lib.run_study(CONFIG, tmp_path, snapshot_every=4, progress=False)
     assert half.interrupted and half.summary["steps_done"] == 4
     assert int(np.load(tmp_path / "state.npz")["step"]) == 4
-    monkeypatch.setattr(interrupts, "stop_requests", real)
     whole = study_lib.run_study(CONFIG, tmp_path, snapshot_every=4, progress=False, resume=True)
     assert not whole.interrupted and whole.summary["resumed_from_step"] == 4
     for key in ("step", "start", "term"):
