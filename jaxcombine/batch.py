@@ -203,12 +203,15 @@ def _fitting(group: list) -> list[list]:
 
 def _groups(prepared: list) -> Iterable[list]:
     """Jobs that can share one compiled program: same structure (:class:`engine.Problem`),
-    output size, weights and loop. Learning rates, step counts and loss weights may differ:
-    they are per-start arrays of one program."""
+    output size, targets' shapes (masks, style sizes), weights and loop. Learning rates,
+    step counts and loss weights may differ: they are per-start arrays of one program."""
     groups: dict[Any, list] = {}
     for j, prep in prepared:
         c = j.config
-        key = (prep.problem, prep.x0.shape[1:], c.weights, c.chunk, c.loop, c.snapshot_every)
+        shapes = (jax.tree.structure(prep.targets),  # masks, styles' sizes (style_scale)
+                  tuple(a.shape for a in jax.tree.leaves(prep.targets)))
+        key = (prep.problem, prep.x0.shape[1:], shapes, c.weights, c.chunk, c.loop,
+               c.snapshot_every)
         groups.setdefault(key, []).append((j, prep))
     return list(groups.values())
 

@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import color, engine, folders, images, interrupts, losses, memory, model, outputs
+from jaxcombine import color, engine, folders, images, interrupts, losses, masks as masks_lib
+from jaxcombine import memory, model, outputs
 from jaxcombine import recipe as recipe_lib, records, weights as weights_lib
 from jaxcombine.config import Init, RunConfig, parse_inits  # noqa: F401  (re-exported)
 from jaxcombine.errors import JaxcombineError
@@ -39,10 +40,12 @@ class Prepared:
     inits: tuple[Init, ...]
     content: np.ndarray  # (H, W, 3) float32, as read (its colours, whatever preserve_color)
     styles: np.ndarray  # (S, H, W, 3) float32, fitted to the content's size, as VGG sees them
+    # (the targets come from each style at its own style_scale: ``style_images``)
     variables: Any
     targets: dict[str, jax.Array]
     x0: np.ndarray  # (k, H, W, 3)
     weights: weights_lib.Weights
+    style_images: tuple[np.ndarray, ...] = ()  # each (H_s, W_s, 3): the styles the targets saw
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -82,6 +85,10 @@ def prepare(config: RunConfig) -> Prepared:
     ``luminance`` the content and every start are grey (their luminance) too, the
     pixels stay grey while optimised (``Problem.grey``), and :meth:`Prepared.finish`
     puts the content's chroma back on output.
+
+    Each style's targets come from it fitted to its ``style_scale`` times the output's
+    size; the recipe's term masks and the ``style_masks`` are fitted to the output's size
+    (:mod:`jaxcombine.masks`) and travel with the targets.
     """
     rec = recipe_lib.load(config.recipe, config.model)
     if config.tv_weight is not None:
@@ -92,12 +99,19 @@ def prepare(config: RunConfig) -> Prepared:
     content_path = config.content or images.CONTENT
     h, w = images.output_size(content_path, size=config.size, max_pixels=config.max_pixels)
     model.check_size(h, w, rec.layers)
+    sizes = style_sizes(config, rec, h, w)
     check_memory(config, rec, h, w, starts=len(inits))  # before anything is read at size
     content = images.read(content_path, size=config.size, max_pixels=config.max_pixels)
     style_paths = config.style or (str(images.STYLE),)
-    styles = np.stack([images.fit(images.read(p, max_pixels=config.max_pixels), h, w)
-                       for p in style_paths])
-    styles = color.prepare_styles(styles, content, rec.preserve_color)
+    read = [images.read(p, max_pixels=config.max_pixels) for p in style_paths]
+    styles = color.prepare_styles(np.stack([images.fit(r, h, w) for r in read]), content,
+                                  rec.preserve_color)
+    scaled = tuple(s if size == (h, w) else
+                   color.prepare_styles(images.fit(r, *size)[None], content, rec.preserve_color)[0]
+                   for r, s, size in zip(read, styles, sizes))
+    term_masks = masks_lib.read_all(rec.masks, h, w, max_pixels=config.max_pixels)
+    style_masks = masks_lib.read_all(config.style_masks or (), h, w, max_pixels=config.max_pixels,
+                                     what="style mask")
     seen = color.grey(content) if rec.preserve_color == "luminance" else content  # by VGG
     problem = engine.Problem(recipe=rec.structure(), arch=config.model, pooling=config.pooling,
                              dtype=config.dtype, remat=config.remat, conv=conv_algorithm(config),
@@ -107,12 +121,39 @@ def prepare(config: RunConfig) -> Prepared:
     variables = _device_variables(w8, rec.layers, config.model, problem.conv)
     sw = None if config.style_weights is None else jnp.asarray(config.style_weights, jnp.float32)
     # targets depend on the network and the recipe only: one program whatever the optimiser
+    as_array = lambda a: None if a is None else jnp.asarray(a)  # noqa: E731
     targets = _targets(dataclasses.replace(problem, optimizer="adam", schedule="constant"),
-                       variables, jnp.asarray(seen), jnp.asarray(styles), sw)
+                       variables, jnp.asarray(seen),
+                       jnp.asarray(styles) if all(size == (h, w) for size in sizes)
+                       else [jnp.asarray(s) for s in scaled],
+                       sw, as_array(term_masks), as_array(style_masks))
     x0 = np.stack([_start(i, seen, styles, config) for i in inits])
     if rec.preserve_color == "luminance":  # noise and image starts too
         x0 = color.grey(x0)
-    return Prepared(config, rec, problem, inits, content, styles, variables, targets, x0, w8)
+    return Prepared(config, rec, problem, inits, content, styles, variables, targets, x0, w8,
+                    scaled)
+
+
+def style_sizes(config: RunConfig, rec: recipe_lib.Recipe, height: int, width: int
+                ) -> list[tuple[int, int]]:
+    """(height, width) each style is fitted to for its targets: its ``style_scale`` times
+    the output's, rounded. One-line errors for a scaled style too small for the recipe's
+    layers and for a style ``activations`` term (an activation map has the output's shape)."""
+    sizes = []
+    style_layers = [t.layer for t in rec.terms if t.source == "style"]
+    for i, f in enumerate(config.style_scales(), start=1):
+        size = (max(1, round(f * height)), max(1, round(f * width)))
+        if f != 1.0 and style_layers:
+            if any(t.source == "style" and t.statistic == "activations" for t in rec.terms):
+                raise JaxcombineError(f"style_scale {f:g} cannot apply to the recipe's style "
+                                      "'activations' terms (an activation map must have the "
+                                      "output's shape); use style_scale 1 or another statistic")
+            try:
+                model.check_size(*size, style_layers)
+            except JaxcombineError as e:
+                raise JaxcombineError(f"style {i} at style_scale {f:g}: {e}") from None
+        sizes.append(size)
+    return sizes
 
 
 def check_memory(config: RunConfig, rec: recipe_lib.Recipe, height: int, width: int, *,
@@ -126,6 +167,9 @@ def check_memory(config: RunConfig, rec: recipe_lib.Recipe, height: int, width: 
         rec.layers, height, width, per_device, arch=config.model, conv=conv, dtype=config.dtype,
         remat=config.remat, per_start_targets=per_start_targets,
         activation_targets=[t.layer for t in rec.terms if t.statistic == "activations"])
+    # the targets' forward passes: a style larger than the output (style_scale) may cost more
+    need = max(need, memory.estimate_targets_bytes(
+        rec.layers, [(height, width), *style_sizes(config, rec, height, width)], arch=config.model))
     limit = int(config.max_memory * 1e9) if config.max_memory else memory.available_bytes()
     memory.check_fits(need, limit, memory.describe(rec.layers, height, width, starts, conv=conv,
                                                    recipe=rec.name, arch=config.model),
