@@ -168,12 +168,18 @@ def check_memory(config: RunConfig, rec: recipe_lib.Recipe, height: int, width: 
         remat=config.remat, per_start_targets=per_start_targets,
         activation_targets=[t.layer for t in rec.terms if t.statistic == "activations"])
     # the targets' forward passes: a style larger than the output (style_scale) may cost more
-    need = max(need, memory.estimate_targets_bytes(
-        rec.layers, [(height, width), *style_sizes(config, rec, height, width)], arch=config.model))
+    sizes = style_sizes(config, rec, height, width)
+    targets = memory.estimate_targets_bytes(rec.layers, [(height, width), *sizes],
+                                            arch=config.model)
+    what = memory.describe(rec.layers, height, width, starts, conv=conv, recipe=rec.name,
+                           arch=config.model)
+    remedies = memory.remedies(conv, starts, devices_help=accelerator)
+    if targets > need:
+        h, w = max(sizes, key=lambda s: s[0] * s[1])
+        what += f"; its targets' forward passes, a style at {w}x{h}"
+        remedies = ("a smaller --style-scale", *remedies)
     limit = int(config.max_memory * 1e9) if config.max_memory else memory.available_bytes()
-    memory.check_fits(need, limit, memory.describe(rec.layers, height, width, starts, conv=conv,
-                                                   recipe=rec.name, arch=config.model),
-                      remedies=memory.remedies(conv, starts, devices_help=accelerator))
+    memory.check_fits(max(need, targets), limit, what, remedies=remedies)
 
 
 def out_of_memory_as_error(prep: Prepared, starts: int):
