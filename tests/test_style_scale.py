@@ -152,3 +152,23 @@ def test_a_large_style_scale_is_counted_before_the_run(vgg19):
     with pytest.raises(JaxcombineError, match="needs about .* a style at 1024x1024.* "
                                               "use a smaller --style-scale"):
         job.check_memory(limit.replace(style_scale=(8.0,)), rec, 128, 128, starts=1)
+
+
+def test_style_masks_with_styles_of_different_sizes(vgg19, every, tmp_path):
+    """Per-style targets (style masks) from styles at two scales: each style's target is
+    its own, at its own size, and the run is finite."""
+    from PIL import Image
+
+    half = np.zeros((32, 32), np.uint8)
+    half[:, 16:] = 255
+    Image.fromarray(half).save(tmp_path / "right.png")
+    Image.fromarray(255 - half).save(tmp_path / "left.png")
+    config = RunConfig(recipe=every, style=TWO, style_scale=(0.5, 2.0), size=32, steps=2, chunk=2,
+                       style_masks=(str(tmp_path / "left.png"), str(tmp_path / "right.png")),
+                       init="content,noise")
+    prep = job.prepare(config)
+    swd = prep.targets["style:swd:block1_conv1"]
+    assert [t["points"].shape[1] for t in swd] == [16 * 16, 64 * 64]
+    assert prep.targets["style_masks"].shape == (2, 32, 32)
+    r = job.combine(config)
+    assert np.isfinite(r.history).all() and r.history.shape == (2, 2, 7)
