@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import socket
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine import config as config_lib, engine, folders, images, interrupts, job as job_lib
-from jaxcombine import outputs, records
+from jaxcombine import metrics, outputs, records, scales
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.manifest import Job, load_manifest, process_share
 
@@ -66,7 +67,8 @@ class BatchReport:
 
 def run_batch(manifest_path: str | os.PathLike, out: str | os.PathLike, *, force: bool = False,
               progress: bool = True, batching: bool = True, max_batch: int = 64,
-              process_index: int | None = None, process_count: int | None = None) -> BatchReport:
+              process_index: int | None = None, process_count: int | None = None,
+              evaluate: bool = False) -> BatchReport:
     """Run every unfinished job of a manifest into ``out``; never raises for one bad job.
 
     Jobs are taken ``max_batch`` at a time (which bounds memory: their images and
@@ -76,6 +78,10 @@ def run_batch(manifest_path: str | os.PathLike, out: str | os.PathLike, *, force
     ``process_index``/``process_count`` default to JAX's (several hosts: call
     ``jax.distributed.initialize`` first); each process runs its share and writes
     ``batch-report.<i>.json``, and process 0 merges them into ``batch-report.json``.
+
+    ``evaluate``: score each job's image as ``jaxcombine eval`` does (against its content
+    and first style), in its record's ``eval`` entry; ``eval.csv`` gathers every finished
+    job's scores (one row per job id).
     """
     max_batch = config_lib.positive_int(max_batch, "max_batch")
     t0 = time.perf_counter()
@@ -106,7 +112,7 @@ def run_batch(manifest_path: str | os.PathLike, out: str | os.PathLike, *, force
                         bar.update(1)
                     else:
                         mine.append(j)
-                _run_window(mine, out, report, bar, stop.is_set)
+                _run_window(mine, out, report, bar, stop.is_set, evaluate)
     bar.close()
     report.wall_s = round(time.perf_counter() - t0, 3)
     records.write_json(out / f"batch-report.{index}.json" if count > 1 else out / REPORT,
@@ -115,7 +121,22 @@ def run_batch(manifest_path: str | os.PathLike, out: str | os.PathLike, *, force
         _barrier("jaxcombine-batch-done")
         if index == 0:
             report = merge_reports(out, count)
+    if evaluate and index == 0:
+        write_eval_table(out, [j.id for j in load_manifest(manifest_path)])
     return report
+
+
+def write_eval_table(out: Path, ids: Sequence[str]) -> None:
+    """``eval.csv``: the ``eval`` entry of every finished job's record, one row per job."""
+    rows = []
+    for job_id in ids:
+        path = out / f"{job_id}.json"
+        scores = json.loads(path.read_text()).get("eval") if path.exists() else None
+        if scores:
+            rows.append({"id": job_id, **scores})
+    if rows:
+        records.atomic_write_text(out / "eval.csv", outputs.csv_text(
+            {k: np.asarray([r.get(k) for r in rows]) for k in rows[0]}))
 
 
 COORDINATOR_TIMEOUT_S = 60
@@ -166,7 +187,8 @@ def _barrier(name: str, timeout_s: int = 7 * 24 * 3600) -> None:
         client.wait_at_barrier(name, timeout_s * 1000)
 
 
-def _run_window(jobs: Sequence[Job], out: Path, report: BatchReport, bar, stop=None) -> None:
+def _run_window(jobs: Sequence[Job], out: Path, report: BatchReport, bar, stop=None,
+                evaluate: bool = False) -> None:
     """Prepare up to ``max_batch`` jobs (images, targets), then run them group by group."""
     prepared = []
     for j in jobs:
@@ -180,7 +202,7 @@ def _run_window(jobs: Sequence[Job], out: Path, report: BatchReport, bar, stop=N
         if report.interrupted:
             break
         try:
-            _run_group(group, out, report, bar, stop)
+            _run_group(group, out, report, bar, stop, evaluate)
         except Exception as e:  # one broken group must not stop the others
             _fail(report, bar, [j for j, _ in group], _reason(e))
 
@@ -189,7 +211,7 @@ def _fitting(group: list) -> list[list]:
     """``group`` cut into runs whose estimated memory fits (each job alone was checked when
     it was prepared): halved until the estimate for one run of them passes."""
     prep = group[0][1]
-    h, w = prep.content.shape[:2]
+    h, w = prep.output_shape
     size = len(group)
     while size > 1:
         try:
@@ -204,33 +226,46 @@ def _fitting(group: list) -> list[list]:
 def _groups(prepared: list) -> Iterable[list]:
     """Jobs that can share one compiled program: same structure (:class:`engine.Problem`),
     output size, targets' shapes (masks, style sizes), weights and loop. Learning rates,
-    step counts and loss weights may differ: they are per-start arrays of one program."""
+    step counts and loss weights may differ: they are per-start arrays of one program.
+    Coarse-to-fine jobs also share their scales, steps per scale, style scales and how
+    scales hand on (a single-scale job's key has its steps apart)."""
     groups: dict[Any, list] = {}
     for j, prep in prepared:
         c = j.config
         shapes = (jax.tree.structure(prep.targets),  # masks, styles' sizes (style_scale)
                   tuple(a.shape for a in jax.tree.leaves(prep.targets)))
+        ladder = (c.sizes(), c.steps_per_scale(), c.scale_from, c.scale_optimizer,
+                  c.style_scales()) if c.multi_scale else ()
         key = (prep.problem, prep.x0.shape[1:], shapes, c.weights, c.chunk, c.loop,
-               c.snapshot_every)
+               c.snapshot_every, ladder)
         groups.setdefault(key, []).append((j, prep))
     return list(groups.values())
 
 
-def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> None:
+def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None,
+               evaluate: bool = False) -> None:
     """Optimise a group in one vmapped program (targets stacked per job), then write each job."""
     t0 = time.perf_counter()
     jobs, preps = [j for j, _ in group], [p for _, p in group]
     first = preps[0]
-    targets = jax.tree.map(lambda *t: jnp.stack(t), *[p.targets for p in preps])
-    state = first.initial_state(
-        np.concatenate([p.x0 for p in preps]),
-        lr=[p.config.learning_rate() for p in preps] if first.config.learning_rate() else None,
-        steps=[p.config.steps for p in preps],
-        loss_weights=np.stack([p.loss_weights for p in preps]),
-        seed=[p.config.seed for p in preps])
-    ids = [j.id for j in jobs]
     config = first.config
-    longest = max(max(p.config.steps for p in preps), 1)
+
+    def new_state(x0, steps):
+        return first.initial_state(
+            x0, steps=steps, loss_weights=np.stack([p.loss_weights for p in preps]),
+            lr=[p.config.learning_rate() for p in preps] if config.learning_rate() else None,
+            seed=[p.config.seed for p in preps])
+
+    def stacked_targets(size):  # each job its own images: targets lead with the jobs axis
+        return jax.tree.map(lambda *t: jnp.stack(t), *[p.at_size(size).targets for p in preps])
+
+    per_scale = [[p.config.steps_per_scale()[i] for p in preps]
+                 for i in range(len(config.sizes()))]
+    stages = [dataclasses.replace(stage, targets=functools.partial(stacked_targets, size))
+              for stage, size in zip(first.stages(per_scale), config.sizes())]
+    state = new_state(np.concatenate([p.x0 for p in preps]), per_scale[0])
+    ids = [j.id for j in jobs]
+    longest = max(sum(max(steps) for steps in per_scale), 1)
     writer = outputs.SnapshotWriter(  # each job its own content's colours (preserve_color)
         out, ids, config.snapshot_every, lambda px: [p.finish(x) for p, x in zip(preps, px)])
     chunk = outputs.chunk_size(config.chunk, config.snapshot_every)
@@ -242,16 +277,19 @@ def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> N
         writer(step, get_pixels)
 
     with job_lib.out_of_memory_as_error(first, len(group)):
-        outcome = engine.optimise(first.problem, first.variables, targets, state, chunk=chunk,
-                                  loop=config.loop, on_chunk=on_chunk, stop=stop,
-                                  per_start_targets=True)
+        outcome = scales.optimise_scales(
+            first.problem, first.variables, stages, state, new_state,
+            carry_optimizer=config.scale_optimizer == "carry",
+            from_average=config.scale_from == "average", chunk=chunk, loop=config.loop,
+            on_chunk=on_chunk, stop=stop, per_start_targets=True)
     if outcome.interrupted:
         report.interrupted = True
         return
     wall = time.perf_counter() - t0
     for j, (job, prep) in enumerate(group):
         try:  # a failure belongs to its job alone; every other result is written
-            write_job(out, job, prep, outcome, j, wall_s=wall, group_size=len(group))
+            write_job(out, job, prep, outcome, j, evaluate=evaluate, wall_s=wall,
+                      group_size=len(group))
         except Exception as e:  # noqa: BLE001 (disk full, permissions, ... for this job)
             _fail(report, None, [job], _reason(e))
             continue
@@ -260,10 +298,18 @@ def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> N
 
 
 def write_job(out: Path, job: Job, prep: job_lib.Prepared, outcome: engine.Outcome, j: int,
-              **timings: Any) -> None:
-    """Image, history, then the JSON record last: its presence marks the job finished."""
+              evaluate: bool = False, **timings: Any) -> None:
+    """Image, history, then the JSON record last: its presence marks the job finished.
+    ``evaluate``: the record also holds the image's ``jaxcombine eval`` scores."""
     images.write(out / f"{job.id}.png", prep.finish(outcome.pixels[j]))
     records.atomic_write_text(out / f"{job.id}.history.csv", outputs.history_csv(outcome, j))
+    scores = None
+    if evaluate:
+        c = job.config
+        row = metrics.evaluate([out / f"{job.id}.png"], content=c.content,
+                               style=c.style[0] if c.style else None, weights=c.weights,
+                               max_pixels=c.max_pixels).rows[0]
+        scores = {k: v for k, v in row.items() if k != "image"}
     final = float(outcome.final_totals()[j])
     last = int(outcome.step[j]) - outcome.start_step - 1
     records.write_json(out / f"{job.id}.json", records.record(
@@ -274,6 +320,7 @@ def write_job(out: Path, job: Job, prep: job_lib.Prepared, outcome: engine.Outco
         final_components=dict(zip(outcome.labels, outcome.history[last, j].tolist()))
         if last >= 0 else None,
         diverged_at_step=outcome.diverged_at[j], image=f"{job.id}.png",
+        scales=outputs.scales_record(job.config, outcome), eval=scores,
         history=f"{job.id}.history.csv", compile_s=round(outcome.compile_s, 3),
         run_s=round(outcome.run_s, 3), **{k: round(v, 3) if isinstance(v, float) else v
                                           for k, v in timings.items()}))

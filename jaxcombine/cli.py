@@ -111,7 +111,7 @@ class ConfigValue(click.ParamType):
 
     def __init__(self, field: str):
         self.field, self.rule = field, config.rule(field)
-        self.name = {"int": "INTEGER", "float": "NUMBER", "floats": "N,N,..."}[self.rule.kind]
+        self.name = {"int": "INTEGER", "float": "NUMBER", "floats": "N,N,...", "ints": "N,N,..."}[self.rule.kind]
 
     def convert(self, value, param, ctx):
         return self.rule.parse(self.field, value) if isinstance(value, str) else value
@@ -215,10 +215,12 @@ def run(out_dir, quiet, **options):
               help="Cross the starts with a second axis in the same program: "
                    "tv_weight=0,1e-3,1e-2 or lr=1,4,8.")
 @click.option("--resume", is_flag=True, help="Continue the study in --out from its last snapshot.")
+@click.option("--eval", "evaluate", is_flag=True,
+              help="Score the final images as 'jaxcombine eval' does (eval.csv, summary, report).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("jaxcombine-study"),
               show_default=True, help="Output folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def study(tolerance, sweep, resume, out_dir, quiet, **options):
+def study(tolerance, sweep, resume, evaluate, out_dir, quiet, **options):
     """Do different starts converge to the same image, and at which layers do they differ?
 
     Runs all starts in one program; writes history.csv, distances.csv, plots, report.html
@@ -228,7 +230,7 @@ def study(tolerance, sweep, resume, out_dir, quiet, **options):
 
     settings = run_config(**options)
     result = run_study(settings, out_dir, snapshot_every=settings.snapshot_every, tolerance=tolerance,
-                       sweep=sweep, resume=resume, progress=not quiet)
+                       sweep=sweep, resume=resume, progress=not quiet, evaluate=evaluate)
     s = result.summary
     for label in result.labels:
         conv = s["convergence"]["step"][label]
@@ -283,6 +285,8 @@ def recipes_show(name):
               help="Run jobs of equal problem and size as one vmapped program.")
 @click.option("--max-batch", type=int, default=64, show_default=True,
               help="Jobs prepared and run together at most (bounds memory).")
+@click.option("--eval", "evaluate", is_flag=True,
+              help="Score each image as 'jaxcombine eval' does (in its record, and eval.csv).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--coordinator", default=None, envvar="JAXCOMBINE_COORDINATOR", show_envvar=True,
               help="HOST:PORT of process 0, for a run over several hosts.")
@@ -293,8 +297,8 @@ def recipes_show(name):
               help="Initialise jax.distributed from the cluster (SLURM, TPU pod, ...) without flags.")
 @click.option("--coordinator-timeout", type=int, default=60, show_default=True,
               help="Seconds to wait for the coordinator before giving up.")
-def batch(manifest, out_dir, force, batching, max_batch, quiet, coordinator, num_processes,
-          process_id, distributed, coordinator_timeout):
+def batch(manifest, out_dir, force, batching, max_batch, evaluate, quiet, coordinator,
+          num_processes, process_id, distributed, coordinator_timeout):
     """Run every job of a TOML MANIFEST (see docs/batch.md); exit 3 if any job failed."""
     from jaxcombine import batch as batch_lib
 
@@ -302,7 +306,7 @@ def batch(manifest, out_dir, force, batching, max_batch, quiet, coordinator, num
                                      timeout_s=config.positive_int(coordinator_timeout,
                                                                    "coordinator_timeout"))
     report = batch_lib.run_batch(manifest, out_dir, force=force, progress=not quiet,
-                                 batching=batching, max_batch=max_batch)
+                                 batching=batching, max_batch=max_batch, evaluate=evaluate)
     elsewhere = f", {len(report.elsewhere)} running in another process" if report.elsewhere else ""
     click.echo(f"{len(report.done)} done, {len(report.skipped)} skipped, "
                f"{len(report.failed)} failed{elsewhere}; report: {out_dir / batch_lib.REPORT}")

@@ -44,6 +44,8 @@ DEFAULT_RECIPE = "gatys"
 # Learning rates in 0–255 pixel units, per optimiser (Adam's step is about lr pixels).
 DEFAULT_LR = {"adam": 4.0, "sgd": 2e3, "lbfgs": 1.0}
 SWEEPABLE = ("lr", "tv_weight")
+SCALE_FROM = ("last", "average")  # coarse-to-fine: what a scale hands the next (jaxcombine.scales)
+SCALE_OPTIMIZER = ("carry", "reset")
 
 # ``jaxcombine eval`` (docs/evaluation.md): style layers and pooling the run did not
 # optimise wherever possible (gatys and w2 tap block*_conv1 and block4_conv2 under max
@@ -76,7 +78,8 @@ class ConfigError(JaxcombineError):
 class Rule:
     """How one option is checked and parsed from text.
 
-    ``kind``: ``int`` | ``float`` | ``bool`` | ``choice`` | ``text`` | ``paths`` | ``floats``.
+    ``kind``: ``int`` | ``float`` | ``bool`` | ``choice`` | ``text`` | ``paths`` | ``floats``
+    | ``ints`` (the last two: comma-separated on a command line).
     ``low``/``high`` bound numbers (``low_open``: strictly above ``low``);
     ``optional``: ``None`` is allowed (it means "the default of something else").
     """
@@ -98,16 +101,17 @@ class Rule:
 
     def parse(self, name: str, text: str) -> Any:
         """Text from a command line → a checked value (same messages as :meth:`check`)."""
-        convert = {"int": int, "float": float, "floats": float}.get(self.kind)
+        convert = {"int": int, "float": float, "floats": float, "ints": int}.get(self.kind)
         if convert is None:
             return self.check(name, text)
-        words = text.split(",") if self.kind == "floats" else [text]
+        several = self.kind in ("floats", "ints")
+        words = text.split(",") if several else [text]
         try:
             values = tuple(convert(w.strip()) for w in words)
         except ValueError:  # "two" for a number: the same message as the value "two" from a manifest
             bad = next(w.strip() for w in words if not _converts(convert, w))
-            raise _fail(self, name, bad, "an integer" if self.kind == "int" else "a finite number")
-        return self.check(name, values if self.kind == "floats" else values[0])
+            raise _fail(self, name, bad, "a finite number" if convert is float else "an integer")
+        return self.check(name, values if several else values[0])
 
     @property
     def requirement(self) -> str:
@@ -202,9 +206,17 @@ def _check_floats(rule: Rule, name: str, value: Any) -> tuple[float, ...]:
     return tuple(_check_float(rule, name, v) for v in value)
 
 
+def _check_ints(rule: Rule, name: str, value: Any) -> tuple[int, ...]:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _fail(rule, name, value, "a non-empty list of integers")
+    return tuple(_check_int(rule, name, v) for v in value)
+
+
 _CHECKS: dict[str, Callable[[Rule, str, Any], Any]] = {
     "int": _check_int, "float": _check_float, "bool": _check_bool, "choice": _check_choice,
-    "text": _check_text, "paths": _check_paths, "floats": _check_floats,
+    "text": _check_text, "paths": _check_paths, "floats": _check_floats, "ints": _check_ints,
 }
 
 
@@ -321,6 +333,23 @@ class RunConfig:
                 "(default: the recipe's). Several run side by side in one program.", optional=True))
     steps: int = _option(200, Rule("int", "Optimisation steps.", low=0, high=10_000_000))
     size: int = _option(192, Rule("int", "Longest side of the output, px.", low=1, high=1_000_000))
+    scales: tuple[int, ...] | None = _option(None, Rule(
+        "ints", "Coarse to fine: optimise at these sizes (longest side, px) in turn, ascending, "
+                "e.g. 128,256,512; --size ends the list if it is not there. Each scale starts "
+                "from the previous one's result, upsampled.", low=1, high=1_000_000, optional=True))
+    min_size: int | None = _option(None, Rule(
+        "int", "Coarse to fine from this size up to --size, in steps of sqrt(2) (instead of "
+               "--scales).", low=1, high=1_000_000, optional=True))
+    scale_steps: tuple[int, ...] | None = _option(None, Rule(
+        "ints", "Steps at each scale, one per scale (default: --steps at every scale).",
+        low=0, high=10_000_000, optional=True))
+    scale_from: str = _option("last", Rule(
+        "choice", "What a scale hands the next: its last image, or the running average of its "
+                  "iterates (smoother).", SCALE_FROM))
+    scale_optimizer: str = _option("reset", Rule(
+        "choice", "Across scales, start the optimiser afresh (reset: lower final loss, measured "
+                  "in docs/benchmarks.md) or carry its state (Adam's moments resized to the new "
+                  "size).", SCALE_OPTIMIZER))
     optimizer: Any = _option("adam", Rule("choice", "Optimiser.", OPTIMIZERS))
     lr: float | None = _option(None, Rule(
         "float", "Learning rate in 0-255 pixel units (default per optimizer: "
@@ -394,10 +423,53 @@ class RunConfig:
             raise ConfigError("schedule", "schedule applies to the built-in optimizers")
         if self.init is not None:
             parse_inits(self.init, self.seed)
+        self._check_scales()
+
+    def _check_scales(self) -> None:
+        if self.scales is not None and self.min_size is not None:
+            raise ConfigError("scales", "give scales or min_size, not both")
+        if self.scales is not None:
+            if any(b <= a for a, b in zip(self.scales, self.scales[1:])):
+                raise ConfigError("scales", f"scales must be ascending, got {_ints(self.scales)}")
+            if self.scales[-1] > self.size:
+                raise ConfigError("scales", f"scale {self.scales[-1]} is larger than the output "
+                                            f"size {self.size}; raise size or drop it")
+        if self.min_size is not None and self.min_size > self.size:
+            raise ConfigError("min_size", f"min_size {self.min_size} is larger than the output "
+                                          f"size {self.size}")
+        if self.scale_steps is not None and len(self.scale_steps) != len(self.sizes()):
+            raise ConfigError("scale_steps", f"give one step count per scale: "
+                              f"{len(self.scale_steps)} for the {len(self.sizes())} scales "
+                              f"{_ints(self.sizes())}")
 
     def replace(self, **changes: Any) -> "RunConfig":
         """A copy with ``changes``, validated like a new config."""
         return dataclasses.replace(self, **changes)
+
+    def sizes(self) -> tuple[int, ...]:
+        """The sizes optimised in turn, coarse to fine, ending with ``size``.
+
+        ``scales`` as given (``size`` appended when missing); from ``min_size``, the sizes
+        ``size / √2^i`` (rounded) down to ``min_size``, as crowsonkb/style-transfer-pytorch
+        does; neither: ``(size,)``, a single-scale run.
+        """
+        if self.scales is not None:
+            return self.scales if self.scales[-1] == self.size else (*self.scales, self.size)
+        if self.min_size is None:
+            return (self.size,)
+        out, i = [], 0
+        while (s := round(self.size / math.sqrt(2) ** i)) >= self.min_size or not out:
+            out.append(s)
+            i += 1
+        return tuple(sorted(set(out)))
+
+    def steps_per_scale(self) -> tuple[int, ...]:
+        """Steps at each of :meth:`sizes`: ``scale_steps``, else ``steps`` at every scale."""
+        return self.scale_steps if self.scale_steps is not None else (self.steps,) * len(self.sizes())
+
+    @property
+    def multi_scale(self) -> bool:
+        return len(self.sizes()) > 1
 
     def inits(self, default: str = "content") -> tuple[Init, ...]:
         """The parsed starts (``default``, usually the recipe's suggestion, when ``init`` is None)."""
@@ -414,6 +486,10 @@ class RunConfig:
         if not isinstance(self.optimizer, str):
             return None
         return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+
+
+def _ints(values: tuple[int, ...]) -> str:
+    return ",".join(map(str, values))
 
 
 def run_fields() -> tuple[str, ...]:
@@ -481,14 +557,17 @@ def parse_sweep(spec: str | None, base: RunConfig | None = None) -> Sweep | None
 
 @dataclasses.dataclass(frozen=True)
 class StudyOptions:
-    """What a study adds to a run: snapshot interval (= convergence window), tolerance, sweep."""
+    """What a study adds to a run: snapshot interval (= convergence window), tolerance, sweep,
+    and whether to score the final images with ``jaxcombine eval`` (``evaluate``)."""
 
     snapshot_every: int = 25
     tolerance: float = 0.01
     sweep: Sweep | None = None
+    evaluate: bool = False
 
     def __post_init__(self) -> None:
         _check_int(Rule("int", low=1), "snapshot_every", self.snapshot_every)
+        _check_bool(Rule("bool"), "evaluate", self.evaluate)
         finite_number(self.tolerance, "tolerance", low=0.0, low_open=True)
         if self.sweep is not None and not isinstance(self.sweep, Sweep):
             object.__setattr__(self, "sweep", parse_sweep(self.sweep))

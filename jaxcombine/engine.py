@@ -111,9 +111,29 @@ class State(NamedTuple):
     step: jax.Array  # (k,) int32 steps done
     steps: jax.Array  # (k,) int32 steps wanted: a start stops (frozen) once step == steps
     key: jax.Array  # (k, 2) uint32 raw PRNG key data (jax.random.key_data), one per start
+    # (k, H, W, 3) exponential moving average of the iterates, or None (not kept): what a
+    # coarse-to-fine scale hands the next under scale_from="average" (:func:`iterate_average`)
+    average: jax.Array | None = None
 
 
 KEY_STREAM = 0x5EED  # folded into the seed, so the loss's draws differ from the noise starts'
+AVERAGE_DECAY = 0.95  # of State.average: about the last 20 iterates
+
+
+def average_state(average: Any, step: Any) -> jax.Array:
+    """``State.average`` from bias-corrected averages (:func:`iterate_average`) after
+    ``step`` (k,) steps: the inverse of the correction, to resume a saved average."""
+    done = 1.0 - AVERAGE_DECAY ** jnp.asarray(step, jnp.float32)[:, None, None, None]
+    return jnp.asarray(average, jnp.float32) * done
+
+
+def iterate_average(state: State) -> jax.Array:
+    """(k, H, W, 3) the bias-corrected running average of each start's iterates (its
+    pixels where it took no step yet): Adam's correction, as the average starts at 0."""
+    if state.average is None:
+        raise ValueError("this state keeps no iterate average (init_state(average=True))")
+    done = 1.0 - AVERAGE_DECAY ** state.step.astype(jnp.float32)[:, None, None, None]
+    return jnp.where(done > 0, state.average / jnp.maximum(done, 1e-12), state.pixels)
 
 
 def seed_keys(seeds: Any, k: int) -> jax.Array:
@@ -209,7 +229,8 @@ def loss(problem: Problem, variables: Mapping, targets: Mapping, pixels: jax.Arr
 
 
 def init_state(problem: Problem, pixels: Any, *, lr: Any = None, steps: Any = 0,
-               loss_weights: Any = None, start_step: Any = 0, seed: Any = 0) -> State:
+               loss_weights: Any = None, start_step: Any = 0, seed: Any = 0,
+               average: bool = False) -> State:
     """Fresh state for starts ``pixels`` (k, H, W, 3).
 
     ``lr`` (built-in optimisers; a scalar or one per start), ``steps`` (a
@@ -217,6 +238,7 @@ def init_state(problem: Problem, pixels: Any, *, lr: Any = None, steps: Any = 0,
     n_components); default the recipe's) and ``seed`` (of the loss's random
     draws; a scalar or one per start) are traced: each start may have its
     own, and one program serves them all. ``start_step`` resumes a run.
+    ``average``: also keep the running average of the iterates (:func:`iterate_average`).
     """
     pixels = jnp.asarray(pixels, jnp.float32)
     k = pixels.shape[0]
@@ -239,38 +261,41 @@ def init_state(problem: Problem, pixels: Any, *, lr: Any = None, steps: Any = 0,
                               f"got {loss_weights.shape}")
     return State(pixels, opt_state, jnp.ones(k, bool), jnp.broadcast_to(loss_weights, (k, n)),
                  jnp.broadcast_to(jnp.asarray(start_step, jnp.int32), (k,)),
-                 jnp.asarray(steps, jnp.int32), seed_keys(seed, k))
+                 jnp.asarray(steps, jnp.int32), seed_keys(seed, k),
+                 jnp.zeros_like(pixels) if average else None)
 
 
 def _step(problem: Problem, variables: Mapping, targets: Mapping,
           state: State) -> tuple[State, jax.Array]:
     """One update of one start. A start past its own step count, or whose loss or image
     turned non-finite, keeps its last good image; its components are NaN."""
-    x, opt_state, alive, weights, step, steps, key_data = state
+    x, opt_state, alive, weights, step, steps, key_data, average = state
     opt = problem.transform()
     key = step_key(key_data, step)
     value_fn = lambda p: loss(problem, variables, targets, p, weights, key)[0]  # noqa: E731
     (value, comps), grad = jax.value_and_grad(
         lambda p: loss(problem, variables, targets, p, weights, key), has_aux=True)(x)
     if problem.grey:  # the gradient within grey images
-        grad = _grey(grad)
+        grad = grey_projection(grad)
     updates, new_opt_state = opt.update(grad, opt_state, x, value=value, grad=grad,
                                         value_fn=value_fn)
     # Projected step: pixels stay in the valid 0–255 range (and grey, if asked).
     new_x = jnp.clip(optax.apply_updates(x, updates), 0.0, 255.0)
     if problem.grey:
-        new_x = _grey(new_x)
+        new_x = grey_projection(new_x)
     running = alive & (step < steps)
     finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(new_x))
     ok = running & finite
     keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+    if average is not None:
+        average = keep(AVERAGE_DECAY * average + (1.0 - AVERAGE_DECAY) * new_x, average)
     new_state = State(keep(new_x, x), jax.tree.map(keep, new_opt_state, opt_state),
                       alive & (finite | ~running), weights, step + running.astype(step.dtype), steps,
-                      key_data)
+                      key_data, average)
     return new_state, jnp.where(ok, comps, jnp.nan)
 
 
-def _grey(x: jax.Array) -> jax.Array:
+def grey_projection(x: jax.Array) -> jax.Array:
     """Orthogonal projection of (..., 3) onto R = G = B: the channel mean in each channel."""
     return jnp.broadcast_to(jnp.mean(x, axis=-1, keepdims=True), x.shape)
 
@@ -401,6 +426,10 @@ class Outcome:
     loop: str = ""  # the loop form that ran (``auto`` resolved)
     start_step: int = 0
     step: np.ndarray | None = None  # (k,) steps each start has done
+    average: np.ndarray | None = None  # (k, H, W, 3) iterate averages, when the state kept them
+    # coarse to fine (jaxcombine.scales): the stage of each history row, each stage's shape
+    row_stage: np.ndarray | None = None
+    stage_sizes: tuple[tuple[int, int], ...] = ()
 
     @property
     def totals(self) -> np.ndarray:
@@ -431,6 +460,12 @@ class _Fetch:
 
     def opt_state(self) -> Any:
         return jax.tree.map(lambda a: np.asarray(a)[:self._k], self._state.opt_state)
+
+    def average(self) -> np.ndarray | None:
+        """The iterate averages (:func:`iterate_average`), or None where not kept."""
+        if self._state.average is None:
+            return None
+        return np.asarray(iterate_average(self._state))[:self._k]
 
 
 def optimise(problem: Problem, variables: Mapping, targets: Mapping, state: State, *,
@@ -487,6 +522,7 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, state: Stat
         compile_s=compile_s, run_s=run_s, interrupted=interrupted,
         opt_state=_Fetch(state, k).opt_state(), loop=loop, start_step=start_step,
         step=np.asarray(state.step)[:k],
+        average=None if state.average is None else np.asarray(iterate_average(state))[:k],
     )
 
 

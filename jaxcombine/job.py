@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine import color, engine, folders, images, interrupts, losses, masks as masks_lib
-from jaxcombine import memory, model, outputs
+from jaxcombine import memory, model, outputs, scales
 from jaxcombine import recipe as recipe_lib, records, weights as weights_lib
 from jaxcombine.config import Init, RunConfig, parse_inits  # noqa: F401  (re-exported)
 from jaxcombine.errors import JaxcombineError
@@ -58,10 +58,20 @@ class Prepared:
 
     def finish(self, pixels: np.ndarray) -> np.ndarray:
         """Optimised pixels (..., H, W, 3) → the images to write and return: as they are,
-        or under ``luminance`` their luminance with the content's chroma."""
+        or under ``luminance`` their luminance with the content's chroma (the content
+        resized to the pixels' size: coarse-to-fine snapshots are smaller)."""
         if self.preserve_color == "luminance":
-            return color.recombine(pixels, self.content)
+            h, w = np.shape(pixels)[-3:-1]
+            content = self.content if self.content.shape[:2] == (h, w) else \
+                images.resize(self.content, (w, h))
+            return color.recombine(pixels, content)
         return np.asarray(pixels)
+
+    @property
+    def output_shape(self) -> tuple[int, int]:
+        """(height, width) of the written images: the last scale's."""
+        return images.output_size(self.config.content or images.CONTENT, size=self.config.size,
+                                  max_pixels=self.config.max_pixels)
 
     @property
     def loss_weights(self) -> np.ndarray:
@@ -70,11 +80,34 @@ class Prepared:
 
     def initial_state(self, x0: np.ndarray | None = None, **overrides: Any) -> engine.State:
         """The engine state for ``x0`` (default: the starts) with this config's learning
-        rate, steps, loss weights and seed; ``overrides`` replace any of them (per start)."""
-        values = dict(lr=self.config.learning_rate(), steps=self.config.steps,
-                      loss_weights=self.loss_weights, seed=self.config.seed)
+        rate, steps (of the first scale), loss weights and seed; ``overrides`` replace any
+        of them (per start)."""
+        values = dict(lr=self.config.learning_rate(), steps=self.config.steps_per_scale()[0],
+                      loss_weights=self.loss_weights, seed=self.config.seed,
+                      average=self.config.multi_scale and self.config.scale_from == "average")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return engine.init_state(self.problem, self.x0 if x0 is None else x0, **values)
+
+    def at_size(self, size: int) -> "Prepared":
+        """This run's content, styles and targets for an output of longest side ``size``
+        (a coarse-to-fine scale); the starts (``x0``) stay those of the first scale."""
+        if size == max(self.content.shape[:2]):
+            return self
+        content, styles, scaled, targets = _images_and_targets(
+            self.config, self.recipe, self.problem, self.variables, size)
+        return dataclasses.replace(self, content=content, styles=styles, targets=targets,
+                                   style_images=scaled)
+
+    def stages(self, steps: Any = None) -> list[scales.Stage]:
+        """The coarse-to-fine stages (one for a single-scale run). ``steps``: one list per
+        stage of per-start steps (default: the config's steps per scale)."""
+        sizes, steps = self.config.sizes(), steps or self.config.steps_per_scale()
+        out = []
+        for size, n in zip(sizes, steps):
+            h, w = images.output_size(self.config.content or images.CONTENT, size=size,
+                                      max_pixels=self.config.max_pixels)
+            out.append(scales.Stage(h, w, n, functools.partial(_stage_targets, self, size)))
+        return out
 
 
 def prepare(config: RunConfig) -> Prepared:
@@ -84,11 +117,12 @@ def prepare(config: RunConfig) -> Prepared:
     before their features are taken (:func:`color.prepare_styles`); under
     ``luminance`` the content and every start are grey (their luminance) too, the
     pixels stay grey while optimised (``Problem.grey``), and :meth:`Prepared.finish`
-    puts the content's chroma back on output.
+    puts the content's chroma back on output. A coarse-to-fine run is prepared at its
+    first (smallest) scale; :meth:`Prepared.at_size` gives the others.
 
     Each style's targets come from it fitted to its ``style_scale`` times the output's
-    size; the recipe's term masks and the ``style_masks`` are fitted to the output's size
-    (:mod:`jaxcombine.masks`) and travel with the targets.
+    size (at every scale); the recipe's term masks and the ``style_masks`` are fitted to
+    the output's size (:mod:`jaxcombine.masks`) and travel with the targets.
     """
     rec = recipe_lib.load(config.recipe, config.model)
     if config.tv_weight is not None:
@@ -98,40 +132,55 @@ def prepare(config: RunConfig) -> Prepared:
     inits = config.inits(rec.init)
     content_path = config.content or images.CONTENT
     h, w = images.output_size(content_path, size=config.size, max_pixels=config.max_pixels)
-    model.check_size(h, w, rec.layers)
-    sizes = style_sizes(config, rec, h, w)
+    first = images.output_size(content_path, size=config.sizes()[0], max_pixels=config.max_pixels)
+    model.check_size(*first, rec.layers)
+    style_sizes(config, rec, *first)  # a style scaled down at the smallest scale, too small
     check_memory(config, rec, h, w, starts=len(inits))  # before anything is read at size
-    content = images.read(content_path, size=config.size, max_pixels=config.max_pixels)
-    style_paths = config.style or (str(images.STYLE),)
-    read = [images.read(p, max_pixels=config.max_pixels) for p in style_paths]
-    styles = color.prepare_styles(np.stack([images.fit(r, h, w) for r in read]), content,
-                                  rec.preserve_color)
-    scaled = tuple(s if size == (h, w) else
-                   color.prepare_styles(images.fit(r, *size)[None], content, rec.preserve_color)[0]
-                   for r, s, size in zip(read, styles, sizes))
-    term_masks = masks_lib.read_all(rec.masks, h, w, max_pixels=config.max_pixels)
-    style_masks = masks_lib.read_all(config.style_masks or (), h, w, max_pixels=config.max_pixels,
-                                     what="style mask")
-    seen = color.grey(content) if rec.preserve_color == "luminance" else content  # by VGG
     problem = engine.Problem(recipe=rec.structure(), arch=config.model, pooling=config.pooling,
                              dtype=config.dtype, remat=config.remat, conv=conv_algorithm(config),
                              optimizer=config.optimizer, schedule=config.schedule,
                              grey=rec.preserve_color == "luminance")
     w8 = weights_lib.load(config.model, config.weights)
     variables = _device_variables(w8, rec.layers, config.model, problem.conv)
-    sw = None if config.style_weights is None else jnp.asarray(config.style_weights, jnp.float32)
-    # targets depend on the network and the recipe only: one program whatever the optimiser
-    as_array = lambda a: None if a is None else jnp.asarray(a)  # noqa: E731
-    targets = _targets(dataclasses.replace(problem, optimizer="adam", schedule="constant"),
-                       variables, jnp.asarray(seen),
-                       jnp.asarray(styles) if all(size == (h, w) for size in sizes)
-                       else [jnp.asarray(s) for s in scaled],
-                       sw, as_array(term_masks), as_array(style_masks))
+    content, styles, scaled, targets = _images_and_targets(config, rec, problem, variables,
+                                                           config.sizes()[0])
+    seen = color.grey(content) if rec.preserve_color == "luminance" else content  # by VGG
     x0 = np.stack([_start(i, seen, styles, config) for i in inits])
     if rec.preserve_color == "luminance":  # noise and image starts too
         x0 = color.grey(x0)
     return Prepared(config, rec, problem, inits, content, styles, variables, targets, x0, w8,
                     scaled)
+
+
+def _images_and_targets(config: RunConfig, rec: recipe_lib.Recipe, problem: engine.Problem,
+                        variables: Any, size: int
+                        ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...], Any]:
+    """(content, styles fitted to the output, styles at their style_scale, targets) for an
+    output whose longest side is ``size``; the targets carry the masks at that size."""
+    content = images.read(config.content or images.CONTENT, size=size,
+                          max_pixels=config.max_pixels)
+    h, w = content.shape[:2]
+    sizes = style_sizes(config, rec, h, w)
+    style_paths = config.style or (str(images.STYLE),)
+    read = [images.read(p, max_pixels=config.max_pixels) for p in style_paths]
+    styles = color.prepare_styles(np.stack([images.fit(r, h, w) for r in read]), content,
+                                  rec.preserve_color)
+    scaled = tuple(s if shape == (h, w) else
+                   color.prepare_styles(images.fit(r, *shape)[None], content, rec.preserve_color)[0]
+                   for r, s, shape in zip(read, styles, sizes))
+    term_masks = masks_lib.read_all(rec.masks, h, w, max_pixels=config.max_pixels)
+    style_masks = masks_lib.read_all(config.style_masks or (), h, w, max_pixels=config.max_pixels,
+                                     what="style mask")
+    seen = color.grey(content) if rec.preserve_color == "luminance" else content  # by VGG
+    sw = None if config.style_weights is None else jnp.asarray(config.style_weights, jnp.float32)
+    as_array = lambda a: None if a is None else jnp.asarray(a)  # noqa: E731
+    # targets depend on the network and the recipe only: one program whatever the optimiser
+    targets = _targets(dataclasses.replace(problem, optimizer="adam", schedule="constant"),
+                       variables, jnp.asarray(seen),
+                       jnp.asarray(styles) if all(shape == (h, w) for shape in sizes)
+                       else [jnp.asarray(s) for s in scaled],
+                       sw, as_array(term_masks), as_array(style_masks))
+    return content, styles, scaled, targets
 
 
 def style_sizes(config: RunConfig, rec: recipe_lib.Recipe, height: int, width: int
@@ -184,7 +233,7 @@ def check_memory(config: RunConfig, rec: recipe_lib.Recipe, height: int, width: 
 
 def out_of_memory_as_error(prep: Prepared, starts: int):
     """:func:`memory.out_of_memory_as_error` for ``starts`` starts of ``prep``'s run."""
-    h, w = prep.content.shape[:2]
+    h, w = prep.output_shape
     return memory.out_of_memory_as_error(
         memory.describe(prep.recipe.layers, h, w, starts, conv=prep.problem.conv,
                         recipe=prep.recipe.name, arch=prep.problem.arch),
@@ -192,6 +241,10 @@ def out_of_memory_as_error(prep: Prepared, starts: int):
 
 
 _targets = jax.jit(engine.compute_targets, static_argnames=("problem",))
+
+
+def _stage_targets(prep: Prepared, size: int) -> Any:
+    return prep.at_size(size).targets
 
 
 @functools.lru_cache(maxsize=8)
@@ -275,7 +328,8 @@ def combine(config: RunConfig | None = None, *, out: str | os.PathLike | None = 
     prep = prepare(config)
     writer = outputs.SnapshotWriter(out_dir, prep.labels, config.snapshot_every, prep.finish)
     state = prep.initial_state()
-    bar = outputs.ProgressBar(config.steps, prep.labels, state.weights) if progress else None
+    bar = outputs.ProgressBar(sum(config.steps_per_scale()), prep.labels,
+                              state.weights) if progress else None
 
     def on_chunk(step, comps, get_pixels):
         if bar is not None:
@@ -285,9 +339,12 @@ def combine(config: RunConfig | None = None, *, out: str | os.PathLike | None = 
     chunk = outputs.chunk_size(config.chunk, config.snapshot_every)
     with interrupts.stop_requests() as stop:  # held over the writes too: none is cut short
         with out_of_memory_as_error(prep, len(prep.labels)):
-            outcome = engine.optimise(prep.problem, prep.variables, prep.targets, state,
-                                      chunk=chunk, loop=config.loop, on_chunk=on_chunk,
-                                      stop=stop.is_set)
+            outcome = scales.optimise_scales(
+                prep.problem, prep.variables, prep.stages(), state,
+                lambda x0, steps: prep.initial_state(x0, steps=steps),
+                carry_optimizer=config.scale_optimizer == "carry",
+                from_average=config.scale_from == "average", chunk=chunk, loop=config.loop,
+                on_chunk=on_chunk, stop=stop.is_set)
         if bar is not None:
             bar.close()
         result = Result(config, prep.labels, outcome, prep.weights.fingerprint,
@@ -309,6 +366,7 @@ def write_outputs(result: Result, prep: Prepared) -> None:
     weights_rec = {"fingerprint": prep.weights.fingerprint, **prep.weights.info}
     common = dict(problem=prep.problem, recipe=prep.recipe.to_dict(),
                   steps_done=oc.steps_done, interrupted=oc.interrupted, loop=oc.loop,
+                  scales=outputs.scales_record(result.config, oc),
                   compile_s=round(oc.compile_s, 3), run_s=round(oc.run_s, 3),
                   wall_s=round(result.wall_s, 3),
                   steps_per_s=round(oc.steps_done / oc.run_s, 4) if oc.run_s else None)

@@ -194,16 +194,20 @@ class VGG(nn.Module):
             block_names = tuple(n for n in needed if n.startswith(f"block{block}_"))
             if not block_names:
                 break
-            x, acts = block_cls(block_names, _WIDTHS[block - 1], self.pooling, self.dtype,
-                                self.conv, name=f"block{block}")(x)
-            out.update((k, v) for k, v in acts.items() if k in taps)
+            block_taps = tuple(n for n in block_names if n in taps)
+            x, acts = block_cls(block_names, block_taps, _WIDTHS[block - 1], self.pooling,
+                                self.dtype, self.conv, name=f"block{block}")(x)
+            out.update(acts)
         return out
 
 
 class _Block(nn.Module):
-    """The convs (each followed by ReLU) and the pool of one VGG block, cut short at a tap."""
+    """The convs (each followed by ReLU) and the pool of one VGG block, cut short at a tap;
+    returns the block's output and its ``taps`` (only those: under ``remat`` every output
+    of a block is kept for the backward pass, so returning the others would store them)."""
 
     names: tuple[str, ...]
+    taps: tuple[str, ...]
     features: int
     pooling: str
     dtype: jnp.dtype
@@ -218,7 +222,8 @@ class _Block(nn.Module):
             else:
                 conv = _Conv3x3(self.features, self.dtype, self.conv == "winograd", name=name)
                 x = nn.relu(conv(x))
-            acts[name] = x
+            if name in self.taps:
+                acts[name] = x
         return x, acts
 
 

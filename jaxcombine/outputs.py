@@ -30,19 +30,49 @@ def snapshot_path(out: Path, label: str, step: int) -> Path:
     return out / "snapshots" / f"{label}-step{step:06d}.png"
 
 
+def csv_text(columns: dict[str, np.ndarray]) -> str:
+    """Tidy columns (name → equal-length array) as CSV; floats with 6 significant digits."""
+    buf = io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(columns)
+    fmt = [(lambda v: f"{v:.6g}") if np.asarray(col).dtype.kind == "f" else str
+           for col in columns.values()]
+    for row in zip(*columns.values()):
+        wr.writerow([f(v) for f, v in zip(fmt, row)])
+    return buf.getvalue()
+
+
 def history_csv(outcome: engine.Outcome, j: int) -> str:
-    """Start ``j``'s history up to its own last step: step, weighted total, then each
-    unweighted component (``nan`` where the loss was not finite)."""
+    """Start ``j``'s history up to its own last step: step, the size optimised at (longest
+    side, px: coarse-to-fine runs change it), weighted total, then each unweighted
+    component (``nan`` where the loss was not finite)."""
     buf = io.StringIO()
     wr = csv.writer(buf)
-    wr.writerow(["step", "total", *outcome.labels])
+    wr.writerow(["step", "size", "total", *outcome.labels])
     totals = outcome.totals
+    sizes = row_sizes(outcome)
     rows = outcome.history.shape[0] if outcome.step is None else \
         max(0, int(outcome.step[j]) - outcome.start_step)
     for i in range(min(rows, outcome.history.shape[0])):
-        wr.writerow([outcome.start_step + i + 1, f"{totals[i, j]:.6g}",
+        wr.writerow([outcome.start_step + i + 1, sizes[i], f"{totals[i, j]:.6g}",
                      *(f"{v:.6g}" for v in outcome.history[i, j])])
     return buf.getvalue()
+
+
+def row_sizes(outcome: engine.Outcome) -> np.ndarray:
+    """(rows,) the longest side, px, of the image each history row was optimised at."""
+    if outcome.row_stage is None:
+        return np.full(len(outcome.history), max(outcome.pixels.shape[1:3]), int)
+    return np.asarray([max(hw) for hw in outcome.stage_sizes], int)[outcome.row_stage]
+
+
+def scales_record(config, outcome: engine.Outcome) -> dict:
+    """What a JSON record says of the scales: sizes (longest side and (height, width)),
+    steps at each, and how one scale was handed to the next."""
+    shapes = outcome.stage_sizes or (tuple(outcome.pixels.shape[1:3]),)
+    return {"sizes": list(config.sizes()), "shapes": [list(s) for s in shapes],
+            "steps": list(config.steps_per_scale()), "scale_from": config.scale_from,
+            "scale_optimizer": config.scale_optimizer}
 
 
 class SnapshotWriter:

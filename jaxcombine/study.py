@@ -29,7 +29,6 @@ continues it to the same total steps.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import io
 import json
@@ -44,13 +43,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine import engine, folders, images, interrupts, job, losses, model, optimizers, outputs
-from jaxcombine import records
+from jaxcombine import metrics, records, scales
 from jaxcombine.study_plots import contact_sheet_png, distances_png, loss_png, report_html
 from jaxcombine.config import RunConfig, StudyOptions, Sweep, parse_sweep
 from jaxcombine.errors import JaxcombineError
 
-HISTORY_COLUMNS = ("step", "start", "term", "value", "weighted")
-# Options a resumed study may change: how far it goes, and how the steps are chunked.
+HISTORY_COLUMNS = ("step", "size", "start", "term", "value", "weighted")
+# Options a resumed study may change: how far it goes, and how the steps are chunked
+# (not how far a coarse-to-fine study goes: its scales would begin at other steps).
 RESUMABLE_CHANGES = ("steps", "chunk", "loop")
 DISTANCE_COLUMNS = ("step", "a", "b", "space", "value")
 
@@ -135,13 +135,15 @@ def convergence_step(totals: np.ndarray, window: int, tolerance: float) -> int |
 
 
 def tidy_history(hist: np.ndarray, weights: np.ndarray, starts: Sequence[str],
-                 terms: Sequence[str]) -> dict[str, np.ndarray]:
-    """(T, k, c) unweighted components → tidy columns, ``total`` last for each step × start."""
+                 terms: Sequence[str], sizes: np.ndarray) -> dict[str, np.ndarray]:
+    """(T, k, c) unweighted components → tidy columns, ``total`` last for each step × start;
+    ``sizes`` (T,): the size (longest side, px) each step optimised at."""
     t, k, c = hist.shape
     weighted = hist * weights[None]
     total = weighted.sum(-1, keepdims=True)
     return {
         "step": np.repeat(np.arange(1, t + 1), k * (c + 1)),
+        "size": np.repeat(np.asarray(sizes, int), k * (c + 1)),
         "start": np.tile(np.repeat(np.asarray(starts, object), c + 1), t),
         "term": np.tile(np.asarray([*terms, "total"], object), t * k),
         "value": np.concatenate([hist, total], -1).ravel(),
@@ -163,17 +165,6 @@ def tidy_distances(steps: Sequence[int], dists: np.ndarray, starts: Sequence[str
         "space": np.tile(np.asarray(spaces, object), n * p),
         "value": np.asarray(dists, np.float64).transpose(0, 2, 1).ravel(),
     }
-
-
-def csv_text(columns: dict[str, np.ndarray]) -> str:
-    buf = io.StringIO()
-    wr = csv.writer(buf, lineterminator="\n")
-    wr.writerow(columns)
-    fmt = [(lambda v: f"{v:.6g}") if np.asarray(col).dtype.kind == "f" else str
-           for col in columns.values()]
-    for row in zip(*columns.values()):
-        wr.writerow([f(v) for f, v in zip(fmt, row)])
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- the study
@@ -212,6 +203,8 @@ class _Recorder:
         self.lrs, self.loss_weights = lrs, loss_weights
         self.spaces = ("pixel",) + tuple(name for name, _, _ in feature_spaces(prep.problem.recipe))
         self.hist = np.zeros((0, len(labels), len(prep.problem.recipe.labels)), np.float32)
+        self.sizes = np.zeros(0, int)  # per history row: the size optimised at
+        self.stage = 0  # the coarse-to-fine scale the saved pixels belong to
         self.snap_steps: list[int] = []
         self.dists: list[np.ndarray] = []
         self.step = 0
@@ -225,15 +218,17 @@ class _Recorder:
         config = records.to_json(self.prep.config)
         files = [self.prep.config.content or str(images.CONTENT),
                  *(self.prep.config.style or (str(images.STYLE),))]
-        return {**{k: v for k, v in config.items() if k not in RESUMABLE_CHANGES},
+        resumable = RESUMABLE_CHANGES if not self.prep.config.multi_scale else ("chunk", "loop")
+        return {**{k: v for k, v in config.items() if k not in resumable},
                 "starts": list(self.labels),
                 "image_sha256": [records.file_sha256(f) for f in files],
                 "weights": self.prep.weights.fingerprint}
 
-    def load(self) -> tuple[np.ndarray, Any]:
+    def load(self) -> tuple[np.ndarray, Any, np.ndarray | None]:
         """Restore from ``state.npz`` after checking it belongs to this study; returns
-        (pixels, opt_state). Refuses, in one line, a state made by another configuration,
-        other images or other weights, and a file that is not such a state."""
+        (pixels, opt_state, iterate average or None) and sets ``step`` and ``stage``.
+        Refuses, in one line, a state made by another configuration, other images or
+        other weights, and a file that is not such a state."""
         path = self.out / "state.npz"
         if not path.exists():
             raise JaxcombineError(f"nothing to resume: {path} does not exist")
@@ -241,7 +236,7 @@ class _Recorder:
             with np.load(path, allow_pickle=False) as z:
                 data = dict(z)
             saved = json.loads(str(data["identity"]))
-            pixels, step = data["pixels"], int(data["step"])
+            pixels, step, stage = data["pixels"], int(data["step"]), int(data["stage"])
         except Exception as e:  # noqa: BLE001  corrupt, truncated, foreign: all one answer
             raise JaxcombineError(f"cannot resume {self.out}: {path.name} is not a readable "
                                   f"jaxcombine study state ({type(e).__name__})") from None
@@ -264,18 +259,22 @@ class _Recorder:
             lambda old, new: old._replace(total_steps=new.total_steps)
             if isinstance(old, optimizers.LearningRate) else old,
             opt_state, fresh.opt_state, is_leaf=lambda n: isinstance(n, optimizers.LearningRate))
-        self.step = step
-        self.hist = data["history"]
+        self.step, self.stage = step, stage
+        self.hist, self.sizes = data["history"], data["sizes"]
         self.snap_steps = data["snap_steps"].tolist()
         self.dists = list(data["distances"])
-        return pixels, opt_state
+        return pixels, opt_state, data["average"] if "average" in data else None
 
-    def save_state(self, pixels: np.ndarray, opt_state: Any) -> None:
-        """``state.npz``: pixels, tables, the optimiser state by name, and the identity."""
+    def save_state(self, pixels: np.ndarray, opt_state: Any, average: Any = None) -> None:
+        """``state.npz``: pixels, tables, the optimiser state by name, the scale, the
+        iterate average (when kept) and the identity."""
         leaves = {f"opt{jax.tree_util.keystr(p)}": np.asarray(a)
                   for p, a in jax.tree_util.tree_flatten_with_path(opt_state)[0]}
+        if average is not None:
+            leaves["average"] = np.asarray(average, np.float32)
         buf = io.BytesIO()
-        np.savez(buf, step=self.step, pixels=np.asarray(pixels, np.float32),
+        np.savez(buf, step=self.step, stage=self.stage, sizes=self.sizes,
+                 pixels=np.asarray(pixels, np.float32),
                  labels=np.asarray(self.labels), history=self.hist,
                  snap_steps=np.asarray(self.snap_steps, int),
                  distances=np.asarray(self.dists, np.float32).reshape(
@@ -285,11 +284,12 @@ class _Recorder:
 
     # -- recording ---------------------------------------------------------------------
 
-    def add_steps(self, comps: np.ndarray) -> None:
+    def add_steps(self, comps: np.ndarray, size: int) -> None:
         self.hist = np.concatenate([self.hist, comps.astype(np.float32)])
+        self.sizes = np.concatenate([self.sizes, np.full(len(comps), size, int)])
         self.step += len(comps)
 
-    def snapshot(self, pixels: np.ndarray, opt_state: Any = None) -> None:
+    def snapshot(self, pixels: np.ndarray, opt_state: Any = None, average: Any = None) -> None:
         """Distances, snapshot images, tables and (with ``opt_state``) the resumable state."""
         if self.snap_steps and self.snap_steps[-1] == self.step:
             return
@@ -299,7 +299,7 @@ class _Recorder:
             images.write(outputs.snapshot_path(self.out, lab, self.step), px)
         self.write_tables()
         if opt_state is not None:
-            self.save_state(pixels, opt_state)
+            self.save_state(pixels, opt_state, average)
 
     def weights(self) -> np.ndarray:
         if self.loss_weights is not None:
@@ -307,30 +307,34 @@ class _Recorder:
         return np.tile(self.prep.loss_weights, (len(self.labels), 1))
 
     def history_table(self) -> dict[str, np.ndarray]:
-        return tidy_history(self.hist, self.weights(), self.labels, self.prep.problem.recipe.labels)
+        return tidy_history(self.hist, self.weights(), self.labels, self.prep.problem.recipe.labels,
+                            self.sizes)
 
     def distance_table(self) -> dict[str, np.ndarray]:
         d = np.asarray(self.dists, np.float32).reshape(len(self.snap_steps), len(self.spaces), -1)
         return tidy_distances(self.snap_steps, d, self.labels, self.spaces)
 
     def write_tables(self) -> None:
-        records.atomic_write_text(self.out / "history.csv", csv_text(self.history_table()))
-        records.atomic_write_text(self.out / "distances.csv", csv_text(self.distance_table()))
+        records.atomic_write_text(self.out / "history.csv", outputs.csv_text(self.history_table()))
+        records.atomic_write_text(self.out / "distances.csv", outputs.csv_text(self.distance_table()))
 
 
 def run_study(config: RunConfig, out: str | Path, *, snapshot_every: int = 25,
               tolerance: float = 0.01, sweep: str | Sweep | None = None,
-              resume: bool = False, progress: bool = True) -> Study:
+              resume: bool = False, progress: bool = True, evaluate: bool = False) -> Study:
     """Run every start of ``config.init`` (× ``sweep``) in one program and write the study.
 
     ``snapshot_every`` sets how often images, distances and the resumable state
     are saved, and the convergence window (see :func:`convergence_step`).
     ``resume`` continues the study in ``out`` from its last snapshot. Ctrl-C or
-    SIGTERM stops after the current chunk and writes everything so far.
+    SIGTERM stops after the current chunk and writes everything so far. ``evaluate``
+    scores every final image (:func:`metrics.evaluate`, against the content and the first
+    style) into ``eval.csv``/``eval.json``, the summary and the report.
     """
     t0 = time.perf_counter()
     options = StudyOptions(snapshot_every=snapshot_every, tolerance=tolerance,
-                           sweep=parse_sweep(sweep, config) if isinstance(sweep, str) else sweep)
+                           sweep=parse_sweep(sweep, config) if isinstance(sweep, str) else sweep,
+                           evaluate=evaluate)
     snapshot_every, sweep = options.snapshot_every, options.sweep
     out = folders.check_output_folder(out)  # before any image is read or program compiled
     folders.remove_stale_temps(out)
@@ -339,35 +343,51 @@ def run_study(config: RunConfig, out: str | Path, *, snapshot_every: int = 25,
     if len(labels) > len(prep.labels):  # the sweep multiplies the starts prepare checked
         job.check_memory(config, prep.recipe, *x0.shape[1:3], starts=len(labels))
     rec = _Recorder(out, prep, labels, lrs, loss_weights)
-    opt_state = None
+    stages = prep.stages()
+    offsets = scales.offsets(stages)
+    total_steps = sum(config.steps_per_scale())
+
+    def new_state(pixels, steps, start_step=0):
+        return prep.initial_state(pixels, lr=lrs, loss_weights=loss_weights, steps=steps,
+                                  start_step=start_step)
+
     if resume:
-        x0, opt_state = rec.load()
+        x0, opt_state, average = rec.load()
+        state = new_state(x0, stages[rec.stage].steps, rec.step - offsets[rec.stage])
+        state = state._replace(opt_state=opt_state)
+        if state.average is not None and average is not None:
+            state = state._replace(average=engine.average_state(average, state.step))
     else:
         rec.snapshot(x0)
-    state = prep.initial_state(x0, lr=lrs, loss_weights=loss_weights, start_step=rec.step)
-    if opt_state is not None:
-        state = state._replace(opt_state=opt_state)
-    bar = outputs.ProgressBar(config.steps, labels, state.weights) if progress else None
+        state = new_state(x0, stages[0].steps)
+    bar = outputs.ProgressBar(total_steps, labels, state.weights) if progress else None
 
     def on_chunk(step, comps, fetch):
-        rec.add_steps(comps)
+        rec.stage = max(i for i, o in enumerate(offsets) if o < step)
+        rec.add_steps(comps, stages[rec.stage].size)
         if bar is not None:
             bar(step, comps)
-        if step % snapshot_every == 0 or step == config.steps:
-            rec.snapshot(fetch(), fetch.opt_state())
+        if step % snapshot_every == 0 or step == total_steps or step in offsets:
+            rec.snapshot(fetch(), fetch.opt_state(), fetch.average())
 
     with interrupts.stop_requests() as stop:  # held over the writes too: none is cut short
         with job.out_of_memory_as_error(prep, len(labels)):
-            outcome = engine.optimise(prep.problem, prep.variables, prep.targets, state,
-                                      chunk=outputs.chunk_size(config.chunk, snapshot_every),
-                                      loop=config.loop, on_chunk=on_chunk, stop=stop.is_set)
+            outcome = scales.optimise_scales(
+                prep.problem, prep.variables, stages, state, new_state, first_stage=rec.stage,
+                carry_optimizer=config.scale_optimizer == "carry",
+                from_average=config.scale_from == "average",
+                chunk=outputs.chunk_size(config.chunk, snapshot_every), loop=config.loop,
+                on_chunk=on_chunk, stop=stop.is_set)
         if bar is not None:
             bar.close()
-        rec.snapshot(outcome.pixels, outcome.opt_state)  # an interrupted run's last step
+        # an interrupted run's last step
+        rec.snapshot(outcome.pixels, outcome.opt_state, outcome.average)
         for lab, px in zip(labels, prep.finish(outcome.pixels)):
             images.write(out / f"{lab}.png", px)
         summary = _summary(rec, outcome, config, snapshot_every, options.tolerance,
                            outcome.start_step, time.perf_counter() - t0)
+        if options.evaluate:
+            summary["eval"] = evaluate_outputs(config, out, labels)
         study = Study(labels, rec.history_table(), rec.distance_table(), summary, out,
                       outcome.interrupted)
         _write_outputs(study, rec, config, sweep)
@@ -384,8 +404,9 @@ def _summary(rec: _Recorder, oc: engine.Outcome, config, window, tolerance, star
     env = records.environment()
     return {
         "starts": list(rec.labels),
-        "steps": config.steps,
+        "steps": sum(config.steps_per_scale()),
         "steps_done": rec.step,
+        "scales": outputs.scales_record(config, oc),
         "resumed_from_step": start_step or None,
         "interrupted": oc.interrupted,
         "final_loss": {lab: {"total": float(totals[-1, j]) if len(totals) else None,
@@ -413,11 +434,24 @@ def _summary(rec: _Recorder, oc: engine.Outcome, config, window, tolerance, star
 # --------------------------------------------------------------------------- outputs
 
 
+def evaluate_outputs(config: RunConfig, out: Path, labels: Sequence[str]) -> dict[str, Any]:
+    """``jaxcombine eval`` of ``<out>/<label>.png`` for every label, against the run's
+    content and first style, written to ``<out>/eval.csv`` and ``eval.json``; returns
+    label → scores."""
+    ev = metrics.evaluate([out / f"{lab}.png" for lab in labels], content=config.content,
+                          style=config.style[0] if config.style else None,
+                          out=out / "eval.csv", weights=config.weights,
+                          max_pixels=config.max_pixels)
+    return {lab: {k: v for k, v in row.items() if k != "image"}
+            for lab, row in zip(labels, ev.rows)}
+
+
 def _write_outputs(study: Study, rec: _Recorder, config, sweep: Sweep | None) -> None:
     out = study.out
     plots = {
         "contact_sheet.png": contact_sheet_png(out, rec.labels, rec.snap_steps),
-        "loss.png": loss_png(rec.hist, rec.weights(), rec.labels, rec.prep.problem.recipe.labels),
+        "loss.png": loss_png(rec.hist, rec.weights(), rec.labels, rec.prep.problem.recipe.labels,
+                             rec.sizes),
         "distances.png": distances_png(study.distances, rec.labels),
     }
     for name, data in plots.items():

@@ -45,6 +45,9 @@ def contact_sheet_png(out: Path, labels: Sequence[str], steps: Sequence[int]) ->
         steps = [steps[i] for i in idx]
     rows = [[images.read(outputs.snapshot_path(out, lab, s)) for s in steps]
             for lab in labels]
+    # coarse to fine: earlier snapshots are smaller; shown at the last one's size
+    h, w = rows[0][-1].shape[:2]
+    rows = [[images.resize(img, (w, h)) for img in row] for row in rows]
     pad = 4
     sheet = images.contact_sheet(rows, pad=pad)
     h, w = rows[0][0].shape[:2]
@@ -64,8 +67,9 @@ def contact_sheet_png(out: Path, labels: Sequence[str], steps: Sequence[int]) ->
 
 
 def loss_png(hist: np.ndarray, weights: np.ndarray, labels: Sequence[str],
-             terms: Sequence[str]) -> bytes:
-    """One subplot per component (unweighted) plus the weighted total; log y; a line per start."""
+             terms: Sequence[str], sizes: np.ndarray | None = None) -> bytes:
+    """One subplot per component (unweighted) plus the weighted total; log y; a line per
+    start; coarse to fine (``sizes``: each step's size), a dotted line where a scale begins."""
     names = ["total (weighted)", *terms]
     series = np.concatenate([np.einsum("skc,kc->sk", hist, weights)[..., None], hist], -1)
     cols = min(3, len(names))
@@ -80,6 +84,11 @@ def loss_png(hist: np.ndarray, weights: np.ndarray, labels: Sequence[str],
             y = series[:, j, i]
             ax.plot(steps, np.where(y > 0, y, np.nan), label=lab, lw=1.2)
         ax.set_yscale("log")
+        for b in scale_boundaries(sizes):
+            ax.axvline(b + 0.5, color="0.4", ls=":", lw=1)
+            if i == 0:
+                ax.annotate(f"{sizes[b]} px", (b + 0.5, 1), xycoords=("data", "axes fraction"),
+                            fontsize=7, ha="left", va="top", color="0.3")
         ax.set_title(names[i], fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
@@ -87,6 +96,13 @@ def loss_png(hist: np.ndarray, weights: np.ndarray, labels: Sequence[str],
     fig.legend(handles, leg, loc="outside lower center", ncols=min(4, len(labels)), fontsize=8)
     fig.suptitle("loss per start (log scale)")
     return _png(fig)
+
+
+def scale_boundaries(sizes: np.ndarray | None) -> list[int]:
+    """The history rows (0-based) where a new scale begins."""
+    if sizes is None or len(sizes) < 2:
+        return []
+    return (np.flatnonzero(np.diff(np.asarray(sizes)) != 0) + 1).tolist()
 
 
 def distances_png(dist: dict[str, np.ndarray], labels: Sequence[str]) -> bytes:
@@ -163,6 +179,13 @@ def report_html(study: Study, study_rec: dict, plots: dict[str, bytes]) -> str:
               f"{s['steps_per_s']} steps/s on {s['backend']} ({', '.join(s['devices'])})"
               + ("; interrupted" if s["interrupted"] else ""))
     img = lambda name: f'<p><img src="{_data_uri(plots[name])}" alt="{name}"></p>'  # noqa: E731
+    scores = ""
+    if s.get("eval"):
+        cols = [c for c in next(iter(s["eval"].values())) if c not in ("width", "height")]
+        scores = ("<h2>Scores (jaxcombine eval)</h2><p>Measures the run did not optimise, "
+                  "against the content and the first style: see docs/evaluation.md.</p>"
+                  + _table(("start", *cols), [(lab, *(s["eval"][lab][c] for c in cols))
+                                              for lab in study.labels]))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>jaxcombine study</title>
 <style>body{{font-family:sans-serif;max-width:1400px;margin:1em auto}}
@@ -182,5 +205,6 @@ img{{max-width:100%}}figure{{display:inline-block;margin:4px}}figure img{{width:
 {_table(("pair", *spaces), dist_rows)}
 <h2>Snapshots</h2>{img("contact_sheet.png")}
 <h2>Final images</h2>{finals}
+{scores}
 </body></html>
 """

@@ -2,6 +2,7 @@
 
 import json
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,23 +11,14 @@ from PIL import Image
 from jaxcombine import batch, color, config, images, job
 from jaxcombine.errors import JaxcombineError
 
-SHALLOW = textwrap.dedent("""
-    [[terms]]
-    layer = "block2_conv1"
-    source = "content"
-    [[terms]]
-    layers = ["block1_conv1", "block2_conv1"]
-    source = "style"
-    statistic = "gram"
-""")
+SHALLOW_PATH = Path(__file__).with_name("shallow.toml")
+SHALLOW = SHALLOW_PATH.read_text()
 TINY = dict(size=32, steps=4, chunk=2)
 
 
 @pytest.fixture(scope="module")
-def shallow(tmp_path_factory):
-    path = tmp_path_factory.mktemp("recipe") / "shallow.toml"
-    path.write_text(SHALLOW)
-    return str(path)
+def shallow():
+    return str(SHALLOW_PATH)
 
 
 def _chroma(rgb):

@@ -72,3 +72,36 @@ def test_cli_eval_missing_image_is_one_line(tmp_path):
     assert proc.returncode == 2 and not (tmp_path / "t.csv").exists()
     proc = jaxcombine("eval", images.CONTENT, "--out", tmp_path / "t.txt")
     assert_one_line_error(proc, ".csv")
+
+
+def test_study_and_batch_reports_carry_eval_scores(vgg19, tmp_path):
+    """--eval in a study and a batch: the scores are those of `jaxcombine eval` on the
+    written images, in the summary/report and in each job's record and eval.csv."""
+    from pathlib import Path
+
+    from jaxcombine import batch, study
+
+    shallow = str(Path(__file__).with_name("shallow.toml"))
+    config = job.RunConfig(recipe=shallow, init="content,noise", steps=2, size=48)
+    done = study.run_study(config, tmp_path / "s", snapshot_every=2, progress=False,
+                           evaluate=True)
+    direct = metrics.evaluate([tmp_path / "s" / "noise-s0.png"]).rows[0]
+    assert done.summary["eval"]["noise-s0"]["style_gram"] == pytest.approx(direct["style_gram"])
+    assert done.summary["eval"]["content"]["ssim"] > direct["ssim"]  # the content start
+    with open(tmp_path / "s" / "eval.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 2
+    assert "Scores (jaxcombine eval)" in (tmp_path / "s" / "report.html").read_text()
+
+    manifest = tmp_path / "m.toml"
+    manifest.write_text(f'[defaults]\nrecipe = "{shallow}"\nsize = 48\nsteps = 2\n'
+                        '[grid]\ninit = ["content", "noise"]\n')
+    report = batch.run_batch(manifest, tmp_path / "b", progress=False, evaluate=True)
+    assert len(report.done) == 2
+    with open(tmp_path / "b" / "eval.csv", newline="") as f:
+        rows = {r["id"]: r for r in csv.DictReader(f)}
+    assert sorted(rows) == sorted(report.done)
+    for job_id in report.done:
+        record = json.loads((tmp_path / "b" / f"{job_id}.json").read_text())
+        direct = metrics.evaluate([tmp_path / "b" / f"{job_id}.png"]).rows[0]
+        assert record["eval"]["content"] == pytest.approx(direct["content"])
+        assert float(rows[job_id]["content"]) == pytest.approx(direct["content"], rel=1e-5)
