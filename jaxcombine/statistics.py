@@ -211,10 +211,11 @@ def swd_target(features: "jax.Array | list[jax.Array]", weights: jax.Array
 HOST_SORT_BACKENDS = ("cpu",)
 
 
-def argsort_rows(values: jax.Array) -> jax.Array:
-    """The order sorting each row of ``values`` (…, M): int32, no gradient."""
+def argsort_rows(values: jax.Array, host: bool = True) -> jax.Array:
+    """The order sorting each row of ``values`` (…, M): int32, no gradient. ``host=False``:
+    always XLA's own sort (no host callback)."""
     values = jax.lax.stop_gradient(values)
-    if jax.default_backend() not in HOST_SORT_BACKENDS or jax.device_count() > 1:
+    if not host or jax.default_backend() not in HOST_SORT_BACKENDS or jax.device_count() > 1:
         return jnp.argsort(values, axis=-1).astype(jnp.int32)
     return jax.pure_callback(lambda v: np.argsort(v, axis=-1).astype(np.int32),
                              jax.ShapeDtypeStruct(values.shape, jnp.int32), values,
@@ -226,11 +227,12 @@ def sort_rows(values: jax.Array) -> jax.Array:
     return jnp.take_along_axis(values, argsort_rows(values), axis=-1)
 
 
-def _quantiles(values: jax.Array, weights: jax.Array, levels: jax.Array) -> jax.Array:
+def _quantiles(values: jax.Array, weights: jax.Array, levels: jax.Array,
+               host: bool = True) -> jax.Array:
     """Quantiles at ``levels`` ((n,), or (D, n): one set per row) of each row of ``values``
     (D, M) whose columns carry ``weights`` (M,) summing to 1: the target's sorted
-    projections, resampled to the output's points."""
-    order = argsort_rows(values)
+    projections, resampled to the output's points. ``host``: see :func:`argsort_rows`."""
+    order = argsort_rows(values, host)
     ordered = jnp.take_along_axis(values, order, axis=-1)
     cum = jnp.cumsum(weights[order], axis=-1)  # (D, M)
     levels = jnp.broadcast_to(levels, (values.shape[0], levels.shape[-1]))
@@ -257,7 +259,9 @@ def sliced_wasserstein(features: jax.Array, target: dict[str, jax.Array], key: j
     weight, is compared with the target's quantile at the middle of that span, and
     counts wᵢ times: the 1-D W2² between the two weighted distributions, with the
     target's quantile function read at one level per output point (exact for the
-    unmasked case above). Points of weight 0 get no gradient.
+    unmasked case above). Points of weight 0 get no gradient. The masked form sorts with
+    XLA's own sort, no host callback: with style masks a step holds several such sorts
+    per term, and host-sort callbacks in that program were seen to hang XLA:CPU.
     """
     x = points(features)
     y, w = target["points"], target["weights"]
@@ -277,11 +281,11 @@ def sliced_wasserstein(features: jax.Array, target: dict[str, jax.Array], key: j
     flat = py.reshape(py.shape[0], -1)
     if mask is not None:
         wx = point_weights(mask, features)
-        order = argsort_rows(proj)
+        order = argsort_rows(proj, host=False)
         px = jnp.take_along_axis(proj, order, axis=-1)
         wsorted = wx[order]  # (D, N)
         levels = jnp.cumsum(wsorted, axis=-1) - 0.5 * wsorted
-        qy = _quantiles(flat, pw, levels)
+        qy = _quantiles(flat, pw, levels, host=False)
         return jnp.mean(jnp.sum(wsorted * jnp.square(px - qy), axis=-1)) / (scale + EPS)
     px = sort_rows(proj)  # (D, N): one sorted row per direction
     if "point_weights" not in target and py.shape[1:] == (1, n):
