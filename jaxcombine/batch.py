@@ -225,16 +225,19 @@ def _fitting(group: list) -> list[list]:
 
 def _groups(prepared: list) -> Iterable[list]:
     """Jobs that can share one compiled program: same structure (:class:`engine.Problem`),
-    output size, weights and loop. Learning rates, step counts and loss weights may differ:
-    they are per-start arrays of one program. Coarse-to-fine jobs also share their scales,
-    steps per scale and how scales hand on (a single-scale job's key has its steps apart)."""
+    output size, targets' shapes (masks, style sizes), weights and loop. Learning rates,
+    step counts and loss weights may differ: they are per-start arrays of one program.
+    Coarse-to-fine jobs also share their scales, steps per scale, style scales and how
+    scales hand on (a single-scale job's key has its steps apart)."""
     groups: dict[Any, list] = {}
     for j, prep in prepared:
         c = j.config
-        ladder = (c.sizes(), c.steps_per_scale(), c.scale_from, c.scale_optimizer) \
-            if c.multi_scale else ()
-        key = (prep.problem, prep.x0.shape[1:], c.weights, c.chunk, c.loop, c.snapshot_every,
-               ladder)
+        shapes = (jax.tree.structure(prep.targets),  # masks, styles' sizes (style_scale)
+                  tuple(a.shape for a in jax.tree.leaves(prep.targets)))
+        ladder = (c.sizes(), c.steps_per_scale(), c.scale_from, c.scale_optimizer,
+                  c.style_scales()) if c.multi_scale else ()
+        key = (prep.problem, prep.x0.shape[1:], shapes, c.weights, c.chunk, c.loop,
+               c.snapshot_every, ladder)
         groups.setdefault(key, []).append((j, prep))
     return list(groups.values())
 

@@ -129,7 +129,8 @@ class ConfigChoice(click.Choice):
         return self.rule.check(self.field, value)
 
 
-PATH_OPTIONS = ("content", "style")
+PATH_OPTIONS = ("content", "style", "style_masks")
+FLAGS = {"style_masks": "--style-mask"}  # repeated once per style: singular
 
 
 def _option_for(field: str, default=None):
@@ -139,7 +140,7 @@ def _option_for(field: str, default=None):
         return _weights_option("weights")
     rule = config.rule(field)
     default = config.default(field) if default is None else default
-    flag = "--" + field.replace("_", "-")
+    flag = FLAGS.get(field, "--" + field.replace("_", "-"))
     kwargs = dict(default=default, help=rule.help, show_default=default not in (None, (), False))
     if rule.kind == "bool":
         return click.option(f"{flag}/--no-{flag[2:]}", field, **kwargs)

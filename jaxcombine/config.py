@@ -65,6 +65,7 @@ EVAL_SEED = 0
 FLOAT32_MAX = 3.4028234663852886e38  # numbers are traced as float32: larger ones overflow
 SEED_LIMIT = 2**31  # noise seeds (seed … seed+N-1) stay below this
 DEFAULT_MAX_PIXELS = 64_000_000  # refuse larger input files (decompression bombs)
+MAX_STYLE_SCALE = 16.0  # a style at 16x the output's side: memory is checked before that anyway
 
 
 class ConfigError(JaxcombineError):
@@ -316,6 +317,14 @@ class RunConfig:
         "paths", "Style image; repeat to blend several (default: bundled Starry Night)."))
     style_weights: tuple[float, ...] | None = _option(None, Rule(
         "floats", "Blend weights, one per style (comma-separated).", low=0.0, optional=True))
+    style_masks: tuple[str, ...] | None = _option(None, Rule(
+        "paths", "Mask image per style (repeat, one per --style): each style governs the "
+                 "output region where its mask is white (greyscale weights 0-1), matched "
+                 "against its own statistics.", optional=True))
+    style_scale: tuple[float, ...] | None = _option(None, Rule(
+        "floats", "Size of each style image relative to the output (comma-separated, one per "
+                  "style or one for all; default 1): larger makes its strokes larger.",
+        low=0.0, low_open=True, high=MAX_STYLE_SCALE, optional=True))
     preserve_color: str | None = _option(None, Rule(
         "choice", "Keep the content's colours: luminance (style on luminance only, content's "
                   "chroma on output), stats (style recoloured to the content's colour mean and "
@@ -415,6 +424,15 @@ class RunConfig:
                                   f"{len(self.style_weights)} for {max(1, len(self.style))}")
             if sum(self.style_weights) <= 0:
                 raise ConfigError("style_weights", "style weights must not all be zero")
+        n_styles = max(1, len(self.style))
+        if self.style_masks == ():  # no --style-mask given
+            object.__setattr__(self, "style_masks", None)
+        if self.style_masks is not None and len(self.style_masks) != n_styles:
+            raise ConfigError("style_masks", f"give one style mask per style image: "
+                              f"{len(self.style_masks)} for {n_styles}")
+        if self.style_scale is not None and len(self.style_scale) not in (1, n_styles):
+            raise ConfigError("style_scale", f"give one style scale, or one per style image: "
+                              f"{len(self.style_scale)} for {n_styles}")
         if self.lr is not None and not isinstance(self.optimizer, str):
             raise ConfigError("lr", "lr applies to the built-in optimizers; give an optax "
                                     "transformation its own learning rate")
@@ -473,6 +491,12 @@ class RunConfig:
     def inits(self, default: str = "content") -> tuple[Init, ...]:
         """The parsed starts (``default``, usually the recipe's suggestion, when ``init`` is None)."""
         return parse_inits(self.init or default, self.seed)
+
+    def style_scales(self) -> tuple[float, ...]:
+        """One scale per style image (``style_scale`` spread over them; default 1.0)."""
+        n = max(1, len(self.style))
+        scales = self.style_scale or (1.0,)
+        return scales * n if len(scales) == 1 else scales
 
     def learning_rate(self) -> float | None:
         """``lr``, or the optimiser's default; None for an optax transformation."""

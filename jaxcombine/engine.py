@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from functools import partial
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -156,27 +156,58 @@ def step_key(key_data: jax.Array, step: jax.Array) -> jax.Array:
 
 
 def compute_targets(problem: Problem, variables: Mapping, content: jax.Array,
-                    styles: jax.Array, style_weights: jax.Array | None = None) -> dict[str, Any]:
-    """Target statistics, once per (source, statistic, layer).
+                    styles: "jax.Array | Sequence[jax.Array]", style_weights: jax.Array | None = None,
+                    masks: jax.Array | None = None, style_masks: jax.Array | None = None
+                    ) -> dict[str, Any]:
+    """Target statistics, once per (source, statistic, layer), and the masks.
 
     ``content`` is (H, W, 3); ``styles`` is (S, H, W, 3), already fitted to the
-    output size. Several styles blend their statistics with ``style_weights``
-    (default: equal; how each statistic blends: :func:`losses.target`). A target
-    is an array or, for ``w2`` and ``swd``, a dict of arrays (the Gaussian fit with
-    its square root, computed here once; the style's feature points).
+    output size, or a list of S images (H_s, W_s, 3) of their own sizes (each
+    style at its ``style_scale``; each then goes through VGG alone). Several
+    styles blend their statistics with ``style_weights`` (default: equal; how
+    each statistic blends: :func:`losses.target`). A target is an array or, for
+    ``w2`` and ``swd``, a dict of arrays (the Gaussian fit with its square root,
+    computed here once; the style's feature points).
+
+    ``masks`` (M, H, W): the recipe's term masks at the output's size, kept as
+    ``targets["masks"]``. ``style_masks`` (S, H, W): one mask per style; style
+    targets are then a tuple of S unblended targets, one per style, and the
+    masks and normalised weights are kept as ``targets["style_masks"]`` and
+    ``targets["style_weights"]`` (:func:`losses.terms` uses all three).
     """
     net = problem.network()
-    sources = {"content": content[None], "style": styles}
-    feats = {src: net.apply(variables, model.preprocess(img)) for src, img in sources.items()}
+    feats = {"content": net.apply(variables, model.preprocess(content[None]))}
+    if isinstance(styles, (list, tuple)) and len({s.shape for s in styles}) > 1:
+        alone = [net.apply(variables, model.preprocess(s[None])) for s in styles]
+        feats["style"] = {layer: [f[layer][0] for f in alone] for layer in alone[0]}
+        n_styles = len(styles)
+    else:
+        styles = jnp.stack(styles) if isinstance(styles, (list, tuple)) else styles
+        feats["style"] = net.apply(variables, model.preprocess(styles))
+        n_styles = styles.shape[0]
     if style_weights is None:
-        style_weights = jnp.full((styles.shape[0],), 1.0 / styles.shape[0])
+        style_weights = jnp.full((n_styles,), 1.0 / n_styles)
     blend = {"content": jnp.ones((1,), jnp.float32), "style": style_weights}
-    out = {}
+    one = jnp.ones((1,), jnp.float32)
+    out: dict[str, Any] = {}
     for term in problem.recipe.terms:
         key = losses.target_key(term)
-        if key not in out:
-            out[key] = losses.target(term.statistic, feats[term.source][term.layer],
-                                     blend[term.source])
+        if key in out:
+            continue
+        source = feats[term.source][term.layer]
+        if term.source == "style" and style_masks is not None:  # each style alone
+            out[key] = tuple(losses.target(term.statistic, [source[s]], one)
+                             for s in range(n_styles))
+        else:
+            out[key] = losses.target(term.statistic, source, blend[term.source])
+    if masks is not None:
+        out["masks"] = jnp.asarray(masks, jnp.float32)
+    if style_masks is not None:
+        if style_masks.shape[0] != n_styles:
+            raise ValueError(f"{style_masks.shape[0]} style masks for {n_styles} styles")
+        w = jnp.asarray(style_weights, jnp.float32)
+        out["style_masks"] = jnp.asarray(style_masks, jnp.float32)
+        out["style_weights"] = w / jnp.sum(w)
     return out
 
 

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import color, engine, folders, images, interrupts, losses, memory, model, outputs
-from jaxcombine import rows, scales, tiles
+from jaxcombine import color, engine, folders, images, interrupts, losses, masks as masks_lib
+from jaxcombine import memory, model, outputs, rows, scales, tiles
 from jaxcombine import recipe as recipe_lib, records, weights as weights_lib
 from jaxcombine.config import Init, RunConfig, parse_inits  # noqa: F401  (re-exported)
 from jaxcombine.errors import JaxcombineError
@@ -40,10 +40,12 @@ class Prepared:
     inits: tuple[Init, ...]
     content: np.ndarray  # (H, W, 3) float32, as read (its colours, whatever preserve_color)
     styles: np.ndarray  # (S, H, W, 3) float32, fitted to the content's size, as VGG sees them
+    # (the targets come from each style at its own style_scale: ``style_images``)
     variables: Any
     targets: dict[str, jax.Array]
     x0: np.ndarray  # (k, H, W, 3)
     weights: weights_lib.Weights
+    style_images: tuple[np.ndarray, ...] = ()  # each (H_s, W_s, 3): the styles the targets saw
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -91,9 +93,10 @@ class Prepared:
         (a coarse-to-fine scale); the starts (``x0``) stay those of the first scale."""
         if size == max(self.content.shape[:2]):
             return self
-        content, styles, targets = _images_and_targets(self.config, self.recipe, self.problem,
-                                                       self.variables, size)
-        return dataclasses.replace(self, content=content, styles=styles, targets=targets)
+        content, styles, scaled, targets = _images_and_targets(
+            self.config, self.recipe, self.problem, self.variables, size)
+        return dataclasses.replace(self, content=content, styles=styles, targets=targets,
+                                   style_images=scaled)
 
     def stages(self, steps: Any = None) -> list[scales.Stage]:
         """The coarse-to-fine stages (one for a single-scale run). ``steps``: one list per
@@ -116,6 +119,10 @@ def prepare(config: RunConfig) -> Prepared:
     pixels stay grey while optimised (``Problem.grey``), and :meth:`Prepared.finish`
     puts the content's chroma back on output. A coarse-to-fine run is prepared at its
     first (smallest) scale; :meth:`Prepared.at_size` gives the others.
+
+    Each style's targets come from it fitted to its ``style_scale`` times the output's
+    size (at every scale); the recipe's term masks and the ``style_masks`` are fitted to
+    the output's size (:mod:`jaxcombine.masks`) and travel with the targets.
     """
     rec = recipe_lib.load(config.recipe, config.model)
     if config.tv_weight is not None:
@@ -125,11 +132,16 @@ def prepare(config: RunConfig) -> Prepared:
     inits = config.inits(rec.init)
     content_path = config.content or images.CONTENT
     h, w = images.output_size(content_path, size=config.size, max_pixels=config.max_pixels)
-    model.check_size(*images.output_size(content_path, size=config.sizes()[0],
-                                         max_pixels=config.max_pixels), rec.layers)
+    first = images.output_size(content_path, size=config.sizes()[0], max_pixels=config.max_pixels)
+    model.check_size(*first, rec.layers)
+    style_sizes(config, rec, *first)  # a style scaled down at the smallest scale, too small
     if config.tile:  # one-line errors before anything is read: the statistics, the tile
         tiles.check(rec)
         tiles.plan(h, w, config.tile, rec.layers, config.model)
+        if rec.masks or config.style_masks or set(config.style_scales()) != {1.0}:
+            raise JaxcombineError("tile does not take masks or style scales (tiles.targets "
+                                  "tiles the images at the output's size, unmasked); use "
+                                  "tile 0 or drop them")
     check_memory(config, rec, h, w, starts=len(inits))  # before anything is read at size
     problem = engine.Problem(recipe=rec.structure(), arch=config.model, pooling=config.pooling,
                              dtype=config.dtype, remat=config.remat, conv=conv_algorithm(config),
@@ -137,35 +149,71 @@ def prepare(config: RunConfig) -> Prepared:
                              grey=rec.preserve_color == "luminance", tile=config.tile)
     w8 = weights_lib.load(config.model, config.weights)
     variables = _device_variables(w8, rec.layers, config.model, problem.conv)
-    content, styles, targets = _images_and_targets(config, rec, problem, variables,
-                                                   config.sizes()[0])
+    content, styles, scaled, targets = _images_and_targets(config, rec, problem, variables,
+                                                           config.sizes()[0])
     seen = color.grey(content) if rec.preserve_color == "luminance" else content  # by VGG
     x0 = np.stack([_start(i, seen, styles, config) for i in inits])
     if rec.preserve_color == "luminance":  # noise and image starts too
         x0 = color.grey(x0)
-    return Prepared(config, rec, problem, inits, content, styles, variables, targets, x0, w8)
+    return Prepared(config, rec, problem, inits, content, styles, variables, targets, x0, w8,
+                    scaled)
 
 
 def _images_and_targets(config: RunConfig, rec: recipe_lib.Recipe, problem: engine.Problem,
-                        variables: Any, size: int) -> tuple[np.ndarray, np.ndarray, Any]:
-    """(content, styles, targets) for an output whose longest side is ``size``."""
+                        variables: Any, size: int
+                        ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...], Any]:
+    """(content, styles fitted to the output, styles at their style_scale, targets) for an
+    output whose longest side is ``size``; the targets carry the masks at that size."""
     content = images.read(config.content or images.CONTENT, size=size,
                           max_pixels=config.max_pixels)
     h, w = content.shape[:2]
+    sizes = style_sizes(config, rec, h, w)
     style_paths = config.style or (str(images.STYLE),)
-    styles = np.stack([images.fit(images.read(p, max_pixels=config.max_pixels), h, w)
-                       for p in style_paths])
-    styles = color.prepare_styles(styles, content, rec.preserve_color)
+    read = [images.read(p, max_pixels=config.max_pixels) for p in style_paths]
+    styles = color.prepare_styles(np.stack([images.fit(r, h, w) for r in read]), content,
+                                  rec.preserve_color)
+    scaled = tuple(s if shape == (h, w) else
+                   color.prepare_styles(images.fit(r, *shape)[None], content, rec.preserve_color)[0]
+                   for r, s, shape in zip(read, styles, sizes))
+    term_masks = masks_lib.read_all(rec.masks, h, w, max_pixels=config.max_pixels)
+    style_masks = masks_lib.read_all(config.style_masks or (), h, w, max_pixels=config.max_pixels,
+                                     what="style mask")
     seen = color.grey(content) if rec.preserve_color == "luminance" else content  # by VGG
     sw = None if config.style_weights is None else jnp.asarray(config.style_weights, jnp.float32)
+    as_array = lambda a: None if a is None else jnp.asarray(a)  # noqa: E731
     # targets depend on the network and the recipe only: one program whatever the optimiser
     target_problem = dataclasses.replace(problem, optimizer="adam", schedule="constant")
     if config.tile:  # tile by tile too: a large image's targets need no more memory
         targets = _tiled_targets(target_problem, variables, jnp.asarray(seen),
                                  jnp.asarray(styles), sw, tile=config.tile)
     else:
-        targets = _targets(target_problem, variables, jnp.asarray(seen), jnp.asarray(styles), sw)
-    return content, styles, targets
+        targets = _targets(target_problem, variables, jnp.asarray(seen),
+                           jnp.asarray(styles) if all(shape == (h, w) for shape in sizes)
+                           else [jnp.asarray(s) for s in scaled],
+                           sw, as_array(term_masks), as_array(style_masks))
+    return content, styles, scaled, targets
+
+
+def style_sizes(config: RunConfig, rec: recipe_lib.Recipe, height: int, width: int
+                ) -> list[tuple[int, int]]:
+    """(height, width) each style is fitted to for its targets: its ``style_scale`` times
+    the output's, rounded. One-line errors for a scaled style too small for the recipe's
+    layers and for a style ``activations`` term (an activation map has the output's shape)."""
+    sizes = []
+    style_layers = [t.layer for t in rec.terms if t.source == "style"]
+    for i, f in enumerate(config.style_scales(), start=1):
+        size = (max(1, round(f * height)), max(1, round(f * width)))
+        if f != 1.0 and style_layers:
+            if any(t.source == "style" and t.statistic == "activations" for t in rec.terms):
+                raise JaxcombineError(f"style_scale {f:g} cannot apply to the recipe's style "
+                                      "'activations' terms (an activation map must have the "
+                                      "output's shape); use style_scale 1 or another statistic")
+            try:
+                model.check_size(*size, style_layers)
+            except JaxcombineError as e:
+                raise JaxcombineError(f"style {i} at style_scale {f:g}: {e}") from None
+        sizes.append(size)
+    return sizes
 
 
 def shard_mode(config: RunConfig, starts: int, *heights: int) -> str:
@@ -203,10 +251,19 @@ def check_memory(config: RunConfig, rec: recipe_lib.Recipe, height: int, width: 
         dtype=config.dtype,
         remat=config.remat, per_start_targets=per_start_targets,
         activation_targets=[t.layer for t in rec.terms if t.statistic == "activations"])
+    # the targets' forward passes: a style larger than the output (style_scale) may cost more
+    sizes = style_sizes(config, rec, height, width)
+    targets = memory.estimate_targets_bytes(rec.layers, [(height, width), *sizes],
+                                            arch=config.model)
+    what = memory.describe(rec.layers, height, width, starts, conv=conv, recipe=rec.name,
+                           arch=config.model)
+    remedies = memory.remedies(conv, starts, devices_help=accelerator)
+    if targets > need:
+        h, w = max(sizes, key=lambda s: s[0] * s[1])
+        what += f"; its targets' forward passes, a style at {w}x{h}"
+        remedies = ("a smaller --style-scale", *remedies)
     limit = int(config.max_memory * 1e9) if config.max_memory else memory.available_bytes()
-    memory.check_fits(need, limit, memory.describe(rec.layers, height, width, starts, conv=conv,
-                                                   recipe=rec.name, arch=config.model),
-                      remedies=memory.remedies(conv, starts, devices_help=accelerator))
+    memory.check_fits(max(need, targets), limit, what, remedies=remedies)
 
 
 def out_of_memory_as_error(prep: Prepared, starts: int):

@@ -118,6 +118,8 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
         "content": absolute(config.content) if config.content else str(images.CONTENT),
         "style": tuple(absolute(s) for s in config.style) or (str(images.STYLE),),
     }
+    if config.style_masks:
+        changes["style_masks"] = tuple(absolute(m) for m in config.style_masks)
     if config.weights:
         changes["weights"] = absolute(config.weights)
     recipe = config.recipe
@@ -138,7 +140,7 @@ def job_id(config: RunConfig) -> str:
     """``<content>-<style>-<init>-<hash>``: readable, and new whenever the config, an image
     or the weights change. The readable part is cut to :data:`MAX_READABLE_ID` characters;
     the hash keeps ids distinct."""
-    files = [config.content, *config.style, config.recipe, config.init]
+    files = [config.content, *config.style, *(config.style_masks or ()), config.recipe, config.init]
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_ID}
     canonical = json.dumps({"config": settings,
                             "files": {f: records.file_sha256(f) for f in files

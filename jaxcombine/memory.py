@@ -190,6 +190,19 @@ def estimate_features_bytes(layers: Sequence[str], height: int, width: int, *,
     return int(MARGIN * total)
 
 
+def estimate_targets_bytes(layers: Sequence[str], sizes: Sequence[tuple[int, int]], *,
+                           arch: str = "vgg19") -> int:
+    """Peak bytes of computing a run's targets: one forward (no gradient) of each image of
+    ``sizes`` ((height, width): the content, then every style at its ``style_scale``), as
+    :func:`estimate_features_bytes` counts one, with every image's part added (they are
+    one compiled program and may be live together). Only a style much larger than the
+    output makes this exceed :func:`estimate_bytes`."""
+    if not sizes:
+        raise JaxcombineError("no images to estimate")
+    fixed = estimate_features_bytes(layers, 1, 1, arch=arch)
+    return fixed + sum(estimate_features_bytes(layers, h, w, arch=arch) - fixed for h, w in sizes)
+
+
 # --------------------------------------------------------------------------- the limit
 
 

@@ -16,6 +16,8 @@ TOML form (``jaxcombine recipes show gatys`` prints a full example)::
     source = "style"          # content | style
     statistic = "gram"        # activations | gram | meanstd | covariance | w2 | swd
     weight = 1.0              # per layer
+    mask = "sky.png"          # optional: only this region of the output (jaxcombine.masks);
+                              # a path relative to the recipe file
 """
 
 from __future__ import annotations
@@ -38,17 +40,24 @@ from jaxcombine.errors import JaxcombineError
 
 @dataclasses.dataclass(frozen=True)
 class Term:
-    """One loss term: match ``statistic`` of ``layer`` to that of the ``source`` image."""
+    """One loss term: match ``statistic`` of ``layer`` to that of the ``source`` image.
+
+    ``mask``: None, or the index of this term's mask in :attr:`Recipe.masks`: the
+    output's statistic is then taken over that region only (:mod:`jaxcombine.masks`).
+    """
 
     layer: str
     source: str
     statistic: str = "activations"
     weight: float = 1.0
+    mask: int | None = None
 
     @property
     def label(self) -> str:
-        """Stable, readable name used in histories: ``style:gram:block1_conv1``."""
-        return f"{self.source}:{self.statistic}:{self.layer}"
+        """Stable, readable name used in histories: ``style:gram:block1_conv1``, and for
+        a masked term ``style:gram:block1_conv1@mask1`` (its mask's number, from 1)."""
+        base = f"{self.source}:{self.statistic}:{self.layer}"
+        return base if self.mask is None else f"{base}@mask{self.mask + 1}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +71,7 @@ class Recipe:
     init: str = "content"
     description: str = ""
     preserve_color: str = "none"
+    masks: tuple[str, ...] = ()  # mask image paths; terms refer to them by index
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -73,8 +83,13 @@ class Recipe:
         return tuple(t.label for t in self.terms) + ("tv",)
 
     def validate(self, arch: str = "vgg19") -> "Recipe":
-        """Check layer names against ``arch``; raise a one-line error if any is unknown."""
+        """Check layer names against ``arch`` and mask indices against :attr:`masks`;
+        raise a one-line error if any is unknown."""
         model.check_layers(self.layers, arch)
+        for t in self.terms:
+            if t.mask is not None and not (isinstance(t.mask, int) and 0 <= t.mask < len(self.masks)):
+                raise JaxcombineError(f"recipe {self.name}: term {t.label} refers to mask "
+                                      f"{t.mask!r} but the recipe has {len(self.masks)} masks")
         return self
 
     def replace(self, **changes: Any) -> "Recipe":
@@ -83,25 +98,37 @@ class Recipe:
     def structure(self) -> "Recipe":
         """Only what shapes the compiled program: each term's layer, source and statistic.
 
-        Weights, TV weight, name, description and colour preservation are dropped (the
-        engine takes the weights as traced arrays; colour changes only the images the
-        targets come from), so recipes that differ only in those share a program.
+        Weights, TV weight, name, description, colour preservation and the masks' files
+        are dropped (the engine takes the weights as traced arrays, the masks in the
+        targets; colour changes only the images the targets come from), so recipes that
+        differ only in those share a program. Which terms have masks (and which terms
+        share one) is kept: it changes the program.
         """
         return Recipe(name="", terms=tuple(dataclasses.replace(t, weight=1.0) for t in self.terms))
 
     def to_dict(self) -> dict[str, Any]:
+        terms = []
+        for t in self.terms:
+            entry = {"layer": t.layer, "source": t.source, "statistic": t.statistic,
+                     "weight": t.weight}
+            if t.mask is not None:
+                entry["mask"] = self.masks[t.mask]
+            terms.append(entry)
         return {
             "description": self.description, "init": self.init, "tv_weight": self.tv_weight,
-            "preserve_color": self.preserve_color,
-            "terms": [dataclasses.asdict(t) for t in self.terms],
+            "preserve_color": self.preserve_color, "terms": terms,
         }
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
 
 
-def from_dict(data: Mapping[str, Any], name: str = "custom") -> Recipe:
-    """Build and check a recipe from parsed TOML/JSON; one-line errors on bad data."""
+def from_dict(data: Mapping[str, Any], name: str = "custom",
+              base: str | os.PathLike | None = None) -> Recipe:
+    """Build and check a recipe from parsed TOML/JSON; one-line errors on bad data.
+
+    A term's relative ``mask`` path is resolved against ``base`` (the recipe file's
+    folder; default the working directory)."""
     known = {"description", "init", "tv_weight", "terms", "name", "preserve_color"}
     extra = set(data) - known
     if extra:
@@ -110,9 +137,10 @@ def from_dict(data: Mapping[str, Any], name: str = "custom") -> Recipe:
     raw_terms = data.get("terms")
     if not raw_terms:
         raise JaxcombineError(f"recipe {name}: no terms; add at least one [[terms]] table")
-    terms = []
+    terms: list[Term] = []
+    masks: list[str] = []
     for i, raw in enumerate(raw_terms, start=1):
-        terms += _expand_term(raw, f"recipe {name}, term {i}")
+        terms += _expand_term(raw, f"recipe {name}, term {i}", masks, base)
     tv = _number(data.get("tv_weight", 0.0), f"recipe {name}: tv_weight")
     if all(t.weight == 0 for t in terms):
         raise JaxcombineError(f"recipe {name}: every term has weight 0, nothing to optimise")
@@ -124,13 +152,15 @@ def from_dict(data: Mapping[str, Any], name: str = "custom") -> Recipe:
     except ConfigError as e:
         raise JaxcombineError(f"recipe {name}: {e}") from None
     return Recipe(name=str(data.get("name", name)), terms=tuple(terms), tv_weight=tv, init=init,
-                  description=str(data.get("description", "")), preserve_color=color)
+                  description=str(data.get("description", "")), preserve_color=color,
+                  masks=tuple(masks))
 
 
-def _expand_term(raw: Any, where: str) -> list[Term]:
+def _expand_term(raw: Any, where: str, masks: list[str],
+                 base: str | os.PathLike | None) -> list[Term]:
     if not isinstance(raw, Mapping):
         raise JaxcombineError(f"{where}: expected a table with layer, source, statistic, weight")
-    allowed = {"layer", "layers", "source", "statistic", "weight"}
+    allowed = {"layer", "layers", "source", "statistic", "weight", "mask"}
     if set(raw) - allowed:
         raise JaxcombineError(f"{where}: unknown key {sorted(set(raw) - allowed)[0]!r}")
     if ("layer" in raw) == ("layers" in raw):
@@ -146,7 +176,18 @@ def _expand_term(raw: Any, where: str) -> list[Term]:
         raise JaxcombineError(
             f"{where}: statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
     weight = _number(raw.get("weight", 1.0), f"{where}: weight")
-    return [Term(layer, source, statistic, weight) for layer in layers]
+    mask = None
+    if "mask" in raw:
+        path = raw["mask"]
+        if not isinstance(path, str) or not path.strip():
+            raise JaxcombineError(f"{where}: mask must be an image path, got {path!r}")
+        path = os.path.expanduser(path)
+        if base is not None and not os.path.isabs(path):
+            path = os.path.join(base, path)
+        if path not in masks:
+            masks.append(path)
+        mask = masks.index(path)
+    return [Term(layer, source, statistic, weight, mask) for layer in layers]
 
 
 def _number(value: Any, where: str) -> float:
@@ -184,11 +225,12 @@ def load(spec: "str | os.PathLike | Recipe", arch: str = "vgg19") -> Recipe:
             text, name = path.read_text(encoding="utf-8"), path.stem
         except UnicodeDecodeError:
             raise JaxcombineError(f"recipe {path}: not a UTF-8 text file") from None
+        base = str(path.resolve().parent)  # a term's mask is relative to its recipe file
     else:
-        text, name = preset_text(spec_str), spec_str
+        text, name, base = preset_text(spec_str), spec_str, None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise JaxcombineError(f"recipe {name}: invalid TOML ({e})") from None
-    return from_dict(data, name).validate(arch)
+    return from_dict(data, name, base).validate(arch)
 
