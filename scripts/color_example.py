@@ -9,10 +9,9 @@ Panels: content, style (cropped as the run sees it), then the result of each mod
 import argparse
 import time
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 import jaxcombine
+from panels import save_grid
 from jaxcombine import config, images
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,16 +34,4 @@ for mode in args.modes.split(","):
           flush=True)
     panels.append(("plain" if mode == "none" else mode, result.images["content"]))
 
-cols = 3 if len(panels) > 4 else len(panels)
-rows = -(-len(panels) // cols)
-pad, label = 4, 18
-sheet = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + pad + label) + pad), "white")
-draw = ImageDraw.Draw(sheet)
-font = ImageFont.load_default(size=14)
-for i, (name, img) in enumerate(panels):
-    x, y = pad + (i % cols) * (w + pad), pad + (i // cols) * (h + pad + label)
-    sheet.paste(Image.fromarray(images.to_uint8(img)), (x, y))
-    draw.text((x + 2, y + h + 1), name, fill="black", font=font)
-sheet.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(
-    args.out, optimize=True)
-print(f"wrote {args.out}: {sheet.size[0]}x{sheet.size[1]}")
+save_grid(panels, 3 if len(panels) > 4 else len(panels), args.out)

@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageFilter
 
 import jaxcombine
+from panels import save_grid
 from jaxcombine import images
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,16 +67,4 @@ panels = [("content", content),
           ("--style-mask: each its region", masked.images["content"]),
           ("no masks: a blend", blended.images["content"])]
 
-cols = 4
-rows = -(-len(panels) // cols)
-pad, label = 4, 18
-sheet = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + pad + label) + pad), "white")
-draw = ImageDraw.Draw(sheet)
-font = ImageFont.load_default(size=14)
-for i, (name, img) in enumerate(panels):
-    x, y = pad + (i % cols) * (w + pad), pad + (i // cols) * (h + pad + label)
-    sheet.paste(Image.fromarray(images.to_uint8(img)), (x, y))
-    draw.text((x + 2, y + h + 1), name, fill="black", font=font)
-sheet.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(
-    args.out, optimize=True)
-print(f"wrote {args.out}: {sheet.size[0]}x{sheet.size[1]}")
+save_grid(panels, 4, args.out)
