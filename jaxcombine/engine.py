@@ -369,6 +369,24 @@ def run_chunk(problem: Problem, variables: Mapping, targets: Mapping, state: Sta
     return state, history if capacity == n_steps else history[:n_steps]
 
 
+def loop_for(problem: Problem, targets: Mapping, loop: str = "auto",
+             backend: str | None = None) -> str:
+    """The loop form a run uses: ``loop``, or for ``auto`` :func:`default_loop`, except
+    where a rolled loop is known to hang. Seen on XLA:CPU (jax 0.10): ``w2`` style terms
+    under style masks with two or more vmapped starts never return from a ``scan`` chunk,
+    while ``step`` and ``unroll`` run them; there ``auto`` gives ``step`` and an explicit
+    ``scan`` is refused in one line (a hung run would ignore even SIGTERM)."""
+    backend = backend or jax.default_backend()
+    hangs = (backend == "cpu" and "style_masks" in targets
+             and any(t.statistic == "w2" and t.source == "style" for t in problem.recipe.terms))
+    if loop == "auto":
+        return "step" if hangs else default_loop(backend, problem.conv)
+    if loop == "scan" and hangs:
+        raise JaxcombineError("loop 'scan' hangs XLA:CPU with w2 style terms under style "
+                              "masks; use loop step or unroll (auto picks step)")
+    return loop
+
+
 def default_loop(backend: str | None = None, conv: str = "xla") -> str:
     """The fastest measured loop form for ``backend`` (default: JAX's) and algorithm ``conv``."""
     return DEFAULT_LOOP.get((backend or jax.default_backend(), conv), "scan")
@@ -496,7 +514,7 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, state: Stat
     spreads the starts over the local devices; ``"rows"`` splits each image's
     height over them instead (:mod:`jaxcombine.rows`; shared targets only).
     """
-    loop = default_loop(conv=problem.conv) if loop == "auto" else loop
+    loop = loop_for(problem, targets, loop)
     axis = 0 if per_start_targets else None
     start_step = int(np.min(np.asarray(state.step)))
     end_step = int(np.max(np.asarray(state.steps)))
