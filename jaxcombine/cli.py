@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:  # disk full, permission denied, ... on our own outputs
         _fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e),
               EXIT_ERROR)
+    from jaxcombine import interrupts
+
+    if interrupts.RECEIVED and not code:  # a Ctrl-C Python swallowed (note_interrupts)
+        click.echo("jaxcombine: interrupted", err=True)
+        exit_interrupted()
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -28,4 +28,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write("jaxcombine: interrupted\n")
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # none may cut the shutdown short
         sys.exit(EXIT_INTERRUPTED)
+    from jaxcombine import interrupts
+
+    interrupts.note_interrupts()  # a Ctrl-C swallowed by a gc callback still counts
     cli.main(argv)

@@ -17,12 +17,15 @@ from typing import Iterator
 
 @contextlib.contextmanager
 def stop_requests() -> Iterator[threading.Event]:
-    """An event set by the first Ctrl-C or SIGTERM while the block runs.
+    """An event set by the first Ctrl-C or SIGTERM while the block runs (or already set,
+    when a Ctrl-C came before it and :func:`note_interrupts` noted it).
 
     A second Ctrl-C raises KeyboardInterrupt at once. Outside the main thread
     (where signal handlers cannot be installed) the event is never set.
     """
     stop = threading.Event()
+    if RECEIVED:
+        stop.set()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
@@ -38,3 +41,21 @@ def stop_requests() -> Iterator[threading.Event]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+RECEIVED: list[int] = []  # Ctrl-Cs noted by note_interrupts' handler
+
+
+def note_interrupts() -> None:
+    """Outside :func:`stop_requests`, a Ctrl-C raises KeyboardInterrupt *and* is noted.
+
+    Python swallows an exception raised while a garbage-collection callback runs (JAX
+    has one), printing "Exception ignored"; the note keeps such a Ctrl-C from being lost:
+    a later :func:`stop_requests` starts stopped and the console script exits 130.
+    """
+
+    def handler(signum, frame):
+        RECEIVED.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
