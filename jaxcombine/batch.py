@@ -89,7 +89,8 @@ def run_batch(manifest_path: str | os.PathLike, out: str | os.PathLike, *, force
     index = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count
     folders.remove_stale_temps(out)  # only those whose writer is gone
-    jobs = process_share(load_manifest(manifest_path), index, count)
+    manifest_jobs = load_manifest(manifest_path)
+    jobs = process_share(manifest_jobs, index, count)
     report = BatchReport()
     finished = lambda j: not force and (out / f"{j.id}.json").exists()  # noqa: E731
     report.skipped = [j.id for j in jobs if finished(j)]
@@ -122,7 +123,7 @@ def run_batch(manifest_path: str | os.PathLike, out: str | os.PathLike, *, force
         if index == 0:
             report = merge_reports(out, count)
     if evaluate and index == 0:
-        write_eval_table(out, [j.id for j in load_manifest(manifest_path)])
+        write_eval_table(out, [j.id for j in manifest_jobs])
     return report
 
 

@@ -127,8 +127,13 @@ AVERAGE_DECAY = 0.95  # of State.average: about the last 20 iterates
 def average_state(average: Any, step: Any) -> jax.Array:
     """``State.average`` from bias-corrected averages (:func:`iterate_average`) after
     ``step`` (k,) steps: the inverse of the correction, to resume a saved average."""
-    done = 1.0 - AVERAGE_DECAY ** jnp.asarray(step, jnp.float32)[:, None, None, None]
-    return jnp.asarray(average, jnp.float32) * done
+    return jnp.asarray(average, jnp.float32) * _averaged_weight(step)
+
+
+def _averaged_weight(step: Any) -> jax.Array:
+    """(k, 1, 1, 1) 1 − decay^step: the weight the running average has gathered after
+    ``step`` steps from 0 (its bias correction divides by it)."""
+    return 1.0 - AVERAGE_DECAY ** jnp.asarray(step, jnp.float32)[:, None, None, None]
 
 
 def iterate_average(state: State) -> jax.Array:
@@ -136,7 +141,7 @@ def iterate_average(state: State) -> jax.Array:
     pixels where it took no step yet): Adam's correction, as the average starts at 0."""
     if state.average is None:
         raise ValueError("this state keeps no iterate average (init_state(average=True))")
-    done = 1.0 - AVERAGE_DECAY ** state.step.astype(jnp.float32)[:, None, None, None]
+    done = _averaged_weight(state.step)
     return jnp.where(done > 0, state.average / jnp.maximum(done, 1e-12), state.pixels)
 
 
