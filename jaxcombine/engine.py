@@ -374,24 +374,6 @@ def run_chunk(problem: Problem, variables: Mapping, targets: Mapping, state: Sta
     return state, history if capacity == n_steps else history[:n_steps]
 
 
-def loop_for(problem: Problem, targets: Mapping, loop: str = "auto",
-             backend: str | None = None) -> str:
-    """The loop form a run uses: ``loop``, or for ``auto`` :func:`default_loop`, except
-    where a rolled loop is known to hang. Seen on XLA:CPU (jax 0.10): ``w2`` style terms
-    under style masks with two or more vmapped starts never return from a ``scan`` chunk,
-    while ``step`` and ``unroll`` run them; there ``auto`` gives ``step`` and an explicit
-    ``scan`` is refused in one line (a hung run would ignore even SIGTERM)."""
-    backend = backend or jax.default_backend()
-    hangs = (backend == "cpu" and "style_masks" in targets
-             and any(t.statistic == "w2" and t.source == "style" for t in problem.recipe.terms))
-    if loop == "auto":
-        return "step" if hangs else default_loop(backend, problem.conv)
-    if loop == "scan" and hangs:
-        raise JaxcombineError("loop 'scan' hangs XLA:CPU with w2 style terms under style "
-                              "masks; use loop step or unroll (auto picks step)")
-    return loop
-
-
 def default_loop(backend: str | None = None, conv: str = "xla") -> str:
     """The fastest measured loop form for ``backend`` (default: JAX's) and algorithm ``conv``."""
     return DEFAULT_LOOP.get((backend or jax.default_backend(), conv), "scan")
@@ -400,28 +382,16 @@ def default_loop(backend: str | None = None, conv: str = "xla") -> str:
 # --------------------------------------------------------------------------- devices
 
 
-# Statistics whose programs stay on one device on these backends: w2's eigh (a LAPACK
-# custom call) in a program partitioned over several CPU devices was seen to hang
-# XLA:CPU (2 forced host devices, 2 starts each; not with 1 or 3 per device).
-UNSHARDED = {"cpu": ("w2",)}
-
-
-def shardable(problem: Problem, backend: str | None = None) -> bool:
-    """Whether ``problem``'s starts may be spread over several devices (:data:`UNSHARDED`)."""
-    unsharded = UNSHARDED.get(backend or jax.default_backend(), ())
-    return not any(t.statistic in unsharded for t in problem.recipe.terms)
-
-
-def shard_starts(state: Any, spread: bool = True) -> tuple[Any, int]:
+def shard_starts(state: Any) -> tuple[Any, int]:
     """Spread the starts axis over all local devices (padding it to a multiple of them).
 
     ``state`` is a :class:`State` or any pytree whose leaves all lead with the
     starts axis (e.g. ``(state, per-start targets)``). Returns the placed tree
-    and the number of real starts. One device, or ``spread=False``: unchanged.
+    and the number of real starts. One device: unchanged.
     """
     devices = jax.local_devices()
     k = jax.tree.leaves(state)[0].shape[0]
-    if len(devices) == 1 or not spread:
+    if len(devices) == 1:
         return state, k
     pad = (-k) % len(devices)
     if pad:
@@ -519,19 +489,18 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, state: Stat
     spreads the starts over the local devices; ``"rows"`` splits each image's
     height over them instead (:mod:`jaxcombine.rows`; shared targets only).
     """
-    loop = loop_for(problem, targets, loop)
+    loop = default_loop(None, problem.conv) if loop == "auto" else loop
     axis = 0 if per_start_targets else None
     start_step = int(np.min(np.asarray(state.step)))
     end_step = int(np.max(np.asarray(state.steps)))
     if shard == "rows" and not per_start_targets:
         k = state.pixels.shape[0]
-        if shardable(problem):
-            state, targets = rows.shard_rows(state, targets, [
-                losses.target_key(t) for t in problem.recipe.terms if t.statistic == "activations"])
+        state, targets = rows.shard_rows(state, targets, [
+            losses.target_key(t) for t in problem.recipe.terms if t.statistic == "activations"])
     elif per_start_targets:
-        (state, targets), k = shard_starts((state, targets), shardable(problem))
+        (state, targets), k = shard_starts((state, targets))
     else:
-        state, k = shard_starts(state, shardable(problem))
+        state, k = shard_starts(state)
     history: list[np.ndarray] = []
     step, compile_s, run_s = start_step, 0.0, 0.0
     compiled: set[int] = set()

@@ -19,8 +19,7 @@ statistics into per-device partial sums plus an ``all-reduce``, so every device
 sees the global statistics. The VGG weights and other targets are replicated.
 
 Limits: the image height must divide among the devices (:func:`resolve` says so
-in one line); statistics that must stay on one device (``engine.UNSHARDED``,
-``w2`` on CPU) leave the run unsharded. Results equal the one-device run to
+in one line). Results equal the one-device run to
 float32 rounding (the partial sums are added in another order):
 tests/test_rows.py; per-device memory: docs/benchmarks.md.
 """

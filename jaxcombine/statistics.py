@@ -25,7 +25,7 @@ the distance, and 12+ C×C matmuls forward and backward per layer and step.
 Here only eigenvalues are needed: with A = Xc Σt^½ (centred output points
 times the target's root), tr((Σt^½ Σx Σt^½)^½) = Σ √λ(AᵀA)/√N, and AᵀA (or
 AAᵀ when there are fewer points than channels: the same non-zero eigenvalues,
-a smaller matrix) goes through one ``eigvalsh``. Its rounding noise (~1e-7·λmax)
+a smaller matrix) goes through one eigen-solve (:mod:`jaxcombine.linalg`). Its rounding noise (~1e-7·λmax)
 would get an unbounded gradient from √λ near 0, so eigenvalues below
 :data:`EIG_FLOOR`·λmax count as 0 (no value, no gradient); above it the
 gradient, A V Λ^-½ Vᵀ, is A's polar factor, bounded. On real VGG19 features at
@@ -43,6 +43,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxcombine import linalg
 
 EPS = 1e-8
 EIG_FLOOR = 1e-8  # eigenvalues below this fraction of the largest are rounding noise
@@ -106,7 +108,7 @@ def gaussian_target(features: "jax.Array | list[jax.Array]", weights: jax.Array
     mean = jnp.einsum("s,snc->c", weights, y) / n
     z = (y - mean[None, None]) * jnp.sqrt(weights / n)[:, None, None]
     z = z.reshape(-1, y.shape[-1])
-    _, s, vt = jnp.linalg.svd(z, full_matrices=False)
+    _, s, vt = linalg.svd(z)
     cov = z.T @ z
     cov_sqrt = (vt.T * s[None]) @ vt
     return {"mean": mean, "cov": cov, "cov_sqrt": cov_sqrt,
@@ -119,7 +121,7 @@ def _gaussian_mixture(ys: list[jax.Array], weights: jax.Array) -> dict[str, jax.
         raise ValueError(f"{len(ys)} point sets for {weights.shape[0]} weights")
     mean = sum(w * jnp.mean(y, axis=0) for w, y in zip(weights, ys))
     z = jnp.concatenate([(y - mean[None]) * jnp.sqrt(w / y.shape[0]) for w, y in zip(weights, ys)])
-    _, s, vt = jnp.linalg.svd(z, full_matrices=False)
+    _, s, vt = linalg.svd(z)
     cov = z.T @ z
     return {"mean": mean, "cov": cov, "cov_sqrt": (vt.T * s[None]) @ vt,
             "scale": jnp.trace(cov) + jnp.sum(jnp.square(mean))}
@@ -159,12 +161,11 @@ def w2_gaussian(features: jax.Array, target: dict[str, jax.Array],
 
 
 def trace_sqrt_gram(a: jax.Array) -> jax.Array:
-    """tr((AᵀA)^½) = Σ √λ, from ``eigvalsh`` of the smaller of AᵀA and AAᵀ; eigenvalues
-    below :data:`EIG_FLOOR`·λmax count as 0 (see the module docstring)."""
+    """tr((AᵀA)^½) = Σ √λ, from the eigenvalues of the smaller of AᵀA and AAᵀ; eigenvalues
+    below :data:`EIG_FLOOR`·λmax count as 0 (see the module docstring). The eigen-solve
+    is :mod:`jaxcombine.linalg`'s, which never deadlocks XLA:CPU under ``vmap``."""
     n, c = a.shape
-    lam = jnp.linalg.eigvalsh(a.T @ a if n >= c else a @ a.T)
-    keep = lam > EIG_FLOOR * jnp.max(lam)
-    return jnp.sum(jnp.where(keep, jnp.sqrt(jnp.where(keep, lam, 1.0)), 0.0))
+    return linalg.sum_sqrt_eigenvalues(a.T @ a if n >= c else a @ a.T, EIG_FLOOR)
 
 
 # --------------------------------------------------------------------------- sliced W

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import losses, memory, model
+from jaxcombine import linalg, losses, memory, model
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.statistics import EIG_FLOOR
 
@@ -204,9 +204,7 @@ def _w2(mean: jax.Array, cov: jax.Array, target: Mapping) -> jax.Array:
     """``statistics.w2_gaussian`` from the mean and covariance: the cross term
     tr((Σt^½ Σ Σt^½)^½) from the eigenvalues of that C×C matrix, floored alike."""
     root = target["cov_sqrt"]
-    lam = jnp.linalg.eigvalsh(root @ cov @ root)
-    keep = lam > EIG_FLOOR * jnp.max(lam)
-    cross = jnp.sum(jnp.where(keep, jnp.sqrt(jnp.where(keep, lam, 1.0)), 0.0))
+    cross = linalg.sum_sqrt_eigenvalues(root @ cov @ root, EIG_FLOOR)
     w2 = (jnp.sum(jnp.square(mean - target["mean"])) + jnp.trace(cov) + jnp.trace(target["cov"])
           - 2.0 * cross)
     return jnp.maximum(w2, 0.0) / (target["scale"] + losses.EPS)
@@ -346,7 +344,7 @@ def targets(problem: Any, variables: Mapping, content: jax.Array, styles: jax.Ar
             if t.statistic == "covariance":
                 out[key] = cov
             else:  # w2
-                lam, vec = jnp.linalg.eigh(cov)
+                lam, vec = linalg.eigh(cov)
                 root = (vec * jnp.sqrt(jnp.maximum(lam, 0.0))[None]) @ vec.T
                 out[key] = {"mean": mean, "cov": cov, "cov_sqrt": root,
                             "scale": jnp.trace(cov) + jnp.sum(jnp.square(mean))}

@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=3, help="steps per timed chunk")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--starts", type=int, default=1, help="vmapped copies of the start")
     parser.add_argument("--statistics", default="gram,w2,swd,covariance")
     parser.add_argument("--layers", default="block1_conv1,block2_conv1,block3_conv1,"
                         "block4_conv1,block5_conv1", help="style layers (comma-separated)")
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
             path.write_text(RECIPE.format(statistic=name, layers=json.dumps(layers)))
             preps.append(job.prepare(job.RunConfig(recipe=str(path), size=args.size)))
         loop = engine.default_loop(conv=preps[0].problem.conv)
-        compiled = [bench.ours(p, 1, loop, args.steps) for p in preps]
+        compiled = [bench.ours(p, args.starts, loop, args.steps) for p in preps]
         times = bench.interleaved([chunk for _, chunk in compiled], args.repeats)
     ms = [1e3 * float(np.median(t)) / args.steps for t in times]
     h, w = preps[0].content.shape[:2]
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
              if "gram" in names else None, "compile_s": c, "chunk_s": t}
             for n, m, (c, _), t in zip(names, ms, compiled, times)]
     env = {**records.environment(), **bench.machine()}
-    lines = [f"{w}x{h}, style layers {args.layers}, loop {loop}, conv {preps[0].problem.conv}, median of {args.repeats} "
+    lines = [f"{w}x{h}, {args.starts} start(s), style layers {args.layers}, loop {loop}, conv {preps[0].problem.conv}, median of {args.repeats} "
              f"chunks of {args.steps} steps, interleaved; {env['cpu_model']}, "
              f"{env['cpu_count']} cores, jax {env['jax']}",
              "", "| statistic | ms/step | vs gram | compile s |", "|---|---|---|---|"]

@@ -233,19 +233,3 @@ def test_a_mask_file_of_another_shape_is_fitted_like_a_style(tmp_path):
     with pytest.raises(JaxcombineError, match="black everywhere"):
         Image.new("L", (5, 5), 0).save(tmp_path / "black.png")
         masks.read(tmp_path / "black.png", 10, 10)
-
-
-def test_w2_under_style_masks_avoids_the_rolled_loop():
-    """A rolled (scan) chunk of w2 style terms under style masks with two starts was seen
-    to hang XLA:CPU (engine.loop_for): ``auto`` picks ``step`` there, an explicit ``scan``
-    is refused in one line, and without style masks nothing changes."""
-    rec = recipe.from_dict({"terms": [{"layer": "block1_conv1", "source": "style",
-                                       "statistic": "w2"}]})
-    problem = engine.Problem(recipe=rec.structure(), conv="winograd")
-    masked, plain = {"style_masks": None}, {}
-    assert engine.loop_for(problem, masked, "auto", backend="cpu") == "step"
-    assert engine.loop_for(problem, plain, "auto", backend="cpu") == "scan"
-    assert engine.loop_for(problem, masked, "unroll", backend="cpu") == "unroll"
-    assert engine.loop_for(problem, masked, "auto", backend="gpu") == "scan"
-    with pytest.raises(JaxcombineError, match="loop 'scan' hangs XLA:CPU"):
-        engine.loop_for(problem, masked, "scan", backend="cpu")

@@ -1,0 +1,81 @@
+"""Eigen-solves that cannot deadlock XLA:CPU (jaxcombine.linalg), and the runs that used to."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from jaxcombine import linalg
+
+PAINTING = Path(__file__).parents[1] / "jaxcombine" / "data" / "starry_night.jpg"
+
+
+def test_sum_sqrt_eigenvalues_matches_eigvalsh_value_and_gradient():
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(3, 20, 8)).astype(np.float32))
+
+    def ours(x):
+        return linalg.sum_sqrt_eigenvalues(x.T @ x, 1e-8)
+
+    def reference(x):
+        return jnp.sum(jnp.sqrt(jnp.linalg.eigvalsh(x.T @ x)))  # all eigenvalues well above 0
+
+    np.testing.assert_allclose(jax.vmap(ours)(a), jax.vmap(reference)(a), rtol=1e-6)
+    grads = jax.grad(lambda x: jax.vmap(ours)(x).sum())(a)
+    np.testing.assert_allclose(grads, jax.grad(lambda x: jax.vmap(reference)(x).sum())(a),
+                               atol=1e-6)
+    assert np.abs(grads).max() > 0.01
+
+
+def test_eigenvalues_below_the_floor_give_no_value_and_no_gradient():
+    vec = np.linalg.qr(np.random.default_rng(1).normal(size=(4, 4)))[0].astype(np.float32)
+    m = jnp.asarray(vec @ np.diag([4.0, 1.0, 1e-12, 0.0]).astype(np.float32) @ vec.T)
+    value, grad = jax.value_and_grad(lambda x: linalg.sum_sqrt_eigenvalues(x, 1e-8))(m)
+    assert abs(float(value) - 3.0) < 1e-5
+    assert np.isfinite(np.asarray(grad)).all()
+    np.testing.assert_allclose(vec.T @ np.asarray(grad) @ vec, np.diag([0.25, 0.5, 0, 0]),
+                               atol=1e-5)
+
+
+def test_vmapped_solves_never_issue_a_batched_lapack_call():
+    """A batched eigh/svd blocks an XLA:CPU pool thread on work queued to the same pool
+    (the deadlock this module avoids); under vmap only single matrices reach LAPACK."""
+    stack = jnp.ones((3, 6, 6), jnp.float32)
+    for fn in (linalg.eigh, linalg.svd,
+               jax.grad(lambda m: linalg.sum_sqrt_eigenvalues(m, 1e-8))):
+        text = jax.jit(jax.vmap(fn)).lower(stack).as_text()
+        calls = [line for line in text.splitlines() if "lapack_" in line]
+        assert calls and all("tensor<3x6x6xf32>" not in line for line in calls), fn
+
+
+def test_w2_under_two_style_masks_with_starts_over_two_devices_finishes(tmp_path):
+    """Hung before jaxcombine.linalg on a 2-core machine: two styles, each under its mask,
+    with a w2 recipe, two vmapped starts per device (a rolled loop: auto), two host devices.
+    Pinned to two cores, where XLA:CPU's pool has two threads, on any machine."""
+    half = np.zeros((32, 32), np.uint8)
+    half[:, 16:] = 255
+    Image.fromarray(half).save(tmp_path / "right.png")
+    Image.fromarray(255 - half).save(tmp_path / "left.png")
+    texture = np.random.default_rng(2).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    Image.fromarray(texture).save(tmp_path / "noise.png")
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    pinned = ("import os, runpy, sys; os.sched_setaffinity(0, {cores}); sys.argv[0] = 'jaxcombine'; "
+              "runpy.run_module('jaxcombine', run_name='__main__')").format(cores=cores)
+    proc = subprocess.run(
+        [sys.executable, "-c", pinned, "run", "--recipe", "w2", "--size", "32",
+         "--steps", "4", "--chunk", "2", "--init", "content,noise,noise:1,style",
+         "--style", PAINTING, "--style", tmp_path / "noise.png",
+         "--style-mask", tmp_path / "left.png", "--style-mask", tmp_path / "right.png",
+         "--out", tmp_path / "out", "--quiet"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(list((tmp_path / "out").glob("*.png"))) == 4
+    record = json.loads((tmp_path / "out" / "content.json").read_text())
+    assert record["loop"] == "scan" and len(record["environment"]["devices"]) == 2
