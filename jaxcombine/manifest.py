@@ -138,9 +138,10 @@ MAX_READABLE_ID = 80  # + "-" + 10 hex digits: ids (and file names) stay far bel
 
 def job_id(config: RunConfig) -> str:
     """``<content>-<style>-<init>-<hash>``: readable, and new whenever the config, an image
-    or the weights change. The readable part is cut to :data:`MAX_READABLE_ID` characters;
-    the hash keeps ids distinct."""
-    files = [config.content, *config.style, *(config.style_masks or ()), config.recipe, config.init]
+    (masks named in a recipe file included) or the weights change. The readable part is
+    cut to :data:`MAX_READABLE_ID` characters; the hash keeps ids distinct."""
+    files = [config.content, *config.style, *(config.style_masks or ()), config.recipe,
+             config.init, *_recipe_masks(config.recipe)]
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_ID}
     canonical = json.dumps({"config": settings,
                             "files": {f: records.file_sha256(f) for f in files
@@ -155,6 +156,13 @@ def job_id(config: RunConfig) -> str:
     content = Path(config.content or images.CONTENT).stem
     readable = re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{content}-{style}-{init}")
     return f"{readable[:MAX_READABLE_ID]}-{digest}"
+
+
+def _recipe_masks(recipe: str) -> tuple[str, ...]:
+    """The mask files a recipe file's terms name (presets name none)."""
+    if recipe in recipe_lib.preset_names():
+        return ()
+    return recipe_lib.load(recipe).masks
 
 
 def process_share(jobs: Sequence[Job], index: int, count: int) -> list[Job]:

@@ -208,6 +208,19 @@ def test_job_ids_are_capped_and_follow_the_weights(tmp_path, monkeypatch):
     assert manifest.job_id(config) == jid
 
 
+def test_job_ids_follow_the_mask_files_a_recipe_names(tmp_path):
+    """A batch must not take a finished job as done after the mask its recipe names
+    was redrawn (the recipe file itself is unchanged)."""
+    (tmp_path / "masked.toml").write_text('[[terms]]\nlayer = "block1_conv1"\n'
+                                          'source = "style"\nstatistic = "gram"\n'
+                                          'mask = "region.png"\n')
+    Image.new("L", (8, 8), 255).save(tmp_path / "region.png")
+    config = RunConfig(recipe=str(tmp_path / "masked.toml"), init="content")
+    jid = manifest.job_id(config)
+    Image.new("L", (8, 8), 128).save(tmp_path / "region.png")
+    assert manifest.job_id(config) != jid
+
+
 def test_an_unreachable_coordinator_is_one_line(tmp_path, shallow):
     manifest = _manifest(tmp_path, shallow / "shallow.toml", steps=1, n=1)
     t0 = time.monotonic()
