@@ -28,10 +28,10 @@ _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # public name → the module that defines it
 _EXPORTS = {
     "BatchReport": "batch", "load_manifest": "batch", "run_batch": "batch",
-    "ConfigError": "config", "RunConfig": "config", "StudyOptions": "config", "Sweep": "config",
+    "ConfigError": "rules", "RunConfig": "config", "StudyOptions": "config", "Sweep": "config",
     "parse_inits": "config", "parse_sweep": "config",
-    "Outcome": "engine", "Problem": "engine", "State": "engine", "init_state": "engine",
-    "optimise": "engine",
+    "Outcome": "driver", "Problem": "engine", "State": "engine", "init_state": "engine",
+    "optimise": "driver",
     "JaxcombineError": "errors",
     "extract": "features", "extract_features": "features",
     "Evaluation": "metrics", "evaluate": "metrics",
@@ -60,10 +60,12 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from jaxcombine.batch import BatchReport, load_manifest, run_batch  # noqa: F401
-    from jaxcombine.config import (ConfigError, RunConfig, StudyOptions, Sweep,  # noqa: F401
+    from jaxcombine.config import (RunConfig, StudyOptions, Sweep,  # noqa: F401
                                    parse_inits, parse_sweep)
-    from jaxcombine.engine import Outcome, Problem, State, init_state, optimise  # noqa: F401
+    from jaxcombine.driver import Outcome, optimise  # noqa: F401
+    from jaxcombine.engine import Problem, State, init_state  # noqa: F401
     from jaxcombine.errors import JaxcombineError  # noqa: F401
+    from jaxcombine.rules import ConfigError  # noqa: F401
     from jaxcombine.features import extract, extract_features  # noqa: F401
     from jaxcombine.job import Result, combine, prepare  # noqa: F401
     from jaxcombine.metrics import Evaluation, evaluate  # noqa: F401

@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import config as config_lib, engine, folders, images, interrupts, job as job_lib
-from jaxcombine import metrics, outputs, records, scales
+from jaxcombine import config as config_lib, folders, images, interrupts, job as job_lib
+from jaxcombine import driver, metrics, outputs, records, scales
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.manifest import Job, load_manifest, process_share
 
@@ -298,7 +298,7 @@ def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None,
     bar.update(len(jobs) * (1 - done_steps[0] / longest))
 
 
-def write_job(out: Path, job: Job, prep: job_lib.Prepared, outcome: engine.Outcome, j: int,
+def write_job(out: Path, job: Job, prep: job_lib.Prepared, outcome: driver.Outcome, j: int,
               evaluate: bool = False, **timings: Any) -> None:
     """Image, history, then the JSON record last: its presence marks the job finished.
     ``evaluate``: the record also holds the image's ``jaxcombine eval`` scores."""

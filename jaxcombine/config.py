@@ -8,10 +8,12 @@ gets the same one-line :class:`ConfigError` wherever it came from::
 
     >>> RunConfig(lr=float("nan"))
     Traceback (most recent call last):
-    jaxcombine.config.ConfigError: lr must be a finite number > 0, got nan
+    jaxcombine.rules.ConfigError: lr must be a finite number > 0, got nan
 
-This module imports nothing heavier than the standard library, so tools can
-check a configuration without loading JAX.
+How one value is checked (types, finite numbers, ranges, choices) is
+:mod:`jaxcombine.rules`; which options exist, with what rule and default, is here.
+Neither imports anything heavier than the standard library, so tools can check a
+configuration without loading JAX.
 """
 
 from __future__ import annotations
@@ -19,12 +21,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-import numbers
-import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from jaxcombine.errors import JaxcombineError
+from jaxcombine.rules import ConfigError, Rule, finite_number, option, positive_int
 
 # --------------------------------------------------------------------------- choices
 
@@ -62,171 +62,9 @@ EVAL_DIRECTIONS = 512
 EVAL_MAX_POINTS = 65_536
 EVAL_SEED = 0
 
-FLOAT32_MAX = 3.4028234663852886e38  # numbers are traced as float32: larger ones overflow
 SEED_LIMIT = 2**31  # noise seeds (seed … seed+N-1) stay below this
 DEFAULT_MAX_PIXELS = 64_000_000  # refuse larger input files (decompression bombs)
 MAX_STYLE_SCALE = 16.0  # a style at 16x the output's side: memory is checked before that anyway
-
-
-class ConfigError(JaxcombineError):
-    """A bad option value; ``field`` names the option (manifests add where it came from)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-
-
-# --------------------------------------------------------------------------- value rules
-
-
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    """How one option is checked and parsed from text.
-
-    ``kind``: ``int`` | ``float`` | ``bool`` | ``choice`` | ``text`` | ``paths`` | ``floats``
-    | ``ints`` (the last two: comma-separated on a command line).
-    ``low``/``high`` bound numbers (``low_open``: strictly above ``low``);
-    ``optional``: ``None`` is allowed (it means "the default of something else").
-    """
-
-    kind: str
-    help: str = ""
-    choices: tuple[str, ...] = ()
-    low: float | None = None
-    low_open: bool = False
-    high: float | None = None
-    optional: bool = False
-
-    def check(self, name: str, value: Any) -> Any:
-        """``value`` normalised (ints, floats, tuples), or a :class:`ConfigError`."""
-        if value is None and self.optional:
-            return None
-        check = _CHECKS[self.kind]
-        return check(self, name, value)
-
-    def parse(self, name: str, text: str) -> Any:
-        """Text from a command line → a checked value (same messages as :meth:`check`)."""
-        convert = {"int": int, "float": float, "floats": float, "ints": int}.get(self.kind)
-        if convert is None:
-            return self.check(name, text)
-        several = self.kind in ("floats", "ints")
-        words = text.split(",") if several else [text]
-        try:
-            values = tuple(convert(w.strip()) for w in words)
-        except ValueError:  # "two" for a number: the same message as the value "two" from a manifest
-            bad = next(w.strip() for w in words if not _converts(convert, w))
-            raise _fail(self, name, bad, "a finite number" if convert is float else "an integer")
-        return self.check(name, values if several else values[0])
-
-    @property
-    def requirement(self) -> str:
-        """Human words for the accepted range: ``> 0``, ``>= 1``, ``between 0 and 1``."""
-        parts = []
-        if self.low is not None:
-            parts.append(f"{'>' if self.low_open else '>='} {_plain(self.low)}")
-        if self.high is not None and self.high < FLOAT32_MAX:
-            parts.append(f"<= {_plain(self.high)}")
-        return " and ".join(parts)
-
-
-def _converts(convert: Callable[[str], Any], text: str) -> bool:
-    try:
-        convert(text.strip())
-        return True
-    except ValueError:
-        return False
-
-
-def _plain(x: float) -> str:
-    """``2147483647`` rather than ``2.14748e+09``; ``0.5`` as is."""
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
-def _fail(rule: Rule, name: str, value: Any, what: str) -> ConfigError:
-    req = f" {rule.requirement}" if rule.requirement and what in ("an integer", "a finite number") else ""
-    return ConfigError(name, f"{name} must be {what}{req}, got {value!r}")
-
-
-def _check_int(rule: Rule, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise _fail(rule, name, value, "an integer")
-    value = int(value)
-    if (rule.low is not None and value < rule.low) or (rule.high is not None and value > rule.high):
-        raise _fail(rule, name, value, "an integer")
-    return value
-
-
-def finite_number(value: Any, name: str, *, low: float | None = None, low_open: bool = False,
-                  high: float = FLOAT32_MAX) -> float:
-    """A real, finite number within float32's range and the bounds, as ``float``.
-
-    The one number rule: option values, recipe weights and sweep values all use it.
-    """
-    rule = Rule("float", low=low, low_open=low_open, high=high)
-    return _check_float(rule, name, value)
-
-
-def _check_float(rule: Rule, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise _fail(rule, name, value, "a finite number")
-    value = float(value)
-    high = FLOAT32_MAX if rule.high is None else rule.high
-    too_low = rule.low is not None and (value <= rule.low if rule.low_open else value < rule.low)
-    if not math.isfinite(value) or too_low or abs(value) > high:
-        raise _fail(rule, name, value, "a finite number")
-    return value
-
-
-def _check_bool(rule: Rule, name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(rule, name, value, "true or false")
-    return value
-
-
-def _check_choice(rule: Rule, name: str, value: Any) -> str:
-    if not isinstance(value, str) or value not in rule.choices:
-        raise ConfigError(name, f"unknown {name} {value!r}; choose {', '.join(rule.choices)}")
-    return value
-
-
-def _check_text(rule: Rule, name: str, value: Any) -> str:
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if not isinstance(value, str) or not value.strip():
-        raise _fail(rule, name, value, "a non-empty string")
-    return value
-
-
-def _check_paths(rule: Rule, name: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, (str, os.PathLike)):
-        value = (value,)
-    if not isinstance(value, (list, tuple)):
-        raise _fail(rule, name, value, "a path or a list of paths")
-    return tuple(_check_text(rule, name, v) for v in value)
-
-
-def _check_floats(rule: Rule, name: str, value: Any) -> tuple[float, ...]:
-    if not isinstance(value, (list, tuple)) or not value:
-        raise _fail(rule, name, value, "a non-empty list of numbers")
-    return tuple(_check_float(rule, name, v) for v in value)
-
-
-def _check_ints(rule: Rule, name: str, value: Any) -> tuple[int, ...]:
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        value = (value,)
-    if not isinstance(value, (list, tuple)) or not value:
-        raise _fail(rule, name, value, "a non-empty list of integers")
-    return tuple(_check_int(rule, name, v) for v in value)
-
-
-_CHECKS: dict[str, Callable[[Rule, str, Any], Any]] = {
-    "int": _check_int, "float": _check_float, "bool": _check_bool, "choice": _check_choice,
-    "text": _check_text, "paths": _check_paths, "floats": _check_floats, "ints": _check_ints,
-}
-
-
-def _option(default: Any, rule: Rule) -> Any:
-    return dataclasses.field(default=default, metadata={"rule": rule})
 
 
 # --------------------------------------------------------------------------- starts
@@ -311,91 +149,91 @@ class RunConfig:
     and one program); compare modes with a batch ``[grid]``.
     """
 
-    content: str | None = _option(None, Rule(
+    content: str | None = option(None, Rule(
         "text", "Content image (default: the bundled NASA astronaut photo).", optional=True))
-    style: tuple[str, ...] = _option((), Rule(
+    style: tuple[str, ...] = option((), Rule(
         "paths", "Style image; repeat to blend several (default: bundled Starry Night)."))
-    style_weights: tuple[float, ...] | None = _option(None, Rule(
+    style_weights: tuple[float, ...] | None = option(None, Rule(
         "floats", "Blend weights, one per style (comma-separated).", low=0.0, optional=True))
-    style_masks: tuple[str, ...] | None = _option(None, Rule(
+    style_masks: tuple[str, ...] | None = option(None, Rule(
         "paths", "Mask image per style (repeat, one per --style): each style governs the "
                  "output region where its mask is white (greyscale weights 0-1), matched "
                  "against its own statistics.", optional=True))
-    style_scale: tuple[float, ...] | None = _option(None, Rule(
+    style_scale: tuple[float, ...] | None = option(None, Rule(
         "floats", "Size of each style image relative to the output (comma-separated, one per "
                   "style or one for all; default 1): larger makes its strokes larger.",
         low=0.0, low_open=True, high=MAX_STYLE_SCALE, optional=True))
-    preserve_color: str | None = _option(None, Rule(
+    preserve_color: str | None = option(None, Rule(
         "choice", "Keep the content's colours: luminance (style on luminance only, content's "
                   "chroma on output), stats (style recoloured to the content's colour mean and "
                   "covariance), histogram (style's channel histograms matched to the content's) "
                   "or none (default: the recipe's preserve_color, else none).",
         PRESERVE_COLORS, optional=True))
-    recipe: Any = _option(DEFAULT_RECIPE, Rule(
+    recipe: Any = option(DEFAULT_RECIPE, Rule(
         "text", "Preset name (see 'jaxcombine recipes') or a recipe .toml file."))
-    init: str | None = _option(None, Rule(
+    init: str | None = option(None, Rule(
         "text", "Starts, comma-separated: content, style, noise, noise:N, or image paths "
                 "(default: the recipe's). Several run side by side in one program.", optional=True))
-    steps: int = _option(200, Rule("int", "Optimisation steps.", low=0, high=10_000_000))
-    size: int = _option(192, Rule("int", "Longest side of the output, px.", low=1, high=1_000_000))
-    scales: tuple[int, ...] | None = _option(None, Rule(
+    steps: int = option(200, Rule("int", "Optimisation steps.", low=0, high=10_000_000))
+    size: int = option(192, Rule("int", "Longest side of the output, px.", low=1, high=1_000_000))
+    scales: tuple[int, ...] | None = option(None, Rule(
         "ints", "Coarse to fine: optimise at these sizes (longest side, px) in turn, ascending, "
                 "e.g. 128,256,512; --size ends the list if it is not there. Each scale starts "
                 "from the previous one's result, upsampled.", low=1, high=1_000_000, optional=True))
-    min_size: int | None = _option(None, Rule(
+    min_size: int | None = option(None, Rule(
         "int", "Coarse to fine from this size up to --size, in steps of sqrt(2) (instead of "
                "--scales).", low=1, high=1_000_000, optional=True))
-    scale_steps: tuple[int, ...] | None = _option(None, Rule(
+    scale_steps: tuple[int, ...] | None = option(None, Rule(
         "ints", "Steps at each scale, one per scale (default: --steps at every scale).",
         low=0, high=10_000_000, optional=True))
-    scale_from: str = _option("last", Rule(
+    scale_from: str = option("last", Rule(
         "choice", "What a scale hands the next: its last image, or the running average of its "
                   "iterates (smoother).", SCALE_FROM))
-    scale_optimizer: str = _option("reset", Rule(
+    scale_optimizer: str = option("reset", Rule(
         "choice", "Across scales, start the optimiser afresh (reset: lower final loss, measured "
                   "in docs/benchmarks.md) or carry its state (Adam's moments resized to the new "
                   "size).", SCALE_OPTIMIZER))
-    optimizer: Any = _option("adam", Rule("choice", "Optimiser.", OPTIMIZERS))
-    lr: float | None = _option(None, Rule(
+    optimizer: Any = option("adam", Rule("choice", "Optimiser.", OPTIMIZERS))
+    lr: float | None = option(None, Rule(
         "float", "Learning rate in 0-255 pixel units (default per optimizer: "
                  + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ").",
         low=0.0, low_open=True, optional=True))
-    schedule: str = _option("constant", Rule(
+    schedule: str = option("constant", Rule(
         "choice", "Learning-rate schedule (cosine decays to 10% over the steps).", SCHEDULES))
-    tv_weight: float | None = _option(None, Rule(
+    tv_weight: float | None = option(None, Rule(
         "float", "Total-variation weight (overrides the recipe's).", low=0.0, optional=True))
-    seed: int = _option(0, Rule("int", "Seed of the first noise start.", low=0, high=SEED_LIMIT - 1))
-    model: str = _option("vgg19", Rule("choice", "Network.", MODELS))
-    pooling: str = _option("max", Rule("choice", "Pooling between VGG blocks.", POOLINGS))
-    dtype: str = _option("float32", Rule(
+    seed: int = option(0, Rule("int", "Seed of the first noise start.", low=0, high=SEED_LIMIT - 1))
+    model: str = option("vgg19", Rule("choice", "Network.", MODELS))
+    pooling: str = option("max", Rule("choice", "Pooling between VGG blocks.", POOLINGS))
+    dtype: str = option("float32", Rule(
         "choice", "Dtype of the VGG activations (losses stay float32).", DTYPES))
-    remat: bool = _option(False, Rule("bool", "Recompute VGG blocks in the backward pass (less memory)."))
-    conv: str = _option(AUTO, Rule(
+    remat: bool = option(False, Rule("bool", "Recompute VGG blocks in the backward pass (less memory)."))
+    conv: str = option(AUTO, Rule(
         "choice", "Convolution algorithm (auto: fastest measured for the backend; "
                   "winograd: float32 only, about 0.5 GB more memory).", (AUTO, *CONVS)))
-    chunk: int = _option(25, Rule("int", "Steps per compiled chunk / report.", low=1, high=100_000))
-    loop: str = _option(AUTO, Rule(
+    chunk: int = option(25, Rule("int", "Steps per compiled chunk / report.", low=1, high=100_000))
+    loop: str = option(AUTO, Rule(
         "choice", "Loop form inside a chunk (auto: fastest measured for the backend).",
         (AUTO, *LOOPS)))
-    tile: int = _option(0, Rule(
+    tile: int = option(0, Rule(
         "int", "Compute each step's exact loss and gradient from tiles of this many px "
                "(a multiple of 16 for layers of block 5; 0: the whole image at once). Memory "
                "is then set by the tile plus 80 px halos, not the image; time grows (the "
                "forward runs twice, over the halos too). Not with the swd statistic.",
         low=0, high=1_000_000))
-    shard: str = _option(AUTO, Rule(
+    shard: str = option(AUTO, Rule(
         "choice", "With several devices, split the starts over them (starts) or each "
                   "image's rows, so one image larger than a device holds fits (rows; the "
                   "height must divide among them). auto: rows when there is one start and "
                   "its height divides, else starts. Applies to run; study and batch split starts.",
         (AUTO, *SHARDS)))
-    snapshot_every: int = _option(0, Rule("int", "Also save images every N steps (0: never).", low=0))
-    weights: str | None = _option(None, Rule(
+    snapshot_every: int = option(0, Rule("int", "Also save images every N steps (0: never).", low=0))
+    weights: str | None = option(None, Rule(
         "text", "Weights folder (or a converted .h5 file). Default: the project's weights/ folder.",
         optional=True))
-    max_pixels: int = _option(DEFAULT_MAX_PIXELS, Rule(
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, Rule(
         "int", "Refuse input images larger than this (decompression bombs).", low=1))
-    max_memory: float | None = _option(None, Rule(
+    max_memory: float | None = option(None, Rule(
         "float", "Memory limit in GB for the check made before a run starts (default: the "
                  "accelerator's memory, or the host's available memory on CPU).",
         low=0.0, low_open=True, optional=True))
@@ -583,13 +421,8 @@ class StudyOptions:
     evaluate: bool = False
 
     def __post_init__(self) -> None:
-        _check_int(Rule("int", low=1), "snapshot_every", self.snapshot_every)
-        _check_bool(Rule("bool"), "evaluate", self.evaluate)
+        positive_int(self.snapshot_every, "snapshot_every")
+        Rule("bool").check("evaluate", self.evaluate)
         finite_number(self.tolerance, "tolerance", low=0.0, low_open=True)
         if self.sweep is not None and not isinstance(self.sweep, Sweep):
             object.__setattr__(self, "sweep", parse_sweep(self.sweep))
-
-
-def positive_int(value: Any, name: str) -> int:
-    """An integer >= 1 (``max_batch``, bench repeats, ...)."""
-    return _check_int(Rule("int", low=1), name, value)

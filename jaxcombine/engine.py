@@ -20,8 +20,8 @@ VGG weights and targets are passed as arguments (never closed over, never
 donated). Only the static :class:`Problem` (structure) and the shapes select
 a compiled program; learning rates, step counts and loss weights are arrays in
 the :class:`State`, so a run that changes only those compiles nothing.
-Interrupts are the drivers' business: :func:`optimise` asks a ``stop``
-callback between chunks.
+Running chunks until every start has its steps, over devices, with callbacks
+between chunks (snapshots, interrupts), is :mod:`jaxcombine.driver`'s job.
 """
 
 from __future__ import annotations
@@ -29,15 +29,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from functools import partial
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxcombine import losses, model, optimizers, rows, tiles
+from jaxcombine import losses, model, optimizers, tiles
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.recipe import Recipe
 
@@ -379,162 +378,6 @@ def default_loop(backend: str | None = None, conv: str = "xla") -> str:
     return DEFAULT_LOOP.get((backend or jax.default_backend(), conv), "scan")
 
 
-# --------------------------------------------------------------------------- devices
-
-
-def shard_starts(state: Any) -> tuple[Any, int]:
-    """Spread the starts axis over all local devices (padding it to a multiple of them).
-
-    ``state`` is a :class:`State` or any pytree whose leaves all lead with the
-    starts axis (e.g. ``(state, per-start targets)``). Returns the placed tree
-    and the number of real starts. One device: unchanged.
-    """
-    devices = jax.local_devices()
-    k = jax.tree.leaves(state)[0].shape[0]
-    if len(devices) == 1:
-        return state, k
-    pad = (-k) % len(devices)
-    if pad:
-        state = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]), state)
-    # Auto axis: the compiler propagates the starts sharding through the step
-    # (the pooling reshapes, the Gram einsums) with no annotations in the model.
-    mesh = jax.make_mesh((len(devices),), ("inits",), axis_types=(jax.sharding.AxisType.Auto,),
-                         devices=devices)
-    sharding = NamedSharding(mesh, P("inits"))
-    return jax.device_put(state, sharding), k
-
-
-# --------------------------------------------------------------------------- driver
-
-
-@dataclasses.dataclass
-class Outcome:
-    """What an optimisation produced (host numpy arrays).
-
-    ``history`` row i holds the components of step ``start_step + i + 1``; rows
-    past a start's own step count (or after it diverged) are NaN.
-    """
-
-    pixels: np.ndarray  # (k, H, W, 3) float32, the last good image of each start
-    history: np.ndarray  # (steps_done, k, n_components) unweighted components
-    labels: tuple[str, ...]  # component names, ``recipe.labels``
-    weights: np.ndarray  # (k, n_components)
-    alive: np.ndarray  # (k,) bool: False where the start diverged
-    diverged_at: list[int | None]  # step at which each start diverged
-    steps_done: int  # steps run in this call (the longest start's)
-    compile_s: float
-    run_s: float
-    interrupted: bool = False
-    opt_state: Any = None  # the final optimiser state (numpy leaves leading with k), to resume
-    loop: str = ""  # the loop form that ran (``auto`` resolved)
-    start_step: int = 0
-    step: np.ndarray | None = None  # (k,) steps each start has done
-    average: np.ndarray | None = None  # (k, H, W, 3) iterate averages, when the state kept them
-    # coarse to fine (jaxcombine.scales): the stage of each history row, each stage's shape
-    row_stage: np.ndarray | None = None
-    stage_sizes: tuple[tuple[int, int], ...] = ()
-
-    @property
-    def totals(self) -> np.ndarray:
-        """(steps_done, k) weighted total loss."""
-        return np.einsum("skc,kc->sk", self.history, self.weights)
-
-    def final_totals(self) -> np.ndarray:
-        """(k,) weighted total at each start's own last step (NaN where it took none)."""
-        rows = np.asarray(self.step) - self.start_step - 1
-        totals = self.totals
-        return np.asarray([totals[r, j] if 0 <= r < len(totals) else np.nan
-                           for j, r in enumerate(rows)])
-
-
-ChunkCallback = Callable[[int, np.ndarray, Callable[[], np.ndarray]], None]
-
-
-class _Fetch:
-    """``on_chunk``'s third argument: calling it fetches the current pixels (k, H, W, 3);
-    ``.opt_state()`` fetches the optimiser state (numpy leaves leading with k). Both are
-    transfers, valid only during the callback (the buffers are donated to the next chunk)."""
-
-    def __init__(self, state: State, k: int):
-        self._state, self._k = state, k
-
-    def __call__(self) -> np.ndarray:
-        return np.asarray(self._state.pixels)[:self._k]
-
-    def opt_state(self) -> Any:
-        return jax.tree.map(lambda a: np.asarray(a)[:self._k], self._state.opt_state)
-
-    def average(self) -> np.ndarray | None:
-        """The iterate averages (:func:`iterate_average`), or None where not kept."""
-        if self._state.average is None:
-            return None
-        return np.asarray(iterate_average(self._state))[:self._k]
-
-
-def optimise(problem: Problem, variables: Mapping, targets: Mapping, state: State, *,
-             chunk: int = 25, loop: str = "auto", on_chunk: ChunkCallback | None = None,
-             stop: Callable[[], bool] | None = None,
-             per_start_targets: bool = False, shard: str = "starts") -> Outcome:
-    """Advance every start of ``state`` (:func:`init_state`) to its own step count, in chunks.
-
-    After each chunk ``on_chunk(step, components, get_pixels)`` is called with
-    the chunk's components (n, k, c) as numpy and a function that fetches the
-    current pixels (only call it when a snapshot is due: it is a transfer; its
-    ``.opt_state()`` fetches the optimiser state the same way, to save a
-    resumable state). ``stop()`` is asked between chunks; when it says yes the
-    outcome has ``interrupted=True`` and everything done so far (the drivers
-    connect it to Ctrl-C and SIGTERM). ``per_start_targets``: every leaf of
-    ``targets`` leads with the starts axis k, so each start matches its own
-    targets (jobs with different images in one program). ``shard``: ``"starts"``
-    spreads the starts over the local devices; ``"rows"`` splits each image's
-    height over them instead (:mod:`jaxcombine.rows`; shared targets only).
-    """
-    loop = default_loop(None, problem.conv) if loop == "auto" else loop
-    axis = 0 if per_start_targets else None
-    start_step = int(np.min(np.asarray(state.step)))
-    end_step = int(np.max(np.asarray(state.steps)))
-    if shard == "rows" and not per_start_targets:
-        k = state.pixels.shape[0]
-        state, targets = rows.shard_rows(state, targets, [
-            losses.target_key(t) for t in problem.recipe.terms if t.statistic == "activations"])
-    elif per_start_targets:
-        (state, targets), k = shard_starts((state, targets))
-    else:
-        state, k = shard_starts(state)
-    history: list[np.ndarray] = []
-    step, compile_s, run_s = start_step, 0.0, 0.0
-    compiled: set[int] = set()
-    interrupted = False
-    while step < end_step:
-        if stop is not None and stop():
-            interrupted = True
-            break
-        n = min(chunk, end_step - step)
-        t0 = time.perf_counter()
-        if _program(loop, n, chunk) not in compiled:  # time the compile apart
-            compile_s += compile_chunk(problem, variables, targets, state, n, loop, axis, chunk)
-            compiled.add(_program(loop, n, chunk))
-            t0 = time.perf_counter()
-        state, comps = run_chunk(problem, variables, targets, state, n, loop, axis, chunk)
-        comps = np.asarray(comps)[:, :k]  # the only host round trip of the chunk
-        run_s += time.perf_counter() - t0
-        history.append(comps)
-        step += n
-        if on_chunk is not None:
-            on_chunk(step, comps, _Fetch(state, k))
-    hist = np.concatenate(history) if history else np.zeros((0, k, len(problem.recipe.labels)))
-    alive = np.asarray(state.alive)[:k]
-    return Outcome(
-        pixels=np.asarray(state.pixels)[:k], history=hist, labels=problem.recipe.labels,
-        weights=np.asarray(state.weights)[:k], alive=alive,
-        diverged_at=_divergence_steps(hist, alive, start_step), steps_done=step - start_step,
-        compile_s=compile_s, run_s=run_s, interrupted=interrupted,
-        opt_state=_Fetch(state, k).opt_state(), loop=loop, start_step=start_step,
-        step=np.asarray(state.step)[:k],
-        average=None if state.average is None else np.asarray(iterate_average(state))[:k],
-    )
-
-
 def compile_chunk(problem, variables, targets, state, n, loop, targets_axis=None,
                   capacity=None) -> float:
     """Compile (ahead of time) the program for a chunk of ``n`` (see :func:`run_chunk`);
@@ -549,17 +392,3 @@ def compile_chunk(problem, variables, targets, state, n, loop, targets_axis=None
         _rolled_chunk.lower(problem, variables, targets, state, jnp.int32(n),
                             capacity=max(capacity or n, n), targets_axis=targets_axis).compile()
     return time.perf_counter() - t0
-
-
-def _program(loop: str, n: int, capacity: int) -> int:
-    """Which compiled program a chunk of ``n`` runs: one per length only when unrolled."""
-    return n if loop == "unroll" else capacity
-
-
-def _divergence_steps(history: np.ndarray, alive: np.ndarray, start_step: int) -> list[int | None]:
-    """The step at which each diverged start first gave a non-finite loss (None if alive)."""
-    out: list[int | None] = []
-    for j in range(history.shape[1]):
-        bad = np.flatnonzero(~np.isfinite(history[:, j]).all(axis=-1))
-        out.append(int(bad[0]) + start_step + 1 if not alive[j] and bad.size else None)
-    return out

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine import color, engine, folders, images, interrupts, losses, masks as masks_lib
-from jaxcombine import memory, model, outputs, rows, scales, tiles
+from jaxcombine import driver, memory, model, outputs, rows, scales, tiles
 from jaxcombine import recipe as recipe_lib, records, weights as weights_lib
 from jaxcombine.config import Init, RunConfig, parse_inits  # noqa: F401  (re-exported)
 from jaxcombine.errors import JaxcombineError
@@ -317,7 +317,7 @@ class Result:
 
     config: RunConfig
     labels: tuple[str, ...]
-    outcome: engine.Outcome
+    outcome: driver.Outcome
     weights_fingerprint: str
     wall_s: float
     out: Path | None = None

@@ -38,7 +38,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxcombine import masks as masks_lib, statistics
-from jaxcombine.config import STATISTICS  # noqa: F401  (losses.STATISTICS)
 from jaxcombine.recipe import Recipe, Term
 
 EPS = 1e-8

@@ -23,7 +23,8 @@ from typing import Any, Sequence
 
 from jaxcombine import config as config_lib, images, recipe as recipe_lib, records
 from jaxcombine import weights as weights_lib
-from jaxcombine.config import ConfigError, RunConfig
+from jaxcombine.config import RunConfig
+from jaxcombine.rules import ConfigError
 from jaxcombine.errors import JaxcombineError
 
 FIELDS = config_lib.run_fields()
@@ -159,10 +160,14 @@ def job_id(config: RunConfig) -> str:
 
 
 def _recipe_masks(recipe: str) -> tuple[str, ...]:
-    """The mask files a recipe file's terms name (presets name none)."""
+    """The mask files a recipe file's terms name (presets name none). A recipe that does
+    not load names none here: its job fails, reported, when it is run."""
     if recipe in recipe_lib.preset_names():
         return ()
-    return recipe_lib.load(recipe).masks
+    try:
+        return recipe_lib.load(recipe).masks
+    except JaxcombineError:
+        return ()
 
 
 def process_share(jobs: Sequence[Job], index: int, count: int) -> list[Job]:

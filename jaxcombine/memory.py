@@ -341,7 +341,7 @@ def out_of_memory_as_error(what: str, *,
     numpy's ``MemoryError``; anything else passes through unchanged::
 
         with out_of_memory_as_error("1 start at 8192x8192"):
-            outcome = engine.optimise(...)
+            outcome = driver.optimise(...)
     """
     try:
         yield

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from jaxcombine import engine, images
+from jaxcombine import driver, images
 
 
 def chunk_size(chunk: int, snapshot_every: int) -> int:
@@ -42,7 +42,7 @@ def csv_text(columns: dict[str, np.ndarray]) -> str:
     return buf.getvalue()
 
 
-def history_csv(outcome: engine.Outcome, j: int) -> str:
+def history_csv(outcome: driver.Outcome, j: int) -> str:
     """Start ``j``'s history up to its own last step: step, the size optimised at (longest
     side, px: coarse-to-fine runs change it), weighted total, then each unweighted
     component (``nan`` where the loss was not finite)."""
@@ -59,14 +59,14 @@ def history_csv(outcome: engine.Outcome, j: int) -> str:
     return buf.getvalue()
 
 
-def row_sizes(outcome: engine.Outcome) -> np.ndarray:
+def row_sizes(outcome: driver.Outcome) -> np.ndarray:
     """(rows,) the longest side, px, of the image each history row was optimised at."""
     if outcome.row_stage is None:
         return np.full(len(outcome.history), max(outcome.pixels.shape[1:3]), int)
     return np.asarray([max(hw) for hw in outcome.stage_sizes], int)[outcome.row_stage]
 
 
-def scales_record(config, outcome: engine.Outcome) -> dict:
+def scales_record(config, outcome: driver.Outcome) -> dict:
     """What a JSON record says of the scales: sizes (longest side and (height, width)),
     steps at each, and how one scale was handed to the next."""
     shapes = outcome.stage_sizes or (tuple(outcome.pixels.shape[1:3]),)

@@ -32,8 +32,8 @@ from typing import Any, Mapping
 import tomli_w
 
 from jaxcombine import model
-from jaxcombine.config import DEFAULT_RECIPE as DEFAULT  # noqa: F401  (recipe.DEFAULT)
-from jaxcombine.config import INIT_KINDS as INITS, SOURCES, STATISTICS, ConfigError, finite_number
+from jaxcombine.config import INIT_KINDS as INITS, SOURCES, STATISTICS
+from jaxcombine.rules import ConfigError, finite_number
 from jaxcombine.config import rule as option_rule
 from jaxcombine.errors import JaxcombineError
 

@@ -1,6 +1,6 @@
 """One image over several devices: its height axis sharded on a ``Mesh`` axis ``"rows"``.
 
-Why: sharding the starts (:func:`jaxcombine.engine.shard_starts`) lets more
+Why: sharding the starts (:func:`jaxcombine.driver.shard_starts`) lets more
 starts run, never a larger image; a single start on n devices would even be
 padded to n copies. Splitting the rows of the image instead divides every
 activation, the largest part of a step's memory, by the number of devices, so

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import engine, optimizers
+from jaxcombine import driver, engine, optimizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,14 +91,14 @@ def carry_optimizer_state(old: Any, fresh: Any) -> Any:
     return jax.tree.map(carry, old, fresh, is_leaf=lambda n: isinstance(n, optimizers.LearningRate))
 
 
-def handed_on(outcome: engine.Outcome, from_average: bool) -> np.ndarray:
+def handed_on(outcome: driver.Outcome, from_average: bool) -> np.ndarray:
     """What a finished scale hands the next: its last images or its iterate averages."""
     if from_average and outcome.average is not None:
         return outcome.average
     return outcome.pixels
 
 
-def next_state(problem: engine.Problem, outcome: engine.Outcome, stage: Stage,
+def next_state(problem: engine.Problem, outcome: driver.Outcome, stage: Stage,
                new_state: Callable[[Any, Any], engine.State], *, carry_optimizer: bool,
                from_average: bool) -> engine.State:
     """The state that begins ``stage`` after ``outcome`` (the previous scale's)."""
@@ -116,21 +116,21 @@ def optimise_scales(problem: engine.Problem, variables: Mapping, stages: Sequenc
                     state: engine.State, new_state: Callable[[Any, Any], engine.State], *,
                     first_stage: int = 0, carry_optimizer: bool = True,
                     from_average: bool = False,
-                    on_chunk: engine.ChunkCallback | None = None,
-                    on_stage: Callable[[int, engine.Outcome], None] | None = None,
-                    **optimise_options: Any) -> engine.Outcome:
+                    on_chunk: driver.ChunkCallback | None = None,
+                    on_stage: Callable[[int, driver.Outcome], None] | None = None,
+                    **optimise_options: Any) -> driver.Outcome:
     """Run ``stages[first_stage:]`` in turn, ``state`` being the state at ``first_stage``
-    (possibly part-done: a resumed run). Returns one :class:`engine.Outcome` for the
+    (possibly part-done: a resumed run). Returns one :class:`driver.Outcome` for the
     whole ladder: history rows of every stage in order, each row's stage in ``row_stage``.
 
     ``new_state(pixels, steps)`` builds a fresh state at a stage's size (the caller's
     learning rates, loss weights and seeds). ``on_chunk`` gets global steps;
     ``on_stage(i, outcome)`` is called when stage i ends (not when interrupted), before
-    the next begins. ``optimise_options`` go to :func:`engine.optimise` (chunk, loop,
+    the next begins. ``optimise_options`` go to :func:`driver.optimise` (chunk, loop,
     stop, per_start_targets).
     """
     starts = offsets(stages)
-    parts: list[tuple[int, engine.Outcome]] = []
+    parts: list[tuple[int, driver.Outcome]] = []
     for i in range(first_stage, len(stages)):
         stage = stages[i]
         if i > first_stage:
@@ -141,7 +141,7 @@ def optimise_scales(problem: engine.Problem, variables: Mapping, stages: Sequenc
             if on_chunk is not None:
                 on_chunk(offset + step, comps, fetch)
 
-        outcome = engine.optimise(problem, variables, stage.targets(), state,
+        outcome = driver.optimise(problem, variables, stage.targets(), state,
                                   on_chunk=shifted, **optimise_options)
         parts.append((i, outcome))
         if outcome.interrupted:
@@ -151,9 +151,9 @@ def optimise_scales(problem: engine.Problem, variables: Mapping, stages: Sequenc
     return merge(parts, starts, stages)
 
 
-def merge(parts: list[tuple[int, engine.Outcome]], starts: list[int],
-          stages: Sequence[Stage]) -> engine.Outcome:
-    """One :class:`engine.Outcome` from the stages' outcomes, steps counted globally."""
+def merge(parts: list[tuple[int, driver.Outcome]], starts: list[int],
+          stages: Sequence[Stage]) -> driver.Outcome:
+    """One :class:`driver.Outcome` from the stages' outcomes, steps counted globally."""
     first_i, first = parts[0]
     last_i, last = parts[-1]
     if len(parts) == 1 and len(stages) == 1:

@@ -2,7 +2,7 @@
 
 Each device count runs in its own process (the count is fixed when JAX starts):
 the chunk program of one start of ``--recipe`` at ``--size``² is compiled with the
-state placed as ``engine.optimise(shard="rows")`` places it, and XLA's own
+state placed as ``driver.optimise(shard="rows")`` places it, and XLA's own
 ``memory_analysis()`` of the compiled (per-device, SPMD-partitioned) program is
 printed: temporaries, arguments (weights, targets, state) and outputs, in MB.
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import batch, color, config, images, job
+from jaxcombine import batch, color, config, images, job, rules
 from jaxcombine.errors import JaxcombineError
 
 SHALLOW_PATH = Path(__file__).with_name("shallow.toml")
@@ -133,7 +133,7 @@ def test_a_recipe_sets_preserve_color_and_the_option_overrides_it(vgg19, tmp_pat
     with pytest.raises(JaxcombineError, match="recipe r: unknown preserve_color 'purple'; "
                                               "choose none, luminance, stats, histogram"):
         job.prepare(job.RunConfig(recipe=str(path), **TINY))
-    with pytest.raises(config.ConfigError, match="NAME one of lr, tv_weight"):
+    with pytest.raises(rules.ConfigError, match="NAME one of lr, tv_weight"):
         config.parse_sweep("preserve_color=none,luminance")  # not a traced number
 
 

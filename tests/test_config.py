@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from jaxcombine import batch, config, job
-from jaxcombine.config import ConfigError, RunConfig
+from jaxcombine import batch, config, job, rules
+from jaxcombine.config import RunConfig
+from jaxcombine.rules import ConfigError
 from jaxcombine.errors import JaxcombineError
 
 # (option, bad value as the API / a manifest gives it, as a command line gives it, message)
@@ -167,4 +168,4 @@ def test_random_values_give_a_config_or_a_config_error(options):
     assert c == c.replace()  # a valid config rebuilt from itself is still valid and equal
     for name in ("lr", "tv_weight"):
         value = getattr(c, name)
-        assert value is None or (math.isfinite(value) and abs(value) <= config.FLOAT32_MAX)
+        assert value is None or (math.isfinite(value) and abs(value) <= rules.FLOAT32_MAX)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import config, engine, images, job, losses, recipe
+from jaxcombine import config, driver, images, job, losses, recipe
 from jaxcombine.errors import JaxcombineError
 
 TINY = dict(size=32, chunk=3)
@@ -111,7 +111,7 @@ def test_divergence_freezes_that_start_only(vgg19):
     prep = job.prepare(job.RunConfig(init="content,noise", **PLUMBING))
     x0 = prep.x0.copy()
     x0[1, 0, 0, 0] = np.nan  # this start's loss is NaN from the first step
-    out = engine.optimise(prep.problem, prep.variables, prep.targets, prep.initial_state(x0),
+    out = driver.optimise(prep.problem, prep.variables, prep.targets, prep.initial_state(x0),
                           chunk=2)
     assert out.alive.tolist() == [True, False]
     assert out.diverged_at == [None, 1]

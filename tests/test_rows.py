@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxcombine import config, rows
+from jaxcombine import config, rows, rules
 from jaxcombine.errors import JaxcombineError
 
 SHALLOW = Path(__file__).with_name("shallow.toml")
@@ -20,7 +20,7 @@ SHALLOW = Path(__file__).with_name("shallow.toml")
 WORKER = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
-from jaxcombine import engine, job, losses
+from jaxcombine import engine, job, losses, rows
 from jaxcombine.config import RunConfig
 cfg = RunConfig(recipe=sys.argv[1], size=64, steps=4, chunk=2, init=sys.argv[5],
                 shard=sys.argv[2], conv=sys.argv[3], scales=json.loads(sys.argv[6]))
@@ -29,7 +29,7 @@ prep = job.prepare(cfg)
 state = prep.initial_state()
 mode = job.shard_mode(cfg, len(prep.labels), *(s.height for s in prep.stages()))
 if mode == "rows":
-    state, targets = engine.rows.shard_rows(state, prep.targets, [
+    state, targets = rows.shard_rows(state, prep.targets, [
         losses.target_key(t) for t in prep.problem.recipe.terms if t.statistic == "activations"])
 else:
     targets = prep.targets
@@ -107,5 +107,5 @@ def test_resolve_picks_rows_for_one_start_whose_height_divides():
 def test_shard_is_a_validated_option():
     assert config.RunConfig().shard == "auto"
     assert config.RunConfig(shard="rows").shard == "rows"
-    with pytest.raises(config.ConfigError, match="unknown shard 'cols'; choose auto, starts, rows"):
+    with pytest.raises(rules.ConfigError, match="unknown shard 'cols'; choose auto, starts, rows"):
         config.RunConfig(shard="cols")

@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 
 import jaxcombine
-from jaxcombine import engine, optimizers, scales, study as study_lib
-from jaxcombine.config import ConfigError, RunConfig
+from jaxcombine import driver, optimizers, scales, study as study_lib
+from jaxcombine.config import RunConfig
+from jaxcombine.rules import ConfigError
 
 SHALLOW = str(Path(__file__).with_name("shallow.toml"))
 LADDER = dict(recipe=SHALLOW, size=32, scales=(24,), steps=3, chunk=3)  # 24 px, then 32 px
@@ -77,7 +78,7 @@ def test_vmapped_starts_through_scales_equal_one_by_one(vgg19):
 def test_the_state_carried_across_a_scale_has_the_new_shape(vgg19):
     prep = jaxcombine.prepare(RunConfig(init="content,noise", **LADDER))
     stages = prep.stages()
-    first = engine.optimise(prep.problem, prep.variables, stages[0].targets(),
+    first = driver.optimise(prep.problem, prep.variables, stages[0].targets(),
                             prep.initial_state(average=True), chunk=3)
     assert first.average.shape == first.pixels.shape == (2, 24, 24, 3)
     assert not np.allclose(first.average, first.pixels)  # an average, not the last iterate

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import outputs, study as study_lib
+from jaxcombine import outputs, study as study_lib, study_record
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.job import RunConfig, prepare
 
@@ -61,7 +61,7 @@ def test_every_file_is_written_and_plots_are_pngs(done):
 
 def test_history_csv_is_tidy(done):
     rows = read_csv(done.out / "history.csv")
-    assert list(rows[0]) == list(study_lib.HISTORY_COLUMNS)
+    assert list(rows[0]) == list(study_record.HISTORY_COLUMNS)
     terms = prepare(CONFIG).problem.recipe.labels
     assert len(rows) == 8 * len(STARTS) * (len(terms) + 1)
     assert {r["term"] for r in rows} == {*terms, "total"}
@@ -78,13 +78,13 @@ def test_history_csv_is_tidy(done):
 
 def test_distances_match_the_saved_final_images(done):
     rows = read_csv(done.out / "distances.csv")
-    assert list(rows[0]) == list(study_lib.DISTANCE_COLUMNS)
+    assert list(rows[0]) == list(study_record.DISTANCE_COLUMNS)
     assert sorted({int(r["step"]) for r in rows}) == [0, 4, 8]
     final = {(r["a"], r["b"], r["space"]): float(r["value"]) for r in rows if r["step"] == "8"}
     pngs = np.stack([np.asarray(Image.open(done.out / f"{s}.png"), np.float32) for s in STARTS])
     prep = prepare(CONFIG)
-    recomputed = study_lib.pair_distances(prep.problem, prep.variables, pngs)
-    spaces = ["pixel", *(name for name, _, _ in study_lib.feature_spaces(prep.problem.recipe))]
+    recomputed = study_record.pair_distances(prep.problem, prep.variables, pngs)
+    spaces = ["pixel", *(name for name, _, _ in study_record.feature_spaces(prep.problem.recipe))]
     assert {k[2] for k in final} == set(spaces)
     for p, (a, b) in enumerate(combinations(range(len(STARTS)), 2)):
         key = (STARTS[a], STARTS[b])

@@ -147,7 +147,8 @@ def test_a_tiled_run_matches_the_untiled_one():
 
 
 def test_tile_option_is_checked():
-    from jaxcombine.config import ConfigError, RunConfig
+    from jaxcombine.config import RunConfig
+    from jaxcombine.rules import ConfigError
     from jaxcombine.job import prepare
 
     with pytest.raises(ConfigError, match="tile must be an integer >= 0"):
