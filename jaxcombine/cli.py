@@ -38,6 +38,16 @@ def exit_interrupted() -> None:
     sys.exit(EXIT_INTERRUPTED)
 
 
+def abort_interrupted() -> None:
+    """Exit 130 at once, for a Ctrl-C that aborted work (a second one, mid-chunk): the
+    interpreter's own shutdown would wait for the chunk still running in XLA's threads
+    (measured: 10.5 s after the Ctrl-C, 512 px, 20-step chunks). Every output is written
+    atomically, so none is left half-written; the run in flight writes nothing more."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
+
+
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
     click.echo(f"jaxcombine: error: {message}", err=True)
     sys.exit(code)
@@ -82,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(e.format_message().replace("\n", " "), e.exit_code or EXIT_USAGE)
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("jaxcombine: interrupted", err=True)
-        exit_interrupted()
+        abort_interrupted()
     except OSError as e:  # disk full, permission denied, ... on our own outputs
         _fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e),
               EXIT_ERROR)

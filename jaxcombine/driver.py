@@ -12,6 +12,7 @@ a callback fetches pixels. What it returns, :class:`Outcome`, is host numpy.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from typing import Any, Callable, Mapping
 
@@ -51,6 +52,35 @@ def shard_starts(state: Any) -> tuple[Any, int]:
 
 
 # --------------------------------------------------------------------------- driver
+
+
+def when_ready(array: jax.Array) -> np.ndarray:
+    """``np.asarray(array)``, fetched by a helper thread while the main thread waits.
+
+    Python runs signal handlers only in the main thread and only between bytecodes,
+    so a main thread blocked in the transfer of a long chunk's result would hold back
+    every Ctrl-C until the chunk ends. Waiting on an event instead is interruptible
+    (POSIX lock waits are), so a second Ctrl-C aborts at once
+    (:mod:`jaxcombine.interrupts`), and the wake-up as the result lands costs
+    no polling delay.
+    """
+    result: list[Any] = []
+    done = threading.Event()
+
+    def fetch() -> None:
+        try:
+            result.append(np.asarray(array))
+        except BaseException as error:  # noqa: BLE001  re-raised in the caller's thread
+            result.append(error)
+        finally:
+            done.set()
+
+    threading.Thread(target=fetch, name="jaxcombine-fetch", daemon=True).start()
+    done.wait()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
 
 
 @dataclasses.dataclass
@@ -162,7 +192,7 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, state: Stat
             compiled.add(_program(loop, n, chunk))
             t0 = time.perf_counter()
         state, comps = run_chunk(problem, variables, targets, state, n, loop, axis, chunk)
-        comps = np.asarray(comps)[:, :k]  # the only host round trip of the chunk
+        comps = when_ready(comps)[:, :k]  # the only host round trip of the chunk
         run_s += time.perf_counter() - t0
         history.append(comps)
         step += n

@@ -303,6 +303,40 @@ def test_a_run_too_big_for_memory_is_refused_before_it_starts(tmp_path, args, fr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
+def test_a_second_ctrl_c_mid_chunk_aborts_at_once(vgg19, shallow, tmp_path):
+    """One chunk of 100000 steps: the first Ctrl-C asks for a stop after it, the second
+    aborts within seconds (the main thread waits for a chunk in short sleeps, so its
+    signal handler runs; the exit does not wait for the chunk), exit 130, one line."""
+    import threading
+
+    proc = cli("run", "--recipe", shallow / "shallow.toml", "--size", "64", "--steps", "100000",
+               "--chunk", "100000", "--out", tmp_path / "out")
+    started, seen = threading.Event(), []
+
+    def watch():  # the progress bar appears as the chunks begin
+        for char in iter(lambda: proc.stderr.read(1), ""):
+            seen.append(char)
+            if "0/100000" in "".join(seen[-40:]):
+                started.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        assert started.wait(120), "".join(seen)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        assert proc.wait(60) == 130
+        assert time.monotonic() - sent < 10
+    finally:
+        proc.kill()  # without the abort the chunk would run for minutes
+    time.sleep(0.2)  # the watcher's last characters
+    err = "".join(seen)
+    assert "Traceback" not in err and err.rstrip().endswith("jaxcombine: interrupted")
+    assert not (tmp_path / "out" / "content.png").exists()  # the run in flight wrote nothing
+
+
 def test_ctrl_c_during_the_writes_lets_them_finish(vgg19, shallow, tmp_path, monkeypatch):
     """A real SIGINT while the first image is written: every start and run.json still land."""
     from jaxcombine import job
