@@ -5,7 +5,7 @@
 Used by scripts/bench_cpu.sh and scripts/gpu_bench.sh, so both time the same image.
 """
 
-import sys
+import argparse
 
 from PIL import Image
 
@@ -20,4 +20,6 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", help="output image path (.png)")
+    main(parser.parse_args().out)
