@@ -103,6 +103,7 @@ class Outcome:
     interrupted: bool = False
     opt_state: Any = None  # the final optimiser state (numpy leaves leading with k), to resume
     loop: str = ""  # the loop form that ran (``auto`` resolved)
+    shard: str = "starts"  # how the devices shared the run: "starts" or "rows" (resolved)
     start_step: int = 0
     step: np.ndarray | None = None  # (k,) steps each start has done
     average: np.ndarray | None = None  # (k, H, W, 3) iterate averages, when the state kept them
@@ -206,6 +207,7 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, state: Stat
         diverged_at=_divergence_steps(hist, alive, start_step), steps_done=step - start_step,
         compile_s=compile_s, run_s=run_s, interrupted=interrupted,
         opt_state=_Fetch(state, k).opt_state(), loop=loop, start_step=start_step,
+        shard="rows" if shard == "rows" and not per_start_targets else "starts",
         step=np.asarray(state.step)[:k],
         average=None if state.average is None else np.asarray(iterate_average(state))[:k],
     )

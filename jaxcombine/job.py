@@ -403,7 +403,7 @@ def write_outputs(result: Result, prep: Prepared) -> None:
     weights_rec = {"fingerprint": prep.weights.fingerprint, **prep.weights.info}
     common = dict(problem=prep.problem, recipe=prep.recipe.to_dict(),
                   steps_done=oc.steps_done, interrupted=oc.interrupted, loop=oc.loop,
-                  scales=outputs.scales_record(result.config, oc),
+                  shard=oc.shard, scales=outputs.scales_record(result.config, oc),
                   compile_s=round(oc.compile_s, 3), run_s=round(oc.run_s, 3),
                   wall_s=round(result.wall_s, 3),
                   steps_per_s=round(oc.steps_done / oc.run_s, 4) if oc.run_s else None)

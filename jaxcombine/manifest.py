@@ -74,6 +74,10 @@ def load_manifest(path: str | os.PathLike) -> list[Job]:
         options = {**defaults, **table}
         try:
             config = _resolve_paths(config_lib.from_options(options), base)
+            if config.shard == "rows":
+                raise ConfigError("shard", "shard 'rows' is for one image at a time "
+                                  "(jaxcombine run or study); a batch spreads its jobs' "
+                                  "starts over the devices")
         except ConfigError as e:
             origin = where if e.field in table else "[defaults]"
             raise JaxcombineError(f"{path.name}: {origin}, {e.field}: {e}") from None

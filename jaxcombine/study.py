@@ -171,7 +171,8 @@ def run_study(config: RunConfig, out: str | Path, *, snapshot_every: int = 25,
                 carry_optimizer=config.scale_optimizer == "carry",
                 from_average=config.scale_from == "average",
                 chunk=outputs.chunk_size(config.chunk, snapshot_every), loop=config.loop,
-                on_chunk=on_chunk, stop=stop.is_set)
+                on_chunk=on_chunk, stop=stop.is_set,
+                shard=job.shard_mode(config, len(labels), *(s.height for s in stages)))
         if bar is not None:
             bar.close()
         # an interrupted run's last step
@@ -220,6 +221,8 @@ def _summary(rec: Recorder, oc: driver.Outcome, config, window, tolerance, start
         "compile_s": round(oc.compile_s, 3),
         "run_s": round(oc.run_s, 3),
         "steps_per_s": round(oc.steps_done / oc.run_s, 4) if oc.run_s else None,
+        "loop": oc.loop,
+        "shard": oc.shard,
         "backend": env["backend"],
         "devices": env["devices"],
     }

@@ -50,7 +50,7 @@ def test_run_writes_images_histories_and_records(vgg19, tmp_path):
         assert rec["weights"]["fingerprint"] == vgg19.fingerprint
         assert rec["environment"]["jaxcombine"] and rec["environment"]["backend"] == "cpu"
         assert rec["config"]["conv"] == "auto" and rec["problem"]["conv"] == "winograd"  # resolved
-        assert rec["config"]["loop"] == "auto" and rec["loop"] == "scan"
+        assert rec["config"]["loop"] == "auto" and rec["loop"] == "scan" and rec["shard"] == "starts"
         assert (out / "snapshots" / f"{label}-step000002.png").exists()
     run = json.loads((out / "run.json").read_text())
     assert run["inits"] == ["content", "style", "noise-s0"]

@@ -85,6 +85,7 @@ def test_cli_refuses_in_one_line(args, message):
     ("defaults", "style_weights = 0.5", "[defaults], style_weights: style_weights must be a non-empty"),
     ("jobs", "tv_weight = inf", "[[jobs]] 2, tv_weight: tv_weight must be a finite number >= 0, got inf"),
     ("grid", "lr = [1.0, -2.0]", "[grid] combination 2, lr: lr must be a finite number > 0, got -2.0"),
+    ("jobs", 'shard = "rows"', "[[jobs]] 2, shard: shard 'rows' is for one image at a time"),
 ])
 def test_manifest_names_the_table_and_the_key(tmp_path, table, key_line, where):
     body = {"defaults": f"[defaults]\n{key_line}\n[[jobs]]\ninit = 'content'\n",

@@ -36,7 +36,13 @@ else:
 compiled = engine._jit_step.lower(prep.problem, prep.variables, targets, state).compile()
 text = compiled.as_text()
 np.save(sys.argv[4], result.outcome.pixels)
-print(json.dumps({"devices": len(jax.devices()), "mode": mode,
+study = {}
+if len(sys.argv) > 7:  # the same run as a study, in the same process: the same programs
+    from jaxcombine.study import run_study
+    study = run_study(cfg, sys.argv[7], snapshot_every=4, progress=False).summary
+print(json.dumps({"devices": len(jax.devices()), "mode": mode, "outcome_shard": result.outcome.shard,
+                  "study": {"shard": study.get("shard"), "final_loss": study.get("final_loss")},
+                  "final_loss": result.final_losses(),
                   "spec": str(state.pixels.sharding.spec) if mode == "rows" else "",
                   "mesh": dict(state.pixels.sharding.mesh.shape) if mode == "rows" else {},
                   "history": result.outcome.history.tolist(),
@@ -47,11 +53,12 @@ print(json.dumps({"devices": len(jax.devices()), "mode": mode,
 
 
 def run_worker(tmp_path: Path, devices: int, shard: str, conv: str = "xla",
-               init: str = "content", scales=None) -> tuple[dict, np.ndarray]:
+               init: str = "content", scales=None, study: bool = False) -> tuple[dict, np.ndarray]:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     out = tmp_path / f"px-{devices}-{shard}-{conv}.npy"
+    extra = [str(tmp_path / f"study-{devices}")] if study else []
     proc = subprocess.run([sys.executable, "-c", WORKER, str(SHALLOW), shard, conv, str(out), init,
-                           json.dumps(scales)],
+                           json.dumps(scales), *extra],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]), np.load(out)
@@ -78,12 +85,17 @@ def test_four_devices_by_rows_match_one(tmp_path):
 @pytest.mark.slow
 def test_two_starts_on_a_two_by_two_mesh_match_one_device(tmp_path):
     """Explicit ``rows`` with 2 starts on 4 devices: starts over 2, rows over 2; coarse to
-    fine (32 then 64 px); Winograd's convolutions."""
-    four, px4 = run_worker(tmp_path, 4, "rows", "winograd", init="content,noise", scales=[32, 64])
+    fine (32 then 64 px); Winograd's convolutions. A study of the same run shards alike."""
+    four, px4 = run_worker(tmp_path, 4, "rows", "winograd", init="content,noise", scales=[32, 64],
+                           study=True)
     one, px1 = run_worker(tmp_path, 1, "auto", "winograd", init="content,noise", scales=[32, 64])
     assert len(four["history"]) == 8
     assert four["mode"] == "rows" and four["permutes"] > 0
     assert four["mesh"] == {"inits": 2, "rows": 2}
+    assert four["outcome_shard"] == four["study"]["shard"] == "rows"
+    assert one["outcome_shard"] == "starts"
+    for label, loss in four["final_loss"].items():
+        assert four["study"]["final_loss"][label]["total"] == pytest.approx(loss, rel=1e-5)
     np.testing.assert_allclose(four["history"], one["history"], rtol=1e-4, atol=1e-7)
     # float32 sums in another order: the few pixels a ReLU or max-pool near-tie flips after
     # the upsampling drift by up to ~0.25 of 255 (seen: 16 of 24576); all others agree to 0.05
