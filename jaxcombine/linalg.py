@@ -12,9 +12,12 @@ the program never returns (native stacks: both pool threads in
 program ignores even SIGTERM. The same re-entrancy is described for XLA's Eigen
 pool in PyAutoLabs/PyAutoFit#1530.
 
-The fix here is to never issue a batched call: under ``vmap`` these functions run
-one matrix at a time (:func:`jax.custom_batching.sequential_vmap`, a ``lax.map``),
-and a single matrix runs inline on the calling thread. Reverse-mode autodiff does
+The fix here is to never issue a batched call on the CPU: under ``vmap`` these
+functions run one matrix at a time there (a ``custom_vmap`` whose rule is a
+``lax.map``), and a single matrix runs inline on the calling thread. Measured on
+this 2-core CPU it is also faster than the batched call (docs/benchmarks.md). On
+GPUs and TPUs the batched call stays: their solvers batch well and block no host
+thread pool. Reverse-mode autodiff does
 not pass through ``custom_vmap``, so the one differentiated use,
 :func:`sum_sqrt_eigenvalues`, carries its own VJP.
 """
@@ -27,15 +30,33 @@ import jax
 import jax.numpy as jnp
 
 
-@jax.custom_batching.sequential_vmap
+def _one_at_a_time_on_cpu(fn):
+    """``fn`` of one matrix; under ``vmap`` on the CPU a ``lax.map`` of single-matrix calls
+    (nested ``vmap``s recurse into the same rule), elsewhere the usual batched call (GPU
+    solvers batch well, and their batching does not block a host pool)."""
+    wrapped = jax.custom_batching.custom_vmap(fn)
+
+    @wrapped.def_vmap
+    def rule(axis_size, in_batched, matrix):
+        del axis_size
+        if jax.default_backend() == "cpu":
+            out = jax.lax.map(wrapped, matrix)
+        else:
+            out = jax.vmap(fn)(matrix)
+        return out, jax.tree.map(lambda _: in_batched[0], out)
+
+    return functools.wraps(fn)(wrapped)
+
+
+@_one_at_a_time_on_cpu
 def eigh(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``jnp.linalg.eigh`` of one symmetric matrix; batched, one matrix at a time."""
+    """``jnp.linalg.eigh`` of one symmetric matrix (batched: see the module docstring)."""
     return jnp.linalg.eigh(matrix)
 
 
-@jax.custom_batching.sequential_vmap
+@_one_at_a_time_on_cpu
 def svd(matrix: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Thin ``jnp.linalg.svd`` of one matrix; batched, one matrix at a time."""
+    """Thin ``jnp.linalg.svd`` of one matrix (batched: see the module docstring)."""
     return jnp.linalg.svd(matrix, full_matrices=False)
 
 

@@ -52,15 +52,27 @@ def test_eigenvalues_below_the_floor_give_no_value_and_no_gradient():
                                atol=1e-5)
 
 
-def test_vmapped_solves_never_issue_a_batched_lapack_call():
+def lapack_shapes(fn, stack) -> list[str]:
+    """The operand type of every LAPACK call in ``fn``'s lowered program."""
+    text = jax.jit(fn).lower(stack).as_text()
+    return [line.split("(tensor<")[1].split(">")[0] for line in text.splitlines()
+            if "lapack_" in line]
+
+
+def test_vmapped_solves_never_issue_a_batched_lapack_call_on_the_cpu():
     """A batched eigh/svd blocks an XLA:CPU pool thread on work queued to the same pool
-    (the deadlock this module avoids); under vmap only single matrices reach LAPACK."""
+    (the deadlock this module avoids): under vmap, nested too, only single matrices
+    reach LAPACK."""
     stack = jnp.ones((3, 6, 6), jnp.float32)
-    for fn in (linalg.eigh, linalg.svd,
-               jax.grad(lambda m: linalg.sum_sqrt_eigenvalues(m, 1e-8))):
-        text = jax.jit(jax.vmap(fn)).lower(stack).as_text()
-        calls = [line for line in text.splitlines() if "lapack_" in line]
-        assert calls and all("tensor<3x6x6xf32>" not in line for line in calls), fn
+    for fn in (linalg.eigh, linalg.svd, jax.grad(lambda m: linalg.sum_sqrt_eigenvalues(m, 1e-8))):
+        assert lapack_shapes(jax.vmap(fn), stack) == ["6x6xf32"], fn
+    assert lapack_shapes(jax.vmap(jax.vmap(linalg.eigh)), jnp.ones((2, 3, 6, 6))) == ["6x6xf32"]
+
+
+def test_other_backends_keep_the_batched_call(monkeypatch):
+    """GPU solvers batch well and block no host pool: there the batch stays one call."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert lapack_shapes(jax.vmap(linalg.eigh), jnp.ones((3, 6, 6))) == ["3x6x6xf32"]
 
 
 def test_w2_under_two_style_masks_with_starts_over_two_devices_finishes(tmp_path):
