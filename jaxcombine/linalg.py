@@ -17,9 +17,8 @@ functions run one matrix at a time there (a ``custom_vmap`` whose rule is a
 ``lax.map``), and a single matrix runs inline on the calling thread. Measured on
 this 2-core CPU it is also faster than the batched call (docs/benchmarks.md). On
 GPUs and TPUs the batched call stays: their solvers batch well and block no host
-thread pool. Reverse-mode autodiff does
-not pass through ``custom_vmap``, so the one differentiated use,
-:func:`sum_sqrt_eigenvalues`, carries its own VJP.
+thread pool. Reverse-mode autodiff does not pass through ``custom_vmap``, so the one
+differentiated use, :func:`sum_sqrt_eigenvalues`, carries its own VJP.
 """
 
 from __future__ import annotations
