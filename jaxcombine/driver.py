@@ -82,7 +82,6 @@ def when_ready(array: jax.Array) -> np.ndarray:
     return result[0]
 
 
-
 @dataclasses.dataclass
 class Outcome:
     """What an optimisation produced (host numpy arrays).
@@ -170,7 +169,8 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, state: Stat
     axis = 0 if per_start_targets else None
     start_step = int(np.min(np.asarray(state.step)))
     end_step = int(np.max(np.asarray(state.steps)))
-    if shard == "rows" and not per_start_targets:
+    layout = "rows" if shard == "rows" and not per_start_targets else "starts"
+    if layout == "rows":
         k = state.pixels.shape[0]
         state, targets = rows.shard_rows(state, targets, [
             losses.target_key(t) for t in problem.recipe.terms if t.statistic == "activations"])
@@ -207,7 +207,7 @@ def optimise(problem: Problem, variables: Mapping, targets: Mapping, state: Stat
         diverged_at=_divergence_steps(hist, alive, start_step), steps_done=step - start_step,
         compile_s=compile_s, run_s=run_s, interrupted=interrupted,
         opt_state=_Fetch(state, k).opt_state(), loop=loop, start_step=start_step,
-        shard="rows" if shard == "rows" and not per_start_targets else "starts",
+        shard=layout,
         step=np.asarray(state.step)[:k],
         average=None if state.average is None else np.asarray(iterate_average(state))[:k],
     )

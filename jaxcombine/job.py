@@ -373,15 +373,16 @@ def combine(config: RunConfig | None = None, *, out: str | os.PathLike | None = 
         writer(step, get_pixels)
 
     chunk = outputs.chunk_size(config.chunk, config.snapshot_every)
+    stages = prep.stages()
     with interrupts.stop_requests() as stop:  # held over the writes too: none is cut short
         with out_of_memory_as_error(prep, len(prep.labels)):
             outcome = scales.optimise_scales(
-                prep.problem, prep.variables, prep.stages(), state,
+                prep.problem, prep.variables, stages, state,
                 lambda x0, steps: prep.initial_state(x0, steps=steps),
                 carry_optimizer=config.scale_optimizer == "carry",
                 from_average=config.scale_from == "average", chunk=chunk, loop=config.loop,
                 on_chunk=on_chunk, stop=stop.is_set,
-                shard=shard_mode(config, len(prep.labels), *(s.height for s in prep.stages())))
+                shard=shard_mode(config, len(prep.labels), *(s.height for s in stages)))
         if bar is not None:
             bar.close()
         result = Result(config, prep.labels, outcome, prep.weights.fingerprint,

@@ -107,12 +107,7 @@ def gaussian_target(features: "jax.Array | list[jax.Array]", weights: jax.Array
     n = y.shape[1]
     mean = jnp.einsum("s,snc->c", weights, y) / n
     z = (y - mean[None, None]) * jnp.sqrt(weights / n)[:, None, None]
-    z = z.reshape(-1, y.shape[-1])
-    _, s, vt = linalg.svd(z)
-    cov = z.T @ z
-    cov_sqrt = (vt.T * s[None]) @ vt
-    return {"mean": mean, "cov": cov, "cov_sqrt": cov_sqrt,
-            "scale": jnp.trace(cov) + jnp.sum(jnp.square(mean))}
+    return _gaussian_fit(mean, z.reshape(-1, y.shape[-1]))
 
 
 def _gaussian_mixture(ys: list[jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
@@ -121,6 +116,12 @@ def _gaussian_mixture(ys: list[jax.Array], weights: jax.Array) -> dict[str, jax.
         raise ValueError(f"{len(ys)} point sets for {weights.shape[0]} weights")
     mean = sum(w * jnp.mean(y, axis=0) for w, y in zip(weights, ys))
     z = jnp.concatenate([(y - mean[None]) * jnp.sqrt(w / y.shape[0]) for w, y in zip(weights, ys)])
+    return _gaussian_fit(mean, z)
+
+
+def _gaussian_fit(mean: jax.Array, z: jax.Array) -> dict[str, jax.Array]:
+    """The target dict from the mean and the centred, √weight-scaled points ``z`` (P, C):
+    Σ = ZᵀZ, and Σ^½ = V diag(σ) Vᵀ from Z's SVD (no squared condition number)."""
     _, s, vt = linalg.svd(z)
     cov = z.T @ z
     return {"mean": mean, "cov": cov, "cov_sqrt": (vt.T * s[None]) @ vt,
