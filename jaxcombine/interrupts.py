@@ -10,8 +10,10 @@ aborts at once.
 from __future__ import annotations
 
 import contextlib
+import gc
 import signal
 import threading
+from types import FrameType
 from typing import Iterator
 
 
@@ -20,8 +22,9 @@ def stop_requests() -> Iterator[threading.Event]:
     """An event set by the first Ctrl-C or SIGTERM while the block runs (or already set,
     when a Ctrl-C came before it and :func:`note_interrupts` noted it).
 
-    A second Ctrl-C raises KeyboardInterrupt at once. Outside the main thread
-    (where signal handlers cannot be installed) the event is never set.
+    A second Ctrl-C raises KeyboardInterrupt at once (not inside a garbage-collection
+    callback, :func:`in_gc_callback`: there it waits for the next one). Outside the main
+    thread (where signal handlers cannot be installed) the event is never set.
     """
     stop = threading.Event()
     if RECEIVED:
@@ -31,7 +34,7 @@ def stop_requests() -> Iterator[threading.Event]:
         return
 
     def handler(signum, frame):
-        if stop.is_set() and signum == signal.SIGINT:
+        if stop.is_set() and signum == signal.SIGINT and not in_gc_callback(frame):
             raise KeyboardInterrupt
         stop.set()
 
@@ -47,15 +50,28 @@ RECEIVED: list[int] = []  # Ctrl-Cs noted by note_interrupts' handler
 
 
 def note_interrupts() -> None:
-    """Outside :func:`stop_requests`, a Ctrl-C raises KeyboardInterrupt *and* is noted.
+    """Outside :func:`stop_requests`, a Ctrl-C is noted and raises KeyboardInterrupt.
 
     Python swallows an exception raised while a garbage-collection callback runs (JAX
-    has one), printing "Exception ignored"; the note keeps such a Ctrl-C from being lost:
-    a later :func:`stop_requests` starts stopped and the console script exits 130.
+    has one), printing "Exception ignored" and a traceback; so a Ctrl-C landing there
+    (:func:`in_gc_callback`) is only noted. Either way a later :func:`stop_requests`
+    starts stopped and the console script exits 130.
     """
 
     def handler(signum, frame):
         RECEIVED.append(signum)
-        raise KeyboardInterrupt
+        if not in_gc_callback(frame):
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, handler)
+
+
+def in_gc_callback(frame: FrameType | None) -> bool:
+    """Whether ``frame`` (a signal handler's) is inside one of ``gc.callbacks``, where an
+    exception would be swallowed and printed rather than raised."""
+    callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks} - {None}
+    while frame is not None:
+        if frame.f_code in callbacks:
+            return True
+        frame = frame.f_back
+    return False
