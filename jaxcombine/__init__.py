@@ -5,16 +5,13 @@ The public API in one place (implementations live in the submodules)::
     import jaxcombine
     result = jaxcombine.combine(init="content,style,noise", steps=200, out="out/")
 
-Names are imported on first use, so ``import jaxcombine.config`` (options and their
+Names are imported on first use, so ``import jaxcombine.options.config`` (options and their
 validation) or ``jaxcombine --help`` does not load JAX.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
-
-from jaxcombine._version import __version__  # noqa: F401  (imports nothing)
 
 # JAX's CPU LAPACK kernels (eigh for the w2 statistic, svd) run on scipy's OpenBLAS, whose
 # worker threads fight XLA's own thread pool for the same cores: a 512x512 eigh measured
@@ -22,23 +19,42 @@ from jaxcombine._version import __version__  # noqa: F401  (imports nothing)
 # (docs/benchmarks.md). Read when OpenBLAS loads, so set before JAX initialises; a value
 # the user set wins.
 import os as _os
+from typing import TYPE_CHECKING, Any
+
+from jaxcombine._version import __version__  # noqa: F401  (imports nothing)
 
 _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # public name → the module that defines it
 _EXPORTS = {
-    "BatchReport": "batch", "load_manifest": "batch", "run_batch": "batch",
-    "ConfigError": "rules", "RunConfig": "config", "StudyOptions": "config", "Sweep": "config",
-    "parse_inits": "config", "parse_sweep": "config",
-    "Outcome": "driver", "Problem": "engine", "State": "engine", "init_state": "engine",
-    "optimise": "driver",
+    "BatchReport": "batch.runner",
+    "load_manifest": "batch.runner",
+    "run_batch": "batch.runner",
+    "ConfigError": "options.rules",
+    "RunConfig": "options.config",
+    "StudyOptions": "options.config",
+    "Sweep": "options.config",
+    "parse_inits": "options.config",
+    "parse_sweep": "options.config",
+    "Outcome": "engine.driver",
+    "Problem": "engine.program",
+    "State": "engine.program",
+    "init_state": "engine.program",
+    "optimise": "engine.driver",
     "JaxcombineError": "errors",
-    "extract": "features", "extract_features": "features",
-    "Evaluation": "metrics", "evaluate": "metrics",
-    "Result": "job", "combine": "job", "prepare": "job",
-    "Recipe": "recipe", "Term": "recipe", "load_recipe": "recipe",
-    "Study": "study", "run_study": "study",
-    "load_weights": "weights",
+    "extract": "tools.features",
+    "extract_features": "tools.features",
+    "Evaluation": "tools.metrics",
+    "evaluate": "tools.metrics",
+    "Result": "run.job",
+    "combine": "run.job",
+    "prepare": "run.job",
+    "Recipe": "options.recipe",
+    "Term": "options.recipe",
+    "load_recipe": "options.recipe",
+    "Study": "study.runner",
+    "run_study": "study.runner",
+    "load_weights": "networks.weights",
 }
 _RENAMED = {"load_recipe": "load", "load_weights": "load"}
 
@@ -59,17 +75,16 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from jaxcombine.batch import BatchReport, load_manifest, run_batch  # noqa: F401
-    from jaxcombine.config import (RunConfig, StudyOptions, Sweep,  # noqa: F401
-                                   parse_inits, parse_sweep)
-    from jaxcombine.driver import Outcome, optimise  # noqa: F401
-    from jaxcombine.engine import Problem, State, init_state  # noqa: F401
+    from jaxcombine.batch.runner import BatchReport, load_manifest, run_batch  # noqa: F401
+    from jaxcombine.engine.driver import Outcome, optimise  # noqa: F401
+    from jaxcombine.engine.program import Problem, State, init_state  # noqa: F401
     from jaxcombine.errors import JaxcombineError  # noqa: F401
-    from jaxcombine.rules import ConfigError  # noqa: F401
-    from jaxcombine.features import extract, extract_features  # noqa: F401
-    from jaxcombine.job import Result, combine, prepare  # noqa: F401
-    from jaxcombine.metrics import Evaluation, evaluate  # noqa: F401
-    from jaxcombine.recipe import Recipe, Term  # noqa: F401
-    from jaxcombine.recipe import load as load_recipe  # noqa: F401
-    from jaxcombine.study import Study, run_study  # noqa: F401
-    from jaxcombine.weights import load as load_weights  # noqa: F401
+    from jaxcombine.networks.weights import load as load_weights  # noqa: F401
+    from jaxcombine.options.config import RunConfig, StudyOptions, Sweep, parse_inits, parse_sweep  # noqa: F401
+    from jaxcombine.options.recipe import Recipe, Term  # noqa: F401
+    from jaxcombine.options.recipe import load as load_recipe  # noqa: F401
+    from jaxcombine.options.rules import ConfigError  # noqa: F401
+    from jaxcombine.run.job import Result, combine, prepare  # noqa: F401
+    from jaxcombine.study.runner import Study, run_study  # noqa: F401
+    from jaxcombine.tools.features import extract, extract_features  # noqa: F401
+    from jaxcombine.tools.metrics import Evaluation, evaluate  # noqa: F401

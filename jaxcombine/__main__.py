@@ -1,3 +1,3 @@
-from jaxcombine.entry import main
+from jaxcombine.cli.entry import main
 
 main()

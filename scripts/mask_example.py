@@ -17,13 +17,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from panels import save_grid
 from PIL import Image, ImageFilter
 
 import jaxcombine
-from panels import save_grid
-from jaxcombine import images
+from jaxcombine.io import images
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+)
 parser.add_argument("content")
 parser.add_argument("sky_style")
 parser.add_argument("ground_style")
@@ -37,7 +39,7 @@ def sky_mask(rgb: np.ndarray) -> np.ndarray:
     """1 where the photo is sky: bluer than red by 25 levels, in the upper 65%, blurred."""
     r, b = rgb[..., 0], rgb[..., 2]
     sky = (b - r > 25) & (b > 110)
-    sky[int(0.65 * len(sky)):] = False
+    sky[int(0.65 * len(sky)) :] = False
     img = Image.fromarray((sky * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(2))
     return np.asarray(img, np.float32) / 255.0
 
@@ -60,11 +62,14 @@ blended = jaxcombine.combine(**common)
 print(f"blended: {time.perf_counter() - t0:.0f} s", flush=True)
 
 grey = lambda m: np.repeat(255 * m[..., None], 3, axis=-1)  # noqa: E731
-panels = [("content", content),
-          ("style 1 (sky)", images.fit(images.read(args.sky_style), h, w)),
-          ("style 2 (ground)", images.fit(images.read(args.ground_style), h, w)),
-          ("style mask 1", grey(sky)), ("style mask 2", grey(1.0 - sky)),
-          ("--style-mask: each its region", masked.images["content"]),
-          ("no masks: a blend", blended.images["content"])]
+panels = [
+    ("content", content),
+    ("style 1 (sky)", images.fit(images.read(args.sky_style), h, w)),
+    ("style 2 (ground)", images.fit(images.read(args.ground_style), h, w)),
+    ("style mask 1", grey(sky)),
+    ("style mask 2", grey(1.0 - sky)),
+    ("--style-mask: each its region", masked.images["content"]),
+    ("no masks: a blend", blended.images["content"]),
+]
 
 save_grid(panels, 4, args.out)

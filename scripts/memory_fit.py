@@ -1,4 +1,4 @@
-"""Fit :mod:`jaxcombine.memory`'s table to measured peaks, and check the estimate against them.
+"""Fit :mod:`jaxcombine.run.memory`'s table to measured peaks, and check the estimate against them.
 
     python scripts/memory_fit.py docs/memory-measurements.csv          # fit: print the table
     python scripts/memory_fit.py docs/memory-measurements.csv --check  # estimate vs measured
@@ -22,22 +22,34 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxcombine import memory, model, recipe as recipe_lib
+from jaxcombine.networks import model
+from jaxcombine.options import recipe as recipe_lib
+from jaxcombine.run import memory
 
 SCRIPTS = Path(__file__).resolve().parent
 
-# The fitted constants of jaxcombine.memory, in the order of the parameter vector, and
+# The fitted constants of jaxcombine.run.memory, in the order of the parameter vector, and
 # where the search starts (a Winograd working set starts costlier than a direct one: the
 # max over convolutions picks it only if it does, so a start at 1 never moves it).
-RUN_TABLE = ((("BASE", "xla"), 4e8), (("BASE", "winograd"), 4e8), (("PER_CONV_LAYER", None), 1e7),
-             (("WEIGHT_COPIES", None), 1.0), (("IMAGE_BYTES_PER_PIXEL", None), 20.0),
-             (("TARGET_COPIES", None), 1.0), (("STORED_COPIES", "xla"), 2.0),
-             (("STORED_COPIES", "winograd"), 1.0), (("WORKING_COPIES", ("xla", "direct")), 1.0),
-             (("WORKING_COPIES", ("winograd", "direct")), 1.0),
-             (("WORKING_COPIES", ("winograd", "winograd")), 5.0))
-FEATURES_TABLE = ((("FEATURES_BASE", None), 4e8), (("FEATURES_IMAGE_BYTES_PER_PIXEL", None), 20.0),
-                  (("FORWARD_WORKING_COPIES", None), 1.0),
-                  (("SAVED_TAP_COPIES", None), 2.0))
+RUN_TABLE = (
+    (("BASE", "xla"), 4e8),
+    (("BASE", "winograd"), 4e8),
+    (("PER_CONV_LAYER", None), 1e7),
+    (("WEIGHT_COPIES", None), 1.0),
+    (("IMAGE_BYTES_PER_PIXEL", None), 20.0),
+    (("TARGET_COPIES", None), 1.0),
+    (("STORED_COPIES", "xla"), 2.0),
+    (("STORED_COPIES", "winograd"), 1.0),
+    (("WORKING_COPIES", ("xla", "direct")), 1.0),
+    (("WORKING_COPIES", ("winograd", "direct")), 1.0),
+    (("WORKING_COPIES", ("winograd", "winograd")), 5.0),
+)
+FEATURES_TABLE = (
+    (("FEATURES_BASE", None), 4e8),
+    (("FEATURES_IMAGE_BYTES_PER_PIXEL", None), 20.0),
+    (("FORWARD_WORKING_COPIES", None), 1.0),
+    (("SAVED_TAP_COPIES", None), 2.0),
+)
 
 
 def layers_of(name: str) -> tuple[tuple[str, ...], list[str]]:
@@ -56,8 +68,14 @@ def shape_of(row: dict) -> dict:
     shape = dict(layers=layers, height=int(row["height"]), width=int(row["width"]))
     if row["mode"] == "features":
         return shape
-    return dict(shape, starts=int(row["starts"]), conv=row["conv"], dtype=row["dtype"],
-                remat=row["remat"] == "1", activation_targets=matched)
+    return dict(
+        shape,
+        starts=int(row["starts"]),
+        conv=row["conv"],
+        dtype=row["dtype"],
+        remat=row["remat"] == "1",
+        activation_targets=matched,
+    )
 
 
 def estimate(row: dict) -> int:
@@ -99,7 +117,9 @@ def fit(rows: list[dict]) -> None:
     rel = errors(result.x)
     for ((name, key), _), x in zip(RUN_TABLE, result.x * start):
         print(f"{name}[{key!r}] = {x:.4g}" if key else f"{name} = {x:.4g}")
-    print(f"# float32 runs, no remat: {len(plain)}, relative error {rel.min():+.3f} .. {rel.max():+.3f}")
+    print(
+        f"# float32 runs, no remat: {len(plain)}, relative error {rel.min():+.3f} .. {rel.max():+.3f}"
+    )
 
     # One factor on the per-start part: the largest any measured run needs.
     def factor(r) -> float:
@@ -132,19 +152,31 @@ def fit(rows: list[dict]) -> None:
 
 
 def check(rows: list[dict]) -> None:
-    print("| command | size | conv | starts | recipe (deepest tap) | options | measured | "
-          "estimate | estimate / measured |")
+    print(
+        "| command | size | conv | starts | recipe (deepest tap) | options | measured | "
+        "estimate | estimate / measured |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     ratios = []
     for r in rows:
         est = estimate(r)
         ratios.append(est / peak(r))
-        options = " ".join(o for o, on in (("--remat", r["remat"] == "1"),
-                                           (f"--dtype {r['dtype']}", r["dtype"] != "float32")) if on)
-        print(f"| {r['mode']} | {r['width']}×{r['height']} | {r['conv']} | {r['starts']} | "
-              f"{r['recipe']} ({r['deepest']}) | {options} | {peak(r) / 1e9:.2f} GB | "
-              f"{est / 1e9:.2f} GB | {est / peak(r):.2f} |")
-    print(f"\n{len(rows)} processes: estimate / measured from {min(ratios):.3f} to {max(ratios):.3f}")
+        options = " ".join(
+            o
+            for o, on in (
+                ("--remat", r["remat"] == "1"),
+                (f"--dtype {r['dtype']}", r["dtype"] != "float32"),
+            )
+            if on
+        )
+        print(
+            f"| {r['mode']} | {r['width']}×{r['height']} | {r['conv']} | {r['starts']} | "
+            f"{r['recipe']} ({r['deepest']}) | {options} | {peak(r) / 1e9:.2f} GB | "
+            f"{est / 1e9:.2f} GB | {est / peak(r):.2f} |"
+        )
+    print(
+        f"\n{len(rows)} processes: estimate / measured from {min(ratios):.3f} to {max(ratios):.3f}"
+    )
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Peak RSS of whole ``jaxcombine run`` processes, one process per case, appended to a CSV.
 
-The data behind :mod:`jaxcombine.memory`'s fitted table (docs/benchmarks.md). Each
+The data behind :mod:`jaxcombine.run.memory`'s fitted table (docs/benchmarks.md). Each
 case is ``SIZE:CONV:STARTS:RECIPE[:remat][:bfloat16]`` (``jaxcombine run``) or
 ``features:SIZE:RECIPE`` (``jaxcombine features`` of the recipe's layers, or of
 layers joined by ``+``: a forward only); the bundled content is square, so ``--size S`` gives S×S pixels. Run big cases alone: the peak of a
@@ -23,21 +23,51 @@ import tempfile
 import time
 from pathlib import Path
 
-FIELDS = ("machine", "date", "mode", "command", "size", "height", "width", "conv", "dtype", "remat",
-          "recipe", "deepest", "starts", "steps", "peak_rss_bytes", "wall_s", "exit_code")
+FIELDS = (
+    "machine",
+    "date",
+    "mode",
+    "command",
+    "size",
+    "height",
+    "width",
+    "conv",
+    "dtype",
+    "remat",
+    "recipe",
+    "deepest",
+    "starts",
+    "steps",
+    "peak_rss_bytes",
+    "wall_s",
+    "exit_code",
+)
 
 
 def machine() -> str:
     """CPU model, cores and RAM, for the CSV's ``machine`` column."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))
-    return f"{model}, {os.cpu_count()} cores, {mem_kib / 2**20:.0f} GiB RAM, {platform.system()} CPU"
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    return (
+        f"{model}, {os.cpu_count()} cores, {mem_kib / 2**20:.0f} GiB RAM, {platform.system()} CPU"
+    )
 
 
 def deepest(recipe: str) -> str:
-    from jaxcombine import model, recipe as recipe_lib
+    from jaxcombine.networks import model
+    from jaxcombine.options import recipe as recipe_lib
+
     layers = recipe.split("+") if recipe.startswith("block") else recipe_lib.load(recipe).layers
     return model.check_layers(layers)[-1]
 
@@ -45,23 +75,67 @@ def deepest(recipe: str) -> str:
 def command(case: str, steps: int, out: str) -> tuple[list[str], dict]:
     """The command line of ``case`` and the CSV fields it fixes."""
     if case.startswith("features:"):
-        from jaxcombine import images, recipe as recipe_lib
+        from jaxcombine.io import images
+        from jaxcombine.options import recipe as recipe_lib
+
         _, size, recipe = case.split(":")
         os.makedirs(out, exist_ok=True)
         layers = recipe.split("+") if recipe.startswith("block") else recipe_lib.load(recipe).layers
-        cmd = ["jaxcombine", "features", str(images.CONTENT), "--size", size,
-               "--layers", ",".join(layers),
-               "--out", os.path.join(out, "features.npz")]
-        return cmd, dict(mode="features", size=size, conv="xla", dtype="float32", remat=0,
-                         recipe=recipe, starts=0, steps=0)
+        cmd = [
+            "jaxcombine",
+            "features",
+            str(images.CONTENT),
+            "--size",
+            size,
+            "--layers",
+            ",".join(layers),
+            "--out",
+            os.path.join(out, "features.npz"),
+        ]
+        return cmd, dict(
+            mode="features",
+            size=size,
+            conv="xla",
+            dtype="float32",
+            remat=0,
+            recipe=recipe,
+            starts=0,
+            steps=0,
+        )
     size, conv, starts, recipe, *flags = case.split(":")
     remat, dtype = "remat" in flags, "bfloat16" if "bfloat16" in flags else "float32"
     inits = "content" if int(starts) == 1 else f"content,noise:{int(starts) - 1}"
-    cmd = ["jaxcombine", "run", "--steps", str(steps), "--chunk", str(steps), "--quiet",
-           "--size", size, "--conv", conv, "--init", inits, "--recipe", recipe,
-           "--dtype", dtype, "--out", out] + (["--remat"] if remat else [])
-    return cmd, dict(mode="run", size=size, conv=conv, dtype=dtype, remat=int(remat),
-                     recipe=recipe, starts=starts, steps=steps)
+    cmd = [
+        "jaxcombine",
+        "run",
+        "--steps",
+        str(steps),
+        "--chunk",
+        str(steps),
+        "--quiet",
+        "--size",
+        size,
+        "--conv",
+        conv,
+        "--init",
+        inits,
+        "--recipe",
+        recipe,
+        "--dtype",
+        dtype,
+        "--out",
+        out,
+    ] + (["--remat"] if remat else [])
+    return cmd, dict(
+        mode="run",
+        size=size,
+        conv=conv,
+        dtype=dtype,
+        remat=int(remat),
+        recipe=recipe,
+        starts=starts,
+        steps=steps,
+    )
 
 
 def measure(case: str, steps: int, out: str) -> dict:
@@ -73,10 +147,19 @@ def measure(case: str, steps: int, out: str) -> dict:
         wall = time.perf_counter() - t0
         peak_kib = int(tf.read().split()[-1])
     recipe = fields.pop("recipe")
-    return dict(fields, machine=machine(), date=datetime.date.today().isoformat(),
-                command=" ".join(cmd), height=fields["size"], width=fields["size"],
-                recipe=Path(recipe).stem, deepest=deepest(recipe),
-                peak_rss_bytes=peak_kib * 1024, wall_s=round(wall, 1), exit_code=rc)
+    return dict(
+        fields,
+        machine=machine(),
+        date=datetime.date.today().isoformat(),
+        command=" ".join(cmd),
+        height=fields["size"],
+        width=fields["size"],
+        recipe=Path(recipe).stem,
+        deepest=deepest(recipe),
+        peak_rss_bytes=peak_kib * 1024,
+        wall_s=round(wall, 1),
+        exit_code=rc,
+    )
 
 
 def main() -> None:
@@ -96,8 +179,11 @@ def main() -> None:
                 writer.writeheader()
                 new = False
             writer.writerow(row)
-        print(f"{case}: {row['peak_rss_bytes'] / 2**20:.0f} MiB, {row['wall_s']} s, "
-              f"exit {row['exit_code']}", flush=True)
+        print(
+            f"{case}: {row['peak_rss_bytes'] / 2**20:.0f} MiB, {row['wall_s']} s, "
+            f"exit {row['exit_code']}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

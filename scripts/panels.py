@@ -5,7 +5,7 @@ Imported by the example scripts beside it (run as ``python scripts/<name>.py``).
 
 from PIL import Image, ImageDraw, ImageFont
 
-from jaxcombine import images
+from jaxcombine.io import images
 
 
 def save_grid(panels, cols, out, pad=4, label=18):
@@ -21,5 +21,6 @@ def save_grid(panels, cols, out, pad=4, label=18):
         sheet.paste(Image.fromarray(images.to_uint8(img)), (x, y))
         draw.text((x + 2, y + h + 1), name, fill="black", font=font)
     sheet.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(
-        out, optimize=True)
+        out, optimize=True
+    )
     print(f"wrote {out}: {sheet.size[0]}x{sheet.size[1]}")

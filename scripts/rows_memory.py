@@ -18,18 +18,23 @@ import sys
 WORKER = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
-from jaxcombine import engine, losses, model, recipe as R, rows, weights
+from jaxcombine.engine import program
+from jaxcombine.stats import losses
+from jaxcombine.networks import model
+from jaxcombine.options import recipe as R
+from jaxcombine.engine import rows
+from jaxcombine.networks import weights
 size, recipe, conv = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 rec = R.load(recipe)
-prob = engine.Problem(recipe=rec.structure(), conv=conv)
+prob = program.Problem(recipe=rec.structure(), conv=conv)
 var = model.variables(model.trim(weights.load("vgg19").arrays, rec.layers), conv)
 img = np.random.default_rng(0).uniform(0, 255, (size, size, 3)).astype(np.float32)
-targets = jax.jit(engine.compute_targets, static_argnames="problem")(
+targets = jax.jit(program.compute_targets, static_argnames="problem")(
     prob, var, jnp.asarray(img), jnp.asarray(img[None, ::-1]))
-state = engine.init_state(prob, img[None], lr=4.0, steps=1)
+state = program.init_state(prob, img[None], lr=4.0, steps=1)
 state, targets = rows.shard_rows(state, targets, [
     losses.target_key(t) for t in prob.recipe.terms if t.statistic == "activations"])
-c = engine._rolled_chunk.lower(prob, var, targets, state, jnp.int32(1), capacity=1).compile()
+c = program._rolled_chunk.lower(prob, var, targets, state, jnp.int32(1), capacity=1).compile()
 m = c.memory_analysis()
 print(json.dumps({"devices": len(jax.devices()), "temp": m.temp_size_in_bytes,
                   "args": m.argument_size_in_bytes, "out": m.output_size_in_bytes,
@@ -48,11 +53,19 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for n in (int(d) for d in a.devices.split(",")):
         env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
-        out = subprocess.run([sys.executable, "-c", WORKER, str(a.size), a.recipe, a.conv],
-                             env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", WORKER, str(a.size), a.recipe, a.conv],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"| {n} | {r['temp'] / 1e6:.1f} | {r['args'] / 1e6:.1f} | {r['out'] / 1e6:.1f} "
-              f"| {n * r['temp'] / 1e6:.1f} |", flush=True)
+        print(
+            f"| {n} | {r['temp'] / 1e6:.1f} | {r['args'] / 1e6:.1f} | {r['out'] / 1e6:.1f} "
+            f"| {n * r['temp'] / 1e6:.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

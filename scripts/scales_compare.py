@@ -28,9 +28,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import jaxcombine
-from jaxcombine import images, metrics
+from jaxcombine.io import images
+from jaxcombine.tools import metrics
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+)
 parser.add_argument("content")
 parser.add_argument("style")
 parser.add_argument("--size", type=int, default=512)
@@ -56,15 +59,18 @@ def figure(rows: list[dict], path: str) -> None:
         img = images.read(out / f"{r['variant']}.png")
         h, w = img.shape[:2]
         small = images.resize(img, (width, round(h * width / w)))
-        tiles.append((r, small, img[y0:y0 + crop, x0:x0 + crop]))
+        tiles.append((r, small, img[y0 : y0 + crop, x0 : x0 + crop]))
     height = tiles[0][1].shape[0] + crop + 2 * label + 3 * pad
     sheet = Image.new("RGB", (len(tiles) * (width + pad) + pad, height), "white")
     draw = ImageDraw.Draw(sheet)
     for i, (r, small, cut) in enumerate(tiles):
         x = pad + i * (width + pad)
         name = "single scale" if r["variant"] == "single" else "coarse to fine"
-        draw.text((x, 4), f"{name}: {r['sizes']} px, steps {r['steps']}, {float(r['wall_s']):.0f} s",
-                  fill="black")
+        draw.text(
+            (x, 4),
+            f"{name}: {r['sizes']} px, steps {r['steps']}, {float(r['wall_s']):.0f} s",
+            fill="black",
+        )
         sheet.paste(Image.fromarray(images.to_uint8(small)), (x, label + pad))
         y = label + 2 * pad + small.shape[0]
         draw.text((x, y), f"1:1 crop at ({x0}, {y0})", fill="black")
@@ -78,26 +84,33 @@ if args.figure_only:
         figure(list(csv.DictReader(f)), args.figure)
     raise SystemExit
 
-base = jaxcombine.RunConfig(content=args.content, style=(args.style,), size=args.size,
-                            recipe=args.recipe, init="content")
+base = jaxcombine.RunConfig(
+    content=args.content, style=(args.style,), size=args.size, recipe=args.recipe, init="content"
+)
 rows = []
 for variant in args.variants.split(","):
     if variant == "single":
         config = base.replace(steps=args.steps)
     else:
         carry, start = variant.split("-")
-        config = base.replace(steps=args.steps // 2, min_size=args.min_size,
-                              scale_optimizer=carry, scale_from=start)
+        config = base.replace(
+            steps=args.steps // 2, min_size=args.min_size, scale_optimizer=carry, scale_from=start
+        )
     t0 = time.perf_counter()
     result = jaxcombine.combine(config)
     wall = time.perf_counter() - t0
     image = result.images["content"]
     path = out / f"{variant}.png"
     images.write(path, image)
-    row = {"variant": variant, "sizes": "/".join(map(str, config.sizes())),
-           "steps": "/".join(map(str, config.steps_per_scale())), "wall_s": round(wall, 1),
-           "run_s": round(result.outcome.run_s, 1), "compile_s": round(result.outcome.compile_s, 1),
-           "final_loss": round(result.final_losses()["content"], 4)}
+    row = {
+        "variant": variant,
+        "sizes": "/".join(map(str, config.sizes())),
+        "steps": "/".join(map(str, config.steps_per_scale())),
+        "wall_s": round(wall, 1),
+        "run_s": round(result.outcome.run_s, 1),
+        "compile_s": round(result.outcome.compile_s, 1),
+        "final_loss": round(result.final_losses()["content"], 4),
+    }
     for tag, shrink in (("", 1), ("half_", 2)):
         img = path
         if shrink > 1:
@@ -119,8 +132,10 @@ with open(out / "scores.csv", "w", newline="") as f:
 content = images.read(args.content, size=args.size)
 h, w = content.shape[:2]
 panels = [("content", content), ("style", images.fit(images.read(args.style), h, w))]
-panels += [(f"{r['variant']} ({r['wall_s']:.0f} s)", images.read(out / f"{r['variant']}.png"))
-           for r in rows]
+panels += [
+    (f"{r['variant']} ({r['wall_s']:.0f} s)", images.read(out / f"{r['variant']}.png"))
+    for r in rows
+]
 pad, label = 6, 22
 sheet = Image.new("RGB", (len(panels) * (w + pad) + pad, h + label + 2 * pad), "white")
 draw = ImageDraw.Draw(sheet)

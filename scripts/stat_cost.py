@@ -3,7 +3,7 @@
 Each recipe is Gatys' (content: block4_conv2 activations; style: block1..5_conv1, or
 ``--layers``) with the style statistic replaced, so only the statistic differs. Every case is compiled ahead of
 time, warmed up by one chunk, then timed in turn (A B C A B C ...) and the median chunk
-counts (jaxcombine.bench.interleaved), so a shared machine's drift slows all alike.
+counts (jaxcombine.tools.bench.interleaved), so a shared machine's drift slows all alike.
 
     python scripts/stat_cost.py --size 256 --steps 3 --repeats 5 --out bench-stats
 """
@@ -18,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxcombine import bench, engine, job, records
+from jaxcombine.engine import program
+from jaxcombine.io import records
+from jaxcombine.run import job
+from jaxcombine.tools import bench
 
 RECIPE = """\
 init = "content"
@@ -40,8 +43,11 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--starts", type=int, default=1, help="vmapped copies of the start")
     parser.add_argument("--statistics", default="gram,w2,swd,covariance")
-    parser.add_argument("--layers", default="block1_conv1,block2_conv1,block3_conv1,"
-                        "block4_conv1,block5_conv1", help="style layers (comma-separated)")
+    parser.add_argument(
+        "--layers",
+        default="block1_conv1,block2_conv1,block3_conv1,block4_conv1,block5_conv1",
+        help="style layers (comma-separated)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-stats"))
     args = parser.parse_args(argv)
     names = [s.strip() for s in args.statistics.split(",") if s.strip()]
@@ -52,25 +58,40 @@ def main(argv=None) -> int:
             layers = [s.strip() for s in args.layers.split(",") if s.strip()]
             path.write_text(RECIPE.format(statistic=name, layers=json.dumps(layers)))
             preps.append(job.prepare(job.RunConfig(recipe=str(path), size=args.size)))
-        loop = engine.default_loop(conv=preps[0].problem.conv)
+        loop = program.default_loop(conv=preps[0].problem.conv)
         compiled = [bench.ours(p, args.starts, loop, args.steps) for p in preps]
         times = bench.interleaved([chunk for _, chunk in compiled], args.repeats)
     ms = [1e3 * float(np.median(t)) / args.steps for t in times]
     h, w = preps[0].content.shape[:2]
-    rows = [{"statistic": n, "ms_per_step": m, "vs_gram": m / ms[names.index("gram")]
-             if "gram" in names else None, "compile_s": c, "chunk_s": t}
-            for n, m, (c, _), t in zip(names, ms, compiled, times)]
+    rows = [
+        {
+            "statistic": n,
+            "ms_per_step": m,
+            "vs_gram": m / ms[names.index("gram")] if "gram" in names else None,
+            "compile_s": c,
+            "chunk_s": t,
+        }
+        for n, m, (c, _), t in zip(names, ms, compiled, times)
+    ]
     env = {**records.environment(), **bench.machine()}
-    lines = [f"{w}x{h}, {args.starts} start(s), style layers {args.layers}, loop {loop}, conv {preps[0].problem.conv}, median of {args.repeats} "
-             f"chunks of {args.steps} steps, interleaved; {env['cpu_model']}, "
-             f"{env['cpu_count']} cores, jax {env['jax']}",
-             "", "| statistic | ms/step | vs gram | compile s |", "|---|---|---|---|"]
+    lines = [
+        f"{w}x{h}, {args.starts} start(s), style layers {args.layers}, loop {loop}, conv {preps[0].problem.conv}, median of {args.repeats} "
+        f"chunks of {args.steps} steps, interleaved; {env['cpu_model']}, "
+        f"{env['cpu_count']} cores, jax {env['jax']}",
+        "",
+        "| statistic | ms/step | vs gram | compile s |",
+        "|---|---|---|---|",
+    ]
     for r in rows:
         ratio = f"{r['vs_gram']:.2f}x" if r["vs_gram"] else "-"
-        lines.append(f"| {r['statistic']} | {r['ms_per_step']:.0f} | {ratio} | {r['compile_s']:.1f} |")
+        lines.append(
+            f"| {r['statistic']} | {r['ms_per_step']:.0f} | {ratio} | {r['compile_s']:.1f} |"
+        )
     text = "\n".join(lines) + "\n"
-    records.write_json(args.out / "stat_cost.json", {"environment": env, "args": vars(args),
-                                                     "command": " ".join(sys.argv), "rows": rows})
+    records.write_json(
+        args.out / "stat_cost.json",
+        {"environment": env, "args": vars(args), "command": " ".join(sys.argv), "rows": rows},
+    )
     records.atomic_write_text(args.out / "stat_cost.md", text)
     print(text)
     return 0

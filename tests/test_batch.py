@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import batch, images, records
+from jaxcombine.batch import runner as batch
 from jaxcombine.errors import JaxcombineError
+from jaxcombine.io import images, records
 
 SHALLOW = Path(__file__).with_name("shallow.toml")
 
@@ -99,9 +100,14 @@ def folder(tmp_path_factory) -> Path:
 
 
 def run_cli(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jaxcombine", "batch", *map(str, args), "-q"],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})},
-                          cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "jaxcombine", "batch", *map(str, args), "-q"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=600,
+    )
 
 
 def outputs(out: Path) -> dict[str, np.ndarray]:
@@ -118,8 +124,11 @@ def outputs(out: Path) -> dict[str, np.ndarray]:
 
 
 def final_losses(out: Path) -> dict[str, float]:
-    return {json.loads(p.read_text())["id"]: json.loads(p.read_text())["final_loss"]
-            for p in out.glob("*.json") if not p.name.startswith("batch-report")}
+    return {
+        json.loads(p.read_text())["id"]: json.loads(p.read_text())["final_loss"]
+        for p in out.glob("*.json")
+        if not p.name.startswith("batch-report")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +146,9 @@ def assert_same_outputs(out: Path, ref: Path) -> None:
     assert got.keys() == want.keys()
     for k in want:
         np.testing.assert_allclose(got[k], want[k], atol=2)
-    np.testing.assert_allclose([final_losses(out)[k] for k in want],
-                               [final_losses(ref)[k] for k in want], rtol=1e-3)
+    np.testing.assert_allclose(
+        [final_losses(out)[k] for k in want], [final_losses(ref)[k] for k in want], rtol=1e-3
+    )
 
 
 # --------------------------------------------------------------------------- manifest
@@ -149,15 +159,19 @@ def test_manifest_expands_grid_with_stable_ids(folder):
     assert len(jobs) == 12 and len({j.id for j in jobs}) == 12
     assert [j.id for j in jobs] == [j.id for j in batch.load_manifest(folder / "m.toml")]
     assert {j.config.init for j in jobs} == {"content", "style", "noise"}
-    assert all(Path(j.config.content).is_absolute() and j.config.content.startswith(str(folder))
-               for j in jobs)
+    assert all(
+        Path(j.config.content).is_absolute() and j.config.content.startswith(str(folder))
+        for j in jobs
+    )
     assert jobs[0].id.startswith("c1-s1-content-")
 
 
 def test_edited_image_is_a_new_job(tmp_path, folder):
     for name in ("c1.png", "s1.png"):
         (tmp_path / name).write_bytes((folder / name).read_bytes())
-    (tmp_path / "m.toml").write_text('[[jobs]]\ncontent = "c1.png"\nstyle = "s1.png"\ninit = "noise:2"\n')
+    (tmp_path / "m.toml").write_text(
+        '[[jobs]]\ncontent = "c1.png"\nstyle = "s1.png"\ninit = "noise:2"\n'
+    )
     before = [j.id for j in batch.load_manifest(tmp_path / "m.toml")]
     assert len(before) == 2 and before[0].split("-")[2] != before[1].split("-")[2]
     Image.open(folder / "c2.png").save(tmp_path / "c1.png")
@@ -167,14 +181,18 @@ def test_edited_image_is_a_new_job(tmp_path, folder):
 
 def test_unknown_key_names_the_valid_ones(tmp_path):
     (tmp_path / "m.toml").write_text("[defaults]\nstepz = 3\n")
-    with pytest.raises(JaxcombineError, match=r"unknown key in \[defaults\] 'stepz'; valid: .*steps"):
+    with pytest.raises(
+        JaxcombineError, match=r"unknown key in \[defaults\] 'stepz'; valid: .*steps"
+    ):
         batch.load_manifest(tmp_path / "m.toml")
 
 
 @pytest.mark.parametrize("value", ["0.5", '["x"]'])
 def test_malformed_value_is_a_one_line_error(tmp_path, value):
     (tmp_path / "m.toml").write_text(f"[defaults]\nstyle_weights = {value}\n[[jobs]]\n")
-    with pytest.raises(JaxcombineError, match=r"m.toml: \[defaults\], style_weights: style_weights must be"):
+    with pytest.raises(
+        JaxcombineError, match=r"m.toml: \[defaults\], style_weights: style_weights must be"
+    ):
         batch.load_manifest(tmp_path / "m.toml")
 
 
@@ -216,17 +234,32 @@ def test_batched_matches_one_at_a_time(folder, small_reference, options):
 def test_kill_9_then_rerun_completes(folder, vgg19):
     out = folder / "killed"
     (folder / "kill.toml").write_text(KILL.format(steps=KILL_STEPS))
-    proc = subprocess.Popen([sys.executable, "-m", "jaxcombine", "batch", str(folder / "kill.toml"),
-                             "--out", str(out), "--no-batching", "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jaxcombine",
+            "batch",
+            str(folder / "kill.toml"),
+            "--out",
+            str(out),
+            "--no-batching",
+            "-q",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while len(list(out.glob("c*.json"))) < 2 and time.monotonic() < deadline:
         assert proc.poll() is None, "finished before it could be killed"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    finished = {p.name: (p.read_bytes(), p.stat().st_mtime_ns)
-                for rec in out.glob("c*.json") for p in out.glob(rec.stem + ".*")}
+    finished = {
+        p.name: (p.read_bytes(), p.stat().st_mtime_ns)
+        for rec in out.glob("c*.json")
+        for p in out.glob(rec.stem + ".*")
+    }
     assert 2 <= len(finished) // 3 < 6
     (out / (records.TMP_PREFIX + "stale.png")).write_bytes(b"half")  # as a kill mid-write leaves
 
@@ -249,17 +282,17 @@ init = "content"
 recipe = "{SHALLOW}"
 
 [[jobs]]
-content = "{folder / 'c1.png'}"
+content = "{folder / "c1.png"}"
 
 [[jobs]]
 content = "missing.png"
 
 [[jobs]]
-content = "{folder / 'c2.png'}"
+content = "{folder / "c2.png"}"
 recipe = "no-such-recipe"
 
 [[jobs]]
-content = "{folder / 'c2.png'}"
+content = "{folder / "c2.png"}"
 size = 1
 """)
     result = run_cli(tmp_path / "m.toml", "--out", tmp_path / "out")
@@ -279,8 +312,12 @@ size = 1
 @pytest.mark.slow
 def test_four_devices_match_one(folder, small_reference):
     out = folder / "four"
-    result = run_cli(folder / "small.toml", "--out", out,
-                     env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    result = run_cli(
+        folder / "small.toml",
+        "--out",
+        out,
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    )
     assert result.returncode == 0, result.stderr
     assert_same_outputs(out, small_reference)  # groups of 2 starts, padded to 4 devices
     env = json.loads(next(out.glob("c1-*.json")).read_text())["environment"]
@@ -293,33 +330,56 @@ def test_two_processes_match_one(folder, small_reference):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = [subprocess.Popen([sys.executable, "-m", "jaxcombine", "batch", str(folder / "small.toml"),
-                               "--out", str(out), "-q", "--coordinator", f"127.0.0.1:{port}",
-                               "--num-processes", "2", "--process-id", str(i)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jaxcombine",
+                "batch",
+                str(folder / "small.toml"),
+                "--out",
+                str(out),
+                "-q",
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     results = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     # process 1 tells its share; process 0 the union, once both are done
     assert [r[0].split(",")[0] for r in results] == ["4 done", "2 done"]
-    assert [len(json.loads((out / f"batch-report.{i}.json").read_text())["done"])
-            for i in range(2)] == [2, 2]
+    assert [
+        len(json.loads((out / f"batch-report.{i}.json").read_text())["done"]) for i in range(2)
+    ] == [2, 2]
     assert_same_outputs(out, small_reference)
     report = json.loads((out / "batch-report.json").read_text())
     assert sorted(report["done"]) == sorted(outputs(small_reference)) and report["processes"] == 2
-    owners = {json.loads(p.read_text())["environment"]["process_index"]
-              for p in out.glob("c*.json")}
+    owners = {
+        json.loads(p.read_text())["environment"]["process_index"] for p in out.glob("c*.json")
+    }
     assert owners == {0, 1}
 
 
 @pytest.mark.slow
 def test_a_batched_job_matches_jaxcombine_run(folder, small_reference):
     """Per-job targets (batched) give what a plain ``combine`` with shared targets gives."""
-    from jaxcombine.job import combine
+    from jaxcombine.run.job import combine
 
     job = next(j for j in batch.load_manifest(folder / "small.toml") if "c2-s2-noise" in j.id)
     result = combine(job.config)
-    np.testing.assert_allclose(result.images[result.labels[0]], outputs(small_reference)[job.id],
-                               atol=2)
+    np.testing.assert_allclose(
+        result.images[result.labels[0]], outputs(small_reference)[job.id], atol=2
+    )
     assert result.final_losses()[result.labels[0]] == pytest.approx(
-        final_losses(small_reference)[job.id], rel=1e-3)
+        final_losses(small_reference)[job.id], rel=1e-3
+    )

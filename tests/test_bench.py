@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxcombine import bench
+from jaxcombine.tools import bench
 
 SMOKE = ["bench", "--sizes", "32", "--inits", "1", "--steps", "2", "--repeats", "1"]
 SHALLOW = str(Path(__file__).with_name("shallow.toml"))  # the table, not the network, is tested
@@ -17,8 +17,13 @@ SHALLOW = str(Path(__file__).with_name("shallow.toml"))  # the table, not the ne
 
 def run_bench(tmp_path, *extra):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-m", "jaxcombine", *SMOKE, *extra, "--out", str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxcombine", *SMOKE, *extra, "--out", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "bench.json").read_text())
     table = (tmp_path / "bench.md").read_text()
@@ -27,9 +32,13 @@ def run_bench(tmp_path, *extra):
 
 @pytest.mark.slow
 def test_bench_writes_json_and_markdown(vgg19, tmp_path):
-    result, table = run_bench(tmp_path, "--loop", "scan", "--conv", "xla,winograd",
-                              "--recipe", SHALLOW)
-    assert [(r["loop"], r["conv"]) for r in result["rows"]] == [("scan", "xla"), ("scan", "winograd")]
+    result, table = run_bench(
+        tmp_path, "--loop", "scan", "--conv", "xla,winograd", "--recipe", SHALLOW
+    )
+    assert [(r["loop"], r["conv"]) for r in result["rows"]] == [
+        ("scan", "xla"),
+        ("scan", "winograd"),
+    ]
     for row in result["rows"]:
         assert row["size"] == 32 and row["inits"] == 1
         assert row["ms_per_step"] > 0 and row["compile_s"] > 0 and row["peak_mb"] > 0
@@ -37,8 +46,10 @@ def test_bench_writes_json_and_markdown(vgg19, tmp_path):
     assert table.count("\n| 32×32 | 1 |") == 2
 
 
-@pytest.mark.skipif(not (importlib.util.find_spec("torch") and importlib.util.find_spec("pastiche")),
-                    reason="pastiche comparison needs the [bench] extra (torch, pastiche)")
+@pytest.mark.skipif(
+    not (importlib.util.find_spec("torch") and importlib.util.find_spec("pastiche")),
+    reason="pastiche comparison needs the [bench] extra (torch, pastiche)",
+)
 def test_bench_compares_pastiche(vgg19, tmp_path):
     result, table = run_bench(tmp_path, "--loop", "step", "--compare-pastiche")
     ours, theirs = result["rows"]
@@ -50,4 +61,6 @@ def test_conv_flops_counts_forward_and_input_gradient():
     # block1_conv1 only, 4×4 image: 16 positions × 9 × 3 × 64 MACs, ×2 FLOPs, ×2 for the backward.
     assert bench.conv_flops(["block1_conv1"], 4, 4) == 4 * 16 * 9 * 3 * 64
     # A pool halves the grid for the next block.
-    assert bench.conv_flops(["block2_conv1"], 4, 4) == 4 * (16 * 9 * (3 * 64 + 64 * 64) + 4 * 9 * 64 * 128)
+    assert bench.conv_flops(["block2_conv1"], 4, 4) == 4 * (
+        16 * 9 * (3 * 64 + 64 * 64) + 4 * 9 * 64 * 128
+    )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import images
+from jaxcombine.io import images
 
 TINY = ["--size", "32", "--steps", "4", "--chunk", "2", "--quiet"]
 # Mechanics (compile cache, signals) do not depend on depth: a recipe stopping at block2_conv1.
@@ -19,8 +19,14 @@ SHALLOW = str(Path(__file__).with_name("shallow.toml"))
 
 def jaxcombine(*args, cwd=None, check=False):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-m", "jaxcombine", *map(str, args)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxcombine", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check and proc.returncode:
         raise AssertionError(proc.stderr)
     return proc
@@ -37,8 +43,17 @@ def assert_one_line_error(proc, fragment):
 @pytest.mark.slow
 def test_run_writes_images_histories_and_records(vgg19, tmp_path):
     out = tmp_path / "out"
-    jaxcombine("run", *TINY, "--init", "content,style,noise", "--snapshot-every", "2",
-               "--out", out, check=True)
+    jaxcombine(
+        "run",
+        *TINY,
+        "--init",
+        "content,style,noise",
+        "--snapshot-every",
+        "2",
+        "--out",
+        out,
+        check=True,
+    )
     for label in ("content", "style", "noise-s0"):
         img = np.asarray(Image.open(out / f"{label}.png"))
         assert img.shape == (32, 32, 3)
@@ -50,7 +65,9 @@ def test_run_writes_images_histories_and_records(vgg19, tmp_path):
         assert rec["weights"]["fingerprint"] == vgg19.fingerprint
         assert rec["environment"]["jaxcombine"] and rec["environment"]["backend"] == "cpu"
         assert rec["config"]["conv"] == "auto" and rec["problem"]["conv"] == "winograd"  # resolved
-        assert rec["config"]["loop"] == "auto" and rec["loop"] == "scan" and rec["shard"] == "starts"
+        assert (
+            rec["config"]["loop"] == "auto" and rec["loop"] == "scan" and rec["shard"] == "starts"
+        )
         assert (out / "snapshots" / f"{label}-step000002.png").exists()
     run = json.loads((out / "run.json").read_text())
     assert run["inits"] == ["content", "style", "noise-s0"]
@@ -58,11 +75,20 @@ def test_run_writes_images_histories_and_records(vgg19, tmp_path):
 
 
 def test_features_match_the_python_api(vgg19, tmp_path):
-    from jaxcombine import features
+    from jaxcombine.tools import features
 
     out = tmp_path / "f.npz"
-    proc = jaxcombine("features", images.CONTENT, "--layers", "block1_conv1,block3_pool",
-                      "--size", "40", "--out", out, check=True)
+    proc = jaxcombine(
+        "features",
+        images.CONTENT,
+        "--layers",
+        "block1_conv1,block3_pool",
+        "--size",
+        "40",
+        "--out",
+        out,
+        check=True,
+    )
     assert "block3_pool: 5x5x256" in proc.stdout
     saved = np.load(out)
     assert saved["block1_conv1"].shape == (40, 40, 64) and saved["block1_conv1"].dtype == np.float32
@@ -72,18 +98,21 @@ def test_features_match_the_python_api(vgg19, tmp_path):
     assert rec["config"]["layers"] == ["block1_conv1", "block3_pool"]
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["run", "--content", "missing.png"], "image not found"),
-    (["run", "--recipe", "nope"], "unknown recipe"),
-    (["run", "--init", "sideways"], "bad init"),
-    (["run", "--steps", "ten"], "steps must be an integer >= 0 and <= 10000000, got 'ten'"),
-    (["run", "--size", "4"], "too small for layer"),
-    (["run", "--conv", "winograd", "--dtype", "bfloat16"], "needs float32"),
-    (["run", "--bogus"], "No such option"),
-    (["features", "IMG", "--layers", "block9_conv9", "--out", "x.npz"], "unknown layer"),
-    (["features", "NOTIMG", "--layers", "block1_conv1", "--out", "x.npz"], "not an image"),
-    (["recipes", "show", "nope"], "unknown recipe"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["run", "--content", "missing.png"], "image not found"),
+        (["run", "--recipe", "nope"], "unknown recipe"),
+        (["run", "--init", "sideways"], "bad init"),
+        (["run", "--steps", "ten"], "steps must be an integer >= 0 and <= 10000000, got 'ten'"),
+        (["run", "--size", "4"], "too small for layer"),
+        (["run", "--conv", "winograd", "--dtype", "bfloat16"], "needs float32"),
+        (["run", "--bogus"], "No such option"),
+        (["features", "IMG", "--layers", "block9_conv9", "--out", "x.npz"], "unknown layer"),
+        (["features", "NOTIMG", "--layers", "block1_conv1", "--out", "x.npz"], "not an image"),
+        (["recipes", "show", "nope"], "unknown recipe"),
+    ],
+)
 def test_bad_input_is_one_line_and_non_zero(vgg19, tmp_path, args, fragment):
     (tmp_path / "NOTIMG").write_text("just text")
     args = [str(images.CONTENT) if a == "IMG" else a for a in args]
@@ -100,7 +129,9 @@ def test_recipes_list_and_show():
 @pytest.mark.slow
 def test_compiled_programs_are_kept_between_runs(vgg19, tmp_path, monkeypatch):
     cache = tmp_path / "xla"
-    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # keep even quick compiles
+    monkeypatch.setenv(
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"
+    )  # keep even quick compiles
     monkeypatch.setenv("JAXCOMBINE_COMPILE_CACHE", "off")
     jaxcombine("run", *TINY, "--recipe", SHALLOW, "--out", tmp_path / "a", check=True)
     assert not cache.exists()
@@ -110,8 +141,10 @@ def test_compiled_programs_are_kept_between_runs(vgg19, tmp_path, monkeypatch):
     assert any("_rolled_chunk" in p.name for p in kept)  # the chunk program, at least
     jaxcombine("run", *TINY, "--recipe", SHALLOW, "--out", tmp_path / "c", check=True)
     assert sorted(cache.iterdir()) == kept  # the second run compiled nothing new
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b" / "content.png")),
-                                  np.asarray(Image.open(tmp_path / "c" / "content.png")))
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "b" / "content.png")),
+        np.asarray(Image.open(tmp_path / "c" / "content.png")),
+    )
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
@@ -121,10 +154,31 @@ def test_interrupt_stops_at_a_chunk_and_keeps_results(vgg19, tmp_path, sig):
 
     out = tmp_path / "out"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.Popen([sys.executable, "-m", "jaxcombine", "run", "--recipe", SHALLOW,
-                             "--size", "32", "--steps", "100000", "--chunk", "2",
-                             "--snapshot-every", "2", "--quiet", "--out", str(out)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jaxcombine",
+            "run",
+            "--recipe",
+            SHALLOW,
+            "--size",
+            "32",
+            "--steps",
+            "100000",
+            "--chunk",
+            "2",
+            "--snapshot-every",
+            "2",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while not list(out.glob("snapshots/*.png")) and time.time() < deadline:
         time.sleep(0.2)

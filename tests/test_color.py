@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import batch, color, config, images, job, rules
+from jaxcombine.batch import runner as batch
 from jaxcombine.errors import JaxcombineError
+from jaxcombine.io import color, images
+from jaxcombine.options import config, rules
+from jaxcombine.run import job
 
 SHALLOW_PATH = Path(__file__).with_name("shallow.toml")
 SHALLOW = SHALLOW_PATH.read_text()
@@ -29,15 +32,16 @@ def _ks(a, b):
     """Largest gap between the empirical CDFs of two samples (Kolmogorov–Smirnov)."""
     a, b = np.sort(np.ravel(a)), np.sort(np.ravel(b))
     grid = np.concatenate([a, b])
-    return np.abs(np.searchsorted(a, grid, "right") / a.size
-                  - np.searchsorted(b, grid, "right") / b.size).max()
+    return np.abs(
+        np.searchsorted(a, grid, "right") / a.size - np.searchsorted(b, grid, "right") / b.size
+    ).max()
 
 
 def _pair(seed=0):
     """A colourful 'content' and a differently coloured, differently sized 'style'."""
     rng = np.random.default_rng(seed)
     content = rng.uniform(0, 255, (16, 20, 3)) * [1.0, 0.7, 0.4] + [0, 40, 100]
-    style = rng.beta(2, 5, (24, 18, 3)) * 255 @ np.array([[1, .5, 0], [0, 1, .3], [.2, 0, .6]])
+    style = rng.beta(2, 5, (24, 18, 3)) * 255 @ np.array([[1, 0.5, 0], [0, 1, 0.3], [0.2, 0, 0.6]])
     return content.astype(np.float32), style.astype(np.float32)
 
 
@@ -62,11 +66,15 @@ def test_histogram_gives_each_style_channel_the_contents_distribution():
     for c in range(3):
         assert _ks(style[..., c], content[..., c]) > 0.2  # far apart before
         assert _ks(matched[..., c], content[..., c]) < 0.01
-    assert np.array_equal(np.argsort(matched[..., 0], None, "stable"),
-                          np.argsort(style[..., 0], None, "stable"))  # monotone: order kept
+    assert np.array_equal(
+        np.argsort(matched[..., 0], None, "stable"), np.argsort(style[..., 0], None, "stable")
+    )  # monotone: order kept
     same_size = color.match_histograms(style[:16, :18], content[:16, :18])
-    np.testing.assert_allclose(np.sort(same_size.reshape(-1, 3), 0),
-                               np.sort(content[:16, :18].reshape(-1, 3), 0), atol=1e-3)
+    np.testing.assert_allclose(
+        np.sort(same_size.reshape(-1, 3), 0),
+        np.sort(content[:16, :18].reshape(-1, 3), 0),
+        atol=1e-3,
+    )
 
 
 def test_recombine_keeps_the_contents_chroma_and_the_results_luminance():
@@ -77,8 +85,9 @@ def test_recombine_keeps_the_contents_chroma_and_the_results_luminance():
     assert inside.mean() > 0.5
     want = np.broadcast_to(_chroma(content), out.shape[:-1] + (2,))
     np.testing.assert_allclose(_chroma(out)[inside], want[inside], atol=1e-3)
-    np.testing.assert_allclose(color.luminance(out)[inside], color.luminance(result)[inside],
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        color.luminance(out)[inside], color.luminance(result)[inside], atol=1e-3
+    )
 
 
 # --------------------------------------------------------------------------- in a run
@@ -87,8 +96,14 @@ def test_recombine_keeps_the_contents_chroma_and_the_results_luminance():
 def test_luminance_run_keeps_the_contents_chroma_in_every_written_image(vgg19, shallow, tmp_path):
     """Two vmapped starts; final images, snapshots and Result.images all carry the content's
     chroma (within uint8 rounding, 0.5, where no channel is clipped) and a new luminance."""
-    result = job.combine(recipe=shallow, preserve_color="luminance", init="content,noise",
-                         snapshot_every=2, out=tmp_path, **TINY)
+    result = job.combine(
+        recipe=shallow,
+        preserve_color="luminance",
+        init="content,noise",
+        snapshot_every=2,
+        out=tmp_path,
+        **TINY,
+    )
     content = images.read(images.CONTENT, size=TINY["size"])
     assert result.labels == ("content", "noise-s0") and np.isfinite(result.outcome.totals).all()
     written = [np.asarray(Image.open(tmp_path / f"{lab}.png")) for lab in result.labels]
@@ -128,10 +143,15 @@ def test_a_recipe_sets_preserve_color_and_the_option_overrides_it(vgg19, tmp_pat
     path.write_text('preserve_color = "luminance"\n' + SHALLOW)
     assert job.prepare(job.RunConfig(recipe=str(path), **TINY)).preserve_color == "luminance"
     overridden = job.prepare(job.RunConfig(recipe=str(path), preserve_color="none", **TINY))
-    assert overridden.preserve_color == "none" and overridden.recipe.to_dict()["preserve_color"] == "none"
+    assert (
+        overridden.preserve_color == "none"
+        and overridden.recipe.to_dict()["preserve_color"] == "none"
+    )
     path.write_text('preserve_color = "purple"\n' + SHALLOW)
-    with pytest.raises(JaxcombineError, match="recipe r: unknown preserve_color 'purple'; "
-                                              "choose none, luminance, stats, histogram"):
+    with pytest.raises(
+        JaxcombineError,
+        match="recipe r: unknown preserve_color 'purple'; choose none, luminance, stats, histogram",
+    ):
         job.prepare(job.RunConfig(recipe=str(path), **TINY))
     with pytest.raises(rules.ConfigError, match="NAME one of lr, tv_weight"):
         config.parse_sweep("preserve_color=none,luminance")  # not a traced number
@@ -140,7 +160,8 @@ def test_a_recipe_sets_preserve_color_and_the_option_overrides_it(vgg19, tmp_pat
 def test_a_batch_grid_over_preserve_color(vgg19, shallow, tmp_path):
     """Recoloured styles share the plain program (only the targets differ); luminance,
     which optimises grey images, has its own and keeps the content's chroma."""
-    (tmp_path / "m.toml").write_text(textwrap.dedent(f"""
+    (tmp_path / "m.toml").write_text(
+        textwrap.dedent(f"""
         [defaults]
         recipe = "{shallow}"
         size = 32
@@ -148,7 +169,8 @@ def test_a_batch_grid_over_preserve_color(vgg19, shallow, tmp_path):
         init = "noise"
         [grid]
         preserve_color = ["none", "luminance", "stats"]
-    """))
+    """)
+    )
     report = batch.run_batch(tmp_path / "m.toml", tmp_path / "out", progress=False)
     assert len(report.done) == 3 and not report.failed
     content = images.read(images.CONTENT, size=32)

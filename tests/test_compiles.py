@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import batch, images, job, optimizers
+from jaxcombine.batch import runner as batch
+from jaxcombine.engine import optimizers
+from jaxcombine.io import images
+from jaxcombine.run import job
 
 SHALLOW = """\
 init = "content"
@@ -40,18 +43,26 @@ def recipes(tmp_path_factory):
 def test_changing_only_traced_numbers_compiles_nothing(vgg19, recipes, compiled):
     styles = (str(images.STYLE), str(recipes / "grey.png"))
     base = dict(size=28, chunk=3, init="content,noise", style=styles, schedule="cosine")
-    first = job.combine(recipe=str(recipes / "a.toml"), steps=4, lr=4.0, style_weights=(1.0, 1.0),
-                        **base)
+    first = job.combine(
+        recipe=str(recipes / "a.toml"), steps=4, lr=4.0, style_weights=(1.0, 1.0), **base
+    )
     before = len(compiled)  # the first run's compiles
-    second = job.combine(recipe=str(recipes / "b.toml"), steps=7, lr=2.0, tv_weight=0.01,
-                         style_weights=(0.2, 0.8), **base)
+    second = job.combine(
+        recipe=str(recipes / "b.toml"),
+        steps=7,
+        lr=2.0,
+        tv_weight=0.01,
+        style_weights=(0.2, 0.8),
+        **base,
+    )
     assert compiled[before:] == []
     # ... and the new numbers really were used
     assert second.outcome.history.shape[0] == 7 and first.outcome.history.shape[0] == 4
     np.testing.assert_allclose(second.outcome.weights[0], [0.5, 4.0, 4.0, 0.01])
     assert not np.allclose(first.outcome.history[0, 0], second.outcome.history[0, 0])
-    lr = jax.tree.leaves(second.outcome.opt_state, is_leaf=lambda n: isinstance(
-        n, optimizers.LearningRate))
+    lr = jax.tree.leaves(
+        second.outcome.opt_state, is_leaf=lambda n: isinstance(n, optimizers.LearningRate)
+    )
     lr = next(n for n in lr if isinstance(n, optimizers.LearningRate))
     assert lr.value.tolist() == [2.0, 2.0] and lr.total_steps.tolist() == [7, 7]
     assert lr.count.tolist() == [7, 7]
@@ -72,7 +83,9 @@ def test_cosine_schedule_follows_each_starts_step_count():
         trace = 0.9 * before + grads
         steps.append(np.asarray(-updates / trace)[:, 0])
     rates = np.stack(steps)
-    expected = lambda lr, total, t: lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(t, total) / total)))  # noqa: E731
+    expected = lambda lr, total, t: (
+        lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(t, total) / total)))
+    )  # noqa: E731
     np.testing.assert_allclose(rates[:, 0], [expected(1.0, 4, t) for t in range(9)], rtol=1e-5)
     np.testing.assert_allclose(rates[:, 1], [expected(3.0, 8, t) for t in range(9)], rtol=1e-5)
     assert rates[4, 0] == pytest.approx(0.1) and rates[8, 1] == pytest.approx(0.3)
@@ -99,16 +112,28 @@ def test_a_grid_of_traced_numbers_is_one_program(vgg19, recipes, tmp_path, compi
     report = batch.run_batch(tmp_path / "m.toml", tmp_path / "out", progress=False)
     assert len(report.done) == 8 and not report.failed
     assert len([c for c in compiled if "_rolled_chunk" in c]) == 1
-    records = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")
-               if not p.name.startswith("batch-report")]
+    records = [
+        json.loads(p.read_text())
+        for p in (tmp_path / "out").glob("*.json")
+        if not p.name.startswith("batch-report")
+    ]
     assert {r["group_size"] for r in records} == {8}
     for r in records:
         rows = (tmp_path / "out" / r["history"]).read_text().splitlines()
         assert len(rows) - 1 == r["config"]["steps"] == r["steps_done"]
-    short = next(r for r in records if r["config"]["steps"] == 2 and r["config"]["lr"] == 5.0
-                 and r["config"]["tv_weight"] == 0.01)
-    alone = job.combine(job.RunConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                         for k, v in short["config"].items()}))
+    short = next(
+        r
+        for r in records
+        if r["config"]["steps"] == 2
+        and r["config"]["lr"] == 5.0
+        and r["config"]["tv_weight"] == 0.01
+    )
+    alone = job.combine(
+        job.RunConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in short["config"].items()}
+        )
+    )
     assert alone.final_losses()["content"] == pytest.approx(short["final_loss"], rel=1e-4)
-    np.testing.assert_allclose(alone.images["content"],
-                               np.asarray(Image.open(tmp_path / "out" / short["image"])), atol=1)
+    np.testing.assert_allclose(
+        alone.images["content"], np.asarray(Image.open(tmp_path / "out" / short["image"])), atol=1
+    )

@@ -8,12 +8,15 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from jaxcombine import batch, config, job, rules
-from jaxcombine.config import RunConfig
-from jaxcombine.rules import ConfigError
+from jaxcombine.batch import runner as batch
 from jaxcombine.errors import JaxcombineError
+from jaxcombine.options import config, rules
+from jaxcombine.options.config import RunConfig
+from jaxcombine.options.rules import ConfigError
+from jaxcombine.run import job
 
 # (option, bad value as the API / a manifest gives it, as a command line gives it, message)
 BAD = [
@@ -27,9 +30,18 @@ BAD = [
     ("size", "48", None, "size must be an integer >= 1 and <= 1000000, got '48'"),
     ("seed", 2**70, str(2**70), "seed must be an integer >= 0 and <= 2147483647"),
     ("optimizer", "adamw", "adamw", "unknown optimizer 'adamw'; choose adam, sgd, lbfgs"),
-    ("preserve_color", "purple", "purple",
-     "unknown preserve_color 'purple'; choose none, luminance, stats, histogram"),
-    ("style_weights", (math.nan, 1.0), "nan,1", "style_weights must be a finite number >= 0, got nan"),
+    (
+        "preserve_color",
+        "purple",
+        "purple",
+        "unknown preserve_color 'purple'; choose none, luminance, stats, histogram",
+    ),
+    (
+        "style_weights",
+        (math.nan, 1.0),
+        "nan,1",
+        "style_weights must be a finite number >= 0, got nan",
+    ),
     ("style_weights", 0.5, None, "style_weights must be a non-empty list of numbers, got 0.5"),
     ("remat", "yes", None, "remat must be true or false, got 'yes'"),
     ("init", "noise:0", "noise:0", "bad init 'noise:0': use noise:N with N >= 1"),
@@ -58,60 +70,96 @@ def test_rules_parse_command_line_text_the_same_way(option, value, text, message
     assert str(err.value).split(", got")[0] == message.split(", got")[0]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--lr", "nan"], "lr must be a finite number > 0, got nan"),
-    (["--tv-weight", "inf"], "tv_weight must be a finite number >= 0, got inf"),
-    (["--style", "a.png", "--style", "b.png", "--style-weights", "inf,1"],
-     "style_weights must be a finite number >= 0, got inf"),
-    (["--steps", "two"], "steps must be an integer >= 0 and <= 10000000, got 'two'"),
-    (["--seed", str(2**64)], "seed must be an integer >= 0"),
-    (["--preserve-color", "purple"],
-     "unknown preserve_color 'purple'; choose none, luminance, stats, histogram"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--lr", "nan"], "lr must be a finite number > 0, got nan"),
+        (["--tv-weight", "inf"], "tv_weight must be a finite number >= 0, got inf"),
+        (
+            ["--style", "a.png", "--style", "b.png", "--style-weights", "inf,1"],
+            "style_weights must be a finite number >= 0, got inf",
+        ),
+        (["--steps", "two"], "steps must be an integer >= 0 and <= 10000000, got 'two'"),
+        (["--seed", str(2**64)], "seed must be an integer >= 0"),
+        (
+            ["--preserve-color", "purple"],
+            "unknown preserve_color 'purple'; choose none, luminance, stats, histogram",
+        ),
+    ],
+)
 def test_cli_refuses_in_one_line(args, message):
-    proc = subprocess.run([sys.executable, "-m", "jaxcombine", "run", *args],
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"},
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxcombine", "run", *args],
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"jaxcombine: error: {message}"] or (
-        len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr), proc.stderr
+        len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
+    ), proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("table, key_line, where", [
-    ("defaults", 'steps = "two"', "[defaults], steps: steps must be an integer >= 0 and <= 10000000, got 'two'"),
-    ("defaults", 'size = "48"', "[defaults], size: size must be an integer"),
-    ("defaults", "lr = nan", "[defaults], lr: lr must be a finite number > 0, got nan"),
-    ("defaults", "style_weights = 0.5", "[defaults], style_weights: style_weights must be a non-empty"),
-    ("jobs", "tv_weight = inf", "[[jobs]] 2, tv_weight: tv_weight must be a finite number >= 0, got inf"),
-    ("grid", "lr = [1.0, -2.0]", "[grid] combination 2, lr: lr must be a finite number > 0, got -2.0"),
-    ("jobs", 'shard = "rows"', "[[jobs]] 2, shard: shard 'rows' is for one image at a time"),
-])
+@pytest.mark.parametrize(
+    "table, key_line, where",
+    [
+        (
+            "defaults",
+            'steps = "two"',
+            "[defaults], steps: steps must be an integer >= 0 and <= 10000000, got 'two'",
+        ),
+        ("defaults", 'size = "48"', "[defaults], size: size must be an integer"),
+        ("defaults", "lr = nan", "[defaults], lr: lr must be a finite number > 0, got nan"),
+        (
+            "defaults",
+            "style_weights = 0.5",
+            "[defaults], style_weights: style_weights must be a non-empty",
+        ),
+        (
+            "jobs",
+            "tv_weight = inf",
+            "[[jobs]] 2, tv_weight: tv_weight must be a finite number >= 0, got inf",
+        ),
+        (
+            "grid",
+            "lr = [1.0, -2.0]",
+            "[grid] combination 2, lr: lr must be a finite number > 0, got -2.0",
+        ),
+        ("jobs", 'shard = "rows"', "[[jobs]] 2, shard: shard 'rows' is for one image at a time"),
+    ],
+)
 def test_manifest_names_the_table_and_the_key(tmp_path, table, key_line, where):
-    body = {"defaults": f"[defaults]\n{key_line}\n[[jobs]]\ninit = 'content'\n",
-            "jobs": "[[jobs]]\ninit = 'content'\n[[jobs]]\n" + key_line + "\n",
-            "grid": "[grid]\n" + key_line + "\n"}[table]
+    body = {
+        "defaults": f"[defaults]\n{key_line}\n[[jobs]]\ninit = 'content'\n",
+        "jobs": "[[jobs]]\ninit = 'content'\n[[jobs]]\n" + key_line + "\n",
+        "grid": "[grid]\n" + key_line + "\n",
+    }[table]
     (tmp_path / "m.toml").write_text(body)
     with pytest.raises(JaxcombineError) as err:
         batch.load_manifest(tmp_path / "m.toml")
     assert str(err.value).startswith(f"m.toml: {where}"), str(err.value)
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("lr=nan,1", "lr must be a finite number > 0, got nan"),
-    ("lr=0", "lr must be a finite number > 0, got 0"),
-    ("tv_weight=inf", "tv_weight must be a finite number >= 0, got inf"),
-    ("lr=a", "lr must be a finite number > 0, got 'a'"),
-    ("lr=1,1", "give distinct values"),
-    ("steps=1,2", "NAME one of lr, tv_weight"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("lr=nan,1", "lr must be a finite number > 0, got nan"),
+        ("lr=0", "lr must be a finite number > 0, got 0"),
+        ("tv_weight=inf", "tv_weight must be a finite number >= 0, got inf"),
+        ("lr=a", "lr must be a finite number > 0, got 'a'"),
+        ("lr=1,1", "give distinct values"),
+        ("steps=1,2", "NAME one of lr, tv_weight"),
+    ],
+)
 def test_sweep_values_go_through_the_option_rules(spec, message):
     with pytest.raises(ConfigError, match=message):
         config.parse_sweep(spec)
 
 
 def test_a_recipe_weight_too_big_for_float32_is_refused(tmp_path):
-    from jaxcombine import recipe
+    from jaxcombine.options import recipe
 
     path = tmp_path / "r.toml"
     path.write_text('[[terms]]\nlayer = "block1_conv1"\nsource = "style"\nweight = 1e308\n')
@@ -123,13 +171,13 @@ def test_a_recipe_weight_too_big_for_float32_is_refused(tmp_path):
 
 
 def test_the_configuration_module_needs_no_jax():
-    code = "import sys, jaxcombine.config as c; c.RunConfig(lr=2.0); print('jax' in sys.modules)"
+    code = "import sys, jaxcombine.options.config as c; c.RunConfig(lr=2.0); print('jax' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
 
 
 def test_every_option_is_on_the_command_line_with_the_configs_default():
-    from jaxcombine import cli
+    from jaxcombine.cli import main as cli
 
     params = {p.name: p for p in cli.run.params}
     for field in config.run_fields():
@@ -146,14 +194,22 @@ def test_valid_values_are_normalised():
     c = RunConfig(style=["a.png", "b.png"], style_weights=[1, 2], steps=np.int64(3))
     assert c.style == ("a.png", "b.png") and c.style_weights == (1.0, 2.0) and type(c.steps) is int
     assert hash(c) == hash(RunConfig(style=("a.png", "b.png"), style_weights=(1.0, 2.0), steps=3))
-    assert [i.label for i in RunConfig(init="content,noise:2", seed=5).inits()] == \
-        ["content", "noise-s5", "noise-s6"]
+    assert [i.label for i in RunConfig(init="content,noise:2", seed=5).inits()] == [
+        "content",
+        "noise-s5",
+        "noise-s6",
+    ]
 
 
-_values = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
-                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
-                    st.lists(st.floats(allow_nan=True), max_size=3),
-                    st.lists(st.text(max_size=6), max_size=3))
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.lists(st.floats(allow_nan=True), max_size=3),
+    st.lists(st.text(max_size=6), max_size=3),
+)
 
 
 @settings(max_examples=400, deadline=None)

@@ -12,8 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import config, driver, images, job, losses, recipe
+from jaxcombine.engine import driver
 from jaxcombine.errors import JaxcombineError
+from jaxcombine.io import images
+from jaxcombine.options import config, recipe
+from jaxcombine.run import job
+from jaxcombine.stats import losses
 
 TINY = dict(size=32, chunk=3)
 # Plumbing (optimisers, inits, loop forms, dtypes, divergence) does not depend on the
@@ -42,13 +46,15 @@ def test_every_preset_lowers_its_loss(vgg19, name):
 @pytest.mark.parametrize("statistic", recipe.STATISTICS)
 def test_every_statistic(vgg19, tmp_path, statistic):
     path = tmp_path / "r.toml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         init = "noise"
         [[terms]]
         layers = ["block1_conv1", "block2_conv1"]
         source = "style"
         statistic = "{statistic}"
-    """))
+    """)
+    )
     result = job.combine(recipe=str(path), steps=6, **TINY)
     assert _falls(result)
 
@@ -73,8 +79,9 @@ def test_every_init_and_vmapped_equals_separate(vgg19, tmp_path):
             continue
         alone = job.combine(init=one, **PLUMBING)
         np.testing.assert_allclose(alone.outcome.pixels[0], together.outcome.pixels[j], atol=0.05)
-        np.testing.assert_allclose(alone.outcome.history[:, 0], together.outcome.history[:, j],
-                                   rtol=1e-3, atol=1e-6)
+        np.testing.assert_allclose(
+            alone.outcome.history[:, 0], together.outcome.history[:, j], rtol=1e-3, atol=1e-6
+        )
     # Different starts really are different images.
     px = together.outcome.pixels
     assert np.abs(px[0] - px[1]).mean() > 10 and np.abs(px[2] - px[3]).mean() > 10
@@ -83,14 +90,17 @@ def test_every_init_and_vmapped_equals_separate(vgg19, tmp_path):
 def test_loop_forms_agree(vgg19):
     runs = {loop: job.combine(loop=loop, init="noise", **PLUMBING) for loop in config.LOOPS}
     for loop in ("scan", "unroll"):
-        np.testing.assert_allclose(runs[loop].outcome.pixels, runs["step"].outcome.pixels, atol=0.05)
+        np.testing.assert_allclose(
+            runs[loop].outcome.pixels, runs["step"].outcome.pixels, atol=0.05
+        )
 
 
 def test_a_shorter_last_chunk_compiles_nothing(vgg19):
     """The rolled loop takes its trip count as an argument: a run of 5 steps in chunks
     of 3 compiles one chunk program, not one for 3 steps and one for 2."""
-    config = job.RunConfig(recipe=SHALLOW, init="content", steps=5, chunk=3,
-                           size=20)  # a size no other test uses
+    config = job.RunConfig(
+        recipe=SHALLOW, init="content", steps=5, chunk=3, size=20
+    )  # a size no other test uses
     compiled = []
 
     def count(event, seconds, fun_name="", **kwargs):
@@ -111,8 +121,9 @@ def test_divergence_freezes_that_start_only(vgg19):
     prep = job.prepare(job.RunConfig(init="content,noise", **PLUMBING))
     x0 = prep.x0.copy()
     x0[1, 0, 0, 0] = np.nan  # this start's loss is NaN from the first step
-    out = driver.optimise(prep.problem, prep.variables, prep.targets, prep.initial_state(x0),
-                          chunk=2)
+    out = driver.optimise(
+        prep.problem, prep.variables, prep.targets, prep.initial_state(x0), chunk=2
+    )
     assert out.alive.tolist() == [True, False]
     assert out.diverged_at == [None, 1]
     np.testing.assert_array_equal(np.isnan(out.pixels[1]), np.isnan(x0[1]))  # last good image kept
@@ -128,31 +139,46 @@ def test_losses_are_normalised():
     assert float(losses.total_variation(jnp.zeros((4, 4, 3)))) == 0.0
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(steps=-1), "steps must be"),
-    (dict(size=0), "size must be"),
-    (dict(size=8), "too small for layer"),
-    (dict(lr=-1.0), "lr must be a finite number > 0, got -1.0"),
-    (dict(init="noise:0"), "noise:N"),
-    (dict(init="sideways"), "bad init"),
-    (dict(recipe="nope"), "unknown recipe"),
-    (dict(content="/no/such.png"), "image not found"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(steps=-1), "steps must be"),
+        (dict(size=0), "size must be"),
+        (dict(size=8), "too small for layer"),
+        (dict(lr=-1.0), "lr must be a finite number > 0, got -1.0"),
+        (dict(init="noise:0"), "noise:N"),
+        (dict(init="sideways"), "bad init"),
+        (dict(recipe="nope"), "unknown recipe"),
+        (dict(content="/no/such.png"), "image not found"),
+    ],
+)
 def test_bad_options_fail_in_one_line(vgg19, options, message):
     with pytest.raises(JaxcombineError, match=message) as err:
         job.combine(**{**TINY, "steps": 1, **options})
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("body, message", [
-    ("", "no terms"),
-    ('[[terms]]\nlayer = "block9_conv1"\nsource = "style"', "unknown layer 'block9_conv1'"),
-    ('[[terms]]\nlayer = "block1_conv1"\nsource = "moon"', "source must be"),
-    ('[[terms]]\nlayer = "block1_conv1"\nsource = "style"\nstatistic = "median"', "statistic must be"),
-    ('[[terms]]\nlayer = "block1_conv1"\nsource = "style"\nweight = -1', "weight must be a finite number >= 0, got -1"),
-    ('[[terms]]\nlayer = "block1_conv1"\nsource = "style"\nweight = 0', "every term has weight 0"),
-    ("[[terms]\n", "invalid TOML"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("", "no terms"),
+        ('[[terms]]\nlayer = "block9_conv1"\nsource = "style"', "unknown layer 'block9_conv1'"),
+        ('[[terms]]\nlayer = "block1_conv1"\nsource = "moon"', "source must be"),
+        (
+            '[[terms]]\nlayer = "block1_conv1"\nsource = "style"\nstatistic = "median"',
+            "statistic must be",
+        ),
+        (
+            '[[terms]]\nlayer = "block1_conv1"\nsource = "style"\nweight = -1',
+            "weight must be a finite number >= 0, got -1",
+        ),
+        (
+            '[[terms]]\nlayer = "block1_conv1"\nsource = "style"\nweight = 0',
+            "every term has weight 0",
+        ),
+        ("[[terms]\n", "invalid TOML"),
+    ],
+)
 def test_bad_recipes_fail_in_one_line(tmp_path, body, message):
     path = tmp_path / "bad.toml"
     path.write_text(body)
@@ -174,16 +200,20 @@ def test_four_fake_devices_match_one(vgg19, tmp_path):
     options = dict(init="content,style,noise:3", **PLUMBING)
     code = textwrap.dedent(f"""
         import sys, numpy as np, jax
-        from jaxcombine import job
+        from jaxcombine.run import job
         r = job.combine(**{options!r})
         np.save(sys.argv[1], r.outcome.pixels)
         print(len(jax.devices()))
     """)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-           "JAX_PLATFORMS": "cpu"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+    }
     path = tmp_path / "px4.npy"
-    proc = subprocess.run([sys.executable, "-c", code, str(path)], env=env,
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True, check=True
+    )
     assert proc.stdout.strip() == "4"
     assert len(jax.local_devices()) == 1
     one = job.combine(**options)

@@ -16,18 +16,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import batch, folders, images, manifest, records, study as study_lib
-from jaxcombine.config import RunConfig
+from jaxcombine.batch import manifest
+from jaxcombine.batch import runner as batch
 from jaxcombine.errors import JaxcombineError
+from jaxcombine.io import folders, images, records
+from jaxcombine.options.config import RunConfig
+from jaxcombine.study import runner as study_lib
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 SHALLOW = Path(__file__).with_name("shallow.toml").read_text()
 
 
 def cli(*args, cwd=None, **popen):
-    return subprocess.Popen([sys.executable, "-m", "jaxcombine", *map(str, args)], cwd=cwd,
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxcombine", *map(str, args)],
+        cwd=cwd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def finish(proc, timeout=600):
@@ -54,10 +63,13 @@ def shallow(tmp_path_factory):
 # --------------------------------------------------------------------------- output folder
 
 
-@pytest.mark.parametrize("below, fragment", [
-    ("", "is a file, not a folder"),
-    ("sub", "cannot write to output folder"),
-])
+@pytest.mark.parametrize(
+    "below, fragment",
+    [
+        ("", "is a file, not a folder"),
+        ("sub", "cannot write to output folder"),
+    ],
+)
 def test_a_bad_output_folder_is_refused_before_any_work(tmp_path, below, fragment):
     (tmp_path / "taken").write_text("a file where the folder should be")
     out = tmp_path / "taken" / below if below else tmp_path / "taken"
@@ -72,8 +84,22 @@ def test_a_bad_output_folder_is_refused_before_any_work(tmp_path, below, fragmen
 
 
 def test_diverged_starts_exit_3_with_strict_json(vgg19, shallow, tmp_path):
-    code, out, err = finish(cli("run", "--recipe", shallow / "overflow.toml", "--size", "24",
-                                "--steps", "2", "--chunk", "2", "-q", "--out", tmp_path))
+    code, out, err = finish(
+        cli(
+            "run",
+            "--recipe",
+            shallow / "overflow.toml",
+            "--size",
+            "24",
+            "--steps",
+            "2",
+            "--chunk",
+            "2",
+            "-q",
+            "--out",
+            tmp_path,
+        )
+    )
     assert code == 3, err
     assert "1 of 1 starts diverged (content)" in err and "Traceback" not in err
 
@@ -87,10 +113,15 @@ def test_diverged_starts_exit_3_with_strict_json(vgg19, shallow, tmp_path):
 
 
 def test_records_are_strict_json(tmp_path):
-    records.write_json(tmp_path / "r.json", {"a": float("nan"), "b": [1.0, float("inf")],
-                                             "c": np.array([np.nan, 2.0])})
-    assert json.loads((tmp_path / "r.json").read_text()) == {"a": None, "b": [1.0, None],
-                                                              "c": [None, 2.0]}
+    records.write_json(
+        tmp_path / "r.json",
+        {"a": float("nan"), "b": [1.0, float("inf")], "c": np.array([np.nan, 2.0])},
+    )
+    assert json.loads((tmp_path / "r.json").read_text()) == {
+        "a": None,
+        "b": [1.0, None],
+        "c": [None, 2.0],
+    }
 
 
 def test_an_image_with_nan_pixels_is_refused(tmp_path):
@@ -105,14 +136,24 @@ def test_an_image_with_nan_pixels_is_refused(tmp_path):
 
 
 def test_temp_files_are_removed_only_when_their_writer_is_gone(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time, pathlib\n"
-        "from jaxcombine import folders\n"
-        "d = pathlib.Path(sys.argv[1])\n"
-        "with folders.guarded_temp_prefix(d) as prefix:\n"
-        "    (d / (prefix + 'live.png')).write_bytes(b'half')\n"
-        "    print('ready', flush=True)\n"
-        "    time.sleep(600)\n"), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time, pathlib\n"
+                "from jaxcombine.io import folders\n"
+                "d = pathlib.Path(sys.argv[1])\n"
+                "with folders.guarded_temp_prefix(d) as prefix:\n"
+                "    (d / (prefix + 'live.png')).write_bytes(b'half')\n"
+                "    print('ready', flush=True)\n"
+                "    time.sleep(600)\n"
+            ),
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "ready"
     legacy = tmp_path / (folders.TMP_PREFIX + "oldstyle.png")  # from a version without locks
     legacy.write_bytes(b"half")
@@ -130,19 +171,25 @@ def test_temp_files_are_removed_only_when_their_writer_is_gone(tmp_path):
 
 def _manifest(folder: Path, recipe: Path, steps: int, n: int) -> Path:
     path = folder / "m.toml"
-    path.write_text(f'[defaults]\nsize = 24\nchunk = 1\nsteps = {steps}\nrecipe = "{recipe}"\n'
-                    f'init = "noise:{n}"\n[[jobs]]\n')
+    path.write_text(
+        f'[defaults]\nsize = 24\nchunk = 1\nsteps = {steps}\nrecipe = "{recipe}"\n'
+        f'init = "noise:{n}"\n[[jobs]]\n'
+    )
     return path
 
 
 def _records(out: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")
-            if not p.name.startswith("batch-report")}
+    return {
+        p.stem: json.loads(p.read_text())
+        for p in out.glob("*.json")
+        if not p.name.startswith("batch-report")
+    }
 
 
 @pytest.mark.slow
-def test_two_batches_share_a_folder_then_one_is_killed_and_a_rerun_finishes(vgg19, shallow,
-                                                                          tmp_path):
+def test_two_batches_share_a_folder_then_one_is_killed_and_a_rerun_finishes(
+    vgg19, shallow, tmp_path
+):
     """Every job done exactly once, no partial file, no temp file left."""
     n = 8
     manifest = _manifest(tmp_path, shallow / "shallow.toml", steps=40, n=n)  # both get to work
@@ -211,9 +258,11 @@ def test_job_ids_are_capped_and_follow_the_weights(tmp_path, monkeypatch):
 def test_job_ids_follow_the_mask_files_a_recipe_names(tmp_path):
     """A batch must not take a finished job as done after the mask its recipe names
     was redrawn (the recipe file itself is unchanged)."""
-    (tmp_path / "masked.toml").write_text('[[terms]]\nlayer = "block1_conv1"\n'
-                                          'source = "style"\nstatistic = "gram"\n'
-                                          'mask = "region.png"\n')
+    (tmp_path / "masked.toml").write_text(
+        '[[terms]]\nlayer = "block1_conv1"\n'
+        'source = "style"\nstatistic = "gram"\n'
+        'mask = "region.png"\n'
+    )
     Image.new("L", (8, 8), 255).save(tmp_path / "region.png")
     config = RunConfig(recipe=str(tmp_path / "masked.toml"), init="content")
     jid = manifest.job_id(config)
@@ -224,9 +273,23 @@ def test_job_ids_follow_the_mask_files_a_recipe_names(tmp_path):
 def test_an_unreachable_coordinator_is_one_line(tmp_path, shallow):
     manifest = _manifest(tmp_path, shallow / "shallow.toml", steps=1, n=1)
     t0 = time.monotonic()
-    code, _, err = finish(cli("batch", manifest, "--out", tmp_path / "o", "--coordinator",
-                              "127.0.0.1:9", "--num-processes", "2", "--process-id", "1",
-                              "--coordinator-timeout", "2"), timeout=120)
+    code, _, err = finish(
+        cli(
+            "batch",
+            manifest,
+            "--out",
+            tmp_path / "o",
+            "--coordinator",
+            "127.0.0.1:9",
+            "--num-processes",
+            "2",
+            "--process-id",
+            "1",
+            "--coordinator-timeout",
+            "2",
+        ),
+        timeout=120,
+    )
     assert code == 2 and time.monotonic() - t0 < 60
     one_line_error(err, "coordinator 127.0.0.1:9 unreachable after 2 s")
 
@@ -235,20 +298,28 @@ def test_an_unreachable_coordinator_is_one_line(tmp_path, shallow):
 
 
 def test_resume_refuses_another_configuration_or_a_corrupt_state(vgg19, shallow, tmp_path):
-    config = RunConfig(recipe=str(shallow / "shallow.toml"), init="content", steps=2, size=24,
-                       chunk=2)
+    config = RunConfig(
+        recipe=str(shallow / "shallow.toml"), init="content", steps=2, size=24, chunk=2
+    )
     study_lib.run_study(config, tmp_path, snapshot_every=2, progress=False)
     grey = tmp_path / "grey.png"
     Image.new("RGB", (30, 30), (90, 90, 90)).save(grey)
     with pytest.raises(JaxcombineError, match="it was made with other image_sha256, style") as e:
-        study_lib.run_study(config.replace(style=(str(grey),), steps=4), tmp_path,
-                            snapshot_every=2, progress=False, resume=True)
+        study_lib.run_study(
+            config.replace(style=(str(grey),), steps=4),
+            tmp_path,
+            snapshot_every=2,
+            progress=False,
+            resume=True,
+        )
     assert "\n" not in str(e.value)
     with pytest.raises(JaxcombineError, match="made with other lr"):
-        study_lib.run_study(config.replace(lr=1.0), tmp_path, snapshot_every=2, progress=False,
-                            resume=True)
-    more = study_lib.run_study(config.replace(steps=4), tmp_path, snapshot_every=2,
-                               progress=False, resume=True)  # more steps: allowed
+        study_lib.run_study(
+            config.replace(lr=1.0), tmp_path, snapshot_every=2, progress=False, resume=True
+        )
+    more = study_lib.run_study(
+        config.replace(steps=4), tmp_path, snapshot_every=2, progress=False, resume=True
+    )  # more steps: allowed
     assert more.summary["steps_done"] == 4 and more.summary["resumed_from_step"] == 2
     (tmp_path / "state.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(JaxcombineError, match="state.npz is not a readable jaxcombine study state"):
@@ -279,7 +350,7 @@ def test_ctrl_c_at_start_up_is_exit_130_without_a_traceback(tmp_path, delay):
 
 GC_CALLBACK_CTRL_C = r"""
 import gc, os, signal
-from jaxcombine import interrupts
+from jaxcombine.run import interrupts
 interrupts.note_interrupts()
 def collecting(phase, info):  # like JAX's own gc callback: a Ctrl-C lands while it runs
     if phase == "start" and not interrupts.RECEIVED:
@@ -297,8 +368,13 @@ def test_a_ctrl_c_inside_a_gc_callback_is_noted_without_a_traceback():
     """Python swallows an exception raised in a garbage-collection callback and prints
     its traceback ("Exception ignored in ..."): seen in CI, a Ctrl-C during JAX's gc
     callback. There the Ctrl-C is only noted, and the next run starts stopped."""
-    proc = subprocess.run([sys.executable, "-c", GC_CALLBACK_CTRL_C], capture_output=True,
-                          text=True, env=ENV, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", GC_CALLBACK_CTRL_C],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["1", "True"]
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
@@ -314,16 +390,36 @@ def test_a_non_utf8_recipe_is_one_line(tmp_path):
 # --------------------------------------------------------------------------- memory
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["run", "--size", "100000"], "1 start at 100000x100000, gatys to block5_conv1"),
-    (["run", "--init", "noise:99999"], "99999 starts at 192x192"),
-    (["run", "--size", "64", "--max-memory", "0.1"], "but 100 MB is available"),
-    (["features", images.CONTENT, "--layers", "block5_conv1", "--size", "30000", "--out", "f.npz"],
-     "features of 30000x30000 to block5_conv1"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["run", "--size", "100000"], "1 start at 100000x100000, gatys to block5_conv1"),
+        (["run", "--init", "noise:99999"], "99999 starts at 192x192"),
+        (["run", "--size", "64", "--max-memory", "0.1"], "but 100 MB is available"),
+        (
+            [
+                "features",
+                images.CONTENT,
+                "--layers",
+                "block5_conv1",
+                "--size",
+                "30000",
+                "--out",
+                "f.npz",
+            ],
+            "features of 30000x30000 to block5_conv1",
+        ),
+    ],
+)
 def test_a_run_too_big_for_memory_is_refused_before_it_starts(tmp_path, args, fragment):
-    code, _, err = finish(cli(*args, "--out" if args[0] == "run" else "--max-memory",
-                              tmp_path / "o" if args[0] == "run" else "20", cwd=tmp_path))
+    code, _, err = finish(
+        cli(
+            *args,
+            "--out" if args[0] == "run" else "--max-memory",
+            tmp_path / "o" if args[0] == "run" else "20",
+            cwd=tmp_path,
+        )
+    )
     assert code == 2
     one_line_error(err, "needs about")
     assert fragment in err and "--max-memory to override" in err
@@ -336,8 +432,19 @@ def test_a_second_ctrl_c_mid_chunk_aborts_at_once(vgg19, shallow, tmp_path):
     signal handler runs; the exit does not wait for the chunk), exit 130, one line."""
     import threading
 
-    proc = cli("run", "--recipe", shallow / "shallow.toml", "--size", "64", "--steps", "100000",
-               "--chunk", "100000", "--out", tmp_path / "out")
+    proc = cli(
+        "run",
+        "--recipe",
+        shallow / "shallow.toml",
+        "--size",
+        "64",
+        "--steps",
+        "100000",
+        "--chunk",
+        "100000",
+        "--out",
+        tmp_path / "out",
+    )
     started, seen = threading.Event(), []
 
     def watch():  # the progress bar appears as the chunks begin
@@ -366,7 +473,7 @@ def test_a_second_ctrl_c_mid_chunk_aborts_at_once(vgg19, shallow, tmp_path):
 
 def test_ctrl_c_during_the_writes_lets_them_finish(vgg19, shallow, tmp_path, monkeypatch):
     """A real SIGINT while the first image is written: every start and run.json still land."""
-    from jaxcombine import job
+    from jaxcombine.run import job
 
     real, sent = images.write, []
 
@@ -377,8 +484,14 @@ def test_ctrl_c_during_the_writes_lets_them_finish(vgg19, shallow, tmp_path, mon
         return real(path, rgb)
 
     monkeypatch.setattr(images, "write", write_then_interrupt)
-    result = job.combine(recipe=str(shallow / "shallow.toml"), init="content,noise:3", steps=2,
-                         size=24, chunk=2, out=tmp_path)
+    result = job.combine(
+        recipe=str(shallow / "shallow.toml"),
+        init="content,noise:3",
+        steps=2,
+        size=24,
+        chunk=2,
+        out=tmp_path,
+    )
     assert sent and result.interrupted and result.outcome.steps_done == 2
     for label in result.labels:
         for suffix in (".png", ".json", ".history.csv"):

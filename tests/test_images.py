@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import images
 from jaxcombine.errors import JaxcombineError
+from jaxcombine.io import images
 
 
 @pytest.fixture
@@ -32,8 +32,7 @@ def test_every_mode_becomes_rgb_0_255(tmp_path, photo, mode):
     base = Image.fromarray(photo)
     if mode == "I;16":
         grey = np.asarray(base.convert("L"), np.uint16) * 257  # full 16-bit range
-        img = Image.frombytes(
-            "I;16", (grey.shape[1], grey.shape[0]), grey.astype("<u2").tobytes())
+        img = Image.frombytes("I;16", (grey.shape[1], grey.shape[0]), grey.astype("<u2").tobytes())
         name = "a.png"
     elif mode == "F":
         img = Image.fromarray(np.asarray(base.convert("L"), np.float32) / 255.0)
@@ -96,13 +95,16 @@ def test_write_is_atomic_and_by_extension(tmp_path, photo):
         images.write(tmp_path / "o.xyz", photo)
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "image not found"),
-    ("folder", "got a folder"),
-    ("text", "not an image"),
-    ("truncated", "corrupt or truncated"),
-    ("empty", "not an image"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "image not found"),
+        ("folder", "got a folder"),
+        ("text", "not an image"),
+        ("truncated", "corrupt or truncated"),
+        ("empty", "not an image"),
+    ],
+)
 def test_bad_images_give_one_line_errors(tmp_path, photo, case, message):
     path = tmp_path / "bad.png"
     if case == "folder":

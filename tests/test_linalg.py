@@ -1,4 +1,4 @@
-"""Eigen-solves that cannot deadlock XLA:CPU (jaxcombine.linalg), and the runs that used to."""
+"""Eigen-solves that cannot deadlock XLA:CPU (jaxcombine.stats.linalg), and the runs that used to."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from jaxcombine import linalg
+from jaxcombine.stats import linalg
 
 PAINTING = Path(__file__).parents[1] / "jaxcombine" / "data" / "starry_night.jpg"
 W2_SHALLOW = """\
@@ -37,8 +37,9 @@ def test_sum_sqrt_eigenvalues_matches_eigvalsh_value_and_gradient():
 
     np.testing.assert_allclose(jax.vmap(ours)(a), jax.vmap(reference)(a), rtol=1e-6)
     grads = jax.grad(lambda x: jax.vmap(ours)(x).sum())(a)
-    np.testing.assert_allclose(grads, jax.grad(lambda x: jax.vmap(reference)(x).sum())(a),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        grads, jax.grad(lambda x: jax.vmap(reference)(x).sum())(a), atol=1e-6
+    )
     assert np.abs(grads).max() > 0.01
 
 
@@ -48,15 +49,17 @@ def test_eigenvalues_below_the_floor_give_no_value_and_no_gradient():
     value, grad = jax.value_and_grad(lambda x: linalg.sum_sqrt_eigenvalues(x, 1e-8))(m)
     assert abs(float(value) - 3.0) < 1e-5
     assert np.isfinite(np.asarray(grad)).all()
-    np.testing.assert_allclose(vec.T @ np.asarray(grad) @ vec, np.diag([0.25, 0.5, 0, 0]),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        vec.T @ np.asarray(grad) @ vec, np.diag([0.25, 0.5, 0, 0]), atol=1e-5
+    )
 
 
 def lapack_shapes(fn, stack) -> list[str]:
     """The operand type of every LAPACK call in ``fn``'s lowered program."""
     text = jax.jit(fn).lower(stack).as_text()
-    return [line.split("(tensor<")[1].split(">")[0] for line in text.splitlines()
-            if "lapack_" in line]
+    return [
+        line.split("(tensor<")[1].split(">")[0] for line in text.splitlines() if "lapack_" in line
+    ]
 
 
 def test_vmapped_solves_never_issue_a_batched_lapack_call_on_the_cpu():
@@ -76,7 +79,7 @@ def test_other_backends_keep_the_batched_call(monkeypatch):
 
 
 def test_w2_under_two_style_masks_with_starts_over_two_devices_finishes(tmp_path):
-    """Hung before jaxcombine.linalg on a 2-core machine: two styles, each under its mask,
+    """Hung before jaxcombine.stats.linalg on a 2-core machine: two styles, each under its mask,
     with a w2 recipe, two vmapped starts per device (a rolled loop: auto), two host devices.
     Pinned to two cores, where XLA:CPU's pool has two threads, on any machine. Two w2
     layers are enough: before, this hung as the w2 preset did."""
@@ -88,17 +91,48 @@ def test_w2_under_two_style_masks_with_starts_over_two_devices_finishes(tmp_path
     texture = np.random.default_rng(2).integers(0, 256, (48, 48, 3), dtype=np.uint8)
     Image.fromarray(texture).save(tmp_path / "noise.png")
     cores = sorted(os.sched_getaffinity(0))[:2]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    pinned = ("import os, runpy, sys; os.sched_setaffinity(0, {cores}); sys.argv[0] = 'jaxcombine'; "
-              "runpy.run_module('jaxcombine', run_name='__main__')").format(cores=cores)
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    }
+    pinned = (
+        "import os, runpy, sys; os.sched_setaffinity(0, {cores}); sys.argv[0] = 'jaxcombine'; "
+        "runpy.run_module('jaxcombine', run_name='__main__')"
+    ).format(cores=cores)
     proc = subprocess.run(
-        [sys.executable, "-c", pinned, "run", "--recipe", tmp_path / "w2.toml", "--size", "32",
-         "--steps", "4", "--chunk", "2", "--init", "content,noise,noise:1,style",
-         "--style", PAINTING, "--style", tmp_path / "noise.png",
-         "--style-mask", tmp_path / "left.png", "--style-mask", tmp_path / "right.png",
-         "--out", tmp_path / "out", "--quiet"],
-        env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-c",
+            pinned,
+            "run",
+            "--recipe",
+            tmp_path / "w2.toml",
+            "--size",
+            "32",
+            "--steps",
+            "4",
+            "--chunk",
+            "2",
+            "--init",
+            "content,noise,noise:1,style",
+            "--style",
+            PAINTING,
+            "--style",
+            tmp_path / "noise.png",
+            "--style-mask",
+            tmp_path / "left.png",
+            "--style-mask",
+            tmp_path / "right.png",
+            "--out",
+            tmp_path / "out",
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(list((tmp_path / "out").glob("*.png"))) == 4
     record = json.loads((tmp_path / "out" / "content.json").read_text())

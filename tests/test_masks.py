@@ -7,11 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
-
-from jaxcombine import engine, job, losses, masks, model, recipe, statistics
-from jaxcombine.errors import JaxcombineError
-
 from test_cli import assert_one_line_error, jaxcombine
+
+from jaxcombine.engine import program
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.networks import model
+from jaxcombine.options import recipe
+from jaxcombine.run import job
+from jaxcombine.stats import losses, masks, statistics
 
 MATCHED = ("gram", "meanstd", "covariance")
 
@@ -22,7 +25,7 @@ def _features(seed=0, shape=(6, 8, 5)):
 
 def _half(shape=(6, 8), right=True):
     m = np.zeros(shape, np.float32)
-    m[:, shape[1] // 2:] = 1.0
+    m[:, shape[1] // 2 :] = 1.0
     return jnp.asarray(m if right else 1.0 - m)
 
 
@@ -43,8 +46,12 @@ def test_an_all_ones_mask_is_the_unmasked_term(name):
 @pytest.mark.parametrize("name", MATCHED)
 def test_an_all_ones_mask_gives_the_unmasked_statistic(name):
     x = _features(0)
-    np.testing.assert_allclose(losses.statistic(x, name, jnp.ones(x.shape[:2])),
-                               losses.statistic(x, name), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        losses.statistic(x, name, jnp.ones(x.shape[:2])),
+        losses.statistic(x, name),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 @pytest.mark.parametrize("name", [*MATCHED, "activations", "w2", "swd"])
@@ -68,15 +75,19 @@ def test_a_weighted_mask_weights_the_points():
     x = _features(0, (1, 3, 5))
     target = statistics.gaussian_target(_features(1)[None], jnp.ones(1))
     doubled = jnp.concatenate([x, x[:, :1]], axis=1)
-    np.testing.assert_allclose(statistics.w2_gaussian(x, target, jnp.asarray([[2.0, 1.0, 1.0]])),
-                               statistics.w2_gaussian(doubled, target), rtol=1e-5)
+    np.testing.assert_allclose(
+        statistics.w2_gaussian(x, target, jnp.asarray([[2.0, 1.0, 1.0]])),
+        statistics.w2_gaussian(doubled, target),
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("layer", ["block1_conv1", "block2_conv2", "block3_pool", "block5_conv1"])
 def test_masks_reach_each_layer_by_area_averages_of_its_shape(vgg19, layer):
     h, w = 37, 50  # odd sides: pooling drops the odd edge, and so must the mask
-    feats = model.VGG(taps=(layer,)).apply(model.variables(model.trim(vgg19.arrays, [layer])),
-                                           jnp.zeros((1, h, w, 3)))[layer]
+    feats = model.VGG(taps=(layer,)).apply(
+        model.variables(model.trim(vgg19.arrays, [layer])), jnp.zeros((1, h, w, 3))
+    )[layer]
     m = np.random.default_rng(0).uniform(size=(h, w)).astype(np.float32)
     at = masks.at_layer(jnp.asarray(m), layer, feats.shape)
     k = 2 ** masks.poolings(layer)
@@ -91,13 +102,16 @@ def _grad(vgg19, rec, mask):
     """Gradient of ``rec``'s loss at a random image, the term masked by ``mask`` (H, W)."""
     rng = np.random.default_rng(0)
     content, style = (jnp.asarray(rng.uniform(0, 255, (32, 32, 3)), jnp.float32) for _ in range(2))
-    problem = engine.Problem(rec.structure())
+    problem = program.Problem(rec.structure())
     variables = model.variables(model.trim(vgg19.arrays, rec.layers))
-    targets = engine.compute_targets(problem, variables, content, style[None],
-                                     masks=jnp.asarray(mask)[None])
+    targets = program.compute_targets(
+        problem, variables, content, style[None], masks=jnp.asarray(mask)[None]
+    )
     x = jnp.asarray(rng.uniform(0, 255, (32, 32, 3)), jnp.float32)
     key = jax.random.key(0)
-    return np.asarray(jax.grad(lambda p: engine.loss(problem, variables, targets, p, key=key)[0])(x))
+    return np.asarray(
+        jax.grad(lambda p: program.loss(problem, variables, targets, p, key=key)[0])(x)
+    )
 
 
 @pytest.mark.parametrize("statistic", ["activations", *MATCHED, "w2", "swd"])
@@ -106,15 +120,26 @@ def test_a_zero_mask_leaves_its_region_untouched(vgg19, statistic):
     the receptive-field border: block2_conv1 (masked by the 2x2 average of the mask, so
     from its column 8) sees input columns from 2*8 - 4 = 12 on. Columns < 12: exactly 0."""
     source = "content" if statistic == "activations" else "style"
-    rec = recipe.Recipe("m", tuple(recipe.Term(layer, source, statistic, mask=0)
-                                   for layer in ("block1_conv1", "block2_conv1")), masks=("m",))
+    rec = recipe.Recipe(
+        "m",
+        tuple(
+            recipe.Term(layer, source, statistic, mask=0)
+            for layer in ("block1_conv1", "block2_conv1")
+        ),
+        masks=("m",),
+    )
     mask = np.zeros((32, 32), np.float32)
     mask[:, 16:] = 1.0
     g = _grad(vgg19, rec, mask)
     assert np.abs(g[:, :12]).max() == 0.0
     assert np.abs(g[:, 16:]).max() > 0.0 and np.isfinite(g).all()
-    unmasked = _grad(vgg19, rec.replace(terms=tuple(
-        recipe.Term(t.layer, t.source, t.statistic) for t in rec.terms), masks=()), mask)
+    unmasked = _grad(
+        vgg19,
+        rec.replace(
+            terms=tuple(recipe.Term(t.layer, t.source, t.statistic) for t in rec.terms), masks=()
+        ),
+        mask,
+    )
     assert np.abs(unmasked[:, :12]).max() > 0.0  # without the mask the left half moves
 
 
@@ -156,15 +181,23 @@ def test_a_recipe_mask_is_read_relative_to_the_recipe_file(files):
     assert recipe.from_dict(rec.to_dict()).masks == rec.masks  # written back as the path
     other = rec.replace(masks=(str(files / "left.jpg"),))
     assert other.structure() == rec.structure()  # another file: the same program
-    assert rec.structure() != recipe.load(str(files / "masked.toml")).replace(
-        terms=tuple(t.__class__(t.layer, t.source, t.statistic) for t in rec.terms)).structure()
+    assert (
+        rec.structure()
+        != recipe.load(str(files / "masked.toml"))
+        .replace(terms=tuple(t.__class__(t.layer, t.source, t.statistic) for t in rec.terms))
+        .structure()
+    )
 
 
 def test_a_half_mask_styles_one_half_and_not_the_other(vgg19, files):
     """Real weights, 40 px, 30 steps from a grey content: the left half (mask 0, beyond the
     receptive-field margin) stays exactly the content, the right half takes the red style."""
-    r = job.combine(recipe=str(files / "masked.toml"), content=str(files / "grey.png"),
-                    style=(str(files / "red.png"),), **RUN)
+    r = job.combine(
+        recipe=str(files / "masked.toml"),
+        content=str(files / "grey.png"),
+        style=(str(files / "red.png"),),
+        **RUN,
+    )
     px = r.outcome.pixels[0]
     assert np.abs(px[:, :12] - 128.0).max() == 0.0
     assert np.abs(px[:, 24:] - 128.0).mean() > 30.0
@@ -174,8 +207,12 @@ def test_a_half_mask_styles_one_half_and_not_the_other(vgg19, files):
 def test_each_style_governs_its_own_region_in_one_program(vgg19, files, compiled):
     """Two styles × two masks, two vmapped starts: the left takes the red style, the
     right the blue; other masks of the same size compile nothing new."""
-    base = dict(recipe=str(files / "style.toml"), content=str(files / "grey.png"),
-                style=(str(files / "red.png"), str(files / "blue.png")), **RUN)
+    base = dict(
+        recipe=str(files / "style.toml"),
+        content=str(files / "grey.png"),
+        style=(str(files / "red.png"), str(files / "blue.png")),
+        **RUN,
+    )
     base["init"] = "content,noise"
     r = job.combine(style_masks=(str(files / "left.jpg"), str(files / "right.png")), **base)
     assert r.outcome.pixels.shape[0] == 2 and np.isfinite(r.history).all()
@@ -196,30 +233,55 @@ def test_each_style_governs_its_own_region_in_one_program(vgg19, files, compiled
 def test_style_masks_and_a_recipe_mask_multiply(vgg19, files):
     """A style term with its own mask (right) under style masks (left for red, right for
     blue): only the blue style's right half is left, so the left half is untouched."""
-    r = job.combine(recipe=str(files / "masked.toml"), content=str(files / "grey.png"),
-                    style=(str(files / "red.png"), str(files / "blue.png")),
-                    style_masks=(str(files / "left.jpg"), str(files / "right.png")), **RUN)
+    r = job.combine(
+        recipe=str(files / "masked.toml"),
+        content=str(files / "grey.png"),
+        style=(str(files / "red.png"), str(files / "blue.png")),
+        style_masks=(str(files / "left.jpg"), str(files / "right.png")),
+        **RUN,
+    )
     px = r.outcome.pixels[0]
     assert np.abs(px[:, :12] - 128.0).max() == 0.0
     assert (px[:, 24:, 2] - px[:, 24:, 0]).mean() > 60
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--style", "RED", "--style", "BLUE", "--style-mask", "LEFT"],
-     "give one style mask per style image: 1 for 2"),
-    (["--style-mask", "missing.png"], "style mask not found: missing.png"),
-    (["--style-mask", "CORRUPT"], "not an image Pillow can read"),
-    (["--recipe", "MISSING_RECIPE"], "mask not found"),
-    (["--recipe", "RECIPE", "--size", "64", "--style-mask", "BLACK"], "black everywhere"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (
+            ["--style", "RED", "--style", "BLUE", "--style-mask", "LEFT"],
+            "give one style mask per style image: 1 for 2",
+        ),
+        (["--style-mask", "missing.png"], "style mask not found: missing.png"),
+        (["--style-mask", "CORRUPT"], "not an image Pillow can read"),
+        (["--recipe", "MISSING_RECIPE"], "mask not found"),
+        (["--recipe", "RECIPE", "--size", "64", "--style-mask", "BLACK"], "black everywhere"),
+    ],
+)
 def test_bad_masks_are_one_line_errors(vgg19, files, tmp_path, args, fragment):
     (tmp_path / "gone.toml").write_text(RECIPE.replace("right.png", "gone.png"))
     Image.new("L", (8, 8), 0).save(tmp_path / "black.png")
-    names = {"RED": files / "red.png", "BLUE": files / "blue.png", "LEFT": files / "left.jpg",
-             "CORRUPT": files / "corrupt.png", "MISSING_RECIPE": tmp_path / "gone.toml",
-             "RECIPE": files / "masked.toml", "BLACK": tmp_path / "black.png"}
-    proc = jaxcombine("run", "--size", "32", "--steps", "1", "--quiet", "--out", tmp_path / "o",
-                      *[names.get(a, a) for a in args], cwd=tmp_path)
+    names = {
+        "RED": files / "red.png",
+        "BLUE": files / "blue.png",
+        "LEFT": files / "left.jpg",
+        "CORRUPT": files / "corrupt.png",
+        "MISSING_RECIPE": tmp_path / "gone.toml",
+        "RECIPE": files / "masked.toml",
+        "BLACK": tmp_path / "black.png",
+    }
+    proc = jaxcombine(
+        "run",
+        "--size",
+        "32",
+        "--steps",
+        "1",
+        "--quiet",
+        "--out",
+        tmp_path / "o",
+        *[names.get(a, a) for a in args],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert_one_line_error(proc, fragment)
 

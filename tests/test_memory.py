@@ -10,8 +10,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxcombine import memory, model, recipe as recipe_lib
 from jaxcombine.errors import JaxcombineError
+from jaxcombine.networks import model
+from jaxcombine.options import recipe as recipe_lib
+from jaxcombine.run import memory
 
 ROOT = Path(__file__).resolve().parent.parent
 GATYS = recipe_lib.load("gatys")
@@ -37,19 +39,46 @@ statistic = "gram"
 # high-water mark across fork and exec, so a child forked straight from this (large)
 # test process would report at least this process's size; forked from this small
 # launcher, the command reports its own.
-_LAUNCHER = ("import resource, subprocess, sys; "
-             "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
-             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)")
+_LAUNCHER = (
+    "import resource, subprocess, sys; "
+    "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)"
+)
 
 
 def _start(size, conv, starts, recipe, out):
     inits = "content" if starts == 1 else f"content,noise:{starts - 1}"
     env = dict(os.environ, JAXCOMBINE_COMPILE_CACHE="off", JAX_PLATFORMS="cpu")
     return subprocess.Popen(
-        [sys.executable, "-c", _LAUNCHER,
-         sys.executable, "-m", "jaxcombine", "run", "--steps", "2", "--chunk", "2", "--quiet",
-         "--size", str(size), "--conv", conv, "--init", inits, "--recipe", str(recipe),
-         "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            _LAUNCHER,
+            sys.executable,
+            "-m",
+            "jaxcombine",
+            "run",
+            "--steps",
+            "2",
+            "--chunk",
+            "2",
+            "--quiet",
+            "--size",
+            str(size),
+            "--conv",
+            conv,
+            "--init",
+            inits,
+            "--recipe",
+            str(recipe),
+            "--out",
+            str(out),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_estimate_is_just_above_measured_peaks(tmp_path):
@@ -57,16 +86,23 @@ def test_estimate_is_just_above_measured_peaks(tmp_path):
     (tmp_path / "block2.toml").write_text(BLOCK2)
     block2 = recipe_lib.load(str(tmp_path / "block2.toml"))
     cases = [(64, "xla", 1, "gatys", GATYS), (96, "winograd", 2, tmp_path / "block2.toml", block2)]
-    procs = [_start(size, conv, k, rec, tmp_path / f"out{i}")
-             for i, (size, conv, k, rec, _) in enumerate(cases)]
+    procs = [
+        _start(size, conv, k, rec, tmp_path / f"out{i}")
+        for i, (size, conv, k, rec, _) in enumerate(cases)
+    ]
     for proc, (size, conv, starts, _, rec) in zip(procs, cases):
         out, err = proc.communicate()
         peak_kib, rc = map(int, out.split())
         assert rc == 0, err
         peak = peak_kib * 1024  # ru_maxrss is in KiB on Linux
         est = memory.estimate_bytes(
-            rec.layers, size, size, starts, conv=conv,
-            activation_targets=[t.layer for t in rec.terms if t.statistic == "activations"])
+            rec.layers,
+            size,
+            size,
+            starts,
+            conv=conv,
+            activation_targets=[t.layer for t in rec.terms if t.statistic == "activations"],
+        )
         assert peak <= est <= MAX_RATIO * peak, (size, conv, starts, peak, est)
 
 
@@ -93,9 +129,16 @@ def test_table_matches_every_recorded_measurement():
         if r["mode"] == "features":
             est = memory.estimate_features_bytes(layers, h, w)
         else:
-            est = memory.estimate_bytes(layers, h, w, int(r["starts"]), conv=r["conv"],
-                                        dtype=r["dtype"], remat=r["remat"] == "1",
-                                        activation_targets=matched)
+            est = memory.estimate_bytes(
+                layers,
+                h,
+                w,
+                int(r["starts"]),
+                conv=r["conv"],
+                dtype=r["dtype"],
+                remat=r["remat"] == "1",
+                activation_targets=matched,
+            )
         ratio = est / float(r["peak_rss_bytes"])
         assert 1.0 <= ratio <= MAX_RATIO, (r["command"], ratio)
 
@@ -103,7 +146,8 @@ def test_table_matches_every_recorded_measurement():
 @pytest.mark.parametrize("conv", model.CONVS)
 def test_estimate_grows_with_size_starts_and_depth(conv):
     est = lambda layers=GATYS.layers, size=512, starts=1, **kw: memory.estimate_bytes(  # noqa: E731
-        layers, size, size, starts, conv=conv, **kw)
+        layers, size, size, starts, conv=conv, **kw
+    )
     sizes = [est(size=s) for s in (64, 128, 256, 512, 1024, 4096, 100_000)]
     assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
     starts = [est(starts=k) for k in (1, 2, 4, 99_999)]
@@ -115,8 +159,9 @@ def test_estimate_grows_with_size_starts_and_depth(conv):
     assert est(activation_targets=GATYS.layers) > est(activation_targets=GATYS_MATCHED)
     assert est(starts=4, per_start_targets=True) > est(starts=4)
     # Wider is more, and width and height count alike.
-    assert memory.estimate_bytes(GATYS.layers, 512, 1024, 1, conv=conv) == \
-        memory.estimate_bytes(GATYS.layers, 1024, 512, 1, conv=conv)
+    assert memory.estimate_bytes(GATYS.layers, 512, 1024, 1, conv=conv) == memory.estimate_bytes(
+        GATYS.layers, 1024, 512, 1, conv=conv
+    )
 
 
 @pytest.mark.parametrize("size", [64, 256, 1024, 8192])
@@ -124,35 +169,45 @@ def test_winograd_costs_more_once_it_runs(size):
     """Measured: Winograd (blocks 2-5) needs more than xla wherever it runs; a recipe that
     stops in block 1 runs direct convolutions either way."""
     names = model.layer_names()
-    for deepest in names[names.index("block2_conv1"):]:
+    for deepest in names[names.index("block2_conv1") :]:
         xla, wino = (memory.estimate_bytes([deepest], size, size, 1, conv=c) for c in model.CONVS)
         assert wino > xla, (deepest, size)
 
 
 def test_sixteen_bits_need_less():
-    f32, bf16 = (memory.estimate_bytes(GATYS.layers, 1024, 1024, 1, dtype=d)
-                 for d in ("float32", "bfloat16"))
+    f32, bf16 = (
+        memory.estimate_bytes(GATYS.layers, 1024, 1024, 1, dtype=d) for d in ("float32", "bfloat16")
+    )
     assert bf16 < f32
 
 
 def test_features_need_less_than_a_run():
     for size in (256, 2048):
-        assert memory.estimate_features_bytes(GATYS.layers, size, size) < \
-            memory.estimate_bytes(GATYS.layers, size, size, 1)
+        assert memory.estimate_features_bytes(GATYS.layers, size, size) < memory.estimate_bytes(
+            GATYS.layers, size, size, 1
+        )
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    (dict(starts=0), "starts"), (dict(height=0), "height"), (dict(width=2.5), "width"),
-    (dict(dtype="float64"), "dtype"), (dict(conv="fft"), "conv"),
-    (dict(conv="winograd", dtype="bfloat16"), "float32"),
-    (dict(layers=["block9_conv1"]), "block9_conv1"), (dict(layers=[]), "no layers"),
-    (dict(activation_targets=["block5_conv4"]), "block5_conv4"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(starts=0), "starts"),
+        (dict(height=0), "height"),
+        (dict(width=2.5), "width"),
+        (dict(dtype="float64"), "dtype"),
+        (dict(conv="fft"), "conv"),
+        (dict(conv="winograd", dtype="bfloat16"), "float32"),
+        (dict(layers=["block9_conv1"]), "block9_conv1"),
+        (dict(layers=[]), "no layers"),
+        (dict(activation_targets=["block5_conv4"]), "block5_conv4"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(kwargs, words):
     args = dict(layers=GATYS.layers, height=64, width=64, starts=1) | kwargs
     with pytest.raises(JaxcombineError, match=words) as info:
-        memory.estimate_bytes(args.pop("layers"), args.pop("height"), args.pop("width"),
-                              args.pop("starts"), **args)
+        memory.estimate_bytes(
+            args.pop("layers"), args.pop("height"), args.pop("width"), args.pop("starts"), **args
+        )
     assert "\n" not in str(info.value)
 
 
@@ -164,24 +219,34 @@ def test_check_fits_passes_what_fits():
 
 
 def test_sizes_read_as_people_count_them():
-    assert [memory.format_bytes(n) for n in (5e8, 31.24e9, 3e13)] == ["500 MB", "31.2 GB", "30.0 TB"]
+    assert [memory.format_bytes(n) for n in (5e8, 31.24e9, 3e13)] == [
+        "500 MB",
+        "31.2 GB",
+        "30.0 TB",
+    ]
 
 
 def test_check_fits_names_estimate_limit_and_remedies():
     what = memory.describe(GATYS.layers, 8192, 8192, 1, conv="winograd", recipe="gatys")
     with pytest.raises(JaxcombineError) as info:
-        memory.check_fits(31_200_000_000, 22_900_000_000, what,
-                          remedies=memory.remedies("winograd", 1))
+        memory.check_fits(
+            31_200_000_000, 22_900_000_000, what, remedies=memory.remedies("winograd", 1)
+        )
     assert str(info.value) == (
         "needs about 31.2 GB (1 start at 8192x8192, gatys to block5_conv1, conv winograd) "
         "but 22.9 GB is available; use a smaller --size or --conv xla, or --max-memory to "
-        "override")
+        "override"
+    )
 
 
 def test_check_fits_is_one_line_whatever_it_is_told():
     with pytest.raises(JaxcombineError) as info:
-        memory.check_fits(3 * 10**13, 10**9, "4 starts\nat 100000x100000",
-                          remedies=memory.remedies("xla", 4, devices_help=True))
+        memory.check_fits(
+            3 * 10**13,
+            10**9,
+            "4 starts\nat 100000x100000",
+            remedies=memory.remedies("xla", 4, devices_help=True),
+        )
     message = str(info.value)
     assert "\n" not in message
     assert "30.0 TB" in message and "1.0 GB" in message
@@ -219,13 +284,17 @@ def test_a_device_without_stats_falls_back_to_the_host(monkeypatch):
 def test_a_container_limit_caps_the_host(tmp_path, version):
     folder = tmp_path if version == "v2" else tmp_path / "memory"
     folder.mkdir(exist_ok=True)
-    names = (("memory.max", "memory.current", "inactive_file") if version == "v2" else
-             ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"))
+    names = (
+        ("memory.max", "memory.current", "inactive_file")
+        if version == "v2"
+        else ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+    )
     (folder / names[0]).write_text("1000000000\n")
     (folder / names[1]).write_text("300000000\n")
     (folder / "memory.stat").write_text(f"anon 1\n{names[2]} 100000000\n")
-    assert memory.host_available_bytes(tmp_path) == min(800_000_000, memory.host_available_bytes(
-        tmp_path / "none"))
+    assert memory.host_available_bytes(tmp_path) == min(
+        800_000_000, memory.host_available_bytes(tmp_path / "none")
+    )
     (folder / names[0]).write_text("max\n" if version == "v2" else f"{2**63 - 4096}\n")
     assert memory.host_available_bytes(tmp_path) == memory.host_available_bytes(tmp_path / "none")
 
@@ -247,8 +316,10 @@ def test_host_memory_errors_become_one_line():
     with pytest.raises(JaxcombineError) as info:
         with memory.out_of_memory_as_error("reading the image"):
             raise MemoryError("Unable to allocate 120. GiB for an array")
-    assert str(info.value) == ("ran out of memory (reading the image: Unable to allocate 120. GiB "
-                               "for an array); use a smaller --size or fewer starts")
+    assert str(info.value) == (
+        "ran out of memory (reading the image: Unable to allocate 120. GiB "
+        "for an array); use a smaller --size or fewer starts"
+    )
 
 
 def test_other_errors_pass_through():

@@ -6,10 +6,12 @@ import json
 
 import numpy as np
 import pytest
-
-from jaxcombine import images, job, metrics
 from test_cli import assert_one_line_error, jaxcombine
 from test_compiles import SHALLOW
+
+from jaxcombine.io import images
+from jaxcombine.run import job
+from jaxcombine.tools import metrics
 
 
 def test_lab_conversion_known_values():
@@ -45,12 +47,14 @@ def test_cli_eval_writes_csv_and_json_and_orders_images(vgg19, tmp_path):
     images.write(content, images.read(images.CONTENT, size=32))
     recipe = tmp_path / "r.toml"
     recipe.write_text(SHALLOW.format(tv=0.0, content=0.1, style=1.0))
-    styled = job.combine(content=str(content), recipe=str(recipe), size=32, steps=8, lr=8.0,
-                         chunk=8)
+    styled = job.combine(
+        content=str(content), recipe=str(recipe), size=32, steps=8, lr=8.0, chunk=8
+    )
     images.write(tmp_path / "styled.png", styled.outcome.pixels[0])
     out = tmp_path / "t" / "table.csv"
-    proc = jaxcombine("eval", content, tmp_path / "styled.png", "--content", content, "--out", out,
-                      check=True)
+    proc = jaxcombine(
+        "eval", content, tmp_path / "styled.png", "--content", content, "--out", out, check=True
+    )
     assert "styled.png" in proc.stdout
     rows = list(csv.DictReader(out.open()))
     record = json.loads(out.with_suffix(".json").read_text())
@@ -78,12 +82,12 @@ def test_study_and_batch_reports_carry_eval_scores(vgg19, tmp_path):
     written images, in the summary/report and in each job's record and eval.csv."""
     from pathlib import Path
 
-    from jaxcombine import batch, study
+    from jaxcombine.batch import runner as batch
+    from jaxcombine.study import runner as study
 
     shallow = str(Path(__file__).with_name("shallow.toml"))
     config = job.RunConfig(recipe=shallow, init="content,noise", steps=2, size=48)
-    done = study.run_study(config, tmp_path / "s", snapshot_every=2, progress=False,
-                           evaluate=True)
+    done = study.run_study(config, tmp_path / "s", snapshot_every=2, progress=False, evaluate=True)
     direct = metrics.evaluate([tmp_path / "s" / "noise-s0.png"]).rows[0]
     assert done.summary["eval"]["noise-s0"]["style_gram"] == pytest.approx(direct["style_gram"])
     assert done.summary["eval"]["content"]["ssim"] > direct["ssim"]  # the content start
@@ -92,8 +96,10 @@ def test_study_and_batch_reports_carry_eval_scores(vgg19, tmp_path):
     assert "Scores (jaxcombine eval)" in (tmp_path / "s" / "report.html").read_text()
 
     manifest = tmp_path / "m.toml"
-    manifest.write_text(f'[defaults]\nrecipe = "{shallow}"\nsize = 48\nsteps = 2\n'
-                        '[grid]\ninit = ["content", "noise"]\n')
+    manifest.write_text(
+        f'[defaults]\nrecipe = "{shallow}"\nsize = 48\nsteps = 2\n'
+        '[grid]\ninit = ["content", "noise"]\n'
+    )
     report = batch.run_batch(manifest, tmp_path / "b", progress=False, evaluate=True)
     assert len(report.done) == 2
     with open(tmp_path / "b" / "eval.csv", newline="") as f:

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from jaxcombine import images, model
 from jaxcombine.errors import JaxcombineError
+from jaxcombine.io import images
+from jaxcombine.networks import model
 
 # float32 convolutions summed in different orders: agreement to 1e-4 of each
 # layer's largest activation is what two correct implementations reach.
@@ -18,8 +19,9 @@ def _conv_relu(x, kernel, bias):
     out = np.zeros(x.shape[:3] + (kernel.shape[-1],), np.float64)
     for dy in range(3):
         for dx in range(3):
-            out += np.einsum("nhwc,co->nhwo", xp[:, dy:dy + h, dx:dx + w], kernel[dy, dx],
-                             optimize=True)
+            out += np.einsum(
+                "nhwc,co->nhwo", xp[:, dy : dy + h, dx : dx + w], kernel[dy, dx], optimize=True
+            )
     return np.maximum(out + bias, 0.0)
 
 
@@ -68,7 +70,8 @@ def test_every_layer_matches_the_numpy_reference(vgg19, photo, references, pooli
     taps = model.layer_names("vgg19")
     ref = references(pooling)
     got = jax.jit(model.features, static_argnames=("taps", "arch", "pooling", "conv"))(
-        model.variables(vgg19.arrays, conv), photo[None], taps=taps, pooling=pooling, conv=conv)
+        model.variables(vgg19.arrays, conv), photo[None], taps=taps, pooling=pooling, conv=conv
+    )
     assert set(got) == set(taps)
     for name in taps:
         g, r = np.asarray(got[name][0]), ref[name]
@@ -96,7 +99,9 @@ def test_vgg16_layers_and_shapes():
 
 
 def test_unknown_layer_lists_valid_ones():
-    with pytest.raises(JaxcombineError, match="unknown layer 'block6_conv1'.*valid layers: block1_conv1"):
+    with pytest.raises(
+        JaxcombineError, match="unknown layer 'block6_conv1'.*valid layers: block1_conv1"
+    ):
         model.check_layers(["block6_conv1"])
     with pytest.raises(JaxcombineError, match="block3_conv4"):
         model.check_layers(["block3_conv4"], "vgg16")

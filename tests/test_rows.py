@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxcombine import config, rows, rules
+from jaxcombine.engine import rows
 from jaxcombine.errors import JaxcombineError
+from jaxcombine.options import config, rules
 
 SHALLOW = Path(__file__).with_name("shallow.toml")
 
@@ -20,8 +21,11 @@ SHALLOW = Path(__file__).with_name("shallow.toml")
 WORKER = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
-from jaxcombine import engine, job, losses, rows
-from jaxcombine.config import RunConfig
+from jaxcombine.engine import program
+from jaxcombine.run import job
+from jaxcombine.stats import losses
+from jaxcombine.engine import rows
+from jaxcombine.options.config import RunConfig
 cfg = RunConfig(recipe=sys.argv[1], size=64, steps=4, chunk=2, init=sys.argv[5],
                 shard=sys.argv[2], conv=sys.argv[3], scales=json.loads(sys.argv[6]))
 result = job.combine(cfg)
@@ -33,12 +37,12 @@ if mode == "rows":
         losses.target_key(t) for t in prep.problem.recipe.terms if t.statistic == "activations"])
 else:
     targets = prep.targets
-compiled = engine._jit_step.lower(prep.problem, prep.variables, targets, state).compile()
+compiled = program._jit_step.lower(prep.problem, prep.variables, targets, state).compile()
 text = compiled.as_text()
 np.save(sys.argv[4], result.outcome.pixels)
 study = {}
 if len(sys.argv) > 7:  # the same run as a study, in the same process: the same programs
-    from jaxcombine.study import run_study
+    from jaxcombine.study.runner import run_study
     study = run_study(cfg, sys.argv[7], snapshot_every=4, progress=False).summary
 print(json.dumps({"devices": len(jax.devices()), "mode": mode, "outcome_shard": result.outcome.shard,
                   "study": {"shard": study.get("shard"), "final_loss": study.get("final_loss")},
@@ -52,14 +56,36 @@ print(json.dumps({"devices": len(jax.devices()), "mode": mode, "outcome_shard": 
 """
 
 
-def run_worker(tmp_path: Path, devices: int, shard: str, conv: str = "xla",
-               init: str = "content", scales=None, study: bool = False) -> tuple[dict, np.ndarray]:
+def run_worker(
+    tmp_path: Path,
+    devices: int,
+    shard: str,
+    conv: str = "xla",
+    init: str = "content",
+    scales=None,
+    study: bool = False,
+) -> tuple[dict, np.ndarray]:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     out = tmp_path / f"px-{devices}-{shard}-{conv}.npy"
     extra = [str(tmp_path / f"study-{devices}")] if study else []
-    proc = subprocess.run([sys.executable, "-c", WORKER, str(SHALLOW), shard, conv, str(out), init,
-                           json.dumps(scales), *extra],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WORKER,
+            str(SHALLOW),
+            shard,
+            conv,
+            str(out),
+            init,
+            json.dumps(scales),
+            *extra,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]), np.load(out)
 
@@ -86,8 +112,9 @@ def test_four_devices_by_rows_match_one(tmp_path):
 def test_two_starts_on_a_two_by_two_mesh_match_one_device(tmp_path):
     """Explicit ``rows`` with 2 starts on 4 devices: starts over 2, rows over 2; coarse to
     fine (32 then 64 px); Winograd's convolutions. A study of the same run shards alike."""
-    four, px4 = run_worker(tmp_path, 4, "rows", "winograd", init="content,noise", scales=[32, 64],
-                           study=True)
+    four, px4 = run_worker(
+        tmp_path, 4, "rows", "winograd", init="content,noise", scales=[32, 64], study=True
+    )
     one, px1 = run_worker(tmp_path, 1, "auto", "winograd", init="content,noise", scales=[32, 64])
     assert len(four["history"]) == 8
     assert four["mode"] == "rows" and four["permutes"] > 0

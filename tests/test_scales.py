@@ -16,9 +16,10 @@ import pytest
 from PIL import Image
 
 import jaxcombine
-from jaxcombine import driver, optimizers, scales, study as study_lib
-from jaxcombine.config import RunConfig
-from jaxcombine.rules import ConfigError
+from jaxcombine.engine import driver, optimizers, scales
+from jaxcombine.options.config import RunConfig
+from jaxcombine.options.rules import ConfigError
+from jaxcombine.study import runner as study_lib
 
 SHALLOW = str(Path(__file__).with_name("shallow.toml"))
 LADDER = dict(recipe=SHALLOW, size=32, scales=(24,), steps=3, chunk=3)  # 24 px, then 32 px
@@ -35,12 +36,14 @@ def test_the_ladder_of_sizes():
     assert RunConfig(size=512, scales=(128, 256, 512)).sizes() == (128, 256, 512)
     assert RunConfig(size=96).sizes() == (96,) and not RunConfig(size=96).multi_scale
     assert RunConfig(size=64, scales=(32,), scale_steps=(5, 7)).steps_per_scale() == (5, 7)
-    for bad, field in [(dict(scales=(64, 32), size=96), "scales"),
-                       (dict(scales=(512,), size=96), "scales"),
-                       (dict(scales=(32,), min_size=16, size=96), "scales"),
-                       (dict(min_size=200, size=96), "min_size"),
-                       (dict(scales=(32,), size=96, scale_steps=(1,)), "scale_steps"),
-                       (dict(scales=(0, 32), size=96), "scales")]:
+    for bad, field in [
+        (dict(scales=(64, 32), size=96), "scales"),
+        (dict(scales=(512,), size=96), "scales"),
+        (dict(scales=(32,), min_size=16, size=96), "scales"),
+        (dict(min_size=200, size=96), "min_size"),
+        (dict(scales=(32,), size=96, scale_steps=(1,)), "scale_steps"),
+        (dict(scales=(0, 32), size=96), "scales"),
+    ]:
         with pytest.raises(ConfigError) as e:
             RunConfig(**bad)
         assert e.value.field == field
@@ -49,9 +52,30 @@ def test_the_ladder_of_sizes():
 def test_cli_run_ends_at_the_size_and_records_every_scale(vgg19, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(
-        [sys.executable, "-m", "jaxcombine", "run", "--recipe", SHALLOW, "--size", "40",
-         "--scales", "24,32", "--steps", "3", "--init", "noise", "--quiet",
-         "--out", tmp_path], env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "jaxcombine",
+            "run",
+            "--recipe",
+            SHALLOW,
+            "--size",
+            "40",
+            "--scales",
+            "24,32",
+            "--steps",
+            "3",
+            "--init",
+            "noise",
+            "--quiet",
+            "--out",
+            tmp_path,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     with Image.open(tmp_path / "noise-s0.png") as img:
         assert max(img.size) == 40
@@ -67,10 +91,10 @@ def test_vmapped_starts_through_scales_equal_one_by_one(vgg19):
     together = jaxcombine.combine(init="content,noise", **LADDER)
     for j, init in enumerate(("content", "noise")):
         alone = jaxcombine.combine(init=init, **LADDER)
-        np.testing.assert_allclose(together.outcome.pixels[j], alone.outcome.pixels[0],
-                                   atol=0.05)
-        np.testing.assert_allclose(together.history[:, j], alone.history[:, 0], rtol=1e-4,
-                                   atol=1e-6)
+        np.testing.assert_allclose(together.outcome.pixels[j], alone.outcome.pixels[0], atol=0.05)
+        np.testing.assert_allclose(
+            together.history[:, j], alone.history[:, 0], rtol=1e-4, atol=1e-6
+        )
     assert together.outcome.pixels.shape[1:3] == (32, 32)
     assert together.outcome.row_stage.tolist() == [0] * 3 + [1] * 3
 
@@ -78,8 +102,9 @@ def test_vmapped_starts_through_scales_equal_one_by_one(vgg19):
 def test_the_state_carried_across_a_scale_has_the_new_shape(vgg19):
     prep = jaxcombine.prepare(RunConfig(init="content,noise", **LADDER))
     stages = prep.stages()
-    first = driver.optimise(prep.problem, prep.variables, stages[0].targets(),
-                            prep.initial_state(average=True), chunk=3)
+    first = driver.optimise(
+        prep.problem, prep.variables, stages[0].targets(), prep.initial_state(average=True), chunk=3
+    )
     assert first.average.shape == first.pixels.shape == (2, 24, 24, 3)
     assert not np.allclose(first.average, first.pixels)  # an average, not the last iterate
 
@@ -87,8 +112,9 @@ def test_the_state_carried_across_a_scale_has_the_new_shape(vgg19):
         return prep.initial_state(x, steps=steps)
 
     for carry in (True, False):
-        state = scales.next_state(prep.problem, first, stages[1], new_state,
-                                  carry_optimizer=carry, from_average=False)
+        state = scales.next_state(
+            prep.problem, first, stages[1], new_state, carry_optimizer=carry, from_average=False
+        )
         assert state.pixels.shape == (2, 32, 32, 3)
         adam = state.opt_state[0]
         assert adam.mu.shape == adam.nu.shape == (2, 32, 32, 3)
@@ -99,10 +125,12 @@ def test_the_state_carried_across_a_scale_has_the_new_shape(vgg19):
             assert float(np.abs(adam.mu).max()) > 0
         else:
             assert adam.count.tolist() == [0, 0] and float(np.abs(adam.mu).max()) == 0
-    handed = scales.next_state(prep.problem, first, stages[1], new_state, carry_optimizer=True,
-                               from_average=True)
-    np.testing.assert_allclose(handed.pixels, np.clip(
-        scales.resize_images(first.average, 32, 32), 0, 255), atol=1e-4)
+    handed = scales.next_state(
+        prep.problem, first, stages[1], new_state, carry_optimizer=True, from_average=True
+    )
+    np.testing.assert_allclose(
+        handed.pixels, np.clip(scales.resize_images(first.average, 32, 32), 0, 255), atol=1e-4
+    )
 
 
 def test_each_scale_compiles_once(vgg19, compiled):
@@ -119,8 +147,9 @@ STUDY = RunConfig(init="content,noise", scale_from="average", **LADDER)
 
 @pytest.fixture(scope="module")
 def whole_study(vgg19, tmp_path_factory):
-    return study_lib.run_study(STUDY, tmp_path_factory.mktemp("whole"), snapshot_every=3,
-                               progress=False)
+    return study_lib.run_study(
+        STUDY, tmp_path_factory.mktemp("whole"), snapshot_every=3, progress=False
+    )
 
 
 @pytest.mark.parametrize("stop_at", [2, 3], ids=["mid-scale", "at-a-boundary"])
@@ -128,16 +157,19 @@ def test_study_resumes_across_scales(whole_study, tmp_path, stopped_after_first_
     """Stop after the first chunk, resume, and match the uninterrupted study."""
     config, whole = STUDY, whole_study
     with stopped_after_first_chunk():
-        half = study_lib.run_study(config, tmp_path / "half", snapshot_every=stop_at,
-                                   progress=False)
+        half = study_lib.run_study(
+            config, tmp_path / "half", snapshot_every=stop_at, progress=False
+        )
     assert half.interrupted and half.summary["steps_done"] == stop_at
-    resumed = study_lib.run_study(config, tmp_path / "half", snapshot_every=stop_at,
-                                  progress=False, resume=True)
+    resumed = study_lib.run_study(
+        config, tmp_path / "half", snapshot_every=stop_at, progress=False, resume=True
+    )
     assert resumed.summary["steps_done"] == 6
     for key in ("step", "size", "start", "term"):
         assert list(resumed.history[key]) == list(whole.history[key])
-    np.testing.assert_allclose(resumed.history["value"], whole.history["value"], rtol=1e-3,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        resumed.history["value"], whole.history["value"], rtol=1e-3, atol=1e-6
+    )
     for name in ("content.png", "noise-s0.png"):
         a = np.asarray(Image.open(whole.out / name), np.float32)
         b = np.asarray(Image.open(tmp_path / "half" / name), np.float32)
@@ -146,8 +178,10 @@ def test_study_resumes_across_scales(whole_study, tmp_path, stopped_after_first_
 
 def test_batch_jobs_share_a_ladder(vgg19, tmp_path):
     manifest = tmp_path / "m.toml"
-    manifest.write_text(f'[defaults]\nrecipe = "{SHALLOW}"\nsize = 32\nscales = [24]\n'
-                        'steps = 3\n[grid]\nlr = [2.0, 4.0]\n')
+    manifest.write_text(
+        f'[defaults]\nrecipe = "{SHALLOW}"\nsize = 32\nscales = [24]\n'
+        "steps = 3\n[grid]\nlr = [2.0, 4.0]\n"
+    )
     report = jaxcombine.run_batch(manifest, tmp_path / "out", progress=False)
     assert len(report.done) == 2 and not report.failed
     for job_id in report.done:

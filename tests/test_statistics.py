@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcombine import engine, job, losses, statistics
+from jaxcombine.engine import program
+from jaxcombine.run import job
+from jaxcombine.stats import losses, statistics
 
 ONE = jnp.ones((1,), jnp.float32)
 KEY = jax.random.key(7)
@@ -42,8 +44,12 @@ def test_covariance_ignores_a_constant_shift_and_gram_does_not():
     shifted = f + 5.0
     assert float(distance("covariance", shifted, f)) < 1e-6
     assert float(distance("gram", shifted, f)) > 0.1
-    np.testing.assert_allclose(statistics.covariance(f), np.cov(np.asarray(f).reshape(-1, 16).T,
-                                                                  bias=True), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        statistics.covariance(f),
+        np.cov(np.asarray(f).reshape(-1, 16).T, bias=True),
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 def _sqrtm(m):
@@ -71,8 +77,11 @@ def test_w2_matches_the_closed_form_for_gaussians():
     cf, cfx = np.cov(few.T, bias=True), np.cov(fx.T, bias=True)
     r = _sqrtm(cf)
     w2 = np.sum((fx.mean(0) - few.mean(0)) ** 2) + np.trace(cfx + cf - 2 * _sqrtm(r @ cfx @ r))
-    value = distance("w2", jnp.asarray(fx.reshape(2, 2, 12), jnp.float32),
-                            jnp.asarray(few.reshape(2, 2, 12), jnp.float32))
+    value = distance(
+        "w2",
+        jnp.asarray(fx.reshape(2, 2, 12), jnp.float32),
+        jnp.asarray(few.reshape(2, 2, 12), jnp.float32),
+    )
     assert float(value) == pytest.approx(w2 / (np.trace(cf) + np.sum(few.mean(0) ** 2)), rel=1e-3)
 
 
@@ -96,7 +105,8 @@ def test_swd_quantile_matching_and_blends():
     w2_blend = target("w2", jnp.stack([y, z]), jnp.asarray([1.0, 0.0]))
     w2_single = target("w2", y[None], ONE)
     assert float(term("w2", x, w2_blend)) == pytest.approx(
-        float(term("w2", x, w2_single)), rel=1e-4)
+        float(term("w2", x, w2_single)), rel=1e-4
+    )
     # an even blend is the mixture: its mean is the mean of the means
     even = target("w2", jnp.stack([y, z]), jnp.asarray([1.0, 1.0]))
     np.testing.assert_allclose(even["mean"], (y.mean((0, 1)) + z.mean((0, 1))) / 2, rtol=1e-5)
@@ -117,8 +127,15 @@ def test_swd_draws_are_seeded_reproducible_and_traced(vgg19, tmp_path, compiled)
     """Same seed: the same history twice; another seed: another history, and no compile."""
     path = tmp_path / "swd.toml"
     path.write_text(textwrap.dedent(SWD))
-    run = lambda seed: job.combine(recipe=str(path), size=24, steps=4, chunk=4,  # noqa: E731
-                                   seed=seed).outcome.history
+    run = lambda seed: (
+        job.combine(
+            recipe=str(path),
+            size=24,
+            steps=4,
+            chunk=4,  # noqa: E731
+            seed=seed,
+        ).outcome.history
+    )
     first = run(3)
     before = len(compiled)  # the first run's compiles
     again, other = run(3), run(4)
@@ -127,10 +144,16 @@ def test_swd_draws_are_seeded_reproducible_and_traced(vgg19, tmp_path, compiled)
     assert not np.allclose(first, other)
     # the directions change every step: one image scores differently at steps 0 and 1
     prep = job.prepare(job.RunConfig(recipe=str(path), size=24, seed=3))
-    key = engine.seed_keys(3, 1)[0]
-    at = lambda step: float(engine.loss_components(  # noqa: E731
-        prep.problem, prep.variables, prep.targets, jnp.asarray(prep.x0[0]),
-        engine.step_key(key, jnp.int32(step)))[0])
+    key = program.seed_keys(3, 1)[0]
+    at = lambda step: float(
+        program.loss_components(  # noqa: E731
+            prep.problem,
+            prep.variables,
+            prep.targets,
+            jnp.asarray(prep.x0[0]),
+            program.step_key(key, jnp.int32(step)),
+        )[0]
+    )
     assert at(0) != pytest.approx(at(1), rel=1e-3) and at(0) == at(0)
 
 

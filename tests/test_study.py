@@ -18,16 +18,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcombine import outputs, study as study_lib, study_record
 from jaxcombine.errors import JaxcombineError
-from jaxcombine.job import RunConfig, prepare
+from jaxcombine.run import outputs
+from jaxcombine.run.job import RunConfig, prepare
+from jaxcombine.study import record as study_record
+from jaxcombine.study import runner as study_lib
 
 SHALLOW = str(Path(__file__).with_name("shallow.toml"))
 CONFIG = RunConfig(recipe=SHALLOW, init="content,style,noise", steps=8, size=32)
 STARTS = ("content", "style", "noise-s0")
-FILES = ("history.csv", "distances.csv", "contact_sheet.png", "loss.png", "distances.png",
-         "report.html", "summary.json", "study.json", "state.npz",
-         *(f"{s}.png" for s in STARTS))
+FILES = (
+    "history.csv",
+    "distances.csv",
+    "contact_sheet.png",
+    "loss.png",
+    "distances.png",
+    "report.html",
+    "summary.json",
+    "study.json",
+    "state.npz",
+    *(f"{s}.png" for s in STARTS),
+)
 
 
 def read_csv(path):
@@ -37,8 +48,14 @@ def read_csv(path):
 
 def jaxcombine(*args, **kw):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    return subprocess.Popen([sys.executable, "-m", "jaxcombine", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxcombine", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -150,9 +167,24 @@ def test_sweep_parsing_and_chunks():
 
 def test_cli_study_with_sweep(vgg19, tmp_path):
     out = tmp_path / "s"
-    proc = jaxcombine("study", "--recipe", SHALLOW, "--size", "32", "--steps", "2",
-                      "--snapshot-every", "2", "--quiet",
-                      "--inits", "content,noise", "--sweep", "tv_weight=0,0.01", "--out", out)
+    proc = jaxcombine(
+        "study",
+        "--recipe",
+        SHALLOW,
+        "--size",
+        "32",
+        "--steps",
+        "2",
+        "--snapshot-every",
+        "2",
+        "--quiet",
+        "--inits",
+        "content,noise",
+        "--sweep",
+        "tv_weight=0,0.01",
+        "--out",
+        out,
+    )
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr
     labels = [f"{s}@tv_weight={v}" for s in ("content", "noise-s0") for v in ("0", "0.01")]
@@ -178,8 +210,22 @@ def test_cli_bad_sweep_is_one_line():
 def test_cli_sigint_stops_cleanly(vgg19, tmp_path):
     """A real Ctrl-C: exit 130, everything so far on disk, resumable."""
     out = tmp_path / "s"
-    proc = jaxcombine("study", "--recipe", SHALLOW, "--size", "32", "--steps", "100000",
-                      "--snapshot-every", "2", "--quiet", "--inits", "content,noise", "--out", out)
+    proc = jaxcombine(
+        "study",
+        "--recipe",
+        SHALLOW,
+        "--size",
+        "32",
+        "--steps",
+        "100000",
+        "--snapshot-every",
+        "2",
+        "--quiet",
+        "--inits",
+        "content,noise",
+        "--out",
+        out,
+    )
     deadline = time.time() + 300
     while not (out / "state.npz").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)

@@ -6,12 +6,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from jaxcombine import engine, images, job, losses, memory, model, statistics
-from jaxcombine.config import RunConfig
-from jaxcombine.errors import JaxcombineError
-
 from test_cli import assert_one_line_error, jaxcombine
+
+from jaxcombine.engine import program
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.io import images
+from jaxcombine.networks import model
+from jaxcombine.options.config import RunConfig
+from jaxcombine.run import job, memory
+from jaxcombine.stats import losses, statistics
 
 EVERY = textwrap.dedent("""
     [[terms]]
@@ -49,8 +52,10 @@ def every(tmp_path_factory):
 
 
 def _leaves(targets):
-    return {jax.tree_util.keystr(k): np.asarray(v)
-            for k, v in jax.tree_util.tree_flatten_with_path(targets)[0]}
+    return {
+        jax.tree_util.keystr(k): np.asarray(v)
+        for k, v in jax.tree_util.tree_flatten_with_path(targets)[0]
+    }
 
 
 def test_style_scale_one_is_the_unscaled_behaviour_exactly(vgg19):
@@ -59,8 +64,9 @@ def test_style_scale_one_is_the_unscaled_behaviour_exactly(vgg19):
     a, b = _leaves(plain.targets), _leaves(one.targets)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     # ... which is the targets of the style fitted to the output, as before style_scale
-    direct = engine.compute_targets(plain.problem, plain.variables, jnp.asarray(plain.content),
-                                    jnp.asarray(plain.styles))
+    direct = program.compute_targets(
+        plain.problem, plain.variables, jnp.asarray(plain.content), jnp.asarray(plain.styles)
+    )
     assert all(np.array_equal(a[k], v) for k, v in _leaves(direct).items())
     r1, r2 = job.combine(base), job.combine(base.replace(style_scale=(1.0,)))
     assert np.array_equal(r1.outcome.pixels, r2.outcome.pixels)
@@ -75,7 +81,8 @@ def test_style_scale_changes_the_targets_and_the_result(vgg19):
     assert np.abs(g1 - g2).max() > 0.05 * np.abs(g1).max()
     # the target is the Gram matrix of the style read at 64 px
     feats = model.VGG(taps=("block1_conv1",), conv=plain.problem.conv).apply(
-        plain.variables, model.preprocess(jnp.asarray(big.style_images[0]))[None])
+        plain.variables, model.preprocess(jnp.asarray(big.style_images[0]))[None]
+    )
     np.testing.assert_allclose(g2, losses.gram(feats["block1_conv1"][0]), rtol=1e-5)
     assert big.x0.shape == plain.x0.shape  # the output (and a style start) keep their size
     r1, r2 = job.combine(base), job.combine(base.replace(style_scale=(2.0,)))
@@ -83,28 +90,47 @@ def test_style_scale_changes_the_targets_and_the_result(vgg19):
 
 
 def test_two_styles_at_different_scales_blend_every_statistic(vgg19, every):
-    config = RunConfig(recipe=every, style=TWO, style_scale=(0.5, 2.0), style_weights=(1.0, 3.0),
-                       size=32, steps=2, chunk=2, init="content,noise")
+    config = RunConfig(
+        recipe=every,
+        style=TWO,
+        style_scale=(0.5, 2.0),
+        style_weights=(1.0, 3.0),
+        size=32,
+        steps=2,
+        chunk=2,
+        init="content,noise",
+    )
     prep = job.prepare(config)
     sizes = [s.shape[:2] for s in prep.style_images]
     assert sizes == [(16, 16), (64, 64)]
     net = model.VGG(taps=("block1_conv1", "block1_conv2"), conv=prep.problem.conv)
-    feats = [{k: v[0] for k, v in net.apply(prep.variables, model.preprocess(jnp.asarray(s))[None]).items()}
-             for s in prep.style_images]
+    feats = [
+        {
+            k: v[0]
+            for k, v in net.apply(prep.variables, model.preprocess(jnp.asarray(s))[None]).items()
+        }
+        for s in prep.style_images
+    ]
     w = np.array([0.25, 0.75])
     t = prep.targets
-    np.testing.assert_allclose(t["style:gram:block1_conv1"],
-                               sum(wi * losses.gram(f["block1_conv1"]) for wi, f in zip(w, feats)),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        t["style:gram:block1_conv1"],
+        sum(wi * losses.gram(f["block1_conv1"]) for wi, f in zip(w, feats)),
+        rtol=1e-5,
+    )
     means = [np.mean(np.asarray(f["block1_conv2"]).reshape(-1, 64), axis=0) for f in feats]
-    np.testing.assert_allclose(t["style:w2:block1_conv2"]["mean"], w[0] * means[0] + w[1] * means[1],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        t["style:w2:block1_conv2"]["mean"], w[0] * means[0] + w[1] * means[1], rtol=1e-5
+    )
     pooled = np.concatenate([np.asarray(f["block1_conv2"]).reshape(-1, 64) for f in feats])
     weights = np.concatenate([np.full(16 * 16, w[0] / 256), np.full(64 * 64, w[1] / 4096)])
     mu = weights @ pooled
-    np.testing.assert_allclose(t["style:covariance:block1_conv2"],
-                               (weights[:, None] * (pooled - mu)).T @ (pooled - mu), rtol=2e-4,
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        t["style:covariance:block1_conv2"],
+        (weights[:, None] * (pooled - mu)).T @ (pooled - mu),
+        rtol=2e-4,
+        atol=1e-3,
+    )
     swd = t["style:swd:block1_conv1"]
     assert swd["points"].shape == (1, 16 * 16 + 64 * 64, 64)
     np.testing.assert_allclose(swd["point_weights"], weights, rtol=1e-6)
@@ -120,9 +146,14 @@ def test_swd_of_a_weighted_pooled_target_is_that_of_the_mixture():
     x = jax.random.normal(jax.random.key(2), (5, 5, 3))
     key = jax.random.key(0)
     once = statistics.swd_target(y[None], jnp.ones(1))
-    twice_mixed = statistics.swd_target([y, jnp.concatenate([y, y], axis=0)], jnp.asarray([0.5, 0.5]))
-    np.testing.assert_allclose(statistics.sliced_wasserstein(x, twice_mixed, key),
-                               statistics.sliced_wasserstein(x, once, key), rtol=1e-5)
+    twice_mixed = statistics.swd_target(
+        [y, jnp.concatenate([y, y], axis=0)], jnp.asarray([0.5, 0.5])
+    )
+    np.testing.assert_allclose(
+        statistics.sliced_wasserstein(x, twice_mixed, key),
+        statistics.sliced_wasserstein(x, once, key),
+        rtol=1e-5,
+    )
 
 
 def test_style_activations_refuse_a_style_scale(vgg19, tmp_path):
@@ -130,11 +161,23 @@ def test_style_activations_refuse_a_style_scale(vgg19, tmp_path):
     recipe.write_text('[[terms]]\nlayer = "block1_conv1"\nsource = "style"\n')
     with pytest.raises(JaxcombineError, match="style_scale 2 cannot apply"):
         job.prepare(RunConfig(recipe=str(recipe), size=32, style_scale=(2.0,)))
-    proc = jaxcombine("run", "--recipe", recipe, "--size", "32", "--style-scale", "0.5",
-                      "--out", tmp_path / "o", cwd=tmp_path)
+    proc = jaxcombine(
+        "run",
+        "--recipe",
+        recipe,
+        "--size",
+        "32",
+        "--style-scale",
+        "0.5",
+        "--out",
+        tmp_path / "o",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert_one_line_error(proc, "style_scale 0.5 cannot apply to the recipe's style 'activations'")
-    with pytest.raises(JaxcombineError, match="style 1 at style_scale 0.02: image of 1x1 is too small"):
+    with pytest.raises(
+        JaxcombineError, match="style 1 at style_scale 0.02: image of 1x1 is too small"
+    ):
         job.prepare(RunConfig(recipe="tests/shallow.toml", size=32, style_scale=(0.02,)))
 
 
@@ -143,14 +186,21 @@ def test_a_large_style_scale_is_counted_before_the_run(vgg19):
     pre-flight check counts it and refuses, where style scale 1 fits."""
     config = RunConfig(recipe="gatys", size=128, init="content")
     rec = job.recipe_lib.load("gatys")
-    run = memory.estimate_bytes(rec.layers, 128, 128, 1, conv=job.conv_algorithm(config),
-                                activation_targets=["block4_conv2"])
+    run = memory.estimate_bytes(
+        rec.layers,
+        128,
+        128,
+        1,
+        conv=job.conv_algorithm(config),
+        activation_targets=["block4_conv2"],
+    )
     scaled = memory.estimate_targets_bytes(rec.layers, [(128, 128), (1024, 1024)])
     assert scaled > 1.3 * run > 1.3 * memory.estimate_targets_bytes(rec.layers, [(128, 128)] * 2)
     limit = config.replace(max_memory=1.05 * run / 1e9)
     job.check_memory(limit, rec, 128, 128, starts=1)  # fits
-    with pytest.raises(JaxcombineError, match="needs about .* a style at 1024x1024.* "
-                                              "use a smaller --style-scale"):
+    with pytest.raises(
+        JaxcombineError, match="needs about .* a style at 1024x1024.* use a smaller --style-scale"
+    ):
         job.check_memory(limit.replace(style_scale=(8.0,)), rec, 128, 128, starts=1)
 
 
@@ -163,9 +213,16 @@ def test_style_masks_with_styles_of_different_sizes(vgg19, every, tmp_path):
     half[:, 16:] = 255
     Image.fromarray(half).save(tmp_path / "right.png")
     Image.fromarray(255 - half).save(tmp_path / "left.png")
-    config = RunConfig(recipe=every, style=TWO, style_scale=(0.5, 2.0), size=32, steps=2, chunk=2,
-                       style_masks=(str(tmp_path / "left.png"), str(tmp_path / "right.png")),
-                       init="content")  # one start: masked w2 with several starts hangs XLA:CPU (open)
+    config = RunConfig(
+        recipe=every,
+        style=TWO,
+        style_scale=(0.5, 2.0),
+        size=32,
+        steps=2,
+        chunk=2,
+        style_masks=(str(tmp_path / "left.png"), str(tmp_path / "right.png")),
+        init="content",
+    )  # one start: masked w2 with several starts hangs XLA:CPU (open)
     prep = job.prepare(config)
     swd = prep.targets["style:swd:block1_conv1"]
     assert [t["points"].shape[1] for t in swd] == [16 * 16, 64 * 64]

@@ -1,45 +1,59 @@
-"""Tiled loss and gradient (jaxcombine.tiles) against the untiled ones, real VGG19 weights."""
+"""Tiled loss and gradient (jaxcombine.engine.tiles) against the untiled ones, real VGG19 weights."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcombine import engine, model, recipe as recipe_lib, tiles
+from jaxcombine.engine import program, tiles
 from jaxcombine.errors import JaxcombineError
-from jaxcombine.recipe import Recipe, Term
+from jaxcombine.networks import model
+from jaxcombine.options import recipe as recipe_lib
+from jaxcombine.options.recipe import Recipe, Term
 
 # Every supported statistic on the two shallowest taps (halo 4 px, stride 2): tiles of
 # 8 px over a 37x30 image give 5x4 windows, both axes tiled, odd edges dropped by the pool.
-SHALLOW = Recipe("all", (
-    Term("block2_conv1", "content", "activations", 1.0),
-    Term("block1_conv1", "style", "gram", 1.0),
-    Term("block2_conv1", "style", "gram", 0.5),
-    Term("block2_conv1", "style", "meanstd", 2.0),
-    Term("block1_conv1", "style", "covariance", 1.0),
-    Term("block2_conv1", "style", "w2", 1.0)), tv_weight=1e-3)
+SHALLOW = Recipe(
+    "all",
+    (
+        Term("block2_conv1", "content", "activations", 1.0),
+        Term("block1_conv1", "style", "gram", 1.0),
+        Term("block2_conv1", "style", "gram", 0.5),
+        Term("block2_conv1", "style", "meanstd", 2.0),
+        Term("block1_conv1", "style", "covariance", 1.0),
+        Term("block2_conv1", "style", "w2", 1.0),
+    ),
+    tv_weight=1e-3,
+)
 
 
 def images(shape, seed=0):
     rng = np.random.default_rng(seed)
     content, style, x = (rng.uniform(0, 255, (*shape, 3)).astype(np.float32) for _ in range(3))
     # smooth, image-like structure: sums of a few sines, so every layer is active
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
-    x = (0.5 * x + 60 * (2 + np.sin(yy / 5.0)[..., None] + np.cos(xx / 7.0)[..., None])).clip(0, 255)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    x = (0.5 * x + 60 * (2 + np.sin(yy / 5.0)[..., None] + np.cos(xx / 7.0)[..., None])).clip(
+        0, 255
+    )
     return jnp.asarray(content), jnp.asarray(style[None]), jnp.asarray(x, jnp.float32)
 
 
 def both(vgg19, rec, shape, tile):
-    problem = engine.Problem(recipe=rec.structure())
+    problem = program.Problem(recipe=rec.structure())
     variables = model.variables(model.trim(vgg19.arrays, rec.layers))
     content, styles, x = images(shape)
-    targets = jax.jit(engine.compute_targets, static_argnames="problem")(
-        problem, variables, content, styles)
+    targets = jax.jit(program.compute_targets, static_argnames="problem")(
+        problem, variables, content, styles
+    )
     weights = jnp.asarray([t.weight for t in rec.terms] + [rec.tv_weight], jnp.float32)
-    untiled = jax.jit(lambda v, t, p: jax.value_and_grad(
-        lambda q: engine.loss(problem, v, t, q, weights), has_aux=True)(p))(variables, targets, x)
+    untiled = jax.jit(
+        lambda v, t, p: jax.value_and_grad(
+            lambda q: program.loss(problem, v, t, q, weights), has_aux=True
+        )(p)
+    )(variables, targets, x)
     tiled = jax.jit(lambda v, t, p: tiles.value_and_grad(problem, v, t, p, weights, tile=tile))(
-        variables, targets, x)
+        variables, targets, x
+    )
     return untiled, tiled
 
 
@@ -110,15 +124,16 @@ def test_swd_is_refused():
 
 def test_targets_match_untiled_with_blended_styles(vgg19):
     """Every target (a blend of two styles with weights 0.3/0.7, the content's activation
-    map) equals engine.compute_targets' to 1e-4 relative (of each target's largest value)."""
-    problem = engine.Problem(recipe=SHALLOW.structure())
+    map) equals program.compute_targets' to 1e-4 relative (of each target's largest value)."""
+    problem = program.Problem(recipe=SHALLOW.structure())
     variables = model.variables(model.trim(vgg19.arrays, SHALLOW.layers))
     content, style, _ = images((37, 30))
     styles = jnp.concatenate([style, images((37, 30), seed=1)[1]])
     sw = jnp.asarray([0.3, 0.7], jnp.float32)
-    want = engine.compute_targets(problem, variables, content, styles, sw)
+    want = program.compute_targets(problem, variables, content, styles, sw)
     got = jax.jit(lambda v, c, s, w: tiles.targets(problem, v, c, s, w, tile=8))(
-        variables, content, styles, sw)
+        variables, content, styles, sw
+    )
     assert got.keys() == want.keys()
     for key in want:
         for g, w in zip(jax.tree.leaves(got[key]), jax.tree.leaves(want[key])):
@@ -133,11 +148,12 @@ def test_a_tiled_run_matches_the_untiled_one():
     at 32x32, then 4 at 64x64 (the single-scale path is the last scale's)."""
     from pathlib import Path
 
-    from jaxcombine.job import combine
+    from jaxcombine.run.job import combine
 
     shallow = Path(__file__).with_name("shallow.toml")
-    opts = dict(recipe=str(shallow), size=64, steps=4, chunk=2, init="content,noise",
-                scales=(32, 64))
+    opts = dict(
+        recipe=str(shallow), size=64, steps=4, chunk=2, init="content,noise", scales=(32, 64)
+    )
     whole, tiled = combine(**opts), combine(**opts, tile=16)
     assert tiled.config.tile == 16
     assert len(tiled.history) == len(whole.history) == 8
@@ -146,9 +162,9 @@ def test_a_tiled_run_matches_the_untiled_one():
 
 
 def test_tile_option_is_checked():
-    from jaxcombine.config import RunConfig
-    from jaxcombine.rules import ConfigError
-    from jaxcombine.job import prepare
+    from jaxcombine.options.config import RunConfig
+    from jaxcombine.options.rules import ConfigError
+    from jaxcombine.run.job import prepare
 
     with pytest.raises(ConfigError, match="tile must be an integer >= 0"):
         RunConfig(tile=-16)

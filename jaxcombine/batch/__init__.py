@@ -1,0 +1,1 @@
+"""Layer 6: many jobs from a manifest, resumable."""

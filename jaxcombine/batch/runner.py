@@ -1,0 +1,467 @@
+"""Scripted batch generation: the jobs of a manifest (:mod:`jaxcombine.batch.manifest`) in, one
+output set per job out.
+
+A job is finished once ``<id>.json`` exists (written last, atomically), so a
+rerun after a crash does only the rest; a per-job lock lets several processes
+share one output folder without doing a job twice.
+
+Jobs whose :class:`~jaxcombine.engine.program.Problem` and output size agree run as
+one vmapped program, each start with its own targets. See docs/batch.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcombine.batch.manifest import Job, load_manifest, process_share
+from jaxcombine.engine import driver, scales
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.io import folders, images, records
+from jaxcombine.options import config as config_lib
+from jaxcombine.run import interrupts, outputs
+from jaxcombine.run import job as job_lib
+from jaxcombine.tools import metrics
+
+REPORT = "batch-report.json"
+
+
+@dataclasses.dataclass
+class BatchReport:
+    """What a batch did: ids done now, skipped (finished before), failed (id → one-line
+    reason), and elsewhere (another live process held the job when this one reached it)."""
+
+    done: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
+    interrupted: bool = False
+    wall_s: float = 0.0
+    elsewhere: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def jobs_per_minute(self) -> float | None:
+        return round(60 * len(self.done) / self.wall_s, 3) if self.wall_s and self.done else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "jobs_per_minute": self.jobs_per_minute}
+
+    def merge(self, other: "BatchReport") -> None:
+        self.done += other.done
+        self.skipped += other.skipped
+        self.failed.update(other.failed)
+        self.elsewhere += [j for j in other.elsewhere if j not in self.done]
+        self.interrupted |= other.interrupted
+        self.wall_s = max(self.wall_s, other.wall_s)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_batch(
+    manifest_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    batching: bool = True,
+    max_batch: int = 64,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    evaluate: bool = False,
+) -> BatchReport:
+    """Run every unfinished job of a manifest into ``out``; never raises for one bad job.
+
+    Jobs are taken ``max_batch`` at a time (which bounds memory: their images and
+    targets are held until they are done); within those, jobs of one shape run as
+    one program. ``batching=False`` runs one job at a time.
+
+    ``process_index``/``process_count`` default to JAX's (several hosts: call
+    ``jax.distributed.initialize`` first); each process runs its share and writes
+    ``batch-report.<i>.json``, and process 0 merges them into ``batch-report.json``.
+
+    ``evaluate``: score each job's image as ``jaxcombine eval`` does (against its content
+    and first style), in its record's ``eval`` entry; ``eval.csv`` gathers every finished
+    job's scores (one row per job id).
+    """
+    max_batch = config_lib.positive_int(max_batch, "max_batch")
+    t0 = time.perf_counter()
+    out = folders.check_output_folder(out)  # before any image is read or program compiled
+    index = jax.process_index() if process_index is None else process_index
+    count = jax.process_count() if process_count is None else process_count
+    folders.remove_stale_temps(out)  # only those whose writer is gone
+    manifest_jobs = load_manifest(manifest_path)
+    jobs = process_share(manifest_jobs, index, count)
+    report = BatchReport()
+    finished = lambda j: not force and (out / f"{j.id}.json").exists()  # noqa: E731
+    report.skipped = [j.id for j in jobs if finished(j)]
+    todo = [j for j in jobs if not finished(j)]
+    bar = _bar(len(todo), progress)
+    window = max_batch if batching else 1
+    with interrupts.stop_requests() as stop:
+        for start in range(0, len(todo), window):
+            if report.interrupted or stop.is_set():
+                report.interrupted = True
+                break
+            with contextlib.ExitStack() as held:  # this window's job locks, until written
+                mine = []
+                for j in todo[start : start + window]:
+                    if not held.enter_context(folders.job_lock(out, j.id)):
+                        report.elsewhere.append(j.id)  # a live process is running it
+                        bar.update(1)
+                    elif finished(j):  # another process finished it meanwhile
+                        report.skipped.append(j.id)
+                        bar.update(1)
+                    else:
+                        mine.append(j)
+                _run_window(mine, out, report, bar, stop.is_set, evaluate)
+    bar.close()
+    report.wall_s = round(time.perf_counter() - t0, 3)
+    records.write_json(
+        out / f"batch-report.{index}.json" if count > 1 else out / REPORT,
+        records.record(None, **report.to_dict()),
+    )
+    if count > 1:
+        _barrier("jaxcombine-batch-done")
+        if index == 0:
+            report = merge_reports(out, count)
+    if evaluate and index == 0:
+        write_eval_table(out, [j.id for j in manifest_jobs])
+    return report
+
+
+def write_eval_table(out: Path, ids: Sequence[str]) -> None:
+    """``eval.csv``: the ``eval`` entry of every finished job's record, one row per job."""
+    rows = []
+    for job_id in ids:
+        path = out / f"{job_id}.json"
+        scores = json.loads(path.read_text()).get("eval") if path.exists() else None
+        if scores:
+            rows.append({"id": job_id, **scores})
+    if rows:
+        records.atomic_write_text(
+            out / "eval.csv",
+            outputs.csv_text({k: np.asarray([r.get(k) for r in rows]) for k in rows[0]}),
+        )
+
+
+COORDINATOR_TIMEOUT_S = 60
+
+
+def initialize_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    auto: bool = False,
+    timeout_s: int = COORDINATOR_TIMEOUT_S,
+) -> None:
+    """``jax.distributed.initialize`` from flags, or (``auto``) from the cluster's environment.
+
+    A coordinator that cannot be reached within ``timeout_s`` is a one-line error
+    (JAX itself would wait its own timeout, then abort the process).
+    """
+    if coordinator is None and num_processes is None and process_id is None and not auto:
+        return
+    if coordinator and process_id:  # process 0 hosts the coordinator; the others dial it
+        _wait_for(coordinator, timeout_s)
+    try:
+        jax.distributed.initialize(
+            coordinator, num_processes, process_id, initialization_timeout=timeout_s
+        )
+    except (RuntimeError, ValueError) as e:
+        raise JaxcombineError(f"could not initialise jax.distributed: {' '.join(str(e).split())}")
+
+
+def _wait_for(address: str, timeout_s: float) -> None:
+    """Until ``HOST:PORT`` accepts a TCP connection; a one-line error after ``timeout_s``."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise JaxcombineError(f"coordinator must be HOST:PORT, got {address!r}")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise JaxcombineError(
+                    f"coordinator {address} unreachable after {timeout_s:g} s "
+                    f"({e.strerror or e}); is process 0 running?"
+                ) from None
+            time.sleep(0.5)
+
+
+def _barrier(name: str, timeout_s: int = 7 * 24 * 3600) -> None:
+    """Wait for every process (through the jax.distributed coordinator, when there is one)."""
+    from jax._src import distributed  # the coordinator client has no public barrier
+
+    client = getattr(distributed.global_state, "client", None)
+    if client is not None:
+        client.wait_at_barrier(name, timeout_s * 1000)
+
+
+def _run_window(
+    jobs: Sequence[Job], out: Path, report: BatchReport, bar, stop=None, evaluate: bool = False
+) -> None:
+    """Prepare up to ``max_batch`` jobs (images, targets), then run them group by group."""
+    prepared = []
+    for j in jobs:
+        try:
+            prep = job_lib.prepare(j.config)
+        except Exception as e:  # e.g. a string where a number belongs: this job only
+            _fail(report, bar, [j], _reason(e))
+            continue
+        prepared.append((j, prep))
+    for group in (part for g in _groups(prepared) for part in _fitting(g)):
+        if report.interrupted:
+            break
+        try:
+            _run_group(group, out, report, bar, stop, evaluate)
+        except Exception as e:  # one broken group must not stop the others
+            _fail(report, bar, [j for j, _ in group], _reason(e))
+
+
+def _fitting(group: list) -> list[list]:
+    """``group`` cut into runs whose estimated memory fits (each job alone was checked when
+    it was prepared): halved until the estimate for one run of them passes."""
+    prep = group[0][1]
+    h, w = prep.output_shape
+    size = len(group)
+    while size > 1:
+        try:
+            job_lib.check_memory(
+                prep.config, prep.recipe, h, w, starts=size, per_start_targets=True
+            )
+            break
+        except JaxcombineError:
+            size = (size + 1) // 2
+    return [group[i : i + size] for i in range(0, len(group), size)]
+
+
+def _groups(prepared: list) -> Iterable[list]:
+    """Jobs that can share one compiled program: same structure (:class:`engine.Problem`),
+    output size, targets' shapes (masks, style sizes), weights and loop. Learning rates,
+    step counts and loss weights may differ: they are per-start arrays of one program.
+    Coarse-to-fine jobs also share their scales, steps per scale, style scales and how
+    scales hand on (a single-scale job's key has its steps apart)."""
+    groups: dict[Any, list] = {}
+    for j, prep in prepared:
+        c = j.config
+        shapes = (
+            jax.tree.structure(prep.targets),  # masks, styles' sizes (style_scale)
+            tuple(a.shape for a in jax.tree.leaves(prep.targets)),
+        )
+        ladder = (
+            (c.sizes(), c.steps_per_scale(), c.scale_from, c.scale_optimizer, c.style_scales())
+            if c.multi_scale
+            else ()
+        )
+        key = (
+            prep.problem,
+            prep.x0.shape[1:],
+            shapes,
+            c.weights,
+            c.chunk,
+            c.loop,
+            c.snapshot_every,
+            ladder,
+        )
+        groups.setdefault(key, []).append((j, prep))
+    return list(groups.values())
+
+
+def _run_group(
+    group: list, out: Path, report: BatchReport, bar, stop=None, evaluate: bool = False
+) -> None:
+    """Optimise a group in one vmapped program (targets stacked per job), then write each job."""
+    t0 = time.perf_counter()
+    jobs, preps = [j for j, _ in group], [p for _, p in group]
+    first = preps[0]
+    config = first.config
+
+    def new_state(x0, steps):
+        return first.initial_state(
+            x0,
+            steps=steps,
+            loss_weights=np.stack([p.loss_weights for p in preps]),
+            lr=[p.config.learning_rate() for p in preps] if config.learning_rate() else None,
+            seed=[p.config.seed for p in preps],
+        )
+
+    def stacked_targets(size):  # each job its own images: targets lead with the jobs axis
+        return jax.tree.map(lambda *t: jnp.stack(t), *[p.at_size(size).targets for p in preps])
+
+    per_scale = [[p.config.steps_per_scale()[i] for p in preps] for i in range(len(config.sizes()))]
+    stages = [
+        dataclasses.replace(stage, targets=functools.partial(stacked_targets, size))
+        for stage, size in zip(first.stages(per_scale), config.sizes())
+    ]
+    state = new_state(np.concatenate([p.x0 for p in preps]), per_scale[0])
+    ids = [j.id for j in jobs]
+    longest = max(sum(max(steps) for steps in per_scale), 1)
+    writer = outputs.SnapshotWriter(  # each job its own content's colours (preserve_color)
+        out, ids, config.snapshot_every, lambda px: [p.finish(x) for p, x in zip(preps, px)]
+    )
+    chunk = outputs.chunk_size(config.chunk, config.snapshot_every)
+    done_steps = [0]
+
+    def on_chunk(step, comps, get_pixels):
+        bar.update(len(jobs) * (step - done_steps[0]) / longest)
+        done_steps[0] = step
+        writer(step, get_pixels)
+
+    with job_lib.out_of_memory_as_error(first, len(group)):
+        outcome = scales.optimise_scales(
+            first.problem,
+            first.variables,
+            stages,
+            state,
+            new_state,
+            carry_optimizer=config.scale_optimizer == "carry",
+            from_average=config.scale_from == "average",
+            chunk=chunk,
+            loop=config.loop,
+            on_chunk=on_chunk,
+            stop=stop,
+            per_start_targets=True,
+        )
+    if outcome.interrupted:
+        report.interrupted = True
+        return
+    wall = time.perf_counter() - t0
+    for j, (job, prep) in enumerate(group):
+        try:  # a failure belongs to its job alone; every other result is written
+            write_job(
+                out, job, prep, outcome, j, evaluate=evaluate, wall_s=wall, group_size=len(group)
+            )
+        except Exception as e:  # noqa: BLE001 (disk full, permissions, ... for this job)
+            _fail(report, None, [job], _reason(e))
+            continue
+        report.done.append(job.id)
+    bar.update(len(jobs) * (1 - done_steps[0] / longest))
+
+
+def write_job(
+    out: Path,
+    job: Job,
+    prep: job_lib.Prepared,
+    outcome: driver.Outcome,
+    j: int,
+    evaluate: bool = False,
+    **timings: Any,
+) -> None:
+    """Image, history, then the JSON record last: its presence marks the job finished.
+    ``evaluate``: the record also holds the image's ``jaxcombine eval`` scores."""
+    images.write(out / f"{job.id}.png", prep.finish(outcome.pixels[j]))
+    records.atomic_write_text(out / f"{job.id}.history.csv", outputs.history_csv(outcome, j))
+    scores = None
+    if evaluate:
+        c = job.config
+        row = metrics.evaluate(
+            [out / f"{job.id}.png"],
+            content=c.content,
+            style=c.style[0] if c.style else None,
+            weights=c.weights,
+            max_pixels=c.max_pixels,
+        ).rows[0]
+        scores = {k: v for k, v in row.items() if k != "image"}
+    final = float(outcome.final_totals()[j])
+    last = int(outcome.step[j]) - outcome.start_step - 1
+    records.write_json(
+        out / f"{job.id}.json",
+        records.record(
+            job.config,
+            weights={"fingerprint": prep.weights.fingerprint, **prep.weights.info},
+            id=job.id,
+            init=dataclasses.asdict(prep.inits[0]),
+            problem=prep.problem,
+            recipe=prep.recipe.to_dict(),
+            steps_done=int(outcome.step[j]) - outcome.start_step,
+            final_loss=final if last >= 0 else None,
+            final_components=dict(zip(outcome.labels, outcome.history[last, j].tolist()))
+            if last >= 0
+            else None,
+            diverged_at_step=outcome.diverged_at[j],
+            image=f"{job.id}.png",
+            scales=outputs.scales_record(job.config, outcome),
+            eval=scores,
+            history=f"{job.id}.history.csv",
+            compile_s=round(outcome.compile_s, 3),
+            run_s=round(outcome.run_s, 3),
+            **{k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()},
+        ),
+    )
+
+
+def _reason(error: Exception) -> str:
+    return str(error) if isinstance(error, JaxcombineError) else f"{type(error).__name__}: {error}"
+
+
+def _fail(report: BatchReport, bar, jobs: Sequence[Job], reason: str) -> None:
+    line = " ".join(str(reason).split())
+    for j in jobs:
+        report.failed[j.id] = line
+        print(f"jaxcombine: job {j.id} failed: {line}", file=sys.stderr)
+    if bar is not None:
+        bar.update(len(jobs))
+
+
+def merge_reports(out: Path, count: int, timeout_s: float = 7 * 24 * 3600) -> BatchReport:
+    """Process 0: wait for every ``batch-report.<i>.json``, write their union as ``batch-report.json``.
+
+    Without a coordinator (explicit ``process_index``/``count``) the wait is a poll
+    for the files, so clear old per-process reports before such a rerun.
+    """
+    paths = [out / f"batch-report.{i}.json" for i in range(count)]
+    deadline = time.monotonic() + timeout_s
+    while not all(p.exists() for p in paths):
+        if time.monotonic() > deadline:
+            raise JaxcombineError(f"timed out waiting for {', '.join(str(p) for p in paths)}")
+        time.sleep(1.0)
+    merged = BatchReport()
+    for p in paths:
+        d = json.loads(p.read_text())
+        merged.merge(
+            BatchReport(d["done"], d["skipped"], d["failed"], d["interrupted"], d["wall_s"])
+        )
+    merged.done.sort()
+    merged.skipped.sort()
+    records.write_json(out / REPORT, records.record(None, processes=count, **merged.to_dict()))
+    return merged
+
+
+class _bar:
+    """A tqdm bar over jobs (fractional updates per chunk, so the ETA moves); or nothing."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.tqdm = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.tqdm = tqdm(
+                total=total,
+                unit="job",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]",
+            )
+
+    def update(self, n: float) -> None:
+        if self.tqdm is not None and n:
+            self.tqdm.update(n)
+
+    def close(self) -> None:
+        if self.tqdm is not None:
+            self.tqdm.close()

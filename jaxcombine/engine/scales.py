@@ -1,0 +1,199 @@
+"""Coarse to fine: one optimisation over a ladder of sizes (``--scales``, ``--min-size``).
+
+At a fixed VGG scale a large image collects small repeated patterns; the
+answer of crowsonkb/style-transfer-pytorch, followed here, is to optimise at
+a small size first and hand each result up to the next size:
+
+* every scale has its own targets (the content and style images read at that
+  size; :class:`Stage` computes them when the scale begins, so only one
+  scale's targets exist at a time) and its own compiled program (one per
+  shape, cached by ``jax.jit`` like any other);
+* a scale starts from the previous scale's result, bilinearly upsampled: its
+  last image, or (``scale_from="average"``) the running average of its
+  iterates (:func:`program.iterate_average`);
+* the optimiser state is built afresh (``scale_optimizer="reset"``, the
+  default, and always for L-BFGS, whose curvature pairs belong to the old
+  size) or carried (``"carry"``: every image-shaped buffer, Adam's moments,
+  resized to the new size; its step count kept; the learning-rate schedule
+  restarted for the new scale's steps). Reset reached the lower final loss on
+  both image pairs measured (docs/benchmarks.md): an upsampled image has new
+  detail to fit, its gradients are an order of magnitude larger than those of
+  the nearly converged coarse scale, and Adam's carried second moments do not
+  describe them;
+* all starts stay vmapped through every scale, and a start that diverged stays
+  stopped.
+
+The driver is :func:`optimise_scales`; :mod:`jaxcombine.run.job`, ``study`` and
+``batch`` give it the stages. A single-scale run is the one-stage case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcombine.engine import driver, optimizers, program
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One scale: its output shape, steps (an int, or one per start) and its targets,
+    computed by ``targets()`` when the scale begins."""
+
+    height: int
+    width: int
+    steps: Any
+    targets: Callable[[], Mapping]
+
+    @property
+    def size(self) -> int:
+        """The longest side, px (the value ``--scales`` lists)."""
+        return max(self.height, self.width)
+
+    @property
+    def longest(self) -> int:
+        """The most steps any start takes here."""
+        return int(np.max(self.steps))
+
+
+def offsets(stages: Sequence[Stage]) -> list[int]:
+    """The global step at which each stage begins."""
+    return [0, *np.cumsum([s.longest for s in stages[:-1]]).tolist()]
+
+
+def resize_images(x: Any, height: int, width: int) -> jax.Array:
+    """(k, H, W, C) → (k, height, width, C), bilinear (antialiased when shrinking)."""
+    x = jnp.asarray(x, jnp.float32)
+    return jax.image.resize(x, (x.shape[0], height, width, x.shape[-1]), "linear")
+
+
+def carry_optimizer_state(old: Any, fresh: Any) -> Any:
+    """The optimiser state ``old`` carried onto ``fresh``'s shapes (``fresh`` is a new
+    state at the next scale): image-shaped buffers (Adam's first and second moments,
+    SGD's trace) resized, counts kept, every learning-rate schedule taken from ``fresh``
+    (it restarts for the new scale's steps). Bilinear weights are non-negative, so
+    second moments stay non-negative."""
+
+    def carry(o, f):
+        if isinstance(f, optimizers.LearningRate):
+            return f
+        o = jnp.asarray(o)
+        if o.shape == f.shape:
+            return o.astype(f.dtype)
+        if o.ndim == 4 and f.ndim == 4:  # (k, H, W, 3) buffers
+            return resize_images(o, f.shape[1], f.shape[2]).astype(f.dtype)
+        raise ValueError(f"cannot carry an optimiser buffer shaped {o.shape} to {f.shape}")
+
+    return jax.tree.map(carry, old, fresh, is_leaf=lambda n: isinstance(n, optimizers.LearningRate))
+
+
+def handed_on(outcome: driver.Outcome, from_average: bool) -> np.ndarray:
+    """What a finished scale hands the next: its last images or its iterate averages."""
+    if from_average and outcome.average is not None:
+        return outcome.average
+    return outcome.pixels
+
+
+def next_state(
+    problem: program.Problem,
+    outcome: driver.Outcome,
+    stage: Stage,
+    new_state: Callable[[Any, Any], program.State],
+    *,
+    carry_optimizer: bool,
+    from_average: bool,
+) -> program.State:
+    """The state that begins ``stage`` after ``outcome`` (the previous scale's)."""
+    pixels = jnp.clip(
+        resize_images(handed_on(outcome, from_average), stage.height, stage.width), 0.0, 255.0
+    )
+    if problem.grey:
+        pixels = program.grey_projection(pixels)
+    fresh = new_state(pixels, stage.steps)
+    if carry_optimizer and problem.optimizer != "lbfgs":
+        fresh = fresh._replace(opt_state=carry_optimizer_state(outcome.opt_state, fresh.opt_state))
+    return fresh._replace(alive=jnp.asarray(outcome.alive))
+
+
+def optimise_scales(
+    problem: program.Problem,
+    variables: Mapping,
+    stages: Sequence[Stage],
+    state: program.State,
+    new_state: Callable[[Any, Any], program.State],
+    *,
+    first_stage: int = 0,
+    carry_optimizer: bool = True,
+    from_average: bool = False,
+    on_chunk: driver.ChunkCallback | None = None,
+    on_stage: Callable[[int, driver.Outcome], None] | None = None,
+    **optimise_options: Any,
+) -> driver.Outcome:
+    """Run ``stages[first_stage:]`` in turn, ``state`` being the state at ``first_stage``
+    (possibly part-done: a resumed run). Returns one :class:`driver.Outcome` for the
+    whole ladder: history rows of every stage in order, each row's stage in ``row_stage``.
+
+    ``new_state(pixels, steps)`` builds a fresh state at a stage's size (the caller's
+    learning rates, loss weights and seeds). ``on_chunk`` gets global steps;
+    ``on_stage(i, outcome)`` is called when stage i ends (not when interrupted), before
+    the next begins. ``optimise_options`` go to :func:`driver.optimise` (chunk, loop,
+    stop, per_start_targets).
+    """
+    starts = offsets(stages)
+    parts: list[tuple[int, driver.Outcome]] = []
+    for i in range(first_stage, len(stages)):
+        stage = stages[i]
+        if i > first_stage:
+            state = next_state(
+                problem,
+                parts[-1][1],
+                stage,
+                new_state,
+                carry_optimizer=carry_optimizer,
+                from_average=from_average,
+            )
+
+        def shifted(step, comps, fetch, offset=starts[i]):
+            if on_chunk is not None:
+                on_chunk(offset + step, comps, fetch)
+
+        outcome = driver.optimise(
+            problem, variables, stage.targets(), state, on_chunk=shifted, **optimise_options
+        )
+        parts.append((i, outcome))
+        if outcome.interrupted:
+            break
+        if on_stage is not None:
+            on_stage(i, outcome)
+    return merge(parts, starts, stages)
+
+
+def merge(
+    parts: list[tuple[int, driver.Outcome]], starts: list[int], stages: Sequence[Stage]
+) -> driver.Outcome:
+    """One :class:`driver.Outcome` from the stages' outcomes, steps counted globally."""
+    first_i, first = parts[0]
+    last_i, last = parts[-1]
+    if len(parts) == 1 and len(stages) == 1:
+        return first
+    diverged: list[int | None] = [None] * len(first.alive)
+    for i, oc in parts:
+        for j, at in enumerate(oc.diverged_at):
+            if at is not None and diverged[j] is None:
+                diverged[j] = at + starts[i]
+    return dataclasses.replace(
+        last,
+        history=np.concatenate([oc.history for _, oc in parts]),
+        row_stage=np.concatenate([np.full(len(oc.history), i) for i, oc in parts]),
+        stage_sizes=tuple((s.height, s.width) for s in stages),
+        diverged_at=diverged,
+        steps_done=sum(oc.steps_done for _, oc in parts),
+        compile_s=sum(oc.compile_s for _, oc in parts),
+        run_s=sum(oc.run_s for _, oc in parts),
+        start_step=starts[first_i] + first.start_step,
+        step=starts[last_i] + np.asarray(last.step),
+    )

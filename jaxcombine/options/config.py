@@ -1,0 +1,588 @@
+"""Every option of a run, its default, its choices and its validation: one home, no JAX.
+
+:class:`RunConfig` is a frozen dataclass validated when it is built (types,
+finite numbers, ranges, choices, init specs parsed once). The CLI takes its
+options (names, defaults, help, choices) from :func:`options`; manifests,
+study sweeps and the Python API build the same dataclass, so one bad value
+gets the same one-line :class:`ConfigError` wherever it came from::
+
+    >>> RunConfig(lr=float("nan"))
+    Traceback (most recent call last):
+    jaxcombine.options.rules.ConfigError: lr must be a finite number > 0, got nan
+
+How one value is checked (types, finite numbers, ranges, choices) is
+:mod:`jaxcombine.options.rules`; which options exist, with what rule and default, is here.
+Neither imports anything heavier than the standard library, so tools can check a
+configuration without loading JAX.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from jaxcombine.options.rules import ConfigError, Rule, finite_number, option, positive_int
+
+# --------------------------------------------------------------------------- choices
+
+MODELS = ("vgg19", "vgg16")
+POOLINGS = ("max", "avg")
+DTYPES = ("float32", "bfloat16", "float16")
+OPTIMIZERS = ("adam", "sgd", "lbfgs")
+SCHEDULES = ("constant", "cosine")
+CONVS = ("xla", "winograd")
+LOOPS = ("scan", "unroll", "step")
+SHARDS = ("starts", "rows")  # how several local devices share a run (jaxcombine.engine.rows)
+AUTO = "auto"  # conv and loop: the fastest measured for the backend
+SOURCES = ("content", "style")
+STATISTICS = ("activations", "gram", "meanstd", "covariance", "w2", "swd")
+INIT_KINDS = ("content", "style", "noise")  # plus image paths
+PRESERVE_COLORS = ("none", "luminance", "stats", "histogram")  # jaxcombine.io.color
+DEFAULT_RECIPE = "gatys"
+# Learning rates in 0–255 pixel units, per optimiser (Adam's step is about lr pixels).
+DEFAULT_LR = {"adam": 4.0, "sgd": 2e3, "lbfgs": 1.0}
+SWEEPABLE = ("lr", "tv_weight")
+SCALE_FROM = (
+    "last",
+    "average",
+)  # coarse-to-fine: what a scale hands the next (jaxcombine.engine.scales)
+SCALE_OPTIMIZER = ("carry", "reset")
+
+# ``jaxcombine eval`` (docs/evaluation.md): style layers and pooling the run did not
+# optimise wherever possible (gatys and w2 tap block*_conv1 and block4_conv2 under max
+# pooling; swd's twelve layers include block1..4_conv2), and a fixed set of many
+# directions for the sliced distance.
+EVAL_STYLE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv2", "block4_conv2", "block5_conv2")
+EVAL_CONTENT_LAYER = "block4_conv2"
+EVAL_POOLING = "avg"
+EVAL_DIRECTIONS = 512
+# The sliced distance sorts every position along every direction: at 1024² block 1 alone
+# is 1M positions × 512 directions (beyond 14 GB with the sorts). Above this many
+# positions a layer is scored on a seeded random subset of them.
+EVAL_MAX_POINTS = 65_536
+EVAL_SEED = 0
+
+SEED_LIMIT = 2**31  # noise seeds (seed … seed+N-1) stay below this
+DEFAULT_MAX_PIXELS = 64_000_000  # refuse larger input files (decompression bombs)
+MAX_STYLE_SCALE = 16.0  # a style at 16x the output's side: memory is checked before that anyway
+
+
+# --------------------------------------------------------------------------- starts
+
+
+@dataclasses.dataclass(frozen=True)
+class Init:
+    """One start: ``content``, ``style``, ``noise`` (with its seed) or an image ``file``."""
+
+    kind: str
+    seed: int = 0
+    path: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "noise":
+            return f"noise-s{self.seed}"
+        if self.kind == "file":
+            return "init-" + Path(self.path or "image").stem
+        return self.kind
+
+    @property
+    def spec(self) -> str:
+        """This start alone as an ``init`` value (a noise start also needs its seed)."""
+        return self.path if self.kind == "file" else self.kind
+
+
+def parse_inits(spec: str, seed: int = 0) -> tuple[Init, ...]:
+    """``"content,style,noise:2"`` → (content, style, noise seed, noise seed+1).
+
+    Words other than ``content``, ``style``, ``noise`` and ``noise:N`` are image
+    paths; whether the file exists is checked where it is read.
+    """
+    if not isinstance(spec, str):
+        raise ConfigError("init", f"init must be a comma-separated string, got {spec!r}")
+    out: list[Init] = []
+    noise = seed
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if part in ("content", "style"):
+            out.append(Init(part))
+        elif part == "noise" or part.startswith("noise:"):
+            count_text = part.partition(":")[2] if ":" in part else "1"
+            count = int(count_text) if count_text.isdigit() else 0
+            if count < 1:
+                raise ConfigError("init", f"bad init {part!r}: use noise:N with N >= 1")
+            if noise + count > SEED_LIMIT:
+                raise ConfigError(
+                    "init",
+                    f"noise seeds {noise}..{noise + count - 1} exceed "
+                    f"{SEED_LIMIT - 1}; use a smaller seed or fewer starts",
+                )
+            out += [Init("noise", seed=noise + i) for i in range(count)]
+            noise += count
+        else:
+            out.append(Init("file", path=part))
+    if not out:
+        raise ConfigError("init", "no init given")
+    counts = collections.Counter(i.label for i in out)
+    dup = sorted(label for label, n in counts.items() if n > 1)
+    if dup:
+        raise ConfigError("init", f"init {dup[0]!r} given twice")
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Every option of one run; validated when built, hashable, recorded in each output's JSON.
+
+    ``content``/``style`` default to the bundled public-domain pair; ``init``
+    (comma-separated ``content``, ``style``, ``noise``, ``noise:N`` or image
+    paths) defaults to the recipe's suggestion. Numbers a user sweeps
+    (``lr``, ``steps``, ``tv_weight``, ``style_weights``, the recipe's weights)
+    are traced by the engine: changing them compiles nothing.
+
+    Options left ``None`` that a recipe also sets (``init``, ``tv_weight``,
+    ``preserve_color``) take the recipe's value; a value given here overrides it.
+    ``preserve_color`` (:mod:`jaxcombine.io.color`) changes the images the targets
+    are made from, the images written and (``luminance``) the program, so it is
+    no study ``--sweep`` axis (sweeps vary traced numbers over one set of targets
+    and one program); compare modes with a batch ``[grid]``.
+    """
+
+    content: str | None = option(
+        None,
+        Rule("text", "Content image (default: the bundled NASA astronaut photo).", optional=True),
+    )
+    style: tuple[str, ...] = option(
+        (), Rule("paths", "Style image; repeat to blend several (default: bundled Starry Night).")
+    )
+    style_weights: tuple[float, ...] | None = option(
+        None,
+        Rule("floats", "Blend weights, one per style (comma-separated).", low=0.0, optional=True),
+    )
+    style_masks: tuple[str, ...] | None = option(
+        None,
+        Rule(
+            "paths",
+            "Mask image per style (repeat, one per --style): each style governs the "
+            "output region where its mask is white (greyscale weights 0-1), matched "
+            "against its own statistics.",
+            optional=True,
+        ),
+    )
+    style_scale: tuple[float, ...] | None = option(
+        None,
+        Rule(
+            "floats",
+            "Size of each style image relative to the output (comma-separated, one per "
+            "style or one for all; default 1): larger makes its strokes larger.",
+            low=0.0,
+            low_open=True,
+            high=MAX_STYLE_SCALE,
+            optional=True,
+        ),
+    )
+    preserve_color: str | None = option(
+        None,
+        Rule(
+            "choice",
+            "Keep the content's colours: luminance (style on luminance only, content's "
+            "chroma on output), stats (style recoloured to the content's colour mean and "
+            "covariance), histogram (style's channel histograms matched to the content's) "
+            "or none (default: the recipe's preserve_color, else none).",
+            PRESERVE_COLORS,
+            optional=True,
+        ),
+    )
+    recipe: Any = option(
+        DEFAULT_RECIPE,
+        Rule("text", "Preset name (see 'jaxcombine recipes') or a recipe .toml file."),
+    )
+    init: str | None = option(
+        None,
+        Rule(
+            "text",
+            "Starts, comma-separated: content, style, noise, noise:N, or image paths "
+            "(default: the recipe's). Several run side by side in one program.",
+            optional=True,
+        ),
+    )
+    steps: int = option(200, Rule("int", "Optimisation steps.", low=0, high=10_000_000))
+    size: int = option(192, Rule("int", "Longest side of the output, px.", low=1, high=1_000_000))
+    scales: tuple[int, ...] | None = option(
+        None,
+        Rule(
+            "ints",
+            "Coarse to fine: optimise at these sizes (longest side, px) in turn, ascending, "
+            "e.g. 128,256,512; --size ends the list if it is not there. Each scale starts "
+            "from the previous one's result, upsampled.",
+            low=1,
+            high=1_000_000,
+            optional=True,
+        ),
+    )
+    min_size: int | None = option(
+        None,
+        Rule(
+            "int",
+            "Coarse to fine from this size up to --size, in steps of sqrt(2) (instead of "
+            "--scales).",
+            low=1,
+            high=1_000_000,
+            optional=True,
+        ),
+    )
+    scale_steps: tuple[int, ...] | None = option(
+        None,
+        Rule(
+            "ints",
+            "Steps at each scale, one per scale (default: --steps at every scale).",
+            low=0,
+            high=10_000_000,
+            optional=True,
+        ),
+    )
+    scale_from: str = option(
+        "last",
+        Rule(
+            "choice",
+            "What a scale hands the next: its last image, or the running average of its "
+            "iterates (smoother).",
+            SCALE_FROM,
+        ),
+    )
+    scale_optimizer: str = option(
+        "reset",
+        Rule(
+            "choice",
+            "Across scales, start the optimiser afresh (reset: lower final loss, measured "
+            "in docs/benchmarks.md) or carry its state (Adam's moments resized to the new "
+            "size).",
+            SCALE_OPTIMIZER,
+        ),
+    )
+    optimizer: Any = option("adam", Rule("choice", "Optimiser.", OPTIMIZERS))
+    lr: float | None = option(
+        None,
+        Rule(
+            "float",
+            "Learning rate in 0-255 pixel units (default per optimizer: "
+            + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items())
+            + ").",
+            low=0.0,
+            low_open=True,
+            optional=True,
+        ),
+    )
+    schedule: str = option(
+        "constant",
+        Rule("choice", "Learning-rate schedule (cosine decays to 10% over the steps).", SCHEDULES),
+    )
+    tv_weight: float | None = option(
+        None,
+        Rule("float", "Total-variation weight (overrides the recipe's).", low=0.0, optional=True),
+    )
+    seed: int = option(0, Rule("int", "Seed of the first noise start.", low=0, high=SEED_LIMIT - 1))
+    model: str = option("vgg19", Rule("choice", "Network.", MODELS))
+    pooling: str = option("max", Rule("choice", "Pooling between VGG blocks.", POOLINGS))
+    dtype: str = option(
+        "float32", Rule("choice", "Dtype of the VGG activations (losses stay float32).", DTYPES)
+    )
+    remat: bool = option(
+        False, Rule("bool", "Recompute VGG blocks in the backward pass (less memory).")
+    )
+    conv: str = option(
+        AUTO,
+        Rule(
+            "choice",
+            "Convolution algorithm (auto: fastest measured for the backend; "
+            "winograd: float32 only, about 0.5 GB more memory).",
+            (AUTO, *CONVS),
+        ),
+    )
+    chunk: int = option(25, Rule("int", "Steps per compiled chunk / report.", low=1, high=100_000))
+    loop: str = option(
+        AUTO,
+        Rule(
+            "choice",
+            "Loop form inside a chunk (auto: fastest measured for the backend).",
+            (AUTO, *LOOPS),
+        ),
+    )
+    tile: int = option(
+        0,
+        Rule(
+            "int",
+            "Compute each step's exact loss and gradient from tiles of this many px "
+            "(a multiple of 16 for layers of block 5; 0: the whole image at once). Memory "
+            "is then set by the tile plus 80 px halos, not the image; time grows (the "
+            "forward runs twice, over the halos too). Not with the swd statistic.",
+            low=0,
+            high=1_000_000,
+        ),
+    )
+    shard: str = option(
+        AUTO,
+        Rule(
+            "choice",
+            "With several devices, split the starts over them (starts) or each "
+            "image's rows, so one image larger than a device holds fits (rows; the "
+            "height must divide among them). auto: rows when there is one start and "
+            "its height divides, else starts. Applies to run; study and batch split starts.",
+            (AUTO, *SHARDS),
+        ),
+    )
+    snapshot_every: int = option(
+        0, Rule("int", "Also save images every N steps (0: never).", low=0)
+    )
+    weights: str | None = option(
+        None,
+        Rule(
+            "text",
+            "Weights folder (or a converted .h5 file). Default: the project's weights/ folder.",
+            optional=True,
+        ),
+    )
+    max_pixels: int = option(
+        DEFAULT_MAX_PIXELS,
+        Rule("int", "Refuse input images larger than this (decompression bombs).", low=1),
+    )
+    max_memory: float | None = option(
+        None,
+        Rule(
+            "float",
+            "Memory limit in GB for the check made before a run starts (default: the "
+            "accelerator's memory, or the host's available memory on CPU).",
+            low=0.0,
+            low_open=True,
+            optional=True,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "optimizer" and not isinstance(value, str):
+                if not (
+                    callable(getattr(value, "init", None))
+                    and callable(getattr(value, "update", None))
+                ):
+                    raise ConfigError(
+                        "optimizer",
+                        f"optimizer must be one of {', '.join(OPTIMIZERS)} "
+                        f"or an optax transformation, got {value!r}",
+                    )
+                continue
+            if f.name == "recipe" and hasattr(value, "terms"):  # a Recipe object (Python API)
+                continue
+            object.__setattr__(self, f.name, f.metadata["rule"].check(f.name, value))
+        self._check_together()
+
+    def _check_together(self) -> None:
+        """Rules between options."""
+        if self.conv == "winograd" and self.dtype != "float32":
+            raise ConfigError(
+                "conv",
+                "conv 'winograd' needs float32 (its transforms lose too "
+                "much precision in 16 bits); use conv 'xla'",
+            )
+        if self.style_weights is not None:
+            if len(self.style_weights) != max(1, len(self.style)):
+                raise ConfigError(
+                    "style_weights",
+                    f"give one style weight per style image: "
+                    f"{len(self.style_weights)} for {max(1, len(self.style))}",
+                )
+            if sum(self.style_weights) <= 0:
+                raise ConfigError("style_weights", "style weights must not all be zero")
+        n_styles = max(1, len(self.style))
+        if self.style_masks == ():  # no --style-mask given
+            object.__setattr__(self, "style_masks", None)
+        if self.style_masks is not None and len(self.style_masks) != n_styles:
+            raise ConfigError(
+                "style_masks",
+                f"give one style mask per style image: {len(self.style_masks)} for {n_styles}",
+            )
+        if self.style_scale is not None and len(self.style_scale) not in (1, n_styles):
+            raise ConfigError(
+                "style_scale",
+                f"give one style scale, or one per style image: "
+                f"{len(self.style_scale)} for {n_styles}",
+            )
+        if self.lr is not None and not isinstance(self.optimizer, str):
+            raise ConfigError(
+                "lr",
+                "lr applies to the built-in optimizers; give an optax "
+                "transformation its own learning rate",
+            )
+        if self.schedule != "constant" and not isinstance(self.optimizer, str):
+            raise ConfigError("schedule", "schedule applies to the built-in optimizers")
+        if self.init is not None:
+            parse_inits(self.init, self.seed)
+        self._check_scales()
+
+    def _check_scales(self) -> None:
+        if self.scales is not None and self.min_size is not None:
+            raise ConfigError("scales", "give scales or min_size, not both")
+        if self.scales is not None:
+            if any(b <= a for a, b in zip(self.scales, self.scales[1:])):
+                raise ConfigError("scales", f"scales must be ascending, got {_ints(self.scales)}")
+            if self.scales[-1] > self.size:
+                raise ConfigError(
+                    "scales",
+                    f"scale {self.scales[-1]} is larger than the output "
+                    f"size {self.size}; raise size or drop it",
+                )
+        if self.min_size is not None and self.min_size > self.size:
+            raise ConfigError(
+                "min_size", f"min_size {self.min_size} is larger than the output size {self.size}"
+            )
+        if self.scale_steps is not None and len(self.scale_steps) != len(self.sizes()):
+            raise ConfigError(
+                "scale_steps",
+                f"give one step count per scale: "
+                f"{len(self.scale_steps)} for the {len(self.sizes())} scales "
+                f"{_ints(self.sizes())}",
+            )
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A copy with ``changes``, validated like a new config."""
+        return dataclasses.replace(self, **changes)
+
+    def sizes(self) -> tuple[int, ...]:
+        """The sizes optimised in turn, coarse to fine, ending with ``size``.
+
+        ``scales`` as given (``size`` appended when missing); from ``min_size``, the sizes
+        ``size / √2^i`` (rounded) down to ``min_size``, as crowsonkb/style-transfer-pytorch
+        does; neither: ``(size,)``, a single-scale run.
+        """
+        if self.scales is not None:
+            return self.scales if self.scales[-1] == self.size else (*self.scales, self.size)
+        if self.min_size is None:
+            return (self.size,)
+        out, i = [], 0
+        while (s := round(self.size / math.sqrt(2) ** i)) >= self.min_size or not out:
+            out.append(s)
+            i += 1
+        return tuple(sorted(set(out)))
+
+    def steps_per_scale(self) -> tuple[int, ...]:
+        """Steps at each of :meth:`sizes`: ``scale_steps``, else ``steps`` at every scale."""
+        return (
+            self.scale_steps if self.scale_steps is not None else (self.steps,) * len(self.sizes())
+        )
+
+    @property
+    def multi_scale(self) -> bool:
+        return len(self.sizes()) > 1
+
+    def inits(self, default: str = "content") -> tuple[Init, ...]:
+        """The parsed starts (``default``, usually the recipe's suggestion, when ``init`` is None)."""
+        return parse_inits(self.init or default, self.seed)
+
+    def style_scales(self) -> tuple[float, ...]:
+        """One scale per style image (``style_scale`` spread over them; default 1.0)."""
+        n = max(1, len(self.style))
+        scales = self.style_scale or (1.0,)
+        return scales * n if len(scales) == 1 else scales
+
+    def learning_rate(self) -> float | None:
+        """``lr``, or the optimiser's default; None for an optax transformation."""
+        if not isinstance(self.optimizer, str):
+            return None
+        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+
+
+def _ints(values: tuple[int, ...]) -> str:
+    return ",".join(map(str, values))
+
+
+def run_fields() -> tuple[str, ...]:
+    """Names of every :class:`RunConfig` option, in order."""
+    return tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
+def rule(name: str) -> Rule:
+    """The :class:`Rule` of option ``name``."""
+    for f in dataclasses.fields(RunConfig):
+        if f.name == name:
+            return f.metadata["rule"]
+    raise ConfigError(name, f"unknown option {name!r}; valid: {', '.join(run_fields())}")
+
+
+def default(name: str) -> Any:
+    """The default value of option ``name``."""
+    rule(name)
+    return next(f.default for f in dataclasses.fields(RunConfig) if f.name == name)
+
+
+def from_options(options: dict[str, Any]) -> RunConfig:
+    """A config from a mapping (manifest tables, JSON records): unknown keys are errors."""
+    unknown = [k for k in options if k not in run_fields()]
+    if unknown:
+        raise ConfigError(
+            unknown[0], f"unknown option {unknown[0]!r}; valid: {', '.join(run_fields())}"
+        )
+    return RunConfig(**options)
+
+
+# --------------------------------------------------------------------------- study and batch
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """A second axis crossed with the starts: ``name`` in :data:`SWEEPABLE`, its values."""
+
+    name: str
+    values: tuple[float, ...]
+
+    def suffix(self, value: float) -> str:
+        return f"@{self.name}={value:g}"
+
+
+def parse_sweep(spec: str | None, base: RunConfig | None = None) -> Sweep | None:
+    """``"tv_weight=0,1e-3,1e-2"`` → :class:`Sweep`; each value is checked as that option is."""
+    if spec is None or spec == "":
+        return None
+    if not isinstance(spec, str):
+        raise ConfigError("sweep", f"sweep must be NAME=V1,V2,..., got {spec!r}")
+    name, sep, raw = spec.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or name not in SWEEPABLE:
+        raise ConfigError(
+            "sweep",
+            f"bad sweep {spec!r}: use NAME=V1,V2,... with NAME one of {', '.join(SWEEPABLE)}",
+        )
+    values = tuple(rule(name).parse(name, v) for v in raw.split(",") if v.strip())
+    if not values:
+        raise ConfigError("sweep", f"bad sweep {spec!r}: give at least one value")
+    base = base or RunConfig()
+    for v in values:
+        base.replace(**{name: v})  # the option's own rules
+    if len(set(values)) != len(values):
+        raise ConfigError("sweep", f"bad sweep {spec!r}: give distinct values")
+    return Sweep(name, values)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyOptions:
+    """What a study adds to a run: snapshot interval (= convergence window), tolerance, sweep,
+    and whether to score the final images with ``jaxcombine eval`` (``evaluate``)."""
+
+    snapshot_every: int = 25
+    tolerance: float = 0.01
+    sweep: Sweep | None = None
+    evaluate: bool = False
+
+    def __post_init__(self) -> None:
+        positive_int(self.snapshot_every, "snapshot_every")
+        Rule("bool").check("evaluate", self.evaluate)
+        finite_number(self.tolerance, "tolerance", low=0.0, low_open=True)
+        if self.sweep is not None and not isinstance(self.sweep, Sweep):
+            object.__setattr__(self, "sweep", parse_sweep(self.sweep))

@@ -1,0 +1,263 @@
+"""Recipes: which image each layer's target comes from, what is matched, how much.
+
+A recipe is data — a frozen, hashable :class:`Recipe` of :class:`Term`s — so
+it can be written to TOML/JSON, compared, and passed to ``jax.jit`` as a
+static argument. The loss is built from it by :mod:`jaxcombine.stats.losses`.
+
+TOML form (``jaxcombine recipes show gatys`` prints a full example)::
+
+    description = "..."
+    tv_weight = 0.0
+    init = "content"          # suggested start when --init is not given
+    preserve_color = "none"   # none | luminance | stats | histogram (--preserve-color overrides)
+
+    [[terms]]
+    layers = ["block1_conv1", "block2_conv1"]   # or layer = "..."
+    source = "style"          # content | style
+    statistic = "gram"        # activations | gram | meanstd | covariance | w2 | swd
+    weight = 1.0              # per layer
+    mask = "sky.png"          # optional: only this region of the output (jaxcombine.stats.masks);
+                              # a path relative to the recipe file
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import tomli_w
+
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.options.config import INIT_KINDS as INITS
+from jaxcombine.options.config import SOURCES, STATISTICS
+from jaxcombine.options.config import rule as option_rule
+from jaxcombine.options.layers import check_layers
+from jaxcombine.options.rules import ConfigError, finite_number
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+    """One loss term: match ``statistic`` of ``layer`` to that of the ``source`` image.
+
+    ``mask``: None, or the index of this term's mask in :attr:`Recipe.masks`: the
+    output's statistic is then taken over that region only (:mod:`jaxcombine.stats.masks`).
+    """
+
+    layer: str
+    source: str
+    statistic: str = "activations"
+    weight: float = 1.0
+    mask: int | None = None
+
+    @property
+    def label(self) -> str:
+        """Stable, readable name used in histories: ``style:gram:block1_conv1``, and for
+        a masked term ``style:gram:block1_conv1@mask1`` (its mask's number, from 1)."""
+        base = f"{self.source}:{self.statistic}:{self.layer}"
+        return base if self.mask is None else f"{base}@mask{self.mask + 1}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A validated list of terms plus total-variation weight, suggested init and colour
+    preservation (``preserve_color``, :mod:`jaxcombine.io.color`; a run's option overrides it)."""
+
+    name: str
+    terms: tuple[Term, ...]
+    tv_weight: float = 0.0
+    init: str = "content"
+    description: str = ""
+    preserve_color: str = "none"
+    masks: tuple[str, ...] = ()  # mask image paths; terms refer to them by index
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t.layer for t in self.terms))
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Names of every reported loss component, terms first, then ``tv``."""
+        return tuple(t.label for t in self.terms) + ("tv",)
+
+    def validate(self, arch: str = "vgg19") -> "Recipe":
+        """Check layer names against ``arch`` and mask indices against :attr:`masks`;
+        raise a one-line error if any is unknown."""
+        check_layers(self.layers, arch)
+        for t in self.terms:
+            if t.mask is not None and not (
+                isinstance(t.mask, int) and 0 <= t.mask < len(self.masks)
+            ):
+                raise JaxcombineError(
+                    f"recipe {self.name}: term {t.label} refers to mask "
+                    f"{t.mask!r} but the recipe has {len(self.masks)} masks"
+                )
+        return self
+
+    def replace(self, **changes: Any) -> "Recipe":
+        return dataclasses.replace(self, **changes)
+
+    def structure(self) -> "Recipe":
+        """Only what shapes the compiled program: each term's layer, source and statistic.
+
+        Weights, TV weight, name, description, colour preservation and the masks' files
+        are dropped (the engine takes the weights as traced arrays, the masks in the
+        targets; colour changes only the images the targets come from), so recipes that
+        differ only in those share a program. Which terms have masks (and which terms
+        share one) is kept: it changes the program.
+        """
+        return Recipe(name="", terms=tuple(dataclasses.replace(t, weight=1.0) for t in self.terms))
+
+    def to_dict(self) -> dict[str, Any]:
+        terms = []
+        for t in self.terms:
+            entry = {
+                "layer": t.layer,
+                "source": t.source,
+                "statistic": t.statistic,
+                "weight": t.weight,
+            }
+            if t.mask is not None:
+                entry["mask"] = self.masks[t.mask]
+            terms.append(entry)
+        return {
+            "description": self.description,
+            "init": self.init,
+            "tv_weight": self.tv_weight,
+            "preserve_color": self.preserve_color,
+            "terms": terms,
+        }
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+def from_dict(
+    data: Mapping[str, Any], name: str = "custom", base: str | os.PathLike | None = None
+) -> Recipe:
+    """Build and check a recipe from parsed TOML/JSON; one-line errors on bad data.
+
+    A term's relative ``mask`` path is resolved against ``base`` (the recipe file's
+    folder; default the working directory)."""
+    known = {"description", "init", "tv_weight", "terms", "name", "preserve_color"}
+    extra = set(data) - known
+    if extra:
+        raise JaxcombineError(
+            f"recipe {name}: unknown key {sorted(extra)[0]!r} (expected {', '.join(sorted(known))})"
+        )
+    raw_terms = data.get("terms")
+    if not raw_terms:
+        raise JaxcombineError(f"recipe {name}: no terms; add at least one [[terms]] table")
+    terms: list[Term] = []
+    masks: list[str] = []
+    for i, raw in enumerate(raw_terms, start=1):
+        terms += _expand_term(raw, f"recipe {name}, term {i}", masks, base)
+    tv = _number(data.get("tv_weight", 0.0), f"recipe {name}: tv_weight")
+    if all(t.weight == 0 for t in terms):
+        raise JaxcombineError(f"recipe {name}: every term has weight 0, nothing to optimise")
+    init = data.get("init", "content")
+    if init not in INITS:
+        raise JaxcombineError(
+            f"recipe {name}: init must be one of {', '.join(INITS)}, got {init!r}"
+        )
+    try:  # the option's own rule and message
+        color = option_rule("preserve_color").check(
+            "preserve_color", data.get("preserve_color", "none")
+        )
+    except ConfigError as e:
+        raise JaxcombineError(f"recipe {name}: {e}") from None
+    return Recipe(
+        name=str(data.get("name", name)),
+        terms=tuple(terms),
+        tv_weight=tv,
+        init=init,
+        description=str(data.get("description", "")),
+        preserve_color=color,
+        masks=tuple(masks),
+    )
+
+
+def _expand_term(
+    raw: Any, where: str, masks: list[str], base: str | os.PathLike | None
+) -> list[Term]:
+    if not isinstance(raw, Mapping):
+        raise JaxcombineError(f"{where}: expected a table with layer, source, statistic, weight")
+    allowed = {"layer", "layers", "source", "statistic", "weight", "mask"}
+    if set(raw) - allowed:
+        raise JaxcombineError(f"{where}: unknown key {sorted(set(raw) - allowed)[0]!r}")
+    if ("layer" in raw) == ("layers" in raw):
+        raise JaxcombineError(f"{where}: give exactly one of 'layer' or 'layers'")
+    layers = [raw["layer"]] if "layer" in raw else raw["layers"]
+    if not isinstance(layers, list) or not layers or not all(isinstance(x, str) for x in layers):
+        raise JaxcombineError(f"{where}: layers must be a non-empty list of layer names")
+    source = raw.get("source")
+    if source not in SOURCES:
+        raise JaxcombineError(f"{where}: source must be content or style, got {source!r}")
+    statistic = raw.get("statistic", "activations")
+    if statistic not in STATISTICS:
+        raise JaxcombineError(
+            f"{where}: statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}"
+        )
+    weight = _number(raw.get("weight", 1.0), f"{where}: weight")
+    mask = None
+    if "mask" in raw:
+        path = raw["mask"]
+        if not isinstance(path, str) or not path.strip():
+            raise JaxcombineError(f"{where}: mask must be an image path, got {path!r}")
+        path = os.path.expanduser(path)
+        if base is not None and not os.path.isabs(path):
+            path = os.path.join(base, path)
+        if path not in masks:
+            masks.append(path)
+        mask = masks.index(path)
+    return [Term(layer, source, statistic, weight, mask) for layer in layers]
+
+
+def _number(value: Any, where: str) -> float:
+    return finite_number(value, where, low=0.0)
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def preset_names() -> tuple[str, ...]:
+    return tuple(sorted(p.name[:-5] for p in _preset_dir().iterdir() if p.name.endswith(".toml")))
+
+
+def _preset_dir():
+    return resources.files("jaxcombine") / "presets"
+
+
+def preset_text(name: str) -> str:
+    path = _preset_dir() / f"{name}.toml"
+    if not path.is_file():
+        raise JaxcombineError(
+            f"unknown recipe {name!r}; presets: {', '.join(preset_names())} (or give a .toml file)"
+        )
+    return path.read_text()
+
+
+def load(spec: "str | os.PathLike | Recipe", arch: str = "vgg19") -> Recipe:
+    """A preset name, a path to a TOML file, or a Recipe → a validated Recipe."""
+    if isinstance(spec, Recipe):
+        return spec.validate(arch)
+    spec_str = os.fspath(spec)
+    if spec_str.endswith(".toml") or os.sep in spec_str:
+        path = Path(spec_str)
+        if not path.is_file():
+            raise JaxcombineError(f"recipe file not found: {path}")
+        try:
+            text, name = path.read_text(encoding="utf-8"), path.stem
+        except UnicodeDecodeError:
+            raise JaxcombineError(f"recipe {path}: not a UTF-8 text file") from None
+        base = str(path.resolve().parent)  # a term's mask is relative to its recipe file
+    else:
+        text, name, base = preset_text(spec_str), spec_str, None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise JaxcombineError(f"recipe {name}: invalid TOML ({e})") from None
+    return from_dict(data, name, base).validate(arch)

@@ -1,0 +1,1 @@
+"""Layer 5: one run, planned and carried out: memory, outputs, interrupts."""

@@ -1,0 +1,272 @@
+"""What a study records as it runs, and how it resumes from what it recorded.
+
+:class:`Recorder` accumulates the history (every step × start × loss component)
+and, at every snapshot, the distances between each pair of starts: in pixels and
+in each feature space of the recipe (:func:`pair_distances`). It writes them as
+tidy tables (``history.csv``, ``distances.csv``; columns :data:`HISTORY_COLUMNS`,
+:data:`DISTANCE_COLUMNS`) and keeps ``state.npz`` (pixels, optimiser state,
+tables, the coarse-to-fine scale, the iterate average), each atomically, so a
+killed study keeps what it did. :meth:`Recorder.load` refuses, in one line, a
+state that another configuration, other images or other weights made.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from functools import partial
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcombine.engine import optimizers, program
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.io import images, records
+from jaxcombine.networks import model
+from jaxcombine.run import job, outputs
+from jaxcombine.stats import losses
+
+HISTORY_COLUMNS = ("step", "size", "start", "term", "value", "weighted")
+# Options a resumed study may change: how far it goes, and how the steps are chunked
+# (not how far a coarse-to-fine study goes: its scales would begin at other steps).
+RESUMABLE_CHANGES = ("steps", "chunk", "loop")
+DISTANCE_COLUMNS = ("step", "a", "b", "space", "value")
+
+
+# --------------------------------------------------------------------------- distances
+
+
+def feature_spaces(recipe) -> tuple[tuple[str, str, str], ...]:
+    """(name, statistic, layer) of every distinct recipe statistic; name is the layer
+    unless that layer carries several statistics (then ``layer:statistic``)."""
+    pairs = list(dict.fromkeys((t.statistic, t.layer) for t in recipe.terms))
+    layers = [layer for _, layer in pairs]
+    return tuple(
+        (layer if layers.count(layer) == 1 else f"{layer}:{stat}", stat, layer)
+        for stat, layer in pairs
+    )
+
+
+@partial(jax.jit, static_argnames=("problem", "pairs"))
+def _pair_distances(problem: program.Problem, variables, pixels, *, pairs):
+    """(1 + n_spaces, n_pairs): pixel distance, then each feature space's, for every pair."""
+    ia = np.asarray([a for a, _ in pairs], np.int32)
+    ib = np.asarray([b for _, b in pairs], np.int32)
+    out = [jnp.mean(jnp.abs(pixels[ia] - pixels[ib]), axis=(1, 2, 3))]
+    feats = problem.network().apply(variables, model.preprocess(pixels))
+    key = jax.random.key(0)  # swd: the same directions for every pair and snapshot
+    for _, stat, layer in feature_spaces(problem.recipe):
+        f = feats[layer]
+        out.append(jax.vmap(lambda a, b: losses.distance(stat, a, b, key))(f[ia], f[ib]))
+    return jnp.stack(out)
+
+
+def pair_distances(problem, variables, pixels: np.ndarray) -> np.ndarray:
+    """Distances between every pair of the k images ``pixels``: (1 + n_spaces, k(k-1)/2)."""
+    pairs = tuple(combinations(range(len(pixels)), 2))
+    if not pairs:
+        return np.zeros((1 + len(feature_spaces(problem.recipe)), 0), np.float32)
+    return np.asarray(_pair_distances(problem, variables, jnp.asarray(pixels), pairs=pairs))
+
+
+# --------------------------------------------------------------------------- tidy tables
+
+
+def tidy_history(
+    hist: np.ndarray,
+    weights: np.ndarray,
+    starts: Sequence[str],
+    terms: Sequence[str],
+    sizes: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """(T, k, c) unweighted components → tidy columns, ``total`` last for each step × start;
+    ``sizes`` (T,): the size (longest side, px) each step optimised at."""
+    t, k, c = hist.shape
+    weighted = hist * weights[None]
+    total = weighted.sum(-1, keepdims=True)
+    return {
+        "step": np.repeat(np.arange(1, t + 1), k * (c + 1)),
+        "size": np.repeat(np.asarray(sizes, int), k * (c + 1)),
+        "start": np.tile(np.repeat(np.asarray(starts, object), c + 1), t),
+        "term": np.tile(np.asarray([*terms, "total"], object), t * k),
+        "value": np.concatenate([hist, total], -1).ravel(),
+        "weighted": np.concatenate([weighted, total], -1).ravel(),
+    }
+
+
+def tidy_distances(
+    steps: Sequence[int], dists: np.ndarray, starts: Sequence[str], spaces: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """(n_snaps, n_spaces, n_pairs) → tidy columns ordered step, pair, space."""
+    pairs = list(combinations(starts, 2))
+    n, s, p = len(steps), len(spaces), len(pairs)
+    a = np.asarray([x for x, _ in pairs] or [""], object)[:p]
+    b = np.asarray([y for _, y in pairs] or [""], object)[:p]
+    return {
+        "step": np.repeat(np.asarray(steps, int), p * s),
+        "a": np.tile(np.repeat(a, s), n),
+        "b": np.tile(np.repeat(b, s), n),
+        "space": np.tile(np.asarray(spaces, object), n * p),
+        "value": np.asarray(dists, np.float64).transpose(0, 2, 1).ravel(),
+    }
+
+
+class Recorder:
+    """Accumulates history and snapshot distances; writes them (atomically) at each snapshot."""
+
+    def __init__(self, out: Path, prep: job.Prepared, labels, lrs, loss_weights):
+        self.out, self.prep, self.labels = out, prep, labels
+        self.lrs, self.loss_weights = lrs, loss_weights
+        self.spaces = ("pixel",) + tuple(name for name, _, _ in feature_spaces(prep.problem.recipe))
+        self.hist = np.zeros((0, len(labels), len(prep.problem.recipe.labels)), np.float32)
+        self.sizes = np.zeros(0, int)  # per history row: the size optimised at
+        self.stage = 0  # the coarse-to-fine scale the saved pixels belong to
+        self.snap_steps: list[int] = []
+        self.dists: list[np.ndarray] = []
+        self.step = 0
+
+    # -- state -------------------------------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        """What a resumed study must share with the one that saved its state: the whole
+        configuration except :data:`RESUMABLE_CHANGES`, the bytes of its images and the
+        weights' fingerprint."""
+        config = records.to_json(self.prep.config)
+        files = [
+            self.prep.config.content or str(images.CONTENT),
+            *(self.prep.config.style or (str(images.STYLE),)),
+        ]
+        resumable = RESUMABLE_CHANGES if not self.prep.config.multi_scale else ("chunk", "loop")
+        return {
+            **{k: v for k, v in config.items() if k not in resumable},
+            "starts": list(self.labels),
+            "image_sha256": [records.file_sha256(f) for f in files],
+            "weights": self.prep.weights.fingerprint,
+        }
+
+    def load(self) -> tuple[np.ndarray, Any, np.ndarray | None]:
+        """Restore from ``state.npz`` after checking it belongs to this study; returns
+        (pixels, opt_state, iterate average or None) and sets ``step`` and ``stage``.
+        Refuses, in one line, a state made by another configuration, other images or
+        other weights, and a file that is not such a state."""
+        path = self.out / "state.npz"
+        if not path.exists():
+            raise JaxcombineError(f"nothing to resume: {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = dict(z)
+            saved = json.loads(str(data["identity"]))
+            pixels, step, stage = data["pixels"], int(data["step"]), int(data["stage"])
+        except Exception as e:  # noqa: BLE001  corrupt, truncated, foreign: all one answer
+            raise JaxcombineError(
+                f"cannot resume {self.out}: {path.name} is not a readable "
+                f"jaxcombine study state ({type(e).__name__})"
+            ) from None
+        mine = self.identity()
+        differ = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+        if differ:
+            raise JaxcombineError(
+                f"cannot resume {self.out}: it was made with other "
+                f"{', '.join(differ)}; use the same options or another --out"
+            )
+        fresh = self.prep.initial_state(pixels, lr=self.lrs, loss_weights=self.loss_weights)
+        names = [
+            jax.tree_util.keystr(p)
+            for p, _ in jax.tree_util.tree_flatten_with_path(fresh.opt_state)[0]
+        ]
+        if any(
+            f"opt{n}" not in data or data[f"opt{n}"].shape != leaf.shape
+            for n, leaf in zip(names, jax.tree.leaves(fresh.opt_state))
+        ):
+            raise JaxcombineError(
+                f"cannot resume {self.out}: its optimiser state does not fit this optimiser"
+            )
+        opt_state = jax.tree.unflatten(
+            jax.tree.structure(fresh.opt_state), [data[f"opt{n}"] for n in names]
+        )
+        # the schedule's length follows this call's --steps; the rest is as saved
+        opt_state = jax.tree.map(
+            lambda old, new: (
+                old._replace(total_steps=new.total_steps)
+                if isinstance(old, optimizers.LearningRate)
+                else old
+            ),
+            opt_state,
+            fresh.opt_state,
+            is_leaf=lambda n: isinstance(n, optimizers.LearningRate),
+        )
+        self.step, self.stage = step, stage
+        self.hist, self.sizes = data["history"], data["sizes"]
+        self.snap_steps = data["snap_steps"].tolist()
+        self.dists = list(data["distances"])
+        return pixels, opt_state, data["average"] if "average" in data else None
+
+    def save_state(self, pixels: np.ndarray, opt_state: Any, average: Any = None) -> None:
+        """``state.npz``: pixels, tables, the optimiser state by name, the scale, the
+        iterate average (when kept) and the identity."""
+        leaves = {
+            f"opt{jax.tree_util.keystr(p)}": np.asarray(a)
+            for p, a in jax.tree_util.tree_flatten_with_path(opt_state)[0]
+        }
+        if average is not None:
+            leaves["average"] = np.asarray(average, np.float32)
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            step=self.step,
+            stage=self.stage,
+            sizes=self.sizes,
+            pixels=np.asarray(pixels, np.float32),
+            labels=np.asarray(self.labels),
+            history=self.hist,
+            snap_steps=np.asarray(self.snap_steps, int),
+            distances=np.asarray(self.dists, np.float32).reshape(
+                len(self.snap_steps), len(self.spaces), -1
+            ),
+            identity=np.asarray(json.dumps(self.identity(), sort_keys=True)),
+            **leaves,
+        )
+        records.atomic_write_bytes(self.out / "state.npz", buf.getvalue())
+
+    # -- recording ---------------------------------------------------------------------
+
+    def add_steps(self, comps: np.ndarray, size: int) -> None:
+        self.hist = np.concatenate([self.hist, comps.astype(np.float32)])
+        self.sizes = np.concatenate([self.sizes, np.full(len(comps), size, int)])
+        self.step += len(comps)
+
+    def snapshot(self, pixels: np.ndarray, opt_state: Any = None, average: Any = None) -> None:
+        """Distances, snapshot images, tables and (with ``opt_state``) the resumable state."""
+        if self.snap_steps and self.snap_steps[-1] == self.step:
+            return
+        self.snap_steps.append(self.step)
+        self.dists.append(pair_distances(self.prep.problem, self.prep.variables, pixels))
+        for lab, px in zip(self.labels, self.prep.finish(pixels)):
+            images.write(outputs.snapshot_path(self.out, lab, self.step), px)
+        self.write_tables()
+        if opt_state is not None:
+            self.save_state(pixels, opt_state, average)
+
+    def weights(self) -> np.ndarray:
+        if self.loss_weights is not None:
+            return np.asarray(self.loss_weights, np.float32)
+        return np.tile(self.prep.loss_weights, (len(self.labels), 1))
+
+    def history_table(self) -> dict[str, np.ndarray]:
+        return tidy_history(
+            self.hist, self.weights(), self.labels, self.prep.problem.recipe.labels, self.sizes
+        )
+
+    def distance_table(self) -> dict[str, np.ndarray]:
+        d = np.asarray(self.dists, np.float32).reshape(len(self.snap_steps), len(self.spaces), -1)
+        return tidy_distances(self.snap_steps, d, self.labels, self.spaces)
+
+    def write_tables(self) -> None:
+        records.atomic_write_text(self.out / "history.csv", outputs.csv_text(self.history_table()))
+        records.atomic_write_text(
+            self.out / "distances.csv", outputs.csv_text(self.distance_table())
+        )

@@ -1,0 +1,322 @@
+"""``jaxcombine eval``: how close output images are to their style and to their content.
+
+Per image, against the content and style images it was made from (docs/evaluation.md
+says what each number measures and where it misleads):
+
+* ``style_gram``, ``style_w2``, ``style_swd``: the mean over
+  :data:`~jaxcombine.options.config.EVAL_STYLE_LAYERS` of the relative Gram error, the
+  normalised Wasserstein-2 distance between Gaussian fits and the normalised
+  sliced Wasserstein distance (:data:`~jaxcombine.options.config.EVAL_DIRECTIONS` fixed
+  directions per layer, from :data:`~jaxcombine.options.config.EVAL_SEED`; on a seeded random
+  subset of :data:`~jaxcombine.options.config.EVAL_MAX_POINTS` positions where a layer has more) of VGG19
+  features, through :data:`~jaxcombine.options.config.EVAL_POOLING` pooling: layers and
+  pooling the presets do not optimise, so the score is not the loss. The style
+  image is fitted (scaled to cover, centre-cropped) to each image's size, as a run does;
+* ``content``: relative squared error of the ``block4_conv2`` activations
+  (:data:`~jaxcombine.options.config.EVAL_CONTENT_LAYER`) against the content image
+  resized to the image's size;
+* ``ssim``: mean SSIM (Wang et al. 2004: Gaussian window 11, σ 1.5, K1 0.01,
+  K2 0.03, valid region) of the luma Y = 0.299 R + 0.587 G + 0.114 B, against the content;
+* ``lab_emd_style``, ``lab_emd_content``: colour-distribution distance in CIE Lab
+  (sRGB, D65): for L, a and b, the earth mover's (Wasserstein-1) distance between
+  the two images' 1-unit histograms, Σ|CDF₁ − CDF₂|·1, averaged over the three
+  channels; in Lab units (a uniform shift of every pixel by 5 in L scores 5/3).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.io import images, records
+from jaxcombine.networks import model
+from jaxcombine.networks import store as weight_store
+from jaxcombine.networks import weights as weights_lib
+from jaxcombine.options import config
+from jaxcombine.stats import losses, statistics
+
+COLUMNS = (
+    "image",
+    "width",
+    "height",
+    "style_gram",
+    "style_w2",
+    "style_swd",
+    "content",
+    "ssim",
+    "lab_emd_style",
+    "lab_emd_content",
+)
+
+# --------------------------------------------------------------------------- SSIM
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    """The 1-D Gaussian (size,), summing to 1."""
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    w = np.exp(-0.5 * (x / sigma) ** 2)
+    return w / w.sum()
+
+
+def _filter_valid(img: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Separable 'valid' filtering of (H, W) by the outer product of ``w`` with itself."""
+    k = len(w)
+    rows = np.lib.stride_tricks.sliding_window_view(img, k, axis=0) @ w
+    return np.lib.stride_tricks.sliding_window_view(rows, k, axis=1) @ w
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of (H, W, 3) RGB 0–255, float64."""
+    return np.asarray(rgb, np.float64) @ np.asarray([0.299, 0.587, 0.114])
+
+
+def ssim(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    data_range: float = 255.0,
+) -> float:
+    """Mean SSIM of two (H, W) grey images (Wang et al. 2004), over the valid region."""
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"ssim needs two equal (H, W) images, got {a.shape} and {b.shape}")
+    if min(a.shape) < size:
+        raise JaxcombineError(
+            f"image of {a.shape[1]}x{a.shape[0]} is smaller than the {size}-pixel SSIM window"
+        )
+    w = gaussian_window(size, sigma)
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mu_a, mu_b = _filter_valid(a, w), _filter_valid(b, w)
+    var_a = _filter_valid(a * a, w) - mu_a**2
+    var_b = _filter_valid(b * b, w) - mu_b**2
+    cov = _filter_valid(a * b, w) - mu_a * mu_b
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    )
+    return float(np.mean(s))
+
+
+# --------------------------------------------------------------------------- colour
+
+_SRGB_TO_XYZ = np.asarray(
+    [
+        [0.4124564, 0.3575761, 0.1804375],
+        [0.2126729, 0.7151522, 0.0721750],
+        [0.0193339, 0.1191920, 0.9503041],
+    ]
+)
+_WHITE_D65 = np.asarray([0.95047, 1.0, 1.08883])
+LAB_RANGES = ((0.0, 100.0), (-128.0, 128.0), (-128.0, 128.0))  # histogram range of L, a, b
+
+
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """(…, 3) sRGB 0–255 → CIE L*a*b* (D65 white), float64."""
+    c = np.asarray(rgb, np.float64) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    t = (linear @ _SRGB_TO_XYZ.T) / _WHITE_D65
+    delta = 6.0 / 29.0
+    f = np.where(t > delta**3, np.cbrt(t), t / (3 * delta**2) + 4.0 / 29.0)
+    return np.stack(
+        [
+            116.0 * f[..., 1] - 16.0,
+            500.0 * (f[..., 0] - f[..., 1]),
+            200.0 * (f[..., 1] - f[..., 2]),
+        ],
+        axis=-1,
+    )
+
+
+def lab_histogram_emd(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """Earth mover's distance between the L, a and b histograms (1-unit bins) of two
+    RGB images (any sizes): Σ|CDF_a − CDF_b| per channel, in Lab units."""
+    la, lb = srgb_to_lab(a).reshape(-1, 3), srgb_to_lab(b).reshape(-1, 3)
+    out = []
+    for ch, (lo, hi) in enumerate(LAB_RANGES):
+        bins = np.arange(lo, hi + 1.0, 1.0)
+        ha = np.histogram(np.clip(la[:, ch], lo, hi), bins)[0] / len(la)
+        hb = np.histogram(np.clip(lb[:, ch], lo, hi), bins)[0] / len(lb)
+        out.append(float(np.sum(np.abs(np.cumsum(ha) - np.cumsum(hb)))))
+    return out[0], out[1], out[2]
+
+
+# --------------------------------------------------------------------------- VGG distances
+
+
+@partial(jax.jit, static_argnames=("layers",))
+def _style_distances(feats, style_feats, *, layers):
+    """(3, n_layers): Gram relative error, normalised W2, normalised sliced W2 per layer."""
+    key = jax.random.key(config.EVAL_SEED)
+    one = jnp.ones((1,), jnp.float32)
+    out = []
+    for i, layer in enumerate(layers):
+        x, s = feats[layer], style_feats[layer]
+        k = jax.random.fold_in(key, i)
+        swd = statistics.sliced_wasserstein(
+            _subsample(x, jax.random.fold_in(k, 1)),
+            statistics.swd_target(_subsample(s, jax.random.fold_in(k, 2))[None], one),
+            k,
+            config.EVAL_DIRECTIONS,
+        )
+        out.append(jnp.stack([losses.distance("gram", x, s), losses.distance("w2", x, s), swd]))
+    return jnp.stack(out, axis=1)
+
+
+def _subsample(features: jax.Array, key: jax.Array) -> jax.Array:
+    """(H, W, C) features as at most :data:`~jaxcombine.options.config.EVAL_MAX_POINTS` positions
+    (a seeded random subset, shaped (M, 1, C)), so the sliced distance's memory is bounded."""
+    pts = statistics.points(features)
+    if pts.shape[0] <= config.EVAL_MAX_POINTS:
+        return features
+    idx = jax.random.choice(key, pts.shape[0], (config.EVAL_MAX_POINTS,), replace=False)
+    return pts[idx][:, None, :]
+
+
+_content_distance = jax.jit(partial(losses.distance, "activations"))
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """One row per image (:data:`COLUMNS`), with per-layer style distances beside."""
+
+    rows: list[dict[str, Any]]
+    layers: dict[str, dict[str, list[float]]]  # image → {"gram"|"w2"|"swd": per style layer}
+    settings: dict[str, Any]
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
+        return buf.getvalue()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"settings": self.settings, "rows": self.rows, "per_layer": self.layers}
+
+
+def evaluate(
+    image_paths: Sequence[str | os.PathLike],
+    *,
+    content: str | os.PathLike | None = None,
+    style: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    pooling: str = config.EVAL_POOLING,
+    weights: str | os.PathLike | None = None,
+    max_pixels: int = config.DEFAULT_MAX_PIXELS,
+) -> Evaluation:
+    """Score each image against ``content`` and ``style`` (default: the bundled pair).
+
+    Images are scored at their own size. With ``out`` (``table.csv``) the table is
+    written there and, with the settings, weights fingerprint and per-layer
+    values, to ``table.json`` beside it (atomically). Example::
+
+        >>> ev = jaxcombine.evaluate(["out/content.png"])
+        >>> ev.rows[0]["ssim"], ev.rows[0]["style_w2"]
+    """
+    if not image_paths:
+        raise JaxcombineError("give at least one image to evaluate")
+    if pooling not in config.POOLINGS:
+        raise JaxcombineError(f"unknown pooling {pooling!r}; choose {', '.join(config.POOLINGS)}")
+    if out is not None and Path(out).suffix.lower() != ".csv":
+        raise JaxcombineError(f"the table must be a .csv file, got {out}")
+    content_path = Path(content or images.CONTENT)
+    style_path = Path(style or images.STYLE)
+    read = partial(images.read, max_pixels=max_pixels)
+    pictures = [read(p) for p in image_paths]  # every file checked before any VGG work
+    content_rgb, style_rgb = read(content_path), read(style_path)
+    style_layers = config.EVAL_STYLE_LAYERS
+    taps = model.check_layers([*style_layers, config.EVAL_CONTENT_LAYER], "vgg19")
+    w8 = weights_lib.load("vgg19", weights)
+    variables = model.variables(model.trim(w8.arrays, taps, "vgg19"))
+    feats = partial(_features, variables, taps=taps, pooling=pooling)
+    rows, per_layer = [], {}
+    for path, rgb in zip(image_paths, pictures):
+        h, w = rgb.shape[:2]
+        model.check_size(h, w, taps)
+        c = images.resize(content_rgb, (w, h))
+        s = images.fit(style_rgb, h, w)
+        fx, fc, fs = feats(rgb), feats(c), feats(s)
+        dist = np.asarray(_style_distances(fx, fs, layers=style_layers), np.float64)
+        lab_s, lab_c = lab_histogram_emd(rgb, s), lab_histogram_emd(rgb, c)
+        name = str(path)
+        rows.append(
+            {
+                "image": name,
+                "width": w,
+                "height": h,
+                "style_gram": float(dist[0].mean()),
+                "style_w2": float(dist[1].mean()),
+                "style_swd": float(dist[2].mean()),
+                "content": float(
+                    _content_distance(fx[config.EVAL_CONTENT_LAYER], fc[config.EVAL_CONTENT_LAYER])
+                ),
+                "ssim": ssim(luma(rgb), luma(c)),
+                "lab_emd_style": float(np.mean(lab_s)),
+                "lab_emd_content": float(np.mean(lab_c)),
+            }
+        )
+        per_layer[name] = {
+            "layers": list(style_layers),
+            "gram": dist[0].tolist(),
+            "w2": dist[1].tolist(),
+            "swd": dist[2].tolist(),
+            "lab_emd_style_Lab": list(lab_s),
+            "lab_emd_content_Lab": list(lab_c),
+        }
+    settings = {
+        "command": "eval",
+        "content": str(content_path.resolve()),
+        "style": str(style_path.resolve()),
+        "model": "vgg19",
+        "pooling": pooling,
+        "style_layers": list(style_layers),
+        "content_layer": config.EVAL_CONTENT_LAYER,
+        "swd_directions": config.EVAL_DIRECTIONS,
+        "swd_seed": config.EVAL_SEED,
+        "ssim": {"window": 11, "sigma": 1.5, "k1": 0.01, "k2": 0.03, "on": "Rec.601 luma"},
+        "lab_histogram": "earth mover's distance of 1-unit L, a, b histograms, mean of 3",
+    }
+    result = Evaluation(rows, per_layer, settings)
+    if out is not None:
+        write(result, out, w8)
+    return result
+
+
+def _features(variables, rgb: np.ndarray, *, taps, pooling) -> dict[str, jax.Array]:
+    acts = _vgg(variables, jnp.asarray(rgb)[None], taps=taps, pooling=pooling)
+    return {k: v[0] for k, v in acts.items()}
+
+
+_vgg = jax.jit(partial(model.features, arch="vgg19"), static_argnames=("taps", "pooling"))
+
+
+def write(result: Evaluation, out: str | os.PathLike, w8: weight_store.Weights) -> Path:
+    """``out`` (CSV) and the same name with ``.json`` (settings, rows, per-layer values)."""
+    out = Path(out)
+    records.atomic_write_text(out, result.to_csv())
+    records.write_json(
+        out.with_suffix(".json"),
+        records.record(
+            result.settings,
+            weights={"fingerprint": w8.fingerprint, **w8.info},
+            rows=result.rows,
+            per_layer=result.layers,
+        ),
+    )
+    return out
