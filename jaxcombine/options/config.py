@@ -24,11 +24,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from jaxcombine.options.layers import ARCHITECTURES
 from jaxcombine.options.rules import ConfigError, Rule, finite_number, option, positive_int
 
 # --------------------------------------------------------------------------- choices
 
-MODELS = ("vgg19", "vgg16")
+MODELS = ARCHITECTURES  # the backbones (options/layers.py)
 POOLINGS = ("max", "avg")
 DTYPES = ("float32", "bfloat16", "float16")
 OPTIMIZERS = ("adam", "sgd", "lbfgs")

@@ -26,7 +26,6 @@ import numpy as np
 from jaxcombine.engine import optimizers, program
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images, records
-from jaxcombine.networks import model
 from jaxcombine.run import job, outputs
 from jaxcombine.stats import losses
 
@@ -57,7 +56,7 @@ def _pair_distances(problem: program.Problem, variables, pixels, *, pairs):
     ia = np.asarray([a for a, _ in pairs], np.int32)
     ib = np.asarray([b for _, b in pairs], np.int32)
     out = [jnp.mean(jnp.abs(pixels[ia] - pixels[ib]), axis=(1, 2, 3))]
-    feats = problem.network().apply(variables, model.preprocess(pixels))
+    feats = problem.network().apply(variables, pixels)
     key = jax.random.key(0)  # swd: the same directions for every pair and snapshot
     for _, stat, layer in feature_spaces(problem.recipe):
         f = feats[layer]
