@@ -24,7 +24,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from jaxcombine.options.layers import ARCHITECTURES
+from jaxcombine.options.layers import ARCHITECTURES, BACKBONES
 from jaxcombine.options.rules import ConfigError, Rule, finite_number, option, positive_int
 
 # --------------------------------------------------------------------------- choices
@@ -410,6 +410,9 @@ class RunConfig:
                 "style_masks",
                 f"give one style mask per style image: {len(self.style_masks)} for {n_styles}",
             )
+        backbone = BACKBONES.get(self.model)
+        if self.style_masks is not None and backbone is not None and not backbone.uniform:
+            raise ConfigError("style_masks", f"masks need a VGG backbone, not {self.model}")
         if self.style_scale is not None and len(self.style_scale) not in (1, n_styles):
             raise ConfigError(
                 "style_scale",

@@ -137,6 +137,10 @@ BACKBONES: dict[str, Backbone] = {
     )
 }
 ARCHITECTURES = tuple(BACKBONES)
+# Every backbone's conv layer names (a name the VGGs share is the same layer in each).
+CONV_NAMES = frozenset(
+    layer.name for bb in BACKBONES.values() for layer in bb.layers if isinstance(layer, Conv)
+)
 
 
 def backbone(arch: str = "vgg19") -> Backbone:
