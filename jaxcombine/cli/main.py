@@ -505,7 +505,7 @@ def bench(
 @click.option(
     "--layers",
     required=True,
-    help="Comma-separated Keras layer names, e.g. block1_conv1,block4_conv2.",
+    help="Comma-separated layer names of --model, e.g. block1_conv1,block4_conv2 (conv1,conv5 for alexnet).",
 )
 @click.option(
     "--out", "out_path", type=click.Path(path_type=Path), required=True, help="Output .npz file."

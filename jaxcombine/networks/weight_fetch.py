@@ -396,8 +396,10 @@ def _install(folder: Path, arch: str, arrays: dict, source: dict) -> dict:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "jaxcombine": __version__,
     }
-    write_keras_h5(h5, arrays, arch)
+    # The record first: a process that finds the .h5 (say, a test worker waiting for
+    # another's fetch) then always finds its record too.
     records.write_json(weight_store.record_path(h5), record)
+    write_keras_h5(h5, arrays, arch)
     return {**record, "path": str(h5)}
 
 
