@@ -149,6 +149,12 @@ def run_study(
     labels, x0, lrs, loss_weights = _cross(prep, sweep)
     if len(labels) > len(prep.labels):  # the sweep multiplies the starts prepare checked
         job.check_memory(config, prep.recipe, *x0.shape[1:3], starts=len(labels))
+    if options.evaluate:  # the scores must fit too: known now, not after the steps
+        metrics.check_memory(
+            [prep.output_shape],
+            max_memory=config.max_memory,
+            remedy="a smaller --size, or no --eval and then 'jaxcombine eval --size {size}'",
+        )
     rec = Recorder(out, prep, labels, lrs, loss_weights)
     stages = prep.stages()
     offsets = scales.offsets(stages)
