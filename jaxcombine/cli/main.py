@@ -102,10 +102,15 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     click.echo(f"jaxcombine: warning: {' '.join(str(message).split())}", err=True)
 
 
+def one_line_warnings() -> None:
+    """From here on, print every warning, ours or a library's, as one line."""
+    warnings.showwarning = _one_line_warning
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point (the console script); turns every expected failure into one line
     and an exit code, and every warning into one line."""
-    warnings.showwarning = _one_line_warning
+    one_line_warnings()
     try:
         use_compile_cache()  # imports JAX: inside, so an early Ctrl-C is handled too
         code = cli.main(args=argv, prog_name="jaxcombine", standalone_mode=False)
