@@ -57,7 +57,7 @@ def read(
         raise JaxcombineError(f"{what} {path}: has NaN or infinite values")
     if mask.max() <= 0.0:
         raise JaxcombineError(
-            f"{what} {path}: is black (or transparent) everywhere; a mask must select some region"
+            f"{what} {path}: is black everywhere (or transparent); a mask must select some region"
         )
     return mask
 
