@@ -18,7 +18,6 @@ import jax.numpy as jnp
 from jaxcombine.networks import model
 
 
-@partial(jax.jit, static_argnames=("arch", "taps", "pooling", "conv", "dtype"))
 def forward(
     variables: Mapping,
     rgb: jax.Array,
@@ -32,13 +31,21 @@ def forward(
     """``{tap: activation}`` (N, h, w, C) for RGB 0–255 images shaped (N, H, W, 3).
 
     ``variables`` come from :func:`model.variables` (with ``conv``'s collection), ideally
-    trimmed to the deepest tap (:func:`model.trim`); ``taps`` must be a tuple (it is part
-    of what selects the program)."""
-    net = model.VGG(
+    trimmed to the deepest tap (:func:`model.trim`). Every setting is passed on
+    explicitly, so a caller that leaves one at its default and one that names it share
+    the compiled program."""
+    return _forward(
+        variables,
+        rgb,
         arch=arch,
         taps=model.check_layers(taps, arch),
         pooling=pooling,
         conv=conv,
-        dtype=jnp.dtype(dtype),
+        dtype=str(jnp.dtype(dtype)),
     )
+
+
+@partial(jax.jit, static_argnames=("arch", "taps", "pooling", "conv", "dtype"))
+def _forward(variables, rgb, *, arch, taps, pooling, conv, dtype):
+    net = model.VGG(arch=arch, taps=taps, pooling=pooling, conv=conv, dtype=jnp.dtype(dtype))
     return net.apply(variables, model.preprocess(rgb))
