@@ -292,6 +292,7 @@ def evaluate_outputs(config: RunConfig, out: Path, labels: Sequence[str]) -> dic
         out=out / "eval.csv",
         weights=config.weights,
         max_pixels=config.max_pixels,
+        max_memory=config.max_memory,
     )
     return {
         lab: {k: v for k, v in row.items() if k != "image"} for lab, row in zip(labels, ev.rows)
