@@ -12,6 +12,7 @@ from PIL import Image
 from test_cli import assert_one_line_error, jaxcombine
 from test_compiles import SHALLOW
 
+from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images
 from jaxcombine.run import job
 from jaxcombine.tools import metrics
@@ -152,6 +153,22 @@ def test_eval_size_scores_a_downscaled_copy_and_records_it(vgg19, tmp_path):
     assert (ev.rows[0]["width"], ev.rows[0]["height"]) == (40, 40)
     record = json.loads((tmp_path / "t.json").read_text())
     assert record["config"]["size"] == 40 and "at most 40 px" in record["config"]["scored_at"]
+
+
+def test_an_out_of_memory_while_scoring_is_one_line(vgg19, tmp_path, monkeypatch):
+    """Should the allocator fail anyway (the estimate is a fit), it is one line, not a
+    JaxRuntimeError traceback."""
+    import jax
+
+    def exhausted(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 123 bytes.")
+
+    monkeypatch.setattr(metrics, "_style_distances", exhausted)
+    path = tmp_path / "a.png"
+    images.write(path, images.read(images.CONTENT, size=32))
+    with pytest.raises(JaxcombineError, match="ran out of memory \\(eval of 32x32: ") as err:
+        metrics.evaluate([path])
+    assert "\n" not in str(err.value) and "--size" in str(err.value)
 
 
 @pytest.mark.parametrize("command", ["eval", "features"])
