@@ -193,14 +193,14 @@ _content_distance = jax.jit(partial(losses.distance, "activations"))
 # --------------------------------------------------------------------------- memory
 
 # Peak bytes of scoring one image, fitted to peaks measured with /usr/bin/time (max RSS) of
-# `jaxcombine eval` at 256x192, 512x384, 768x576 and 1024x768 (2-core AMD EPYC, 24 GiB,
-# Linux CPU, 2026-12-02: 1.85, 2.63, 3.73 and 4.70 GB; the fit is within 3 % of each and
-# times memory.MARGIN above all). Three VGG19 forwards to block5_conv2 and their taps, the
-# SSIM and Lab arrays grow with the pixels; the sliced distance's projections with the
-# positions it keeps per layer (at most EVAL_MAX_POINTS).
-EVAL_BASE = 1.207e9  # bytes: runtime, libraries, weights, the compiled programs
-EVAL_BYTES_PER_PIXEL = 2597.0  # per pixel scored
-EVAL_BYTES_PER_POINT = 7608.0  # per position the sliced distance keeps, summed over layers
+# `jaxcombine eval` at 256x192, 512x384, 768x576, 1024x768 and 1600x1200 (2-core AMD EPYC,
+# 24 GiB, Linux CPU, 2026-12-02: 1.85, 2.63, 3.73, 4.70 and 8.54 GB; the fit is within 4 %
+# of each, and times memory.MARGIN above all). Three VGG19 forwards to block5_conv2 and
+# their taps, the SSIM and Lab arrays grow with the pixels; the sliced distance's
+# projections with the positions it keeps per layer (at most EVAL_MAX_POINTS).
+EVAL_BASE = 1.374e9  # bytes: runtime, libraries, weights, the compiled programs
+EVAL_BYTES_PER_PIXEL = 3097.0  # per pixel scored
+EVAL_BYTES_PER_POINT = 5131.0  # per position the sliced distance keeps, summed over layers
 
 
 def estimate_bytes(height: int, width: int, *, read_pixels: int = 0) -> int:
