@@ -619,15 +619,25 @@ def features(image, layers, out_path, arch, pooling, size, max_memory, weights_p
     default=None,
     help=config.rule("max_memory").help,
 )
+@click.option(
+    "--judge",
+    type=click.Choice(("auto", "alexnet", "vgg16-tv", "vgg19", "none")),
+    default="auto",
+    show_default=True,
+    help="Also score on this network (LPIPS content distance, style distances, colour "
+    "speckle); auto: one the images' runs did not optimise (read from their records).",
+)
 @weights_option
-def eval_command(image_paths, content, style, out_path, pooling, size, max_memory, weights_path):
+def eval_command(
+    image_paths, content, style, out_path, pooling, size, max_memory, judge, weights_path
+):
     """Score IMAGEs: style distances (Gram, W2, sliced W) on VGG features the presets do
-    not optimise, content distance, SSIM, and CIE Lab colour-histogram distances
-    (docs/evaluation.md)."""
-    from jaxcombine.tools.metrics import COLUMNS, evaluate
+    not optimise, content distance, SSIM, CIE Lab colour-histogram distances, and the same
+    on a judge network no run optimised (docs/evaluation.md)."""
+    from jaxcombine.tools import judge as judge_lib
+    from jaxcombine.tools import metrics
 
-    result = evaluate(
-        image_paths,
+    options = dict(
         content=content,
         style=style,
         out=out_path,
@@ -636,11 +646,23 @@ def eval_command(image_paths, content, style, out_path, pooling, size, max_memor
         size=size,
         max_memory=max_memory,
     )
+    columns = metrics.COLUMNS[3:]
+    if judge == "none":
+        result = metrics.evaluate(image_paths, **options)
+    else:
+        result = judge_lib.evaluate(
+            image_paths, judge=None if judge == "auto" else judge, **options
+        )
+        columns += judge_lib.COLUMNS[1:]
+        chosen = result.settings["judge"]
+        click.echo(f"judge: {chosen['judge']} ({chosen['judge_chosen_by']})")
+        if chosen["judge_is_run_network"]:
+            click.echo(f"warning: {chosen['warning']}", err=True)
     if size is not None:
         click.echo(f"scored copies downscaled to a longest side of at most {size} px")
-    click.echo("  ".join(COLUMNS[3:]) + "  image")
+    click.echo("  ".join(columns) + "  image")
     for row in result.rows:
-        click.echo("  ".join(f"{row[c]:.4g}" for c in COLUMNS[3:]) + f"  {row['image']}")
+        click.echo("  ".join(f"{row[c]:.4g}" for c in columns) + f"  {row['image']}")
     click.echo(f"wrote {out_path} and {out_path.with_suffix('.json')}")
 
 

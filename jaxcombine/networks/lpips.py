@@ -57,13 +57,13 @@ def lpips(
         )
     arch, taps = LPIPS_NETS[net]
     model.check_size(*x.shape[-3:-1], taps, arch)
-    variables, heads = _load(net, weights)
+    variables, heads = load(net, weights)
     batched = x if x.ndim == 4 else x[None]
     d = distance(variables, heads, batched, y if y.ndim == 4 else y[None], net=net)
     return d if x.ndim == 4 else d[0]
 
 
-def _load(net: str, weights: str | os.PathLike | None) -> tuple[dict, dict]:
+def load(net: str, weights: str | os.PathLike | None = None) -> tuple[dict, dict]:
     """The backbone's variables and the heads ``{tap: (C,)}``, on the device, once per
     net and weights folder (reloaded when a file changes: :func:`weights.load` caches)."""
     arch, taps = LPIPS_NETS[net]
@@ -88,10 +88,18 @@ def distance(
     # whatever it is compared with. Identical images come out 0 up to float32 rounding
     # (~1e-16: XLA may round the two normalisations differently).
     fx, fy = (model.features(variables, im, taps, arch=arch) for im in (x, y))
-    total = jnp.zeros((x.shape[0],), jnp.float32)
-    for tap in taps:
+    return from_features(fx, fy, heads)
+
+
+def from_features(
+    fx: Mapping[str, jax.Array], fy: Mapping[str, jax.Array], heads: Mapping[str, jax.Array]
+) -> jax.Array:
+    """(N,) LPIPS distances from both images' activations ``{tap: (N, h, w, C)}`` at every
+    tap of ``heads`` (for a caller whose forward already computed them, as the judge's)."""
+    total = jnp.zeros((next(iter(fx.values())).shape[0],), jnp.float32)
+    for tap, head in heads.items():
         diff = (_unit(fx[tap]) - _unit(fy[tap])) ** 2
-        total = total + jnp.mean(diff @ heads[tap], axis=(1, 2))
+        total = total + jnp.mean(diff @ head, axis=(1, 2))
     return total
 
 

@@ -187,6 +187,10 @@ def _subsample(features: jax.Array, key: jax.Array) -> jax.Array:
     return pts[idx][:, None, :]
 
 
+# The style distances by statistic name, for callers scoring other layers (the judge).
+STYLE_STATISTICS = tuple(c[len("style_") :] for c in COLUMNS if c.startswith("style_"))
+style_distances = _style_distances  # (len(STYLE_STATISTICS), n_layers)
+
 _content_distance = jax.jit(partial(losses.distance, "activations"))
 
 
