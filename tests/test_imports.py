@@ -25,7 +25,8 @@ LAYERS = {
     "tools": 6,
     "study": 7,
     "batch": 7,
-    "cli": 8,
+    "suite": 8,
+    "cli": 9,
 }
 
 

@@ -666,6 +666,73 @@ def eval_command(
     click.echo(f"wrote {out_path} and {out_path.with_suffix('.json')}")
 
 
+# --------------------------------------------------------------------------- eval-suite
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected numbers separated by commas, got {text!r}")
+
+
+@cli.command("eval-suite")
+@click.option(
+    "--pairs",
+    "pairs_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TOML of [[pairs]] (content, style, name) and optional [defaults] run options "
+    "(default: the bundled pair and matplotlib's grace_hopper.jpg with the bundled painting).",
+)
+@click.option(
+    "--recipes", default="gatys,w2,swd", show_default=True, help="Presets or .toml files."
+)
+@click.option(
+    "--content-weights",
+    default="0.3,1,3,10",
+    show_default=True,
+    help="Multipliers of each recipe's content-term weights.",
+)
+@click.option("--size", type=int, default=256, show_default=True, help="Output longest side (px).")
+@click.option("--steps", type=int, default=200, show_default=True)
+@click.option(
+    "--judge",
+    type=click.Choice(("auto", "alexnet", "vgg16-tv", "vgg19")),
+    default="auto",
+    show_default=True,
+    help="Network the outputs are scored on (auto: one the runs did not optimise).",
+)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def eval_suite(pairs_path, recipes, content_weights, size, steps, judge, out_dir, quiet):
+    """Run every recipe over every pair and content weight (as a resumable batch), judge
+    every output and write suite.csv, a front plot and contact sheet per pair and
+    suite.html (docs/evaluation.md)."""
+    from jaxcombine.suite.runner import run_suite
+
+    result = run_suite(
+        out_dir,
+        pairs=pairs_path,
+        recipes=[r.strip() for r in recipes.split(",") if r.strip()],
+        content_weights=_floats(content_weights),
+        size=size,
+        steps=steps,
+        judge=None if judge == "auto" else judge,
+        progress=not quiet,
+    )
+    s = result.settings
+    click.echo(
+        f"judge: {s['judge']}; jobs run {s['jobs']['done']}, skipped {s['jobs']['skipped']}, "
+        f"failed {len(s['jobs']['failed'])}; wall: runs {s['wall_s']['runs']} s, "
+        f"judging {s['wall_s']['judging']} s"
+    )
+    for a, wins in result.dominance.items():
+        text = ", ".join(f"{b} on {n}" for b, n in wins.items()) or "no other recipe"
+        click.echo(f"front of {a} dominates: {text} (of {len(s['pairs'])} pairs)")
+    click.echo(f"wrote {out_dir / 'suite.csv'}, {out_dir / 'suite.html'}")
+
+
 # --------------------------------------------------------------------------- weights
 
 

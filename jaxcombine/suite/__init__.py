@@ -1,0 +1,1 @@
+"""``jaxcombine eval-suite``: recipes × pairs × content weights, run as a batch and judged."""
