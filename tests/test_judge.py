@@ -1,0 +1,115 @@
+"""The judge: LPIPS 0 on an image against itself and positive on two photos, the record
+naming the judge, a default judge the run did not optimise, and the high-frequency colour
+energy checked against numpy."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from jaxcombine.io import images
+from jaxcombine.networks import lpips
+from jaxcombine.options import layers
+from jaxcombine.tools import judge as judge_lib
+
+SIDE = 64  # AlexNet's conv5 needs 31 px
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """The bundled photo and painting as small PNGs, with no run record beside them."""
+    d = tmp_path_factory.mktemp("photos")
+    out = []
+    for src, name in ((images.CONTENT, "content.png"), (images.STYLE, "other.png")):
+        Image.fromarray(images.to_uint8(images.fit(images.read(src), SIDE, SIDE))).save(d / name)
+        out.append(d / name)
+    return out
+
+
+# --------------------------------------------------------------------------- colour speckle
+
+
+def test_hf_color_energy_is_the_chroma_laplacian_zero_on_flat_and_large_on_colour_noise():
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(0, 255, (96, 96, 3))
+    # numpy reference written apart from the code: BT.601 chroma, the 4-neighbour
+    # Laplacian as a convolution over the interior, mean square, summed over Cb and Cr
+    cb = 128 - 0.168736 * noise[..., 0] - 0.331264 * noise[..., 1] + 0.5 * noise[..., 2]
+    cr = 128 + 0.5 * noise[..., 0] - 0.418688 * noise[..., 1] - 0.081312 * noise[..., 2]
+    kernel = np.asarray([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float64)
+    want = sum(float(np.mean(ndimage.convolve(c, kernel)[1:-1, 1:-1] ** 2)) for c in (cb, cr))
+    got = judge_lib.hf_color_energy(noise)
+    assert got == pytest.approx(want, rel=1e-12)
+    # iid noise: E[lap²] = (16 + 4) σ² per channel; σ² = var(U(0,255)) Σ coefficient²
+    var = 255.0**2 / 12 * (0.168736**2 + 0.331264**2 + 0.25 + 0.25 + 0.418688**2 + 0.081312**2)
+    assert got == pytest.approx(20 * var, rel=0.05)  # ~8.9e4; 9216 samples: ~1 % spread
+    flat = np.broadcast_to(np.asarray([200.0, 30.0, 90.0]), (32, 32, 3))
+    assert judge_lib.hf_color_energy(flat) == pytest.approx(0.0, abs=1e-20)
+    grey_noise = np.repeat(noise[..., :1], 3, axis=-1)  # luma detail only: no colour speckle
+    assert judge_lib.hf_color_energy(grey_noise) < 1e-18 * got
+
+
+# --------------------------------------------------------------------------- eval --judge
+
+
+def test_eval_judge_alexnet_lpips_zero_on_itself_positive_on_another_photo(photos, tmp_path):
+    content, other = photos
+    out = tmp_path / "scores.csv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxcombine", "eval", content, other, "--content", content]
+        + ["--style", other, "--judge", "alexnet", "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "judge: alexnet (user)" in proc.stdout
+    rec = json.loads(out.with_suffix(".json").read_text())
+    judge = rec["config"]["judge"]
+    assert judge["judge"] == "alexnet" and judge["judge_is_run_network"] is False
+    assert judge["judge_content"].startswith("LPIPS (alex")
+    assert set(rec["weights"]) == {"vgg19", "alexnet", "lpips-alex"}
+    rows = {r["image"]: r for r in rec["rows"]}
+    same, different = rows[str(content)]["judge_content"], rows[str(other)]["judge_content"]
+    # The image and the content go through one batched forward: each activation of the
+    # two is a float32 computation of the same numbers, off by at most the accumulated
+    # rounding of its dot products, relative γ = ε Σ_l (kernel taps × input channels)
+    # (first order). Unit vectors then differ by at most 2γ, and LPIPS sums the heads'
+    # weights times that squared: the bound is Σ_l Σ_c w_lc (2γ)².
+    eps = float(np.finfo(np.float32).eps)
+    gamma = eps * sum(kh * kw * cin for kh, kw, cin, _ in layers.conv_shapes("alexnet").values())
+    heads = lpips.load("alex")[1]
+    bound = sum(float(np.sum(w)) for w in heads.values()) * (2 * gamma) ** 2
+    assert 0.0 <= same <= bound
+    assert different > 100 * bound and different > 0.05
+    csv_header = out.read_text().splitlines()[0].split(",")
+    assert {"judge", "judge_content", "judge_style_swd", "hf_color"} <= set(csv_header)
+
+
+# --------------------------------------------------------------------------- default judge
+
+
+def test_default_judge_is_a_network_the_run_did_not_optimise(photos, tmp_path):
+    content, other = photos
+    made = tmp_path / "made.png"
+    made.write_bytes(other.read_bytes())
+    record = tmp_path / "made.json"
+    record.write_text(json.dumps({"config": {"model": "alexnet"}}))
+    assert judge_lib.run_model(made) == ("alexnet", str(record))
+    assert judge_lib.run_model(content)[0] == "vgg19"  # no record: the default model
+    assert judge_lib.default_judge(["vgg19"]) == "alexnet"
+    assert judge_lib.default_judge(["alexnet"]) == "vgg16-tv"
+
+    j = judge_lib.judge_images([content], content=content, style=other)
+    assert j.settings["judge"] == "alexnet"  # the run (assumed vgg19) did not optimise it
+    assert j.settings["judge_is_run_network"] is False
+    assert j.settings["judge_chosen_by"].startswith("default")
+    assert "warning" not in j.settings
+
+    same = judge_lib.judge_images([made], content=content, style=other, judge="alexnet")
+    assert same.settings["judge_is_run_network"] is True
+    assert "network a run optimised" in same.settings["warning"]

@@ -1,0 +1,115 @@
+"""eval-suite: a tiny suite (2 pairs, 2 shallow recipes, 2 content weights) writes its
+table, fronts, contact sheets and page, and a rerun skips what is done; fronts and
+dominance on hand-made points; content weights scale only content terms."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.io import images
+from jaxcombine.suite import fronts
+from jaxcombine.suite.runner import load_pairs, weighted_recipe
+
+SHALLOW = Path(__file__).parent / "shallow.toml"
+SIDE = 64
+
+
+def test_front_and_dominance_on_hand_made_points():
+    pts = np.asarray([[1.0, 5.0], [2.0, 3.0], [3.0, 4.0], [4.0, 1.0], [2.0, 3.0]])
+    # (3, 4) is beaten by (2, 3); the repeated (2, 3) beats neither copy of itself
+    assert sorted(fronts.front(pts).tolist()) == [0, 1, 3, 4]
+    a = np.asarray([[1.0, 2.0], [2.0, 1.0]])
+    assert fronts.dominates(a, np.asarray([[1.5, 2.5], [3.0, 1.0]]))
+    assert not fronts.dominates(a, a)  # equal fronts: nothing strictly better
+    assert not fronts.dominates(a, np.asarray([[0.5, 9.0]]))  # a point a does not cover
+    rows = [
+        {"pair": p, "recipe": r, "judge_content": x, "judge_style_swd": y}
+        for p in ("p1", "p2")
+        for r, pts in (("good", a), ("bad", a + 1))
+        for x, y in pts
+    ]
+    assert fronts.dominance_counts(rows, ["good", "bad"]) == {
+        "good": {"bad": 2},
+        "bad": {"good": 0},
+    }
+
+
+def test_content_weight_scales_only_content_terms_and_pairs_are_checked(tmp_path):
+    r = weighted_recipe("gatys", 3.0)
+    assert [(t.source, t.weight) for t in r.terms][:2] == [("content", 3.0), ("style", 1.0)]
+    bad = tmp_path / "pairs.toml"
+    bad.write_text('[[pairs]]\ncontent = "missing.png"\nstyle = "x.png"\n')
+    with pytest.raises(JaxcombineError, match="missing.png"):
+        load_pairs(bad)
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory):
+    """Two pairs of small square pictures (one output shape: the batch runs them together)."""
+    d = tmp_path_factory.mktemp("pairs")
+    for src, name, box in (
+        (images.CONTENT, "a.png", None),
+        (images.CONTENT, "b.png", (0, 0, 256, 256)),
+        (images.STYLE, "s.png", None),
+    ):
+        img = Image.open(src).convert("RGB")
+        img = img.crop(box) if box else img
+        Image.fromarray(images.to_uint8(images.fit(np.asarray(img, np.float32), SIDE, SIDE))).save(
+            d / name
+        )
+    (d / "w2.toml").write_text(SHALLOW.read_text().replace('"gram"', '"w2"'))
+    path = d / "pairs.toml"
+    path.write_text(
+        '[[pairs]]\nname = "whole"\ncontent = "a.png"\nstyle = "s.png"\n'
+        '[[pairs]]\nname = "corner"\ncontent = "b.png"\nstyle = "s.png"\n'
+    )
+    return path
+
+
+def suite(pairs_file, out):
+    return subprocess.run(
+        [sys.executable, "-m", "jaxcombine", "eval-suite", "--pairs", pairs_file]
+        + ["--recipes", f"{SHALLOW},{pairs_file.parent / 'w2.toml'}", "--content-weights", "0.5,2"]
+        + ["--size", str(SIDE), "--steps", "2", "--out", out, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_tiny_suite_writes_table_fronts_sheets_page_and_resumes(pairs_file, tmp_path):
+    out = tmp_path / "suite"
+    first = suite(pairs_file, out)
+    assert first.returncode == 0, first.stderr
+    assert "jobs run 8, skipped 0, failed 0" in first.stdout
+    with open(out / "suite.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8
+    assert {(r["pair"], r["recipe"], float(r["content_weight"])) for r in rows} == {
+        (p, r, w) for p in ("whole", "corner") for r in ("shallow", "w2") for w in (0.5, 2.0)
+    }
+    assert {r["judge"] for r in rows} == {"alexnet"}  # the runs optimised vgg19
+    assert all(float(r["judge_content"]) > 0 and float(r["hf_color"]) > 0 for r in rows)
+    for pair in ("whole", "corner"):
+        for kind in ("front", "sheet"):
+            assert (out / f"{kind}-{pair}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "suite.html").read_text()
+    assert page.count("data:image/png;base64,") == 4
+    rec = json.loads((out / "suite.json").read_text())
+    assert rec["config"]["judge"] == "alexnet" and rec["config"]["judge_is_run_network"] is False
+    assert set(rec["dominance"]) == {"shallow", "w2"}
+    scores = sorted((out / "scores").iterdir())
+    assert len(scores) == 8
+    stamps = [p.stat().st_mtime_ns for p in scores]
+
+    again = suite(pairs_file, out)
+    assert again.returncode == 0, again.stderr
+    assert "jobs run 0, skipped 8, failed 0" in again.stdout
+    assert [p.stat().st_mtime_ns for p in sorted((out / "scores").iterdir())] == stamps
