@@ -155,6 +155,8 @@ def run_suite(
     for w in weights:
         if not np.isfinite(w) or w < 0:
             raise JaxcombineError(f"content weights must be finite and >= 0, got {w:g}")
+    if judge is not None:
+        judge_lib.check_judge(judge)  # before any work
     config_lib.positive_int(size, "size")
     config_lib.positive_int(steps, "steps")
     plan = _write_manifest(out, pair_list, defaults, names, weights, size, steps)
@@ -169,7 +171,6 @@ def run_suite(
     }
     models = sorted({j.config.model for j in jobs.values()})
     judge_name = judge or judge_lib.default_judge(models)
-    judge_lib.check_judge(judge_name)
     t1 = time.perf_counter()
     rows = []
     for entry in plan:

@@ -41,6 +41,7 @@ from jaxcombine.networks import lpips, model
 from jaxcombine.networks import weights as weights_lib
 from jaxcombine.networks.forward import forward
 from jaxcombine.options import config
+from jaxcombine.options.layers import LPIPS_NETS
 from jaxcombine.run import outputs
 from jaxcombine.stats import losses
 from jaxcombine.tools import metrics
@@ -69,8 +70,6 @@ class JudgeNet:
 
 
 def lpips_taps(net: str) -> tuple[str, ...]:
-    from jaxcombine.options.layers import LPIPS_NETS
-
     return LPIPS_NETS[net][1]
 
 
