@@ -313,14 +313,19 @@ def evaluate(
     ev.settings["judge"] = j.settings
     if out is not None:
         out = Path(out)
-        columns = (*metrics.COLUMNS, *COLUMNS)
+        # every row has the same judge: the record names it, the table's columns are numbers
+        columns = (*metrics.COLUMNS, *COLUMNS[1:])
         table = outputs.csv_text({c: np.asarray([r[c] for r in ev.rows]) for c in columns})
-        nets = ["vgg19", JUDGES[j.settings["judge"]].arch]
-        lp = JUDGES[j.settings["judge"]].lpips_net
-        nets += [f"lpips-{lp}"] if lp else []
+        net = JUDGES[j.settings["judge"]]
+        w8 = weights_lib.load("vgg19", weights)
+        judged = [net.arch] + ([f"lpips-{net.lpips_net}"] if net.lpips_net else [])
         rec = records.record(
             ev.settings,
-            weights={n: weights_lib.load(n, weights).fingerprint for n in nets},
+            weights={
+                "fingerprint": w8.fingerprint,
+                **w8.info,
+                "judge": {n: weights_lib.load(n, weights).fingerprint for n in judged},
+            },
             rows=ev.rows,
             per_layer=ev.layers,
         )
