@@ -143,8 +143,8 @@ def run_suite(
 ) -> SuiteResult:
     """Run, judge and report the suite into ``out`` (see the module's docstring); a rerun
     skips the jobs already run and the outputs already judged."""
-    out = folders.check_output_folder(out)
     pair_list, defaults = load_pairs(pairs) if pairs else default_pairs()
+    out = folders.check_output_folder(out)
     recipes = list(dict.fromkeys(recipes))
     names = {r: r if r in recipe_lib.preset_names() else Path(r).stem for r in recipes}
     if len(set(names.values())) != len(names):
