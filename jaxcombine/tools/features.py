@@ -81,6 +81,6 @@ def extract_features(
     }
     records.write_json(
         out.with_suffix(".json"),
-        records.record(config, weights={"fingerprint": w.fingerprint, **w.info}),
+        records.record(config, weights=w),
     )
     return {k: v.shape for k, v in acts.items()}
