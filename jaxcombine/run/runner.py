@@ -25,16 +25,17 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import filelock
+import jax
 import numpy as np
 
 from jaxcombine.engine import driver, program, scales
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import folders
 from jaxcombine.options.config import RunConfig
-from jaxcombine.run import interrupts, outputs
+from jaxcombine.run import interrupts, memory, outputs
 from jaxcombine.run import plan as plan_lib
 from jaxcombine.run.plan import Plan
-from jaxcombine.run.prepare import Prepared
+from jaxcombine.run.prepare import Prepared, prepare
 
 FOLDER_LOCK = "folder.lock"  # in folders.LOCKS: held by the run or study writing the folder
 
@@ -85,8 +86,6 @@ class Hooks:
 
     def prepare(self, plan: Plan) -> Prepared:
         """Weights, images, targets and starts (:func:`jaxcombine.run.prepare.prepare`)."""
-        from jaxcombine.run.prepare import prepare
-
         return prepare(plan)
 
     def stages(self) -> list[scales.Stage]:
@@ -129,7 +128,8 @@ def execute(
         hooks.out = folder
         plan = hooks.plan = hooks.make_plan()  # before any image is decoded
         # held over the writes too: none is cut short
-        with contextlib.nullcontext(stop) if stop else interrupts.stop_requests() as stop:
+        requests = interrupts.stop_requests() if stop is None else contextlib.nullcontext(stop)
+        with requests as stop:
             hooks.prep = hooks.prepare(plan)
             stages = hooks.stages()
             state, first = hooks.begin(stages)
@@ -175,7 +175,7 @@ def optimise(
     snapshot ends a chunk); an allocator's failure inside becomes one line. The only
     caller of :func:`jaxcombine.engine.scales.optimise_scales`."""
     config = plan.config
-    with plan.out_of_memory_as_error():
+    with plan.out_of_memory_as_error(), _partitioning_as_error(plan):
         outcome = scales.optimise_scales(
             prep.problem,
             prep.variables,
@@ -193,3 +193,19 @@ def optimise(
             layout=plan.layout,
         )
     return outcome
+
+
+@contextlib.contextmanager
+def _partitioning_as_error(plan: Plan) -> Iterator[None]:
+    """A rows layout that XLA's partitioner still refuses (the plan only picks one where
+    every layer's height divides) becomes one line naming the way out."""
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as e:
+        if plan.layout.mode != "rows" or memory.is_out_of_memory(e):
+            raise
+        first = " ".join(str(e).strip().splitlines()[0].split()) if str(e).strip() else ""
+        raise JaxcombineError(
+            f"XLA could not split the rows of {plan.describe()} over "
+            f"{plan.layout.grid[1]} devices ({first[:200]}); use --shard starts"
+        ) from e

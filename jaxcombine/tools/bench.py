@@ -24,7 +24,6 @@ Results go to ``bench.json`` and ``bench.md`` (atomic writes).
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import os
 import platform
 import resource
@@ -270,14 +269,13 @@ def run(bc: BenchConfig, out: Path, log: Callable[[str], None] = print) -> dict[
             rows.append(row.to_dict(max(peak.values())))
             log(_line(rows[-1]))
     _add_ratios(rows)
-    result = {
-        "environment": {**records.environment(), **machine()},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["jaxcombine", *sys.argv[1:]]),
-        "config": dataclasses.asdict(bc),
-        "device_gflops": peak,
-        "rows": rows,
-    }
+    result = records.record(
+        bc,
+        environment={**records.environment(), **machine()},
+        command=" ".join(["jaxcombine", *sys.argv[1:]]),
+        device_gflops=peak,
+        rows=rows,
+    )
     records.write_json(out / "bench.json", result)
     records.atomic_write_text(out / "bench.md", markdown(result))
     return result
