@@ -354,7 +354,7 @@ class _Group(runner.Hooks):
         self.done_steps = step
         self.writer(step, fetch)
 
-    def end(self, outcome: driver.Outcome, stopped: bool) -> None:
+    def end(self, outcome: driver.Outcome, stopped) -> None:
         if outcome.interrupted:
             self.report.interrupted = True
             return

@@ -79,7 +79,7 @@ class _Run(runner.Hooks):
         )
         return super().begin(stages)
 
-    def end(self, outcome: driver.Outcome, stopped: bool) -> "Result":
+    def end(self, outcome: driver.Outcome, stopped) -> "Result":
         prep = self.prep
         result = Result(
             self.config,
@@ -92,7 +92,7 @@ class _Run(runner.Hooks):
         )
         if self.out is not None:
             write_outputs(result, prep)
-        result.stop_requested = stopped
+        result.stop_requested = stopped()
         return result
 
 

@@ -66,6 +66,12 @@ def output_folder(
     try:
         folders.remove_stale_temps(folder)
         yield folder
+    except BaseException:
+        if lock is not None:  # refused or failed: leave the folder as it was found
+            with contextlib.suppress(OSError):
+                Path(lock.lock_file).unlink()
+                (folder / folders.LOCKS).rmdir()
+        raise
     finally:
         if lock is not None:
             lock.release()
@@ -103,8 +109,9 @@ class Hooks:
     def on_chunk(self, step: int, comps: np.ndarray, fetch: Any) -> None:
         """After each chunk: global step, its components (n, k, c), a pixel fetcher."""
 
-    def end(self, outcome: driver.Outcome, stopped: bool) -> Any:
-        """Write the outputs; returns the command's result."""
+    def end(self, outcome: driver.Outcome, stopped: Callable[[], bool]) -> Any:
+        """Write the outputs; returns the command's result. ``stopped()``: whether a stop
+        was requested so far (ask after the writes: a Ctrl-C may come during them)."""
         return outcome
 
 
@@ -156,7 +163,7 @@ def execute(
                 stop=stop.is_set,
             )
             bar.close()
-            return hooks.end(outcome, stop.is_set())
+            return hooks.end(outcome, stop.is_set)
 
 
 def optimise(

@@ -157,7 +157,7 @@ class _Study(runner.Hooks):
         if step % every == 0 or step == self.total_steps or step in offsets:
             rec.snapshot(fetch(), fetch.opt_state(), fetch.average())
 
-    def end(self, outcome: driver.Outcome, stopped: bool) -> "Study":
+    def end(self, outcome: driver.Outcome, stopped) -> "Study":
         rec, out, labels, options = self.rec, self.out, self.labels, self.options
         rec.snapshot(outcome.pixels, outcome.opt_state, outcome.average)  # an interrupted run's
         for lab, px in zip(labels, self.prep.finish(outcome.pixels)):
@@ -177,7 +177,7 @@ class _Study(runner.Hooks):
             labels, rec.history_table(), rec.distance_table(), summary, out, outcome.interrupted
         )
         _write_outputs(study, rec, self.config, options.sweep)
-        study.interrupted |= stopped
+        study.interrupted |= stopped()
         return study
 
 
