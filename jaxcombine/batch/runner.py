@@ -98,32 +98,41 @@ def run_batch(
     """
     max_batch = config_lib.positive_int(max_batch, "max_batch")
     t0 = time.perf_counter()
-    with runner.output_folder(out, exclusive=False) as out:  # shared: each job has its lock
-        return _run_batch(
-            manifest_path,
-            out,
-            t0,
-            force,
-            progress,
-            batching,
-            max_batch,
-            evaluate,
-            jax.process_index() if process_index is None else process_index,
-            jax.process_count() if process_count is None else process_count,
+    with runner.output_folder(out, exclusive=False) as folder:  # shared: jobs have locks
+        report = _run_jobs(
+            load_manifest(manifest_path),
+            folder,
+            force=force,
+            progress=progress,
+            window=max_batch if batching else 1,
+            evaluate=evaluate,
+            index=jax.process_index() if process_index is None else process_index,
+            count=jax.process_count() if process_count is None else process_count,
+            t0=t0,
         )
+    return report
 
 
-def _run_batch(
-    manifest_path, out: Path, t0, force, progress, batching, max_batch, evaluate, index, count
+def _run_jobs(
+    manifest_jobs: list[Job],
+    out: Path,
+    *,
+    force: bool,
+    progress: bool,
+    window: int,
+    evaluate: bool,
+    index: int,
+    count: int,
+    t0: float,
 ) -> BatchReport:
-    manifest_jobs = load_manifest(manifest_path)
+    """This process's share of the jobs, ``window`` at a time; its report written (and,
+    on process 0 of several, every process's merged)."""
     jobs = process_share(manifest_jobs, index, count)
     report = BatchReport()
     finished = lambda j: not force and (out / f"{j.id}.json").exists()  # noqa: E731
     report.skipped = [j.id for j in jobs if finished(j)]
     todo = [j for j in jobs if not finished(j)]
     bar = outputs.ProgressBar(len(todo), unit="job", enabled=progress)
-    window = max_batch if batching else 1
     with interrupts.stop_requests() as stop:
         for start in range(0, len(todo), window):
             if report.interrupted or stop.is_set():
