@@ -29,9 +29,9 @@ def test_a_run_reads_the_content_header_once(vgg19, monkeypatch):
     shape (it was read 2 + 2S + 1 times); its pixels are decoded once per scale."""
     content = str(images.CONTENT)
     headers, decodes = [], []
-    real_size, real_open = images.output_size, images.open_image
+    real_size, real_open = images.header_size, images.open_image
 
-    def output_size(path, **kw):
+    def header_size(path, **kw):
         headers.append(str(path))
         return real_size(path, **kw)
 
@@ -39,7 +39,7 @@ def test_a_run_reads_the_content_header_once(vgg19, monkeypatch):
         decodes.append(str(path))
         return real_open(path, **kw)
 
-    monkeypatch.setattr(images, "output_size", output_size)
+    monkeypatch.setattr(images, "header_size", header_size)
     monkeypatch.setattr(images, "open_image", open_image)
     result = job.combine(recipe=SHALLOW, scales=(24, 32), steps=1, chunk=1)
     assert result.images["content"].shape == (32, 32, 3)

@@ -41,7 +41,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine.errors import JaxcombineError
-from jaxcombine.networks import model
 from jaxcombine.options import layers as layers_lib
 from jaxcombine.stats import linalg, losses
 from jaxcombine.stats.statistics import EIG_FLOOR
@@ -61,6 +60,7 @@ def check(recipe: Any) -> None:
 
 def stride(layers: Any, arch: str = "vgg19") -> int:
     """2^(pools up to the deepest tap): tile origins are multiples of it."""
+    layers_lib.check_uniform(arch, "tiles")
     return max(layers_lib.downsampling(layers, arch).values())
 
 
@@ -146,7 +146,7 @@ def _window_sums(
     and its tile; ``shape`` the whole image's (H, W).
     """
     oy, ox, y0, y1, x0, x1 = (where[i] for i in range(6))
-    feats = problem.network().apply(variables, model.preprocess(window)[None])
+    feats = problem.network().apply(variables, window[None])
     levels = layers_lib.downsampling(problem.recipe.layers, problem.arch)
     out: dict[str, Any] = {}
     for t in problem.recipe.terms:
@@ -401,9 +401,7 @@ def _image_sums(problem: Any, variables: Mapping, img: jax.Array, terms: list, t
 
     def add(acc, where):
         oy, ox, y0, y1, x0, x1 = (where[i] for i in range(6))
-        feats = problem.network().apply(
-            variables, model.preprocess(_window(img, where, size))[None]
-        )
+        feats = problem.network().apply(variables, _window(img, where, size)[None])
         new = {}
         for layer, entry in acc.items():
             f = feats[layer][0].astype(jnp.float32)

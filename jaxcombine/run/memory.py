@@ -100,7 +100,7 @@ def working_sets(shapes: dict[str, tuple[int, int, int]], conv: str) -> list[tup
     """
     out, previous = [], (*next(iter(shapes.values()))[:2], 3)  # the RGB input
     for name, shape in shapes.items():
-        if "_conv" in name:
+        if name in layers_lib.CONV_NAMES:
             kind = "winograd" if model.uses_winograd(name, conv) else "direct"
             out.append((kind, math.prod(previous) + math.prod(shape)))
         previous = shape
@@ -163,7 +163,7 @@ def estimate_bytes(
     targets = 4 * TARGET_COPIES * sum(math.prod(shapes[name]) for name in matched)
     fixed = (
         BASE[conv]
-        + PER_CONV_LAYER * sum("_conv" in n for n in shapes)
+        + PER_CONV_LAYER * sum(n in layers_lib.CONV_NAMES for n in shapes)
         + WEIGHT_COPIES * weight_bytes(layers, arch=arch, conv=conv)
     )
     total = (
@@ -186,7 +186,7 @@ def estimate_features_bytes(
     working = max(size for _, size in working_sets(shapes, "xla"))
     total = (
         FEATURES_BASE
-        + PER_CONV_LAYER * sum("_conv" in n for n in shapes)
+        + PER_CONV_LAYER * sum(n in layers_lib.CONV_NAMES for n in shapes)
         + WEIGHT_COPIES * weight_bytes(layers, arch=arch, conv="xla")
         + FEATURES_IMAGE_BYTES_PER_PIXEL * height * width
         + 4 * max(FORWARD_WORKING_COPIES * working + tapped, SAVED_TAP_COPIES * tapped)
@@ -226,7 +226,7 @@ def estimate_targets_bytes(
     activations = sum(math.prod(shape) for image in shapes for shape in image.values())
     total = (
         FEATURES_BASE
-        + PER_CONV_LAYER * sum("_conv" in name for name in shapes[0])
+        + PER_CONV_LAYER * sum(name in layers_lib.CONV_NAMES for name in shapes[0])
         + WEIGHT_COPIES * weight_bytes(layers, arch=arch, conv=conv)
         + 4 * TARGET_FORWARD_COPIES[conv] * activations
     )

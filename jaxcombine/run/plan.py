@@ -151,14 +151,16 @@ def make(
     rec = load_recipe(config) if recipe is None else recipe
     inits = config.inits(rec.init)
     content = str(config.content or images.CONTENT)
-    height, width = images.output_size(content, max_pixels=config.max_pixels)  # the one read
+    height, width = images.header_size(content, max_pixels=config.max_pixels)  # the one read
     style_paths = tuple(str(p) for p in config.style or (images.STYLE,))
     style_scales = config.style_scales()
     scales = []
     for size, steps in zip(config.sizes(), config.steps_per_scale()):
         w, h = images.target_size(width, height, size=size)
-        scales.append(Scale(size, h, w, steps, _style_shapes(rec, style_scales, h, w)))
-    model.check_size(*scales[0].shape, rec.layers)
+        scales.append(
+            Scale(size, h, w, steps, _style_shapes(rec, style_scales, h, w, config.model))
+        )
+    model.check_size(*scales[0].shape, rec.layers, config.model)
     if config.tile:  # the statistics, the tile, then what tiles do not take
         tiles.check(rec)
         tiles.plan(*scales[-1].shape, config.tile, rec.layers, config.model)
@@ -187,7 +189,7 @@ def make(
 
 
 def _style_shapes(
-    rec: recipe_lib.Recipe, style_scales: Sequence[float], height: int, width: int
+    rec: recipe_lib.Recipe, style_scales: Sequence[float], height: int, width: int, arch: str
 ) -> tuple[tuple[int, int], ...]:
     """(height, width) each style is fitted to for its targets: its ``style_scale`` times
     the output's, rounded. One-line errors for a scaled style too small for the recipe's
@@ -204,7 +206,7 @@ def _style_shapes(
                     "output's shape); use style_scale 1 or another statistic"
                 )
             try:
-                model.check_size(*size, style_layers)
+                model.check_size(*size, style_layers, arch)
             except JaxcombineError as e:
                 raise JaxcombineError(f"style {i} at style_scale {f:g}: {e}") from None
         sizes.append(size)
@@ -226,7 +228,7 @@ def _input_pixels(
     out = []
     for path in dict.fromkeys(str(p) for p in paths):
         if Path(path).is_file():
-            h, w = images.output_size(path, max_pixels=config.max_pixels)
+            h, w = images.header_size(path, max_pixels=config.max_pixels)
             out.append((path, h * w))
     return tuple(out)
 

@@ -126,7 +126,14 @@ class _Study(runner.Hooks):
     def make_plan(self):
         plan = super().make_plan()
         starts = len(plan.inits) * (len(self.options.sweep.values) if self.options.sweep else 1)
-        return plan.with_starts(starts) if starts != plan.starts else plan
+        plan = plan.with_starts(starts) if starts != plan.starts else plan
+        if self.options.evaluate:  # the scores must fit too: known now, not after the steps
+            metrics.check_memory(
+                [plan.output_shape],
+                max_memory=self.config.max_memory,
+                remedy="a smaller --size, or no --eval and then 'jaxcombine eval --size {size}'",
+            )
+        return plan
 
     def new_state(self, pixels, steps, start_step=0):
         return self.prep.initial_state(
@@ -284,6 +291,7 @@ def evaluate_outputs(config: RunConfig, out: Path, labels: Sequence[str]) -> dic
         out=out / "eval.csv",
         weights=config.weights,
         max_pixels=config.max_pixels,
+        max_memory=config.max_memory,
     )
     return {
         lab: {k: v for k, v in row.items() if k != "image"} for lab, row in zip(labels, ev.rows)
