@@ -105,6 +105,10 @@ def test_tiny_suite_writes_table_fronts_sheets_page_and_resumes(pairs_file, tmp_
     rec = json.loads((out / "suite.json").read_text())
     assert rec["config"]["judge"] == "alexnet" and rec["config"]["judge_is_run_network"] is False
     assert set(rec["dominance"]) == {"shallow", "w2"}
+    # one shape and two recipe structures: the 8 jobs ran as 2 programs of 4, so jobs that
+    # differ only in content weight (a traced number) shared one
+    runs = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+    assert sorted(r["group_size"] for r in runs if "group_size" in r) == [4] * 8
     scores = sorted((out / "scores").iterdir())
     assert len(scores) == 8
     stamps = [p.stat().st_mtime_ns for p in scores]
