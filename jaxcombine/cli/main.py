@@ -653,11 +653,12 @@ def eval_command(
         result = judge_lib.evaluate(
             image_paths, judge=None if judge == "auto" else judge, **options
         )
-        columns += judge_lib.COLUMNS[1:]
-        chosen = result.settings["judge"]
-        click.echo(f"judge: {chosen['judge']} ({chosen['judge_chosen_by']})")
-        if chosen["judge_is_run_network"]:
-            click.echo(f"warning: {chosen['warning']}", err=True)
+        chosen = result.settings.get("judge")  # absent: the default judge could not load
+        if chosen:
+            columns += judge_lib.COLUMNS[1:]
+            click.echo(f"judge: {chosen['judge']} ({chosen['judge_chosen_by']})")
+            if chosen["judge_is_run_network"]:
+                click.echo(f"warning: {chosen['warning']}", err=True)
     if size is not None:
         click.echo(f"scored copies downscaled to a longest side of at most {size} px")
     click.echo("  ".join(columns) + "  image")

