@@ -193,7 +193,7 @@ def optimise(
         state, targets = rows.shard_rows(
             state,
             targets,
-            [losses.target_key(t) for t in problem.recipe.terms if t.statistic == "activations"],
+            losses.spatial_target_keys(problem.recipe),
         )
     elif per_start_targets:
         (state, targets), k = shard_starts((state, targets))

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcombine import stats
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images, records
 from jaxcombine.networks import model
@@ -49,9 +50,7 @@ COLUMNS = (
     "image",
     "width",
     "height",
-    "style_gram",
-    "style_w2",
-    "style_swd",
+    *(f"style_{name}" for name in config.EVAL_STATISTICS),
     "content",
     "ssim",
     "lab_emd_style",
@@ -158,20 +157,24 @@ def lab_histogram_emd(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float
 
 @partial(jax.jit, static_argnames=("layers",))
 def _style_distances(feats, style_feats, *, layers):
-    """(3, n_layers): Gram relative error, normalised W2, normalised sliced W2 per layer."""
+    """(n_statistics, n_layers): the distance of every :data:`~jaxcombine.options.config.
+    EVAL_STATISTICS` per layer, each statistic's own (:meth:`stats.Statistic.distance`).
+    A statistic that is no sum over positions (it sorts them) is scored on seeded random
+    subsets of the positions (:func:`_subsample`), so its memory is bounded."""
     key = jax.random.key(config.EVAL_SEED)
-    one = jnp.ones((1,), jnp.float32)
     out = []
     for i, layer in enumerate(layers):
         x, s = feats[layer], style_feats[layer]
         k = jax.random.fold_in(key, i)
-        swd = statistics.sliced_wasserstein(
-            _subsample(x, jax.random.fold_in(k, 1)),
-            statistics.swd_target(_subsample(s, jax.random.fold_in(k, 2))[None], one),
-            k,
-            config.EVAL_DIRECTIONS,
-        )
-        out.append(jnp.stack([losses.distance("gram", x, s), losses.distance("w2", x, s), swd]))
+        row = []
+        for name in config.EVAL_STATISTICS:
+            stat = stats.get(name, **config.EVAL_STATISTIC_OPTIONS.get(name, {}))
+            if stat.tileable:
+                row.append(stat.distance(x, s, k))
+            else:
+                xs, ss = (_subsample(f, jax.random.fold_in(k, j)) for j, f in ((1, x), (2, s)))
+                row.append(stat.distance(xs, ss, k))
+        out.append(jnp.stack(row))
     return jnp.stack(out, axis=1)
 
 
@@ -185,7 +188,7 @@ def _subsample(features: jax.Array, key: jax.Array) -> jax.Array:
     return pts[idx][:, None, :]
 
 
-_content_distance = jax.jit(partial(losses.distance, "activations"))
+_content_distance = jax.jit(partial(losses.distance, config.EVAL_CONTENT_STATISTIC))
 
 
 @dataclasses.dataclass
@@ -193,7 +196,7 @@ class Evaluation:
     """One row per image (:data:`COLUMNS`), with per-layer style distances beside."""
 
     rows: list[dict[str, Any]]
-    layers: dict[str, dict[str, list[float]]]  # image → {"gram"|"w2"|"swd": per style layer}
+    layers: dict[str, dict[str, list[float]]]  # image → {statistic: per style layer, …}
     settings: dict[str, Any]
 
     def to_csv(self) -> str:
@@ -260,9 +263,10 @@ def evaluate(
                 "image": name,
                 "width": w,
                 "height": h,
-                "style_gram": float(dist[0].mean()),
-                "style_w2": float(dist[1].mean()),
-                "style_swd": float(dist[2].mean()),
+                **{
+                    f"style_{name}": float(dist[j].mean())
+                    for j, name in enumerate(config.EVAL_STATISTICS)
+                },
                 "content": float(
                     _content_distance(fx[config.EVAL_CONTENT_LAYER], fc[config.EVAL_CONTENT_LAYER])
                 ),
@@ -273,9 +277,7 @@ def evaluate(
         )
         per_layer[name] = {
             "layers": list(style_layers),
-            "gram": dist[0].tolist(),
-            "w2": dist[1].tolist(),
-            "swd": dist[2].tolist(),
+            **{name: dist[j].tolist() for j, name in enumerate(config.EVAL_STATISTICS)},
             "lab_emd_style_Lab": list(lab_s),
             "lab_emd_content_Lab": list(lab_c),
         }
@@ -287,8 +289,9 @@ def evaluate(
         "pooling": pooling,
         "style_layers": list(style_layers),
         "content_layer": config.EVAL_CONTENT_LAYER,
-        "swd_directions": config.EVAL_DIRECTIONS,
-        "swd_seed": config.EVAL_SEED,
+        "statistics": list(config.EVAL_STATISTICS),
+        "statistic_options": config.EVAL_STATISTIC_OPTIONS,
+        "seed": config.EVAL_SEED,
         "ssim": {"window": 11, "sigma": 1.5, "k1": 0.01, "k2": 0.03, "on": "Rec.601 luma"},
         "lab_histogram": "earth mover's distance of 1-unit L, a, b histograms, mean of 3",
     }
