@@ -9,14 +9,19 @@ scale (each order is scale-free), so a weight means the same at every layer. (Th
 paper weighs order k by 1/|b − a|ᵏ for features bounded in [a, b]; VGG's ReLU features
 are unbounded, hence the per-order normalisation.)
 
-Moments over positions: the output's come from the power sums Σ where·(f − μₜ)ᵏ about
+Units: a 5th moment of VGG features (up to ~2·10⁴ at block4) overflows float32 when
+squared, so every moment is taken of the features divided by the target's ``unit``, the
+root of its mean variance over channels; the term is unchanged by this (each order's
+relative error is homogeneous in the unit), only the range of the numbers.
+
+Moments over positions: the output's come from the power sums Σ where·(f/u − μₜ)ᵏ about
 the target's mean μₜ (binomial expansion; about μₜ, so little float32 cancellation
 once the output nears the target), which tiles add up window by window; the untiled
-term uses the same sums with where = 1/N (or the mask's weights). A target is each
-style's points' moments about the blended mean: the mixture's moments, for blends and
-styles of other sizes. A tiled target (no mean known in advance) expands raw power sums
-Σ fᵏ, which loses float32 digits to cancellation when a channel's mean is large against
-its spread (relative error of the order of 1e-6·(|μ|/σ + 1)ᵏ).
+term uses the same sums with where = 1 (or the mask's weights over its area). A target
+is each style's points' moments about the blended mean: the mixture's moments, for
+blends and styles of other sizes. A tiled target (no mean known in advance) expands raw
+power sums Σ fᵏ, which loses float32 digits to cancellation when a channel's mean is
+large against its spread (relative error of the order of 1e-7·(|μ|/σ + 1)ᵏ).
 """
 
 from __future__ import annotations
@@ -59,6 +64,12 @@ def direct_moments(points: jax.Array, mean: jax.Array, order: int) -> jax.Array:
     return jnp.stack([jnp.mean(d**k, axis=0) for k in range(2, order + 1)])
 
 
+def _unit(variance: jax.Array) -> jax.Array:
+    """The root of the mean variance over channels (1 where the features are constant)."""
+    unit = jnp.sqrt(jnp.mean(variance))
+    return jnp.where(unit > 0, unit, 1.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class CentralMoments(base.Family):
     name = "cmd"
@@ -71,12 +82,22 @@ class CentralMoments(base.Family):
         maps = list(stack) if stack is not None else list(features)
         ys = [statistics.points(f).reshape(-1, f.shape[-1]) for f in maps]
         mean = base.blend(weights, [jnp.mean(y, axis=0) for y in ys])
-        central = base.blend(weights, [direct_moments(y, mean, self.order) for y in ys])
-        return self._finish(jnp.concatenate([mean[None], central]))
+        unit = _unit(
+            base.blend(weights, [jnp.mean(jnp.square(y - mean[None]), axis=0) for y in ys])
+        )
+        central = base.blend(
+            weights, [direct_moments(y / unit, mean / unit, self.order) for y in ys]
+        )
+        return self._finish(jnp.concatenate([(mean / unit)[None], central]), unit)
 
-    def _finish(self, moments: jax.Array) -> dict[str, jax.Array]:
-        """The target dict: ``moments`` (K, C) and each order's mean square ``scale`` (K,)."""
-        return {"moments": moments, "scale": jnp.mean(jnp.square(moments), axis=-1)}
+    def _finish(self, moments: jax.Array, unit: jax.Array) -> dict[str, jax.Array]:
+        """The target dict: ``moments`` (K, C) of the features over ``unit``, and each
+        order's mean square ``scale`` (K,)."""
+        return {
+            "moments": moments,
+            "unit": unit,
+            "scale": jnp.mean(jnp.square(moments), axis=-1),
+        }
 
     def compare(self, moments: jax.Array, target) -> jax.Array:
         """Mean over orders of each order's relative squared error (the module docstring)."""
@@ -94,29 +115,33 @@ class CentralMoments(base.Family):
         return self.from_sums(self.sums(features, where, target), count, target)
 
     def sums(self, features, where, target):
-        centre = jnp.zeros(features.shape[-1]) if target is None else target["moments"][0]
-        return {"p": power_sums(features, where, centre, self.order)}
+        if target is None:  # a target's own sums: raw powers, in the features' units
+            return {"p": power_sums(features, where, jnp.zeros(features.shape[-1]), self.order)}
+        scaled = features / target["unit"]
+        return {"p": power_sums(scaled, where, target["moments"][0], self.order)}
 
     def from_sums(self, sums, count, target):
         return self.compare(moments_from_sums(sums["p"], count, target["moments"][0]), target)
 
     def target_from_sums(self, sums, counts, weights):
-        raw = [s["p"] / n for s, n in zip(sums, counts)]  # E[fᵏ] per image, about 0
+        raw = [s["p"] / n for s, n in zip(sums, counts)]  # E[fᵏ] of each image, k = 1…K
         mean = base.blend(weights, [r[0] for r in raw])
-        zero = jnp.zeros_like(mean)
-        # each image's moments about the blended mean, from its raw moments about 0
-        central = [moments_from_sums(r, 1.0, zero) for r in raw]  # (K, C): μₛ, cₖ,ₛ
-        out = [mean]
-        for k in range(2, self.order + 1):
-            per_image = []
-            for c in central:
-                moments = [jnp.ones_like(mean), jnp.zeros_like(mean), *c[1:]]  # about μₛ
-                shift = c[0] - mean
-                per_image.append(
-                    sum(math.comb(k, j) * moments[j] * shift ** (k - j) for j in range(k + 1))
-                )
-            out.append(base.blend(weights, per_image))
-        return self._finish(jnp.stack(out))
+        ones = jnp.ones_like(mean)
+
+        def central(k):  # Σₛ wₛ Eₛ[(f − μ)ᵏ], expanded in the raw moments
+            return base.blend(
+                weights,
+                [
+                    sum(
+                        math.comb(k, j) * ([ones, *r][j]) * (-mean) ** (k - j) for j in range(k + 1)
+                    )
+                    for r in raw
+                ],
+            )
+
+        unit = _unit(central(2))
+        moments = [mean / unit] + [central(k) / unit**k for k in range(2, self.order + 1)]
+        return self._finish(jnp.stack(moments), unit)
 
 
 CMD = base.register(CentralMoments())
