@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from float32 import w2_rounding
 from PIL import Image
 from test_cli import assert_one_line_error, jaxcombine
 
@@ -17,39 +18,11 @@ from jaxcombine.run import job
 from jaxcombine.stats import losses, masks, statistics
 
 MATCHED = ("gram", "meanstd", "covariance")
-EPS32 = float(np.finfo(np.float32).eps)
 # Sums and sorts in float32: each value is a ratio of two sums of at most a few hundred
 # terms (pairwise: < 10 roundings of 2⁻²⁴ each, ~1e-6 relative) and the masked and unmasked
 # forms sum in different orders, so 2e-5 leaves a 10x margin. W2 goes through an
 # eigen-solve instead: its tolerance is derived from the data (w2_rounding).
 SUMS_RTOL = 2e-5
-
-
-def w2_rounding(x, target, mask=None) -> float:
-    """A float32 error bound for ``statistics.w2_gaussian(x, target, mask)``, derived from the
-    computation in float64: LAPACK's symmetric eigen-solve of the m×m matrix M (AᵀA or AAᵀ)
-    errs by about ε·m·λmax per eigenvalue, so √λ errs by that over 2√λ, and an eigenvalue
-    that is 0 in exact arithmetic may come out as noise up to ε·m·λmax (√ of it, once per
-    such eigenvalue); the other terms are sums over n points and C channels."""
-    pts = np.asarray(x, np.float64).reshape(-1, x.shape[-1])
-    n, c = pts.shape
-    w = np.full(n, 1.0 / n) if mask is None else np.asarray(mask, np.float64).reshape(-1)
-    w = w / w.sum()
-    mean = w @ pts
-    xc = pts - mean
-    a = np.sqrt(w)[:, None] * (xc @ np.asarray(target["cov_sqrt"], np.float64))
-    m = a.T @ a if n >= c else a @ a.T
-    lam = np.linalg.eigvalsh(m)
-    noise = EPS32 * m.shape[0] * lam.max()
-    real = lam[lam > noise]
-    cross_err = np.sum(noise / (2 * np.sqrt(real))) + (len(lam) - len(real)) * np.sqrt(noise)
-    terms = (
-        np.sum((mean - np.asarray(target["mean"], np.float64)) ** 2)
-        + np.sum(w[:, None] * xc**2)
-        + np.trace(np.asarray(target["cov"], np.float64))
-        + 2 * np.sum(np.sqrt(real))
-    )
-    return float((EPS32 * (np.log2(n) + c + 2) * terms + 2 * cross_err) / target["scale"])
 
 
 def _features(seed=0, shape=(6, 8, 5)):
