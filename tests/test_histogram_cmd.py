@@ -7,11 +7,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from float32 import EPS32
 
 from jaxcombine import stats
 from jaxcombine.stats import losses
 
-EPS32 = float(np.finfo(np.float32).eps)
+# jitted: one compile per function rather than one per primitive (eager mode)
+distance = jax.jit(losses.distance, static_argnums=0)
+term_of = jax.jit(losses.term, static_argnums=0)
+target_of = jax.jit(losses.target, static_argnums=0)
 
 
 def features(seed, shape=(6, 5, 4), shift=0.0):
@@ -110,7 +114,7 @@ def cmd_tolerance(x, target_moments, mask=None):
 
 def test_histogram_equals_the_direct_computation():
     x, y = features(0), features(1)
-    got = float(losses.distance("histogram", jnp.asarray(x), jnp.asarray(y)))
+    got = float(distance("histogram", jnp.asarray(x), jnp.asarray(y)))
     want = histogram_term_np(x, [y], [1.0])
     # two float32 sums of N·C = 120 squares (pairwise: log2 120 < 7 roundings) and the
     # values themselves (one rounding): relative error < 2·8·2⁻²⁴ ≈ 1e-6; 10x margin
@@ -122,18 +126,18 @@ def test_histogram_blends_styles_of_other_sizes_and_masks_by_weighted_quantiles(
     x = features(0, (4, 4, 3))
     styles = [features(1, (5, 5, 3)), features(2, (3, 3, 3), shift=4.0)]
     weights = jnp.asarray([0.3, 0.7])
-    target = losses.target("histogram", [jnp.asarray(s) for s in styles], weights)
-    got = float(losses.term("histogram", jnp.asarray(x), target))
+    target = target_of("histogram", [jnp.asarray(s) for s in styles], weights)
+    got = float(term_of("histogram", jnp.asarray(x), target))
     assert got == pytest.approx(histogram_term_np(x, styles, [0.3, 0.7]), rel=1e-5)
     mask = np.random.default_rng(3).uniform(0, 1, (4, 4)).astype(np.float32)
-    got = float(losses.term("histogram", jnp.asarray(x), target, mask=jnp.asarray(mask)))
+    got = float(term_of("histogram", jnp.asarray(x), target, mask=jnp.asarray(mask)))
     assert got == pytest.approx(histogram_term_np(x, styles, [0.3, 0.7], mask), rel=1e-5)
 
 
 def test_histogram_is_no_no_op():
     y = jnp.asarray(features(1, (8, 8, 4)))
-    target = losses.target("histogram", y[None], one(y))
-    term = lambda x: losses.term("histogram", x, target)  # noqa: E731
+    target = target_of("histogram", y[None], one(y))
+    term = lambda x: term_of("histogram", x, target)  # noqa: E731
     assert float(term(y)) == 0.0  # the style itself: every value is already its own rank's
     assert float(term(jnp.zeros_like(y))) == pytest.approx(1.0, rel=1e-6)  # the convention
     shifted = [float(term(y + s)) for s in (0.5, 1.0, 2.0)]
@@ -159,11 +163,11 @@ def test_histogram_is_no_no_op():
 
 def test_cmd_equals_the_direct_computation():
     x, y = features(0), features(1)
-    target = losses.target("cmd", jnp.asarray(y)[None], one(y))
+    target = target_of("cmd", jnp.asarray(y)[None], one(y))
     want_moments = mixture_moments_np([y], [1.0])
     # the target: central moments of one map, straight from the points (no expansion)
     np.testing.assert_allclose(target["moments"], in_units(want_moments), rtol=1e-5, atol=0)
-    got = float(losses.term("cmd", jnp.asarray(x), target))
+    got = float(term_of("cmd", jnp.asarray(x), target))
     want = cmd_term_np(x, want_moments)
     tol = cmd_tolerance(x, want_moments) + 1e-5 * want  # + the target's own rounding
     assert want > 0.05 and tol < 0.01 * want
@@ -173,19 +177,19 @@ def test_cmd_equals_the_direct_computation():
 def test_cmd_blends_styles_of_other_sizes_and_masks():
     x = features(0, (4, 4, 3))
     styles = [features(1, (5, 5, 3)), features(2, (3, 3, 3), shift=4.0)]
-    target = losses.target("cmd", [jnp.asarray(s) for s in styles], jnp.asarray([0.3, 0.7]))
+    target = target_of("cmd", [jnp.asarray(s) for s in styles], jnp.asarray([0.3, 0.7]))
     want_moments = mixture_moments_np(styles, [0.3, 0.7])  # the pooled mixture's moments
     np.testing.assert_allclose(target["moments"], in_units(want_moments), rtol=2e-5)
     mask = np.random.default_rng(3).uniform(0, 1, (4, 4)).astype(np.float32)
-    got = float(losses.term("cmd", jnp.asarray(x), target, mask=jnp.asarray(mask)))
+    got = float(term_of("cmd", jnp.asarray(x), target, mask=jnp.asarray(mask)))
     want = cmd_term_np(x, want_moments, mask)
     assert abs(got - want) <= cmd_tolerance(x, want_moments) + 1e-4 * want, (got, want)
 
 
 def test_cmd_is_no_no_op():
     y = jnp.asarray(features(1, (8, 8, 4)))
-    target = losses.target("cmd", y[None], one(y))
-    term = lambda x: losses.term("cmd", x, target)  # noqa: E731
+    target = target_of("cmd", y[None], one(y))
+    term = lambda x: term_of("cmd", x, target)  # noqa: E731
     assert float(term(y)) < 1e-9  # its own moments (float32 rounding only)
     assert float(term(jnp.zeros_like(y))) == pytest.approx(1.0, rel=1e-3)  # the convention
     shifted = [float(term(y + s)) for s in (0.5, 1.0, 2.0)]  # the mean moves
