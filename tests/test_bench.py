@@ -64,3 +64,22 @@ def test_conv_flops_counts_forward_and_input_gradient():
     assert bench.conv_flops(["block2_conv1"], 4, 4) == 4 * (
         16 * 9 * (3 * 64 + 64 * 64) + 4 * 9 * 64 * 128
     )
+
+
+@pytest.mark.parametrize(
+    "sizes, fragment",
+    [((32, 1), "too small for layer"), ((32, 99999), "needs about"), ((0,), "size must be")],
+)
+def test_bad_sizes_are_refused_before_the_throughput_probe(tmp_path, monkeypatch, sizes, fragment):
+    """Every case is checked before the probe, which takes seconds: the probe never runs."""
+    from jaxcombine.errors import JaxcombineError
+
+    probed = []
+    monkeypatch.setattr(bench, "device_gflops", lambda: probed.append(1) or {"matmul": 1.0})
+    with pytest.raises(JaxcombineError, match=fragment) as err:
+        bench.run(bench.BenchConfig(sizes=sizes, recipe=SHALLOW), tmp_path)
+    assert probed == [] and "\n" not in str(err.value)
+    good = bench.BenchConfig(sizes=(32,), recipe=SHALLOW, loops=("step",), steps=1, repeats=1)
+    monkeypatch.setattr(bench, "measure_size", lambda preps, bc: [])  # the probe is heard
+    bench.run(good, tmp_path)
+    assert probed == [1]

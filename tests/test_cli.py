@@ -190,3 +190,14 @@ def test_interrupt_stops_at_a_chunk_and_keeps_results(vgg19, tmp_path, sig):
     rec = json.loads((out / "content.json").read_text())
     assert rec["interrupted"] is True and rec["steps_done"] == len(rows) - 1 >= 2
     assert np.asarray(Image.open(out / "content.png")).shape == (32, 32, 3)
+
+
+def test_an_unusable_compile_cache_is_one_warning_line(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("JAXCOMBINE_COMPILE_CACHE", str(tmp_path / "file" / "xla"))
+    proc = jaxcombine("recipes", "show", "gatys", check=True)
+    assert proc.stderr.splitlines() == [
+        f"jaxcombine: warning: compile cache {tmp_path / 'file' / 'xla'} is unusable "
+        f"([Errno 20] Not a directory: '{tmp_path / 'file' / 'xla'}'); running without it "
+        "(set JAXCOMBINE_COMPILE_CACHE=off to silence this)"
+    ]

@@ -304,7 +304,7 @@ def test_resume_refuses_another_configuration_or_a_corrupt_state(vgg19, shallow,
     study_lib.run_study(config, tmp_path, snapshot_every=2, progress=False)
     grey = tmp_path / "grey.png"
     Image.new("RGB", (30, 30), (90, 90, 90)).save(grey)
-    with pytest.raises(JaxcombineError, match="it was made with other image_sha256, style") as e:
+    with pytest.raises(JaxcombineError, match="made with other style, files \\(style 1 ") as e:
         study_lib.run_study(
             config.replace(style=(str(grey),), steps=4),
             tmp_path,
@@ -324,6 +324,35 @@ def test_resume_refuses_another_configuration_or_a_corrupt_state(vgg19, shallow,
     (tmp_path / "state.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(JaxcombineError, match="state.npz is not a readable jaxcombine study state"):
         study_lib.run_study(config, tmp_path, snapshot_every=2, progress=False, resume=True)
+
+
+@pytest.mark.parametrize("edit", ["recipe", "mask"])
+def test_resume_refuses_an_edited_recipe_or_a_redrawn_mask(vgg19, shallow, tmp_path, edit):
+    """The identity covers the bytes of every file a run reads, so the history written
+    before a resume never changes: an edited weight in the recipe file (same path) or a
+    redrawn style mask is refused, naming the file, and history.csv is left as it was."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(SHALLOW)
+    mask = tmp_path / "m.png"
+    Image.new("L", (24, 24), 255).save(mask)
+    config = RunConfig(
+        recipe=str(recipe), style_masks=(str(mask),), init="content", steps=2, size=24, chunk=2
+    )
+    out = tmp_path / "study"
+    study_lib.run_study(config, out, snapshot_every=2, progress=False)
+    history = (out / "history.csv").read_bytes()
+    if edit == "recipe":
+        recipe.write_text(SHALLOW.replace("weight = 1.0", "weight = 50.0"))
+        fragment = f"files (recipe {recipe})"
+    else:
+        Image.new("L", (24, 24), 90).save(mask)
+        fragment = f"files (style mask 1 {mask})"
+    with pytest.raises(JaxcombineError) as e:
+        study_lib.run_study(
+            config.replace(steps=4), out, snapshot_every=2, progress=False, resume=True
+        )
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+    assert (out / "history.csv").read_bytes() == history
 
 
 # --------------------------------------------------------------------------- interrupts

@@ -1,5 +1,7 @@
 """Images in every mode Pillow reads, resizing, atomic writes, and one-line errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -125,3 +127,58 @@ def test_pixel_limit_refuses_bombs(tmp_path, photo):
     path = _save(tmp_path, Image.fromarray(photo), "a.png")
     with pytest.raises(JaxcombineError, match="larger than the limit"):
         images.read(path, max_pixels=100)
+
+
+def _png_header_claiming(path, width, height):
+    """A PNG whose header claims ``width`` × ``height`` (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.mark.parametrize("size", [None, 64])
+def test_a_header_read_has_the_readers_guards(tmp_path, photo, size):
+    """The header read behind every memory estimate refuses what the reader refuses."""
+    bomb = _png_header_claiming(tmp_path / "bomb.png", 60000, 60000)
+    with pytest.raises(JaxcombineError, match="decompression bomb") as err:
+        images.output_size(bomb, size=size)
+    assert "\n" not in str(err.value)
+    path = _save(tmp_path, Image.fromarray(photo), "a.png")
+    with pytest.raises(JaxcombineError, match="larger than the limit"):
+        images.output_size(path, size=size, max_pixels=100)
+    assert images.header_size(path) == photo.shape[:2]
+
+
+def test_only_the_guarded_reader_opens_image_files():
+    """Every path that opens an image (or reads its header) goes through io/images.py."""
+    package = Path(images.__file__).resolve().parents[1]
+    openers = [
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if "Image.open(" in p.read_text() and p.name != "images.py"
+    ]
+    assert openers == []
+    assert "Image.open(" in Path(images.__file__).read_text()  # the guard looks where it opens
+
+
+def test_features_of_a_decompression_bomb_is_one_line(tmp_path):
+    from test_cli import assert_one_line_error, jaxcombine
+
+    bomb = _png_header_claiming(tmp_path / "bomb.png", 60000, 60000)
+    proc = jaxcombine("features", bomb, "--layers", "block1_conv1", "--out", tmp_path / "f.npz")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "refused as a possible decompression bomb")
+    assert not (tmp_path / "f.npz").exists()

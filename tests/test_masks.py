@@ -11,7 +11,6 @@ from PIL import Image
 from test_cli import assert_one_line_error, jaxcombine
 
 from jaxcombine.engine import program
-from jaxcombine.errors import JaxcombineError
 from jaxcombine.networks import model
 from jaxcombine.options import recipe
 from jaxcombine.run import job
@@ -304,14 +303,3 @@ def test_bad_masks_are_one_line_errors(vgg19, files, tmp_path, args, fragment):
     )
     assert proc.returncode == 2
     assert_one_line_error(proc, fragment)
-
-
-def test_a_mask_file_of_another_shape_is_fitted_like_a_style(tmp_path):
-    m = np.zeros((20, 60), np.uint8)
-    m[:, 30:] = 255  # right half of a wide mask → right half of a square output (centre crop)
-    Image.fromarray(m).save(tmp_path / "wide.png")
-    out = masks.read(tmp_path / "wide.png", 10, 10)
-    assert out.shape == (10, 10) and out[:, :4].max() < 0.05 and out[:, 6:].min() > 0.95
-    with pytest.raises(JaxcombineError, match="black everywhere"):
-        Image.new("L", (5, 5), 0).save(tmp_path / "black.png")
-        masks.read(tmp_path / "black.png", 10, 10)

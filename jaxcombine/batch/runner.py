@@ -28,7 +28,7 @@ import numpy as np
 
 from jaxcombine.batch.manifest import Job, load_manifest, process_share
 from jaxcombine.engine import driver, scales
-from jaxcombine.errors import JaxcombineError
+from jaxcombine.errors import JaxcombineError, one_line
 from jaxcombine.io import folders, images, records
 from jaxcombine.options import config as config_lib
 from jaxcombine.run import interrupts, outputs
@@ -49,6 +49,7 @@ class BatchReport:
     interrupted: bool = False
     wall_s: float = 0.0
     elsewhere: list[str] = dataclasses.field(default_factory=list)
+    unscored: dict[str, str] = dataclasses.field(default_factory=dict)  # --eval: id → why not
 
     @property
     def jobs_per_minute(self) -> float | None:
@@ -62,6 +63,7 @@ class BatchReport:
         self.skipped += other.skipped
         self.failed.update(other.failed)
         self.elsewhere += [j for j in other.elsewhere if j not in self.done]
+        self.unscored.update(other.unscored)
         self.interrupted |= other.interrupted
         self.wall_s = max(self.wall_s, other.wall_s)
 
@@ -91,9 +93,9 @@ def run_batch(
     ``jax.distributed.initialize`` first); each process runs its share and writes
     ``batch-report.<i>.json``, and process 0 merges them into ``batch-report.json``.
 
-    ``evaluate``: score each job's image as ``jaxcombine eval`` does (against its content
-    and first style), in its record's ``eval`` entry; ``eval.csv`` gathers every finished
-    job's scores (one row per job id).
+    ``evaluate``: once the jobs are done, score every finished job that has no scores yet
+    (those finished now, and those finished before) as ``jaxcombine eval`` does
+    (:func:`score_jobs`); ``eval.csv`` gathers every finished job's scores.
     """
     max_batch = config_lib.positive_int(max_batch, "max_batch")
     t0 = time.perf_counter()
@@ -125,7 +127,7 @@ def run_batch(
                         bar.update(1)
                     else:
                         mine.append(j)
-                _run_window(mine, out, report, bar, stop.is_set, evaluate)
+                _run_window(mine, out, report, bar, stop.is_set)
     bar.close()
     report.wall_s = round(time.perf_counter() - t0, 3)
     records.write_json(
@@ -136,19 +138,47 @@ def run_batch(
         _barrier("jaxcombine-batch-done")
         if index == 0:
             report = merge_reports(out, count)
-    if evaluate and index == 0:
-        write_eval_table(out, [j.id for j in manifest_jobs])
+    if evaluate and index == 0 and not report.interrupted:
+        score_jobs(out, manifest_jobs, report)
+        if report.unscored:  # the report says which were not scored, and why
+            records.write_json(out / REPORT, records.record(None, **report.to_dict()))
     return report
 
 
-def write_eval_table(out: Path, ids: Sequence[str]) -> None:
-    """``eval.csv``: the ``eval`` entry of every finished job's record, one row per job."""
+def score_jobs(out: Path, jobs: Sequence[Job], report: BatchReport) -> None:
+    """Score each finished job of ``jobs`` whose record has no ``eval`` entry yet, as
+    ``jaxcombine eval`` does (against its content and first style, under its
+    ``max_memory``), into its record (rewritten atomically, under the job's lock); then
+    write ``eval.csv`` from every finished job's scores. A job that cannot be scored (an
+    unreadable record, an image too large to score) is one line in ``report.unscored``
+    and on stderr; the others are scored."""
     rows = []
-    for job_id in ids:
-        path = out / f"{job_id}.json"
-        scores = json.loads(path.read_text()).get("eval") if path.exists() else None
-        if scores:
-            rows.append({"id": job_id, **scores})
+    for job in jobs:
+        path = out / f"{job.id}.json"
+        if not path.exists():
+            continue  # not finished: nothing to score
+        try:
+            with folders.job_lock(out, job.id) as mine:
+                if not mine:
+                    raise JaxcombineError("another process holds it")
+                record = _read_record(path)
+                if not isinstance(record.get("eval"), dict):
+                    c = job.config
+                    row = metrics.evaluate(
+                        [out / str(record.get("image") or f"{job.id}.png")],
+                        content=c.content,
+                        style=c.style[0] if c.style else None,
+                        weights=c.weights,
+                        max_pixels=c.max_pixels,
+                        max_memory=c.max_memory,
+                    ).rows[0]
+                    record["eval"] = {k: v for k, v in row.items() if k != "image"}
+                    records.write_json(path, record)
+        except JaxcombineError as e:
+            report.unscored[job.id] = str(e)
+            print(f"jaxcombine: job {job.id} not scored: {e}", file=sys.stderr)
+            continue
+        rows.append({"id": job.id, **record["eval"]})
     if rows:
         records.atomic_write_text(
             out / "eval.csv",
@@ -157,6 +187,17 @@ def write_eval_table(out: Path, ids: Sequence[str]) -> None:
 
 
 COORDINATOR_TIMEOUT_S = 60
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """A job's JSON record; one line if it is not a readable JSON object."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise JaxcombineError(f"its record {path} is not readable JSON ({one_line(e)})") from None
+    if not isinstance(record, dict):
+        raise JaxcombineError(f"its record {path} is not a JSON object")
+    return record
 
 
 def initialize_distributed(
@@ -212,9 +253,7 @@ def _barrier(name: str, timeout_s: int = 7 * 24 * 3600) -> None:
         client.wait_at_barrier(name, timeout_s * 1000)
 
 
-def _run_window(
-    jobs: Sequence[Job], out: Path, report: BatchReport, bar, stop=None, evaluate: bool = False
-) -> None:
+def _run_window(jobs: Sequence[Job], out: Path, report: BatchReport, bar, stop=None) -> None:
     """Prepare up to ``max_batch`` jobs (images, targets), then run them group by group."""
     prepared = []
     for j in jobs:
@@ -228,7 +267,7 @@ def _run_window(
         if report.interrupted:
             break
         try:
-            _run_group(group, out, report, bar, stop, evaluate)
+            _run_group(group, out, report, bar, stop)
         except Exception as e:  # one broken group must not stop the others
             _fail(report, bar, [j for j, _ in group], _reason(e))
 
@@ -282,9 +321,7 @@ def _groups(prepared: list) -> Iterable[list]:
     return list(groups.values())
 
 
-def _run_group(
-    group: list, out: Path, report: BatchReport, bar, stop=None, evaluate: bool = False
-) -> None:
+def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> None:
     """Optimise a group in one vmapped program (targets stacked per job), then write each job."""
     t0 = time.perf_counter()
     jobs, preps = [j for j, _ in group], [p for _, p in group]
@@ -343,9 +380,7 @@ def _run_group(
     wall = time.perf_counter() - t0
     for j, (job, prep) in enumerate(group):
         try:  # a failure belongs to its job alone; every other result is written
-            write_job(
-                out, job, prep, outcome, j, evaluate=evaluate, wall_s=wall, group_size=len(group)
-            )
+            write_job(out, job, prep, outcome, j, wall_s=wall, group_size=len(group))
         except Exception as e:  # noqa: BLE001 (disk full, permissions, ... for this job)
             _fail(report, None, [job], _reason(e))
             continue
@@ -359,24 +394,11 @@ def write_job(
     prep: job_lib.Prepared,
     outcome: driver.Outcome,
     j: int,
-    evaluate: bool = False,
     **timings: Any,
 ) -> None:
-    """Image, history, then the JSON record last: its presence marks the job finished.
-    ``evaluate``: the record also holds the image's ``jaxcombine eval`` scores."""
+    """Image, history, then the JSON record last: its presence marks the job finished."""
     images.write(out / f"{job.id}.png", prep.finish(outcome.pixels[j]))
     records.atomic_write_text(out / f"{job.id}.history.csv", outputs.history_csv(outcome, j))
-    scores = None
-    if evaluate:
-        c = job.config
-        row = metrics.evaluate(
-            [out / f"{job.id}.png"],
-            content=c.content,
-            style=c.style[0] if c.style else None,
-            weights=c.weights,
-            max_pixels=c.max_pixels,
-        ).rows[0]
-        scores = {k: v for k, v in row.items() if k != "image"}
     final = float(outcome.final_totals()[j])
     last = int(outcome.step[j]) - outcome.start_step - 1
     records.write_json(
@@ -396,7 +418,6 @@ def write_job(
             diverged_at_step=outcome.diverged_at[j],
             image=f"{job.id}.png",
             scales=outputs.scales_record(job.config, outcome),
-            eval=scores,
             history=f"{job.id}.history.csv",
             compile_s=round(outcome.compile_s, 3),
             run_s=round(outcome.run_s, 3),

@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         from jaxcombine.cli import main as cli
 
+        cli.one_line_warnings()
         cli.use_compile_cache()  # imports JAX, the slow and native part
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -24,7 +25,7 @@ from jaxcombine.cli.options import (
     run_options,
     weights_option,
 )
-from jaxcombine.errors import JaxcombineError
+from jaxcombine.errors import JaxcombineError, JaxcombineWarning, one_line
 from jaxcombine.options import config, rules
 from jaxcombine.options.config import StudyOptions
 
@@ -67,22 +68,49 @@ def use_compile_cache() -> None:
     (default ``~/.cache/jaxcombine/xla``, kept under 1 GiB: JAX evicts the least
     recently used entries) or is ``off``. A cache the user configured for JAX
     (``$JAX_COMPILATION_CACHE_DIR``) is left as it is.
+    A folder that cannot be created or written is one warning line, and the command
+    runs without a cache.
     """
     import jax
 
     setting = os.environ.get(COMPILE_CACHE_ENV, "")
     if setting.lower() in ("off", "0", "no", "false") or jax.config.jax_compilation_cache_dir:
         return
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxcombine" / "xla"
-    jax.config.update("jax_compilation_cache_dir", setting or str(cache))
+    default = (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxcombine" / "xla"
+    )
+    cache = Path(setting).expanduser() if setting else default
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        if not os.access(cache, os.W_OK | os.X_OK):
+            raise PermissionError(f"cannot write to {cache}")
+    except OSError as e:
+        warnings.warn(
+            f"compile cache {cache} is unusable ({one_line(e)}); running without it "
+            f"(set {COMPILE_CACHE_ENV}=off to silence this)",
+            JaxcombineWarning,
+        )
+        return
+    jax.config.update("jax_compilation_cache_dir", str(cache))
     # JAX's default is unbounded; its size cap needs filelock (a dependency) to evict.
     if jax.config.jax_compilation_cache_max_size < 0 and importlib.util.find_spec("filelock"):
         jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_MAX_BYTES)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Every warning, ours or a library's, as ``jaxcombine: warning: <message>``."""
+    click.echo(f"jaxcombine: warning: {' '.join(str(message).split())}", err=True)
+
+
+def one_line_warnings() -> None:
+    """From here on, print every warning, ours or a library's, as one line."""
+    warnings.showwarning = _one_line_warning
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point (the console script); turns every expected failure into one line
-    and an exit code."""
+    and an exit code, and every warning into one line."""
+    one_line_warnings()
     try:
         use_compile_cache()  # imports JAX: inside, so an early Ctrl-C is handled too
         code = cli.main(args=argv, prog_name="jaxcombine", standalone_mode=False)
@@ -364,14 +392,15 @@ def batch(
         evaluate=evaluate,
     )
     elsewhere = f", {len(report.elsewhere)} running in another process" if report.elsewhere else ""
+    unscored = f", {len(report.unscored)} not scored" if report.unscored else ""
     click.echo(
         f"{len(report.done)} done, {len(report.skipped)} skipped, "
-        f"{len(report.failed)} failed{elsewhere}; report: {out_dir / batch_lib.REPORT}"
+        f"{len(report.failed)} failed{elsewhere}{unscored}; report: {out_dir / batch_lib.REPORT}"
     )
     if report.interrupted:
         click.echo("jaxcombine: interrupted; finished jobs were written", err=True)
         exit_interrupted()
-    sys.exit(EXIT_PARTIAL if report.failed else 0)
+    sys.exit(EXIT_PARTIAL if report.failed or report.unscored else 0)
 
 
 # --------------------------------------------------------------------------- bench
@@ -577,8 +606,21 @@ def features(image, layers, out_path, arch, pooling, size, max_memory, weights_p
     show_default=True,
     help="VGG pooling for the feature distances.",
 )
+@click.option(
+    "--size",
+    type=int,
+    default=None,
+    help="Score copies downscaled so the longest side is at most SIZE px (recorded; "
+    "default: each image at its own size).",
+)
+@click.option(
+    "--max-memory",
+    type=ConfigValue("max_memory"),
+    default=None,
+    help=config.rule("max_memory").help,
+)
 @weights_option
-def eval_command(image_paths, content, style, out_path, pooling, weights_path):
+def eval_command(image_paths, content, style, out_path, pooling, size, max_memory, weights_path):
     """Score IMAGEs: style distances (Gram, W2, sliced W) on VGG features the presets do
     not optimise, content distance, SSIM, and CIE Lab colour-histogram distances
     (docs/evaluation.md)."""
@@ -591,7 +633,11 @@ def eval_command(image_paths, content, style, out_path, pooling, weights_path):
         out=out_path,
         pooling=pooling,
         weights=weights_path,
+        size=size,
+        max_memory=max_memory,
     )
+    if size is not None:
+        click.echo(f"scored copies downscaled to a longest side of at most {size} px")
     click.echo("  ".join(COLUMNS[3:]) + "  image")
     for row in result.rows:
         click.echo("  ".join(f"{row[c]:.4g}" for c in COLUMNS[3:]) + f"  {row['image']}")

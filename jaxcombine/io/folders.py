@@ -53,6 +53,18 @@ def check_output_folder(path: str | os.PathLike) -> Path:
     return given
 
 
+def check_output_files(*paths: str | os.PathLike) -> None:
+    """Before any work: each of ``paths`` can be written (its folder as
+    :func:`check_output_folder` checks it; the path itself not a folder). Raises a one-line :class:`JaxcombineError` naming the path given."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise JaxcombineError(f"cannot write {path}: it is a folder")
+        try:
+            check_output_folder(path.parent)
+        except JaxcombineError as e:
+            raise JaxcombineError(f"cannot write {path}: {e}") from None
+
+
 @contextlib.contextmanager
 def guarded_temp_prefix(directory: Path) -> Iterator[str]:
     """A fresh prefix for one temporary file in ``directory``, locked while the block runs.

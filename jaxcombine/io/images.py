@@ -9,11 +9,12 @@ WebP by extension).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -57,8 +58,11 @@ def read(
     return resize(rgb, target)
 
 
-def open_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open and fully decode ``path`` with EXIF orientation applied; one-line errors."""
+@contextlib.contextmanager
+def _opened(path: str | os.PathLike, max_pixels: int) -> Iterator[Image.Image]:
+    """``path`` opened lazily (header read, pixels not decoded) after every guard: it
+    exists, is a file, is an image, is not a decompression bomb and has at most
+    ``max_pixels`` pixels. Every failure inside, decoding included, is one line."""
     path = Path(path)
     if not path.exists():
         raise JaxcombineError(f"image not found: {path}")
@@ -76,8 +80,7 @@ def open_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
                     )
                 if w == 0 or h == 0:
                     raise JaxcombineError(f"{path}: image has zero size")
-                img.load()
-                return ImageOps.exif_transpose(img)
+                yield img
     except JaxcombineError:
         raise
     except UnidentifiedImageError:
@@ -88,18 +91,32 @@ def open_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
         raise JaxcombineError(f"{path}: corrupt or truncated image ({e})") from None
 
 
+def open_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and fully decode ``path`` with EXIF orientation applied; one-line errors.
+    The one reader of image files: every other reader (:func:`header_size`) shares its guards."""
+    with _opened(path, max_pixels) as img:
+        img.load()
+        return ImageOps.exif_transpose(img)
+
+
+def header_size(
+    path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[int, int]:
+    """(height, width) of ``path`` as :func:`open_image` returns it (EXIF orientation
+    applied), from the header alone, under the same guards."""
+    with _opened(path, max_pixels) as img:
+        w, h = img.size
+        if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that turn it
+            w, h = h, w
+    return h, w
+
+
 def output_size(
     path: str | os.PathLike, *, size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tuple[int, int]:
     """(height, width) that ``read(path, size=size)`` returns, from the file's header alone,
     so a memory check can come before an image is decoded and resized."""
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that turn it
-                w, h = h, w
-    except (OSError, SyntaxError, ValueError):  # not there, not an image: the reader says how
-        h, w = open_image(path, max_pixels=max_pixels).size[::-1]
+    h, w = header_size(path, max_pixels=max_pixels)
     w, h = target_size(w, h, size=size)
     return h, w
 

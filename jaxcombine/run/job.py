@@ -26,6 +26,7 @@ import numpy as np
 from jaxcombine.engine import driver, program, rows, scales, tiles
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import color, folders, images, records
+from jaxcombine.io import masks as mask_files
 from jaxcombine.networks import model
 from jaxcombine.networks import store as weight_store
 from jaxcombine.networks import weights as weights_lib
@@ -33,7 +34,6 @@ from jaxcombine.options import recipe as recipe_lib
 from jaxcombine.options.config import Init, RunConfig, parse_inits  # noqa: F401  (re-exported)
 from jaxcombine.run import interrupts, memory, outputs
 from jaxcombine.stats import losses
-from jaxcombine.stats import masks as masks_lib
 
 
 @dataclasses.dataclass
@@ -209,10 +209,11 @@ def _images_and_targets(
         else color.prepare_styles(images.fit(r, *shape)[None], content, rec.preserve_color)[0]
         for r, s, shape in zip(read, styles, sizes)
     )
-    term_masks = masks_lib.read_all(rec.masks, h, w, max_pixels=config.max_pixels)
-    style_masks = masks_lib.read_all(
+    term_masks = mask_files.read_all(rec.masks, h, w, max_pixels=config.max_pixels)
+    style_masks = mask_files.read_all(
         config.style_masks or (), h, w, max_pixels=config.max_pixels, what="style mask"
     )
+    mask_files.check_coverage(rec, term_masks, style_masks, arch=config.model)
     seen = color.grey(content) if rec.preserve_color == "luminance" else content  # by VGG
     sw = None if config.style_weights is None else jnp.asarray(config.style_weights, jnp.float32)
     as_array = lambda a: None if a is None else jnp.asarray(a)  # noqa: E731

@@ -38,12 +38,9 @@ from jaxcombine.stats import base, statistics
 def power_sums(features: jax.Array, where: jax.Array, centre: jax.Array, order: int) -> jax.Array:
     """(K, C): Σ where·(f − centre)ᵏ over an (H, W, C) map's positions, k = 1…K."""
     d = statistics.points(features) - centre[None]  # (N, C)
-    w = where.reshape(-1)
-    powers, p = [], d
-    for _ in range(order):
-        powers.append(w @ p)
-        p = p * d
-    return jnp.stack(powers)
+    w = where.reshape(-1, 1)
+    # one reduction per order, each fused with its power (no (N, C) array per order)
+    return jnp.stack([jnp.sum(w * d**k, axis=0) for k in range(1, order + 1)])
 
 
 def moments_from_sums(sums: jax.Array, count, centre: jax.Array) -> jax.Array:

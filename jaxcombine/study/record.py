@@ -23,10 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine.engine import optimizers, program
+from jaxcombine.engine import optimizers
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images, records
 from jaxcombine.networks import model
+from jaxcombine.networks.forward import forward
 from jaxcombine.run import job, outputs
 from jaxcombine.stats import losses
 
@@ -51,26 +52,57 @@ def feature_spaces(recipe) -> tuple[tuple[str, str, str], ...]:
     )
 
 
-@partial(jax.jit, static_argnames=("problem", "pairs"))
-def _pair_distances(problem: program.Problem, variables, pixels, *, pairs):
+@partial(jax.jit, static_argnames=("spaces", "pairs"))
+def _pair_distances(pixels, feats, *, spaces, pairs):
     """(1 + n_spaces, n_pairs): pixel distance, then each feature space's, for every pair."""
     ia = np.asarray([a for a, _ in pairs], np.int32)
     ib = np.asarray([b for _, b in pairs], np.int32)
     out = [jnp.mean(jnp.abs(pixels[ia] - pixels[ib]), axis=(1, 2, 3))]
-    feats = problem.network().apply(variables, model.preprocess(pixels))
     key = jax.random.key(0)  # swd: the same directions for every pair and snapshot
-    for _, stat, layer in feature_spaces(problem.recipe):
+    for _, stat, layer in spaces:
         f = feats[layer]
         out.append(jax.vmap(lambda a, b: losses.distance(stat, a, b, key))(f[ia], f[ib]))
     return jnp.stack(out)
 
 
 def pair_distances(problem, variables, pixels: np.ndarray) -> np.ndarray:
-    """Distances between every pair of the k images ``pixels``: (1 + n_spaces, k(k-1)/2)."""
+    """Distances between every pair of the k images ``pixels``: (1 + n_spaces, k(k-1)/2).
+    Their features come from the shared compiled forward (:func:`forward`), through the
+    problem's network (architecture, pooling, algorithm, dtype)."""
     pairs = tuple(combinations(range(len(pixels)), 2))
+    spaces = feature_spaces(problem.recipe)
     if not pairs:
-        return np.zeros((1 + len(feature_spaces(problem.recipe)), 0), np.float32)
-    return np.asarray(_pair_distances(problem, variables, jnp.asarray(pixels), pairs=pairs))
+        return np.zeros((1 + len(spaces), 0), np.float32)
+    pixels = jnp.asarray(pixels)
+    feats = forward(
+        variables,
+        pixels,
+        arch=problem.arch,
+        taps=model.check_layers(problem.recipe.layers, problem.arch),
+        pooling=problem.pooling,
+        conv=problem.conv,
+        dtype=str(jnp.dtype(problem.dtype)),
+    )
+    return np.asarray(_pair_distances(pixels, feats, spaces=spaces, pairs=pairs))
+
+
+def input_files(prep: job.Prepared) -> dict[str, str]:
+    """Every file a study's run reads, by role: content, styles, style masks, the recipe
+    file and the masks it names, and image starts."""
+    config = prep.config
+    files = {"content": config.content or str(images.CONTENT)}
+    for i, path in enumerate(config.style or (str(images.STYLE),)):
+        files[f"style {i + 1}"] = path
+    for i, path in enumerate(config.style_masks or ()):
+        files[f"style mask {i + 1}"] = path
+    if config.recipe and Path(config.recipe).is_file():
+        files["recipe"] = str(config.recipe)
+    for i, path in enumerate(prep.recipe.masks):
+        files[f"recipe mask {i + 1}"] = path
+    for init in prep.inits:
+        if init.path is not None:
+            files[f"start {init.label}"] = init.path
+    return files
 
 
 # --------------------------------------------------------------------------- tidy tables
@@ -133,18 +165,22 @@ class Recorder:
 
     def identity(self) -> dict[str, Any]:
         """What a resumed study must share with the one that saved its state: the whole
-        configuration except :data:`RESUMABLE_CHANGES`, the bytes of its images and the
-        weights' fingerprint."""
+        configuration except :data:`RESUMABLE_CHANGES`, the recipe as loaded (terms,
+        weights, masks), the bytes of every file the run reads (:func:`input_files`) and
+        the weights' fingerprint."""
         config = records.to_json(self.prep.config)
-        files = [
-            self.prep.config.content or str(images.CONTENT),
-            *(self.prep.config.style or (str(images.STYLE),)),
-        ]
         resumable = RESUMABLE_CHANGES if not self.prep.config.multi_scale else ("chunk", "loop")
         return {
             **{k: v for k, v in config.items() if k not in resumable},
             "starts": list(self.labels),
-            "image_sha256": [records.file_sha256(f) for f in files],
+            "recipe_terms": {  # what the recipe does, a preset's included; not its words
+                k: v
+                for k, v in records.to_json(self.prep.recipe.to_dict()).items()
+                if k != "description"
+            },
+            "file_sha256": {
+                role: records.file_sha256(path) for role, path in input_files(self.prep).items()
+            },
             "weights": self.prep.weights.fingerprint,
         }
 
@@ -169,9 +205,18 @@ class Recorder:
         mine = self.identity()
         differ = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
         if differ:
+            files = saved.get("file_sha256") or {}
+            changed = [
+                f"{role} {path}"
+                for role, path in input_files(self.prep).items()
+                if files.get(role) != mine["file_sha256"][role]
+            ]
+            what = ", ".join(k for k in differ if k != "file_sha256")
+            if changed:
+                what = ", ".join(filter(None, [what, f"files ({'; '.join(changed)})"]))
             raise JaxcombineError(
-                f"cannot resume {self.out}: it was made with other "
-                f"{', '.join(differ)}; use the same options or another --out"
+                f"cannot resume {self.out}: it was made with other {what}; "
+                "its history would no longer match: use the same options and files or another --out"
             )
         fresh = self.prep.initial_state(pixels, lr=self.lrs, loss_weights=self.loss_weights)
         names = [

@@ -149,6 +149,12 @@ def run_study(
     labels, x0, lrs, loss_weights = _cross(prep, sweep)
     if len(labels) > len(prep.labels):  # the sweep multiplies the starts prepare checked
         job.check_memory(config, prep.recipe, *x0.shape[1:3], starts=len(labels))
+    if options.evaluate:  # the scores must fit too: known now, not after the steps
+        metrics.check_memory(
+            [prep.output_shape],
+            max_memory=config.max_memory,
+            remedy="a smaller --size, or no --eval and then 'jaxcombine eval --size {size}'",
+        )
     rec = Recorder(out, prep, labels, lrs, loss_weights)
     stages = prep.stages()
     offsets = scales.offsets(stages)
@@ -286,6 +292,7 @@ def evaluate_outputs(config: RunConfig, out: Path, labels: Sequence[str]) -> dic
         out=out / "eval.csv",
         weights=config.weights,
         max_pixels=config.max_pixels,
+        max_memory=config.max_memory,
     )
     return {
         lab: {k: v for k, v in row.items() if k != "image"} for lab, row in zip(labels, ev.rows)

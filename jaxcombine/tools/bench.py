@@ -41,6 +41,7 @@ from jaxcombine.engine import program
 from jaxcombine.io import images, records
 from jaxcombine.networks import model
 from jaxcombine.options import config
+from jaxcombine.options import recipe as recipe_lib
 from jaxcombine.run import job
 
 CPU_SIZES = (128, 256)
@@ -245,27 +246,17 @@ class BenchConfig:
 
 
 def run(bc: BenchConfig, out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Measure everything in ``bc``; write ``out/bench.json`` and ``out/bench.md``."""
+    """Measure everything in ``bc``; write ``out/bench.json`` and ``out/bench.md``.
+    Every case is checked (sizes, images, memory) before the throughput probe."""
+    cases = {size: [_config(bc, size, conv) for conv in bc.convs] for size in sorted(bc.sizes)}
+    for configs in cases.values():
+        for c in configs:
+            _check(c, starts=max(bc.inits))
     peak = device_gflops()
     log("measured throughput: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items()))
     rows: list[dict[str, Any]] = []
-    for size in sorted(bc.sizes):  # ascending: host RSS is a high-water mark
-        preps = [
-            job.prepare(
-                job.RunConfig(
-                    content=bc.content,
-                    style=(bc.style,) if bc.style else (),
-                    size=size,
-                    init="content",
-                    recipe=bc.recipe,
-                    dtype=bc.dtype,
-                    remat=bc.remat,
-                    conv=conv,
-                    weights=bc.weights,
-                )
-            )
-            for conv in bc.convs
-        ]
+    for configs in cases.values():  # ascending sizes: host RSS is a high-water mark
+        preps = [job.prepare(c) for c in configs]
         for row in measure_size(preps, bc):
             rows.append(row.to_dict(max(peak.values())))
             log(_line(rows[-1]))
@@ -281,6 +272,30 @@ def run(bc: BenchConfig, out: Path, log: Callable[[str], None] = print) -> dict[
     records.write_json(out / "bench.json", result)
     records.atomic_write_text(out / "bench.md", markdown(result))
     return result
+
+
+def _config(bc: BenchConfig, size: int, conv: str) -> job.RunConfig:
+    """The run a case times (validated as any run's options are)."""
+    return job.RunConfig(
+        content=bc.content,
+        style=(bc.style,) if bc.style else (),
+        size=size,
+        init="content",
+        recipe=bc.recipe,
+        dtype=bc.dtype,
+        remat=bc.remat,
+        conv=conv,
+        weights=bc.weights,
+    )
+
+
+def _check(c: job.RunConfig, *, starts: int) -> None:
+    """What :func:`job.prepare` refuses before reading anything, for one case: an image
+    too small for the recipe's layers, a run too large for memory."""
+    rec = recipe_lib.load(c.recipe, c.model)
+    h, w = images.output_size(c.content or images.CONTENT, size=c.size, max_pixels=c.max_pixels)
+    model.check_size(h, w, rec.layers)
+    job.check_memory(c, rec, h, w, starts=starts)
 
 
 def measure_size(preps: Sequence[job.Prepared], bc: BenchConfig) -> list[Row]:

@@ -7,17 +7,15 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import jax
 import numpy as np
 
-from jaxcombine.io import images, records
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.io import folders, images, records
 from jaxcombine.networks import model
 from jaxcombine.networks import weights as weights_lib
+from jaxcombine.networks.forward import forward
 from jaxcombine.networks.model import check_layers
 from jaxcombine.run import memory
-
-# One jitted function, so repeated calls with the same shapes reuse the compiled program.
-_features = jax.jit(model.features, static_argnames=("taps", "arch", "pooling"))
 
 
 def extract(
@@ -33,7 +31,7 @@ def extract(
     model.check_size(*image_rgb.shape[:2], taps)
     w = weights_lib.load(model_name, weights)
     variables = model.variables(model.trim(w.arrays, taps, model_name))
-    acts = _features(variables, image_rgb[None], taps=taps, arch=model_name, pooling=pooling)
+    acts = forward(variables, image_rgb[None], arch=model_name, taps=taps, pooling=pooling)
     return {name: np.asarray(acts[name][0], dtype=np.float32) for name in taps}
 
 
@@ -53,9 +51,13 @@ def extract_features(
     Refused in one line, before the image is decoded at ``size``, when the estimated
     peak exceeds ``max_memory`` GB (default: the memory available).
 
+    ``out`` and its record are checked before any work and written together or not at all.
     Returns ``{layer: shape}``. With ``size=None`` the image is used at its own size.
     """
     out = Path(out)
+    if out.suffix.lower() == ".json":
+        raise JaxcombineError(f"{out} is where the record goes; name the features file .npz")
+    folders.check_output_files(out, out.with_suffix(".json"))
     taps = check_layers(list(layers), model)  # ``model`` is the architecture's name here
     h, w = images.output_size(image, size=size)
     memory.check_fits(
@@ -64,11 +66,11 @@ def extract_features(
         f"features of {w}x{h} to {taps[-1]}",
         remedies=("a smaller --size",),
     )  # before the image is decoded at size
-    rgb = images.read(image, size=size)
-    acts = extract(rgb, layers, model_name=model, pooling=pooling, weights=weights)
+    with memory.out_of_memory_as_error(f"features of {w}x{h}", remedies=("a smaller --size",)):
+        rgb = images.read(image, size=size)
+        acts = extract(rgb, layers, model_name=model, pooling=pooling, weights=weights)
     buf = io.BytesIO()
     np.savez(buf, **acts)
-    records.atomic_write_bytes(out, buf.getvalue())
     w = weights_lib.load(model, weights)
     config = {
         "command": "features",
@@ -79,8 +81,8 @@ def extract_features(
         "size": size,
         "input_shape": list(rgb.shape),
     }
-    records.write_json(
-        out.with_suffix(".json"),
-        records.record(config, weights={"fingerprint": w.fingerprint, **w.info}),
+    record = records.record(config, weights={"fingerprint": w.fingerprint, **w.info})
+    records.atomic_write_all(
+        {out: buf.getvalue(), out.with_suffix(".json"): records.json_text(record)}
     )
     return {k: v.shape for k, v in acts.items()}

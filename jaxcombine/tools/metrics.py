@@ -3,12 +3,15 @@
 Per image, against the content and style images it was made from (docs/evaluation.md
 says what each number measures and where it misleads):
 
-* ``style_gram``, ``style_w2``, ``style_swd``: the mean over
-  :data:`~jaxcombine.options.config.EVAL_STYLE_LAYERS` of the relative Gram error, the
-  normalised Wasserstein-2 distance between Gaussian fits and the normalised
-  sliced Wasserstein distance (:data:`~jaxcombine.options.config.EVAL_DIRECTIONS` fixed
-  directions per layer, from :data:`~jaxcombine.options.config.EVAL_SEED`; on a seeded random
-  subset of :data:`~jaxcombine.options.config.EVAL_MAX_POINTS` positions where a layer has more) of VGG19
+* ``style_<statistic>`` for each of :data:`~jaxcombine.options.config.EVAL_STATISTICS`
+  (gram, w2, swd, cmd, histogram): the mean over
+  :data:`~jaxcombine.options.config.EVAL_STYLE_LAYERS` of that statistic's distance
+  (:meth:`jaxcombine.stats.Statistic.distance`, with
+  :data:`~jaxcombine.options.config.EVAL_STATISTIC_OPTIONS`: swd's
+  :data:`~jaxcombine.options.config.EVAL_DIRECTIONS` fixed directions per layer, from
+  :data:`~jaxcombine.options.config.EVAL_SEED`; a statistic that sorts positions is scored
+  on a seeded random subset of :data:`~jaxcombine.options.config.EVAL_MAX_POINTS` positions
+  where a layer has more) of VGG19
   features, through :data:`~jaxcombine.options.config.EVAL_POOLING` pooling: layers and
   pooling the presets do not optimise, so the score is not the loss. The style
   image is fitted (scaled to cover, centre-cropped) to each image's size, as a run does;
@@ -39,11 +42,13 @@ import numpy as np
 
 from jaxcombine import stats
 from jaxcombine.errors import JaxcombineError
-from jaxcombine.io import images, records
+from jaxcombine.io import folders, images, records
 from jaxcombine.networks import model
 from jaxcombine.networks import store as weight_store
 from jaxcombine.networks import weights as weights_lib
+from jaxcombine.networks.forward import forward
 from jaxcombine.options import config
+from jaxcombine.run import memory
 from jaxcombine.stats import losses, statistics
 
 COLUMNS = (
@@ -191,6 +196,79 @@ def _subsample(features: jax.Array, key: jax.Array) -> jax.Array:
 _content_distance = jax.jit(partial(losses.distance, config.EVAL_CONTENT_STATISTIC))
 
 
+# --------------------------------------------------------------------------- memory
+
+# Peak bytes of scoring one image, fitted to peaks measured with /usr/bin/time (max RSS) of
+# `jaxcombine eval` at 256x192, 512x384, 768x576, 1024x768 and 1600x1200 (2-core AMD EPYC,
+# 24 GiB, Linux CPU, 2026-12-02: 1.85, 2.63, 3.73, 4.70 and 8.54 GB; the fit is within 4 %
+# of each, and times memory.MARGIN above all). Three VGG19 forwards to block5_conv2 and
+# their taps, the SSIM and Lab arrays grow with the pixels; the sliced distance's
+# projections with the positions it keeps per layer (at most EVAL_MAX_POINTS).
+EVAL_BASE = 1.374e9  # bytes: runtime, libraries, weights, the compiled programs
+EVAL_BYTES_PER_PIXEL = 3097.0  # per pixel scored
+EVAL_BYTES_PER_POINT = 5131.0  # per position the sliced distance keeps, summed over layers
+
+
+def estimate_bytes(height: int, width: int, *, read_pixels: int = 0) -> int:
+    """Peak bytes of scoring one ``height`` × ``width`` image; ``read_pixels``: the
+    pixels of the files decoded at their own size (the image, the content and the style),
+    at :data:`~jaxcombine.run.memory.FEATURES_IMAGE_BYTES_PER_PIXEL`."""
+    pixels = height * width
+    kept = sum(
+        min((height >> (b - 1)) * (width >> (b - 1)), config.EVAL_MAX_POINTS)
+        for b in (int(layer[len("block")]) for layer in config.EVAL_STYLE_LAYERS)
+    )
+    total = (
+        EVAL_BASE
+        + EVAL_BYTES_PER_PIXEL * pixels
+        + EVAL_BYTES_PER_POINT * kept
+        + memory.FEATURES_IMAGE_BYTES_PER_PIXEL * read_pixels
+    )
+    return int(memory.MARGIN * total)
+
+
+def largest_size(height: int, width: int, limit: int, *, read_pixels: int = 0) -> int | None:
+    """The largest longest side (px) at which a ``height`` × ``width`` image, downscaled,
+    is estimated to fit in ``limit`` bytes; None if not even the smallest scorable one does."""
+    low, high = 0, max(height, width)
+    while low < high:  # the estimate grows with the size: bisect
+        mid = (low + high + 1) // 2
+        w, h = images.target_size(width, height, size=mid)
+        if estimate_bytes(h, w, read_pixels=read_pixels) <= limit:
+            low = mid
+        else:
+            high = mid - 1
+    return low if low >= model.min_side(config.EVAL_STYLE_LAYERS) else None
+
+
+def check_memory(
+    sizes: Sequence[tuple[int, int]],
+    *,
+    max_memory: float | None = None,
+    read_pixels: int = 0,
+    remedy: str = "--size {size} (scores a downscaled copy)",
+) -> None:
+    """Refuse, in one line and before any work, scoring images of ``sizes`` ((height,
+    width), scored one at a time) whose estimated peak exceeds ``max_memory`` GB (default:
+    the memory available); ``remedy`` names what to change, ``{size}`` the largest
+    longest side that fits."""
+    limit = int(max_memory * 1e9) if max_memory else memory.available_bytes()
+    h, w = max(sizes, key=lambda hw: hw[0] * hw[1])
+    need = estimate_bytes(h, w, read_pixels=read_pixels)
+    if need <= limit:
+        return
+    size = largest_size(h, w, limit, read_pixels=read_pixels)
+    fix = remedy.format(size=size) if size else "a machine with more memory"
+    raise JaxcombineError(
+        f"eval needs about {memory.format_bytes(need)} (scoring {w}x{h}) but "
+        f"{memory.format_bytes(limit)} is available; refused before any work: use {fix}, "
+        "or --max-memory to override"
+    )
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
 @dataclasses.dataclass
 class Evaluation:
     """One row per image (:data:`COLUMNS`), with per-layer style distances beside."""
@@ -222,12 +300,18 @@ def evaluate(
     pooling: str = config.EVAL_POOLING,
     weights: str | os.PathLike | None = None,
     max_pixels: int = config.DEFAULT_MAX_PIXELS,
+    size: int | None = None,
+    max_memory: float | None = None,
 ) -> Evaluation:
     """Score each image against ``content`` and ``style`` (default: the bundled pair).
 
-    Images are scored at their own size. With ``out`` (``table.csv``) the table is
-    written there and, with the settings, weights fingerprint and per-layer
-    values, to ``table.json`` beside it (atomically). Example::
+    Images are scored at their own size, or downscaled so their longest side is at most
+    ``size`` (recorded in the settings: scores depend on the size). Before any work,
+    ``out`` is checked and the peak memory estimated (:func:`check_memory`); an image
+    that would not fit in ``max_memory`` GB (default: the memory available) is refused
+    in one line naming the ``size`` that fits. With ``out`` (``table.csv``) the table and,
+    with the settings, weights fingerprint and per-layer values, ``table.json`` beside it
+    are written together or not at all. Example::
 
         >>> ev = jaxcombine.evaluate(["out/content.png"])
         >>> ev.rows[0]["ssim"], ev.rows[0]["style_w2"]
@@ -236,27 +320,49 @@ def evaluate(
         raise JaxcombineError("give at least one image to evaluate")
     if pooling not in config.POOLINGS:
         raise JaxcombineError(f"unknown pooling {pooling!r}; choose {', '.join(config.POOLINGS)}")
-    if out is not None and Path(out).suffix.lower() != ".csv":
-        raise JaxcombineError(f"the table must be a .csv file, got {out}")
+    if out is not None:
+        if Path(out).suffix.lower() != ".csv":
+            raise JaxcombineError(f"the table must be a .csv file, got {out}")
+        folders.check_output_files(out, Path(out).with_suffix(".json"))
+    if size is not None and size < 1:
+        raise JaxcombineError(f"size must be a positive number of pixels, got {size}")
     content_path = Path(content or images.CONTENT)
     style_path = Path(style or images.STYLE)
-    read = partial(images.read, max_pixels=max_pixels)
-    pictures = [read(p) for p in image_paths]  # every file checked before any VGG work
-    content_rgb, style_rgb = read(content_path), read(style_path)
+    header = partial(images.header_size, max_pixels=max_pixels)
+    found = [header(p) for p in image_paths]  # every file checked before any work
+    scored = [_scored_size(h, w, size) for h, w in found]
+    read_pixels = sum(h * w for h, w in (header(content_path), header(style_path)))
+    check_memory(
+        scored, max_memory=max_memory, read_pixels=read_pixels + max(h * w for h, w in found)
+    )
     style_layers = config.EVAL_STYLE_LAYERS
     taps = model.check_layers([*style_layers, config.EVAL_CONTENT_LAYER], "vgg19")
+    for h, w in scored:
+        model.check_size(h, w, taps)
+    read = partial(images.read, max_pixels=max_pixels)
+    content_rgb, style_rgb = read(content_path), read(style_path)
     w8 = weights_lib.load("vgg19", weights)
     variables = model.variables(model.trim(w8.arrays, taps, "vgg19"))
-    feats = partial(_features, variables, taps=taps, pooling=pooling)
+
+    def feats(rgb):
+        acts = forward(variables, jnp.asarray(rgb)[None], taps=taps, pooling=pooling)
+        return {k: v[0] for k, v in acts.items()}
+
     rows, per_layer = [], {}
-    for path, rgb in zip(image_paths, pictures):
-        h, w = rgb.shape[:2]
-        model.check_size(h, w, taps)
-        c = images.resize(content_rgb, (w, h))
-        s = images.fit(style_rgb, h, w)
-        fx, fc, fs = feats(rgb), feats(c), feats(s)
-        dist = np.asarray(_style_distances(fx, fs, layers=style_layers), np.float64)
-        lab_s, lab_c = lab_histogram_emd(rgb, s), lab_histogram_emd(rgb, c)
+    for path, (h, w) in zip(image_paths, scored):
+        with memory.out_of_memory_as_error(
+            f"eval of {w}x{h}", remedies=("a smaller --size (scores a downscaled copy)",)
+        ):
+            rgb = images.resize(read(path), (w, h))
+            c = images.resize(content_rgb, (w, h))
+            s = images.fit(style_rgb, h, w)
+            fx, fc, fs = feats(rgb), feats(c), feats(s)
+            dist = np.asarray(_style_distances(fx, fs, layers=style_layers), np.float64)
+            content_distance = float(
+                _content_distance(fx[config.EVAL_CONTENT_LAYER], fc[config.EVAL_CONTENT_LAYER])
+            )
+            lab_s, lab_c = lab_histogram_emd(rgb, s), lab_histogram_emd(rgb, c)
+            structural = ssim(luma(rgb), luma(c))
         name = str(path)
         rows.append(
             {
@@ -264,20 +370,18 @@ def evaluate(
                 "width": w,
                 "height": h,
                 **{
-                    f"style_{name}": float(dist[j].mean())
-                    for j, name in enumerate(config.EVAL_STATISTICS)
+                    f"style_{stat}": float(dist[j].mean())
+                    for j, stat in enumerate(config.EVAL_STATISTICS)
                 },
-                "content": float(
-                    _content_distance(fx[config.EVAL_CONTENT_LAYER], fc[config.EVAL_CONTENT_LAYER])
-                ),
-                "ssim": ssim(luma(rgb), luma(c)),
+                "content": content_distance,
+                "ssim": structural,
                 "lab_emd_style": float(np.mean(lab_s)),
                 "lab_emd_content": float(np.mean(lab_c)),
             }
         )
         per_layer[name] = {
             "layers": list(style_layers),
-            **{name: dist[j].tolist() for j, name in enumerate(config.EVAL_STATISTICS)},
+            **{stat: dist[j].tolist() for j, stat in enumerate(config.EVAL_STATISTICS)},
             "lab_emd_style_Lab": list(lab_s),
             "lab_emd_content_Lab": list(lab_c),
         }
@@ -287,6 +391,8 @@ def evaluate(
         "style": str(style_path.resolve()),
         "model": "vgg19",
         "pooling": pooling,
+        "size": size,
+        "scored_at": "own size" if size is None else f"longest side at most {size} px",
         "style_layers": list(style_layers),
         "content_layer": config.EVAL_CONTENT_LAYER,
         "statistics": list(config.EVAL_STATISTICS),
@@ -301,25 +407,25 @@ def evaluate(
     return result
 
 
-def _features(variables, rgb: np.ndarray, *, taps, pooling) -> dict[str, jax.Array]:
-    acts = _vgg(variables, jnp.asarray(rgb)[None], taps=taps, pooling=pooling)
-    return {k: v[0] for k, v in acts.items()}
-
-
-_vgg = jax.jit(partial(model.features, arch="vgg19"), static_argnames=("taps", "pooling"))
+def _scored_size(height: int, width: int, size: int | None) -> tuple[int, int]:
+    """(height, width) an image is scored at: its own, or downscaled to longest side ``size``."""
+    if size is None or max(height, width) <= size:
+        return height, width
+    w, h = images.target_size(width, height, size=size)
+    return h, w
 
 
 def write(result: Evaluation, out: str | os.PathLike, w8: weight_store.Weights) -> Path:
-    """``out`` (CSV) and the same name with ``.json`` (settings, rows, per-layer values)."""
+    """``out`` (CSV) and the same name with ``.json`` (settings, rows, per-layer values),
+    both or neither (:func:`records.atomic_write_all`)."""
     out = Path(out)
-    records.atomic_write_text(out, result.to_csv())
-    records.write_json(
-        out.with_suffix(".json"),
-        records.record(
-            result.settings,
-            weights={"fingerprint": w8.fingerprint, **w8.info},
-            rows=result.rows,
-            per_layer=result.layers,
-        ),
+    record = records.record(
+        result.settings,
+        weights={"fingerprint": w8.fingerprint, **w8.info},
+        rows=result.rows,
+        per_layer=result.layers,
+    )
+    records.atomic_write_all(
+        {out: result.to_csv(), out.with_suffix(".json"): records.json_text(record)}
     )
     return out
