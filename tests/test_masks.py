@@ -37,7 +37,7 @@ def _half(shape=(6, 8), right=True):
 # --------------------------------------------------------------------------- the maths
 
 
-@pytest.mark.parametrize("name", [*MATCHED, "activations", "w2", "swd"])
+@pytest.mark.parametrize("name", [*MATCHED, "activations", "w2", "swd", "histogram", "cmd"])
 def test_an_all_ones_mask_is_the_unmasked_term(name):
     x, y = _features(0), _features(1)
     target = losses.target(name, y[None], jnp.ones(1))
@@ -62,7 +62,7 @@ def test_an_all_ones_mask_gives_the_unmasked_statistic(name):
     )
 
 
-@pytest.mark.parametrize("name", [*MATCHED, "activations", "w2", "swd"])
+@pytest.mark.parametrize("name", [*MATCHED, "activations", "w2", "swd", "histogram", "cmd"])
 def test_a_binary_mask_is_the_term_of_its_region_alone(name):
     """Normalised by the region's area, not H·W: the masked term of a half equals the
     term of that half cut out (activations against the target's same half). The target
