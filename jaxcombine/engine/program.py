@@ -192,14 +192,14 @@ def compute_targets(
     ``targets["style_weights"]`` (:func:`losses.terms` uses all three).
     """
     net = problem.network()
-    feats = {"content": net.apply(variables, model.preprocess(content[None]))}
+    feats = {"content": net.apply(variables, content[None])}
     if isinstance(styles, (list, tuple)) and len({s.shape for s in styles}) > 1:
-        alone = [net.apply(variables, model.preprocess(s[None])) for s in styles]
+        alone = [net.apply(variables, s[None]) for s in styles]
         feats["style"] = {layer: [f[layer][0] for f in alone] for layer in alone[0]}
         n_styles = len(styles)
     else:
         styles = jnp.stack(styles) if isinstance(styles, (list, tuple)) else styles
-        feats["style"] = net.apply(variables, model.preprocess(styles))
+        feats["style"] = net.apply(variables, styles)
         n_styles = styles.shape[0]
     if style_weights is None:
         style_weights = jnp.full((n_styles,), 1.0 / n_styles)
@@ -237,7 +237,7 @@ def loss_components(
 ) -> jax.Array:
     """Unweighted components (``recipe.labels`` order) for one image (H, W, 3);
     ``key`` (a PRNG key) feeds the random statistics."""
-    feats = problem.network().apply(variables, model.preprocess(pixels)[None])
+    feats = problem.network().apply(variables, pixels[None])
     feats = {k: v[0] for k, v in feats.items()}
     return losses.terms(feats, targets, pixels, problem.recipe, key)
 

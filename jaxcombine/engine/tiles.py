@@ -43,7 +43,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine.errors import JaxcombineError
-from jaxcombine.networks import model
 from jaxcombine.options import layers as layers_lib
 from jaxcombine.stats import base, losses
 
@@ -61,6 +60,7 @@ def check(recipe: Any) -> None:
 
 def stride(layers: Any, arch: str = "vgg19") -> int:
     """2^(pools up to the deepest tap): tile origins are multiples of it."""
+    layers_lib.check_uniform(arch, "tiles")
     return max(layers_lib.downsampling(layers, arch).values())
 
 
@@ -157,7 +157,7 @@ def _window_sums(
     and its tile; ``shape`` the whole image's (H, W). A spatial target is sliced to the
     window.
     """
-    feats = problem.network().apply(variables, model.preprocess(window)[None])
+    feats = problem.network().apply(variables, window[None])
     levels = layers_lib.downsampling(problem.recipe.layers, problem.arch)
     out: dict[str, Any] = {}
     for t in problem.recipe.terms:
@@ -329,9 +329,7 @@ def _image_sums(problem: Any, variables: Mapping, img: jax.Array, terms: list, t
     stats = {losses.target_key(t): (base.get(t.statistic), t.layer) for t in terms}
 
     def window(where):
-        feats = problem.network().apply(
-            variables, model.preprocess(_window(img, where, size))[None]
-        )
+        feats = problem.network().apply(variables, _window(img, where, size)[None])
         out = {}
         for key, (stat, layer) in stats.items():
             f = feats[layer][0].astype(jnp.float32)

@@ -47,5 +47,5 @@ def forward(
 
 @partial(jax.jit, static_argnames=("arch", "taps", "pooling", "conv", "dtype"))
 def _forward(variables, rgb, *, arch, taps, pooling, conv, dtype):
-    net = model.VGG(arch=arch, taps=taps, pooling=pooling, conv=conv, dtype=jnp.dtype(dtype))
-    return net.apply(variables, model.preprocess(rgb))
+    net = model.Network(arch=arch, taps=taps, pooling=pooling, conv=conv, dtype=jnp.dtype(dtype))
+    return net.apply(variables, rgb)

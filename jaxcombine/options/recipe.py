@@ -37,7 +37,7 @@ from jaxcombine.options import statistic_names
 from jaxcombine.options.config import INIT_KINDS as INITS
 from jaxcombine.options.config import SOURCES, STATISTICS  # noqa: F401 (the built-ins)
 from jaxcombine.options.config import rule as option_rule
-from jaxcombine.options.layers import check_layers
+from jaxcombine.options.layers import check_layers, check_uniform
 from jaxcombine.options.rules import ConfigError, finite_number
 
 
@@ -89,6 +89,8 @@ class Recipe:
         """Check layer names against ``arch`` and mask indices against :attr:`masks`;
         raise a one-line error if any is unknown."""
         check_layers(self.layers, arch)
+        if self.masks:
+            check_uniform(arch, "masks")
         for t in self.terms:
             if t.mask is not None and not (
                 isinstance(t.mask, int) and 0 <= t.mask < len(self.masks)

@@ -152,7 +152,7 @@ def prepare(config: RunConfig) -> Prepared:
     content_path = config.content or images.CONTENT
     h, w = images.output_size(content_path, size=config.size, max_pixels=config.max_pixels)
     first = images.output_size(content_path, size=config.sizes()[0], max_pixels=config.max_pixels)
-    model.check_size(*first, rec.layers)
+    model.check_size(*first, rec.layers, config.model)
     style_sizes(config, rec, *first)  # a style scaled down at the smallest scale, too small
     if config.tile:  # one-line errors before anything is read: the statistics, the tile
         tiles.check(rec)
@@ -258,7 +258,7 @@ def style_sizes(
                     "output's shape); use style_scale 1 or another statistic"
                 )
             try:
-                model.check_size(*size, style_layers)
+                model.check_size(*size, style_layers, config.model)
             except JaxcombineError as e:
                 raise JaxcombineError(f"style {i} at style_scale {f:g}: {e}") from None
         sizes.append(size)

@@ -102,7 +102,7 @@ def working_sets(shapes: dict[str, tuple[int, int, int]], conv: str) -> list[tup
     """
     out, previous = [], (*next(iter(shapes.values()))[:2], 3)  # the RGB input
     for name, shape in shapes.items():
-        if "_conv" in name:
+        if name in layers_lib.CONV_NAMES:
             kind = "winograd" if model.uses_winograd(name, conv) else "direct"
             out.append((kind, math.prod(previous) + math.prod(shape)))
         previous = shape
@@ -165,7 +165,7 @@ def estimate_bytes(
     targets = 4 * TARGET_COPIES * sum(math.prod(shapes[name]) for name in matched)
     fixed = (
         BASE[conv]
-        + PER_CONV_LAYER * sum("_conv" in n for n in shapes)
+        + PER_CONV_LAYER * sum(n in layers_lib.CONV_NAMES for n in shapes)
         + WEIGHT_COPIES * weight_bytes(layers, arch=arch, conv=conv)
     )
     total = (
@@ -188,7 +188,7 @@ def estimate_features_bytes(
     working = max(size for _, size in working_sets(shapes, "xla"))
     total = (
         FEATURES_BASE
-        + PER_CONV_LAYER * sum("_conv" in n for n in shapes)
+        + PER_CONV_LAYER * sum(n in layers_lib.CONV_NAMES for n in shapes)
         + WEIGHT_COPIES * weight_bytes(layers, arch=arch, conv="xla")
         + FEATURES_IMAGE_BYTES_PER_PIXEL * height * width
         + 4 * max(FORWARD_WORKING_COPIES * working + tapped, SAVED_TAP_COPIES * tapped)

@@ -28,7 +28,7 @@ def extract(
 ) -> dict[str, np.ndarray]:
     """Activations (H, W, C) float32 of ``layers`` for one RGB 0–255 image (H, W, 3)."""
     taps = model.check_layers(list(layers), model_name)
-    model.check_size(*image_rgb.shape[:2], taps)
+    model.check_size(*image_rgb.shape[:2], taps, model_name)
     w = weights_lib.load(model_name, weights)
     variables = model.variables(model.trim(w.arrays, taps, model_name))
     acts = forward(variables, image_rgb[None], arch=model_name, taps=taps, pooling=pooling)

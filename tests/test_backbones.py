@@ -1,0 +1,237 @@
+"""torchvision's VGG16 and AlexNet as backbones: their geometry, their activations against
+an independent float64 numpy reference on a real photo, and runs that use them."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.io import images
+from jaxcombine.networks import model
+from jaxcombine.options import layers
+
+# float32 convolutions summed in different orders (and 11×11×3 or 5×5×64 terms per output
+# for AlexNet's first convolutions): agreement to 1e-4 of each layer's largest activation
+# is what two correct implementations reach, as for VGG19 (tests/test_model.py).
+RTOL_OF_MAX = 1e-4
+
+# torchvision's normalisation, written out here rather than taken from the package.
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
+IMAGENET_STD = np.array([0.229, 0.224, 0.225])
+
+# The two networks as torchvision builds them (torchvision/models/{vgg,alexnet}.py):
+# ("conv", name, kernel, stride, padding) then ReLU, or ("pool", name, window, stride).
+TORCHVISION_VGG16 = [
+    *(
+        entry
+        for b, n in enumerate((2, 2, 3, 3, 3), start=1)
+        for entry in (
+            *(("conv", f"block{b}_conv{i}", 3, 1, 1) for i in range(1, n + 1)),
+            ("pool", f"block{b}_pool", 2, 2),
+        )
+    )
+]
+TORCHVISION_ALEXNET = [
+    ("conv", "conv1", 11, 4, 2),
+    ("pool", "pool1", 3, 2),
+    ("conv", "conv2", 5, 1, 2),
+    ("pool", "pool2", 3, 2),
+    ("conv", "conv3", 3, 1, 1),
+    ("conv", "conv4", 3, 1, 1),
+    ("conv", "conv5", 3, 1, 1),
+    ("pool", "pool5", 3, 2),
+]
+
+
+def _conv_relu(x, kernel, bias, stride, padding):
+    """Zero-padded strided convolution in plain numpy (NHWC × HWIO), then ReLU."""
+    k = kernel.shape[0]
+    xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    h = (xp.shape[1] - k) // stride + 1
+    w = (xp.shape[2] - k) // stride + 1
+    out = np.zeros((x.shape[0], h, w, kernel.shape[-1]), np.float64)
+    for dy in range(k):
+        for dx in range(k):
+            patch = xp[
+                :, dy : dy + stride * (h - 1) + 1 : stride, dx : dx + stride * (w - 1) + 1 : stride
+            ]
+            out += np.einsum("nhwc,co->nhwo", patch, kernel[dy, dx], optimize=True)
+    return np.maximum(out + bias, 0.0)
+
+
+def _pool(x, window, stride, kind):
+    """Unpadded pooling, ragged edges dropped (torch's floor mode)."""
+    h = (x.shape[1] - window) // stride + 1
+    w = (x.shape[2] - window) // stride + 1
+    views = [
+        x[:, dy : dy + stride * (h - 1) + 1 : stride, dx : dx + stride * (w - 1) + 1 : stride]
+        for dy in range(window)
+        for dx in range(window)
+    ]
+    return np.max(views, axis=0) if kind == "max" else np.mean(views, axis=0)
+
+
+def reference(weights, rgb, table, pooling):
+    """Every layer's activation, from torchvision's description alone: RGB 0–1 normalised
+    by the ImageNet mean and std, then the table."""
+    x = ((rgb / 255.0 - IMAGENET_MEAN) / IMAGENET_STD)[None].astype(np.float64)
+    out = {}
+    for kind, name, *geometry in table:
+        if kind == "pool":
+            x = _pool(x, *geometry, pooling)
+        else:
+            kernel, bias = weights[name]
+            x = _conv_relu(x, kernel.astype(np.float64), bias.astype(np.float64), *geometry[1:])
+        out[name] = x[0]
+    return out
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """The bundled astronaut, downscaled: 40 px for VGG16, 67 px for AlexNet (the smallest
+    its pool5 takes is 63; an odd side exercises the floor rules)."""
+    return {side: images.read(images.CONTENT, size=side) for side in (40, 67)}
+
+
+CASES = [
+    ("vgg16-tv", TORCHVISION_VGG16, 40, "max", "xla"),
+    ("alexnet", TORCHVISION_ALEXNET, 67, "max", "xla"),
+    ("alexnet", TORCHVISION_ALEXNET, 67, "avg", "xla"),
+    ("alexnet", TORCHVISION_ALEXNET, 67, "max", "winograd"),
+]
+
+
+@pytest.mark.parametrize("arch, table, side, pooling, conv", CASES)
+def test_every_layer_matches_the_numpy_reference(
+    tv_weights, photos, arch, table, side, pooling, conv
+):
+    import jax
+
+    assert [name for _, name, *_ in table] == list(model.layer_names(arch))
+    photo = photos[side]
+    ref = reference(tv_weights[arch].arrays, photo, table, pooling)
+    taps = model.layer_names(arch)
+    got = jax.jit(model.features, static_argnames=("taps", "arch", "pooling", "conv"))(
+        model.variables(tv_weights[arch].arrays, conv),
+        photo[None],
+        taps=taps,
+        arch=arch,
+        pooling=pooling,
+        conv=conv,
+    )
+    assert set(got) == set(taps)
+    for name in taps:
+        g, r = np.asarray(got[name][0]), ref[name]
+        assert g.shape == r.shape, name
+        assert np.abs(g - r).max() <= RTOL_OF_MAX * np.abs(r).max() + 1e-5, name
+        assert np.abs(r).max() > 0, name  # a dead layer would make the check vacuous
+
+
+def test_alexnet_geometry_is_torchvisions():
+    shapes = layers.layer_shapes(["pool5"], 224, 224, "alexnet")
+    assert shapes == {
+        "conv1": (55, 55, 64),
+        "pool1": (27, 27, 64),
+        "conv2": (27, 27, 192),
+        "pool2": (13, 13, 192),
+        "conv3": (13, 13, 384),
+        "conv4": (13, 13, 256),
+        "conv5": (13, 13, 256),
+        "pool5": (6, 6, 256),
+    }
+    assert layers.downsampling(["pool5"], "alexnet")["pool5"] == 32
+    assert (
+        layers.min_side(["pool5"], "alexnet") == 63 and layers.min_side(["conv1"], "alexnet") == 7
+    )
+    with pytest.raises(JaxcombineError, match="too small for layer pool5: .* at least 63 pixels"):
+        layers.check_size(62, 100, ["conv1", "pool5"], "alexnet")
+    # the VGG tables keep the Keras geometry
+    assert layers.min_side(["block5_pool"], "vgg16-tv") == 32
+    assert layers.conv_shapes("vgg16-tv") == layers.conv_shapes("vgg16")
+
+
+def test_layer_names_are_each_backbones_own():
+    with pytest.raises(
+        JaxcombineError,
+        match="unknown layer 'block1_conv1' for alexnet; valid layers: conv1, pool1",
+    ):
+        layers.check_layers(["block1_conv1"], "alexnet")
+    with pytest.raises(
+        JaxcombineError,
+        match="unknown model 'resnet'; choose one of vgg19, vgg16, vgg16-tv, alexnet",
+    ):
+        layers.check_layers(["conv1"], "resnet")
+    from jaxcombine.options import recipe
+
+    with pytest.raises(JaxcombineError, match="unknown layer 'block4_conv2' for alexnet"):
+        recipe.load("gatys", "alexnet")
+    assert recipe.load("gatys", "vgg16-tv").layers  # Keras VGG16 names fit torchvision's VGG16
+
+
+def test_tiles_and_masks_are_refused_on_alexnet_in_one_line():
+    from jaxcombine.engine import tiles
+
+    with pytest.raises(
+        JaxcombineError, match="tiles needs a network of 3x3 convolutions and 2x2 pools; alexnet"
+    ):
+        tiles.plan(256, 256, 64, ["conv1"], "alexnet")
+    assert tiles.plan(256, 256, 64, ["block2_conv1"], "vgg16-tv")  # same geometry as Keras'
+    from jaxcombine.options.config import RunConfig
+
+    with pytest.raises(JaxcombineError, match="masks need a VGG backbone, not alexnet"):
+        RunConfig(model="alexnet", style_masks=("mask.png",))
+
+
+def test_memory_estimates_cover_alexnet():
+    from jaxcombine.run import memory
+
+    small, big = (
+        memory.estimate_bytes(["conv1", "conv5"], s, s, 1, arch="alexnet", conv="winograd")
+        for s in (128, 512)
+    )
+    assert 0 < small < big
+    assert memory.weight_bytes(["conv5"], arch="alexnet") == 4 * sum(
+        np.prod(s) + s[-1] for s in layers.conv_shapes("alexnet").values()
+    )
+
+
+SHALLOW_ALEXNET = """
+description = "Tests: AlexNet content at conv2, style Gram matrices at conv1 and conv2."
+init = "content"
+tv_weight = 0.0
+
+[[terms]]
+layer = "conv2"
+source = "content"
+statistic = "activations"
+weight = 1.0
+
+[[terms]]
+layers = ["conv1", "conv2"]
+source = "style"
+statistic = "gram"
+weight = 1.0
+"""
+
+
+@pytest.mark.parametrize("arch", ["vgg16-tv", "alexnet"])
+def test_a_run_on_each_backbone_lowers_its_loss(tv_weights, tmp_path, arch):
+    """Through the CLI, a recipe in the backbone's own layer names; the record names it."""
+    recipe = Path(__file__).with_name("shallow.toml")  # Keras VGG16 names: vgg16-tv's too
+    if arch == "alexnet":
+        recipe = tmp_path / "alexnet.toml"
+        recipe.write_text(SHALLOW_ALEXNET)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "jaxcombine", "run", "--recipe", str(recipe)]
+    command += ["--model", arch, "--size", "48", "--steps", "6", "--out", str(out)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((out / "content.json").read_text())
+    assert record["config"]["model"] == arch
+    assert record["weights"]["fingerprint"] == tv_weights[arch].fingerprint
+    total = np.genfromtxt(out / "content.history.csv", delimiter=",", names=True)["total"]
+    assert len(total) == 6 and total[-1] < 0.8 * total[0]
