@@ -198,18 +198,19 @@ _content_distance = jax.jit(partial(losses.distance, config.EVAL_CONTENT_STATIST
 
 # --------------------------------------------------------------------------- memory
 
-# Peak bytes of scoring one image, fitted to peaks measured with /usr/bin/time (max RSS) of
-# `jaxcombine eval` at 256x192, 512x384, 768x576, 1024x768 and 1600x1200 (2-core AMD EPYC,
-# 24 GiB, Linux CPU, 2026-12-02: 1.85, 2.63, 3.73, 4.70 and 8.54 GB with the three style
-# distances gram, w2, swd; with cmd and histogram added, 512x384, 1024x768 and 1600x1200
-# peaked at 2.95, 6.02 and 11.37 GB: cmd's power sums over every position cost ~1,540 bytes
-# a pixel more, refitted per pixel, within 1 % of each, times memory.MARGIN above all).
-# Three VGG19 forwards to block5_conv2 and their taps, the distances, the SSIM and Lab
-# arrays grow with the pixels; the sorting distances' arrays with the positions they keep
-# per layer (at most EVAL_MAX_POINTS).
-EVAL_BASE = 1.374e9  # bytes: runtime, libraries, weights, the compiled programs
-EVAL_BYTES_PER_PIXEL = 4640.0  # per pixel scored
-EVAL_BYTES_PER_POINT = 5131.0  # per position the sliced distance keeps, summed over layers
+# Peak bytes of scoring one image, fitted to peaks measured with /usr/bin/time (max RSS,
+# KiB x 1024) of `jaxcombine eval` with the five style distances (gram, w2, swd, cmd,
+# histogram) at 256x192, 512x384, 768x576, 1024x768 and 1600x1200 (2-core AMD EPYC,
+# 24 GiB, Linux CPU, 2026-12-02: 2.26, 3.02, 4.56, 6.16 and 11.64 GB; the least-squares fit
+# is within 5 % of each, and times memory.MARGIN above all). With the three distances of
+# before (gram, w2, swd) the peaks were 1.85, 2.63, 3.73, 4.70 and 8.54 GB: cmd's power
+# sums over every position cost most of the difference. Three VGG19 forwards to
+# block5_conv2 and their taps, the distances, the SSIM and Lab arrays grow with the
+# pixels; the sorting distances' arrays with the positions they keep per layer (at most
+# EVAL_MAX_POINTS).
+EVAL_BASE = 1.753e9  # bytes: runtime, libraries, weights, the compiled programs
+EVAL_BYTES_PER_PIXEL = 4713.0  # per pixel scored
+EVAL_BYTES_PER_POINT = 3637.0  # per position the sorting distances keep, summed over layers
 
 
 def estimate_bytes(height: int, width: int, *, read_pixels: int = 0) -> int:
