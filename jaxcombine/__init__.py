@@ -49,6 +49,8 @@ _EXPORTS = {
     "Result": "run.job",
     "combine": "run.job",
     "prepare": "run.job",
+    "Plan": "run.plan",
+    "make_plan": "run.plan",
     "Recipe": "options.recipe",
     "Term": "options.recipe",
     "load_recipe": "options.recipe",
@@ -56,7 +58,7 @@ _EXPORTS = {
     "run_study": "study.runner",
     "load_weights": "networks.weights",
 }
-_RENAMED = {"load_recipe": "load", "load_weights": "load"}
+_RENAMED = {"load_recipe": "load", "load_weights": "load", "make_plan": "make"}
 
 __all__ = sorted(_EXPORTS)
 
@@ -85,6 +87,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from jaxcombine.options.recipe import load as load_recipe  # noqa: F401
     from jaxcombine.options.rules import ConfigError  # noqa: F401
     from jaxcombine.run.job import Result, combine, prepare  # noqa: F401
+    from jaxcombine.run.plan import Plan  # noqa: F401
+    from jaxcombine.run.plan import make as make_plan  # noqa: F401
     from jaxcombine.study.runner import Study, run_study  # noqa: F401
     from jaxcombine.tools.features import extract, extract_features  # noqa: F401
     from jaxcombine.tools.metrics import Evaluation, evaluate  # noqa: F401

@@ -22,7 +22,7 @@ from jaxcombine.engine import program
 from jaxcombine.stats import losses
 from jaxcombine.networks import model
 from jaxcombine.options import recipe as R
-from jaxcombine.engine import rows
+from jaxcombine.engine import layout
 from jaxcombine.networks import weights
 size, recipe, conv = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 rec = R.load(recipe)
@@ -32,8 +32,8 @@ img = np.random.default_rng(0).uniform(0, 255, (size, size, 3)).astype(np.float3
 targets = jax.jit(program.compute_targets, static_argnames="problem")(
     prob, var, jnp.asarray(img), jnp.asarray(img[None, ::-1]))
 state = program.init_state(prob, img[None], lr=4.0, steps=1)
-state, targets = rows.shard_rows(state, targets, [
-    losses.target_key(t) for t in prob.recipe.terms if t.statistic == "activations"])
+state, targets, _ = layout.Layout("rows", len(jax.devices()), 1).place(state, targets,
+    activation_keys=[losses.target_key(t) for t in prob.recipe.terms if t.statistic == "activations"])
 c = program._rolled_chunk.lower(prob, var, targets, state, jnp.int32(1), capacity=1).compile()
 m = c.memory_analysis()
 print(json.dumps({"devices": len(jax.devices()), "temp": m.temp_size_in_bytes,

@@ -204,9 +204,10 @@ def test_an_empty_manifest_is_an_error(tmp_path):
 
 def test_a_window_keeps_one_copy_of_the_weights(folder, vgg19, monkeypatch):
     groups = []
-    monkeypatch.setattr(batch, "_run_group", lambda group, *a: groups.append(group))
+    monkeypatch.setattr(batch.runner, "execute", lambda hooks, **k: groups.append(hooks.group))
     jobs = batch.load_manifest(folder / "small.toml")[:3]
-    batch._run_window(jobs, folder / "unused", batch.BatchReport(), batch._bar(3, False))
+    bar = batch.outputs.ProgressBar(3, unit="job", enabled=False)
+    batch._run_window(jobs, folder / "unused", batch.BatchReport(), bar)
     preps = [prep for group in groups for _, prep in group]
     assert len(preps) == 3 and all(p.variables is preps[0].variables for p in preps)
 

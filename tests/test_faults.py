@@ -20,6 +20,7 @@ from jaxcombine.batch import manifest
 from jaxcombine.batch import runner as batch
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import folders, images, records
+from jaxcombine.networks import weights
 from jaxcombine.options.config import RunConfig
 from jaxcombine.study import runner as study_lib
 
@@ -241,18 +242,18 @@ def test_a_write_failure_belongs_to_its_job_alone(vgg19, shallow, tmp_path, monk
 def test_job_ids_are_capped_and_follow_the_weights(tmp_path, monkeypatch):
     long = tmp_path / ("a-very-long-style-name-" * 6 + ".png")
     Image.new("RGB", (8, 8)).save(long)
-    config = RunConfig(style=(str(long),) * 4, init="content")
+    folder = tmp_path / "weights"  # a weights folder: only its record is read to name a job
+    folder.mkdir()
+    record = {"arch": "vgg19", "file": "vgg19.h5", "fingerprint": "sha256:one", "created": "x"}
+    (folder / "vgg19.json").write_text(json.dumps(record))
+    config = RunConfig(style=(str(long),) * 4, init="content", weights=str(folder))
+    monkeypatch.setattr(weights, "load", lambda *a, **k: pytest.fail("weights loaded"))
     jid = manifest.job_id(config)
     assert len(jid.encode()) <= manifest.MAX_READABLE_ID + 11
-    real = manifest.weights_lib.load
-
-    class Other:
-        fingerprint = "sha256:other"
-
-    monkeypatch.setattr(manifest.weights_lib, "load", lambda *a, **k: Other())
+    (folder / "vgg19.json").write_text(json.dumps({**record, "created": "y"}))
+    assert manifest.job_id(config) == jid  # the same weights, recorded again
+    (folder / "vgg19.json").write_text(json.dumps({**record, "fingerprint": "sha256:two"}))
     assert manifest.job_id(config) != jid
-    monkeypatch.setattr(manifest.weights_lib, "load", real)
-    assert manifest.job_id(config) == jid
 
 
 def test_job_ids_follow_the_mask_files_a_recipe_names(tmp_path):

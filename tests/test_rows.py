@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxcombine.engine import rows
+from jaxcombine.engine import layout
 from jaxcombine.errors import JaxcombineError
-from jaxcombine.options import config, rules
+from jaxcombine.options import config, layers, recipe, rules
 
 SHALLOW = Path(__file__).with_name("shallow.toml")
+SHALLOW_LAYERS = recipe.load(str(SHALLOW)).layers
 
 # Runs in a fresh process (the device count is fixed when JAX starts): one start of the
 # shallow recipe at 64x48 (rows divide by 4 at every block it reaches), then the compiled
@@ -22,21 +23,16 @@ WORKER = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
 from jaxcombine.engine import program
-from jaxcombine.run import job
+from jaxcombine.run import job, plan
 from jaxcombine.stats import losses
-from jaxcombine.engine import rows
 from jaxcombine.options.config import RunConfig
 cfg = RunConfig(recipe=sys.argv[1], size=64, steps=4, chunk=2, init=sys.argv[5],
                 shard=sys.argv[2], conv=sys.argv[3], scales=json.loads(sys.argv[6]))
 result = job.combine(cfg)
-prep = job.prepare(cfg)
-state = prep.initial_state()
-mode = job.shard_mode(cfg, len(prep.labels), *(s.height for s in prep.stages()))
-if mode == "rows":
-    state, targets = rows.shard_rows(state, prep.targets, [
-        losses.target_key(t) for t in prep.problem.recipe.terms if t.statistic == "activations"])
-else:
-    targets = prep.targets
+prep = job.prepare(plan.make(cfg))
+mode = prep.plan.layout.mode
+state, targets, _ = prep.plan.layout.place(prep.initial_state(), prep.targets, activation_keys=[
+    losses.target_key(t) for t in prep.problem.recipe.terms if t.statistic == "activations"])
 compiled = program._jit_step.lower(prep.problem, prep.variables, targets, state).compile()
 text = compiled.as_text()
 np.save(sys.argv[4], result.outcome.pixels)
@@ -131,16 +127,34 @@ def test_two_starts_on_a_two_by_two_mesh_match_one_device(tmp_path):
     assert four["temp"] < 0.5 * one["temp"]
 
 
-def test_resolve_picks_rows_for_one_start_whose_height_divides():
-    assert rows.resolve("auto", starts=1, height=64, devices=4) == "rows"
-    assert rows.resolve("auto", starts=2, height=64, devices=4) == "starts"
-    assert rows.resolve("auto", starts=1, height=66, devices=4) == "starts"
-    assert rows.resolve("auto", starts=1, height=64, devices=1) == "starts"
-    assert rows.resolve("rows", starts=3, height=64, devices=4) == "rows"
-    assert rows.resolve("rows", starts=2, height=66, devices=4) == "rows"  # 2 along rows
-    assert rows.grid(2, 4) == (2, 2) and rows.grid(3, 4) == (1, 4) and rows.grid(4, 4) == (4, 1)
-    with pytest.raises(JaxcombineError, match="multiple of the number of devices"):
-        rows.resolve("rows", starts=1, height=66, devices=4)
+def heights(*scales: int) -> list[list[tuple[str, int]]]:
+    """(name, height) of the image and of every layer of the shallow recipe's forward."""
+    return [
+        [("image", h), *((n, s[0]) for n, s in layers.layer_shapes(SHALLOW_LAYERS, h, h).items())]
+        for h in scales
+    ]
+
+
+def test_choose_picks_rows_only_where_every_layer_divides():
+    choose = layout.choose
+    assert choose("auto", starts=1, heights=heights(64), devices=4).mode == "rows"
+    assert choose("auto", starts=2, heights=heights(64), devices=4).mode == "starts"
+    assert choose("auto", starts=1, heights=heights(66), devices=4).mode == "starts"
+    assert choose("auto", starts=1, heights=heights(64), devices=1).mode == "starts"
+    assert choose("auto", starts=1, heights=heights(48), devices=4).mode == "rows"  # 48, 24
+    # 36 px: 36 divides by 4, block1_pool's 18 rows do not (XLA's partitioner fails there)
+    assert choose("auto", starts=1, heights=heights(36), devices=4).mode == "starts"
+    assert choose("auto", starts=1, heights=heights(32, 36), devices=4).mode == "starts"
+    assert choose("auto", starts=1, heights=heights(32, 64), devices=4).mode == "rows"
+    assert choose("rows", starts=3, heights=heights(64), devices=4).mode == "rows"
+    assert choose("rows", starts=2, heights=heights(64), devices=4).grid == (2, 2)
+    assert choose("starts", starts=1, heights=heights(64), devices=4).grid == (4, 1)
+    with pytest.raises(JaxcombineError, match=r"multiple of the 4 devices.* block1_pool is 18"):
+        choose("rows", starts=1, heights=heights(36), devices=4)
+    with pytest.raises(JaxcombineError, match="share their targets"):
+        choose("rows", starts=2, heights=heights(64), devices=4, per_start_targets=True)
+    assert layout.grid(2, 4) == (2, 2) and layout.grid(3, 4) == (1, 4)
+    assert layout.grid(4, 4) == (4, 1)
 
 
 def test_shard_is_a_validated_option():

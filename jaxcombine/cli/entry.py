@@ -12,8 +12,6 @@ from __future__ import annotations
 import signal
 import sys
 
-EXIT_INTERRUPTED = 130
-
 
 def main(argv: list[str] | None = None) -> None:
     noted: list[int] = []
@@ -28,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     if noted:
         sys.stderr.write("jaxcombine: interrupted\n")
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # none may cut the shutdown short
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(cli.EXIT_INTERRUPTED)
     from jaxcombine.run import interrupts
 
     interrupts.note_interrupts()  # a Ctrl-C swallowed by a gc callback still counts

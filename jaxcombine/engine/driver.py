@@ -1,7 +1,7 @@
 """The loop around the compiled chunks: run every start to its own step count.
 
-:func:`optimise` places the state on the devices (the starts axis over a ``Mesh``
-axis ``"inits"``, or each image's rows over ``"rows"``: :mod:`jaxcombine.engine.rows`),
+:func:`optimise` places the state on the devices as its :class:`~jaxcombine.engine.layout.Layout`
+says (the starts axis over a ``Mesh`` axis ``"inits"``, or each image's rows over ``"rows"``),
 compiles each chunk program once (timed apart from the steps), runs chunk after
 chunk, and between chunks hands the loss components to an ``on_chunk`` callback
 and asks a ``stop`` callback whether to end early (the callers connect it to
@@ -17,12 +17,9 @@ import time
 from typing import Any, Callable, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from jaxcombine.engine import rows
+from jaxcombine.engine.layout import Layout
 from jaxcombine.engine.program import (
     Problem,
     State,
@@ -32,32 +29,6 @@ from jaxcombine.engine.program import (
     run_chunk,
 )
 from jaxcombine.stats import losses
-
-# --------------------------------------------------------------------------- devices
-
-
-def shard_starts(state: Any) -> tuple[Any, int]:
-    """Spread the starts axis over all local devices (padding it to a multiple of them).
-
-    ``state`` is a :class:`State` or any pytree whose leaves all lead with the
-    starts axis (e.g. ``(state, per-start targets)``). Returns the placed tree
-    and the number of real starts. One device: unchanged.
-    """
-    devices = jax.local_devices()
-    k = jax.tree.leaves(state)[0].shape[0]
-    if len(devices) == 1:
-        return state, k
-    pad = (-k) % len(devices)
-    if pad:
-        state = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]), state)
-    # Auto axis: the compiler propagates the starts sharding through the step
-    # (the pooling reshapes, the Gram einsums) with no annotations in the model.
-    mesh = jax.make_mesh(
-        (len(devices),), ("inits",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
-    )
-    sharding = NamedSharding(mesh, P("inits"))
-    return jax.device_put(state, sharding), k
-
 
 # --------------------------------------------------------------------------- driver
 
@@ -167,7 +138,7 @@ def optimise(
     on_chunk: ChunkCallback | None = None,
     stop: Callable[[], bool] | None = None,
     per_start_targets: bool = False,
-    shard: str = "starts",
+    layout: Layout | None = None,
 ) -> Outcome:
     """Advance every start of ``state`` (:func:`init_state`) to its own step count, in chunks.
 
@@ -179,26 +150,22 @@ def optimise(
     outcome has ``interrupted=True`` and everything done so far (the drivers
     connect it to Ctrl-C and SIGTERM). ``per_start_targets``: every leaf of
     ``targets`` leads with the starts axis k, so each start matches its own
-    targets (jobs with different images in one program). ``shard``: ``"starts"``
-    spreads the starts over the local devices; ``"rows"`` splits each image's
-    height over them instead (:mod:`jaxcombine.engine.rows`; shared targets only).
+    targets (jobs with different images in one program). ``layout``: how the
+    devices share the work (:func:`jaxcombine.engine.layout.choose`; default: the starts
+    spread over every local device).
     """
     loop = default_loop(None, problem.conv) if loop == "auto" else loop
     axis = 0 if per_start_targets else None
     start_step = int(np.min(np.asarray(state.step)))
     end_step = int(np.max(np.asarray(state.steps)))
-    layout = "rows" if shard == "rows" and not per_start_targets else "starts"
-    if layout == "rows":
-        k = state.pixels.shape[0]
-        state, targets = rows.shard_rows(
-            state,
-            targets,
-            losses.spatial_target_keys(problem.recipe),
-        )
-    elif per_start_targets:
-        (state, targets), k = shard_starts((state, targets))
-    else:
-        state, k = shard_starts(state)
+    if layout is None:
+        layout = Layout("starts", len(jax.local_devices()), int(state.pixels.shape[0]))
+    state, targets, k = layout.place(
+        state,
+        targets,
+        activation_keys=losses.spatial_target_keys(problem.recipe),
+        per_start_targets=per_start_targets,
+    )
     history: list[np.ndarray] = []
     step, compile_s, run_s = start_step, 0.0, 0.0
     compiled: set[int] = set()
@@ -214,7 +181,9 @@ def optimise(
             compiled.add(_program(loop, n, chunk))
             t0 = time.perf_counter()
         state, comps = run_chunk(problem, variables, targets, state, n, loop, axis, chunk)
-        comps = when_ready(comps)[:, :k]  # the only host round trip of the chunk
+        # the only host round trip of the chunk; sliced here, on the host: slicing the
+        # device array by a length would compile a program per length
+        comps = when_ready(comps)[:n, :k]
         run_s += time.perf_counter() - t0
         history.append(comps)
         step += n
@@ -236,7 +205,7 @@ def optimise(
         opt_state=_Fetch(state, k).opt_state(),
         loop=loop,
         start_step=start_step,
-        shard=layout,
+        shard=layout.mode,
         step=np.asarray(state.step)[:k],
         average=None if state.average is None else np.asarray(iterate_average(state))[:k],
     )

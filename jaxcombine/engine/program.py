@@ -419,7 +419,9 @@ def run_chunk(
     targets_axis: int | None = None,
     capacity: int | None = None,
 ) -> tuple[State, jax.Array]:
-    """Advance ``n_steps``; returns the new state and components shaped (n_steps, k, n_terms+1).
+    """Advance ``n_steps``; returns the new state and components shaped (n_steps, k, n_terms+1)
+    (the ``scan`` form: (capacity, k, n_terms+1), NaN past ``n_steps``; the caller slices
+    on the host, as slicing a device array by a length would compile a program per length).
 
     Nothing here waits for the device: the result is still being computed
     when this returns. ``targets_axis``: see :func:`_vstep`. ``capacity``: the
@@ -446,7 +448,7 @@ def run_chunk(
         capacity=capacity,
         targets_axis=targets_axis,
     )
-    return state, history if capacity == n_steps else history[:n_steps]
+    return state, history
 
 
 def default_loop(backend: str | None = None, conv: str = "xla") -> str:

@@ -23,8 +23,9 @@ a small size first and hand each result up to the next size:
 * all starts stay vmapped through every scale, and a start that diverged stays
   stopped.
 
-The driver is :func:`optimise_scales`; :mod:`jaxcombine.run.job`, ``study`` and
-``batch`` give it the stages. A single-scale run is the one-stage case.
+The driver is :func:`optimise_scales`; its one caller is the runner
+(:func:`jaxcombine.run.runner.optimise`), on which run, study and batch are hooks. A
+single-scale run is the one-stage case.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def optimise_scales(
     learning rates, loss weights and seeds). ``on_chunk`` gets global steps;
     ``on_stage(i, outcome)`` is called when stage i ends (not when interrupted), before
     the next begins. ``optimise_options`` go to :func:`driver.optimise` (chunk, loop,
-    stop, per_start_targets).
+    stop, per_start_targets, layout).
     """
     starts = offsets(stages)
     parts: list[tuple[int, driver.Outcome]] = []

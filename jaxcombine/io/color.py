@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import numpy as np
 
-MODES = ("none", "luminance", "stats", "histogram")  # = config.PRESERVE_COLORS
+from jaxcombine.options.config import PRESERVE_COLORS
+
+MODES = PRESERVE_COLORS
 
 # RGB → YCbCr (BT.601 full range, JPEG): rows Y, Cb, Cr; Cb and Cr are offset by 128.
 RGB_TO_YCBCR = np.array(

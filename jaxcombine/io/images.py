@@ -21,8 +21,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io.records import atomic_write_bytes
+from jaxcombine.options.config import DEFAULT_MAX_PIXELS
 
-DEFAULT_MAX_PIXELS = 64_000_000  # refuse larger inputs (decompression bombs)
 RESAMPLE = Image.Resampling.LANCZOS
 BUNDLED = Path(__file__).resolve().parents[1] / "data"
 CONTENT = BUNDLED / "astronaut.png"  # NASA, public domain (see README)

@@ -138,6 +138,13 @@ def atomic_write_all(files: Mapping[str | os.PathLike, bytes | str]) -> None:
             raise
 
 
+def weights_block(weights: Any) -> dict[str, Any] | None:
+    """What a record says of the weights: their fingerprint and their record's fields."""
+    if weights is None or isinstance(weights, dict):
+        return weights
+    return {"fingerprint": weights.fingerprint, **weights.info}
+
+
 def environment() -> dict[str, Any]:
     """Versions, backend and devices: what a reader needs to reproduce a figure."""
     import jax
@@ -157,11 +164,14 @@ def environment() -> dict[str, Any]:
     }
 
 
-def record(config: Any, *, weights: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """The JSON record written next to an output: config, weights, environment."""
+def record(config: Any, *, weights: Any = None, **extra: Any) -> dict[str, Any]:
+    """The JSON record written next to every output (run, study, batch, eval, features,
+    bench): config, weights, environment, then ``extra``. ``weights``: the loaded weights
+    (:class:`~jaxcombine.networks.store.Weights`; their block, fingerprint and source,
+    is written here and nowhere else), or a block already made, or None."""
     out = {
         "config": _jsonable(config),
-        "weights": weights,
+        "weights": weights_block(weights),
         "environment": environment(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -24,19 +24,22 @@ import math
 from pathlib import Path
 from typing import Any
 
-from jaxcombine.options.layers import ARCHITECTURES, BACKBONES
+from jaxcombine.options.layers import (  # noqa: F401  (choices, kept there)
+    ARCHITECTURES,
+    BACKBONES,
+    CONVS,
+    POOLINGS,
+)
 from jaxcombine.options.rules import ConfigError, Rule, finite_number, option, positive_int
 
 # --------------------------------------------------------------------------- choices
 
 MODELS = ARCHITECTURES  # the backbones (options/layers.py)
-POOLINGS = ("max", "avg")
 DTYPES = ("float32", "bfloat16", "float16")
 OPTIMIZERS = ("adam", "sgd", "lbfgs")
 SCHEDULES = ("constant", "cosine")
-CONVS = ("xla", "winograd")
 LOOPS = ("scan", "unroll", "step")
-SHARDS = ("starts", "rows")  # how several local devices share a run (jaxcombine.engine.rows)
+SHARDS = ("starts", "rows")  # how several local devices share a run (jaxcombine.engine.layout)
 AUTO = "auto"  # conv and loop: the fastest measured for the backend
 SOURCES = ("content", "style")
 # The built-in statistics (jaxcombine.stats: one module each); more can be registered at
@@ -46,6 +49,7 @@ STATISTICS = ("activations", "gram", "meanstd", "covariance", "w2", "swd", "hist
 INIT_KINDS = ("content", "style", "noise")  # plus image paths
 PRESERVE_COLORS = ("none", "luminance", "stats", "histogram")  # jaxcombine.io.color
 DEFAULT_RECIPE = "gatys"
+DEFAULT_SIZE = 192  # px, the output's longest side when neither --size nor --scales is given
 # Learning rates in 0–255 pixel units, per optimiser (Adam's step is about lr pixels).
 DEFAULT_LR = {"adam": 4.0, "sgd": 2e3, "lbfgs": 1.0}
 SWEEPABLE = ("lr", "tv_weight")
@@ -222,13 +226,23 @@ class RunConfig:
         ),
     )
     steps: int = option(200, Rule("int", "Optimisation steps.", low=0, high=10_000_000))
-    size: int = option(192, Rule("int", "Longest side of the output, px.", low=1, high=1_000_000))
+    size: int | None = option(
+        None,
+        Rule(
+            "int",
+            f"Longest side of the output, px (default: the last of --scales, else {DEFAULT_SIZE}).",
+            low=1,
+            high=1_000_000,
+            optional=True,
+        ),
+    )
     scales: tuple[int, ...] | None = option(
         None,
         Rule(
             "ints",
             "Coarse to fine: optimise at these sizes (longest side, px) in turn, ascending, "
-            "e.g. 128,256,512; --size ends the list if it is not there. Each scale starts "
+            "e.g. 128,256,512; the last is the output's size (a larger --size is added "
+            "after it). Each scale starts "
             "from the previous one's result, upsampled.",
             low=1,
             high=1_000_000,
@@ -341,8 +355,8 @@ class RunConfig:
             "choice",
             "With several devices, split the starts over them (starts) or each "
             "image's rows, so one image larger than a device holds fits (rows; the "
-            "height must divide among them). auto: rows when there is one start and "
-            "its height divides, else starts. Applies to run; study and batch split starts.",
+            "height of every layer must divide among them). auto: rows when there is one "
+            "start and every height divides, else starts. A batch always splits starts.",
             (AUTO, *SHARDS),
         ),
     )
@@ -444,15 +458,16 @@ class RunConfig:
         if self.scales is not None:
             if any(b <= a for a, b in zip(self.scales, self.scales[1:])):
                 raise ConfigError("scales", f"scales must be ascending, got {_ints(self.scales)}")
-            if self.scales[-1] > self.size:
+            if self.size is not None and self.scales[-1] > self.size:
                 raise ConfigError(
-                    "scales",
-                    f"scale {self.scales[-1]} is larger than the output "
-                    f"size {self.size}; raise size or drop it",
+                    "size",
+                    f"size {self.size} is smaller than the last scale {self.scales[-1]} "
+                    "(the last scale is the output's size); drop size or that scale",
                 )
-        if self.min_size is not None and self.min_size > self.size:
+        if self.min_size is not None and self.min_size > self.end_size:
             raise ConfigError(
-                "min_size", f"min_size {self.min_size} is larger than the output size {self.size}"
+                "min_size",
+                f"min_size {self.min_size} is larger than the output size {self.end_size}",
             )
         if self.scale_steps is not None and len(self.scale_steps) != len(self.sizes()):
             raise ConfigError(
@@ -466,19 +481,28 @@ class RunConfig:
         """A copy with ``changes``, validated like a new config."""
         return dataclasses.replace(self, **changes)
 
-    def sizes(self) -> tuple[int, ...]:
-        """The sizes optimised in turn, coarse to fine, ending with ``size``.
+    @property
+    def end_size(self) -> int:
+        """The output's longest side, px: ``size``, else the last of ``scales``, else
+        :data:`DEFAULT_SIZE`."""
+        if self.size is not None:
+            return self.size
+        return self.scales[-1] if self.scales else DEFAULT_SIZE
 
-        ``scales`` as given (``size`` appended when missing); from ``min_size``, the sizes
-        ``size / √2^i`` (rounded) down to ``min_size``, as crowsonkb/style-transfer-pytorch
-        does; neither: ``(size,)``, a single-scale run.
+    def sizes(self) -> tuple[int, ...]:
+        """The sizes optimised in turn, coarse to fine, ending with :attr:`end_size`.
+
+        ``scales`` as given (a larger ``size`` appended); from ``min_size``, the sizes
+        ``end_size / √2^i`` (rounded) down to ``min_size``, as
+        crowsonkb/style-transfer-pytorch does; neither: ``(end_size,)``, a single scale.
         """
+        end = self.end_size
         if self.scales is not None:
-            return self.scales if self.scales[-1] == self.size else (*self.scales, self.size)
+            return self.scales if self.scales[-1] == end else (*self.scales, end)
         if self.min_size is None:
-            return (self.size,)
+            return (end,)
         out, i = [], 0
-        while (s := round(self.size / math.sqrt(2) ** i)) >= self.min_size or not out:
+        while (s := round(end / math.sqrt(2) ** i)) >= self.min_size or not out:
             out.append(s)
             i += 1
         return tuple(sorted(set(out)))

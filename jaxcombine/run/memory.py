@@ -42,6 +42,7 @@ from jaxcombine.engine import tiles
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.networks import model
 from jaxcombine.options import layers as layers_lib
+from jaxcombine.options.config import DTYPES
 from jaxcombine.stats import losses
 
 # --------------------------------------------------------------------------- fitted table
@@ -71,8 +72,6 @@ FEATURES_IMAGE_BYTES_PER_PIXEL = 25.1  # the image read, resized and preprocesse
 FORWARD_WORKING_COPIES = 0.910
 SAVED_TAP_COPIES = 2.09
 MARGIN = 1.12  # the estimate is the fit times this: it errs high, not low
-
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 # --------------------------------------------------------------------------- structure
@@ -196,18 +195,54 @@ def estimate_features_bytes(
     return int(MARGIN * total)
 
 
+# Computing the targets (a forward, no gradient, of the content and of every style at its
+# ``style_scale``): XLA:CPU held this many copies of all the forward's activations, plus the
+# runtime (measured: a style at 8x a 192 px output, gatys, 1536x1536: 4.14 GB peak with
+# conv xla, 4.68 GB with Winograd, where the forward's activations total 3.0 GB).
+TARGET_FORWARD_COPIES = {"xla": 1.3, "winograd": 1.5}
+# Decoding an input file (content, style, mask, image start) at its own size: Pillow's
+# decoded image, its float32 RGB copy, the resize's channels and the fitted crop, at the
+# largest file's size at once (measured: a 36-megapixel greyscale mask 1.09 GB above the
+# same run without it, 30 bytes per pixel); and each style's float32 RGB (12 bytes per
+# pixel), kept while its targets are computed.
+DECODE_BYTES_PER_PIXEL = 48.0
+HELD_BYTES_PER_PIXEL = 12.0
+
+
 def estimate_targets_bytes(
-    layers: Sequence[str], sizes: Sequence[tuple[int, int]], *, arch: str = "vgg19"
+    layers: Sequence[str],
+    sizes: Sequence[tuple[int, int]],
+    *,
+    arch: str = "vgg19",
+    conv: str = "xla",
 ) -> int:
     """Peak bytes of computing a run's targets: one forward (no gradient) of each image of
-    ``sizes`` ((height, width): the content, then every style at its ``style_scale``), as
-    :func:`estimate_features_bytes` counts one, with every image's part added (they are
-    one compiled program and may be live together). Only a style much larger than the
-    output makes this exceed :func:`estimate_bytes`."""
+    ``sizes`` ((height, width): the content, then every style at its ``style_scale``),
+    every image's activations counted :data:`TARGET_FORWARD_COPIES` times (they are one
+    compiled program and may be live together). Only a style much larger than the output
+    makes this exceed :func:`estimate_bytes`."""
     if not sizes:
         raise JaxcombineError("no images to estimate")
-    fixed = estimate_features_bytes(layers, 1, 1, arch=arch)
-    return fixed + sum(estimate_features_bytes(layers, h, w, arch=arch) - fixed for h, w in sizes)
+    shapes = [layers_lib.layer_shapes(layers, h, w, arch) for h, w in sizes]
+    activations = sum(math.prod(shape) for image in shapes for shape in image.values())
+    total = (
+        FEATURES_BASE
+        + PER_CONV_LAYER * sum(name in layers_lib.CONV_NAMES for name in shapes[0])
+        + WEIGHT_COPIES * weight_bytes(layers, arch=arch, conv=conv)
+        + 4 * TARGET_FORWARD_COPIES[conv] * activations
+    )
+    return int(MARGIN * total)
+
+
+def estimate_inputs_bytes(pixels: Sequence[int], styles: Sequence[int] = ()) -> int:
+    """Bytes of decoding the input files: the largest of ``pixels`` (each file's decoded
+    pixel count) at :data:`DECODE_BYTES_PER_PIXEL`, plus the ``styles``' full-size copies
+    held while the targets are computed. Added to a run's estimate: a small output from a
+    huge mask or style costs its decoding."""
+    return int(
+        MARGIN
+        * (DECODE_BYTES_PER_PIXEL * max(pixels, default=0) + HELD_BYTES_PER_PIXEL * sum(styles))
+    )
 
 
 # --------------------------------------------------------------------------- the limit

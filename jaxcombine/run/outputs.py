@@ -113,27 +113,50 @@ class SnapshotWriter:
 
 
 class ProgressBar:
-    """A tqdm bar over steps: one refresh per chunk with the mean loss and steps/s."""
+    """The progress bar of every command: one tqdm bar on stderr, over steps (run, study:
+    one refresh per chunk, with the mean loss) or over jobs (batch: fractional updates, so
+    the ETA moves); ``enabled=False``: it does nothing."""
 
-    def __init__(self, steps: int, labels: Sequence[str], weights: np.ndarray):
-        from tqdm import tqdm
+    def __init__(
+        self,
+        total: float,
+        *,
+        unit: str = "step",
+        desc: str | None = None,
+        weights: np.ndarray | None = None,
+        enabled: bool = True,
+    ):
+        self.weights = None if weights is None else np.asarray(weights)  # (k, components)
+        self.done = 0.0
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
 
-        self.weights = np.asarray(weights)  # (k, components): each start's loss weights
-        self.bar = tqdm(
-            total=steps,
-            unit="step",
-            file=sys.stderr,
-            dynamic_ncols=True,
-            desc=f"{len(labels)} start{'s' if len(labels) > 1 else ''}",
-        )
-        self.done = 0
+            self.bar = tqdm(
+                total=total,
+                unit=unit,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                desc=desc,
+                bar_format=None
+                if unit == "step"
+                else "{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]",
+            )
 
-    def __call__(self, step: int, comps: np.ndarray) -> None:
-        total = np.einsum("kc,kc->k", comps[-1], self.weights)
-        if np.isfinite(total).any():
-            self.bar.set_postfix_str(f"loss {np.nanmean(total):.4g}", refresh=False)
-        self.bar.update(step - self.done)
-        self.done = step
+    def to_step(self, step: int, comps: np.ndarray) -> None:
+        """Move to global ``step``, showing the mean weighted loss of ``comps``' last row."""
+        if self.bar is not None and self.weights is not None:
+            total = np.einsum("kc,kc->k", comps[-1], self.weights)
+            if np.isfinite(total).any():
+                self.bar.set_postfix_str(f"loss {np.nanmean(total):.4g}", refresh=False)
+        self.update(step - self.done)
+
+    def update(self, n: float) -> None:
+        """Advance by ``n`` units."""
+        self.done += n
+        if self.bar is not None and n:
+            self.bar.update(n)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()

@@ -38,9 +38,10 @@ import numpy as np
 
 from jaxcombine.engine import driver, program, scales
 from jaxcombine.errors import JaxcombineError
-from jaxcombine.io import folders, images, records
+from jaxcombine.io import images, records
 from jaxcombine.options.config import RunConfig, StudyOptions, Sweep, parse_sweep
-from jaxcombine.run import interrupts, job, outputs
+from jaxcombine.run import outputs, runner
+from jaxcombine.run.prepare import Prepared
 from jaxcombine.study.plots import contact_sheet_png, distances_png, loss_png, report_html
 from jaxcombine.study.record import Recorder
 from jaxcombine.tools import metrics
@@ -48,7 +49,7 @@ from jaxcombine.tools import metrics
 # --------------------------------------------------------------------------- sweep
 
 
-def _cross(prep: job.Prepared, sweep: Sweep | None):
+def _cross(prep: Prepared, sweep: Sweep | None):
     """(labels, x0, lrs, loss_weights) of the starts × sweep values, starts outermost."""
     if sweep is None:
         return prep.labels, prep.x0, None, None
@@ -115,11 +116,83 @@ class Study:
         return pd.DataFrame(self.history), pd.DataFrame(self.distances)
 
 
+class _Study(runner.Hooks):
+    """``jaxcombine study``'s hooks: every start (× sweep) in one program, a recorder of
+    history and distances at each snapshot, a resumable state, then tables, plots, report."""
+
+    def __init__(self, config: RunConfig, options: StudyOptions, resume: bool, t0: float):
+        self.config, self.options, self.resume, self.t0 = config, options, resume, t0
+
+    def make_plan(self):
+        plan = super().make_plan()
+        starts = len(plan.inits) * (len(self.options.sweep.values) if self.options.sweep else 1)
+        plan = plan.with_starts(starts) if starts != plan.starts else plan
+        if self.options.evaluate:  # the scores must fit too: known now, not after the steps
+            metrics.check_memory(
+                [plan.output_shape],
+                max_memory=self.config.max_memory,
+                remedy="a smaller --size, or no --eval and then 'jaxcombine eval --size {size}'",
+            )
+        return plan
+
+    def new_state(self, pixels, steps, start_step=0):
+        return self.prep.initial_state(
+            pixels, lr=self.lrs, loss_weights=self.loss_weights, steps=steps, start_step=start_step
+        )
+
+    def begin(self, stages):
+        self.labels, x0, self.lrs, self.loss_weights = _cross(self.prep, self.options.sweep)
+        self.rec = rec = Recorder(self.out, self.prep, self.labels, self.lrs, self.loss_weights)
+        self.stage_list, self.offsets = stages, scales.offsets(stages)
+        self.total_steps = sum(s.longest for s in stages)
+        if not self.resume:
+            rec.snapshot(x0)
+            return self.new_state(x0, stages[0].steps), 0
+        x0, opt_state, average = rec.load()
+        state = self.new_state(
+            x0, stages[rec.stage].steps, rec.step - self.offsets[rec.stage]
+        )._replace(opt_state=opt_state)
+        if state.average is not None and average is not None:
+            state = state._replace(average=program.average_state(average, state.step))
+        return state, rec.stage
+
+    def on_chunk(self, step, comps, fetch):
+        rec, offsets = self.rec, self.offsets
+        rec.stage = max(i for i, o in enumerate(offsets) if o < step)
+        rec.add_steps(comps, self.stage_list[rec.stage].size)
+        every = self.options.snapshot_every
+        if step % every == 0 or step == self.total_steps or step in offsets:
+            rec.snapshot(fetch(), fetch.opt_state(), fetch.average())
+
+    def end(self, outcome: driver.Outcome, stopped) -> "Study":
+        rec, out, labels, options = self.rec, self.out, self.labels, self.options
+        rec.snapshot(outcome.pixels, outcome.opt_state, outcome.average)  # an interrupted run's
+        for lab, px in zip(labels, self.prep.finish(outcome.pixels)):
+            images.write(out / f"{lab}.png", px)
+        summary = _summary(
+            rec,
+            outcome,
+            self.config,
+            options.snapshot_every,
+            options.tolerance,
+            outcome.start_step,
+            time.perf_counter() - self.t0,
+        )
+        if options.evaluate:
+            summary["eval"] = evaluate_outputs(self.config, out, labels)
+        study = Study(
+            labels, rec.history_table(), rec.distance_table(), summary, out, outcome.interrupted
+        )
+        _write_outputs(study, rec, self.config, options.sweep)
+        study.interrupted |= stopped()
+        return study
+
+
 def run_study(
     config: RunConfig,
     out: str | Path,
     *,
-    snapshot_every: int = 25,
+    snapshot_every: int | None = None,
     tolerance: float = 0.01,
     sweep: str | Sweep | None = None,
     resume: bool = False,
@@ -128,102 +201,28 @@ def run_study(
 ) -> Study:
     """Run every start of ``config.init`` (× ``sweep``) in one program and write the study.
 
-    ``snapshot_every`` sets how often images, distances and the resumable state
-    are saved, and the convergence window (see :func:`convergence_step`).
-    ``resume`` continues the study in ``out`` from its last snapshot. Ctrl-C or
-    SIGTERM stops after the current chunk and writes everything so far. ``evaluate``
-    scores every final image (:func:`metrics.evaluate`, against the content and the first
-    style) into ``eval.csv``/``eval.json``, the summary and the report.
+    ``snapshot_every`` (default: ``config.snapshot_every``, else 25) sets how often
+    images, distances and the resumable state are saved, and the convergence window (see
+    :func:`convergence_step`). ``resume`` continues the study in ``out`` from its last
+    snapshot. Ctrl-C or SIGTERM stops after the current chunk and writes everything so
+    far. ``evaluate`` scores every final image (:func:`metrics.evaluate`, against the
+    content and the first style) into ``eval.csv``/``eval.json``, the summary and the report.
     """
     t0 = time.perf_counter()
+    if snapshot_every is None:
+        snapshot_every = config.snapshot_every or StudyOptions.snapshot_every
     options = StudyOptions(
         snapshot_every=snapshot_every,
         tolerance=tolerance,
         sweep=parse_sweep(sweep, config) if isinstance(sweep, str) else sweep,
         evaluate=evaluate,
     )
-    snapshot_every, sweep = options.snapshot_every, options.sweep
-    out = folders.check_output_folder(out)  # before any image is read or program compiled
-    folders.remove_stale_temps(out)
-    prep = job.prepare(config)
-    labels, x0, lrs, loss_weights = _cross(prep, sweep)
-    if len(labels) > len(prep.labels):  # the sweep multiplies the starts prepare checked
-        job.check_memory(config, prep.recipe, *x0.shape[1:3], starts=len(labels))
-    if options.evaluate:  # the scores must fit too: known now, not after the steps
-        metrics.check_memory(
-            [prep.output_shape],
-            max_memory=config.max_memory,
-            remedy="a smaller --size, or no --eval and then 'jaxcombine eval --size {size}'",
-        )
-    rec = Recorder(out, prep, labels, lrs, loss_weights)
-    stages = prep.stages()
-    offsets = scales.offsets(stages)
-    total_steps = sum(config.steps_per_scale())
-
-    def new_state(pixels, steps, start_step=0):
-        return prep.initial_state(
-            pixels, lr=lrs, loss_weights=loss_weights, steps=steps, start_step=start_step
-        )
-
-    if resume:
-        x0, opt_state, average = rec.load()
-        state = new_state(x0, stages[rec.stage].steps, rec.step - offsets[rec.stage])
-        state = state._replace(opt_state=opt_state)
-        if state.average is not None and average is not None:
-            state = state._replace(average=program.average_state(average, state.step))
-    else:
-        rec.snapshot(x0)
-        state = new_state(x0, stages[0].steps)
-    bar = outputs.ProgressBar(total_steps, labels, state.weights) if progress else None
-
-    def on_chunk(step, comps, fetch):
-        rec.stage = max(i for i, o in enumerate(offsets) if o < step)
-        rec.add_steps(comps, stages[rec.stage].size)
-        if bar is not None:
-            bar(step, comps)
-        if step % snapshot_every == 0 or step == total_steps or step in offsets:
-            rec.snapshot(fetch(), fetch.opt_state(), fetch.average())
-
-    with interrupts.stop_requests() as stop:  # held over the writes too: none is cut short
-        with job.out_of_memory_as_error(prep, len(labels)):
-            outcome = scales.optimise_scales(
-                prep.problem,
-                prep.variables,
-                stages,
-                state,
-                new_state,
-                first_stage=rec.stage,
-                carry_optimizer=config.scale_optimizer == "carry",
-                from_average=config.scale_from == "average",
-                chunk=outputs.chunk_size(config.chunk, snapshot_every),
-                loop=config.loop,
-                on_chunk=on_chunk,
-                stop=stop.is_set,
-                shard=job.shard_mode(config, len(labels), *(s.height for s in stages)),
-            )
-        if bar is not None:
-            bar.close()
-        # an interrupted run's last step
-        rec.snapshot(outcome.pixels, outcome.opt_state, outcome.average)
-        for lab, px in zip(labels, prep.finish(outcome.pixels)):
-            images.write(out / f"{lab}.png", px)
-        summary = _summary(
-            rec,
-            outcome,
-            config,
-            snapshot_every,
-            options.tolerance,
-            outcome.start_step,
-            time.perf_counter() - t0,
-        )
-        if options.evaluate:
-            summary["eval"] = evaluate_outputs(config, out, labels)
-        study = Study(
-            labels, rec.history_table(), rec.distance_table(), summary, out, outcome.interrupted
-        )
-        _write_outputs(study, rec, config, sweep)
-        study.interrupted |= stop.is_set()
-    return study
+    return runner.execute(
+        _Study(config, options, resume, t0),
+        out=out,
+        snapshot_every=options.snapshot_every,
+        progress=progress,
+    )
 
 
 def _summary(
@@ -311,10 +310,9 @@ def _write_outputs(study: Study, rec: Recorder, config, sweep: Sweep | None) -> 
     for name, data in plots.items():
         records.atomic_write_bytes(out / name, data)
     records.write_json(out / "summary.json", study.summary)
-    w8 = rec.prep.weights
     study_rec = records.record(
         config,
-        weights={"fingerprint": w8.fingerprint, **w8.info},
+        weights=rec.prep.weights,
         problem=rec.prep.problem,
         recipe=rec.prep.recipe.to_dict(),
         sweep=sweep,

@@ -24,7 +24,6 @@ Results go to ``bench.json`` and ``bench.md`` (atomic writes).
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import os
 import platform
 import resource
@@ -41,8 +40,8 @@ from jaxcombine.engine import program
 from jaxcombine.io import images, records
 from jaxcombine.networks import model
 from jaxcombine.options import config
-from jaxcombine.options import recipe as recipe_lib
 from jaxcombine.run import job
+from jaxcombine.run import plan as plan_lib
 
 CPU_SIZES = (128, 256)
 ACCELERATOR_SIZES = (128, 256, 512, 1024)
@@ -261,14 +260,13 @@ def run(bc: BenchConfig, out: Path, log: Callable[[str], None] = print) -> dict[
             rows.append(row.to_dict(max(peak.values())))
             log(_line(rows[-1]))
     _add_ratios(rows)
-    result = {
-        "environment": {**records.environment(), **machine()},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["jaxcombine", *sys.argv[1:]]),
-        "config": dataclasses.asdict(bc),
-        "device_gflops": peak,
-        "rows": rows,
-    }
+    result = records.record(
+        bc,
+        environment={**records.environment(), **machine()},
+        command=" ".join(["jaxcombine", *sys.argv[1:]]),
+        device_gflops=peak,
+        rows=rows,
+    )
     records.write_json(out / "bench.json", result)
     records.atomic_write_text(out / "bench.md", markdown(result))
     return result
@@ -290,12 +288,9 @@ def _config(bc: BenchConfig, size: int, conv: str) -> job.RunConfig:
 
 
 def _check(c: job.RunConfig, *, starts: int) -> None:
-    """What :func:`job.prepare` refuses before reading anything, for one case: an image
-    too small for the recipe's layers, a run too large for memory."""
-    rec = recipe_lib.load(c.recipe, c.model)
-    h, w = images.output_size(c.content or images.CONTENT, size=c.size, max_pixels=c.max_pixels)
-    model.check_size(h, w, rec.layers)
-    job.check_memory(c, rec, h, w, starts=starts)
+    """What the run plan refuses before reading anything, for one case: an image too
+    small for the recipe's layers, a run too large for memory."""
+    plan_lib.make(c, starts=starts)
 
 
 def measure_size(preps: Sequence[job.Prepared], bc: BenchConfig) -> list[Row]:

@@ -81,7 +81,7 @@ def extract_features(
         "size": size,
         "input_shape": list(rgb.shape),
     }
-    record = records.record(config, weights={"fingerprint": w.fingerprint, **w.info})
+    record = records.record(config, weights=w)
     records.atomic_write_all(
         {out: buf.getvalue(), out.with_suffix(".json"): records.json_text(record)}
     )

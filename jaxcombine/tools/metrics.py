@@ -425,7 +425,7 @@ def write(result: Evaluation, out: str | os.PathLike, w8: weight_store.Weights) 
     out = Path(out)
     record = records.record(
         result.settings,
-        weights={"fingerprint": w8.fingerprint, **w8.info},
+        weights=w8,
         rows=result.rows,
         per_layer=result.layers,
     )

@@ -1,0 +1,322 @@
+"""The run plan: every decision about a run, made once, before anything large is read.
+
+:func:`make` builds a :class:`Plan` from the configuration, the recipe, the headers of
+the input files (each read once) and the local devices. It holds the shape of every
+scale, each style's size at each scale, the convolution algorithm, the loop form, the
+device layout, the tile plan and the memory estimate, and it is where every rule that
+combines options, recipe and devices lives; every refusal is a one-line
+:class:`~jaxcombine.errors.JaxcombineError` raised here, before an image is decoded or a
+program compiled::
+
+    plan = make(RunConfig(size=512, scales=(256, 512)))
+    [(s.height, s.width) for s in plan.scales]   # [(256, 256), (512, 512)]
+    plan.layout.mode, plan.conv, plan.memory_bytes
+
+The runner (:mod:`jaxcombine.run.runner`) and the commands on it (run, study, batch)
+take their shapes, layout and checks from the plan and never recompute them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Sequence
+
+import jax
+
+from jaxcombine.engine import layout as layout_lib
+from jaxcombine.engine import program, tiles
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.io import images
+from jaxcombine.networks import model
+from jaxcombine.options import layers as layers_lib
+from jaxcombine.options import recipe as recipe_lib
+from jaxcombine.options.config import AUTO, Init, RunConfig
+from jaxcombine.run import memory
+from jaxcombine.stats import losses
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """One scale of the coarse-to-fine ladder (the only one of a single-scale run)."""
+
+    size: int  # the longest side, px (the value --scales lists)
+    height: int
+    width: int
+    steps: int
+    style_shapes: tuple[tuple[int, int], ...]  # (height, width) each style is fitted to
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A run decided: what :func:`make` worked out once (see the module docstring)."""
+
+    config: RunConfig
+    recipe: recipe_lib.Recipe  # with the config's overrides (tv_weight, preserve_color)
+    inits: tuple[Init, ...]
+    content: str  # the content image's path
+    scales: tuple[Scale, ...]
+    conv: str  # ``auto`` resolved
+    loop: str  # ``auto`` resolved
+    layout: layout_lib.Layout
+    starts: int  # side by side in one program (a study's sweep, a batch group: more)
+    per_start_targets: bool  # each start its own targets (a batch group)
+    memory_bytes: int  # the estimated peak (checked against the limit)
+    input_pixels: tuple[tuple[str, int], ...]  # (path, decoded pixels) of every input file
+    style_paths: tuple[str, ...]
+
+    @property
+    def output_shape(self) -> tuple[int, int]:
+        """(height, width) of the written images: the last scale's."""
+        return self.scales[-1].shape
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(i.label for i in self.inits)
+
+    @property
+    def problem(self) -> program.Problem:
+        """The structure that selects the compiled program."""
+        c = self.config
+        return program.Problem(
+            recipe=self.recipe.structure(),
+            arch=c.model,
+            pooling=c.pooling,
+            dtype=c.dtype,
+            remat=c.remat,
+            conv=self.conv,
+            optimizer=c.optimizer,
+            schedule=c.schedule,
+            grey=self.recipe.preserve_color == "luminance",
+            tile=c.tile,
+        )
+
+    def describe(self, starts: int | None = None) -> str:
+        """``1 start at 192x192, gatys to block5_conv1, conv winograd``, for messages."""
+        h, w = self.output_shape
+        return memory.describe(
+            self.recipe.layers,
+            h,
+            w,
+            self.starts if starts is None else starts,
+            conv=self.conv,
+            recipe=self.recipe.name,
+            arch=self.config.model,
+        )
+
+    def remedies(self) -> tuple[str, ...]:
+        accelerator = jax.default_backend() != "cpu"
+        return memory.remedies(self.conv, self.starts, devices_help=accelerator)
+
+    def out_of_memory_as_error(self):
+        """:func:`memory.out_of_memory_as_error` for this run: an allocator's failure
+        inside the block becomes one line naming the run and what lowers its memory."""
+        return memory.out_of_memory_as_error(self.describe(), remedies=self.remedies())
+
+    def with_starts(self, starts: int, *, per_start_targets: bool = False) -> "Plan":
+        """This plan for ``starts`` starts side by side (a study's sweep, a batch group):
+        layout and memory decided again; a one-line error if it no longer fits."""
+        return _decide(
+            dataclasses.replace(self, starts=starts, per_start_targets=per_start_targets)
+        )
+
+
+def load_recipe(config: RunConfig) -> recipe_lib.Recipe:
+    """The config's recipe with its overrides (``tv_weight``, ``preserve_color``)."""
+    rec = recipe_lib.load(config.recipe, config.model)
+    if config.tv_weight is not None:
+        rec = rec.replace(tv_weight=config.tv_weight)
+    if config.preserve_color is not None:
+        rec = rec.replace(preserve_color=config.preserve_color)
+    return rec
+
+
+def make(
+    config: RunConfig,
+    *,
+    recipe: recipe_lib.Recipe | None = None,
+    starts: int | None = None,
+    per_start_targets: bool = False,
+) -> Plan:
+    """The plan of ``config`` (already valid): one-line errors for every rule that
+    combines options, recipe and devices, and for a run that will not fit in memory.
+
+    ``recipe``: already loaded (:func:`load_recipe`); ``starts``: side by side (default:
+    the config's starts); ``per_start_targets``: each start its own targets (a batch group).
+    """
+    rec = load_recipe(config) if recipe is None else recipe
+    inits = config.inits(rec.init)
+    content = str(config.content or images.CONTENT)
+    height, width = images.header_size(content, max_pixels=config.max_pixels)  # the one read
+    style_paths = tuple(str(p) for p in config.style or (images.STYLE,))
+    style_scales = config.style_scales()
+    scales = []
+    for size, steps in zip(config.sizes(), config.steps_per_scale()):
+        w, h = images.target_size(width, height, size=size)
+        scales.append(
+            Scale(size, h, w, steps, _style_shapes(rec, style_scales, h, w, config.model))
+        )
+    model.check_size(*scales[0].shape, rec.layers, config.model)
+    if config.tile:  # the statistics, the tile, then what tiles do not take
+        tiles.check(rec)
+        tiles.plan(*scales[-1].shape, config.tile, rec.layers, config.model)
+        if rec.masks or config.style_masks or set(style_scales) != {1.0}:
+            raise JaxcombineError(
+                "tile does not take masks or style scales (tiles.targets tiles the "
+                "images at the output's size, unmasked); use tile 0 or drop them"
+            )
+    conv = model.default_conv(dtype=config.dtype) if config.conv == AUTO else config.conv
+    plan = Plan(
+        config=config,
+        recipe=rec,
+        inits=inits,
+        content=content,
+        scales=tuple(scales),
+        conv=conv,
+        loop=program.default_loop(None, conv) if config.loop == AUTO else config.loop,
+        layout=layout_lib.Layout(),
+        starts=len(inits) if starts is None else starts,
+        per_start_targets=per_start_targets,
+        memory_bytes=0,
+        input_pixels=((content, height * width), *_input_pixels(config, rec, inits)),
+        style_paths=style_paths,
+    )
+    return _decide(plan)
+
+
+def _style_shapes(
+    rec: recipe_lib.Recipe, style_scales: Sequence[float], height: int, width: int, arch: str
+) -> tuple[tuple[int, int], ...]:
+    """(height, width) each style is fitted to for its targets: its ``style_scale`` times
+    the output's, rounded. One-line errors for a scaled style too small for the recipe's
+    layers and for a style term whose target is a feature map (it has the output's shape)."""
+    sizes = []
+    style_layers = [t.layer for t in rec.terms if t.source == "style"]
+    for i, f in enumerate(style_scales, start=1):
+        size = (max(1, round(f * height)), max(1, round(f * width)))
+        if f != 1.0 and style_layers:
+            maps = losses.spatial_target_keys(rec)
+            spatial = [t for t in rec.terms if t.source == "style" and losses.target_key(t) in maps]
+            if spatial:
+                raise JaxcombineError(
+                    f"style_scale {f:g} cannot apply to the recipe's style "
+                    f"{spatial[0].statistic!r} terms (their target is a feature map of the "
+                    "output's shape); use style_scale 1 or another statistic"
+                )
+            try:
+                model.check_size(*size, style_layers, arch)
+            except JaxcombineError as e:
+                raise JaxcombineError(f"style {i} at style_scale {f:g}: {e}") from None
+        sizes.append(size)
+    return tuple(sizes)
+
+
+def _input_pixels(
+    config: RunConfig, rec: recipe_lib.Recipe, inits: Sequence[Init]
+) -> tuple[tuple[str, int], ...]:
+    """(path, pixels) of every file the run decodes besides the content: styles, style
+    masks, the recipe's masks and image starts, from their headers (each read once).
+    A file that is not there is left to its reader's one-line error."""
+    paths = [
+        *(config.style or (str(images.STYLE),)),
+        *(config.style_masks or ()),
+        *rec.masks,
+        *(i.path for i in inits if i.kind == "file"),
+    ]
+    out = []
+    for path in dict.fromkeys(str(p) for p in paths):
+        if Path(path).is_file():
+            h, w = images.header_size(path, max_pixels=config.max_pixels)
+            out.append((path, h * w))
+    return tuple(out)
+
+
+def _decide(plan: Plan) -> Plan:
+    """``plan`` with its device layout chosen and its memory estimated and checked."""
+    config, rec = plan.config, plan.recipe
+    heights = [
+        [("the image", s.height)]
+        + [(name, shape[0]) for name, shape in _layer_shapes(rec.layers, s.shape, config.model)]
+        for s in plan.scales
+    ]
+    layout = layout_lib.choose(
+        config.shard,
+        starts=plan.starts,
+        heights=heights,
+        per_start_targets=plan.per_start_targets,
+    )
+    plan = dataclasses.replace(plan, layout=layout)
+    need, what, remedies = _estimate(plan)
+    limit = int(config.max_memory * 1e9) if config.max_memory else memory.available_bytes()
+    memory.check_fits(need, limit, what, remedies=remedies)
+    return dataclasses.replace(plan, memory_bytes=need)
+
+
+@functools.lru_cache(maxsize=64)
+def _layer_shapes(layers: tuple[str, ...], shape: tuple[int, int], arch: str):
+    return tuple(layers_lib.layer_shapes(layers, *shape, arch).items())
+
+
+def _estimate(plan: Plan) -> tuple[int, str, tuple[str, ...]]:
+    """(peak bytes, what was estimated, remedies): the costliest scale's step (per device),
+    its targets' forward passes, and decoding the input files."""
+    config, rec, starts = plan.config, plan.recipe, plan.starts
+    height, width = plan.output_shape
+    what = plan.describe()
+    inputs = memory.estimate_inputs_bytes(
+        [n for _, n in plan.input_pixels],
+        [n for path, n in plan.input_pixels if path in plan.style_paths],
+    )
+    if config.tile:  # the steps hold one window's activations, plus image-sized arrays
+        need = memory.tiled_estimate_bytes(
+            rec,
+            height,
+            width,
+            starts,
+            config.tile,
+            arch=config.model,
+            conv=plan.conv,
+            dtype=config.dtype,
+            remat=config.remat,
+        )
+        return (
+            need + inputs,
+            f"{what}, tile {config.tile}",
+            ("a smaller --size", "a smaller --tile"),
+        )
+    accelerator = jax.default_backend() != "cpu"  # separate memories: per device
+    along_starts, along_rows = plan.layout.grid
+    per_device = -(-starts // along_starts) if accelerator else starts
+    rows = height // along_rows if accelerator else height
+    need = memory.estimate_bytes(
+        rec.layers,
+        rows,
+        width,
+        per_device,
+        arch=config.model,
+        conv=plan.conv,
+        dtype=config.dtype,
+        remat=config.remat,
+        per_start_targets=plan.per_start_targets,
+        activation_targets=losses.spatial_layers(rec),
+    )
+    # the targets' forward passes: a style larger than the output (style_scale) may cost more
+    style_shapes = plan.scales[-1].style_shapes
+    targets = memory.estimate_targets_bytes(
+        rec.layers, [(height, width), *style_shapes], arch=config.model, conv=plan.conv
+    )
+    remedies = plan.remedies()
+    if targets > need:
+        h, w = max(style_shapes, key=lambda s: s[0] * s[1])
+        what += f"; its targets' forward passes, a style at {w}x{h}"
+        remedies = ("a smaller --style-scale", *remedies)
+    if inputs > max(need, targets) / 2:
+        path, _ = max(plan.input_pixels, key=lambda p: p[1], default=(plan.content, 0))
+        what += f"; decoding {Path(path).name}"
+        remedies = (*remedies, "smaller input files")
+    return max(need, targets) + inputs, what, remedies
