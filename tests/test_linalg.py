@@ -35,12 +35,24 @@ def test_sum_sqrt_eigenvalues_matches_eigvalsh_value_and_gradient():
     def reference(x):
         return jnp.sum(jnp.sqrt(jnp.linalg.eigvalsh(x.T @ x)))  # all eigenvalues well above 0
 
-    np.testing.assert_allclose(jax.vmap(ours)(a), jax.vmap(reference)(a), rtol=1e-6)
+    # Two eigen-solves of one float32 matrix (ours one at a time, the reference batched)
+    # may differ by LAPACK's error, about ε·m·λmax per eigenvalue: √λ by that over 2√λ, the
+    # gradient A V Λ^-½ Vᵀ through eigenvectors turned by up to ε·m·λmax/gap. Derived from
+    # the matrices in float64, not tuned to one CPU (issue 20, item 13).
+    eps = float(np.finfo(np.float32).eps)
+    lam = np.linalg.eigvalsh(np.einsum("bpc,bpd->bcd", *(np.asarray(a, np.float64),) * 2))
+    noise = eps * lam.shape[-1] * lam.max(axis=-1, keepdims=True)  # (3, 1)
+    value_err = np.sum(noise / (2 * np.sqrt(lam)), axis=-1)
+    gap = np.min(np.diff(lam, axis=-1), axis=-1)
+    grad_err = np.max(noise[:, 0] / gap / np.sqrt(lam[:, 0])) * np.abs(a).max() * lam.shape[-1]
+    value, want = jax.vmap(ours)(a), jax.vmap(reference)(a)
+    assert np.all(np.abs(value - want) <= 2 * value_err), (value - want, value_err)
+    assert np.all(value_err < 1e-5 * want)  # a tight check still
     grads = jax.grad(lambda x: jax.vmap(ours)(x).sum())(a)
     np.testing.assert_allclose(
-        grads, jax.grad(lambda x: jax.vmap(reference)(x).sum())(a), atol=1e-6
+        grads, jax.grad(lambda x: jax.vmap(reference)(x).sum())(a), atol=2 * grad_err
     )
-    assert np.abs(grads).max() > 0.01
+    assert np.abs(grads).max() > 0.01 and grad_err < 1e-2 * np.abs(grads).max()
 
 
 def test_eigenvalues_below_the_floor_give_no_value_and_no_gradient():

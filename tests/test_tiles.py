@@ -22,6 +22,7 @@ SHALLOW = Recipe(
         Term("block2_conv1", "style", "meanstd", 2.0),
         Term("block1_conv1", "style", "covariance", 1.0),
         Term("block2_conv1", "style", "w2", 1.0),
+        Term("block1_conv1", "style", "cmd", 1.0),
     ),
     tv_weight=1e-3,
 )
@@ -114,9 +115,10 @@ def test_gatys_to_block5_matches_untiled(vgg19):
     assert_same(untiled, tiled, rtol=2e-4)
 
 
-def test_swd_is_refused():
-    rec = Recipe("swd", (Term("block1_conv1", "style", "swd"),))
-    with pytest.raises(JaxcombineError, match="'swd' is not a sum over positions"):
+@pytest.mark.parametrize("statistic", ["swd", "histogram"])
+def test_sorting_statistics_are_refused(statistic):
+    rec = Recipe(statistic, (Term("block1_conv1", "style", statistic),))
+    with pytest.raises(JaxcombineError, match=f"'{statistic}' is not a sum over positions"):
         tiles.check(rec)
     with pytest.raises(JaxcombineError, match="multiple of 16"):
         tiles.plan(256, 256, 40, ["block5_conv1"])

@@ -163,9 +163,7 @@ def optimise(
     state, targets, k = layout.place(
         state,
         targets,
-        activation_keys=[
-            losses.target_key(t) for t in problem.recipe.terms if t.statistic == "activations"
-        ],
+        activation_keys=losses.spatial_target_keys(problem.recipe),
         per_start_targets=per_start_targets,
     )
     history: list[np.ndarray] = []

@@ -181,9 +181,9 @@ def compute_targets(
     output size, or a list of S images (H_s, W_s, 3) of their own sizes (each
     style at its ``style_scale``; each then goes through VGG alone). Several
     styles blend their statistics with ``style_weights`` (default: equal; how
-    each statistic blends: :func:`losses.target`). A target is an array or, for
-    ``w2`` and ``swd``, a dict of arrays (the Gaussian fit with its square root,
-    computed here once; the style's feature points).
+    each statistic blends: its module's ``target``). A target is an array or a dict of
+    arrays, whatever the statistic keeps (a Gaussian fit with its square root, computed
+    here once; the style's feature points; sorted values …).
 
     ``masks`` (M, H, W): the recipe's term masks at the output's size, kept as
     ``targets["masks"]``. ``style_masks`` (S, H, W): one mask per style; style
@@ -236,7 +236,7 @@ def loss_components(
     key: jax.Array | None = None,
 ) -> jax.Array:
     """Unweighted components (``recipe.labels`` order) for one image (H, W, 3);
-    ``key`` (a PRNG key) feeds the random statistics (``swd``)."""
+    ``key`` (a PRNG key) feeds the random statistics."""
     feats = problem.network().apply(variables, pixels[None])
     feats = {k: v[0] for k, v in feats.items()}
     return losses.terms(feats, targets, pixels, problem.recipe, key)
@@ -320,7 +320,7 @@ def _step(
     x, opt_state, alive, weights, step, steps, key_data, average = state
     opt = problem.transform()
     key = step_key(key_data, step)
-    if problem.tile:  # exact, tile by tile (no random statistics: tiles.check)
+    if problem.tile:  # exact, tile by tile (only statistics that are sums: tiles.check)
         value_fn = lambda p: tiles.value(
             problem,
             variables,

@@ -1,15 +1,15 @@
 """Exact loss and pixel gradient computed tile by tile: memory set by the tile, not the image.
 
 Why: a step's memory is the VGG activations of the whole image kept for the
-backward pass, so the largest image is bounded by one device's memory. Every
-statistic a recipe matches is a function of *sums over positions* (a Gram
-matrix is Σ f fᵀ / N, mean/std come from Σ f and Σ f², a covariance from Σ f and
-Σ f fᵀ, the W2 term from the mean and covariance, and an activations term is
-Σ (f − t)² over positions), so:
+backward pass, so the largest image is bounded by one device's memory. A *tileable*
+statistic (:class:`jaxcombine.stats.Statistic`) is a function of sums over positions
+(its :meth:`~jaxcombine.stats.Statistic.sums`: a Gram matrix of Σ f fᵀ, mean/std of
+Σ f and Σ f², an activations term of Σ (f − t)² …), so:
 
 1. **Pass 1** runs the forward on overlapping windows, one at a time, and adds
    up each window's sums over its *interior* positions: the global sums M.
-2. The loss L(M) and its gradient ∂L/∂M are computed once, globally.
+2. The loss L(M) (each statistic's ``from_sums``) and its gradient ∂L/∂M are
+   computed once, globally.
 3. **Pass 2** runs, per window, the vjp of (window pixels → the window's interior
    sums) with the cotangent ∂L/∂M held fixed, and adds the window's pixel
    gradient (halo included) into the image's. By the chain rule over
@@ -25,11 +25,13 @@ the image, the last ones shifted back), so one compiled program serves every
 tile; the tiles are a ``lax.scan`` and only one window's activations exist at a
 time. Costs: the forward twice (passes 1 and 2) and the halos' area.
 
-Supported statistics: ``activations``, ``gram``, ``meanstd``, ``covariance`` and
-``w2`` (its matrix square root is a function of the global mean and covariance).
-``swd`` sorts projections over all positions, which is no sum: refused
-(:func:`check`). Total variation is computed on the whole image (pixels only).
-Tested against the untiled gradient: tests/test_tiles.py.
+Targets are tiled the same way (:func:`targets`): each image's sums
+(``target_sums``), finished and blended by ``target_from_sums``; a *spatial*
+statistic's target (a feature map of the output's shape) is assembled from the
+windows' interiors and sliced back to each window. Statistics that are no sum over
+positions (sorts: ``tileable`` False) are refused in one line (:func:`check`).
+Total variation is computed on the whole image (pixels only). No statistic is named
+here. Tested against the untiled gradient: tests/test_tiles.py.
 """
 
 from __future__ import annotations
@@ -42,18 +44,16 @@ import numpy as np
 
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.options import layers as layers_lib
-from jaxcombine.stats import linalg, losses
-from jaxcombine.stats.statistics import EIG_FLOOR
-
-SUPPORTED = ("activations", "gram", "meanstd", "covariance", "w2")
+from jaxcombine.stats import base, losses
 
 
 def check(recipe: Any) -> None:
-    """One-line error if ``recipe`` has a statistic tiles cannot sum (``swd``)."""
-    bad = [t.statistic for t in recipe.terms if t.statistic not in SUPPORTED]
+    """One-line error if ``recipe`` has a statistic that is no sum over positions."""
+    bad = [t.statistic for t in recipe.terms if not base.get(t.statistic).tileable]
     if bad:
+        tileable = [name for name in base.names() if base.get(name).tileable]
         raise JaxcombineError(
-            f"tiled gradients support {', '.join(SUPPORTED)}; statistic "
+            f"tiled gradients support {', '.join(tileable)}; statistic "
             f"{bad[0]!r} is not a sum over positions (use tile 0)"
         )
 
@@ -132,6 +132,17 @@ def _interior(axis_origin, start, end, d: int, size: int, length: int) -> jax.Ar
     return ((idx >= start // d) & (idx < hi)).astype(jnp.float32)
 
 
+def _where(where: jax.Array, d: int, f: jax.Array, shape: tuple[int, int]) -> jax.Array:
+    """(h, w) float mask of a window's feature map at downsampling ``d``: its tile's
+    interior. ``where`` = (origin_y, origin_x, start_y, end_y, start_x, end_x)."""
+    oy, ox, y0, y1, x0, x1 = (where[i] for i in range(6))
+    hw, ww = f.shape[:2]
+    return (
+        _interior(oy, y0, y1, d, hw, shape[0])[:, None]
+        * _interior(ox, x0, x1, d, ww, shape[1])[None, :]
+    )
+
+
 def _window_sums(
     problem: Any,
     variables: Mapping,
@@ -143,9 +154,9 @@ def _window_sums(
     """Each term's sums over the tile's interior positions of one window (H_w, W_w, 3).
 
     ``where`` = (origin_y, origin_x, start_y, end_y, start_x, end_x) of the window
-    and its tile; ``shape`` the whole image's (H, W).
+    and its tile; ``shape`` the whole image's (H, W). A spatial target is sliced to the
+    window.
     """
-    oy, ox, y0, y1, x0, x1 = (where[i] for i in range(6))
     feats = problem.network().apply(variables, window[None])
     levels = layers_lib.downsampling(problem.recipe.layers, problem.arch)
     out: dict[str, Any] = {}
@@ -153,67 +164,26 @@ def _window_sums(
         key = losses.target_key(t)
         if key in out:
             continue
+        stat = base.get(t.statistic)
         f = feats[t.layer][0].astype(jnp.float32)
-        hw, ww, c = f.shape
         d = levels[t.layer]
-        mask = (
-            _interior(oy, y0, y1, d, hw, shape[0])[:, None]
-            * _interior(ox, x0, x1, d, ww, shape[1])[None, :]
-        )[..., None]
-        if t.statistic == "activations":
-            target = jax.lax.dynamic_slice(targets[key], (oy // d, ox // d, 0), (hw, ww, c))
-            out[key] = {"sq": jnp.sum(mask * jnp.square(f - target))}
-            continue
-        fm = (mask * f).reshape(-1, c)
-        sums = {"s1": jnp.sum(fm, axis=0)}
-        if t.statistic == "meanstd":
-            sums["s2"] = jnp.sum(fm * f.reshape(-1, c), axis=0)
-        else:  # gram, covariance, w2
-            sums["S2"] = fm.T @ f.reshape(-1, c)
-        out[key] = sums
+        target = targets[key]
+        if stat.spatial:
+            target = jax.lax.dynamic_slice(target, (where[0] // d, where[1] // d, 0), f.shape)
+        out[key] = stat.sums(f, _where(where, d, f, shape), target)
     return out
 
 
 def _terms(problem: Any, targets: Mapping, sums: Mapping, shape: tuple[int, int]) -> list:
-    """Every term's value from the global sums (the recipe's definitions, rewritten)."""
+    """Every term's value from the global sums (each statistic's ``from_sums``)."""
     levels = layers_lib.downsampling(problem.recipe.layers, problem.arch)
     values = []
     for t in problem.recipe.terms:
         key = losses.target_key(t)
-        m, target = sums[key], targets[key]
         d = levels[t.layer]
         n = (shape[0] // d) * (shape[1] // d)
-        if t.statistic == "activations":
-            values.append(m["sq"] / target.size / (jnp.mean(jnp.square(target)) + losses.EPS))
-            continue
-        mean = m["s1"] / n
-        if t.statistic == "gram":
-            values.append(losses.relative_mse(m["S2"] / n, target))
-        elif t.statistic == "meanstd":
-            var = jnp.maximum(m["s2"] / n - jnp.square(mean), 0.0)
-            std = jnp.sqrt(var + losses.EPS)
-            values.append(losses.relative_mse(jnp.stack([mean, std]), target))
-        else:
-            cov = m["S2"] / n - jnp.outer(mean, mean)
-            if t.statistic == "covariance":
-                values.append(losses.relative_mse(cov, target))
-            else:
-                values.append(_w2(mean, cov, target))
+        values.append(base.get(t.statistic).from_sums(sums[key], n, targets[key]))
     return values
-
-
-def _w2(mean: jax.Array, cov: jax.Array, target: Mapping) -> jax.Array:
-    """``statistics.w2_gaussian`` from the mean and covariance: the cross term
-    tr((Σt^½ Σ Σt^½)^½) from the eigenvalues of that C×C matrix, floored alike."""
-    root = target["cov_sqrt"]
-    cross = linalg.sum_sqrt_eigenvalues(root @ cov @ root, EIG_FLOOR)
-    w2 = (
-        jnp.sum(jnp.square(mean - target["mean"]))
-        + jnp.trace(cov)
-        + jnp.trace(target["cov"])
-        - 2.0 * cross
-    )
-    return jnp.maximum(w2, 0.0) / (target["scale"] + losses.EPS)
 
 
 # --------------------------------------------------------------------------- the two passes
@@ -305,9 +275,6 @@ def value_and_grad(
     return (value_, comps), grad
 
 
-# --------------------------------------------------------------------------- memory
-
-
 # --------------------------------------------------------------------------- targets
 
 
@@ -323,15 +290,16 @@ def targets(
     """What :func:`engine.compute_targets` returns, computed tile by tile (a forward only),
     so the targets of a large image need no more memory than its steps.
 
-    Statistics come from each image's global sums (blended styles pool their points
-    with the weights, as :func:`losses.target` does); activation maps are assembled
-    from the windows' interiors. ``w2``'s Σ^½ comes from an eigendecomposition of the
-    covariance here, not the SVD of the points (equal to float32 rounding of Σ).
+    Each statistic's target comes from each image's sums over every position
+    (``target_sums``), blended with the weights by ``target_from_sums``; a spatial
+    statistic's from the images' whole feature maps, assembled from the windows'
+    interiors (its ``target``).
     """
     check(problem.recipe)
     if style_weights is None:
         style_weights = jnp.full((styles.shape[0],), 1.0 / styles.shape[0])
     style_weights = style_weights / jnp.sum(style_weights)
+    full = layers_lib.layer_shapes(problem.recipe.layers, *content.shape[:2], problem.arch)
     out: dict[str, Any] = {}
     for source, imgs, w in (
         ("content", content[None], jnp.ones((1,), jnp.float32)),
@@ -341,88 +309,52 @@ def targets(
         if not terms:
             continue
         per_image = [_image_sums(problem, variables, img, terms, tile) for img in imgs]
-        blend = lambda get: sum(w[i] * get(m) for i, m in enumerate(per_image))  # noqa: E731
         for t in terms:
-            key = losses.target_key(t)
-            if t.statistic == "activations":
-                out[key] = blend(lambda m: m[t.layer]["map"])
-                continue
-            n = per_image[0][t.layer]["n"]
-            mean = blend(lambda m: m[t.layer]["s1"] / n)
-            if t.statistic == "meanstd":
-                out[key] = blend(
-                    lambda m: jnp.stack(
-                        [
-                            m[t.layer]["s1"] / n,
-                            jnp.sqrt(
-                                jnp.maximum(
-                                    jnp.diag(m[t.layer]["S2"]) / n
-                                    - jnp.square(m[t.layer]["s1"] / n),
-                                    0.0,
-                                )
-                                + losses.EPS
-                            ),
-                        ]
-                    )
-                )
-                continue
-            second = blend(lambda m: m[t.layer]["S2"] / n)
-            if t.statistic == "gram":
-                out[key] = second
-                continue
-            cov = second - jnp.outer(mean, mean)
-            if t.statistic == "covariance":
-                out[key] = cov
-            else:  # w2
-                lam, vec = linalg.eigh(cov)
-                root = (vec * jnp.sqrt(jnp.maximum(lam, 0.0))[None]) @ vec.T
-                out[key] = {
-                    "mean": mean,
-                    "cov": cov,
-                    "cov_sqrt": root,
-                    "scale": jnp.trace(cov) + jnp.sum(jnp.square(mean)),
-                }
+            key, stat = losses.target_key(t), base.get(t.statistic)
+            if stat.spatial:
+                out[key] = stat.target(jnp.stack([m[key] for m in per_image]), w)
+            else:
+                n = full[t.layer][0] * full[t.layer][1]
+                out[key] = stat.target_from_sums([m[key] for m in per_image], [n] * len(imgs), w)
     return out
 
 
 def _image_sums(problem: Any, variables: Mapping, img: jax.Array, terms: list, tile: int) -> dict:
-    """Per tapped layer of ``terms``: the whole activation map (``map``, for activations
-    terms) or the sums Σf (``s1``) and Σffᵀ (``S2``) over every position, and their count."""
+    """Per target of ``terms``: the statistic's ``target_sums`` over every position of
+    the image, or, for a spatial statistic, its whole feature map."""
     shape = img.shape[:2]
     size, table = _tiles(img, tile, problem)
     levels = layers_lib.downsampling(problem.recipe.layers, problem.arch)
     full = layers_lib.layer_shapes(problem.recipe.layers, *shape, problem.arch)
-    maps = {t.layer for t in terms if t.statistic == "activations"}
-    stats = {t.layer for t in terms if t.statistic != "activations"}
-    init = {layer: {"map": jnp.zeros(full[layer], jnp.float32)} for layer in maps}
-    for layer in stats:
-        c = full[layer][-1]
-        init.setdefault(layer, {}).update(s1=jnp.zeros((c,)), S2=jnp.zeros((c, c)))
+    stats = {losses.target_key(t): (base.get(t.statistic), t.layer) for t in terms}
+
+    def window(where):
+        feats = problem.network().apply(variables, _window(img, where, size)[None])
+        out = {}
+        for key, (stat, layer) in stats.items():
+            f = feats[layer][0].astype(jnp.float32)
+            inner = _where(where, levels[layer], f, shape)
+            out[key] = inner[..., None] * f if stat.spatial else stat.target_sums(f, inner)
+        return out
 
     def add(acc, where):
-        oy, ox, y0, y1, x0, x1 = (where[i] for i in range(6))
-        feats = problem.network().apply(variables, _window(img, where, size)[None])
-        new = {}
-        for layer, entry in acc.items():
-            f = feats[layer][0].astype(jnp.float32)
-            hw, ww, c = f.shape
-            d = levels[layer]
-            mask = (
-                _interior(oy, y0, y1, d, hw, shape[0])[:, None]
-                * _interior(ox, x0, x1, d, ww, shape[1])[None, :]
-            )[..., None]
-            new[layer] = dict(entry)
-            if "map" in entry:
-                at = (oy // d, ox // d, 0)
-                old = jax.lax.dynamic_slice(entry["map"], at, f.shape)
-                new[layer]["map"] = jax.lax.dynamic_update_slice(entry["map"], old + mask * f, at)
-            if "s1" in entry:
-                fm = (mask * f).reshape(-1, c)
-                new[layer]["s1"] = entry["s1"] + jnp.sum(fm, axis=0)
-                new[layer]["S2"] = entry["S2"] + fm.T @ f.reshape(-1, c)
+        new = dict(acc)
+        for key, part in window(where).items():
+            stat, layer = stats[key]
+            if stat.spatial:  # the interior's features, placed in the whole map
+                at = (where[0] // levels[layer], where[1] // levels[layer], 0)
+                old = jax.lax.dynamic_slice(acc[key], at, part.shape)
+                new[key] = jax.lax.dynamic_update_slice(acc[key], old + part, at)
+            else:
+                new[key] = jax.tree.map(jnp.add, acc[key], part)
         return new, None
 
+    shapes = jax.eval_shape(window, table[0])
+    init = {
+        key: jnp.zeros(full[layer], jnp.float32)
+        if stat.spatial
+        else jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes[key])
+        for key, (stat, layer) in stats.items()
+    }
     sums, _ = jax.lax.scan(add, init, table)
-    for layer in sums:
-        sums[layer]["n"] = full[layer][0] * full[layer][1]
     return sums

@@ -42,7 +42,10 @@ LOOPS = ("scan", "unroll", "step")
 SHARDS = ("starts", "rows")  # how several local devices share a run (jaxcombine.engine.layout)
 AUTO = "auto"  # conv and loop: the fastest measured for the backend
 SOURCES = ("content", "style")
-STATISTICS = ("activations", "gram", "meanstd", "covariance", "w2", "swd")
+# The built-in statistics (jaxcombine.stats: one module each); more can be registered at
+# run time (jaxcombine.stats.register), and recipes check names against
+# jaxcombine.options.statistic_names, which loads no JAX.
+STATISTICS = ("activations", "gram", "meanstd", "covariance", "w2", "swd", "histogram", "cmd")
 INIT_KINDS = ("content", "style", "noise")  # plus image paths
 PRESERVE_COLORS = ("none", "luminance", "stats", "histogram")  # jaxcombine.io.color
 DEFAULT_RECIPE = "gatys"
@@ -64,6 +67,10 @@ EVAL_STYLE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv2", "block4_con
 EVAL_CONTENT_LAYER = "block4_conv2"
 EVAL_POOLING = "avg"
 EVAL_DIRECTIONS = 512
+# Each style distance eval reports (a column style_<name>), and the statistic's options.
+EVAL_STATISTICS = ("gram", "w2", "swd", "cmd", "histogram")
+EVAL_STATISTIC_OPTIONS = {"swd": {"directions": EVAL_DIRECTIONS}}
+EVAL_CONTENT_STATISTIC = "activations"
 # The sliced distance sorts every position along every direction: at 1024² block 1 alone
 # is 1M positions × 512 directions (beyond 14 GB with the sorts). Above this many
 # positions a layer is scored on a seeded random subset of them.

@@ -14,7 +14,8 @@ TOML form (``jaxcombine recipes show gatys`` prints a full example)::
     [[terms]]
     layers = ["block1_conv1", "block2_conv1"]   # or layer = "..."
     source = "style"          # content | style
-    statistic = "gram"        # activations | gram | meanstd | covariance | w2 | swd
+    statistic = "gram"        # activations | gram | meanstd | covariance | w2 | swd |
+                              # histogram | cmd (or a registered one: jaxcombine.stats)
     weight = 1.0              # per layer
     mask = "sky.png"          # optional: only this region of the output (jaxcombine.stats.masks);
                               # a path relative to the recipe file
@@ -32,8 +33,9 @@ from typing import Any, Mapping
 import tomli_w
 
 from jaxcombine.errors import JaxcombineError
+from jaxcombine.options import statistic_names
 from jaxcombine.options.config import INIT_KINDS as INITS
-from jaxcombine.options.config import SOURCES, STATISTICS
+from jaxcombine.options.config import SOURCES, STATISTICS  # noqa: F401 (the built-ins)
 from jaxcombine.options.config import rule as option_rule
 from jaxcombine.options.layers import check_layers, check_uniform
 from jaxcombine.options.rules import ConfigError, finite_number
@@ -199,9 +201,10 @@ def _expand_term(
     if source not in SOURCES:
         raise JaxcombineError(f"{where}: source must be content or style, got {source!r}")
     statistic = raw.get("statistic", "activations")
-    if statistic not in STATISTICS:
+    if statistic not in statistic_names.names():
         raise JaxcombineError(
-            f"{where}: statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}"
+            f"{where}: statistic must be one of {', '.join(statistic_names.names())}, "
+            f"got {statistic!r}"
         )
     weight = _number(raw.get("weight", 1.0), f"{where}: weight")
     mask = None

@@ -43,6 +43,7 @@ from jaxcombine.errors import JaxcombineError
 from jaxcombine.networks import model
 from jaxcombine.options import layers as layers_lib
 from jaxcombine.options.config import DTYPES
+from jaxcombine.stats import losses
 
 # --------------------------------------------------------------------------- fitted table
 # Fitted by scripts/memory_fit.py to docs/memory-measurements.csv (peak RSS of whole
@@ -140,8 +141,8 @@ def estimate_bytes(
     """Peak bytes of a run whose recipe taps ``layers``, at ``height`` × ``width`` pixels
     with ``starts`` starts side by side, on one device (pass the starts per device).
 
-    ``activation_targets``: the layers matched by whole activation maps (terms with
-    statistic ``activations``), whose targets grow with the image; default ``None``
+    ``activation_targets``: the layers matched by whole activation maps (a spatial
+    statistic's: :func:`losses.spatial_layers`), whose targets grow with the image; default ``None``
     counts every tap (an upper bound). ``per_start_targets``: each start has its own
     targets (a batch of different jobs). Arithmetic only: nothing is allocated.
     """
@@ -442,7 +443,7 @@ def tiled_estimate_bytes(
         recipe.layers, rows.window, cols.window, starts, arch=arch, activation_targets=(), **kwargs
     )
     shapes = layers_lib.layer_shapes(recipe.layers, height, width, arch)
-    maps = {t.layer for t in recipe.terms if t.statistic == "activations"}
+    maps = losses.spatial_layers(recipe)
     whole = (IMAGE_BYTES_PER_PIXEL + STATE_BYTES_PER_PIXEL * starts) * height * width
     whole += 4 * TARGET_COPIES * sum(math.prod(shapes[m]) for m in maps)
     return int(window + MARGIN * whole)

@@ -34,6 +34,7 @@ from jaxcombine.options import layers as layers_lib
 from jaxcombine.options import recipe as recipe_lib
 from jaxcombine.options.config import AUTO, Init, RunConfig
 from jaxcombine.run import memory
+from jaxcombine.stats import losses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,16 +194,18 @@ def _style_shapes(
 ) -> tuple[tuple[int, int], ...]:
     """(height, width) each style is fitted to for its targets: its ``style_scale`` times
     the output's, rounded. One-line errors for a scaled style too small for the recipe's
-    layers and for a style ``activations`` term (an activation map has the output's shape)."""
+    layers and for a style term whose target is a feature map (it has the output's shape)."""
     sizes = []
     style_layers = [t.layer for t in rec.terms if t.source == "style"]
     for i, f in enumerate(style_scales, start=1):
         size = (max(1, round(f * height)), max(1, round(f * width)))
         if f != 1.0 and style_layers:
-            if any(t.source == "style" and t.statistic == "activations" for t in rec.terms):
+            maps = losses.spatial_target_keys(rec)
+            spatial = [t for t in rec.terms if t.source == "style" and losses.target_key(t) in maps]
+            if spatial:
                 raise JaxcombineError(
                     f"style_scale {f:g} cannot apply to the recipe's style "
-                    "'activations' terms (an activation map must have the "
+                    f"{spatial[0].statistic!r} terms (their target is a feature map of the "
                     "output's shape); use style_scale 1 or another statistic"
                 )
             try:
@@ -300,7 +303,7 @@ def _estimate(plan: Plan) -> tuple[int, str, tuple[str, ...]]:
         dtype=config.dtype,
         remat=config.remat,
         per_start_targets=plan.per_start_targets,
-        activation_targets=[t.layer for t in rec.terms if t.statistic == "activations"],
+        activation_targets=losses.spatial_layers(rec),
     )
     # the targets' forward passes: a style larger than the output (style_scale) may cost more
     style_shapes = plan.scales[-1].style_shapes

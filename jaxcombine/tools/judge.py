@@ -293,7 +293,9 @@ def _score(
             {t: f[:1] for t, f in pair.items()}, {t: f[1:] for t, f in pair.items()}, heads
         )[0]
     else:
-        content_d = losses.distance("activations", out[content_layer], content[content_layer])
+        content_d = losses.distance(
+            config.EVAL_CONTENT_STATISTIC, out[content_layer], content[content_layer]
+        )
     style_d = metrics.style_distances(out, style, layers=style_layers)
     return content_d, style_d
 

@@ -3,12 +3,15 @@
 Per image, against the content and style images it was made from (docs/evaluation.md
 says what each number measures and where it misleads):
 
-* ``style_gram``, ``style_w2``, ``style_swd``: the mean over
-  :data:`~jaxcombine.options.config.EVAL_STYLE_LAYERS` of the relative Gram error, the
-  normalised Wasserstein-2 distance between Gaussian fits and the normalised
-  sliced Wasserstein distance (:data:`~jaxcombine.options.config.EVAL_DIRECTIONS` fixed
-  directions per layer, from :data:`~jaxcombine.options.config.EVAL_SEED`; on a seeded random
-  subset of :data:`~jaxcombine.options.config.EVAL_MAX_POINTS` positions where a layer has more) of VGG19
+* ``style_<statistic>`` for each of :data:`~jaxcombine.options.config.EVAL_STATISTICS`
+  (gram, w2, swd, cmd, histogram): the mean over
+  :data:`~jaxcombine.options.config.EVAL_STYLE_LAYERS` of that statistic's distance
+  (:meth:`jaxcombine.stats.Statistic.distance`, with
+  :data:`~jaxcombine.options.config.EVAL_STATISTIC_OPTIONS`: swd's
+  :data:`~jaxcombine.options.config.EVAL_DIRECTIONS` fixed directions per layer, from
+  :data:`~jaxcombine.options.config.EVAL_SEED`; a statistic that sorts positions is scored
+  on a seeded random subset of :data:`~jaxcombine.options.config.EVAL_MAX_POINTS` positions
+  where a layer has more) of VGG19
   features, through :data:`~jaxcombine.options.config.EVAL_POOLING` pooling: layers and
   pooling the presets do not optimise, so the score is not the loss. The style
   image is fitted (scaled to cover, centre-cropped) to each image's size, as a run does;
@@ -37,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcombine import stats
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import folders, images, records
 from jaxcombine.networks import model
@@ -51,9 +55,7 @@ COLUMNS = (
     "image",
     "width",
     "height",
-    "style_gram",
-    "style_w2",
-    "style_swd",
+    *(f"style_{name}" for name in config.EVAL_STATISTICS),
     "content",
     "ssim",
     "lab_emd_style",
@@ -160,20 +162,24 @@ def lab_histogram_emd(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float
 
 @partial(jax.jit, static_argnames=("layers",))
 def _style_distances(feats, style_feats, *, layers):
-    """(3, n_layers): Gram relative error, normalised W2, normalised sliced W2 per layer."""
+    """(n_statistics, n_layers): the distance of every :data:`~jaxcombine.options.config.
+    EVAL_STATISTICS` per layer, each statistic's own (:meth:`stats.Statistic.distance`).
+    A statistic that is no sum over positions (it sorts them) is scored on seeded random
+    subsets of the positions (:func:`_subsample`), so its memory is bounded."""
     key = jax.random.key(config.EVAL_SEED)
-    one = jnp.ones((1,), jnp.float32)
     out = []
     for i, layer in enumerate(layers):
         x, s = feats[layer], style_feats[layer]
         k = jax.random.fold_in(key, i)
-        swd = statistics.sliced_wasserstein(
-            _subsample(x, jax.random.fold_in(k, 1)),
-            statistics.swd_target(_subsample(s, jax.random.fold_in(k, 2))[None], one),
-            k,
-            config.EVAL_DIRECTIONS,
-        )
-        out.append(jnp.stack([losses.distance("gram", x, s), losses.distance("w2", x, s), swd]))
+        row = []
+        for name in config.EVAL_STATISTICS:
+            stat = stats.get(name, **config.EVAL_STATISTIC_OPTIONS.get(name, {}))
+            if stat.tileable:
+                row.append(stat.distance(x, s, k))
+            else:
+                xs, ss = (_subsample(f, jax.random.fold_in(k, j)) for j, f in ((1, x), (2, s)))
+                row.append(stat.distance(xs, ss, k))
+        out.append(jnp.stack(row))
     return jnp.stack(out, axis=1)
 
 
@@ -191,20 +197,24 @@ def _subsample(features: jax.Array, key: jax.Array) -> jax.Array:
 STYLE_STATISTICS = tuple(c[len("style_") :] for c in COLUMNS if c.startswith("style_"))
 style_distances = _style_distances  # (len(STYLE_STATISTICS), n_layers)
 
-_content_distance = jax.jit(partial(losses.distance, "activations"))
+_content_distance = jax.jit(partial(losses.distance, config.EVAL_CONTENT_STATISTIC))
 
 
 # --------------------------------------------------------------------------- memory
 
-# Peak bytes of scoring one image, fitted to peaks measured with /usr/bin/time (max RSS) of
-# `jaxcombine eval` at 256x192, 512x384, 768x576, 1024x768 and 1600x1200 (2-core AMD EPYC,
-# 24 GiB, Linux CPU, 2026-12-02: 1.85, 2.63, 3.73, 4.70 and 8.54 GB; the fit is within 4 %
-# of each, and times memory.MARGIN above all). Three VGG19 forwards to block5_conv2 and
-# their taps, the SSIM and Lab arrays grow with the pixels; the sliced distance's
-# projections with the positions it keeps per layer (at most EVAL_MAX_POINTS).
-EVAL_BASE = 1.374e9  # bytes: runtime, libraries, weights, the compiled programs
-EVAL_BYTES_PER_PIXEL = 3097.0  # per pixel scored
-EVAL_BYTES_PER_POINT = 5131.0  # per position the sliced distance keeps, summed over layers
+# Peak bytes of scoring one image, fitted to peaks measured with /usr/bin/time (max RSS,
+# KiB x 1024) of `jaxcombine eval` with the five style distances (gram, w2, swd, cmd,
+# histogram) at 256x192, 512x384, 768x576, 1024x768 and 1600x1200 (2-core AMD EPYC,
+# 24 GiB, Linux CPU, 2026-12-02: 2.26, 3.02, 4.56, 6.16 and 11.64 GB; the least-squares fit
+# is within 5 % of each, and times memory.MARGIN above all). With the three distances of
+# before (gram, w2, swd) the peaks were 1.85, 2.63, 3.73, 4.70 and 8.54 GB: cmd's power
+# sums over every position cost most of the difference. Three VGG19 forwards to
+# block5_conv2 and their taps, the distances, the SSIM and Lab arrays grow with the
+# pixels; the sorting distances' arrays with the positions they keep per layer (at most
+# EVAL_MAX_POINTS).
+EVAL_BASE = 1.753e9  # bytes: runtime, libraries, weights, the compiled programs
+EVAL_BYTES_PER_PIXEL = 4713.0  # per pixel scored
+EVAL_BYTES_PER_POINT = 3637.0  # per position the sorting distances keep, summed over layers
 
 
 def estimate_bytes(height: int, width: int, *, read_pixels: int = 0) -> int:
@@ -272,7 +282,7 @@ class Evaluation:
     """One row per image (:data:`COLUMNS`), with per-layer style distances beside."""
 
     rows: list[dict[str, Any]]
-    layers: dict[str, dict[str, list[float]]]  # image → {"gram"|"w2"|"swd": per style layer}
+    layers: dict[str, dict[str, list[float]]]  # image → {statistic: per style layer, …}
     settings: dict[str, Any]
 
     def to_csv(self) -> str:
@@ -367,9 +377,10 @@ def evaluate(
                 "image": name,
                 "width": w,
                 "height": h,
-                "style_gram": float(dist[0].mean()),
-                "style_w2": float(dist[1].mean()),
-                "style_swd": float(dist[2].mean()),
+                **{
+                    f"style_{stat}": float(dist[j].mean())
+                    for j, stat in enumerate(config.EVAL_STATISTICS)
+                },
                 "content": content_distance,
                 "ssim": structural,
                 "lab_emd_style": float(np.mean(lab_s)),
@@ -378,9 +389,7 @@ def evaluate(
         )
         per_layer[name] = {
             "layers": list(style_layers),
-            "gram": dist[0].tolist(),
-            "w2": dist[1].tolist(),
-            "swd": dist[2].tolist(),
+            **{stat: dist[j].tolist() for j, stat in enumerate(config.EVAL_STATISTICS)},
             "lab_emd_style_Lab": list(lab_s),
             "lab_emd_content_Lab": list(lab_c),
         }
@@ -394,8 +403,9 @@ def evaluate(
         "scored_at": "own size" if size is None else f"longest side at most {size} px",
         "style_layers": list(style_layers),
         "content_layer": config.EVAL_CONTENT_LAYER,
-        "swd_directions": config.EVAL_DIRECTIONS,
-        "swd_seed": config.EVAL_SEED,
+        "statistics": list(config.EVAL_STATISTICS),
+        "statistic_options": config.EVAL_STATISTIC_OPTIONS,
+        "seed": config.EVAL_SEED,
         "ssim": {"window": 11, "sigma": 1.5, "k1": 0.01, "k2": 0.03, "on": "Rec.601 luma"},
         "lab_histogram": "earth mover's distance of 1-unit L, a, b histograms, mean of 3",
     }
