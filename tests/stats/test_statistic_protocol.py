@@ -9,6 +9,8 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import recipe_files
+from recipe_files import term
 
 from jaxcombine import stats
 from jaxcombine.errors import JaxcombineError
@@ -16,7 +18,7 @@ from jaxcombine.options import config
 from jaxcombine.options import recipe as recipe_lib
 from jaxcombine.stats import base, statistics
 
-PACKAGE = Path(__file__).resolve().parent.parent / "jaxcombine"
+PACKAGE = Path(__file__).resolve().parents[2] / "jaxcombine"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,20 +55,15 @@ def toy():
     stats.unregister(stat.name)
 
 
-RECIPE = """
-init = "noise"
-[[terms]]
-layers = ["block1_conv1", "block2_conv1"]
-source = "style"
-statistic = "toy_channel_mean"
-"""
+def toy_recipe(statistic: str) -> dict:
+    return {"init": "noise", "terms": [term("style", ["block1_conv1", "block2_conv1"], statistic)]}
 
 
 def test_a_statistic_registered_here_runs_untiled_and_tiled(toy, tmp_path, vgg19):
     from jaxcombine.run.job import combine
 
     path = tmp_path / "toy.toml"
-    path.write_text(RECIPE)
+    recipe_files.write(path, toy_recipe(toy.name))
     assert recipe_lib.load(str(path)).terms[0].statistic == toy.name
     opts = dict(recipe=str(path), size=48, steps=4, chunk=2, conv="xla")
     whole, tiled = combine(**opts), combine(**opts, tile=16)
@@ -78,7 +75,7 @@ def test_a_statistic_registered_here_runs_untiled_and_tiled(toy, tmp_path, vgg19
 
 def test_unknown_statistics_are_one_line_naming_the_registered_ones(toy, tmp_path):
     path = tmp_path / "bad.toml"
-    path.write_text(RECIPE.replace(toy.name, "nope"))
+    recipe_files.write(path, toy_recipe("nope"))
     with pytest.raises(JaxcombineError, match="statistic must be one of .*toy_channel_mean"):
         recipe_lib.load(str(path))
     with pytest.raises(JaxcombineError, match=r"unknown statistic 'nope'; registered: .*w2"):

@@ -19,7 +19,7 @@ from jaxcombine.networks import model, weight_fetch, weight_formats, weights
 from jaxcombine.networks import store as weight_store
 from jaxcombine.options import layers
 
-README = Path(__file__).resolve().parent.parent / "weights" / "README.md"
+README = Path(__file__).resolve().parents[2] / "weights" / "README.md"
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of every legacy torch.save file
 
 

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import recipe_files
 
 from jaxcombine.engine import program, tiles
 from jaxcombine.errors import JaxcombineError
@@ -148,11 +149,10 @@ def test_a_tiled_run_matches_the_untiled_one():
     """``combine(tile=...)``: the same losses at every step (1e-4 relative) and pixels
     (0.05 of 0-255) as the whole-image run, from 16 px tiles, coarse to fine: 4 steps
     at 32x32, then 4 at 64x64 (the single-scale path is the last scale's)."""
-    from pathlib import Path
 
     from jaxcombine.run.job import combine
 
-    shallow = Path(__file__).with_name("shallow.toml")
+    shallow = recipe_files.SHALLOW
     opts = dict(
         recipe=str(shallow), size=64, steps=4, chunk=2, init="content,noise", scales=(32, 64)
     )

@@ -6,10 +6,10 @@ import csv
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+import recipe_files
 from PIL import Image
 
 from jaxcombine.errors import JaxcombineError
@@ -17,7 +17,7 @@ from jaxcombine.io import images
 from jaxcombine.suite import fronts
 from jaxcombine.suite.runner import load_pairs, weighted_recipe
 
-SHALLOW = Path(__file__).parent / "shallow.toml"
+SHALLOW = recipe_files.SHALLOW
 SIDE = 64
 
 
@@ -64,7 +64,7 @@ def pairs_file(tmp_path_factory):
         Image.fromarray(images.to_uint8(images.fit(np.asarray(img, np.float32), SIDE, SIDE))).save(
             d / name
         )
-    (d / "w2.toml").write_text(SHALLOW.read_text().replace('"gram"', '"w2"'))
+    recipe_files.write(d / "w2.toml", recipe_files.shallow_w2())
     path = d / "pairs.toml"
     path.write_text(
         '[[pairs]]\nname = "whole"\ncontent = "a.png"\nstyle = "s.png"\n'

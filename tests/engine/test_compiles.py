@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import recipe_files
 from PIL import Image
 
 from jaxcombine.batch import runner as batch
@@ -13,28 +14,14 @@ from jaxcombine.engine import optimizers
 from jaxcombine.io import images
 from jaxcombine.run import job
 
-SHALLOW = """\
-init = "content"
-tv_weight = {tv}
-
-[[terms]]
-layer = "block2_conv1"
-source = "content"
-weight = {content}
-
-[[terms]]
-layers = ["block1_conv1", "block2_conv1"]
-source = "style"
-statistic = "gram"
-weight = {style}
-"""
-
 
 @pytest.fixture(scope="module")
 def recipes(tmp_path_factory):
     d = tmp_path_factory.mktemp("recipes")
-    (d / "a.toml").write_text(SHALLOW.format(tv=0.0, content=1.0, style=1.0))
-    (d / "b.toml").write_text(SHALLOW.format(tv=1e-3, content=0.5, style=4.0))  # same structure
+    recipe_files.write(d / "a.toml", recipe_files.shallow_weighted(1.0, 1.0, tv=0.0))
+    recipe_files.write(
+        d / "b.toml", recipe_files.shallow_weighted(0.5, 4.0, tv=1e-3)
+    )  # same structure
     grey = d / "grey.png"
     Image.new("RGB", (40, 40), (120, 130, 140)).save(grey)
     return d
@@ -104,19 +91,29 @@ init = "content"
 recipe = "{recipe}"
 
 [grid]
-lr = [2.0, 5.0]
-steps = [2, 3]
-tv_weight = [0.0, 0.01]
+lr = {lr}
+steps = {steps}
+tv_weight = {tv}
 """
 
 
 def test_a_grid_of_traced_numbers_is_one_program(vgg19, recipes, tmp_path, compiled):
-    """lr × steps × tv_weight at one size: one batched group, one compiled chunk program;
-    each job stops at its own step count and equals the same job run alone."""
-    (tmp_path / "m.toml").write_text(GRID.format(recipe=recipes / "a.toml"))
+    """lr × steps × tv_weight at one size: one batched group of 8 jobs; the same grid with
+    other numbers compiles nothing (every compile counted); each job stops at its own step
+    count and equals the same job run alone."""
+    other = tmp_path / "other.toml"
+    other.write_text(
+        GRID.format(recipe=recipes / "a.toml", lr=[1.0, 3.0], steps=[3, 4], tv=[0.02, 0.03])
+    )
+    first = batch.run_batch(other, tmp_path / "other", progress=False)
+    assert len(first.done) == 8 and len(compiled) > 0  # the listener hears the first grid
+    before = len(compiled)
+    (tmp_path / "m.toml").write_text(
+        GRID.format(recipe=recipes / "a.toml", lr=[2.0, 5.0], steps=[2, 3], tv=[0.0, 0.01])
+    )
     report = batch.run_batch(tmp_path / "m.toml", tmp_path / "out", progress=False)
     assert len(report.done) == 8 and not report.failed
-    assert len([c for c in compiled if "_rolled_chunk" in c]) == 1
+    assert compiled[before:] == []
     records = [
         json.loads(p.read_text())
         for p in (tmp_path / "out").glob("*.json")

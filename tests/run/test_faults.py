@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import recipe_files
 from PIL import Image
+from recipe_files import term
 
 from jaxcombine.batch import manifest
 from jaxcombine.batch import runner as batch
@@ -25,7 +27,7 @@ from jaxcombine.options.config import RunConfig
 from jaxcombine.study import runner as study_lib
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
-SHALLOW = Path(__file__).with_name("shallow.toml").read_text()
+SHALLOW = recipe_files.shallow()
 
 
 def cli(*args, cwd=None, **popen):
@@ -55,9 +57,9 @@ def one_line_error(err, fragment):
 @pytest.fixture(scope="module")
 def shallow(tmp_path_factory):
     d = tmp_path_factory.mktemp("recipes")
-    (d / "shallow.toml").write_text(SHALLOW)
+    recipe_files.write(d / "shallow.toml", SHALLOW)
     # terms whose weighted sum overflows float32: every start diverges at step 1
-    (d / "overflow.toml").write_text(SHALLOW.replace("weight = 1.0", "weight = 3e38"))
+    recipe_files.write(d / "overflow.toml", recipe_files.with_terms(SHALLOW, weight=3e38))
     return d
 
 
@@ -259,11 +261,8 @@ def test_job_ids_are_capped_and_follow_the_weights(tmp_path, monkeypatch):
 def test_job_ids_follow_the_mask_files_a_recipe_names(tmp_path):
     """A batch must not take a finished job as done after the mask its recipe names
     was redrawn (the recipe file itself is unchanged)."""
-    (tmp_path / "masked.toml").write_text(
-        '[[terms]]\nlayer = "block1_conv1"\n'
-        'source = "style"\nstatistic = "gram"\n'
-        'mask = "region.png"\n'
-    )
+    masked = term("style", "block1_conv1", "gram", mask="region.png")
+    recipe_files.write(tmp_path / "masked.toml", {"terms": [masked]})
     Image.new("L", (8, 8), 255).save(tmp_path / "region.png")
     config = RunConfig(recipe=str(tmp_path / "masked.toml"), init="content")
     jid = manifest.job_id(config)
@@ -333,7 +332,7 @@ def test_resume_refuses_an_edited_recipe_or_a_redrawn_mask(vgg19, shallow, tmp_p
     before a resume never changes: an edited weight in the recipe file (same path) or a
     redrawn style mask is refused, naming the file, and history.csv is left as it was."""
     recipe = tmp_path / "r.toml"
-    recipe.write_text(SHALLOW)
+    recipe_files.write(recipe, SHALLOW)
     mask = tmp_path / "m.png"
     Image.new("L", (24, 24), 255).save(mask)
     config = RunConfig(
@@ -343,7 +342,7 @@ def test_resume_refuses_an_edited_recipe_or_a_redrawn_mask(vgg19, shallow, tmp_p
     study_lib.run_study(config, out, snapshot_every=2, progress=False)
     history = (out / "history.csv").read_bytes()
     if edit == "recipe":
-        recipe.write_text(SHALLOW.replace("weight = 1.0", "weight = 50.0"))
+        recipe_files.write(recipe, recipe_files.with_terms(SHALLOW, weight=50.0))
         fragment = f"files (recipe {recipe})"
     else:
         Image.new("L", (24, 24), 90).save(mask)

@@ -9,10 +9,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+import recipe_files
 from PIL import Image
 
 import jaxcombine
@@ -21,7 +21,7 @@ from jaxcombine.options.config import RunConfig
 from jaxcombine.options.rules import ConfigError
 from jaxcombine.study import runner as study_lib
 
-SHALLOW = str(Path(__file__).with_name("shallow.toml"))
+SHALLOW = str(recipe_files.SHALLOW)
 LADDER = dict(recipe=SHALLOW, size=32, scales=(24,), steps=3, chunk=3)  # 24 px, then 32 px
 
 

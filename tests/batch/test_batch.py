@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from recipe_files import SHALLOW
 
 from jaxcombine.batch import runner as batch
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images, records
-
-SHALLOW = Path(__file__).with_name("shallow.toml")
 
 MANIFEST = """\
 [defaults]

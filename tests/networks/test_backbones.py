@@ -4,10 +4,11 @@ an independent float64 numpy reference on a real photo, and runs that use them."
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+import recipe_files
+from recipe_files import term
 
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images
@@ -199,32 +200,16 @@ def test_memory_estimates_cover_alexnet():
     )
 
 
-SHALLOW_ALEXNET = """
-description = "Tests: AlexNet content at conv2, style Gram matrices at conv1 and conv2."
-init = "content"
-tv_weight = 0.0
-
-[[terms]]
-layer = "conv2"
-source = "content"
-statistic = "activations"
-weight = 1.0
-
-[[terms]]
-layers = ["conv1", "conv2"]
-source = "style"
-statistic = "gram"
-weight = 1.0
-"""
+# Keras VGG16 names are vgg16-tv's too (shallow.toml); AlexNet's are its own.
+SHALLOW_ALEXNET = recipe_files.shallow(
+    terms=[term("content", "conv2"), term("style", ["conv1", "conv2"], "gram")]
+)
 
 
 @pytest.mark.parametrize("arch", ["vgg16-tv", "alexnet"])
-def test_a_run_on_each_backbone_lowers_its_loss(tv_weights, tmp_path, arch):
+def test_a_run_on_each_backbone_lowers_its_loss(tv_weights, tmp_path, recipe_file, arch):
     """Through the CLI, a recipe in the backbone's own layer names; the record names it."""
-    recipe = Path(__file__).with_name("shallow.toml")  # Keras VGG16 names: vgg16-tv's too
-    if arch == "alexnet":
-        recipe = tmp_path / "alexnet.toml"
-        recipe.write_text(SHALLOW_ALEXNET)
+    recipe = recipe_file(SHALLOW_ALEXNET) if arch == "alexnet" else recipe_files.SHALLOW
     out = tmp_path / "out"
     command = [sys.executable, "-m", "jaxcombine", "run", "--recipe", str(recipe)]
     command += ["--model", arch, "--size", "48", "--steps", "6", "--out", str(out)]

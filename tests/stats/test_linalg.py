@@ -9,21 +9,19 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import recipe_files
 from PIL import Image
+from recipe_files import term
 
 from jaxcombine.stats import linalg
 
-PAINTING = Path(__file__).parents[1] / "jaxcombine" / "data" / "starry_night.jpg"
-W2_SHALLOW = """\
-[[terms]]
-layers = ["block1_conv1", "block2_conv1"]
-source = "style"
-statistic = "w2"
-[[terms]]
-layer = "block2_conv1"
-source = "content"
-statistic = "activations"
-"""
+PAINTING = Path(__file__).parents[2] / "jaxcombine" / "data" / "starry_night.jpg"
+W2_SHALLOW = {
+    "terms": [
+        term("style", ["block1_conv1", "block2_conv1"], "w2"),
+        term("content", "block2_conv1"),
+    ]
+}
 
 
 def test_sum_sqrt_eigenvalues_matches_eigvalsh_value_and_gradient():
@@ -94,8 +92,9 @@ def test_w2_under_two_style_masks_with_starts_over_two_devices_finishes(tmp_path
     """Hung before jaxcombine.stats.linalg on a 2-core machine: two styles, each under its mask,
     with a w2 recipe, two vmapped starts per device (a rolled loop: auto), two host devices.
     Pinned to two cores, where XLA:CPU's pool has two threads, on any machine. Two w2
-    layers are enough: before, this hung as the w2 preset did."""
-    (tmp_path / "w2.toml").write_text(W2_SHALLOW)
+    layers are enough: before, this hung as the w2 preset did. The configuration (devices,
+    cores, starts, styles, masks, size, steps, chunk) is the one that hung: keep it as is."""
+    recipe_files.write(tmp_path / "w2.toml", W2_SHALLOW)
     half = np.zeros((32, 32), np.uint8)
     half[:, 16:] = 255
     Image.fromarray(half).save(tmp_path / "right.png")

@@ -83,9 +83,23 @@ def test_resize_by_longest_side_and_by_pixels(tmp_path, photo):
     assert abs(h * w - 384) < 30 and abs(w / h - 1.5) < 0.1
 
 
-def test_fit_covers_and_centre_crops(photo):
-    out = images.fit(photo.astype(np.float32), 20, 20)
-    assert out.shape == (20, 20, 3)
+def test_fit_covers_and_centre_crops():
+    """Three vertical bands (red, green, blue), 48 wide and 32 high, fitted to 20x20: scaled
+    to 30x20 to cover the square, then the centre kept, so 5 columns of red, 10 of green, 5
+    of blue (a crop from one side would lose a band); turned on its side, the crop takes
+    rows from the top and the bottom alike."""
+    bands = np.zeros((32, 48, 3), np.float32)
+    for channel in range(3):
+        bands[:, 16 * channel : 16 * (channel + 1), channel] = 255
+    for image, axis in ((bands, 1), (bands.transpose(1, 0, 2), 0)):
+        out = images.fit(image, 20, 20)
+        assert out.shape == (20, 20, 3)
+        profile = out.mean(axis=1 - axis)  # each column (or row): its mean colour
+        widths = [int((profile[:, c] > 127.5).sum()) for c in range(3)]
+        assert widths == [5, 10, 5], widths
+        # away from the band edges (resampling blends a column or two) each band is pure
+        for band, (lo, hi) in enumerate(((0, 3), (7, 13), (17, 20))):
+            assert (profile[lo:hi, band] > 200).all() and (profile[lo:hi, band - 1] < 55).all()
 
 
 def test_write_is_atomic_and_by_extension(tmp_path, photo):
@@ -175,7 +189,7 @@ def test_only_the_guarded_reader_opens_image_files():
 
 
 def test_features_of_a_decompression_bomb_is_one_line(tmp_path):
-    from test_cli import assert_one_line_error, jaxcombine
+    from cli_run import assert_one_line_error, jaxcombine
 
     bomb = _png_header_claiming(tmp_path / "bomb.png", 60000, 60000)
     proc = jaxcombine("features", bomb, "--layers", "block1_conv1", "--out", tmp_path / "f.npz")

@@ -1,12 +1,11 @@
 """The distribution statistics (covariance, w2, swd) against closed forms, and swd's
 per-step random directions: seeded, reproducible, traced (no recompiles)."""
 
-import textwrap
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import recipe_files
 from float32 import w2_rounding
 
 from jaxcombine.engine import program
@@ -120,19 +119,13 @@ def test_swd_quantile_matching_and_blends():
     assert float(term("swd", x, single, jax.random.key(8))) != pytest.approx(a, rel=1e-3)
 
 
-SWD = """\
-init = "content"
-[[terms]]
-layer = "block1_conv1"
-source = "style"
-statistic = "swd"
-"""
+SWD = {"init": "content", "terms": [recipe_files.term("style", "block1_conv1", "swd")]}
 
 
 def test_swd_draws_are_seeded_reproducible_and_traced(vgg19, tmp_path, compiled):
     """Same seed: the same history twice; another seed: another history, and no compile."""
     path = tmp_path / "swd.toml"
-    path.write_text(textwrap.dedent(SWD))
+    recipe_files.write(path, SWD)
     run = lambda seed: (
         job.combine(
             recipe=str(path),

@@ -1,12 +1,12 @@
 """Style scale (issue 14, part 2): each style is sized relative to the output."""
 
-import textwrap
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_cli import assert_one_line_error, jaxcombine
+import recipe_files
+from cli_run import assert_one_line_error, jaxcombine
+from recipe_files import term
 
 from jaxcombine.engine import program
 from jaxcombine.errors import JaxcombineError
@@ -17,38 +17,23 @@ from jaxcombine.run import job, memory
 from jaxcombine.run import plan as plan_lib
 from jaxcombine.stats import losses, statistics
 
-EVERY = textwrap.dedent("""
-    [[terms]]
-    layer = "block1_conv2"
-    source = "content"
-    [[terms]]
-    layer = "block1_conv1"
-    source = "style"
-    statistic = "gram"
-    [[terms]]
-    layer = "block1_conv1"
-    source = "style"
-    statistic = "meanstd"
-    [[terms]]
-    layer = "block1_conv2"
-    source = "style"
-    statistic = "covariance"
-    [[terms]]
-    layer = "block1_conv2"
-    source = "style"
-    statistic = "w2"
-    [[terms]]
-    layer = "block1_conv1"
-    source = "style"
-    statistic = "swd"
-""")
+EVERY = {
+    "terms": [
+        term("content", "block1_conv2"),
+        term("style", "block1_conv1", "gram"),
+        term("style", "block1_conv1", "meanstd"),
+        term("style", "block1_conv2", "covariance"),
+        term("style", "block1_conv2", "w2"),
+        term("style", "block1_conv1", "swd"),
+    ]
+}
 TWO = (str(images.STYLE), str(images.CONTENT))  # two styles, the photo as the second
 
 
 @pytest.fixture(scope="module")
 def every(tmp_path_factory):
     path = tmp_path_factory.mktemp("recipe") / "every.toml"
-    path.write_text(EVERY)
+    recipe_files.write(path, EVERY)
     return str(path)
 
 
@@ -156,7 +141,7 @@ def test_swd_of_a_weighted_pooled_target_is_that_of_the_mixture():
 
 def test_style_activations_refuse_a_style_scale(vgg19, tmp_path):
     recipe = tmp_path / "act.toml"
-    recipe.write_text('[[terms]]\nlayer = "block1_conv1"\nsource = "style"\n')
+    recipe_files.write(recipe, {"terms": [term("style", "block1_conv1")]})
     with pytest.raises(JaxcombineError, match="style_scale 2 cannot apply"):
         job.prepare(RunConfig(recipe=str(recipe), size=32, style_scale=(2.0,)))
     proc = jaxcombine(

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from recipe_files import SHALLOW
 
 from jaxcombine.engine import layout
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.options import config, layers, recipe, rules
 
-SHALLOW = Path(__file__).with_name("shallow.toml")
 SHALLOW_LAYERS = recipe.load(str(SHALLOW)).layers
 
 # Runs in a fresh process (the device count is fixed when JAX starts): one start of the

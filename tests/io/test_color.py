@@ -2,10 +2,10 @@
 
 import json
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
+import recipe_files
 from PIL import Image
 
 from jaxcombine.batch import runner as batch
@@ -14,8 +14,7 @@ from jaxcombine.io import color, images
 from jaxcombine.options import config, rules
 from jaxcombine.run import job
 
-SHALLOW_PATH = Path(__file__).with_name("shallow.toml")
-SHALLOW = SHALLOW_PATH.read_text()
+SHALLOW_PATH = recipe_files.SHALLOW
 TINY = dict(size=32, steps=4, chunk=2)
 
 
@@ -139,15 +138,14 @@ def test_style_recolouring_reaches_the_targets(vgg19, shallow, mode):
 
 
 def test_a_recipe_sets_preserve_color_and_the_option_overrides_it(vgg19, tmp_path):
-    path = tmp_path / "r.toml"
-    path.write_text('preserve_color = "luminance"\n' + SHALLOW)
+    path = recipe_files.write(tmp_path / "r.toml", recipe_files.shallow(preserve_color="luminance"))
     assert job.prepare(job.RunConfig(recipe=str(path), **TINY)).preserve_color == "luminance"
     overridden = job.prepare(job.RunConfig(recipe=str(path), preserve_color="none", **TINY))
     assert (
         overridden.preserve_color == "none"
         and overridden.recipe.to_dict()["preserve_color"] == "none"
     )
-    path.write_text('preserve_color = "purple"\n' + SHALLOW)
+    recipe_files.write(path, recipe_files.shallow(preserve_color="purple"))
     with pytest.raises(
         JaxcombineError,
         match="recipe r: unknown preserve_color 'purple'; choose none, luminance, stats, histogram",

@@ -8,9 +8,9 @@ import re
 
 import numpy as np
 import pytest
+import recipe_files
+from cli_run import assert_one_line_error, jaxcombine
 from PIL import Image
-from test_cli import assert_one_line_error, jaxcombine
-from test_compiles import SHALLOW
 
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images
@@ -50,7 +50,7 @@ def test_cli_eval_writes_csv_and_json_and_orders_images(vgg19, tmp_path):
     content = tmp_path / "content.png"
     images.write(content, images.read(images.CONTENT, size=32))
     recipe = tmp_path / "r.toml"
-    recipe.write_text(SHALLOW.format(tv=0.0, content=0.1, style=1.0))
+    recipe_files.write(recipe, recipe_files.shallow_weighted(0.1, 1.0))
     styled = job.combine(
         content=str(content), recipe=str(recipe), size=32, steps=8, lr=8.0, chunk=8
     )
@@ -86,13 +86,12 @@ def test_cli_eval_missing_image_is_one_line(tmp_path):
 def test_study_and_batch_reports_carry_eval_scores(vgg19, tmp_path):
     """--eval in a study and a batch: the scores are those of `jaxcombine eval` on the
     written images, in the summary/report and in each job's record and eval.csv."""
-    from pathlib import Path
 
     from jaxcombine.batch import runner as batch
     from jaxcombine.study import runner as study
 
-    shallow = str(Path(__file__).with_name("shallow.toml"))
-    config = job.RunConfig(recipe=shallow, init="content,noise", steps=2, size=48)
+    shallow = str(recipe_files.SHALLOW)
+    config = job.RunConfig(recipe=shallow, init="content,noise", steps=2, size=24)
     done = study.run_study(config, tmp_path / "s", snapshot_every=2, progress=False, evaluate=True)
     direct = metrics.evaluate([tmp_path / "s" / "noise-s0.png"]).rows[0]
     assert done.summary["eval"]["noise-s0"]["style_gram"] == pytest.approx(direct["style_gram"])
@@ -103,7 +102,7 @@ def test_study_and_batch_reports_carry_eval_scores(vgg19, tmp_path):
 
     manifest = tmp_path / "m.toml"
     manifest.write_text(
-        f'[defaults]\nrecipe = "{shallow}"\nsize = 48\nsteps = 2\n'
+        f'[defaults]\nrecipe = "{shallow}"\nsize = 24\nsteps = 2\n'
         '[grid]\ninit = ["content", "noise"]\n'
     )
     report = batch.run_batch(manifest, tmp_path / "b", progress=False, evaluate=True)
@@ -210,11 +209,10 @@ def test_an_output_and_its_record_are_written_together_or_not_at_all(tmp_path, m
 def test_batch_eval_scores_a_finished_batch_and_one_bad_record_is_one_line(vgg19, tmp_path):
     """`batch --eval` after a batch ran without it scores the finished jobs; a job whose
     record is unreadable is one line (exit 3), the others are scored."""
-    from pathlib import Path
 
     from jaxcombine.batch import runner as batch
 
-    shallow = str(Path(__file__).with_name("shallow.toml"))
+    shallow = str(recipe_files.SHALLOW)
     manifest = tmp_path / "m.toml"
     manifest.write_text(
         f'[defaults]\nrecipe = "{shallow}"\nsize = 24\nsteps = 1\n'
@@ -247,7 +245,6 @@ def test_batch_eval_scores_a_finished_batch_and_one_bad_record_is_one_line(vgg19
 
 def test_features_eval_and_study_distances_share_one_compiled_forward(vgg19, tmp_path, compiled):
     """One jitted forward, compiled once per (network, taps, image size) whoever asks."""
-    from pathlib import Path
 
     from jaxcombine.options import config
     from jaxcombine.study import record
@@ -263,7 +260,7 @@ def test_features_eval_and_study_distances_share_one_compiled_forward(vgg19, tmp
     assert compiled.count("jit(_forward)") == 1
     assert acts["block1_conv2"].shape == (37, 45, 64)
 
-    shallow = str(Path(__file__).with_name("shallow.toml"))
+    shallow = str(recipe_files.SHALLOW)
     prep = job.prepare(job.RunConfig(recipe=shallow, init="content,noise", size=27))
     first = record.pair_distances(prep.problem, prep.variables, prep.x0)
     assert compiled.count("jit(_forward)") == 2  # another network (its taps, pooling, algorithm)

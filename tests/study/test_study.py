@@ -12,10 +12,10 @@ import subprocess
 import sys
 import time
 from itertools import combinations
-from pathlib import Path
 
 import numpy as np
 import pytest
+import recipe_files
 from PIL import Image
 
 from jaxcombine.errors import JaxcombineError
@@ -24,7 +24,7 @@ from jaxcombine.run.job import RunConfig, prepare
 from jaxcombine.study import record as study_record
 from jaxcombine.study import runner as study_lib
 
-SHALLOW = str(Path(__file__).with_name("shallow.toml"))
+SHALLOW = str(recipe_files.SHALLOW)
 CONFIG = RunConfig(recipe=SHALLOW, init="content,style,noise", steps=8, size=32)
 STARTS = ("content", "style", "noise-s0")
 FILES = (

@@ -5,14 +5,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+import recipe_files
 
 from jaxcombine.tools import bench
 
 SMOKE = ["bench", "--sizes", "32", "--inits", "1", "--steps", "2", "--repeats", "1"]
-SHALLOW = str(Path(__file__).with_name("shallow.toml"))  # the table, not the network, is tested
+SHALLOW = str(recipe_files.SHALLOW)  # the table, not the network, is tested
 
 
 def run_bench(tmp_path, *extra):

@@ -5,7 +5,9 @@ import warnings
 
 import numpy as np
 import pytest
+import recipe_files
 from PIL import Image
+from recipe_files import term
 
 from jaxcombine.errors import JaxcombineError, JaxcombineWarning
 from jaxcombine.io import masks
@@ -137,11 +139,9 @@ def test_style_masks_without_a_style_term_is_one_warning():
 
 def test_a_run_warns_in_one_line_on_the_command_line(vgg19, tmp_path):
     """Through `jaxcombine run`: the warning is one line on stderr, the run finishes."""
-    from test_cli import jaxcombine
+    from cli_run import jaxcombine
 
-    (tmp_path / "content.toml").write_text(
-        '[[terms]]\nlayer = "block1_conv1"\nsource = "content"\n'
-    )
+    recipe_files.write(tmp_path / "content.toml", {"terms": [term("content", "block1_conv1")]})
     Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / "all.png")
     proc = jaxcombine(
         "run",

@@ -9,30 +9,28 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import pytest
+import recipe_files
+from recipe_files import term
 
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.networks import model
 from jaxcombine.options import recipe as recipe_lib
 from jaxcombine.run import memory
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GATYS = recipe_lib.load("gatys")
 GATYS_MATCHED = [t.layer for t in GATYS.terms if t.statistic == "activations"]
 # The stated margin (docs/benchmarks.md): every measured peak lies at or below the estimate,
 # and the estimate exceeds none of them by more than this.
 MAX_RATIO = 1.25
 
-BLOCK2 = """
-init = "content"
-[[terms]]
-layer = "block2_conv2"
-source = "content"
-statistic = "activations"
-[[terms]]
-layers = ["block1_conv1", "block2_conv1"]
-source = "style"
-statistic = "gram"
-"""
+BLOCK2 = {
+    "init": "content",
+    "terms": [
+        term("content", "block2_conv2"),
+        term("style", ["block1_conv1", "block2_conv1"], "gram"),
+    ],
+}
 
 
 # Runs a command and prints its peak RSS (KiB) and exit code. Linux keeps a process's
@@ -83,7 +81,7 @@ def _start(size, conv, starts, recipe, out):
 
 def test_estimate_is_just_above_measured_peaks(tmp_path):
     """Two tiny real runs side by side, each peak RSS measured by its own launcher."""
-    (tmp_path / "block2.toml").write_text(BLOCK2)
+    recipe_files.write(tmp_path / "block2.toml", BLOCK2)
     block2 = recipe_lib.load(str(tmp_path / "block2.toml"))
     cases = [(64, "xla", 1, "gatys", GATYS), (96, "winograd", 2, tmp_path / "block2.toml", block2)]
     procs = [

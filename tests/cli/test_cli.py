@@ -4,40 +4,18 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+import recipe_files
+from cli_run import assert_one_line_error, jaxcombine
 from PIL import Image
 
 from jaxcombine.io import images
 
 TINY = ["--size", "32", "--steps", "4", "--chunk", "2", "--quiet"]
 # Mechanics (compile cache, signals) do not depend on depth: a recipe stopping at block2_conv1.
-SHALLOW = str(Path(__file__).with_name("shallow.toml"))
-
-
-def jaxcombine(*args, cwd=None, check=False):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "jaxcombine", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check and proc.returncode:
-        raise AssertionError(proc.stderr)
-    return proc
-
-
-def assert_one_line_error(proc, fragment):
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("jaxcombine: error:") and fragment in lines[0], lines[0]
-    assert "Traceback" not in proc.stderr + proc.stdout
+SHALLOW = str(recipe_files.SHALLOW)
 
 
 @pytest.mark.slow
@@ -128,13 +106,17 @@ def test_recipes_list_and_show():
 
 @pytest.mark.slow
 def test_compiled_programs_are_kept_between_runs(vgg19, tmp_path, monkeypatch):
+    """``off`` writes no cache (not even the default one); a cache folder is filled by a
+    first run, and a second run of the same shapes adds nothing and gives the same image.
+    Its own cache folder: the session's shared one may hold these programs already."""
     cache = tmp_path / "xla"
     monkeypatch.setenv(
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"
     )  # keep even quick compiles
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))  # the default's parent
     monkeypatch.setenv("JAXCOMBINE_COMPILE_CACHE", "off")
     jaxcombine("run", *TINY, "--recipe", SHALLOW, "--out", tmp_path / "a", check=True)
-    assert not cache.exists()
+    assert not (tmp_path / "home-cache" / "jaxcombine" / "xla").exists()
     monkeypatch.setenv("JAXCOMBINE_COMPILE_CACHE", str(cache))
     jaxcombine("run", *TINY, "--recipe", SHALLOW, "--out", tmp_path / "b", check=True)
     kept = sorted(cache.iterdir())

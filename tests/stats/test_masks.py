@@ -1,14 +1,14 @@
 """Spatial masks (issue 13, part 2): a masked term sees its region only, a style governs its own."""
 
-import textwrap
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import recipe_files
+from cli_run import assert_one_line_error, jaxcombine
 from float32 import w2_rounding
 from PIL import Image
-from test_cli import assert_one_line_error, jaxcombine
+from recipe_files import term
 
 from jaxcombine.engine import program
 from jaxcombine.networks import model
@@ -166,13 +166,7 @@ def test_a_zero_mask_leaves_its_region_untouched(vgg19, statistic):
 
 
 RUN = dict(size=40, steps=30, chunk=10, lr=8.0, init="content")  # style-only, far enough to see
-RECIPE = textwrap.dedent("""
-    [[terms]]
-    layers = ["block1_conv1", "block2_conv1"]
-    source = "style"
-    statistic = "gram"
-    mask = "right.png"
-""")
+RECIPE = {"terms": [term("style", ["block1_conv1", "block2_conv1"], "gram", mask="right.png")]}
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +176,10 @@ def files(tmp_path_factory):
     right[:, 20:] = 255
     Image.fromarray(right).save(d / "right.png")
     Image.fromarray(255 - right).convert("RGB").save(d / "left.jpg", quality=100)  # any mode
-    (d / "masked.toml").write_text(RECIPE)
-    (d / "style.toml").write_text(RECIPE.replace('mask = "right.png"', ""))
+    recipe_files.write(d / "masked.toml", RECIPE)
+    recipe_files.write(
+        d / "style.toml", {"terms": [term("style", ["block1_conv1", "block2_conv1"], "gram")]}
+    )
     rng = np.random.default_rng(0)
     texture = rng.uniform(0, 1, (48, 48, 1))
     Image.fromarray((texture * [255, 40, 20]).astype(np.uint8)).save(d / "red.png")
@@ -278,7 +274,7 @@ def test_style_masks_and_a_recipe_mask_multiply(vgg19, files):
     ],
 )
 def test_bad_masks_are_one_line_errors(vgg19, files, tmp_path, args, fragment):
-    (tmp_path / "gone.toml").write_text(RECIPE.replace("right.png", "gone.png"))
+    recipe_files.write(tmp_path / "gone.toml", recipe_files.with_terms(RECIPE, mask="gone.png"))
     Image.new("L", (8, 8), 0).save(tmp_path / "black.png")
     names = {
         "RED": files / "red.png",
