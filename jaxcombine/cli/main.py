@@ -687,7 +687,10 @@ def _floats(text: str) -> list[float]:
     "(default: the bundled pair and matplotlib's grace_hopper.jpg with the bundled painting).",
 )
 @click.option(
-    "--recipes", default="gatys,w2,swd", show_default=True, help="Presets or .toml files."
+    "--recipes",
+    default=",".join(config.SUITE_RECIPES),
+    show_default=True,
+    help="Presets or .toml files.",
 )
 @click.option(
     "--content-weights",

@@ -69,6 +69,10 @@ EVAL_POOLING = "avg"
 EVAL_DIRECTIONS = 512
 # Each style distance eval reports (a column style_<name>), and the statistic's options.
 EVAL_STATISTICS = ("gram", "w2", "swd", "cmd", "histogram")
+# eval-suite: the recipes it compares by default, and the judge's style distance its
+# Pareto fronts are drawn on (sliced W: the distribution distance least tied to one layer's scale)
+SUITE_RECIPES = ("gatys", "w2", "swd")
+SUITE_FRONT_STATISTIC = "swd"
 EVAL_STATISTIC_OPTIONS = {"swd": {"directions": EVAL_DIRECTIONS}}
 EVAL_CONTENT_STATISTIC = "activations"
 # The sliced distance sorts every position along every direction: at 1024² block 1 alone

@@ -119,6 +119,22 @@ class Family:
         raise NotImplementedError(f"statistic {self.name!r} is not a sum over positions")
 
 
+class Matched(Family):
+    """A statistic compared by :func:`relative_mse` of one value per map (``value``: e.g.
+    the Gram matrix); several styles blend their values with the weights."""
+
+    def value(self, features: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        raise NotImplementedError
+
+    def target(self, features, weights):
+        stack = stacked(features)
+        values = self.value(stack) if stack is not None else [self.value(f) for f in features]
+        return jnp.tensordot(weights, jnp.stack(values) if stack is None else values, axes=1)
+
+    def term(self, features, target, *, key=None, mask=None):
+        return relative_mse(self.value(features, mask), target)
+
+
 # --------------------------------------------------------------------------- shared maths
 
 

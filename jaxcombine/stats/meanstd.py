@@ -37,20 +37,12 @@ def _from_moments(s1: jax.Array, s2: jax.Array, n: int) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class MeanStd(base.Family):
+class MeanStd(base.Matched):
     name = "meanstd"
     tileable = True
 
     def value(self, features: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         return mean_std(features.astype(jnp.float32), mask)
-
-    def target(self, features, weights):
-        stack = base.stacked(features)
-        values = self.value(stack) if stack is not None else [self.value(f) for f in features]
-        return jnp.tensordot(weights, jnp.stack(values) if stack is None else values, axes=1)
-
-    def term(self, features, target, *, key=None, mask=None):
-        return base.relative_mse(self.value(features, mask), target)
 
     def sums(self, features, where, target):
         c = features.shape[-1]

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-FRONT_STYLE = "swd"  # the judge's style distance the fronts are drawn on
+from jaxcombine.options.config import SUITE_FRONT_STATISTIC as FRONT_STYLE
 
 
 def front(points: np.ndarray) -> np.ndarray:

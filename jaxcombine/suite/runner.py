@@ -37,6 +37,7 @@ from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import folders, images, records
 from jaxcombine.options import config as config_lib
 from jaxcombine.options import recipe as recipe_lib
+from jaxcombine.options.config import SUITE_RECIPES
 from jaxcombine.run import outputs
 from jaxcombine.suite.fronts import FRONT_STYLE, dominance_counts
 from jaxcombine.tools import judge as judge_lib
@@ -134,7 +135,7 @@ def run_suite(
     out: str | os.PathLike,
     *,
     pairs: str | os.PathLike | None = None,
-    recipes: Sequence[str] = ("gatys", "w2", "swd"),
+    recipes: Sequence[str] = SUITE_RECIPES,
     content_weights: Sequence[float] = (0.3, 1.0, 3.0, 10.0),
     size: int = 256,
     steps: int = 200,
