@@ -14,6 +14,7 @@ from PIL import Image
 
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images
+from jaxcombine.options import recipe
 from jaxcombine.suite import fronts
 from jaxcombine.suite.runner import load_pairs, weighted_recipe
 
@@ -42,8 +43,13 @@ def test_front_and_dominance_on_hand_made_points():
 
 
 def test_content_weight_scales_only_content_terms_and_pairs_are_checked(tmp_path):
-    r = weighted_recipe("gatys", 3.0)
-    assert [(t.source, t.weight) for t in r.terms][:2] == [("content", 3.0), ("style", 1.0)]
+    """The preset's own weights (gatys's content weight is 0.1 since 27eecf5), content ×3."""
+    base, r = recipe.load("gatys"), weighted_recipe("gatys", 3.0)
+    assert {t.source for t in base.terms} == {"content", "style"}
+    assert [(t.source, t.weight) for t in r.terms] == [
+        (t.source, pytest.approx(3.0 * t.weight) if t.source == "content" else t.weight)
+        for t in base.terms
+    ]
     bad = tmp_path / "pairs.toml"
     bad.write_text('[[pairs]]\ncontent = "missing.png"\nstyle = "x.png"\n')
     with pytest.raises(JaxcombineError, match="missing.png"):
