@@ -46,6 +46,10 @@ SOURCES = ("content", "style")
 # run time (jaxcombine.stats.register), and recipes check names against
 # jaxcombine.options.statistic_names, which loads no JAX.
 STATISTICS = ("activations", "gram", "meanstd", "covariance", "w2", "swd", "histogram", "cmd")
+# The built-in statistics of hypercolumns (several layers read at sampled positions, a
+# recipe term's ``hypercolumn = [...]``; jaxcombine.stats.hypercolumns): STROTSS's relaxed
+# EMD, moments, palette and self-similarity, and NNST's nearest-neighbour targets.
+HYPERCOLUMN_STATISTICS = ("emd", "moments", "palette", "self_similarity", "nearest")
 INIT_KINDS = ("content", "style", "noise")  # plus image paths
 PRESERVE_COLORS = ("none", "luminance", "stats", "histogram")  # jaxcombine.io.color
 DEFAULT_RECIPE = "gatys"
