@@ -82,8 +82,9 @@ def colours(pixels: jax.Array) -> jax.Array:
     """``rgb`` entry of 0–255 pixels: normalised as torchvision's networks see them, so the
     colours weigh about as much as one unit-scale feature channel each."""
     c = TORCHVISION_INPUT
-    mean = jnp.asarray(c.mean, jnp.float32)
-    std = jnp.asarray(c.std, jnp.float32)
+    shape = (1,) * (pixels.ndim - 1) + (3,)
+    mean = jnp.asarray(c.mean, jnp.float32).reshape(shape)
+    std = jnp.asarray(c.std, jnp.float32).reshape(shape)
     return (pixels.astype(jnp.float32) * c.scale - mean) / std
 
 

@@ -57,7 +57,7 @@ def nearest_targets(
     mean = sum(w * jnp.mean(y, axis=0) for w, y in zip(weights, points))
     candidates = jnp.concatenate(points)
     allowed = jnp.concatenate([jnp.full((y.shape[0],), w > 0) for w, y in zip(weights, points)])
-    index = nearest_indices(queries - mean, candidates - mean, allowed, chunk)
+    index = nearest_indices(queries - mean[None, :], candidates - mean[None, :], allowed, chunk)
     return candidates[index]
 
 

@@ -43,8 +43,11 @@ DISTANCE_COLUMNS = ("step", "a", "b", "space", "value")
 
 def feature_spaces(recipe) -> tuple[tuple[str, str, str], ...]:
     """(name, statistic, layer) of every distinct recipe statistic; name is the layer
-    unless that layer carries several statistics (then ``layer:statistic``)."""
-    pairs = list(dict.fromkeys((t.statistic, t.layer) for t in recipe.terms))
+    unless that layer carries several statistics (then ``layer:statistic``). Hypercolumn
+    terms, which compare sampled positions of several layers, have no space here."""
+    pairs = list(
+        dict.fromkeys((t.statistic, t.layer) for t in recipe.terms if t.hypercolumn is None)
+    )
     layers = [layer for _, layer in pairs]
     return tuple(
         (layer if layers.count(layer) == 1 else f"{layer}:{stat}", stat, layer)
