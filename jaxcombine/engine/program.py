@@ -174,6 +174,7 @@ def compute_targets(
     style_weights: jax.Array | None = None,
     masks: jax.Array | None = None,
     style_masks: jax.Array | None = None,
+    style_regions: "jax.Array | Sequence[jax.Array] | None" = None,
 ) -> dict[str, Any]:
     """Target statistics, once per (source, statistic, layer), and the masks.
 
@@ -190,6 +191,8 @@ def compute_targets(
     targets are then a tuple of S unblended targets, one per style, and the
     masks and normalised weights are kept as ``targets["style_masks"]`` and
     ``targets["style_weights"]`` (:func:`losses.terms` uses all three).
+    ``style_regions`` (S, H, W), or a list of S (H_s, W_s) for styles of their own sizes:
+    a mask over each style image, where hypercolumn terms draw that style's positions.
     """
     net = problem.network()
     feats = {"content": net.apply(variables, content[None])}
@@ -203,6 +206,7 @@ def compute_targets(
         feats["style"] = net.apply(variables, styles)
         n_styles = styles.shape[0]
     pixels = {"content": content[None], "style": styles}  # what each forward saw
+    regions = {"content": None, "style": style_regions}
     if style_weights is None:
         style_weights = jnp.full((n_styles,), 1.0 / n_styles)
     blend = {"content": jnp.ones((1,), jnp.float32), "style": style_weights}
@@ -212,7 +216,7 @@ def compute_targets(
         key = losses.target_key(term)
         if key in out:
             continue
-        source = losses.inputs(term, feats[term.source], pixels[term.source])
+        source = losses.inputs(term, feats[term.source], pixels[term.source], regions[term.source])
         paired = None  # a paired statistic's target is built from the content's too
         if base.get(term.statistic).paired:
             paired = losses.inputs(term, feats["content"], pixels["content"])

@@ -196,6 +196,16 @@ class RunConfig:
             optional=True,
         ),
     )
+    style_regions: tuple[str, ...] | None = option(
+        None,
+        Rule(
+            "paths",
+            "Region of each style image (repeat, one per --style): hypercolumn style terms "
+            "draw that style's positions only where this mask, over the style image, is "
+            "white. With --style-mask: region-to-region guidance (STROTSS's guided mode).",
+            optional=True,
+        ),
+    )
     style_scale: tuple[float, ...] | None = option(
         None,
         Rule(
@@ -438,6 +448,13 @@ class RunConfig:
             raise ConfigError(
                 "style_masks",
                 f"give one style mask per style image: {len(self.style_masks)} for {n_styles}",
+            )
+        if self.style_regions == ():  # no --style-region given
+            object.__setattr__(self, "style_regions", None)
+        if self.style_regions is not None and len(self.style_regions) != n_styles:
+            raise ConfigError(
+                "style_regions",
+                f"give one style region per style image: {len(self.style_regions)} for {n_styles}",
             )
         backbone = BACKBONES.get(self.model)
         if self.style_masks is not None and backbone is not None and not backbone.uniform:

@@ -153,6 +153,11 @@ class Recipe:
     def validate(self, arch: str = "vgg19") -> "Recipe":
         """Check layer names against ``arch`` and mask indices against :attr:`masks`;
         raise a one-line error if any is unknown."""
+        if not self.layers:  # hypercolumns of "rgb" alone
+            raise JaxcombineError(
+                f"recipe {self.name}: no term reads a layer of the network (a hypercolumn of "
+                f"{RGB!r} alone reads none); add one that does"
+            )
         check_layers(self.layers, arch)
         if self.masks:
             check_uniform(arch, "masks")

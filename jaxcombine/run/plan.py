@@ -162,6 +162,13 @@ def make(
             Scale(size, h, w, steps, _style_shapes(rec, style_scales, h, w, config.model))
         )
     model.check_size(*scales[0].shape, rec.layers, config.model)
+    if config.style_regions:  # only a hypercolumn term draws positions in a style
+        unsampled = next((t for t in rec.terms if t.source == "style" and not t.hypercolumn), None)
+        if unsampled is not None:
+            raise JaxcombineError(
+                f"style_regions restrict where hypercolumn terms sample the styles; term "
+                f"{unsampled.label} takes the whole style image (drop it or the regions)"
+            )
     if config.tile:  # the statistics, the tile, then what tiles do not take
         sampled = next((t for t in rec.terms if t.hypercolumn is not None), None)
         if sampled is not None:
@@ -231,6 +238,7 @@ def _input_pixels(
     paths = [
         *(config.style or (str(images.STYLE),)),
         *(config.style_masks or ()),
+        *(config.style_regions or ()),
         *rec.masks,
         *(i.path for i in inits if i.kind == "file"),
     ]

@@ -18,8 +18,8 @@ centre reads that cell alone) and the reading is differentiable in the maps.
 Positions lie on a grid of ``stride`` pixels: the centres of its stride×stride cells,
 ragged edges dropped (stride 1: every pixel). Each step draws ``samples`` of them without
 replacement from the run's PRNG key (all, in order, when the grid has no more), or, with
-an output mask, with replacement in proportion to the mask's mean over each cell, so
-every sample lies in the region. The key is the step's, folded with :data:`POSITIONS`:
+a mask (the term's over the output, a style's region over the style), with replacement
+in proportion to the mask's mean over each cell, so every sample lies in the region. The key is the step's, folded with :data:`POSITIONS`:
 terms with the same grid, samples and mask read the same positions (STROTSS's moments
 and palette share the relaxed EMD's), every start draws its own, and the seed is traced.
 """
@@ -48,11 +48,13 @@ class Maps:
 
     ``arrays``: one (…, h, w, C) map per entry of ``spec.layers``, scaled; ``image``:
     the (…, H, W, 3) pixels (0–255) whose positions are drawn and whose colours a
-    palette reads. ``spec`` is structure (static in the pytree)."""
+    palette reads; ``region``: None, or (…, H, W) weights: where a style's positions
+    may be drawn (``--style-region``). ``spec`` is structure (static in the pytree)."""
 
     arrays: tuple[jax.Array, ...]
     image: jax.Array
     spec: Hypercolumn = dataclasses.field(metadata=dict(static=True))
+    region: jax.Array | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -70,7 +72,8 @@ class Maps:
 
     def at(self, i: int) -> "Maps":
         """Image ``i`` of a stack."""
-        return Maps(tuple(a[i] for a in self.arrays), self.image[i], self.spec)
+        region = None if self.region is None else self.region[i]
+        return Maps(tuple(a[i] for a in self.arrays), self.image[i], self.spec, region)
 
 
 def strides(spec: Hypercolumn) -> tuple[int, ...]:
@@ -88,20 +91,29 @@ def colours(pixels: jax.Array) -> jax.Array:
     return (pixels.astype(jnp.float32) * c.scale - mean) / std
 
 
-def maps(spec: Hypercolumn, features: Mapping[str, Any], pixels: Any) -> "Maps | list[Maps]":
+def maps(
+    spec: Hypercolumn, features: Mapping[str, Any], pixels: Any, regions: Any = None
+) -> "Maps | list[Maps]":
     """:class:`Maps` of ``spec`` from a forward's ``features`` (layer → (…, h, w, C)) and
-    the ``pixels`` it saw (…, H, W, 3); each entry times its scale. Lists (images of
-    different sizes: each layer a list of maps, ``pixels`` a list) give a list of Maps."""
+    the ``pixels`` it saw (…, H, W, 3), each entry times its scale, with the images'
+    ``regions`` (…, H, W) if given. Lists (images of different sizes: each layer a list
+    of maps, ``pixels`` and ``regions`` lists) give a list of Maps."""
     if isinstance(pixels, (list, tuple)):
         return [
-            maps(spec, {name: features[name][i] for name in spec.taps}, p)
+            maps(
+                spec,
+                {name: features[name][i] for name in spec.taps},
+                p,
+                None if regions is None else regions[i],
+            )
             for i, p in enumerate(pixels)
         ]
     arrays = []
     for i, name in enumerate(spec.layers):
         a = colours(pixels) if name == RGB else features[name].astype(jnp.float32)
         arrays.append(a * spec.scale_of(i, a.shape[-1]))
-    return Maps(tuple(arrays), jnp.asarray(pixels, jnp.float32), spec)
+    region = None if regions is None else jnp.asarray(regions, jnp.float32)
+    return Maps(tuple(arrays), jnp.asarray(pixels, jnp.float32), spec, region)
 
 
 def per_image(source: "Maps | Sequence[Maps]") -> list[Maps]:
@@ -239,7 +251,7 @@ def style_points(
     points weighing its blend weight shared among them."""
     points, weights = [], []
     for s, source in enumerate(target["styles"]):
-        _, where = draw(positions_key(key, 1 + s), source.shape, source.spec)
+        _, where = draw(positions_key(key, 1 + s), source.shape, source.spec, source.region)
         points.append(read(source, where))
         weights.append(jnp.full((where.shape[0],), 1.0 / where.shape[0]) * target["weights"][s])
     return jnp.concatenate(points), jnp.concatenate(weights)

@@ -63,14 +63,15 @@ def total_variation(rgb: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------- targets and terms
 
 
-def inputs(t: Term, features: Mapping[str, Any], pixels: Any) -> Any:
+def inputs(t: Term, features: Mapping[str, Any], pixels: Any, regions: Any = None) -> Any:
     """What term ``t``'s statistic reads from a forward's ``features`` (layer → maps) of
     ``pixels``: its layer's map, or for a hypercolumn term the
-    :class:`~jaxcombine.stats.hypercolumns.Maps` of its layers and the image. Leading
-    axes (a stack of images) and lists (images of different sizes) are kept."""
+    :class:`~jaxcombine.stats.hypercolumns.Maps` of its layers and the image (and the
+    ``regions`` of the images where its positions may lie). Leading axes (a stack of
+    images) and lists (images of different sizes) are kept."""
     if t.hypercolumn is None:
         return features[t.layer]
-    return hypercolumns_lib.maps(t.hypercolumn, features, pixels)
+    return hypercolumns_lib.maps(t.hypercolumn, features, pixels, regions)
 
 
 def one_image(source: Any, i: int) -> Any:

@@ -2,7 +2,7 @@
 
 Kolkin et al. 2022, "Neural Neighbor Style Transfer": the target is the content's
 hypercolumns at every point of the term's grid (``stride``), each replaced by the style
-hypercolumn (every grid point of every style) nearest to it by cosine distance after
+hypercolumn (every grid point of every style, inside its region if it has one) nearest to it by cosine distance after
 both are centred by the style's mean (:func:`nearest_targets`); the term is the mean
 cosine distance 1 − cos(xᵢ, tᵢ) between the output's hypercolumns and those targets at
 this step's grid points (all of them when ``samples`` covers the grid).
@@ -56,7 +56,11 @@ def nearest_targets(
     points = [hc.sample(s, jnp.asarray(hc.grid(s.shape, stride))) for s in styles]
     mean = sum(w * jnp.mean(y, axis=0) for w, y in zip(weights, points))
     candidates = jnp.concatenate(points)
-    allowed = jnp.concatenate([jnp.full((y.shape[0],), w > 0) for w, y in zip(weights, points)])
+    allowed = []  # a style of weight 0 offers no candidate, nor a cell outside its region
+    for w, y, s in zip(weights, points, styles):
+        ok = jnp.full((y.shape[0],), w > 0)
+        allowed.append(ok if s.region is None else ok & (hc.cell_weights(s.region, stride) > 0))
+    allowed = jnp.concatenate(allowed)
     index = nearest_indices(queries - mean[None, :], candidates - mean[None, :], allowed, chunk)
     return candidates[index]
 

@@ -98,6 +98,8 @@ def input_files(prep: job.Prepared) -> dict[str, str]:
         files[f"style {i + 1}"] = path
     for i, path in enumerate(config.style_masks or ()):
         files[f"style mask {i + 1}"] = path
+    for i, path in enumerate(config.style_regions or ()):
+        files[f"style region {i + 1}"] = path
     if config.recipe and Path(config.recipe).is_file():
         files["recipe"] = str(config.recipe)
     for i, path in enumerate(prep.recipe.masks):

@@ -67,6 +67,11 @@ def test_bad_hypercolumn_terms_are_one_line(tmp_path, term, fragment):
     assert "\n" not in str(e.value)
 
 
+def test_a_recipe_of_colours_alone_is_one_line(tmp_path):
+    with pytest.raises(JaxcombineError, match="no term reads a layer of the network"):
+        load(tmp_path, hypercolumn_term("palette", hypercolumn=["rgb"]))
+
+
 def test_hypercolumns_need_a_network_of_halvings(tmp_path):
     term = {**hypercolumn_term(), "hypercolumn": ["conv1", "conv2"]}
     with pytest.raises(JaxcombineError, match="hypercolumn terms needs a network of 3x3"):

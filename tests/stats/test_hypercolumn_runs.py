@@ -73,3 +73,47 @@ def test_the_command_line_runs_every_hypercolumn_statistic(vgg19, tmp_path):
     totals = [float(r.split(",")[2]) for r in rows[1:]]
     assert len(totals) == 6 and totals[-1] < 0.9 * totals[0], totals
     assert np.asarray(Image.open(out / "content.png")).shape == (48, 48, 3)
+
+
+def test_a_guided_run_keeps_each_regions_style_in_its_own_region(vgg19, tmp_path):
+    """Region-to-region guidance: a style image red on its left and blue on its right,
+    given twice, the first copy's region its left half and governing the output's top
+    half, the second's its right half and the bottom. From a grey start the palette term
+    makes the top red and the bottom blue; neither takes the other region's colour."""
+    style = np.zeros((32, 32, 3), np.uint8)
+    style[:, :16] = (220, 40, 40)
+    style[:, 16:] = (40, 40, 220)
+    Image.fromarray(style).save(tmp_path / "style.png")
+    grey = np.random.default_rng(0).normal(128, 8, (32, 32, 3)).clip(0, 255).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    for name, rows, cols in (
+        ("top", slice(0, 16), slice(None)),
+        ("bottom", slice(16, 32), slice(None)),
+        ("left", slice(None), slice(0, 16)),
+        ("right", slice(None), slice(16, 32)),
+    ):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[rows, cols] = 255
+        Image.fromarray(mask).save(tmp_path / f"{name}.png")
+    terms = [
+        hypercolumn("palette", layers=["rgb"], samples=128),
+        hypercolumn("emd", layers=LAYERS[:2], samples=128),
+    ]
+    path = recipe_files.write(tmp_path / "guided.toml", {"terms": terms, "init": "content"})
+    result = job.combine(
+        recipe=str(path),
+        content=str(tmp_path / "grey.png"),
+        style=(str(tmp_path / "style.png"),) * 2,
+        style_masks=(str(tmp_path / "top.png"), str(tmp_path / "bottom.png")),
+        style_regions=(str(tmp_path / "left.png"), str(tmp_path / "right.png")),
+        size=32,
+        steps=30,
+        chunk=10,
+        lr=8.0,
+        conv="xla",
+    )
+    out = result.images["content"].astype(np.float64)
+    top, bottom = out[4:12].reshape(-1, 3).mean(0), out[20:28].reshape(-1, 3).mean(0)
+    assert result.outcome.totals[-1, 0] < 0.7 * result.outcome.totals[0, 0]
+    assert top[0] - top[2] > 60, top  # red, not blue
+    assert bottom[2] - bottom[0] > 60, bottom  # blue, not red
