@@ -27,14 +27,14 @@ def test_swapping_the_seed_compiles_nothing_and_draws_other_positions(vgg19, tmp
         hypercolumn("moments", samples=64),
     ]
     path = recipe_files.write(tmp_path / "r.toml", {"terms": terms})
-    options = dict(recipe=str(path), size=32, steps=3, chunk=3, init="content,noise", conv="xla")
+    options = dict(recipe=str(path), size=32, steps=2, chunk=2, init="content,noise", conv="xla")
     first = job.combine(seed=1, **options)
     assert len(compiled) > 0
     before = len(compiled)
     second = job.combine(seed=2, **options)
     assert compiled[before:] == []
     a, b = first.outcome.history, second.outcome.history
-    assert a.shape == (3, 2, 4) and np.all(np.isfinite(a))
+    assert a.shape == (2, 2, 4) and np.all(np.isfinite(a))
     assert not np.allclose(a[:, :, :3], b[:, :, :3])  # other positions, other values
     assert not np.allclose(a[:, 0, 1:3], a[:, 1, 1:3])  # two starts, each its own terms
 
@@ -55,9 +55,9 @@ def test_the_command_line_runs_every_hypercolumn_statistic(vgg19, tmp_path):
         "--size",
         "48",
         "--steps",
-        "8",
+        "6",
         "--chunk",
-        "4",
+        "3",
         "--quiet",
         "--out",
         out,
@@ -71,7 +71,8 @@ def test_the_command_line_runs_every_hypercolumn_statistic(vgg19, tmp_path):
         "style:nearest:block1_conv1+block2_conv1",
     ]
     totals = [float(r.split(",")[2]) for r in rows[1:]]
-    assert len(totals) == 6 and totals[-1] < 0.9 * totals[0], totals
+    # each step samples other positions, so compare halves, not two steps
+    assert len(totals) == 6 and np.mean(totals[3:]) < 0.95 * np.mean(totals[:3]), totals
     assert np.asarray(Image.open(out / "content.png")).shape == (48, 48, 3)
 
 
@@ -107,9 +108,9 @@ def test_a_guided_run_keeps_each_regions_style_in_its_own_region(vgg19, tmp_path
         style_masks=(str(tmp_path / "top.png"), str(tmp_path / "bottom.png")),
         style_regions=(str(tmp_path / "left.png"), str(tmp_path / "right.png")),
         size=32,
-        steps=30,
-        chunk=10,
-        lr=8.0,
+        steps=12,
+        chunk=12,
+        lr=16.0,
         conv="xla",
     )
     out = result.images["content"].astype(np.float64)
