@@ -51,3 +51,21 @@ def test_the_estimate_counts_the_sampled_matrices(tmp_path, statistic, source):
     else:  # N hypercolumns against N targets: linear in N
         assert counted[1] > counted[0]
     assert recipe_lib.load(large.config.recipe).terms[1].hypercolumn.samples == 2048
+
+
+def test_style_regions_are_for_hypercolumn_style_terms_only(tmp_path):
+    from PIL import Image
+
+    from jaxcombine.options.rules import ConfigError
+
+    Image.new("L", (8, 8), 255).save(tmp_path / "all.png")
+    region = (str(tmp_path / "all.png"),)
+    plan_lib.make(RunConfig(recipe=recipe(tmp_path, 64), size=64, style_regions=region))
+    gram = recipe_files.write(
+        tmp_path / "gram.toml",
+        {"terms": [{"layer": "block1_conv1", "source": "style", "statistic": "gram"}]},
+    )
+    with pytest.raises(JaxcombineError, match=r"term style:gram:block1_conv1 takes the whole"):
+        plan_lib.make(RunConfig(recipe=str(gram), size=64, style_regions=region))
+    with pytest.raises(ConfigError, match="one style region per style image: 2 for 1"):
+        RunConfig(style_regions=region * 2)
