@@ -1,6 +1,7 @@
-"""Hypercolumn terms in real runs: the seed is traced (swapping it compiles nothing, and
-changes the positions drawn), a mask restricts the output's positions, several starts run
-side by side, and the command line runs a TOML recipe of every hypercolumn statistic."""
+"""Hypercolumn terms in real runs: the command line runs a TOML recipe of every hypercolumn
+statistic; a guided run (style masks over the output, style regions over the style) keeps
+each region's style in its own region, two starts side by side, and another seed (traced)
+compiles nothing but draws other positions."""
 
 import numpy as np
 import recipe_files
@@ -14,29 +15,6 @@ LAYERS = ["rgb", "block1_conv1", "block2_conv1"]
 
 def hypercolumn(statistic, source="style", layers=LAYERS, **extra):
     return {"hypercolumn": layers, "source": source, "statistic": statistic, **extra}
-
-
-def test_swapping_the_seed_compiles_nothing_and_draws_other_positions(vgg19, tmp_path, compiled):
-    Image.new("L", (32, 32), 0).save(tmp_path / "left.png")
-    mask = np.asarray(Image.open(tmp_path / "left.png")).copy()
-    mask[:, :16] = 255
-    Image.fromarray(mask).save(tmp_path / "left.png")
-    terms = [
-        hypercolumn("self_similarity", "content", samples=64),
-        hypercolumn("emd", samples=64, mask="left.png"),
-        hypercolumn("moments", samples=64),
-    ]
-    path = recipe_files.write(tmp_path / "r.toml", {"terms": terms})
-    options = dict(recipe=str(path), size=32, steps=2, chunk=2, init="content,noise", conv="xla")
-    first = job.combine(seed=1, **options)
-    assert len(compiled) > 0
-    before = len(compiled)
-    second = job.combine(seed=2, **options)
-    assert compiled[before:] == []
-    a, b = first.outcome.history, second.outcome.history
-    assert a.shape == (2, 2, 4) and np.all(np.isfinite(a))
-    assert not np.allclose(a[:, :, :3], b[:, :, :3])  # other positions, other values
-    assert not np.allclose(a[:, 0, 1:3], a[:, 1, 1:3])  # two starts, each its own terms
 
 
 def test_the_command_line_runs_every_hypercolumn_statistic(vgg19, tmp_path):
@@ -76,11 +54,16 @@ def test_the_command_line_runs_every_hypercolumn_statistic(vgg19, tmp_path):
     assert np.asarray(Image.open(out / "content.png")).shape == (48, 48, 3)
 
 
-def test_a_guided_run_keeps_each_regions_style_in_its_own_region(vgg19, tmp_path):
+def test_a_guided_run_keeps_each_region_in_its_own_and_a_new_seed_compiles_nothing(
+    vgg19, tmp_path, compiled
+):
     """Region-to-region guidance: a style image red on its left and blue on its right,
     given twice, the first copy's region its left half and governing the output's top
     half, the second's its right half and the bottom. From a grey start the palette term
-    makes the top red and the bottom blue; neither takes the other region's colour."""
+    makes the top red and the bottom blue; neither takes the other region's colour (with
+    no regions both halves come out the same purple mix). A content term masked to the
+    output's left half rides along. Run twice, with seeds 1 and 2: the second run compiles
+    nothing and its sampled terms differ."""
     style = np.zeros((32, 32, 3), np.uint8)
     style[:, :16] = (220, 40, 40)
     style[:, 16:] = (40, 40, 220)
@@ -99,22 +82,34 @@ def test_a_guided_run_keeps_each_regions_style_in_its_own_region(vgg19, tmp_path
     terms = [
         hypercolumn("palette", layers=["rgb"], samples=128),
         hypercolumn("emd", layers=LAYERS[:2], samples=128),
+        hypercolumn("self_similarity", "content", samples=64, mask="left.png"),
     ]
-    path = recipe_files.write(tmp_path / "guided.toml", {"terms": terms, "init": "content"})
-    result = job.combine(
+    path = recipe_files.write(tmp_path / "guided.toml", {"terms": terms})
+    options = dict(
         recipe=str(path),
         content=str(tmp_path / "grey.png"),
         style=(str(tmp_path / "style.png"),) * 2,
         style_masks=(str(tmp_path / "top.png"), str(tmp_path / "bottom.png")),
         style_regions=(str(tmp_path / "left.png"), str(tmp_path / "right.png")),
+        init="content,noise",
         size=32,
         steps=12,
         chunk=12,
         lr=16.0,
         conv="xla",
     )
-    out = result.images["content"].astype(np.float64)
-    top, bottom = out[4:12].reshape(-1, 3).mean(0), out[20:28].reshape(-1, 3).mean(0)
-    assert result.outcome.totals[-1, 0] < 0.7 * result.outcome.totals[0, 0]
-    assert top[0] - top[2] > 60, top  # red, not blue
-    assert bottom[2] - bottom[0] > 60, bottom  # blue, not red
+    first = job.combine(seed=1, **options)
+    assert len(compiled) > 0
+    before = len(compiled)
+    second = job.combine(seed=2, **options)
+    assert compiled[before:] == []
+    a, b = first.outcome.history, second.outcome.history
+    assert a.shape == (12, 2, 4) and np.all(np.isfinite(a))
+    assert not np.allclose(a[:, :, :3], b[:, :, :3])  # other positions, other values
+    assert not np.allclose(a[:, 0, :3], a[:, 1, :3])  # two starts, each its own terms
+    for result in (first, second):
+        out = result.images["content"].astype(np.float64)
+        top, bottom = out[4:12].reshape(-1, 3).mean(0), out[20:28].reshape(-1, 3).mean(0)
+        assert result.outcome.totals[-1, 0] < 0.7 * result.outcome.totals[0, 0]
+        assert top[0] - top[2] > 60, top  # red, not blue
+        assert bottom[2] - bottom[0] > 60, bottom  # blue, not red
