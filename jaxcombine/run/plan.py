@@ -151,6 +151,12 @@ def make(
     """
     rec = load_recipe(config) if recipe is None else recipe
     inits = config.inits(rec.init)
+    missing = next((i.path for i in inits if i.kind == "file" and not Path(i.path).exists()), None)
+    if missing is not None:  # refused before the targets are computed, not after
+        raise JaxcombineError(
+            f"bad init {missing!r}: no such file; use content, style, "
+            "noise, noise:N or an image path"
+        )
     content = str(config.content or images.CONTENT)
     height, width = images.header_size(content, max_pixels=config.max_pixels)  # the one read
     style_paths = tuple(str(p) for p in config.style or (images.STYLE,))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -244,9 +243,4 @@ def _start(init: Init, content: np.ndarray, styles: np.ndarray, config: RunConfi
     if init.kind == "noise":
         key = jax.random.key(init.seed)
         return np.asarray(jax.random.uniform(key, (h, w, 3), jnp.float32, 0.0, 255.0))
-    if not Path(init.path).exists():
-        raise JaxcombineError(
-            f"bad init {init.path!r}: no such file; use content, style, "
-            "noise, noise:N or an image path"
-        )
     return images.fit(images.read(init.path, max_pixels=config.max_pixels), h, w)
