@@ -1,7 +1,10 @@
 """Convergence studies: tidy tables, distances, plots, report, resume, CLI errors.
 
 Studies are plumbing around the engine: they run the shallow test recipe, whose
-block2_conv1 carries two statistics (so feature-space names are disambiguated).
+block2_conv1 carries two statistics (so feature-space names are disambiguated), with XLA's
+convolutions (nothing here depends on the algorithm; Winograd's programs compile 2-3x
+slower). The two CLI runs share one program shape (4 starts: 2 inits x 2 swept values,
+32 px, chunks of 2), so the session's compile cache compiles it once.
 """
 
 import csv
@@ -25,7 +28,7 @@ from jaxcombine.study import record as study_record
 from jaxcombine.study import runner as study_lib
 
 SHALLOW = str(recipe_files.SHALLOW)
-CONFIG = RunConfig(recipe=SHALLOW, init="content,style,noise", steps=8, size=32)
+CONFIG = RunConfig(recipe=SHALLOW, init="content,style,noise", steps=8, size=32, conv="xla")
 STARTS = ("content", "style", "noise-s0")
 FILES = (
     "history.csv",
@@ -182,6 +185,8 @@ def test_cli_study_with_sweep(vgg19, tmp_path):
         "content,noise",
         "--sweep",
         "tv_weight=0,0.01",
+        "--conv",
+        "xla",
         "--out",
         out,
     )
@@ -208,7 +213,8 @@ def test_cli_bad_sweep_is_one_line():
 
 @pytest.mark.slow
 def test_cli_sigint_stops_cleanly(vgg19, tmp_path):
-    """A real Ctrl-C: exit 130, everything so far on disk, resumable."""
+    """A real Ctrl-C: exit 130, everything so far on disk, resumable. The sweep study's
+    program shape (test_cli_study_with_sweep), so its compile is shared."""
     out = tmp_path / "s"
     proc = jaxcombine(
         "study",
@@ -223,6 +229,10 @@ def test_cli_sigint_stops_cleanly(vgg19, tmp_path):
         "--quiet",
         "--inits",
         "content,noise",
+        "--sweep",
+        "tv_weight=0,0.01",
+        "--conv",
+        "xla",
         "--out",
         out,
     )
