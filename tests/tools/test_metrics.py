@@ -46,18 +46,28 @@ def test_ssim_identity_noise_and_symmetry():
 
 def test_cli_eval_writes_csv_and_json_and_orders_images(vgg19, tmp_path):
     """The content scored against itself: content distance 0, SSIM 1; a stylised output
-    is farther from the content and nearer the style."""
+    is farther from the content and nearer the style. Without the judge (``--judge none``:
+    test_judge runs it), whose network would double the command's compiles."""
     content = tmp_path / "content.png"
     images.write(content, images.read(images.CONTENT, size=32))
     recipe = tmp_path / "r.toml"
     recipe_files.write(recipe, recipe_files.shallow_weighted(0.1, 1.0))
     styled = job.combine(
-        content=str(content), recipe=str(recipe), size=32, steps=8, lr=8.0, chunk=8
+        content=str(content), recipe=str(recipe), size=32, steps=8, lr=8.0, chunk=8, conv="xla"
     )
     images.write(tmp_path / "styled.png", styled.outcome.pixels[0])
     out = tmp_path / "t" / "table.csv"
     proc = jaxcombine(
-        "eval", content, tmp_path / "styled.png", "--content", content, "--out", out, check=True
+        "eval",
+        content,
+        tmp_path / "styled.png",
+        "--content",
+        content,
+        "--judge",
+        "none",
+        "--out",
+        out,
+        check=True,
     )
     assert "styled.png" in proc.stdout
     rows = list(csv.DictReader(out.open()))
@@ -91,7 +101,7 @@ def test_study_and_batch_reports_carry_eval_scores(vgg19, tmp_path):
     from jaxcombine.study import runner as study
 
     shallow = str(recipe_files.SHALLOW)
-    config = job.RunConfig(recipe=shallow, init="content,noise", steps=2, size=24)
+    config = job.RunConfig(recipe=shallow, init="content,noise", steps=2, size=24, conv="xla")
     done = study.run_study(config, tmp_path / "s", snapshot_every=2, progress=False, evaluate=True)
     direct = metrics.evaluate([tmp_path / "s" / "noise-s0.png"]).rows[0]
     assert done.summary["eval"]["noise-s0"]["style_gram"] == pytest.approx(direct["style_gram"])
@@ -102,7 +112,7 @@ def test_study_and_batch_reports_carry_eval_scores(vgg19, tmp_path):
 
     manifest = tmp_path / "m.toml"
     manifest.write_text(
-        f'[defaults]\nrecipe = "{shallow}"\nsize = 24\nsteps = 2\n'
+        f'[defaults]\nrecipe = "{shallow}"\nsize = 24\nsteps = 2\nconv = "xla"\n'
         '[grid]\ninit = ["content", "noise"]\n'
     )
     report = batch.run_batch(manifest, tmp_path / "b", progress=False, evaluate=True)
@@ -149,12 +159,13 @@ def test_eval_too_big_for_memory_is_refused_in_one_line_before_any_work(tmp_path
 
 
 def test_eval_size_scores_a_downscaled_copy_and_records_it(vgg19, tmp_path):
+    """Scored at 24 px, the size the study and batch reports score at (one compile)."""
     path = tmp_path / "a.png"
     images.write(path, images.read(images.CONTENT, size=64))
-    ev = metrics.evaluate([path], size=40, out=tmp_path / "t.csv")
-    assert (ev.rows[0]["width"], ev.rows[0]["height"]) == (40, 40)
+    ev = metrics.evaluate([path], size=24, out=tmp_path / "t.csv")
+    assert (ev.rows[0]["width"], ev.rows[0]["height"]) == (24, 24)
     record = json.loads((tmp_path / "t.json").read_text())
-    assert record["config"]["size"] == 40 and "at most 40 px" in record["config"]["scored_at"]
+    assert record["config"]["size"] == 24 and "at most 24 px" in record["config"]["scored_at"]
 
 
 def test_an_out_of_memory_while_scoring_is_one_line(vgg19, tmp_path, monkeypatch):
@@ -215,7 +226,7 @@ def test_batch_eval_scores_a_finished_batch_and_one_bad_record_is_one_line(vgg19
     shallow = str(recipe_files.SHALLOW)
     manifest = tmp_path / "m.toml"
     manifest.write_text(
-        f'[defaults]\nrecipe = "{shallow}"\nsize = 24\nsteps = 1\n'
+        f'[defaults]\nrecipe = "{shallow}"\nsize = 24\nsteps = 1\nconv = "xla"\n'
         '[grid]\ninit = ["content", "noise"]\n'
     )
     out = tmp_path / "b"
