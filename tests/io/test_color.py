@@ -15,7 +15,7 @@ from jaxcombine.options import config, rules
 from jaxcombine.run import job
 
 SHALLOW_PATH = recipe_files.SHALLOW
-TINY = dict(size=32, steps=4, chunk=2)
+TINY = dict(size=32, steps=4, chunk=2, conv="xla")  # Winograd compiles 2-3x slower
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +165,7 @@ def test_a_batch_grid_over_preserve_color(vgg19, shallow, tmp_path):
         size = 32
         steps = 2
         init = "noise"
+        conv = "xla"
         [grid]
         preserve_color = ["none", "luminance", "stats"]
     """)
