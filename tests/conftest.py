@@ -65,6 +65,26 @@ def compile_cache(tmp_path_factory):
     patch.undo()
 
 
+# --------------------------------------------------------------------------- signals
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_reaches_the_cli():
+    """The CLI subprocesses start with SIGINT at its default, as a terminal's foreground job
+    does, so the tests' Ctrl-Cs reach them. A suite started in the background by a script
+    (``pytest &``: the shell ignores SIGINT for it) passes that SIG_IGN on to every child,
+    and Python keeps an inherited SIG_IGN: a Ctrl-C landing before the console script's
+    first line was then lost and the run went on to exit 0 (seen under load)."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 # --------------------------------------------------------------------------- numerics
 
 
