@@ -63,6 +63,7 @@ MAX_PYRAMID_LEVELS = 16
 # option takes the recipe's suggestion, else its built-in default (RunConfig.settle); a
 # value given here always wins.
 RECIPE_RUN_OPTIONS = (
+    "model",
     "steps",
     "scale_count",
     "scales",
@@ -88,7 +89,9 @@ SUGGESTION_YIELDS_TO = {
     "lr": ("optimizer",),
     "pyramid_levels": ("parameterization",),
 }
+DEFAULT_MODEL = "vgg19"
 BUILT_IN_DEFAULTS = {
+    "model": DEFAULT_MODEL,
     "steps": DEFAULT_STEPS,
     "optimizer": DEFAULT_OPTIMIZER,
     "parameterization": DEFAULT_PARAMETERIZATION,
@@ -416,7 +419,15 @@ class RunConfig:
         Rule("float", "Total-variation weight (overrides the recipe's).", low=0.0, optional=True),
     )
     seed: int = option(0, Rule("int", "Seed of the first noise start.", low=0, high=SEED_LIMIT - 1))
-    model: str = option("vgg19", Rule("choice", "Network.", MODELS))
+    model: str | None = option(
+        None,
+        Rule(
+            "choice",
+            f"Network (default: the recipe's, else {DEFAULT_MODEL}).",
+            MODELS,
+            optional=True,
+        ),
+    )
     pooling: str = option("max", Rule("choice", "Pooling between VGG blocks.", POOLINGS))
     dtype: str = option(
         "float32", Rule("choice", "Dtype of the VGG activations (losses stay float32).", DTYPES)

@@ -40,8 +40,14 @@ import tomli_w
 
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.options import statistic_names
+from jaxcombine.options.config import (  # noqa: F401 (SOURCES, STATISTICS: the built-ins)
+    DEFAULT_MODEL,
+    RECIPE_RUN_OPTIONS,
+    SOURCES,
+    STATISTICS,
+    RunConfig,
+)
 from jaxcombine.options.config import INIT_KINDS as INITS
-from jaxcombine.options.config import RECIPE_RUN_OPTIONS, SOURCES, STATISTICS, RunConfig  # noqa: F401 (the built-ins)
 from jaxcombine.options.config import rule as option_rule
 from jaxcombine.options.layers import check_layers, check_uniform
 from jaxcombine.options.rules import ConfigError, finite_number
@@ -113,6 +119,10 @@ class Recipe:
 
     def replace(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **changes)
+
+    def suggested(self, option: str, default: Any = None) -> Any:
+        """The value this recipe's ``[run]`` table suggests for ``option``, else ``default``."""
+        return dict(self.run).get(option, default)
 
     def structure(self) -> "Recipe":
         """Only what shapes the compiled program: each term's layer, source and statistic.
@@ -280,10 +290,11 @@ def preset_text(name: str) -> str:
     return path.read_text()
 
 
-def load(spec: "str | os.PathLike | Recipe", arch: str = "vgg19") -> Recipe:
-    """A preset name, a path to a TOML file, or a Recipe → a validated Recipe."""
+def load(spec: "str | os.PathLike | Recipe", arch: str | None = None) -> Recipe:
+    """A preset name, a path to a TOML file, or a Recipe → a Recipe validated against the
+    network ``arch`` (default: the one the recipe suggests, else vgg19)."""
     if isinstance(spec, Recipe):
-        return spec.validate(arch)
+        return spec.validate(arch or spec.suggested("model", DEFAULT_MODEL))
     spec_str = os.fspath(spec)
     if spec_str.endswith(".toml") or os.sep in spec_str:
         path = Path(spec_str)
@@ -300,4 +311,5 @@ def load(spec: "str | os.PathLike | Recipe", arch: str = "vgg19") -> Recipe:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise JaxcombineError(f"recipe {name}: invalid TOML ({e})") from None
-    return from_dict(data, name, base).validate(arch)
+    rec = from_dict(data, name, base)
+    return rec.validate(arch or rec.suggested("model", DEFAULT_MODEL))

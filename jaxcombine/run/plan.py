@@ -146,7 +146,8 @@ class Plan:
 
 
 def load_recipe(config: RunConfig) -> recipe_lib.Recipe:
-    """The config's recipe with its overrides (``tv_weight``, ``preserve_color``)."""
+    """The config's recipe with its overrides (``tv_weight``, ``preserve_color``), checked
+    against the config's network (else the one the recipe suggests)."""
     rec = recipe_lib.load(config.recipe, config.model)
     if config.tv_weight is not None:
         rec = rec.replace(tv_weight=config.tv_weight)
