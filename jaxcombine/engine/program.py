@@ -160,6 +160,11 @@ def iterate_average(problem: Problem, state: State) -> jax.Array:
 
 
 @partial(jax.jit, static_argnames=("parameterization",))
+def _decompose(pixels: jax.Array, *, parameterization: Parameterization) -> Any:
+    return parameterization.decompose(pixels)
+
+
+@partial(jax.jit, static_argnames=("parameterization",))
 def _image(params: Any, *, parameterization: Parameterization) -> jax.Array:
     return parameterization.image(params)
 
@@ -302,7 +307,7 @@ def init_state(
     k = pixels.shape[0]
     n = len(problem.recipe.labels)
     steps = np.broadcast_to(np.asarray(steps, np.int64), (k,))
-    params = problem.parameterization.decompose(pixels)
+    params = _decompose(pixels, parameterization=problem.parameterization)
     # Strong types throughout: some optimisers (L-BFGS's line search) start with weakly
     # typed scalars that their first update makes strong, which would compile the chunk twice.
     opt_state = jax.tree.map(

@@ -168,7 +168,7 @@ def optimise_scales(
             )
         if stage.loss_factors is not None:
             state = state._replace(
-                weights=state.weights * jnp.asarray(stage.loss_factors, jnp.float32)
+                weights=state.weights * jnp.asarray(stage.loss_factors, jnp.float32)[None]
             )
 
         def shifted(step, comps, fetch, offset=starts[i]):
