@@ -577,7 +577,7 @@ class RunConfig:
         ladders = [n for n in _LADDER if getattr(self, n) is not None]
         if len(ladders) > 1:
             raise ConfigError(
-                ladders[1],
+                ladders[0],
                 f"give one of scales, min_size or scale_count, not {' and '.join(ladders)}",
             )
         if self.scales is not None:

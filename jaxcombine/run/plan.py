@@ -193,7 +193,15 @@ def make(
                 factor,
             )
         )
-    model.check_size(*scales[0].shape, rec.layers, config.model)
+    try:
+        model.check_size(*scales[0].shape, rec.layers, config.model)
+    except JaxcombineError as e:
+        if len(scales) == 1:
+            raise
+        raise JaxcombineError(
+            f"the first of the scales {','.join(str(s.size) for s in scales)}: {e}; use a "
+            "larger --size or fewer scales"
+        ) from None
     _check_pyramid(config, scales)
     if config.tile:  # the statistics, the tile, then what tiles do not take
         tiles.check(rec)
