@@ -594,22 +594,24 @@ class RunConfig:
                 "min_size",
                 f"min_size {self.min_size} is larger than the output size {self.end_size}",
             )
-        if self.scale_steps is not None and len(self.scale_steps) != len(self.sizes()):
-            raise ConfigError(
-                "scale_steps",
-                f"give one step count per scale: "
-                f"{len(self.scale_steps)} for the {len(self.sizes())} scales "
-                f"{_ints(self.sizes())}",
-            )
-        if self.scale_content_weights is not None and len(self.scale_content_weights) != len(
-            self.sizes()
+        if any(getattr(self, n) is not None for n in _LADDER):
+            self.check_per_scale()
+
+    def check_per_scale(self) -> None:
+        """One value per scale in every per-scale list. Where no ladder is given the check
+        waits for :meth:`settle`: the recipe may suggest the ladder the lists are for."""
+        n = len(self.sizes())
+        for name, what in (
+            ("scale_steps", "step count"),
+            ("scale_content_weights", "content weight factor"),
         ):
-            raise ConfigError(
-                "scale_content_weights",
-                f"give one content weight factor per scale: "
-                f"{len(self.scale_content_weights)} for the {len(self.sizes())} scales "
-                f"{_ints(self.sizes())}",
-            )
+            values = getattr(self, name)
+            if values is not None and len(values) != n:
+                raise ConfigError(
+                    name,
+                    f"give one {what} per scale: {len(values)} for the {n} scales "
+                    f"{_ints(self.sizes())}",
+                )
 
     def replace(self, **changes: Any) -> "RunConfig":
         """A copy with ``changes``, validated like a new config."""
@@ -631,7 +633,9 @@ class RunConfig:
             and not any(getattr(self, o) is not None for o in SUGGESTION_YIELDS_TO.get(name, ()))
         }
         defaults = {n: v for n, v in BUILT_IN_DEFAULTS.items() if getattr(self, n) is None}
-        return self.replace(**{**defaults, **taken}), tuple(sorted(taken))
+        settled = self.replace(**{**defaults, **taken})
+        settled.check_per_scale()
+        return settled, tuple(sorted(taken))
 
     @property
     def builtin_optimizer(self) -> bool:

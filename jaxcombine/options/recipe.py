@@ -224,6 +224,7 @@ def _run_table(raw: Any, name: str) -> tuple[tuple[str, Any], ...]:
         )
     try:
         config = RunConfig(**raw)
+        config.check_per_scale()  # its per-scale lists are for its own ladder
     except ConfigError as e:
         raise JaxcombineError(f"{where}: {e}") from None
     return tuple((key, getattr(config, key)) for key in RECIPE_RUN_OPTIONS if key in raw)

@@ -64,3 +64,12 @@ def test_a_bad_run_table_is_refused_by_the_options_rules(tmp_path, run, message)
     with pytest.raises(JaxcombineError) as e:
         recipe.load(str(path))
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_explicit_per_scale_lists_fit_the_recipe_s_ladder():
+    """Your --scale-steps may be for the recipe's ladder: checked once it is settled."""
+    run = recipe.load("strotss").run
+    config, taken = RunConfig(scale_steps=(1, 2, 3, 4)).settle(run)
+    assert config.steps_per_scale() == (1, 2, 3, 4) and "scale_steps" not in taken
+    with pytest.raises(JaxcombineError, match="give one step count per scale: 2 for the 1"):
+        RunConfig(scale_steps=(1, 2)).settle(())
