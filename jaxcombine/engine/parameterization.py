@@ -100,7 +100,8 @@ class Parameterization:
         if self.kind == "pixels":
             return params
         finest, *coarse = params
-        return finest + self._coarse_sum(finest, coarse)
+        rest = self._coarse_sum(finest, coarse)
+        return finest if rest is None else finest + rest
 
     def project(self, params: Any, grey: bool = False) -> Any:
         """Parameters whose image lies in 0–255 (and is grey, if asked): the image is
@@ -111,16 +112,20 @@ class Parameterization:
             return grey_projection(params) if grey else params
         finest, *coarse = params
         rest = self._coarse_sum(finest, coarse)
-        params = (jnp.clip(finest + rest, *PIXEL_RANGE) - rest, *coarse)
+        if rest is None:  # one level: the pixels
+            params = (jnp.clip(finest, *PIXEL_RANGE),)
+        else:
+            params = (jnp.clip(finest + rest, *PIXEL_RANGE) - rest, *coarse)
         return jax.tree.map(grey_projection, params) if grey else params
 
     @staticmethod
-    def _coarse_sum(finest: jax.Array, coarse: list) -> Any:
-        """Σ of the coarse levels upsampled to the finest's size (0.0 when there are none)."""
+    def _coarse_sum(finest: jax.Array, coarse: list) -> jax.Array | None:
+        """Σ of the coarse levels upsampled to the finest's size (None when there are none)."""
         height, width = finest.shape[-3:-1]
-        total: Any = 0.0
+        total = None
         for level in coarse:
-            total = total + _resize(level, height, width)
+            up = _resize(level, height, width)
+            total = up if total is None else total + up
         return total
 
 
