@@ -2,6 +2,7 @@
 real weights, the shallow recipe, tiny images, few steps."""
 
 import numpy as np
+import pytest
 import recipe_files
 
 from jaxcombine.run import job
@@ -44,3 +45,19 @@ def test_the_content_weight_per_scale_is_traced(vgg19, compiled):
     oc = second.outcome
     want = np.einsum("skc,kc->sk", oc.history[:2], oc.stage_weights[0])
     np.testing.assert_allclose(oc.totals[:2], want, rtol=1e-6)
+
+
+def test_pyramids_the_scales_cannot_hold_are_refused_before_a_run():
+    from jaxcombine.errors import JaxcombineError
+    from jaxcombine.options.config import RunConfig
+    from jaxcombine.run import plan
+
+    ladder = dict(recipe=SHALLOW, scales=(24, 32), parameterization="laplacian")
+    for options, message in (
+        (dict(scale_optimizer="carry"), "carry needs the same pyramid levels at every scale"),
+        (dict(pyramid_levels=9), "pyramid_levels 9 is too many for the 24x24 scale"),
+    ):
+        with pytest.raises(JaxcombineError, match=message):
+            plan.make(RunConfig(**ladder, **options))
+    levels = [s.levels for s in plan.make(RunConfig(**ladder)).scales]
+    assert levels == [1, 2]  # the default: halvings keeping 16 px
