@@ -27,8 +27,13 @@ KEEP = 2
 
 
 def _ocp():
+    import logging
+
     import orbax.checkpoint as ocp  # about 1 s to import: only where checkpoints are used
 
+    # orbax reports every save and restore through absl at INFO and WARNING; the
+    # command's own lines say what happened
+    logging.getLogger("absl").setLevel(logging.ERROR)
     return ocp
 
 
@@ -41,7 +46,8 @@ class Checkpoints:
         if read_only and not self.folder.is_dir():
             raise JaxcombineError(f"{out} holds no trained network (no {FOLDER}/ folder)")
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=KEEP,
+            max_to_keep=None if read_only else KEEP,
+            save_interval_steps=0 if read_only else 1,
             enable_async_checkpointing=False,
             cleanup_tmp_directories=not read_only,
             create=not read_only,

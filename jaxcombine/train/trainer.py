@@ -262,7 +262,7 @@ def _loop(tr, state, start, ckpt, history, folder, stop, progress, stop_after) -
                 pending = []
                 bar.to_step(done, history.last_components()[None])
                 history.check_finite(done)
-            if c.sample_every and (done % c.sample_every == 0 or last):
+            if (c.sample_every and done % c.sample_every == 0) or last:
                 write_samples(tr, state, folder, done)
             if done % c.checkpoint_every == 0 or last:
                 save(tr, state, ckpt, history, folder, done, interrupted)
