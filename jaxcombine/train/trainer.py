@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine.engine import program
+from jaxcombine.engine import layout, program
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images, records
 from jaxcombine.networks import model
@@ -203,9 +204,25 @@ def _train(config, folder, stop, *, progress, warn, stop_after) -> Result:
                     "recipe or use another --out"
                 )
         history = History.read(folder / HISTORY, tr, upto=start)
+        tr, state = place(tr, state)
         return _loop(tr, state, start, ckpt, history, folder, stop, progress, stop_after)
     finally:
         ckpt.close()
+
+
+def place(tr: Training, state: objective.State) -> tuple[Training, objective.State]:
+    """With several local devices, the networks (their parameters, optimiser states and
+    style targets) split over them along the networks' axis (:mod:`jaxcombine.engine.layout`,
+    the starts layout), over as many devices as divide their number; the photos, the
+    backbone and the step count replicated. One device: unchanged."""
+    devices = math.gcd(tr.nets, len(jax.local_devices()))
+    if devices == 1:
+        return tr, state
+    lay = layout.Layout("starts", devices, tr.nets)
+    (params, opt_state), targets, _ = lay.place(
+        (state.params, state.opt_state), tr.targets, per_start_targets=True
+    )
+    return dataclasses.replace(tr, targets=targets), objective.State(params, opt_state, state.step)
 
 
 def refuse_mismatch(config: TrainConfig, meta: dict, folder: Path) -> None:
