@@ -50,7 +50,8 @@ def _config(folder: Path, **changes) -> TrainConfig:
         crop=32,
         batch=2,
         width=8,
-        res_blocks=1,
+        res_blocks=0,
+        conv="xla",  # compiles in half the time of Winograd at these sizes
         style_size=64,
         steps=6,
         lr=2e-3,
@@ -102,7 +103,7 @@ def _fresh(tr):
 
 
 def test_step_lowers_the_loss_on_a_fixed_batch(two_styles):
-    _, totals = _run(two_styles, _fresh(two_styles), 8, batch_step=0)
+    _, totals = _run(two_styles, _fresh(two_styles), 6, batch_step=0)
     assert np.all(np.isfinite(totals))
     # both networks, on the batch they are trained on: well below where they started
     assert np.all(totals[-1] < 0.8 * totals[0]), totals
@@ -110,12 +111,22 @@ def test_step_lowers_the_loss_on_a_fixed_batch(two_styles):
 
 def test_vmapped_networks_equal_networks_trained_one_by_one(two_styles):
     """Two networks in one program equal each trained alone (its slice of the state and
-    of the style targets). Tolerance: the batched program may sum the same products in
-    another order, so gradients differ by float32 rounding (~1e-6 relative); Adam turns a
-    gradient into a step of at most about lr per parameter, so over 3 steps the parameters
-    agree to far less than lr = 2e-3 — asserted 1e-4, and the losses to 1e-5 relative."""
+    of the style targets), over 3 steps.
+
+    Tolerances: the batched program may sum the same products in another order, so each
+    gradient differs by float32 rounding (about 1e-6 of its size), and so does each Adam
+    step (at most about lr = 2e-3 per parameter): the losses agree to 1e-5 relative and
+    the parameters to 1e-5 (1/200 of lr; measured ~4e-7). One kind of parameter is left
+    to the outputs: the shift of a residual block's second normalisation, whose output
+    reaches only a convolution and another normalisation, which removes any constant
+    per channel. Its true gradient is 0, so both programs step it by ±lr on rounding
+    noise (Adam divides a gradient by its own size); it changes no output, so the
+    networks' outputs on the held-out photo agree to 0.01 grey levels."""
     tr = two_styles
     together, totals = _run(tr, _fresh(tr), 3)
+    held = np.stack([images.fit(rgb, 32, 32) for _, rgb in tr.photos.held_out])
+    index = jnp.zeros((len(held),), jnp.int32)
+    invariant = {f"norm{4 + 2 * k}" for k in range(tr.config.res_blocks)}
     for n in range(2):
         take = lambda a, n=n: a[n : n + 1]
         alone_tr = dataclasses.replace(tr, targets=jax.tree.map(take, tr.targets))
@@ -125,10 +136,19 @@ def test_vmapped_networks_equal_networks_trained_one_by_one(two_styles):
         )
         alone, alone_totals = _run(alone_tr, alone_state, 3)
         np.testing.assert_allclose(alone_totals[:, 0], totals[:, n], rtol=1e-5)
-        diff = jax.tree.map(
-            lambda a, b: float(jnp.max(jnp.abs(a[0] - b[n]))), alone.params, together.params
-        )
-        assert max(jax.tree.leaves(diff)) < 1e-4, diff
+        compared = 0
+        for layer, leaves in alone.params.items():
+            for name, a in leaves.items():
+                if layer in invariant and name == "shift":
+                    continue
+                assert float(jnp.max(jnp.abs(a[0] - together.params[layer][name][n]))) < 1e-5
+                compared += 1
+        assert compared >= 10
+        mine = jax.tree.map(take, together.params)
+        outs = [
+            objective.stylize_all(tr.objective.net, p, held, index) for p in (mine, alone.params)
+        ]
+        assert float(jnp.max(jnp.abs(outs[0] - outs[1]))) < 0.01
 
 
 def test_resume_continues_from_the_same_step_with_the_same_parameters(folder, vgg19, tmp_path):
@@ -160,13 +180,12 @@ def test_tiled_stylize_equals_the_whole_image(tmp_path):
     the statistics are sums over ~10^4 positions in another order (float32 partial sums,
     float64 across tiles), ~1e-6 relative, carried through 5 normalisations to outputs
     in 0-255: well under 0.01; asserted 0.01 (a fiftieth of the PNG's rounding)."""
-    net = network.TransformNet(width=8, res_blocks=1)
-    params = network.init(net, jax.random.key(0))
+    net = network.TransformNet(width=4, res_blocks=1)
+    params = objective.init_state(net, 0, 1, 1e-3).params
     # non-trivial normalisation scales and shifts, as training makes them
-    params = jax.tree_util.tree_map_with_path(
-        lambda p, a: a + 0.3 * jax.random.normal(jax.random.key(len(str(p))), a.shape), params
-    )
-    trained = stylize.Trained(net, jax.tree.map(lambda a: a[None], params), ("s",), {}, tmp_path)
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda a: a + 0.3 * rng.standard_normal(a.shape, np.float32), params)
+    trained = stylize.Trained(net, params, ("s",), {}, tmp_path)
     rgb = images.read(images.CONTENT, size=90)  # 90x90: not a multiple of 4 either
     whole = stylize.apply(trained, rgb[None], 0, 0)[0]
     tiled = stylize.apply_tiled(trained, rgb, 0, 0, tile=32, batch=3)
@@ -174,7 +193,7 @@ def test_tiled_stylize_equals_the_whole_image(tmp_path):
     assert whole.shape == tiled.shape == rgb.shape
     assert np.abs(whole - tiled).max() < 0.01
     # and without the gathered statistics, tiles would not match (the test can fail)
-    assert np.abs(whole - stylize.apply(trained, rgb[None, :48, :48], 0, 0)[0]).max() > 0.01
+    assert np.abs(whole[:48, :48] - stylize.apply(trained, rgb[None, :48, :48], 0, 0)[0]).max() > 0.01
 
 
 def test_bad_photos_are_skipped_in_one_line_and_an_empty_set_refused(folder, tmp_path):
