@@ -193,7 +193,9 @@ def test_tiled_stylize_equals_the_whole_image(tmp_path):
     assert whole.shape == tiled.shape == rgb.shape
     assert np.abs(whole - tiled).max() < 0.01
     # and without the gathered statistics, tiles would not match (the test can fail)
-    assert np.abs(whole[:48, :48] - stylize.apply(trained, rgb[None, :48, :48], 0, 0)[0]).max() > 0.01
+    assert (
+        np.abs(whole[:48, :48] - stylize.apply(trained, rgb[None, :48, :48], 0, 0)[0]).max() > 0.01
+    )
 
 
 def test_bad_photos_are_skipped_in_one_line_and_an_empty_set_refused(folder, tmp_path):
