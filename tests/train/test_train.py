@@ -280,3 +280,30 @@ def test_cli_train_killed_resumes_then_stylizes(folder, vgg19, tmp_path):
     assert_one_line_error(
         jaxcombine("train", "--photos", empty, "--out", tmp_path / "x", "-q"), "no training photos"
     )
+
+
+def test_conditional_network_learns_each_style_by_its_index(folder, two_styles):
+    """One network for two styles: each photo of a batch takes a style index, both
+    styles' targets stay in one table, and the index selects a different output."""
+    tr = trainer.prepare(dataclasses.replace(two_styles.config, conditional=True))
+    assert tr.nets == 1 and tr.net_styles == 2
+    assert all(leaf.shape[:2] == (1, 2) for leaf in jax.tree.leaves(tr.targets))
+    index = photos.style_indices(3, 0, size=4, styles=2)
+    assert sorted(index) == [0, 0, 1, 1]
+    c = tr.config
+    state = _fresh(tr)
+    weights = jnp.asarray(trainer.losses.weights(tr.recipe))
+    batch = photos.batch(tr.photos.train, c.seed, 0, size=c.batch, crop=c.crop, zoom=c.zoom)
+    totals = []
+    for t in range(4):
+        state, total, _ = objective.step(
+            tr.objective, state, tr.variables, tr.targets, batch, np.asarray([0, 1], np.int32),
+            weights, objective.step_key(c.seed, t),
+        )  # fmt: skip
+        totals.append(float(total[0]))
+    assert totals[-1] < totals[0], totals
+    trained = stylize.Trained(tr.objective.net, state.params, tr.labels, {}, Path("."))
+    assert [(n, s) for n, s, _ in trained.outputs()] == [(0, 0), (0, 1)]
+    held = np.stack([images.fit(rgb, 32, 32) for _, rgb in tr.photos.held_out])
+    a, b = (stylize.apply(trained, held, 0, s) for s in (0, 1))
+    assert np.abs(a - b).max() > 1.0  # the two styles' rows give different pictures
