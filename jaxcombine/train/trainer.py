@@ -246,6 +246,9 @@ def _loop(tr, state, start, ckpt, history, folder, stop, progress, stop_after) -
     bar = outputs.ProgressBar(c.steps, desc="train", weights=wnp, enabled=progress)
     bar.update(start)
     end = c.steps if stop_after is None else min(c.steps, stop_after)
+    if start >= end:  # already trained this far: nothing to run
+        bar.close()
+        return Result(start, start, False, history.final(), 0.0, 0.0, folder)
 
     def make(step):
         batch = photos.batch(tr.photos.train, c.seed, step, size=c.batch, crop=c.crop, zoom=c.zoom)
