@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cli_run import assert_one_line_error, jaxcombine
+from cli_run import jaxcombine
 from PIL import Image
 
 from jaxcombine.errors import JaxcombineError
@@ -236,15 +236,16 @@ def test_batches_depend_on_seed_and_step_only(folder):
     assert got == [(5, 50), (6, 60), (7, 70)]
 
 
+@pytest.mark.slow
 def test_cli_train_killed_resumes_then_stylizes(folder, vgg19, tmp_path):
     """The real console script: a training killed with SIGKILL after a checkpoint resumes
-    from it; a resume with other options, and an empty photo folder, are one line each;
-    the trained network stylizes a photo into an image and its record."""
+    from it, and the trained network stylizes a photo into an image and its record. (The
+    refusals' one line through the CLI: tests/cli; their messages: the tests above.)"""
     net = tmp_path / "net"
     args = [
         "train", "--photos", folder, "--recipe", SHALLOW, "--crop", "32", "--batch", "1",
         "--width", "4", "--res-blocks", "0", "--style-size", "32", "--checkpoint-every", "2",
-        "--sample-every", "0", "--out", net, "-q",
+        "--sample-every", "0", "--conv", "xla", "--out", net, "-q",
     ]  # fmt: skip
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.Popen(
@@ -264,7 +265,6 @@ def test_cli_train_killed_resumes_then_stylizes(folder, vgg19, tmp_path):
     resumed = jaxcombine(*args, "--steps", saved + 2)
     assert resumed.returncode == 0, resumed.stderr
     assert f"step {saved + 2} (from {saved})" in resumed.stdout
-    assert_one_line_error(jaxcombine(*args, "--steps", saved + 4, "--crop", "48"), "crop 32 there")
 
     out = tmp_path / "styl"
     done = jaxcombine("stylize", "--net", net, folder / "part1.png", "--out", out, "-q")
@@ -274,36 +274,3 @@ def test_cli_train_killed_resumes_then_stylizes(folder, vgg19, tmp_path):
     assert (
         images.read(out / "part1-starry_night.png").shape == images.read(folder / "part1.png").shape
     )
-
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert_one_line_error(
-        jaxcombine("train", "--photos", empty, "--out", tmp_path / "x", "-q"), "no training photos"
-    )
-
-
-def test_conditional_network_learns_each_style_by_its_index(folder, two_styles):
-    """One network for two styles: each photo of a batch takes a style index, both
-    styles' targets stay in one table, and the index selects a different output."""
-    tr = trainer.prepare(dataclasses.replace(two_styles.config, conditional=True))
-    assert tr.nets == 1 and tr.net_styles == 2
-    assert all(leaf.shape[:2] == (1, 2) for leaf in jax.tree.leaves(tr.targets))
-    index = photos.style_indices(3, 0, size=4, styles=2)
-    assert sorted(index) == [0, 0, 1, 1]
-    c = tr.config
-    state = _fresh(tr)
-    weights = jnp.asarray(trainer.losses.weights(tr.recipe))
-    batch = photos.batch(tr.photos.train, c.seed, 0, size=c.batch, crop=c.crop, zoom=c.zoom)
-    totals = []
-    for t in range(4):
-        state, total, _ = objective.step(
-            tr.objective, state, tr.variables, tr.targets, batch, np.asarray([0, 1], np.int32),
-            weights, objective.step_key(c.seed, t),
-        )  # fmt: skip
-        totals.append(float(total[0]))
-    assert totals[-1] < totals[0], totals
-    trained = stylize.Trained(tr.objective.net, state.params, tr.labels, {}, Path("."))
-    assert [(n, s) for n, s, _ in trained.outputs()] == [(0, 0), (0, 1)]
-    held = np.stack([images.fit(rgb, 32, 32) for _, rgb in tr.photos.held_out])
-    a, b = (stylize.apply(trained, held, 0, s) for s in (0, 1))
-    assert np.abs(a - b).max() > 1.0  # the two styles' rows give different pictures
