@@ -49,12 +49,21 @@ class Objective:
 
 
 def check_recipe(recipe: Recipe) -> None:
-    """One line for a recipe a network cannot learn: masks belong to one output image."""
+    """One line for a recipe a network cannot learn: masks belong to one output image, and
+    a spatial style target is a feature map of the style image's own size and layout."""
     masked = [t.label for t in recipe.terms if t.mask is not None]
     if masked:
         raise JaxcombineError(
             f"recipe term {masked[0]} has a mask; a network trained on many photos "
             "cannot use masks of one image: use a recipe without masks"
+        )
+    spatial = [
+        t.label for t in recipe.terms if t.source == "style" and base.get(t.statistic).spatial
+    ]
+    if spatial:
+        raise JaxcombineError(
+            f"recipe term {spatial[0]} matches the style's feature map position by position; "
+            "a network trained on photos needs statistics over positions for its style terms"
         )
 
 

@@ -105,6 +105,12 @@ def net_of(config: TrainConfig) -> network.TransformNet:
 def prepare(config: TrainConfig, *, warn: Callable[[str], None] = print) -> Training:
     """Read the photos and styles, load the backbone, compute the style targets."""
     rec = load_recipe(config)
+    labels = tuple(p.stem for p in style_paths(config))
+    if len(set(labels)) < len(labels):
+        raise JaxcombineError(
+            f"style images need distinct names (their outputs are named after them): "
+            f"{', '.join(labels)}"
+        )
     conv = model.default_conv() if config.conv == AUTO else config.conv
     problem = program.Problem(
         recipe=rec.structure(), arch=config.model, pooling=config.pooling, conv=conv
@@ -130,7 +136,6 @@ def prepare(config: TrainConfig, *, warn: Callable[[str], None] = print) -> Trai
         targets = jax.tree.map(lambda t: t[None], targets)  # one net, S styles
     else:
         targets = jax.tree.map(lambda t: t[:, None], targets)  # S nets, one style each
-    labels = tuple(p.stem for p in style_paths(config))
     return Training(config, obj, rec, variables, w8, targets, found, labels)
 
 
