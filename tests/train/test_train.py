@@ -274,3 +274,12 @@ def test_cli_train_killed_resumes_then_stylizes(folder, vgg19, tmp_path):
     assert (
         images.read(out / "part1-starry_night.png").shape == images.read(folder / "part1.png").shape
     )
+
+
+def test_recipes_a_network_cannot_learn_are_refused_in_one_line():
+    from jaxcombine.options import recipe
+
+    objective.check_recipe(recipe.load("gatys"))  # statistics over positions: learnable
+    with pytest.raises(JaxcombineError) as e:
+        objective.check_recipe(recipe.load("style4-content3"))
+    assert "\n" not in str(e.value) and "style:activations" in str(e.value)
