@@ -58,8 +58,9 @@ class ConfigChoice(click.Choice):
         return self.rule.check(self.field, value)
 
 
-PATH_OPTIONS = ("content", "style", "style_masks")
-FLAGS = {"style_masks": "--style-mask"}  # repeated once per style: singular
+PATH_OPTIONS = ("content", "style", "style_masks", "style_regions")
+# repeated once per style: singular
+FLAGS = {"style_masks": "--style-mask", "style_regions": "--style-region"}
 
 
 def _option_for(field: str, default=None, of: type = config.RunConfig):

@@ -46,6 +46,10 @@ SOURCES = ("content", "style")
 # run time (jaxcombine.stats.register), and recipes check names against
 # jaxcombine.options.statistic_names, which loads no JAX.
 STATISTICS = ("activations", "gram", "meanstd", "covariance", "w2", "swd", "histogram", "cmd")
+# The built-in statistics of hypercolumns (several layers read at sampled positions, a
+# recipe term's ``hypercolumn = [...]``; jaxcombine.stats.hypercolumns): STROTSS's relaxed
+# EMD, moments, palette and self-similarity, and NNST's nearest-neighbour targets.
+HYPERCOLUMN_STATISTICS = ("emd", "moments", "palette", "self_similarity", "nearest")
 INIT_KINDS = ("content", "style", "noise")  # plus image paths
 PRESERVE_COLORS = ("none", "luminance", "stats", "histogram")  # jaxcombine.io.color
 DEFAULT_RECIPE = "gatys"
@@ -189,6 +193,16 @@ class RunConfig:
             "Mask image per style (repeat, one per --style): each style governs the "
             "output region where its mask is white (greyscale weights 0-1), matched "
             "against its own statistics.",
+            optional=True,
+        ),
+    )
+    style_regions: tuple[str, ...] | None = option(
+        None,
+        Rule(
+            "paths",
+            "Region of each style image (repeat, one per --style): hypercolumn style terms "
+            "draw that style's positions only where this mask, over the style image, is "
+            "white. With --style-mask: region-to-region guidance (STROTSS's guided mode).",
             optional=True,
         ),
     )
@@ -434,6 +448,13 @@ class RunConfig:
             raise ConfigError(
                 "style_masks",
                 f"give one style mask per style image: {len(self.style_masks)} for {n_styles}",
+            )
+        if self.style_regions == ():  # no --style-region given
+            object.__setattr__(self, "style_regions", None)
+        if self.style_regions is not None and len(self.style_regions) != n_styles:
+            raise ConfigError(
+                "style_regions",
+                f"give one style region per style image: {len(self.style_regions)} for {n_styles}",
             )
         backbone = BACKBONES.get(self.model)
         if self.style_masks is not None and backbone is not None and not backbone.uniform:

@@ -179,9 +179,23 @@ def test_interrupt_stops_at_a_chunk_and_keeps_results(vgg19, tmp_path, sig):
 def test_an_unusable_compile_cache_is_one_warning_line(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("a file where the cache folder should be")
     monkeypatch.setenv("JAXCOMBINE_COMPILE_CACHE", str(tmp_path / "file" / "xla"))
-    proc = jaxcombine("recipes", "show", "gatys", check=True)
-    assert proc.stderr.splitlines() == [
+    # A command that computes turns the cache on (one that only reads options never does);
+    # it goes on without the cache: here to its own one-line refusal of a missing image.
+    proc = jaxcombine(
+        "features",
+        tmp_path / "missing.png",
+        "--layers",
+        "block1_conv1",
+        "--out",
+        tmp_path / "f.npz",
+    )
+    assert proc.stderr.splitlines()[0] == (
         f"jaxcombine: warning: compile cache {tmp_path / 'file' / 'xla'} is unusable "
         f"([Errno 20] Not a directory: '{tmp_path / 'file' / 'xla'}'); running without it "
         "(set JAXCOMBINE_COMPILE_CACHE=off to silence this)"
-    ]
+    )
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 2
+    assert proc.stderr.splitlines()[1].startswith("jaxcombine: error:")
+    assert "missing.png" in proc.stderr.splitlines()[1]
+    quiet = jaxcombine("recipes", "show", "gatys", check=True)
+    assert quiet.stderr == ""  # listing recipes never imports JAX nor touches the cache
