@@ -320,14 +320,14 @@ def train(out_dir, quiet, **options):
     One network per --style (trained side by side), or one for all with --conditional.
     Rerunning on the same --out resumes from its last checkpoint.
     """
+    settings = config_of(config.TrainConfig, **options)
+    start_jax()
     from jaxcombine.train.trainer import train as train_networks
 
     def warn(line):
         click.echo(f"jaxcombine: warning: {line}", err=True)
 
-    result = train_networks(
-        config_of(config.TrainConfig, **options), out_dir, progress=not quiet, warn=warn
-    )
+    result = train_networks(settings, out_dir, progress=not quiet, warn=warn)
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.final_loss.items())
     ran = result.steps_done - result.started_at
     rate = f"{(ran - 1) / result.run_s:.2f} steps/s" if ran > 1 and result.run_s else "no rate"
@@ -363,11 +363,11 @@ def train(out_dir, quiet, **options):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def stylize(photos, net_dir, out_dir, quiet, **options):
     """Apply a trained network to photos of any size (tiled exactly when too large)."""
+    settings = config_of(config.StylizeConfig, **options)
+    start_jax()
     from jaxcombine.train.stylize import stylize as apply_network
 
-    written = apply_network(
-        photos, net_dir, out_dir, config_of(config.StylizeConfig, **options), progress=not quiet
-    )
+    written = apply_network(photos, net_dir, out_dir, settings, progress=not quiet)
     for path in written:
         click.echo(str(path))
 
