@@ -139,6 +139,8 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
     }
     if config.style_masks:
         changes["style_masks"] = tuple(absolute(m) for m in config.style_masks)
+    if config.style_regions:
+        changes["style_regions"] = tuple(absolute(m) for m in config.style_regions)
     if config.weights:
         changes["weights"] = absolute(config.weights)
     recipe = config.recipe
@@ -170,6 +172,7 @@ def job_id(config: RunConfig, recipe: recipe_lib.Recipe | None = None) -> str:
         config.content,
         *config.style,
         *(config.style_masks or ()),
+        *(config.style_regions or ()),
         config.recipe,
         config.init,
         *_recipe_masks(config, recipe),

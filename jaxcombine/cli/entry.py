@@ -1,10 +1,11 @@
 """The console script's first code: start-up that a Ctrl-C cannot cut in half.
 
-Importing JAX loads native libraries; a KeyboardInterrupt in the middle of that
-surfaces as an ImportError traceback or even an abort. So a Ctrl-C during
-start-up is only noted, and once the imports are done the command exits 130,
-as for any other interrupt. From then on :func:`jaxcombine.cli.main.main` handles
-signals (a run stops after its current chunk).
+A KeyboardInterrupt in the middle of an import surfaces as an ImportError traceback.
+So a Ctrl-C while the command line's modules load is only noted, and once they are
+loaded the command exits 130, as for any other interrupt. JAX itself is imported later,
+only by the commands that compute, under the same guard
+(:func:`jaxcombine.cli.main.start_jax`). From then on :func:`jaxcombine.cli.main.main`
+handles signals (a run stops after its current chunk).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ def main(argv: list[str] | None = None) -> None:
         from jaxcombine.cli import main as cli
 
         cli.one_line_warnings()
-        cli.use_compile_cache()  # imports JAX, the slow and native part
     finally:
         signal.signal(signal.SIGINT, previous)
     if noted:

@@ -20,6 +20,8 @@ import click
 from jaxcombine.cli.options import (
     ConfigValue,
     choice_list,
+    config_of,
+    config_options,
     int_list,
     run_config,
     run_options,
@@ -97,6 +99,26 @@ def use_compile_cache() -> None:
         jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_MAX_BYTES)
 
 
+def start_jax() -> None:
+    """Import JAX and turn on the compile cache: the first thing a command that computes does.
+
+    Only those commands import JAX (about 1.3 s of CPU): ``--help``, ``recipes``, the
+    ``weights`` commands and every refusal of bad options answer without it. Importing JAX
+    loads native libraries, and a Ctrl-C in the middle would surface as an ImportError
+    traceback or an abort, so during the import a Ctrl-C is only noted; the command then
+    exits 130 before doing any work.
+    """
+    noted: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    try:
+        use_compile_cache()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if noted:
+        click.echo("jaxcombine: interrupted", err=True)
+        exit_interrupted()
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Every warning, ours or a library's, as ``jaxcombine: warning: <message>``."""
     click.echo(f"jaxcombine: warning: {' '.join(str(message).split())}", err=True)
@@ -112,7 +134,6 @@ def main(argv: list[str] | None = None) -> None:
     and an exit code, and every warning into one line."""
     one_line_warnings()
     try:
-        use_compile_cache()  # imports JAX: inside, so an early Ctrl-C is handled too
         code = cli.main(args=argv, prog_name="jaxcombine", standalone_mode=False)
     except JaxcombineError as e:
         _fail(str(e))
@@ -162,9 +183,11 @@ def run(out_dir, quiet, **options):
 
     With no arguments: the bundled photo and painting, the gatys recipe, 200 steps at 192 px.
     """
+    settings = run_config(**options)
+    start_jax()
     from jaxcombine.run.job import combine
 
-    result = combine(run_config(**options), out=out_dir, progress=not quiet)
+    result = combine(settings, out=out_dir, progress=not quiet)
     oc = result.outcome
     for j, label in enumerate(result.labels):
         status = (
@@ -237,9 +260,10 @@ def study(tolerance, sweep, resume, evaluate, out_dir, quiet, **options):
     Runs all starts in one program; writes history.csv, distances.csv, plots, report.html
     and summary.json into --out (see jaxcombine.study.runner).
     """
+    settings = run_config(**options)
+    start_jax()
     from jaxcombine.study.runner import run_study
 
-    settings = run_config(**options)
     result = run_study(
         settings,
         out_dir,
@@ -274,6 +298,78 @@ def study(tolerance, sweep, resume, evaluate, out_dir, quiet, **options):
             err=True,
         )
         sys.exit(EXIT_PARTIAL)
+
+
+# --------------------------------------------------------------------------- train, stylize
+
+
+@cli.command()
+@config_options(config.TrainConfig)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("jaxcombine-net"),
+    show_default=True,
+    help="Training folder: checkpoints, history, sample grids; rerun to resume.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def train(out_dir, quiet, **options):
+    """Train feed-forward networks that apply a recipe's style in one pass.
+
+    One network per --style (trained side by side), or one for all with --conditional.
+    Rerunning on the same --out resumes from its last checkpoint.
+    """
+    settings = config_of(config.TrainConfig, **options)
+    start_jax()
+    from jaxcombine.train.trainer import train as train_networks
+
+    def warn(line):
+        click.echo(f"jaxcombine: warning: {line}", err=True)
+
+    result = train_networks(settings, out_dir, progress=not quiet, warn=warn)
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.final_loss.items())
+    ran = result.steps_done - result.started_at
+    rate = f"{(ran - 1) / result.run_s:.2f} steps/s" if ran > 1 and result.run_s else "no rate"
+    click.echo(
+        f"{out_dir}: step {result.steps_done} (from {result.started_at}), loss {losses}, "
+        f"{rate}, first step (compile) {result.compile_s:.1f}s"
+    )
+    if result.interrupted:
+        click.echo("jaxcombine: interrupted; checkpoint saved, rerun to resume", err=True)
+        exit_interrupted()
+
+
+@cli.command()
+@click.argument(
+    "photos", metavar="PHOTO...", nargs=-1, required=True, type=click.Path(path_type=Path)
+)
+@click.option(
+    "--net",
+    "net_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Training folder written by 'jaxcombine train'.",
+)
+@config_options(config.StylizeConfig)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("jaxcombine-stylized"),
+    show_default=True,
+    help="Output folder: <photo>-<style>.png with a JSON record each.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def stylize(photos, net_dir, out_dir, quiet, **options):
+    """Apply a trained network to photos of any size (tiled exactly when too large)."""
+    settings = config_of(config.StylizeConfig, **options)
+    start_jax()
+    from jaxcombine.train.stylize import stylize as apply_network
+
+    written = apply_network(photos, net_dir, out_dir, settings, progress=not quiet)
+    for path in written:
+        click.echo(str(path))
 
 
 @cli.group(invoke_without_command=True)
@@ -373,6 +469,7 @@ def batch(
     coordinator_timeout,
 ):
     """Run every job of a TOML MANIFEST (see docs/batch.md); exit 3 if any job failed."""
+    start_jax()
     from jaxcombine.batch import runner as batch_lib
 
     batch_lib.initialize_distributed(
@@ -488,6 +585,7 @@ def bench(
     weights_path,
 ):
     """Time compile, steps/s and peak memory per size, starts and loop form (docs/benchmarks.md)."""
+    start_jax()
     import jax
 
     from jaxcombine.tools import bench as bench_lib
@@ -555,6 +653,7 @@ def bench(
 @weights_option
 def features(image, layers, out_path, arch, pooling, size, max_memory, weights_path):
     """Write the activations of LAYERS for IMAGE to an .npz (float32, H×W×C per layer)."""
+    start_jax()
     from jaxcombine.tools.features import extract_features
 
     result = extract_features(
@@ -634,6 +733,7 @@ def eval_command(
     """Score IMAGEs: style distances (Gram, W2, sliced W) on VGG features the presets do
     not optimise, content distance, SSIM, CIE Lab colour-histogram distances, and the same
     on a judge network no run optimised (docs/evaluation.md)."""
+    start_jax()
     from jaxcombine.tools import judge as judge_lib
     from jaxcombine.tools import metrics
 
@@ -713,6 +813,7 @@ def eval_suite(pairs_path, recipes, content_weights, size, steps, judge, out_dir
     """Run every recipe over every pair and content weight (as a resumable batch), judge
     every output and write suite.csv, a front plot and contact sheet per pair and
     suite.html (docs/evaluation.md)."""
+    start_jax()
     from jaxcombine.suite.runner import run_suite
 
     result = run_suite(

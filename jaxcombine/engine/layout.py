@@ -6,7 +6,8 @@ Two layouts, both through ``jax.sharding`` (nothing else in the package builds a
 * ``starts``: the starts axis (every state leaf's first, and with per-start targets
   every target's) is split over a 1-D mesh ``("inits",)``, padded to a multiple of the
   devices. More starts fit; never a larger image (one start on n devices would be padded
-  to n copies).
+  to n copies). ``jaxcombine train`` lays its networks out the same way (each network's
+  parameters, optimiser state and style targets along that axis).
 * ``rows``: each image's height is split over the devices, so every activation, the
   largest part of a step's memory, is divided by their number and the largest size grows
   with them. The mesh is 2-D, ``("inits", "rows")``: with k starts, gcd(k, devices)

@@ -42,7 +42,7 @@ from jaxcombine.engine.parameterization import Parameterization, grey_projection
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.networks import model
 from jaxcombine.options.recipe import Recipe
-from jaxcombine.stats import losses
+from jaxcombine.stats import base, losses
 
 # Chosen by measurement (docs/benchmarks.md). Inside a rolled loop XLA:CPU runs the
 # input-gradient convolutions that autodiff writes (conv="xla") ~8x slower, so that
@@ -197,6 +197,7 @@ def compute_targets(
     style_weights: jax.Array | None = None,
     masks: jax.Array | None = None,
     style_masks: jax.Array | None = None,
+    style_regions: "jax.Array | Sequence[jax.Array] | None" = None,
 ) -> dict[str, Any]:
     """Target statistics, once per (source, statistic, layer), and the masks.
 
@@ -213,6 +214,8 @@ def compute_targets(
     targets are then a tuple of S unblended targets, one per style, and the
     masks and normalised weights are kept as ``targets["style_masks"]`` and
     ``targets["style_weights"]`` (:func:`losses.terms` uses all three).
+    ``style_regions`` (S, H, W), or a list of S (H_s, W_s) for styles of their own sizes:
+    a mask over each style image, where hypercolumn terms draw that style's positions.
     """
     net = problem.network()
     feats = {"content": net.apply(variables, content[None])}
@@ -220,10 +223,13 @@ def compute_targets(
         alone = [net.apply(variables, s[None]) for s in styles]
         feats["style"] = {layer: [f[layer][0] for f in alone] for layer in alone[0]}
         n_styles = len(styles)
+        styles = list(styles)
     else:
         styles = jnp.stack(styles) if isinstance(styles, (list, tuple)) else styles
         feats["style"] = net.apply(variables, styles)
         n_styles = styles.shape[0]
+    pixels = {"content": content[None], "style": styles}  # what each forward saw
+    regions = {"content": None, "style": style_regions}
     if style_weights is None:
         style_weights = jnp.full((n_styles,), 1.0 / n_styles)
     blend = {"content": jnp.ones((1,), jnp.float32), "style": style_weights}
@@ -233,13 +239,17 @@ def compute_targets(
         key = losses.target_key(term)
         if key in out:
             continue
-        source = feats[term.source][term.layer]
+        source = losses.inputs(term, feats[term.source], pixels[term.source], regions[term.source])
+        paired = None  # a paired statistic's target is built from the content's too
+        if base.get(term.statistic).paired:
+            paired = losses.inputs(term, feats["content"], pixels["content"])
         if term.source == "style" and style_masks is not None:  # each style alone
             out[key] = tuple(
-                losses.target(term.statistic, [source[s]], one) for s in range(n_styles)
+                losses.target(term.statistic, [losses.one_image(source, s)], one, paired)
+                for s in range(n_styles)
             )
         else:
-            out[key] = losses.target(term.statistic, source, blend[term.source])
+            out[key] = losses.target(term.statistic, source, blend[term.source], paired)
     if masks is not None:
         out["masks"] = jnp.asarray(masks, jnp.float32)
     if style_masks is not None:

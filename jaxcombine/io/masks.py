@@ -144,10 +144,13 @@ def check_coverage(
         if t.mask is None:
             continue
         mask, name = term_masks[t.mask], recipe.masks[t.mask]
-        area = area_at(mask, t.layer, arch)
+        if t.hypercolumn is None:
+            area, where = area_at(mask, t.layer, arch), t.layer
+        else:  # a hypercolumn term samples its positions on a grid of image pixels
+            area, where = float(mask.sum()) / t.hypercolumn.stride**2, "its grid"
         if area < 1.0:
             notes.append(
-                f"mask {name} covers {area:.2g} positions of {t.layer} (less than one): "
+                f"mask {name} covers {area:.2g} positions of {where} (less than one): "
                 f"term {t.label} has almost no area there"
             )
         if t.source == "style" and style_masks is not None:

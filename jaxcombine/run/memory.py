@@ -43,7 +43,7 @@ from jaxcombine.errors import JaxcombineError
 from jaxcombine.networks import model
 from jaxcombine.options import layers as layers_lib
 from jaxcombine.options.config import DTYPES
-from jaxcombine.stats import losses
+from jaxcombine.stats import base, losses
 
 # --------------------------------------------------------------------------- fitted table
 # Fitted by scripts/memory_fit.py to docs/memory-measurements.csv (peak RSS of whole
@@ -232,6 +232,78 @@ def estimate_targets_bytes(
         + 4 * TARGET_FORWARD_COPIES[conv] * activations
     )
     return int(MARGIN * total)
+
+
+# Hypercolumn terms (jaxcombine.stats.hypercolumns): not fitted to measured peaks but
+# counted from their shapes. Per start, each term's sampled hypercolumns and its N×M
+# matrices (cosine or colour distances, self-distances), each held as its value, its
+# gradient and one temporary; once per run, the maps its targets keep (the style's, or
+# the content's, every entry at its own grid) and a nearest-neighbour target's rows, plus
+# the search that builds them (the candidates, and one chunk × candidates block).
+SAMPLED_COPIES = 3
+
+
+def hypercolumn_bytes(
+    recipe: Any,
+    height: int,
+    width: int,
+    starts: int,
+    *,
+    style_shapes: Sequence[tuple[int, int]] = (),
+    arch: str = "vgg19",
+) -> int:
+    """Bytes a recipe's hypercolumn terms add to :func:`estimate_bytes`: their sampled
+    matrices (N×N cosine matrices and the like) per start, and their targets once
+    (``style_shapes``: each style's (height, width); default the output's)."""
+    style_shapes = tuple(style_shapes) or ((height, width),)
+    per_start, once, seen = 0.0, 0.0, set()
+    for t in recipe.terms:
+        hc = t.hypercolumn
+        if hc is None:
+            continue
+        stat = base.get(t.statistic)
+        depth = _hypercolumn_depth(hc, height, width, arch)
+        n = _samples(hc, height, width)
+        style_n = sum(_samples(hc, h, w) for h, w in style_shapes)
+        if t.source == "content":  # self-similarity: N×N for the output and the content
+            per_start += 2 * (n * depth + n * n)
+        elif stat.paired:  # the output's N hypercolumns against their N targets
+            per_start += 2 * n * depth
+        else:  # N output points against the styles' points
+            per_start += (n + style_n) * depth + n * style_n + 2 * depth * depth
+        key = losses.target_key(t)
+        if key in seen:
+            continue
+        seen.add(key)
+        if stat.paired:
+            rows = _grid_points(hc, height, width)
+            candidates = sum(_grid_points(hc, h, w) for h, w in style_shapes)
+            chunk = min(getattr(stat, "chunk", rows), rows)
+            once += (2 * rows + candidates) * depth + chunk * candidates
+        else:
+            shapes = [(height, width)] if t.source == "content" else style_shapes
+            once += sum(_maps_size(hc, h, w, arch) for h, w in shapes)
+    return int(MARGIN * 4 * (SAMPLED_COPIES * starts * per_start + TARGET_COPIES * once))
+
+
+def _hypercolumn_depth(hc: Any, height: int, width: int, arch: str) -> int:
+    shapes = layers_lib.layer_shapes(hc.taps, height, width, arch) if hc.taps else {}
+    return sum(3 if name == "rgb" else shapes[name][-1] for name in hc.layers)
+
+
+def _grid_points(hc: Any, height: int, width: int) -> int:
+    return max(1, (height // hc.stride) * (width // hc.stride))
+
+
+def _samples(hc: Any, height: int, width: int) -> int:
+    return min(hc.samples, _grid_points(hc, height, width))
+
+
+def _maps_size(hc: Any, height: int, width: int, arch: str) -> int:
+    """Elements of one image's maps of ``hc``: every entry's map and the image."""
+    shapes = layers_lib.layer_shapes(hc.taps, height, width, arch) if hc.taps else {}
+    entries = sum(3 * height * width if n == "rgb" else math.prod(shapes[n]) for n in hc.layers)
+    return entries + 3 * height * width
 
 
 def estimate_inputs_bytes(pixels: Sequence[int], styles: Sequence[int] = ()) -> int:

@@ -203,7 +203,20 @@ def make(
             "larger --size or fewer scales"
         ) from None
     _check_pyramid(config, scales)
+    if config.style_regions:  # only a hypercolumn term draws positions in a style
+        unsampled = next((t for t in rec.terms if t.source == "style" and not t.hypercolumn), None)
+        if unsampled is not None:
+            raise JaxcombineError(
+                f"style_regions restrict where hypercolumn terms sample the styles; term "
+                f"{unsampled.label} takes the whole style image (drop it or the regions)"
+            )
     if config.tile:  # the statistics, the tile, then what tiles do not take
+        sampled = next((t for t in rec.terms if t.hypercolumn is not None), None)
+        if sampled is not None:
+            raise JaxcombineError(
+                f"tile does not take hypercolumn terms ({sampled.label}): they compare "
+                "positions sampled over the whole image, not sums over positions; use tile 0"
+            )
         tiles.check(rec)
         tiles.plan(*scales[-1].shape, config.tile, rec.layers, config.model)
         if rec.masks or config.style_masks or set(style_scales) != {1.0}:
@@ -258,7 +271,7 @@ def _style_shapes(
     the output's, rounded. One-line errors for a scaled style too small for the recipe's
     layers and for a style term whose target is a feature map (it has the output's shape)."""
     sizes = []
-    style_layers = [t.layer for t in rec.terms if t.source == "style"]
+    style_layers = list(dict.fromkeys(x for t in rec.terms if t.source == "style" for x in t.taps))
     for i, f in enumerate(style_scales, start=1):
         size = (max(1, round(f * height)), max(1, round(f * width)))
         if f != 1.0 and style_layers:
@@ -287,6 +300,7 @@ def _input_pixels(
     paths = [
         *(config.style or (str(images.STYLE),)),
         *(config.style_masks or ()),
+        *(config.style_regions or ()),
         *rec.masks,
         *(i.path for i in inits if i.kind == "file"),
     ]
@@ -367,8 +381,12 @@ def _estimate(plan: Plan) -> tuple[int, str, tuple[str, ...]]:
         per_start_targets=plan.per_start_targets,
         activation_targets=losses.spatial_layers(rec),
     )
-    # the targets' forward passes: a style larger than the output (style_scale) may cost more
+    # hypercolumn terms: their sampled matrices per start, their maps and neighbour targets
     style_shapes = plan.scales[-1].style_shapes
+    need += memory.hypercolumn_bytes(
+        rec, height, width, per_device, style_shapes=style_shapes, arch=config.model
+    )
+    # the targets' forward passes: a style larger than the output (style_scale) may cost more
     targets = memory.estimate_targets_bytes(
         rec.layers, [(height, width), *style_shapes], arch=config.model, conv=plan.conv
     )

@@ -194,6 +194,10 @@ def _images_and_targets(
         config.style_masks or (), h, w, max_pixels=config.max_pixels, what="style mask"
     )
     mask_files.check_coverage(rec, term_masks, style_masks, arch=config.model)
+    regions = [  # over each style, at the size its targets see it
+        mask_files.read(p, *shape, max_pixels=config.max_pixels, what="style region")
+        for p, shape in zip(config.style_regions or (), scale.style_shapes)
+    ]
     seen = color.grey(content) if rec.preserve_color == "luminance" else content  # by VGG
     sw = None if config.style_weights is None else jnp.asarray(config.style_weights, jnp.float32)
     as_array = lambda a: None if a is None else jnp.asarray(a)  # noqa: E731
@@ -211,16 +215,18 @@ def _images_and_targets(
             tile=config.tile,
         )
     else:
+        stacked = all(shape == (h, w) for shape in scale.style_shapes)
         targets = _targets(
             target_problem,
             prep.variables,
             jnp.asarray(seen),
-            jnp.asarray(styles)
-            if all(shape == (h, w) for shape in scale.style_shapes)
-            else [jnp.asarray(s) for s in scaled],
+            jnp.asarray(styles) if stacked else [jnp.asarray(s) for s in scaled],
             sw,
             as_array(term_masks),
             as_array(style_masks),
+            (jnp.asarray(np.stack(regions)) if stacked else [jnp.asarray(r) for r in regions])
+            if regions
+            else None,
         )
     return content, styles, scaled, targets
 

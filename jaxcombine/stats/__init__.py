@@ -1,7 +1,8 @@
 """Layer 3: statistics of feature maps and the loss terms built from them.
 
 One module per statistic (activations, gram, meanstd, covariance, w2, swd, histogram,
-cmd), each a value of the :class:`~jaxcombine.stats.base.Statistic` protocol registered
+cmd; of hypercolumns, :mod:`.hypercolumns`: emd, moments, palette, self_similarity,
+nearest), each a value of the :class:`~jaxcombine.stats.base.Statistic` protocol registered
 by name; :func:`get` finds one, :func:`register` adds one (see :mod:`.base`).
 """
 
@@ -9,9 +10,14 @@ from jaxcombine.stats import (  # noqa: F401  (each module registers its statist
     activations,
     cmd,
     covariance,
+    emd,
     gram,
     histogram,
     meanstd,
+    moments,
+    nearest,
+    palette,
+    self_similarity,
     swd,
     w2,
 )

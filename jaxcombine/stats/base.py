@@ -18,7 +18,15 @@ masks, blended styles, ``eval`` and study distances) reads only this protocol:
   :mod:`jaxcombine.engine.tiles` adds them up window by window with no statistic named;
 * :attr:`~Statistic.spatial`: the target is a feature map of the output's own shape
   (``activations``): tiles and row shards slice it, memory counts it, a style scale
-  cannot apply to it.
+  cannot apply to it;
+* :attr:`~Statistic.hypercolumn`: the statistic reads a recipe's ``hypercolumn`` term:
+  its features (and its target's) are :class:`~jaxcombine.stats.hypercolumns.Maps`
+  (several layers and the image, read at sampled positions) rather than one layer's
+  map; its mask is at the image's resolution; and its key is the step's positions key,
+  the same for every hypercolumn term (terms that sample alike see the same positions);
+* :attr:`~Statistic.paired`: the target is built from the content's features *and* the
+  style's (NNST's nearest neighbours): :meth:`~Statistic.target` then gets the
+  content's as ``content``.
 
 Terms are normalised so that a weight means the same at every layer and size: 1.0 for
 an all-zero output, 0 at the target (the shared :func:`relative_mse`).
@@ -50,8 +58,10 @@ class Statistic(Protocol):
     random: bool  # the term draws random numbers: it needs a PRNG key
     tileable: bool  # the term is a function of sums over positions (sums/from_sums)
     spatial: bool  # the target is a feature map with the output's shape
+    hypercolumn: bool  # reads hypercolumn terms: features are hypercolumns.Maps
+    paired: bool  # the target is built from the style's features and the content's
 
-    def target(self, features: Any, weights: jax.Array) -> Any: ...
+    def target(self, features: Any, weights: jax.Array, *, content: Any = None) -> Any: ...
 
     def term(
         self,
@@ -79,8 +89,9 @@ class Statistic(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """Defaults for a :class:`Statistic`: not random, not tileable, not spatial; the
-    distance is the term against one reference image; a target's sums are the term's.
+    """Defaults for a :class:`Statistic`: not random, not tileable, not spatial, of one
+    layer's map, its target from its own source; the distance is the term against one
+    reference image; a target's sums are the term's.
 
     ``features`` are float32 (H, W, C) maps (S, H, W, C for targets); ``where`` (H, W)
     weights the positions (a tile's interior: 1 inside, 0 in its halo); ``weights`` (S,)
@@ -91,8 +102,10 @@ class Family:
     random: ClassVar[bool] = False
     tileable: ClassVar[bool] = False
     spatial: ClassVar[bool] = False
+    hypercolumn: ClassVar[bool] = False
+    paired: ClassVar[bool] = False
 
-    def target(self, features: Any, weights: jax.Array) -> Any:
+    def target(self, features: Any, weights: jax.Array, *, content: Any = None) -> Any:
         raise NotImplementedError
 
     def term(self, features, target, *, key=None, mask=None) -> jax.Array:
@@ -184,13 +197,13 @@ def register(statistic: Statistic) -> Statistic:
     if name in _REGISTRY and _REGISTRY[name] is not statistic:
         raise ValueError(f"statistic {name!r} is already registered")
     _REGISTRY[name] = statistic
-    statistic_names.add(name)
+    statistic_names.add(name, hypercolumn=bool(statistic.hypercolumn))
     return statistic
 
 
 def unregister(name: str) -> None:
     """Remove a statistic registered at run time (tests); the built-ins cannot go."""
-    if name in statistic_names.STATISTICS:
+    if name in statistic_names.BUILT_IN:
         raise ValueError(f"{name!r} is a built-in statistic")
     _REGISTRY.pop(name, None)
     statistic_names.remove(name)

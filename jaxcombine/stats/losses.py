@@ -11,7 +11,10 @@ the full range).
 Each term has a target (:func:`target`: from the source image's features, several
 style images blended with weights) and a term (:func:`term`: the output's features
 against that target). Random statistics draw from a PRNG key: term i from
-``fold_in(key, i)``.
+``fold_in(key, i)``. A hypercolumn term (:mod:`jaxcombine.stats.hypercolumns`) reads
+the maps of several layers and the image (:func:`inputs`), its mask at the image's
+size, and draws its positions from the step's key itself, so that terms that sample
+alike read the same positions.
 
 Masks (:mod:`jaxcombine.stats.masks`): a term may carry a mask over the *output*; its
 statistic is then the masked region's (each statistic weighs positions by the mask
@@ -31,6 +34,7 @@ import jax.numpy as jnp
 
 from jaxcombine.options.recipe import Recipe, Term
 from jaxcombine.stats import base
+from jaxcombine.stats import hypercolumns as hypercolumns_lib
 from jaxcombine.stats import masks as masks_lib
 from jaxcombine.stats.gram import gram  # noqa: F401  (the maths, by its old name)
 from jaxcombine.stats.meanstd import mean_std  # noqa: F401
@@ -59,21 +63,48 @@ def total_variation(rgb: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------- targets and terms
 
 
-def target(name: str, features: "jax.Array | list[jax.Array]", weights: jax.Array) -> Any:
+def inputs(t: Term, features: Mapping[str, Any], pixels: Any, regions: Any = None) -> Any:
+    """What term ``t``'s statistic reads from a forward's ``features`` (layer → maps) of
+    ``pixels``: its layer's map, or for a hypercolumn term the
+    :class:`~jaxcombine.stats.hypercolumns.Maps` of its layers and the image (and the
+    ``regions`` of the images where its positions may lie). Leading axes (a stack of
+    images) and lists (images of different sizes) are kept."""
+    if t.hypercolumn is None:
+        return features[t.layer]
+    return hypercolumns_lib.maps(t.hypercolumn, features, pixels, regions)
+
+
+def one_image(source: Any, i: int) -> Any:
+    """Image ``i`` of a stack or list of :func:`inputs`."""
+    return source.at(i) if isinstance(source, hypercolumns_lib.Maps) else source[i]
+
+
+def target(
+    name: str,
+    features: "jax.Array | list[jax.Array]",
+    weights: jax.Array,
+    content: Any = None,
+) -> Any:
     """The target of statistic ``name`` from (S, H, W, C) source features, S images
     blended with ``weights`` (S,) (normalised here); how each blends is its module's.
 
     ``features`` may be a list of S maps (H_s, W_s, C): of one size they are stacked;
     of different sizes (styles at their own ``style_scale``) the statistic takes each
-    map's statistics alone (a spatial one cannot: a ValueError).
+    map's statistics alone (a spatial one cannot: a ValueError). A hypercolumn
+    statistic takes :func:`inputs` as they are; a paired one also the ``content``'s.
     """
     weights = jnp.asarray(weights, jnp.float32)
     weights = weights / jnp.sum(weights)
+    stat = base.get(name)
+    if stat.paired:
+        return stat.target(features, weights, content=content)
+    if stat.hypercolumn:
+        return stat.target(features, weights)
     if isinstance(features, (list, tuple)) and len({f.shape for f in features}) <= 1:
         features = jnp.stack(features)
     elif isinstance(features, (list, tuple)):
         features = list(features)
-    return base.get(name).target(features, weights)
+    return stat.target(features, weights)
 
 
 def term(
@@ -110,8 +141,10 @@ def spatial_target_keys(recipe: Recipe) -> list[str]:
 
 def target_key(term: Term) -> str:
     """Targets are shared between terms with the same (source, statistic, layer), masked
-    or not (a mask restricts the output's statistic, not the target's)."""
-    return f"{term.source}:{term.statistic}:{term.layer}"
+    or not (a mask restricts the output's statistic, not the target's); a hypercolumn
+    term's "layer" is everything that changes its maps (:attr:`Hypercolumn.key`)."""
+    layer = term.layer if term.hypercolumn is None else term.hypercolumn.key
+    return f"{term.source}:{term.statistic}:{layer}"
 
 
 def terms(
@@ -123,18 +156,28 @@ def terms(
 ) -> jax.Array:
     """Unweighted value of every component in ``recipe.labels`` order (terms…, tv).
 
-    Term i of a random statistic draws from ``fold_in(key, i)``."""
+    Term i of a random statistic draws from ``fold_in(key, i)``; a hypercolumn term
+    from ``fold_in(key, hypercolumns.POSITIONS)``, the same for all of them."""
     values = []
     for i, t in enumerate(recipe.terms):
-        random = base.get(t.statistic).random
-        k = None if key is None or not random else jax.random.fold_in(key, i)
-        values.append(_masked_term(t, features[t.layer], targets, k))
+        stat = base.get(t.statistic)
+        stream = hypercolumns_lib.POSITIONS if stat.hypercolumn else i
+        k = None if key is None or not stat.random else jax.random.fold_in(key, stream)
+        values.append(_masked_term(t, inputs(t, features, rgb), targets, k))
     values.append(total_variation(rgb))
     return jnp.stack(values)
 
 
+def _at_term(mask: jax.Array, t: Term, features: Any) -> jax.Array:
+    """An image-size mask where term ``t`` reads it: at its layer's resolution, or as it
+    is for a hypercolumn term (whose positions are image pixels)."""
+    if t.hypercolumn is not None:
+        return mask
+    return masks_lib.at_layer(mask, t.layer, features.shape)
+
+
 def _masked_term(
-    t: Term, features: jax.Array, targets: Mapping[str, Any], key: jax.Array | None
+    t: Term, features: Any, targets: Mapping[str, Any], key: jax.Array | None
 ) -> jax.Array:
     """One term with its masks: the term's own (``targets["masks"][t.mask]``) and, for a
     style term when styles have masks, one masked term per style against that style's
@@ -156,11 +199,11 @@ def _masked_term(
                 features,
                 target_[s],
                 key,
-                masks_lib.at_layer(m, t.layer, features.shape),
+                _at_term(m, t, features),
             )
         return total
     if mask is not None:
-        mask = masks_lib.at_layer(mask, t.layer, features.shape)
+        mask = _at_term(mask, t, features)
     return term(t.statistic, features, target_, key, mask)
 
 

@@ -43,8 +43,11 @@ DISTANCE_COLUMNS = ("step", "a", "b", "space", "value")
 
 def feature_spaces(recipe) -> tuple[tuple[str, str, str], ...]:
     """(name, statistic, layer) of every distinct recipe statistic; name is the layer
-    unless that layer carries several statistics (then ``layer:statistic``)."""
-    pairs = list(dict.fromkeys((t.statistic, t.layer) for t in recipe.terms))
+    unless that layer carries several statistics (then ``layer:statistic``). Hypercolumn
+    terms, which compare sampled positions of several layers, have no space here."""
+    pairs = list(
+        dict.fromkeys((t.statistic, t.layer) for t in recipe.terms if t.hypercolumn is None)
+    )
     layers = [layer for _, layer in pairs]
     return tuple(
         (layer if layers.count(layer) == 1 else f"{layer}:{stat}", stat, layer)
@@ -95,6 +98,8 @@ def input_files(prep: job.Prepared) -> dict[str, str]:
         files[f"style {i + 1}"] = path
     for i, path in enumerate(config.style_masks or ()):
         files[f"style mask {i + 1}"] = path
+    for i, path in enumerate(config.style_regions or ()):
+        files[f"style region {i + 1}"] = path
     if config.recipe and Path(config.recipe).is_file():
         files["recipe"] = str(config.recipe)
     for i, path in enumerate(prep.recipe.masks):

@@ -89,6 +89,8 @@ def test_features_match_the_python_api(vgg19, tmp_path):
         (["features", "IMG", "--layers", "block9_conv9", "--out", "x.npz"], "unknown layer"),
         (["features", "NOTIMG", "--layers", "block1_conv1", "--out", "x.npz"], "not an image"),
         (["recipes", "show", "nope"], "unknown recipe"),
+        (["train", "--crop", "30"], "crop must be a multiple of 4"),
+        (["stylize", "--net", "nowhere", "IMG"], "holds no trained network"),
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(vgg19, tmp_path, args, fragment):
@@ -177,9 +179,23 @@ def test_interrupt_stops_at_a_chunk_and_keeps_results(vgg19, tmp_path, sig):
 def test_an_unusable_compile_cache_is_one_warning_line(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("a file where the cache folder should be")
     monkeypatch.setenv("JAXCOMBINE_COMPILE_CACHE", str(tmp_path / "file" / "xla"))
-    proc = jaxcombine("recipes", "show", "gatys", check=True)
-    assert proc.stderr.splitlines() == [
+    # A command that computes turns the cache on (one that only reads options never does);
+    # it goes on without the cache: here to its own one-line refusal of a missing image.
+    proc = jaxcombine(
+        "features",
+        tmp_path / "missing.png",
+        "--layers",
+        "block1_conv1",
+        "--out",
+        tmp_path / "f.npz",
+    )
+    assert proc.stderr.splitlines()[0] == (
         f"jaxcombine: warning: compile cache {tmp_path / 'file' / 'xla'} is unusable "
         f"([Errno 20] Not a directory: '{tmp_path / 'file' / 'xla'}'); running without it "
         "(set JAXCOMBINE_COMPILE_CACHE=off to silence this)"
-    ]
+    )
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 2
+    assert proc.stderr.splitlines()[1].startswith("jaxcombine: error:")
+    assert "missing.png" in proc.stderr.splitlines()[1]
+    quiet = jaxcombine("recipes", "show", "gatys", check=True)
+    assert quiet.stderr == ""  # listing recipes never imports JAX nor touches the cache

@@ -91,9 +91,15 @@ def test_every_builtin_is_registered_with_its_flags():
     for name in stats.names():
         stat = stats.get(name)
         assert isinstance(stat, stats.Statistic) and stat.name == name
-    assert [n for n in stats.names() if stats.get(n).random] == ["swd"]
+    hypercolumn = set(config.HYPERCOLUMN_STATISTICS)
+    assert {n for n in stats.names() if stats.get(n).hypercolumn} == hypercolumn
+    assert {n for n in stats.names() if stats.get(n).random} == {"swd"} | hypercolumn
     assert [n for n in stats.names() if stats.get(n).spatial] == ["activations"]
-    assert {n for n in stats.names() if not stats.get(n).tileable} == {"swd", "histogram"}
+    assert [n for n in stats.names() if stats.get(n).paired] == ["nearest"]
+    assert {n for n in stats.names() if not stats.get(n).tileable} == {
+        "swd",
+        "histogram",
+    } | hypercolumn
     assert stats.get("swd", directions=7).directions == 7
 
 

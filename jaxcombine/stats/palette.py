@@ -1,0 +1,32 @@
+"""``palette``: relaxed EMD between the colours at sampled positions (STROTSS's ℓp).
+
+The term of :mod:`.emd` on the image's RGB (0–1) at the same positions as the term's
+hypercolumn (whatever its layers: write ``hypercolumn = ["rgb"]``), with the Euclidean
+distance between colours as the cost, as Kolkin et al. match the style's palette. In
+[0, √3]. Not tileable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from jaxcombine.stats import base
+from jaxcombine.stats import hypercolumns as hc
+
+
+@dataclasses.dataclass(frozen=True)
+class Palette(base.Family):
+    name = "palette"
+    random = True
+    hypercolumn = True
+
+    def target(self, features, weights, *, content=None):
+        return hc.style_target(features, weights)
+
+    def term(self, features, target, *, key=None, mask=None):
+        x = hc.output_points(key, features, mask, hc.sample_colours)
+        y, weights = hc.style_points(key, target, hc.sample_colours)
+        return hc.relaxed_emd(hc.euclidean_distances(x, y), weights)
+
+
+PALETTE = base.register(Palette())

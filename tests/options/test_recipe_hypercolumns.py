@@ -1,0 +1,78 @@
+"""Hypercolumn terms in recipes: validated once (options/recipe.py), in one line each, and
+written back to TOML as they were read."""
+
+import tomllib
+
+import pytest
+import recipe_files
+
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.options import recipe as recipe_lib
+from jaxcombine.options.recipe import Hypercolumn
+
+LAYERS = ["rgb", "block1_conv1", "block2_conv1"]
+
+
+def hypercolumn_term(statistic="emd", source="style", **extra) -> dict:
+    return {"hypercolumn": LAYERS, "source": source, "statistic": statistic, **extra}
+
+
+def load(tmp_path, *terms, arch="vgg19"):
+    path = recipe_files.write(tmp_path / "r.toml", {"terms": list(terms)})
+    return recipe_lib.load(str(path), arch)
+
+
+def test_a_hypercolumn_term_reads_its_layers_and_round_trips(tmp_path):
+    term = hypercolumn_term(samples=64, stride=2, layer_scales=[1.0, 0.5, 0.25], weight=3.0)
+    rec = load(tmp_path, term, hypercolumn_term("self_similarity", "content"))
+    hc = rec.terms[0].hypercolumn
+    assert hc == Hypercolumn(tuple(LAYERS), (1.0, 0.5, 0.25), 64, 2)
+    assert rec.layers == ("block1_conv1", "block2_conv1")  # the taps: rgb is no layer
+    assert rec.labels[:2] == (
+        "style:emd:rgb..block2_conv1",
+        "content:self_similarity:rgb..block2_conv1",
+    )
+    # vgg16-tv names its layers as Keras does
+    assert load(tmp_path, term, arch="vgg16-tv").terms[0].hypercolumn == hc
+    # the TOML written (records, eval-suite recipes) reads back as the same recipe
+    again = recipe_lib.from_dict(tomllib.loads(rec.to_toml()), rec.name)
+    assert again.terms == rec.terms
+
+
+@pytest.mark.parametrize(
+    "term, fragment",
+    [
+        ({**hypercolumn_term(), "layer": "block1_conv1"}, "not both"),
+        (hypercolumn_term(hypercolumn=[]), "non-empty list of layer names"),
+        (hypercolumn_term(hypercolumn=["rgb", "rgb"]), "names 'rgb' twice"),
+        (hypercolumn_term(hypercolumn=["rgb", "fc7"]), "unknown layer 'fc7' for vgg19"),
+        (hypercolumn_term("gram"), "statistic 'gram' needs 'layer' or 'layers'"),
+        (
+            {"layers": ["block1_conv1"], "source": "style", "statistic": "emd"},
+            "statistic 'emd' needs 'hypercolumn'",
+        ),
+        (hypercolumn_term(samples=0), "samples must be an integer >= 1"),
+        (hypercolumn_term(stride=1.5), "stride must be an integer >= 1"),
+        (hypercolumn_term(layer_scales=[1.0]), "a list of 3 numbers"),
+        (hypercolumn_term(layer_scales=[1.0, -1.0, 1.0]), "layer_scales"),
+        (
+            {"layer": "block1_conv1", "source": "style", "statistic": "gram", "samples": 5},
+            "'samples' belongs to a 'hypercolumn' term",
+        ),
+    ],
+)
+def test_bad_hypercolumn_terms_are_one_line(tmp_path, term, fragment):
+    with pytest.raises(JaxcombineError, match=fragment) as e:
+        load(tmp_path, term)
+    assert "\n" not in str(e.value)
+
+
+def test_a_recipe_of_colours_alone_is_one_line(tmp_path):
+    with pytest.raises(JaxcombineError, match="no term reads a layer of the network"):
+        load(tmp_path, hypercolumn_term("palette", hypercolumn=["rgb"]))
+
+
+def test_hypercolumns_need_a_network_of_halvings(tmp_path):
+    term = {**hypercolumn_term(), "hypercolumn": ["conv1", "conv2"]}
+    with pytest.raises(JaxcombineError, match="hypercolumn terms needs a network of 3x3"):
+        load(tmp_path, term, arch="alexnet")

@@ -1,0 +1,71 @@
+"""The run plan with hypercolumn terms: tiling refused in one line, and the memory estimate
+counting their sampled matrices and their targets."""
+
+import pytest
+import recipe_files
+
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.options import recipe as recipe_lib
+from jaxcombine.options.config import RunConfig
+from jaxcombine.run import memory
+from jaxcombine.run import plan as plan_lib
+
+LAYERS = ["rgb", "block1_conv1", "block2_conv1"]
+
+
+def recipe(tmp_path, samples: int, statistic: str = "emd", source: str = "style") -> str:
+    terms = [
+        {"layer": "block2_conv1", "source": "content", "statistic": "activations"},
+        {"hypercolumn": LAYERS, "source": source, "statistic": statistic, "samples": samples},
+    ]
+    path = tmp_path / f"{statistic}{samples}.toml"
+    return str(recipe_files.write(path, {"terms": terms}))
+
+
+def test_tiles_refuse_hypercolumn_terms_in_one_line(tmp_path):
+    config = RunConfig(recipe=recipe(tmp_path, 64), size=64, tile=32)
+    with pytest.raises(JaxcombineError, match=r"tile does not take hypercolumn terms \(style:emd"):
+        plan_lib.make(config)
+
+
+@pytest.mark.parametrize(
+    "statistic, source", [("emd", "style"), ("self_similarity", "content"), ("nearest", "style")]
+)
+def test_the_estimate_counts_the_sampled_matrices(tmp_path, statistic, source):
+    """At 64 px (4096 positions) a term of 2048 samples holds matrices 16 times those of
+    512 (N×N) per start; the plan's estimate grows by what hypercolumn_bytes says, and
+    that is at least the N×N float32 matrices' growth."""
+    small, large = (
+        plan_lib.make(
+            RunConfig(recipe=recipe(tmp_path, n, statistic, source), size=64, init="content,noise")
+        )
+        for n in (512, 2048)
+    )
+    counted = [
+        memory.hypercolumn_bytes(p.recipe, 64, 64, 2, style_shapes=p.scales[-1].style_shapes)
+        for p in (small, large)
+    ]
+    assert large.memory_bytes - small.memory_bytes == counted[1] - counted[0]
+    if statistic != "nearest":  # the N×N (or N×M) matrices of both starts
+        assert counted[1] - counted[0] > 2 * 4 * (2048**2 - 512**2)
+    else:  # N hypercolumns against N targets: linear in N
+        assert counted[1] > counted[0]
+    assert recipe_lib.load(large.config.recipe).terms[1].hypercolumn.samples == 2048
+
+
+def test_style_regions_are_for_hypercolumn_style_terms_only(tmp_path):
+    from PIL import Image
+
+    from jaxcombine.options.rules import ConfigError
+
+    Image.new("L", (8, 8), 255).save(tmp_path / "all.png")
+    region = (str(tmp_path / "all.png"),)
+    plan_lib.make(RunConfig(recipe=recipe(tmp_path, 64), size=64, style_regions=region))
+    gram = recipe_files.write(
+        tmp_path / "gram.toml",
+        {"terms": [{"layer": "block1_conv1", "source": "style", "statistic": "gram"}]},
+    )
+    with pytest.raises(JaxcombineError, match=r"term style:gram:block1_conv1 takes the whole"):
+        plan_lib.make(RunConfig(recipe=str(gram), size=64, style_regions=region))
+    with pytest.raises(ConfigError, match="one style region per style image: 2 for 1"):
+        RunConfig(style_regions=region * 2)

@@ -1,0 +1,226 @@
+"""Hypercolumns (jaxcombine.stats.hypercolumns) and their statistics against direct numpy
+computations in float64: bilinear reading, relaxed EMD, moments, palette, self-similarity
+and nearest-neighbour targets, on small sets (every grid position used, so the numbers are
+deterministic)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcombine import stats
+from jaxcombine.options import layers as layers_lib
+from jaxcombine.options.recipe import Hypercolumn
+from jaxcombine.stats import hypercolumns as hc
+from jaxcombine.stats import losses
+
+# float32 of O(1) values through a few sums of at most ~100 terms: ~1e-5 relative
+RTOL = 1e-5
+RGB_MEAN = np.array([0.485, 0.456, 0.406]) * 255.0
+RGB_STD = np.array([0.229, 0.224, 0.225]) * 255.0
+
+
+def numpy_bilinear(layer: np.ndarray, y: float, x: float) -> np.ndarray:
+    """The value of an (h, w, C) map at fractional cell coordinates, clamped, in float64."""
+    h, w = layer.shape[:2]
+    y, x = min(max(y, 0.0), h - 1.0), min(max(x, 0.0), w - 1.0)
+    y0, x0 = int(np.floor(y)), int(np.floor(x))
+    y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+    fy, fx = y - y0, x - x0
+    layer = layer.astype(np.float64)
+    return (
+        layer[y0, x0] * (1 - fy) * (1 - fx)
+        + layer[y0, x1] * (1 - fy) * fx
+        + layer[y1, x0] * fy * (1 - fx)
+        + layer[y1, x1] * fy * fx
+    )
+
+
+def numpy_hypercolumns(arrays, image, spec, positions) -> np.ndarray:
+    """(N, D) float64: each entry read at its own grid's coordinate (p - (d-1)/2)/d."""
+    rows = []
+    for y, x in positions:
+        parts = []
+        for name, a in zip(spec.layers, arrays):
+            d = 1 if name == "rgb" else layers_lib.downsampling([name])[name]
+            parts.append(numpy_bilinear(a, (y - (d - 1) / 2) / d, (x - (d - 1) / 2) / d))
+        rows.append(np.concatenate(parts))
+    return np.asarray(rows)
+
+
+def random_maps(rng, spec: Hypercolumn, size: int, channels=(3, 4)):
+    """A Maps of random arrays shaped as VGG's layers of a size×size image, the arrays it
+    holds (as numpy) and the image. Its rgb entry is checked against numpy's normalisation."""
+    image = rng.uniform(0, 255, (size, size, 3)).astype(np.float32)
+    features = {}
+    for name, c in zip(spec.layers, channels):
+        if name != "rgb":
+            h, w, _ = layers_lib.layer_shapes([name], size, size)[name]
+            features[name] = jnp.asarray(rng.normal(size=(h, w, c)).astype(np.float32))
+    maps = maps_of(spec, features, jnp.asarray(image))
+    arrays = [np.asarray(a) for a in maps.arrays]
+    if "rgb" in spec.layers:
+        rgb = (image - RGB_MEAN) / RGB_STD * spec.scale_of(spec.layers.index("rgb"), 3)
+        np.testing.assert_allclose(arrays[spec.layers.index("rgb")], rgb, rtol=1e-5, atol=1e-5)
+    return maps, arrays, image
+
+
+def cosine_cost(x, y):
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    yn = y / np.linalg.norm(y, axis=1, keepdims=True)
+    return 1.0 - xn @ yn.T
+
+
+# one compiled program per call shape, not one per operation as eager dispatch compiles
+sample = jax.jit(hc.sample)
+bilinear = jax.jit(hc.bilinear)
+maps_of = jax.jit(hc.maps, static_argnums=0)
+draw = jax.jit(hc.draw, static_argnums=(1, 2))
+
+
+def term(name: str, features, target, **options):
+    """The term of statistic ``name`` (with ``options``), compiled, at key 0."""
+    stat = stats.get(name, **options)
+    return float(jax.jit(lambda f, t: stat.term(f, t, key=jax.random.key(0)))(features, target))
+
+
+SPEC = Hypercolumn(("rgb", "block1_conv1", "block2_conv1", "block3_conv1"), samples=64)
+CHANNELS = (3, 4, 5, 6)
+
+
+def test_layer_scales_multiply_each_entry():
+    ones = {"block1_conv1": jnp.ones((4, 4, 8)), "block2_conv1": jnp.ones((2, 2, 16))}
+    image = jnp.zeros((4, 4, 3))
+    by_channels = Hypercolumn(("block1_conv1", "block2_conv1"), scales="channels")
+    assert [float(a[0, 0, 0]) for a in hc.maps(by_channels, ones, image).arrays] == [1 / 8, 1 / 16]
+    given = Hypercolumn(("block2_conv1", "block1_conv1"), scales=(3.0, 0.5))
+    assert [float(a[0, 0, 0]) for a in hc.maps(given, ones, image).arrays] == [3.0, 0.5]
+
+
+def test_strides_follow_the_backbones_downsampling():
+    for arch in ("vgg19", "vgg16-tv"):
+        names = [n for n in layers_lib.layer_names(arch) if n.startswith("block")]
+        spec = Hypercolumn(tuple(names))
+        assert hc.strides(spec) == tuple(layers_lib.downsampling(names, arch)[n] for n in names)
+
+
+def test_sampling_is_exact_at_cell_centres_and_bilinear_elsewhere():
+    rng = np.random.default_rng(0)
+    maps, arrays, _ = random_maps(rng, SPEC, 8, CHANNELS)
+    # every layer's cell centres, in image pixels: c·d + (d-1)/2, read exactly
+    for name, a, d in zip(SPEC.layers, arrays, maps.strides):
+        h, w = a.shape[:2]
+        ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        centres = np.stack([ys.ravel() * d + (d - 1) / 2, xs.ravel() * d + (d - 1) / 2], 1)
+        got = bilinear(
+            maps.arrays[SPEC.layers.index(name)], (jnp.asarray(centres) - (d - 1) / 2) / d
+        )
+        np.testing.assert_array_equal(np.asarray(got), a.reshape(-1, a.shape[-1]))
+    # integer pixel positions read block1 and rgb exactly
+    pixels = np.stack(np.meshgrid(np.arange(8), np.arange(8), indexing="ij"), -1).reshape(-1, 2)
+    got = np.asarray(sample(maps, jnp.asarray(pixels, jnp.float32)))
+    np.testing.assert_array_equal(got[:, 3:7], arrays[1].reshape(-1, 4))
+    # fractional positions (and some beyond the edges) against float64 numpy
+    where = rng.uniform(-1.0, 8.0, (40, 2))
+    got = np.asarray(sample(maps, jnp.asarray(where, jnp.float32)))
+    want = numpy_hypercolumns(arrays, None, SPEC, where)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-5)
+
+
+def test_sampling_is_differentiable():
+    rng = np.random.default_rng(1)
+    maps, arrays, _ = random_maps(rng, SPEC, 8, CHANNELS)
+    where = jnp.asarray([[2.5, 3.25]], jnp.float32)
+    grads = jax.jit(jax.grad(lambda m: jnp.sum(hc.sample(m, where))))(maps)
+    # block2 (stride 2): coordinate (2.5 - 0.5)/2 = 1.0 and (3.25 - 0.5)/2 = 1.375
+    g = np.asarray(grads.arrays[2])[..., 0]
+    assert g[1, 1] == pytest.approx(0.625) and g[1, 2] == pytest.approx(0.375)
+    assert g.sum() == pytest.approx(1.0)
+
+
+def test_positions_are_drawn_without_replacement_or_inside_a_mask():
+    spec = Hypercolumn(("rgb",), samples=20)
+    index, where = draw(jax.random.key(3), (8, 8), spec)
+    assert len(set(np.asarray(index).tolist())) == 20
+    mask = jnp.zeros((8, 8)).at[:, :3].set(1.0)
+    _, where = draw(jax.random.key(3), (8, 8), spec, mask)
+    assert where.shape == (20, 2) and np.all(np.asarray(where)[:, 1] < 3)
+    # a grid with fewer points than samples is read whole, in order, with no key
+    index, where = hc.draw(None, (8, 8), Hypercolumn(("rgb",), samples=99, stride=4))
+    np.testing.assert_array_equal(
+        np.asarray(where), [[1.5, 1.5], [1.5, 5.5], [5.5, 1.5], [5.5, 5.5]]
+    )
+
+
+def _pair(seed: int, spec=SPEC, styles=1, channels=CHANNELS):
+    rng = np.random.default_rng(seed)
+    out = random_maps(rng, spec, 8, channels)
+    srcs = [random_maps(rng, spec, 8, channels) for _ in range(styles)]
+    return out, srcs
+
+
+def _all_points(arrays, spec):
+    return numpy_hypercolumns(arrays, None, spec, hc.grid((8, 8), spec.stride))
+
+
+def test_relaxed_emd_moments_and_palette_match_numpy():
+    (out, a_out, img_out), styles = _pair(2, styles=2)
+    weights = np.array([0.25, 0.75])
+    stack = [m for m, _, _ in styles]
+    x = _all_points(a_out, SPEC)
+    ys = [_all_points(a, SPEC) for _, a, _ in styles]
+    y = np.concatenate(ys)
+    w = np.concatenate([np.full(len(p), wt / len(p)) for wt, p in zip(weights, ys)])
+
+    def term_of(name):
+        return term(name, out, losses.target(name, stack, jnp.asarray(weights, jnp.float32)))
+
+    cost = cosine_cost(x, y)
+    emd = max(cost.min(axis=1).mean(), w @ cost.min(axis=0))
+    assert term_of("emd") == pytest.approx(emd, rel=RTOL)
+    mx, my = x.mean(0), w @ y
+    cx = (x - mx).T @ (x - mx) / len(x)
+    cy = ((y - my) * w[:, None]).T @ (y - my)
+    moments = np.abs(mx - my).mean() + np.abs(cx - cy).mean()
+    assert term_of("moments") == pytest.approx(moments, rel=1e-4)
+    colours = lambda img: img.reshape(-1, 3).astype(np.float64) / 255.0  # noqa: E731
+    cx, cy = colours(img_out), np.concatenate([colours(i) for _, _, i in styles])
+    dist = np.sqrt(((cx[:, None] - cy[None]) ** 2).sum(-1))
+    palette = max(dist.min(axis=1).mean(), w @ dist.min(axis=0))
+    assert term_of("palette") == pytest.approx(palette, rel=1e-4)
+
+
+def test_self_similarity_matches_numpy():
+    (out, a_out, _), [(content, a_content, _)] = _pair(4)
+    target = losses.target("self_similarity", [content], jnp.ones((1,)))
+    got = term("self_similarity", out, target)
+
+    def normalised(points):
+        d = cosine_cost(points, points)
+        return d / d.sum(axis=0, keepdims=True)
+
+    want = np.abs(normalised(_all_points(a_out, SPEC)) - normalised(_all_points(a_content, SPEC)))
+    assert got == pytest.approx(want.mean(), rel=1e-4)
+
+
+@pytest.mark.parametrize("chunk", [3, 1024])
+def test_nearest_targets_equal_a_brute_force_search(chunk):
+    spec = Hypercolumn(("block1_conv1", "block2_conv1"), scales="channels", samples=64, stride=2)
+    (out, a_out, _), styles = _pair(5, spec, styles=2, channels=(4, 5))
+    content = random_maps(np.random.default_rng(6), spec, 8, (4, 5))
+    weights = np.array([0.5, 0.5])
+    stat = stats.get("nearest", chunk=chunk)
+    target = jax.jit(lambda s, w, c: stat.target(s, w, content=c))(
+        [m for m, _, _ in styles], jnp.asarray(weights, jnp.float32), [content[0]]
+    )
+    queries = numpy_hypercolumns(content[1], None, spec, hc.grid((8, 8), 2))
+    candidates = np.concatenate(
+        [numpy_hypercolumns(a, None, spec, hc.grid((8, 8), 2)) for _, a, _ in styles]
+    )
+    mean = candidates.mean(axis=0)  # equal weights, equal sizes
+    best = np.argmin(cosine_cost(queries - mean, candidates - mean), axis=1)
+    np.testing.assert_allclose(np.asarray(target["rows"]), candidates[best], rtol=RTOL, atol=1e-6)
+    # the term: mean cosine distance of the output's hypercolumns to those rows
+    got = term("nearest", out, target)
+    x = numpy_hypercolumns(a_out, None, spec, hc.grid((8, 8), 2))
+    assert got == pytest.approx(np.mean(np.diag(cosine_cost(x, candidates[best]))), rel=1e-4)
