@@ -72,8 +72,7 @@ def pairs_file(tmp_path_factory):
         )
     recipe_files.write(d / "w2.toml", recipe_files.shallow_w2())
     path = d / "pairs.toml"
-    path.write_text(  # XLA's convolutions: Winograd's programs compile 2-3x slower
-        '[defaults]\nconv = "xla"\n'
+    path.write_text(
         '[[pairs]]\nname = "whole"\ncontent = "a.png"\nstyle = "s.png"\n'
         '[[pairs]]\nname = "corner"\ncontent = "b.png"\nstyle = "s.png"\n'
     )
