@@ -153,8 +153,6 @@ def test_a_run_warns_in_one_line_on_the_command_line(vgg19, tmp_path):
         "24",
         "--steps",
         "1",
-        "--conv",
-        "xla",
         "--quiet",
         "--out",
         tmp_path / "o",

@@ -208,14 +208,11 @@ SHALLOW_ALEXNET = recipe_files.shallow(
 
 @pytest.mark.parametrize("arch", ["vgg16-tv", "alexnet"])
 def test_a_run_on_each_backbone_lowers_its_loss(tv_weights, tmp_path, recipe_file, arch):
-    """Through the CLI, a recipe in the backbone's own layer names; the record names it.
-    XLA's convolutions (test_every_layer_matches_the_numpy_reference covers both algorithms
-    on each backbone): Winograd's programs compile 2-3x slower."""
+    """Through the CLI, a recipe in the backbone's own layer names; the record names it."""
     recipe = recipe_file(SHALLOW_ALEXNET) if arch == "alexnet" else recipe_files.SHALLOW
     out = tmp_path / "out"
     command = [sys.executable, "-m", "jaxcombine", "run", "--recipe", str(recipe)]
-    command += ["--model", arch, "--size", "48", "--steps", "6", "--conv", "xla"]
-    command += ["--out", str(out)]
+    command += ["--model", arch, "--size", "48", "--steps", "6", "--out", str(out)]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((out / "content.json").read_text())
