@@ -283,3 +283,31 @@ def test_recipes_a_network_cannot_learn_are_refused_in_one_line():
     with pytest.raises(JaxcombineError) as e:
         objective.check_recipe(recipe.load("style4-content3"))
     assert "\n" not in str(e.value) and "style:activations" in str(e.value)
+
+
+def test_output_conv_by_taps_equals_the_convolution():
+    """The output layer's matmul-and-shifted-sums form (network.conv_by_taps) computes the
+    convolution: against a float64 numpy sum of the same products. Tolerance: any float32
+    summation of n = 9·9·32 products is within γ_n · Σ|x·k| of the exact sum (γ_n = n·u / (1 -
+    n·u), u = 2^-24; Higham, Accuracy and Stability, §3.1), whatever the order, for both
+    forms; the products are exact in float64."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 20, 23, 32)).astype(np.float32)
+    k = (0.05 * rng.standard_normal((9, 9, 32, 3))).astype(np.float32)
+    windows = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), (9, 9), (1, 2))
+    exact = np.einsum("bhwcij,ijco->bhwo", windows, k.astype(np.float64))
+    scale = np.einsum("bhwcij,ijco->bhwo", np.abs(windows), np.abs(k.astype(np.float64)))
+    n, u = 9 * 9 * 32, 2.0**-24
+    bound = n * u / (1 - n * u) * scale
+    taps = np.asarray(network.conv_by_taps(jnp.asarray(x), jnp.asarray(k)), np.float64)
+    lax_conv = jax.lax.conv_general_dilated(
+        x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    assert taps.shape == exact.shape == (2, 12, 15, 3)
+    assert np.all(np.abs(taps - exact) <= bound)
+    assert np.all(np.abs(np.asarray(lax_conv, np.float64) - exact) <= bound)
+    # the output layer keeps nn.Conv's parameters: checkpoints are unchanged
+    net = network.TransformNet(width=4, res_blocks=0)
+    params = jax.eval_shape(lambda key: network.init(net, key), jax.random.key(0))
+    assert params["Conv_5"]["kernel"].shape == (9, 9, 4, 3)
+    assert params["Conv_5"]["bias"].shape == (3,)
