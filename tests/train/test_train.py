@@ -1,7 +1,9 @@
 """Feed-forward training: the step, N vmapped networks, resume, refusals, exact tiles.
 
-Tiny on purpose: 32-px crops, width-8 networks with one residual block, the shallow
-recipe (to block2_conv1), a few steps; every program is compiled once per module.
+Tiny on purpose, and one shape across the file so that the tests share their compiled
+programs (the step of 1 and of 2 networks, the initialisation, the sample grid's forward):
+32-px crops, batches of 2, width-8 networks without residual blocks, the shallow recipe
+(to block2_conv1), a few steps.
 """
 
 import dataclasses
@@ -99,7 +101,9 @@ def _run(tr, state, steps, *, start=0, batch_step=None):
 
 
 def _fresh(tr):
-    return objective.init_state(tr.objective.net, tr.config.seed, tr.nets, tr.config.lr)
+    """A fresh state placed as the trainer places it (the same compiled step)."""
+    state = objective.init_state(tr.objective.net, tr.config.seed, tr.nets, tr.config.lr)
+    return trainer.place(tr, state)[1]
 
 
 def test_step_lowers_the_loss_on_a_fixed_batch(two_styles):
@@ -180,7 +184,7 @@ def test_tiled_stylize_equals_the_whole_image(tmp_path):
     the statistics are sums over ~10^4 positions in another order (float32 partial sums,
     float64 across tiles), ~1e-6 relative, carried through 5 normalisations to outputs
     in 0-255: well under 0.01; asserted 0.01 (a fiftieth of the PNG's rounding)."""
-    net = network.TransformNet(width=4, res_blocks=1)
+    net = trainer.net_of(_config(Path(".")))  # the file's network: its init is compiled
     params = objective.init_state(net, 0, 1, 1e-3).params
     # non-trivial normalisation scales and shifts, as training makes them
     rng = np.random.default_rng(0)
@@ -189,7 +193,8 @@ def test_tiled_stylize_equals_the_whole_image(tmp_path):
     rgb = images.read(images.CONTENT, size=90)  # 90x90: not a multiple of 4 either
     whole = stylize.apply(trained, rgb[None], 0, 0)[0]
     tiled = stylize.apply_tiled(trained, rgb, 0, 0, tile=32, batch=3)
-    assert len(stylize.windows(92, 32, 28)) == 3  # really tiled: 3x3 windows
+    halo = 4 * -(-network.receptive_radius(net.res_blocks) // 4)
+    assert len(stylize.windows(92, 32, halo)) == 3  # really tiled: 3x3 windows
     assert whole.shape == tiled.shape == rgb.shape
     assert np.abs(whole - tiled).max() < 0.01
     # and without the gathered statistics, tiles would not match (the test can fail)
