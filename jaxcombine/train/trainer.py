@@ -186,7 +186,9 @@ def train(
     """Train (or resume) the networks of ``config`` into the folder ``out``.
 
     ``stop_after``: stop as a Ctrl-C would once this many steps are done in all (for
-    tests and scripts)."""
+    tests and scripts). The photos' and styles' paths are recorded resolved, so that a
+    resume from another directory compares the same folders."""
+    config = config.resolved()
     with runner.output_folder(out) as folder, interrupts.stop_requests() as stop:
         return _train(config, folder, stop, progress=progress, warn=warn, stop_after=stop_after)
 

@@ -73,7 +73,8 @@ def folder(tmp_path_factory):
 def two_styles(folder, vgg19):
     """A training of two networks (the bundled painting and a photo as the styles)."""
     style2 = folder.parent / "style2.png"
-    images.write(style2, images.read(images.CONTENT, size=64)[::-1])
+    h, w = images.read(images.STYLE, size=64).shape[:2]  # the same shape: one targets program
+    images.write(style2, images.fit(images.read(images.CONTENT, size=64)[::-1], h, w))
     return trainer.prepare(_config(folder, style=(str(images.STYLE), str(style2))))
 
 
@@ -128,7 +129,8 @@ def test_vmapped_networks_equal_networks_trained_one_by_one(two_styles):
     networks' outputs on the held-out photo agree to 0.01 grey levels."""
     tr = two_styles
     together, totals = _run(tr, _fresh(tr), 3)
-    held = np.stack([images.fit(rgb, 32, 32) for _, rgb in tr.photos.held_out])
+    side = trainer.SAMPLE_SIDE  # the sample grid's size: its compiled forward is shared
+    held = np.stack([images.fit(rgb, side, side) for _, rgb in tr.photos.held_out])
     index = jnp.zeros((len(held),), jnp.int32)
     invariant = {f"norm{4 + 2 * k}" for k in range(tr.config.res_blocks)}
     for n in range(2):
@@ -172,7 +174,10 @@ def test_resume_continues_from_the_same_step_with_the_same_parameters(folder, vg
     assert [int(r.split(",")[0]) for r in history[1:]] == [1, 2, 3, 4, 5, 6]
     assert (tmp_path / "split" / "samples" / "step-0000006.png").is_file()
 
-    # a resume with another configuration is refused in one line, naming the difference
+    # the same folders typed otherwise resume (paths compared resolved) ...
+    again = config.replace(photos=os.path.relpath(folder) + os.sep)
+    assert trainer.train(again, tmp_path / "split", progress=False).steps_done == 6
+    # ... and a resume with another configuration is refused in one line, naming it
     with pytest.raises(JaxcombineError) as e:
         trainer.train(config.replace(crop=48, steps=8), tmp_path / "split", progress=False)
     assert "\n" not in str(e.value) and "crop 32 there, 48 here" in str(e.value)
