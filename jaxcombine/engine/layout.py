@@ -12,7 +12,8 @@ Two layouts, both through ``jax.sharding`` (nothing else in the package builds a
   largest part of a step's memory, is divided by their number and the largest size grows
   with them. The mesh is 2-D, ``("inits", "rows")``: with k starts, gcd(k, devices)
   devices along the starts and the rest along the rows (:meth:`Layout.grid`). The pixels
-  and every optimiser-state leaf shaped like them are placed with
+  (a pyramid's finest level; its coarser levels are replicated) and every optimiser-state
+  leaf shaped like them are placed with
   ``PartitionSpec("inits", "rows")`` (axes k, H, W, 3), the content activation targets
   with ``PartitionSpec("rows")`` (axes H, W, C); the weights and other targets are
   replicated. Nothing in the model is annotated: XLA's SPMD partitioner propagates the
@@ -161,7 +162,8 @@ def _place_rows(
     every state leaf ending in the pixels' (H, W, 3) split along H (and along the starts
     over the mesh's other axis), the targets named in ``activation_keys`` ((H', W', C)
     maps) along their first axis when it divides; everything else replicated."""
-    k = state.pixels.shape[0]
+    finest = jax.tree.leaves(state.params)[0]  # the pixels, or a pyramid's finest level
+    k = finest.shape[0]
     along = grid(k, len(devices))
     mesh = jax.make_mesh(
         along,
@@ -170,7 +172,7 @@ def _place_rows(
         devices=devices,
     )
     n = along[1]
-    image = tuple(state.pixels.shape[1:])  # (H, W, 3)
+    image = tuple(finest.shape[1:])  # (H, W, 3)
     if image[0] % n:
         raise JaxcombineError(f"cannot split {image[0]} rows over {n} devices")
 

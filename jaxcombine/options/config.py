@@ -22,7 +22,7 @@ import collections
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from jaxcombine.options.layers import (  # noqa: F401  (choices, kept there)
     ARCHITECTURES,
@@ -36,7 +36,7 @@ from jaxcombine.options.rules import ConfigError, Rule, finite_number, option, p
 
 MODELS = ARCHITECTURES  # the backbones (options/layers.py)
 DTYPES = ("float32", "bfloat16", "float16")
-OPTIMIZERS = ("adam", "sgd", "lbfgs")
+OPTIMIZERS = ("adam", "sgd", "lbfgs", "rmsprop")
 SCHEDULES = ("constant", "cosine")
 LOOPS = ("scan", "unroll", "step")
 SHARDS = ("starts", "rows")  # how several local devices share a run (jaxcombine.engine.layout)
@@ -55,7 +55,51 @@ PRESERVE_COLORS = ("none", "luminance", "stats", "histogram")  # jaxcombine.io.c
 DEFAULT_RECIPE = "gatys"
 DEFAULT_SIZE = 192  # px, the output's longest side when neither --size nor --scales is given
 # Learning rates in 0–255 pixel units, per optimiser (Adam's step is about lr pixels).
-DEFAULT_LR = {"adam": 4.0, "sgd": 2e3, "lbfgs": 1.0}
+DEFAULT_LR = {"adam": 4.0, "sgd": 2e3, "lbfgs": 1.0, "rmsprop": 1.0}
+DEFAULT_STEPS = 200
+DEFAULT_OPTIMIZER = "adam"
+# What the optimiser updates (jaxcombine.engine.parameterization): the pixels, or the
+# coefficients of a Laplacian pyramid whose sum is the image.
+PARAMETERIZATIONS = ("pixels", "laplacian")
+DEFAULT_PARAMETERIZATION = "pixels"
+MAX_PYRAMID_LEVELS = 16
+# The options a recipe's [run] table may suggest (options/recipe.py). Left None here, an
+# option takes the recipe's suggestion, else its built-in default (RunConfig.settle); a
+# value given here always wins.
+RECIPE_RUN_OPTIONS = (
+    "model",
+    "steps",
+    "scale_count",
+    "scales",
+    "min_size",
+    "scale_steps",
+    "scale_content_weights",
+    "optimizer",
+    "lr",
+    "parameterization",
+    "pyramid_levels",
+)
+# A suggestion is also dropped when the user gave one of these: a recipe's ladder
+# (and the per-scale lists that belong to it) gives way to the user's, its step counts
+# to the user's --steps, its learning rate to the user's optimiser, its pyramid levels
+# to the user's parameterisation.
+_LADDER = ("scales", "min_size", "scale_count")
+SUGGESTION_YIELDS_TO = {
+    "scale_count": _LADDER,
+    "scales": _LADDER,
+    "min_size": _LADDER,
+    "scale_steps": ("steps", *_LADDER),
+    "scale_content_weights": _LADDER,
+    "lr": ("optimizer",),
+    "pyramid_levels": ("parameterization",),
+}
+DEFAULT_MODEL = "vgg19"
+BUILT_IN_DEFAULTS = {
+    "model": DEFAULT_MODEL,
+    "steps": DEFAULT_STEPS,
+    "optimizer": DEFAULT_OPTIMIZER,
+    "parameterization": DEFAULT_PARAMETERIZATION,
+}
 SWEEPABLE = ("lr", "tv_weight")
 SCALE_FROM = (
     "last",
@@ -243,7 +287,16 @@ class RunConfig:
             optional=True,
         ),
     )
-    steps: int = option(200, Rule("int", "Optimisation steps.", low=0, high=10_000_000))
+    steps: int | None = option(
+        None,
+        Rule(
+            "int",
+            f"Optimisation steps (at each scale; default: the recipe's, else {DEFAULT_STEPS}).",
+            low=0,
+            high=10_000_000,
+            optional=True,
+        ),
+    )
     size: int | None = option(
         None,
         Rule(
@@ -278,6 +331,17 @@ class RunConfig:
             optional=True,
         ),
     )
+    scale_count: int | None = option(
+        None,
+        Rule(
+            "int",
+            "Coarse to fine over this many scales, each twice the size of the one before, "
+            "ending at --size (instead of --scales or --min-size).",
+            low=1,
+            high=16,
+            optional=True,
+        ),
+    )
     scale_steps: tuple[int, ...] | None = option(
         None,
         Rule(
@@ -285,6 +349,16 @@ class RunConfig:
             "Steps at each scale, one per scale (default: --steps at every scale).",
             low=0,
             high=10_000_000,
+            optional=True,
+        ),
+    )
+    scale_content_weights: tuple[float, ...] | None = option(
+        None,
+        Rule(
+            "floats",
+            "Multiply the content terms' weights by these factors, one per scale, coarse to "
+            "fine (e.g. 1,0.5,0.25,0.125: less content as the scales grow; default 1).",
+            low=0.0,
             optional=True,
         ),
     )
@@ -307,7 +381,15 @@ class RunConfig:
             SCALE_OPTIMIZER,
         ),
     )
-    optimizer: Any = option("adam", Rule("choice", "Optimiser.", OPTIMIZERS))
+    optimizer: Any = option(
+        None,
+        Rule(
+            "choice",
+            f"Optimiser (default: the recipe's, else {DEFAULT_OPTIMIZER}).",
+            OPTIMIZERS,
+            optional=True,
+        ),
+    )
     lr: float | None = option(
         None,
         Rule(
@@ -324,12 +406,42 @@ class RunConfig:
         "constant",
         Rule("choice", "Learning-rate schedule (cosine decays to 10% over the steps).", SCHEDULES),
     )
+    parameterization: str | None = option(
+        None,
+        Rule(
+            "choice",
+            "What the optimiser updates: the pixels, or a Laplacian pyramid whose levels, "
+            "upsampled and added, are the image (low frequencies move as fast as high ones; "
+            f"default: the recipe's, else {DEFAULT_PARAMETERIZATION}).",
+            PARAMETERIZATIONS,
+            optional=True,
+        ),
+    )
+    pyramid_levels: int | None = option(
+        None,
+        Rule(
+            "int",
+            "Levels of the Laplacian pyramid at every scale (default: the recipe's, else "
+            "halvings while the coarsest level keeps 16 px on its shorter side).",
+            low=1,
+            high=MAX_PYRAMID_LEVELS,
+            optional=True,
+        ),
+    )
     tv_weight: float | None = option(
         None,
         Rule("float", "Total-variation weight (overrides the recipe's).", low=0.0, optional=True),
     )
     seed: int = option(0, Rule("int", "Seed of the first noise start.", low=0, high=SEED_LIMIT - 1))
-    model: str = option("vgg19", Rule("choice", "Network.", MODELS))
+    model: str | None = option(
+        None,
+        Rule(
+            "choice",
+            f"Network (default: the recipe's, else {DEFAULT_MODEL}).",
+            MODELS,
+            optional=True,
+        ),
+    )
     pooling: str = option("max", Rule("choice", "Pooling between VGG blocks.", POOLINGS))
     dtype: str = option(
         "float32", Rule("choice", "Dtype of the VGG activations (losses stay float32).", DTYPES)
@@ -408,7 +520,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "optimizer" and not isinstance(value, str):
+            if f.name == "optimizer" and not isinstance(value, (str, type(None))):
                 if not (
                     callable(getattr(value, "init", None))
                     and callable(getattr(value, "update", None))
@@ -465,21 +577,30 @@ class RunConfig:
                 f"give one style scale, or one per style image: "
                 f"{len(self.style_scale)} for {n_styles}",
             )
-        if self.lr is not None and not isinstance(self.optimizer, str):
+        if self.lr is not None and not self.builtin_optimizer:
             raise ConfigError(
                 "lr",
                 "lr applies to the built-in optimizers; give an optax "
                 "transformation its own learning rate",
             )
-        if self.schedule != "constant" and not isinstance(self.optimizer, str):
+        if self.schedule != "constant" and not self.builtin_optimizer:
             raise ConfigError("schedule", "schedule applies to the built-in optimizers")
         if self.init is not None:
             parse_inits(self.init, self.seed)
+        if self.pyramid_levels is not None and self.parameterization == "pixels":
+            raise ConfigError(
+                "pyramid_levels",
+                "pyramid_levels applies to parameterization laplacian, not pixels",
+            )
         self._check_scales()
 
     def _check_scales(self) -> None:
-        if self.scales is not None and self.min_size is not None:
-            raise ConfigError("scales", "give scales or min_size, not both")
+        ladders = [n for n in _LADDER if getattr(self, n) is not None]
+        if len(ladders) > 1:
+            raise ConfigError(
+                ladders[0],
+                f"give one of scales, min_size or scale_count, not {' and '.join(ladders)}",
+            )
         if self.scales is not None:
             if any(b <= a for a, b in zip(self.scales, self.scales[1:])):
                 raise ConfigError("scales", f"scales must be ascending, got {_ints(self.scales)}")
@@ -494,17 +615,53 @@ class RunConfig:
                 "min_size",
                 f"min_size {self.min_size} is larger than the output size {self.end_size}",
             )
-        if self.scale_steps is not None and len(self.scale_steps) != len(self.sizes()):
-            raise ConfigError(
-                "scale_steps",
-                f"give one step count per scale: "
-                f"{len(self.scale_steps)} for the {len(self.sizes())} scales "
-                f"{_ints(self.sizes())}",
-            )
+        if any(getattr(self, n) is not None for n in _LADDER):
+            self.check_per_scale()
+
+    def check_per_scale(self) -> None:
+        """One value per scale in every per-scale list. Where no ladder is given the check
+        waits for :meth:`settle`: the recipe may suggest the ladder the lists are for."""
+        n = len(self.sizes())
+        for name, what in (
+            ("scale_steps", "step count"),
+            ("scale_content_weights", "content weight factor"),
+        ):
+            values = getattr(self, name)
+            if values is not None and len(values) != n:
+                raise ConfigError(
+                    name,
+                    f"give one {what} per scale: {len(values)} for the {n} scales "
+                    f"{_ints(self.sizes())}",
+                )
 
     def replace(self, **changes: Any) -> "RunConfig":
         """A copy with ``changes``, validated like a new config."""
         return dataclasses.replace(self, **changes)
+
+    def settle(self, suggested: Mapping[str, Any] = ()) -> tuple["RunConfig", tuple[str, ...]]:
+        """(this config with the recipe's ``suggested`` run options applied under the ones
+        given here, then the built-in defaults; the names taken from the recipe).
+
+        A suggestion applies only where this config leaves the option None and none of
+        the options it yields to (:data:`SUGGESTION_YIELDS_TO`) is given: explicit always
+        wins. The result is validated as any config is (a suggestion that no longer fits
+        the user's options is a one-line error naming it)."""
+        suggested = dict(suggested)
+        taken = {
+            name: value
+            for name, value in suggested.items()
+            if getattr(self, name) is None
+            and not any(getattr(self, o) is not None for o in SUGGESTION_YIELDS_TO.get(name, ()))
+        }
+        defaults = {n: v for n, v in BUILT_IN_DEFAULTS.items() if getattr(self, n) is None}
+        settled = self.replace(**{**defaults, **taken})
+        settled.check_per_scale()
+        return settled, tuple(sorted(taken))
+
+    @property
+    def builtin_optimizer(self) -> bool:
+        """Whether the optimiser is one of :data:`OPTIMIZERS` (or not chosen yet)."""
+        return self.optimizer is None or isinstance(self.optimizer, str)
 
     @property
     def end_size(self) -> int:
@@ -524,6 +681,8 @@ class RunConfig:
         end = self.end_size
         if self.scales is not None:
             return self.scales if self.scales[-1] == end else (*self.scales, end)
+        if self.scale_count is not None:
+            return tuple(sorted({max(1, round(end / 2**i)) for i in range(self.scale_count)}))
         if self.min_size is None:
             return (end,)
         out, i = [], 0
@@ -535,8 +694,14 @@ class RunConfig:
     def steps_per_scale(self) -> tuple[int, ...]:
         """Steps at each of :meth:`sizes`: ``scale_steps``, else ``steps`` at every scale."""
         return (
-            self.scale_steps if self.scale_steps is not None else (self.steps,) * len(self.sizes())
+            self.scale_steps
+            if self.scale_steps is not None
+            else (DEFAULT_STEPS if self.steps is None else self.steps,) * len(self.sizes())
         )
+
+    def content_factors(self) -> tuple[float, ...]:
+        """The content terms' weight factor at each of :meth:`sizes` (default 1)."""
+        return self.scale_content_weights or (1.0,) * len(self.sizes())
 
     @property
     def multi_scale(self) -> bool:
@@ -554,9 +719,9 @@ class RunConfig:
 
     def learning_rate(self) -> float | None:
         """``lr``, or the optimiser's default; None for an optax transformation."""
-        if not isinstance(self.optimizer, str):
+        if not self.builtin_optimizer:
             return None
-        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+        return DEFAULT_LR[self.optimizer or DEFAULT_OPTIMIZER] if self.lr is None else self.lr
 
 
 def _ints(values: tuple[int, ...]) -> str:
