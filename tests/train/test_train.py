@@ -64,6 +64,27 @@ def _config(folder: Path, **changes) -> TrainConfig:
     return TrainConfig(**{**base, **changes})
 
 
+@pytest.fixture(scope="module", autouse=True)
+def shared_compile_cache():
+    """This file's programs go to the session's compile cache (tests/conftest.py), which the
+    CLI subprocesses read: the CLI training below has the file's shape, so it loads the
+    step, the initialisation and the sample grid's forward instead of compiling them. Only
+    for this module: the other test processes' compiles stay uncached (tests count them)."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    before = (
+        jax.config.jax_compilation_cache_dir,
+        jax.config.jax_persistent_cache_min_compile_time_secs,
+    )
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAXCOMBINE_COMPILE_CACHE"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    yield
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", before[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return _photo_folder(tmp_path_factory.mktemp("photos"))
@@ -252,10 +273,12 @@ def test_cli_train_killed_resumes_then_stylizes(folder, vgg19, tmp_path):
     from it, and the trained network stylizes a photo into an image and its record. (The
     refusals' one line through the CLI: tests/cli; their messages: the tests above.)"""
     net = tmp_path / "net"
+    # the file's shape (_config): its programs come from the compile cache
     args = [
-        "train", "--photos", folder, "--recipe", SHALLOW, "--crop", "32", "--batch", "1",
-        "--width", "4", "--res-blocks", "0", "--style-size", "32", "--checkpoint-every", "2",
-        "--sample-every", "0", "--conv", "xla", "--out", net, "-q",
+        "train", "--photos", folder, "--recipe", SHALLOW, "--crop", "32", "--batch", "2",
+        "--width", "8", "--res-blocks", "0", "--style-size", "64", "--lr", "2e-3",
+        "--seed", "3", "--checkpoint-every", "2", "--sample-every", "0", "--conv", "xla",
+        "--out", net, "-q",
     ]  # fmt: skip
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.Popen(
