@@ -961,11 +961,23 @@ class TrainConfig:
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
+    def resolved(self) -> "TrainConfig":
+        """This configuration with ``photos`` and ``style`` as absolute, normalised paths
+        (``dir``, ``dir/`` and ``./dir`` are one folder), as a training records them."""
+
+        def absolute(path: str) -> str:
+            return str(Path(path).expanduser().resolve())
+
+        photos = None if self.photos is None else absolute(self.photos)
+        return self.replace(photos=photos, style=tuple(absolute(s) for s in self.style))
+
     def differences(self, other: "TrainConfig") -> list[str]:
-        """``name: mine vs other's`` for each option that a resume must keep but differs."""
+        """``name: mine vs other's`` for each option that a resume must keep but differs
+        (paths compared resolved: :meth:`resolved`)."""
         out = []
+        mine, theirs = self.resolved(), other.resolved()
         for f in dataclasses.fields(self):
-            a, b = getattr(self, f.name), getattr(other, f.name)
+            a, b = getattr(mine, f.name), getattr(theirs, f.name)
             if f.name not in TRAIN_RESUMABLE and a != b:
                 out.append(f"{f.name} {b!r} there, {a!r} here")
         return out

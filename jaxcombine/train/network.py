@@ -113,8 +113,33 @@ class TransformNet(nn.Module):
             x = x + norm(conv(y, 4 * c, 3, use_bias=False), relu=False)
         x = norm(conv(up(x), 2 * c, 3, use_bias=False))
         x = norm(conv(up(x), c, 3, use_bias=False))
-        x = conv(x, 3, 9)
+        x = conv(x, 3, 9, conv_general_dilated=_conv_by_taps)  # few outputs: see conv_by_taps
         return 127.5 * (jnp.tanh(x) + 1.0)
+
+
+def conv_by_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """A stride-1 'VALID' convolution, (B, H, W, C) with an (kh, kw, C, O) kernel, as one
+    matmul and shifted sums: the same products as ``lax.conv``, summed in another order.
+
+    For the output layer (9×9, C → 3) XLA:CPU's convolution runs at a few GFLOP/s: it
+    gathers each output pixel's kh·kw·C = 2592 inputs (im2col) to feed only 3 outputs, so it
+    moves 81× the image through memory per output channel block. Here every pixel's C
+    channels meet every tap at once (a (B·H·W, C) × (C, kh·kw·O) matmul, 243 outputs per
+    pixel), and each tap's share is added at its offset: over the kernel's columns, then its
+    rows. Measured in docs/benchmarks.md ("stylize")."""
+    kh, kw = kernel.shape[:2]
+    h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    taps = jnp.einsum("bpqc,ijco->bpqijo", x, kernel)  # (B, H', W', kh, kw, O)
+    rows = sum(taps[:, :, j : j + w, :, j] for j in range(kw))  # (B, H', W, kh, O)
+    return sum(rows[:, i : i + h, :, i] for i in range(kh))  # (B, H, W, O)
+
+
+def _conv_by_taps(lhs, rhs, window_strides, padding, **unused) -> jax.Array:
+    """:func:`conv_by_taps` in ``lax.conv_general_dilated``'s place inside ``nn.Conv`` (its
+    parameters keep their names and shapes); only what the output layer asks for."""
+    if tuple(window_strides) != (1, 1) or padding not in ("VALID", ((0, 0), (0, 0))):
+        raise ValueError(f"conv_by_taps: stride 1, VALID only, got {window_strides} {padding}")
+    return conv_by_taps(lhs, rhs)
 
 
 class _InstanceNorm(nn.Module):

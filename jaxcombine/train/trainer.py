@@ -186,7 +186,9 @@ def train(
     """Train (or resume) the networks of ``config`` into the folder ``out``.
 
     ``stop_after``: stop as a Ctrl-C would once this many steps are done in all (for
-    tests and scripts)."""
+    tests and scripts). The photos' and styles' paths are recorded resolved, so that a
+    resume from another directory compares the same folders."""
+    config = config.resolved()
     with runner.output_folder(out) as folder, interrupts.stop_requests() as stop:
         return _train(config, folder, stop, progress=progress, warn=warn, stop_after=stop_after)
 
@@ -219,10 +221,11 @@ def place(tr: Training, state: objective.State) -> tuple[Training, objective.Sta
     """With several local devices, the networks (their parameters, optimiser states and
     style targets) split over them along the networks' axis (:mod:`jaxcombine.engine.layout`,
     the starts layout), over as many devices as divide their number; the photos, the
-    backbone and the step count replicated. One device: unchanged."""
+    backbone and the step count replicated. One device: the state committed to it, as a
+    restored checkpoint's is, so a fresh and a resumed state select the same compiled step."""
     devices = math.gcd(tr.nets, len(jax.local_devices()))
     if devices == 1:
-        return tr, state
+        return tr, jax.device_put(state, jax.local_devices()[0])
     lay = layout.Layout("starts", devices, tr.nets)
     (params, opt_state), targets, _ = lay.place(
         (state.params, state.opt_state), tr.targets, per_start_targets=True

@@ -1,7 +1,9 @@
 """Feed-forward training: the step, N vmapped networks, resume, refusals, exact tiles.
 
-Tiny on purpose: 32-px crops, width-8 networks with one residual block, the shallow
-recipe (to block2_conv1), a few steps; every program is compiled once per module.
+Tiny on purpose, and one shape across the file so that the tests share their compiled
+programs (the step of 1 and of 2 networks, the initialisation, the sample grid's forward):
+32-px crops, batches of 2, width-8 networks without residual blocks, the shallow recipe
+(to block2_conv1), a few steps.
 """
 
 import dataclasses
@@ -62,6 +64,27 @@ def _config(folder: Path, **changes) -> TrainConfig:
     return TrainConfig(**{**base, **changes})
 
 
+@pytest.fixture(scope="module", autouse=True)
+def shared_compile_cache():
+    """This file's programs go to the session's compile cache (tests/conftest.py), which the
+    CLI subprocesses read: the CLI training below has the file's shape, so it loads the
+    step, the initialisation and the sample grid's forward instead of compiling them. Only
+    for this module: the other test processes' compiles stay uncached (tests count them)."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    before = (
+        jax.config.jax_compilation_cache_dir,
+        jax.config.jax_persistent_cache_min_compile_time_secs,
+    )
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAXCOMBINE_COMPILE_CACHE"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    yield
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", before[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return _photo_folder(tmp_path_factory.mktemp("photos"))
@@ -71,7 +94,8 @@ def folder(tmp_path_factory):
 def two_styles(folder, vgg19):
     """A training of two networks (the bundled painting and a photo as the styles)."""
     style2 = folder.parent / "style2.png"
-    images.write(style2, images.read(images.CONTENT, size=64)[::-1])
+    h, w = images.read(images.STYLE, size=64).shape[:2]  # the same shape: one targets program
+    images.write(style2, images.fit(images.read(images.CONTENT, size=64)[::-1], h, w))
     return trainer.prepare(_config(folder, style=(str(images.STYLE), str(style2))))
 
 
@@ -99,7 +123,9 @@ def _run(tr, state, steps, *, start=0, batch_step=None):
 
 
 def _fresh(tr):
-    return objective.init_state(tr.objective.net, tr.config.seed, tr.nets, tr.config.lr)
+    """A fresh state placed as the trainer places it (the same compiled step)."""
+    state = objective.init_state(tr.objective.net, tr.config.seed, tr.nets, tr.config.lr)
+    return trainer.place(tr, state)[1]
 
 
 def test_step_lowers_the_loss_on_a_fixed_batch(two_styles):
@@ -124,7 +150,8 @@ def test_vmapped_networks_equal_networks_trained_one_by_one(two_styles):
     networks' outputs on the held-out photo agree to 0.01 grey levels."""
     tr = two_styles
     together, totals = _run(tr, _fresh(tr), 3)
-    held = np.stack([images.fit(rgb, 32, 32) for _, rgb in tr.photos.held_out])
+    side = trainer.SAMPLE_SIDE  # the sample grid's size: its compiled forward is shared
+    held = np.stack([images.fit(rgb, side, side) for _, rgb in tr.photos.held_out])
     index = jnp.zeros((len(held),), jnp.int32)
     invariant = {f"norm{4 + 2 * k}" for k in range(tr.config.res_blocks)}
     for n in range(2):
@@ -168,7 +195,10 @@ def test_resume_continues_from_the_same_step_with_the_same_parameters(folder, vg
     assert [int(r.split(",")[0]) for r in history[1:]] == [1, 2, 3, 4, 5, 6]
     assert (tmp_path / "split" / "samples" / "step-0000006.png").is_file()
 
-    # a resume with another configuration is refused in one line, naming the difference
+    # the same folders typed otherwise resume (paths compared resolved) ...
+    again = config.replace(photos=os.path.relpath(folder) + os.sep)
+    assert trainer.train(again, tmp_path / "split", progress=False).steps_done == 6
+    # ... and a resume with another configuration is refused in one line, naming it
     with pytest.raises(JaxcombineError) as e:
         trainer.train(config.replace(crop=48, steps=8), tmp_path / "split", progress=False)
     assert "\n" not in str(e.value) and "crop 32 there, 48 here" in str(e.value)
@@ -180,7 +210,7 @@ def test_tiled_stylize_equals_the_whole_image(tmp_path):
     the statistics are sums over ~10^4 positions in another order (float32 partial sums,
     float64 across tiles), ~1e-6 relative, carried through 5 normalisations to outputs
     in 0-255: well under 0.01; asserted 0.01 (a fiftieth of the PNG's rounding)."""
-    net = network.TransformNet(width=4, res_blocks=1)
+    net = trainer.net_of(_config(Path(".")))  # the file's network: its init is compiled
     params = objective.init_state(net, 0, 1, 1e-3).params
     # non-trivial normalisation scales and shifts, as training makes them
     rng = np.random.default_rng(0)
@@ -189,7 +219,8 @@ def test_tiled_stylize_equals_the_whole_image(tmp_path):
     rgb = images.read(images.CONTENT, size=90)  # 90x90: not a multiple of 4 either
     whole = stylize.apply(trained, rgb[None], 0, 0)[0]
     tiled = stylize.apply_tiled(trained, rgb, 0, 0, tile=32, batch=3)
-    assert len(stylize.windows(92, 32, 28)) == 3  # really tiled: 3x3 windows
+    halo = 4 * -(-network.receptive_radius(net.res_blocks) // 4)
+    assert len(stylize.windows(92, 32, halo)) == 3  # really tiled: 3x3 windows
     assert whole.shape == tiled.shape == rgb.shape
     assert np.abs(whole - tiled).max() < 0.01
     # and without the gathered statistics, tiles would not match (the test can fail)
@@ -242,10 +273,12 @@ def test_cli_train_killed_resumes_then_stylizes(folder, vgg19, tmp_path):
     from it, and the trained network stylizes a photo into an image and its record. (The
     refusals' one line through the CLI: tests/cli; their messages: the tests above.)"""
     net = tmp_path / "net"
+    # the file's shape (_config): its programs come from the compile cache
     args = [
-        "train", "--photos", folder, "--recipe", SHALLOW, "--crop", "32", "--batch", "1",
-        "--width", "4", "--res-blocks", "0", "--style-size", "32", "--checkpoint-every", "2",
-        "--sample-every", "0", "--conv", "xla", "--out", net, "-q",
+        "train", "--photos", folder, "--recipe", SHALLOW, "--crop", "32", "--batch", "2",
+        "--width", "8", "--res-blocks", "0", "--style-size", "64", "--lr", "2e-3",
+        "--seed", "3", "--checkpoint-every", "2", "--sample-every", "0", "--conv", "xla",
+        "--out", net, "-q",
     ]  # fmt: skip
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.Popen(
@@ -283,3 +316,31 @@ def test_recipes_a_network_cannot_learn_are_refused_in_one_line():
     with pytest.raises(JaxcombineError) as e:
         objective.check_recipe(recipe.load("style4-content3"))
     assert "\n" not in str(e.value) and "style:activations" in str(e.value)
+
+
+def test_output_conv_by_taps_equals_the_convolution():
+    """The output layer's matmul-and-shifted-sums form (network.conv_by_taps) computes the
+    convolution: against a float64 numpy sum of the same products. Tolerance: any float32
+    summation of n = 9·9·32 products is within γ_n · Σ|x·k| of the exact sum (γ_n = n·u / (1 -
+    n·u), u = 2^-24; Higham, Accuracy and Stability, §3.1), whatever the order, for both
+    forms; the products are exact in float64."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 20, 23, 32)).astype(np.float32)
+    k = (0.05 * rng.standard_normal((9, 9, 32, 3))).astype(np.float32)
+    windows = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), (9, 9), (1, 2))
+    exact = np.einsum("bhwcij,ijco->bhwo", windows, k.astype(np.float64))
+    scale = np.einsum("bhwcij,ijco->bhwo", np.abs(windows), np.abs(k.astype(np.float64)))
+    n, u = 9 * 9 * 32, 2.0**-24
+    bound = n * u / (1 - n * u) * scale
+    taps = np.asarray(network.conv_by_taps(jnp.asarray(x), jnp.asarray(k)), np.float64)
+    lax_conv = jax.lax.conv_general_dilated(
+        x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    assert taps.shape == exact.shape == (2, 12, 15, 3)
+    assert np.all(np.abs(taps - exact) <= bound)
+    assert np.all(np.abs(np.asarray(lax_conv, np.float64) - exact) <= bound)
+    # the output layer keeps nn.Conv's parameters: checkpoints are unchanged
+    net = network.TransformNet(width=4, res_blocks=0)
+    params = jax.eval_shape(lambda key: network.init(net, key), jax.random.key(0))
+    assert params["Conv_5"]["kernel"].shape == (9, 9, 4, 3)
+    assert params["Conv_5"]["bias"].shape == (3,)
