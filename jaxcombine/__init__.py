@@ -57,8 +57,17 @@ _EXPORTS = {
     "Study": "study.runner",
     "run_study": "study.runner",
     "load_weights": "networks.weights",
+    "TrainConfig": "options.config",
+    "StylizeConfig": "options.config",
+    "train_networks": "train.trainer",  # not "train": that is the subpackage's name
+    "stylize": "train.stylize",
 }
-_RENAMED = {"load_recipe": "load", "load_weights": "load", "make_plan": "make"}
+_RENAMED = {
+    "load_recipe": "load",
+    "load_weights": "load",
+    "make_plan": "make",
+    "train_networks": "train",
+}
 
 __all__ = sorted(_EXPORTS)
 
@@ -82,7 +91,15 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from jaxcombine.engine.program import Problem, State, init_state  # noqa: F401
     from jaxcombine.errors import JaxcombineError  # noqa: F401
     from jaxcombine.networks.weights import load as load_weights  # noqa: F401
-    from jaxcombine.options.config import RunConfig, StudyOptions, Sweep, parse_inits, parse_sweep  # noqa: F401
+    from jaxcombine.options.config import (  # noqa: F401  # noqa: F401
+        RunConfig,
+        StudyOptions,
+        StylizeConfig,
+        Sweep,
+        TrainConfig,
+        parse_inits,
+        parse_sweep,
+    )
     from jaxcombine.options.recipe import Recipe, Term  # noqa: F401
     from jaxcombine.options.recipe import load as load_recipe  # noqa: F401
     from jaxcombine.options.rules import ConfigError  # noqa: F401
@@ -92,3 +109,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from jaxcombine.study.runner import Study, run_study  # noqa: F401
     from jaxcombine.tools.features import extract, extract_features  # noqa: F401
     from jaxcombine.tools.metrics import Evaluation, evaluate  # noqa: F401
+    from jaxcombine.train.stylize import stylize  # noqa: F401
+    from jaxcombine.train.trainer import train as train_networks  # noqa: F401

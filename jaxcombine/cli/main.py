@@ -20,6 +20,8 @@ import click
 from jaxcombine.cli.options import (
     ConfigValue,
     choice_list,
+    config_of,
+    config_options,
     int_list,
     run_config,
     run_options,
@@ -296,6 +298,78 @@ def study(tolerance, sweep, resume, evaluate, out_dir, quiet, **options):
             err=True,
         )
         sys.exit(EXIT_PARTIAL)
+
+
+# --------------------------------------------------------------------------- train, stylize
+
+
+@cli.command()
+@config_options(config.TrainConfig)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("jaxcombine-net"),
+    show_default=True,
+    help="Training folder: checkpoints, history, sample grids; rerun to resume.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def train(out_dir, quiet, **options):
+    """Train feed-forward networks that apply a recipe's style in one pass.
+
+    One network per --style (trained side by side), or one for all with --conditional.
+    Rerunning on the same --out resumes from its last checkpoint.
+    """
+    settings = config_of(config.TrainConfig, **options)
+    start_jax()
+    from jaxcombine.train.trainer import train as train_networks
+
+    def warn(line):
+        click.echo(f"jaxcombine: warning: {line}", err=True)
+
+    result = train_networks(settings, out_dir, progress=not quiet, warn=warn)
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.final_loss.items())
+    ran = result.steps_done - result.started_at
+    rate = f"{(ran - 1) / result.run_s:.2f} steps/s" if ran > 1 and result.run_s else "no rate"
+    click.echo(
+        f"{out_dir}: step {result.steps_done} (from {result.started_at}), loss {losses}, "
+        f"{rate}, first step (compile) {result.compile_s:.1f}s"
+    )
+    if result.interrupted:
+        click.echo("jaxcombine: interrupted; checkpoint saved, rerun to resume", err=True)
+        exit_interrupted()
+
+
+@cli.command()
+@click.argument(
+    "photos", metavar="PHOTO...", nargs=-1, required=True, type=click.Path(path_type=Path)
+)
+@click.option(
+    "--net",
+    "net_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Training folder written by 'jaxcombine train'.",
+)
+@config_options(config.StylizeConfig)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("jaxcombine-stylized"),
+    show_default=True,
+    help="Output folder: <photo>-<style>.png with a JSON record each.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def stylize(photos, net_dir, out_dir, quiet, **options):
+    """Apply a trained network to photos of any size (tiled exactly when too large)."""
+    settings = config_of(config.StylizeConfig, **options)
+    start_jax()
+    from jaxcombine.train.stylize import stylize as apply_network
+
+    written = apply_network(photos, net_dir, out_dir, settings, progress=not quiet)
+    for path in written:
+        click.echo(str(path))
 
 
 @cli.group(invoke_without_command=True)

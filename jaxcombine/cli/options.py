@@ -8,6 +8,7 @@ command line gets the same one-line message as in a manifest or the Python API.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -35,8 +36,8 @@ class ConfigValue(click.ParamType):
     """A number (or list of numbers) parsed and checked by its rule in :mod:`jaxcombine.options.config`,
     so the command line refuses a bad value with the same message as a manifest or the API."""
 
-    def __init__(self, field: str):
-        self.field, self.rule = field, config.rule(field)
+    def __init__(self, field: str, of: type = config.RunConfig):
+        self.field, self.rule = field, config.rule(field, of)
         self.name = {"int": "INTEGER", "float": "NUMBER", "floats": "N,N,...", "ints": "N,N,..."}[
             self.rule.kind
         ]
@@ -49,8 +50,8 @@ class ConfigChoice(click.Choice):
     """A choice listed by click (help, completion) but refused by its rule in
     :mod:`jaxcombine.options.config`, with the same one-line message as a manifest or the API."""
 
-    def __init__(self, field: str):
-        self.field, self.rule = field, config.rule(field)
+    def __init__(self, field: str, of: type = config.RunConfig):
+        self.field, self.rule = field, config.rule(field, of)
         super().__init__(self.rule.choices)
 
     def convert(self, value, param, ctx):
@@ -62,24 +63,27 @@ PATH_OPTIONS = ("content", "style", "style_masks", "style_regions")
 FLAGS = {"style_masks": "--style-mask", "style_regions": "--style-region"}
 
 
-def _option_for(field: str, default=None):
-    """The click option of one :class:`~jaxcombine.options.config.RunConfig` field: its name,
-    default, help and choices all come from the configuration module."""
+def _option_for(field: str, default=None, of: type = config.RunConfig):
+    """The click option of one field of the configuration class ``of``
+    (:class:`~jaxcombine.options.config.RunConfig` by default): its name, default, help and
+    choices all come from the configuration module."""
     if field == "weights":
         return _weights_option("weights")
-    rule = config.rule(field)
-    default = config.default(field) if default is None else default
+    rule = config.rule(field, of)
+    default = config.default(field, of) if default is None else default
     flag = FLAGS.get(field, "--" + field.replace("_", "-"))
     kwargs = dict(default=default, help=rule.help, show_default=default not in (None, (), False))
     if rule.kind == "bool":
         return click.option(f"{flag}/--no-{flag[2:]}", field, **kwargs)
     if rule.kind == "choice":
-        kwargs["type"] = ConfigChoice(field)
-    elif field in PATH_OPTIONS:
+        kwargs["type"] = ConfigChoice(field, of)
+    elif rule.kind in ("text", "paths") and field in PATH_OPTIONS:
         kwargs["type"] = click.Path(path_type=Path)
         kwargs["multiple"] = rule.kind == "paths"
+    elif rule.kind == "paths":  # names, repeated
+        kwargs["type"], kwargs["multiple"] = str, True
     elif rule.kind != "text":
-        kwargs["type"] = ConfigValue(field)
+        kwargs["type"] = ConfigValue(field, of)
     return click.option(flag, field, **kwargs)
 
 
@@ -94,6 +98,25 @@ def run_options(*, exclude=("init",), defaults=None):
         return f
 
     return decorate
+
+
+def config_options(of: type, *, exclude=()):
+    """Every option of the configuration class ``of`` (``TrainConfig``, ``StylizeConfig``),
+    generated from it as :func:`run_options` does for a run."""
+
+    def decorate(f):
+        for field in reversed([x.name for x in dataclasses.fields(of)]):
+            if field not in exclude:
+                f = _option_for(field, None, of)(f)
+        return f
+
+    return decorate
+
+
+def config_of(of: type, **options):
+    """Parsed options → ``of`` (validated there); other keys are left out."""
+    names = {f.name for f in dataclasses.fields(of)}
+    return of(**{k: v for k, v in options.items() if k in names})
 
 
 def run_config(**options) -> config.RunConfig:

@@ -25,6 +25,7 @@ from jaxcombine.engine.program import (
     State,
     compile_chunk,
     default_loop,
+    image,
     iterate_average,
     run_chunk,
 )
@@ -80,6 +81,7 @@ class Outcome:
     run_s: float
     interrupted: bool = False
     opt_state: Any = None  # the final optimiser state (numpy leaves leading with k), to resume
+    params: Any = None  # what the optimiser updated (numpy leaves leading with k), to resume
     loop: str = ""  # the loop form that ran (``auto`` resolved)
     shard: str = "starts"  # how the devices shared the run: "starts" or "rows" (resolved)
     start_step: int = 0
@@ -88,10 +90,14 @@ class Outcome:
     # coarse to fine (jaxcombine.engine.scales): the stage of each history row, each stage's shape
     row_stage: np.ndarray | None = None
     stage_sizes: tuple[tuple[int, int], ...] = ()
+    # (stages, k, components) each stage's loss weights (a per-scale content factor)
+    stage_weights: np.ndarray | None = None
 
     @property
     def totals(self) -> np.ndarray:
-        """(steps_done, k) weighted total loss."""
+        """(steps_done, k) weighted total loss, each row with the weights of its scale."""
+        if self.row_stage is not None and self.stage_weights is not None:
+            return np.einsum("skc,skc->sk", self.history, self.stage_weights[self.row_stage])
         return np.einsum("skc,kc->sk", self.history, self.weights)
 
     def final_totals(self) -> np.ndarray:
@@ -107,15 +113,19 @@ ChunkCallback = Callable[[int, np.ndarray, Callable[[], np.ndarray]], None]
 
 
 class _Fetch:
-    """``on_chunk``'s third argument: calling it fetches the current pixels (k, H, W, 3);
-    ``.opt_state()`` fetches the optimiser state (numpy leaves leading with k). Both are
-    transfers, valid only during the callback (the buffers are donated to the next chunk)."""
+    """``on_chunk``'s third argument: calling it fetches the current images (k, H, W, 3);
+    ``.params()`` and ``.opt_state()`` fetch what the optimiser updates and its state
+    (numpy leaves leading with k). All are transfers, valid only during the callback (the
+    buffers are donated to the next chunk)."""
 
-    def __init__(self, state: State, k: int):
-        self._state, self._k = state, k
+    def __init__(self, problem: Problem, state: State, k: int):
+        self._problem, self._state, self._k = problem, state, k
 
     def __call__(self) -> np.ndarray:
-        return np.asarray(self._state.pixels)[: self._k]
+        return np.asarray(image(self._problem, self._state))[: self._k]
+
+    def params(self) -> Any:
+        return jax.tree.map(lambda a: np.asarray(a)[: self._k], self._state.params)
 
     def opt_state(self) -> Any:
         return jax.tree.map(lambda a: np.asarray(a)[: self._k], self._state.opt_state)
@@ -124,7 +134,7 @@ class _Fetch:
         """The iterate averages (:func:`iterate_average`), or None where not kept."""
         if self._state.average is None:
             return None
-        return np.asarray(iterate_average(self._state))[: self._k]
+        return np.asarray(iterate_average(self._problem, self._state))[: self._k]
 
 
 def optimise(
@@ -144,8 +154,8 @@ def optimise(
 
     After each chunk ``on_chunk(step, components, get_pixels)`` is called with
     the chunk's components (n, k, c) as numpy and a function that fetches the
-    current pixels (only call it when a snapshot is due: it is a transfer; its
-    ``.opt_state()`` fetches the optimiser state the same way, to save a
+    current images (only call it when a snapshot is due: it is a transfer; its
+    ``.params()`` and ``.opt_state()`` fetch the parameters and optimiser state, to save a
     resumable state). ``stop()`` is asked between chunks; when it says yes the
     outcome has ``interrupted=True`` and everything done so far (the drivers
     connect it to Ctrl-C and SIGTERM). ``per_start_targets``: every leaf of
@@ -159,7 +169,7 @@ def optimise(
     start_step = int(np.min(np.asarray(state.step)))
     end_step = int(np.max(np.asarray(state.steps)))
     if layout is None:
-        layout = Layout("starts", len(jax.local_devices()), int(state.pixels.shape[0]))
+        layout = Layout("starts", len(jax.local_devices()), int(state.step.shape[0]))
     state, targets, k = layout.place(
         state,
         targets,
@@ -188,11 +198,12 @@ def optimise(
         history.append(comps)
         step += n
         if on_chunk is not None:
-            on_chunk(step, comps, _Fetch(state, k))
+            on_chunk(step, comps, _Fetch(problem, state, k))
     hist = np.concatenate(history) if history else np.zeros((0, k, len(problem.recipe.labels)))
     alive = np.asarray(state.alive)[:k]
+    fetch = _Fetch(problem, state, k)
     return Outcome(
-        pixels=np.asarray(state.pixels)[:k],
+        pixels=fetch(),
         history=hist,
         labels=problem.recipe.labels,
         weights=np.asarray(state.weights)[:k],
@@ -202,12 +213,13 @@ def optimise(
         compile_s=compile_s,
         run_s=run_s,
         interrupted=interrupted,
-        opt_state=_Fetch(state, k).opt_state(),
+        opt_state=fetch.opt_state(),
+        params=fetch.params(),
         loop=loop,
         start_step=start_step,
         shard=layout.mode,
         step=np.asarray(state.step)[:k],
-        average=None if state.average is None else np.asarray(iterate_average(state))[:k],
+        average=fetch.average(),
     )
 
 

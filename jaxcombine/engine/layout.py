@@ -6,12 +6,14 @@ Two layouts, both through ``jax.sharding`` (nothing else in the package builds a
 * ``starts``: the starts axis (every state leaf's first, and with per-start targets
   every target's) is split over a 1-D mesh ``("inits",)``, padded to a multiple of the
   devices. More starts fit; never a larger image (one start on n devices would be padded
-  to n copies).
+  to n copies). ``jaxcombine train`` lays its networks out the same way (each network's
+  parameters, optimiser state and style targets along that axis).
 * ``rows``: each image's height is split over the devices, so every activation, the
   largest part of a step's memory, is divided by their number and the largest size grows
   with them. The mesh is 2-D, ``("inits", "rows")``: with k starts, gcd(k, devices)
   devices along the starts and the rest along the rows (:meth:`Layout.grid`). The pixels
-  and every optimiser-state leaf shaped like them are placed with
+  (a pyramid's finest level; its coarser levels are replicated) and every optimiser-state
+  leaf shaped like them are placed with
   ``PartitionSpec("inits", "rows")`` (axes k, H, W, 3), the content activation targets
   with ``PartitionSpec("rows")`` (axes H, W, C); the weights and other targets are
   replicated. Nothing in the model is annotated: XLA's SPMD partitioner propagates the
@@ -160,7 +162,8 @@ def _place_rows(
     every state leaf ending in the pixels' (H, W, 3) split along H (and along the starts
     over the mesh's other axis), the targets named in ``activation_keys`` ((H', W', C)
     maps) along their first axis when it divides; everything else replicated."""
-    k = state.pixels.shape[0]
+    finest = jax.tree.leaves(state.params)[0]  # the pixels, or a pyramid's finest level
+    k = finest.shape[0]
     along = grid(k, len(devices))
     mesh = jax.make_mesh(
         along,
@@ -169,7 +172,7 @@ def _place_rows(
         devices=devices,
     )
     n = along[1]
-    image = tuple(state.pixels.shape[1:])  # (H, W, 3)
+    image = tuple(finest.shape[1:])  # (H, W, 3)
     if image[0] % n:
         raise JaxcombineError(f"cannot split {image[0]} rows over {n} devices")
 

@@ -23,6 +23,11 @@ from jaxcombine.options.config import OPTIMIZERS, SCHEDULES
 
 COSINE_FLOOR = 0.1  # cosine decays to 10% of the learning rate over the run
 SGD_MOMENTUM = 0.9
+# RMSprop as PyTorch's defaults (which STROTSS ran with): the squared gradients' average
+# decays by 0.99 per step and starts at 0, with no bias correction (so the first steps
+# are larger than lr: the first is 10 lr)
+RMSPROP_DECAY = 0.99
+RMSPROP_EPS = 1e-8
 LBFGS_LINESEARCH_STEPS = 20  # optax.lbfgs's default zoom line search
 
 
@@ -63,10 +68,15 @@ def scale_by_learning_rate(schedule: str = "constant") -> optax.GradientTransfor
 
 
 def build(name: str, schedule: str = "constant") -> optax.GradientTransformation:
-    """``adam`` | ``sgd`` (momentum 0.9) | ``lbfgs`` (optax's, zoom line search)."""
+    """``adam`` | ``sgd`` (momentum 0.9) | ``lbfgs`` (optax's, zoom line search) |
+    ``rmsprop`` (decay 0.99, PyTorch's defaults)."""
     lr = scale_by_learning_rate(schedule)
     if name == "adam":
         return optax.chain(optax.scale_by_adam(), lr)
+    if name == "rmsprop":
+        return optax.chain(
+            optax.scale_by_rms(decay=RMSPROP_DECAY, eps=RMSPROP_EPS, eps_in_sqrt=False), lr
+        )
     if name == "sgd":
         return optax.chain(optax.trace(decay=SGD_MOMENTUM), lr)
     if name == "lbfgs":

@@ -1,10 +1,11 @@
-"""The optimisation: pixels updated by an optax optimiser in compiled chunks of steps.
+"""The optimisation: an image's parameters updated by optax in compiled chunks of steps.
 
 Shape of the computation:
 
-* one step for one start (``_step``): VGG forward to the deepest tap, the
-  recipe loss, its gradient w.r.t. the pixels, an optax update, a projection
-  back to 0–255, and a divergence guard;
+* one step for one start (``_step``): the image from its parameters (the pixels, or a
+  Laplacian pyramid: :mod:`jaxcombine.engine.parameterization`), VGG forward to the
+  deepest tap, the recipe loss, its gradient w.r.t. the image pulled back to the
+  parameters, an optax update, a projection back to 0–255, and a divergence guard;
 * ``jax.vmap`` over starts (the leading axis of the pixels), so k starts run
   side by side in one program; over several devices that axis is sharded on a
   ``Mesh`` axis ``"inits"``;
@@ -14,7 +15,7 @@ Shape of the computation:
   serves every chunk length), ``"unroll"`` (fully unrolled ``lax.scan``) or
   ``"step"`` (one jitted step dispatched asynchronously n times). The state
   buffers are donated; the host sees only the chunk's loss components and,
-  when asked, the pixels.
+  when asked, the parameters (and the image they stand for).
 
 VGG weights and targets are passed as arguments (never closed over, never
 donated). Only the static :class:`Problem` (structure) and the shapes select
@@ -37,6 +38,7 @@ import numpy as np
 import optax
 
 from jaxcombine.engine import optimizers, tiles
+from jaxcombine.engine.parameterization import Parameterization, grey_projection  # noqa: F401
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.networks import model
 from jaxcombine.options.recipe import Recipe
@@ -62,7 +64,7 @@ class Problem:
         statistics; its weights are not used here).
       arch, pooling, dtype, remat, conv: the network (see :class:`model.VGG`); with
         ``conv="winograd"`` the variables must come from ``model.variables(..., conv="winograd")``.
-      optimizer: ``adam`` | ``sgd`` | ``lbfgs`` (:mod:`jaxcombine.engine.optimizers`), or
+      optimizer: ``adam`` | ``sgd`` | ``lbfgs`` | ``rmsprop`` (:mod:`jaxcombine.engine.optimizers`), or
         any ``optax.GradientTransformation`` (from Python; learning rate and schedule are its own).
       schedule: ``constant`` or ``cosine`` (decays to 10% over each start's steps).
       grey: optimise grey images only (``preserve_color="luminance"``): the gradient
@@ -71,6 +73,8 @@ class Problem:
       tile: 0, or compute each step's loss and gradient exactly from tiles of this many
         px (:mod:`jaxcombine.engine.tiles`): memory set by the tile, not the image; the targets
         must then come from :func:`tiles.targets`.
+      parameterization: what the optimiser updates (pixels, or a Laplacian pyramid and
+        its levels: :mod:`jaxcombine.engine.parameterization`).
     """
 
     recipe: Recipe
@@ -83,6 +87,7 @@ class Problem:
     schedule: str = "constant"
     grey: bool = False
     tile: int = 0
+    parameterization: Parameterization = Parameterization()
 
     def network(self) -> model.VGG:
         return model.VGG(
@@ -104,7 +109,8 @@ class Problem:
 class State(NamedTuple):
     """Carry of the loop, one slice per start (all leading with the starts axis k).
 
-    Besides pixels and optimiser state (which holds each start's learning rate),
+    Besides the image's parameters and optimiser state (which holds each start's
+    learning rate),
     it carries the traced numbers that let one program serve a sweep: each
     start's loss weights, steps done and steps wanted, and its PRNG key.
 
@@ -114,7 +120,9 @@ class State(NamedTuple):
     uninterrupted one would, and a seed is a traced number like the others.
     """
 
-    pixels: jax.Array  # (k, H, W, 3) float32 RGB in 0–255
+    # what the optimiser updates: the image (k, H, W, 3) float32 RGB in 0–255, or a
+    # pyramid's levels (Problem.parameterization; :func:`image` gives the image)
+    params: Any
     opt_state: Any
     alive: jax.Array  # (k,) bool: False once the start diverged
     weights: jax.Array  # (k, n_components) float32, ``recipe.labels`` order
@@ -142,13 +150,28 @@ def _averaged_weight(step: Any) -> jax.Array:
     return 1.0 - AVERAGE_DECAY ** jnp.asarray(step, jnp.float32)[:, None, None, None]
 
 
-def iterate_average(state: State) -> jax.Array:
+def iterate_average(problem: Problem, state: State) -> jax.Array:
     """(k, H, W, 3) the bias-corrected running average of each start's iterates (its
-    pixels where it took no step yet): Adam's correction, as the average starts at 0."""
+    image where it took no step yet): Adam's correction, as the average starts at 0."""
     if state.average is None:
         raise ValueError("this state keeps no iterate average (init_state(average=True))")
     done = _averaged_weight(state.step)
-    return jnp.where(done > 0, state.average / jnp.maximum(done, 1e-12), state.pixels)
+    return jnp.where(done > 0, state.average / jnp.maximum(done, 1e-12), image(problem, state))
+
+
+@partial(jax.jit, static_argnames=("parameterization",))
+def _decompose(pixels: jax.Array, *, parameterization: Parameterization) -> Any:
+    return parameterization.decompose(pixels)
+
+
+@partial(jax.jit, static_argnames=("parameterization",))
+def _image(params: Any, *, parameterization: Parameterization) -> jax.Array:
+    return parameterization.image(params)
+
+
+def image(problem: Problem, state: State) -> jax.Array:
+    """(k, H, W, 3) the images ``state``'s parameters stand for."""
+    return _image(state.params, parameterization=problem.parameterization)
 
 
 def seed_keys(seeds: Any, k: int) -> jax.Array:
@@ -280,7 +303,8 @@ def init_state(
     seed: Any = 0,
     average: bool = False,
 ) -> State:
-    """Fresh state for starts ``pixels`` (k, H, W, 3).
+    """Fresh state for starts ``pixels`` (k, H, W, 3), held as the problem's
+    parameterisation says (:meth:`Parameterization.decompose`).
 
     ``lr`` (built-in optimisers; a scalar or one per start), ``steps`` (a
     scalar or one per start), ``loss_weights`` ((n_components,) or (k,
@@ -293,10 +317,11 @@ def init_state(
     k = pixels.shape[0]
     n = len(problem.recipe.labels)
     steps = np.broadcast_to(np.asarray(steps, np.int64), (k,))
+    params = _decompose(pixels, parameterization=problem.parameterization)
     # Strong types throughout: some optimisers (L-BFGS's line search) start with weakly
     # typed scalars that their first update makes strong, which would compile the chunk twice.
     opt_state = jax.tree.map(
-        lambda a: jnp.asarray(a, dtype=a.dtype), jax.vmap(problem.transform().init)(pixels)
+        lambda a: jnp.asarray(a, dtype=a.dtype), jax.vmap(problem.transform().init)(params)
     )
     if isinstance(problem.optimizer, str):
         lr = np.broadcast_to(np.asarray(lr if lr is not None else 1.0, np.float32), (k,))
@@ -311,7 +336,7 @@ def init_state(
             f"loss weights must be shaped ({n},) or ({k}, {n}), got {loss_weights.shape}"
         )
     return State(
-        pixels,
+        params,
         opt_state,
         jnp.ones(k, bool),
         jnp.broadcast_to(loss_weights, (k, n)),
@@ -326,45 +351,53 @@ def _step(
     problem: Problem, variables: Mapping, targets: Mapping, state: State
 ) -> tuple[State, jax.Array]:
     """One update of one start. A start past its own step count, or whose loss or image
-    turned non-finite, keeps its last good image; its components are NaN."""
+    turned non-finite, keeps its last good image; its components are NaN.
+
+    The loss and its gradient are taken w.r.t. the image; the gradient is pulled back to
+    the parameters (for pixels: unchanged) through the parameterisation's VJP."""
     x, opt_state, alive, weights, step, steps, key_data, average = state
     opt = problem.transform()
+    param = problem.parameterization
     key = step_key(key_data, step)
+    img, pull_back = jax.vjp(param.image, x)
     if problem.tile:  # exact, tile by tile (only statistics that are sums: tiles.check)
-        value_fn = lambda p: tiles.value(
-            problem,
-            variables,
-            targets,
-            p,
-            weights,  # noqa: E731
-            tile=problem.tile,
-        )[0]
+
+        def value_fn(p):
+            return tiles.value(
+                problem, variables, targets, param.image(p), weights, tile=problem.tile
+            )[0]
+
         (value, comps), grad = tiles.value_and_grad(
-            problem, variables, targets, x, weights, tile=problem.tile
+            problem, variables, targets, img, weights, tile=problem.tile
         )
     else:
-        value_fn = lambda p: loss(problem, variables, targets, p, weights, key)[0]  # noqa: E731
+
+        def value_fn(p):
+            return loss(problem, variables, targets, param.image(p), weights, key)[0]
+
         (value, comps), grad = jax.value_and_grad(
-            lambda p: loss(problem, variables, targets, p, weights, key), has_aux=True
-        )(x)
+            lambda im: loss(problem, variables, targets, im, weights, key), has_aux=True
+        )(img)
     if problem.grey:  # the gradient within grey images
         grad = grey_projection(grad)
+    (grad,) = pull_back(grad)
     updates, new_opt_state = opt.update(
         grad, opt_state, x, value=value, grad=grad, value_fn=value_fn
     )
-    # Projected step: pixels stay in the valid 0–255 range (and grey, if asked).
-    new_x = jnp.clip(optax.apply_updates(x, updates), 0.0, 255.0)
-    if problem.grey:
-        new_x = grey_projection(new_x)
+    # Projected step: the image stays in the valid 0–255 range (and grey, if asked).
+    new_x = param.project(optax.apply_updates(x, updates), grey=problem.grey)
     running = alive & (step < steps)
-    finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(new_x))
+    finite = jnp.isfinite(value)
+    for leaf in jax.tree.leaves(new_x):
+        finite = finite & jnp.all(jnp.isfinite(leaf))
     ok = running & finite
-    keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)  # noqa: E731
     if average is not None:
-        average = keep(AVERAGE_DECAY * average + (1.0 - AVERAGE_DECAY) * new_x, average)
+        new_img = param.image(new_x)
+        average = keep(AVERAGE_DECAY * average + (1.0 - AVERAGE_DECAY) * new_img, average)
     new_state = State(
         keep(new_x, x),
-        jax.tree.map(keep, new_opt_state, opt_state),
+        keep(new_opt_state, opt_state),
         alive & (finite | ~running),
         weights,
         step + running.astype(step.dtype),
@@ -373,11 +406,6 @@ def _step(
         average,
     )
     return new_state, jnp.where(ok, comps, jnp.nan)
-
-
-def grey_projection(x: jax.Array) -> jax.Array:
-    """Orthogonal projection of (..., 3) onto R = G = B: the channel mean in each channel."""
-    return jnp.broadcast_to(jnp.mean(x, axis=-1, keepdims=True), x.shape)
 
 
 def _vstep(problem, variables, targets, state, targets_axis=None):

@@ -20,6 +20,12 @@ a small size first and hand each result up to the next size:
   detail to fit, its gradients are an order of magnitude larger than those of
   the nearly converged coarse scale, and Adam's carried second moments do not
   describe them;
+* the image's parameters (pixels or a Laplacian pyramid,
+  :mod:`jaxcombine.engine.parameterization`) are made afresh from the upsampled image at
+  each scale: a pyramid is decomposed again at the new size, with that size's levels;
+* a scale may weight the loss's terms by its own factors (``Stage.loss_factors``: the
+  content weight lowered as the scales grow, as STROTSS does); they multiply the state's
+  weights, traced numbers, so they compile nothing;
 * all starts stay vmapped through every scale, and a start that diverged stays
   stopped.
 
@@ -43,12 +49,14 @@ from jaxcombine.engine import driver, optimizers, program
 @dataclasses.dataclass(frozen=True)
 class Stage:
     """One scale: its output shape, steps (an int, or one per start) and its targets,
-    computed by ``targets()`` when the scale begins."""
+    computed by ``targets()`` when the scale begins; ``loss_factors`` ((n_components,),
+    or None: all 1) multiply the loss weights of the state the scale begins with."""
 
     height: int
     width: int
     steps: Any
     targets: Callable[[], Mapping]
+    loss_factors: Any = None
 
     @property
     def size(self) -> int:
@@ -139,7 +147,8 @@ def optimise_scales(
     whole ladder: history rows of every stage in order, each row's stage in ``row_stage``.
 
     ``new_state(pixels, steps)`` builds a fresh state at a stage's size (the caller's
-    learning rates, loss weights and seeds). ``on_chunk`` gets global steps;
+    learning rates, loss weights and seeds); its weights, like ``state``'s, are the run's
+    own, which each stage multiplies by its ``loss_factors``. ``on_chunk`` gets global steps;
     ``on_stage(i, outcome)`` is called when stage i ends (not when interrupted), before
     the next begins. ``optimise_options`` go to :func:`driver.optimise` (chunk, loop,
     stop, per_start_targets, layout).
@@ -156,6 +165,10 @@ def optimise_scales(
                 new_state,
                 carry_optimizer=carry_optimizer,
                 from_average=from_average,
+            )
+        if stage.loss_factors is not None:
+            state = state._replace(
+                weights=state.weights * jnp.asarray(stage.loss_factors, jnp.float32)[None]
             )
 
         def shifted(step, comps, fetch, offset=starts[i]):
@@ -186,10 +199,14 @@ def merge(
         for j, at in enumerate(oc.diverged_at):
             if at is not None and diverged[j] is None:
                 diverged[j] = at + starts[i]
+    stage_weights = np.zeros((len(stages), *last.weights.shape), np.float32)
+    for i, oc in parts:
+        stage_weights[i] = oc.weights
     return dataclasses.replace(
         last,
         history=np.concatenate([oc.history for _, oc in parts]),
         row_stage=np.concatenate([np.full(len(oc.history), i) for i, oc in parts]),
+        stage_weights=stage_weights,
         stage_sizes=tuple((s.height, s.width) for s in stages),
         diverged_at=diverged,
         steps_done=sum(oc.steps_done for _, oc in parts),

@@ -22,7 +22,7 @@ import collections
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from jaxcombine.options.layers import (  # noqa: F401  (choices, kept there)
     ARCHITECTURES,
@@ -36,7 +36,7 @@ from jaxcombine.options.rules import ConfigError, Rule, finite_number, option, p
 
 MODELS = ARCHITECTURES  # the backbones (options/layers.py)
 DTYPES = ("float32", "bfloat16", "float16")
-OPTIMIZERS = ("adam", "sgd", "lbfgs")
+OPTIMIZERS = ("adam", "sgd", "lbfgs", "rmsprop")
 SCHEDULES = ("constant", "cosine")
 LOOPS = ("scan", "unroll", "step")
 SHARDS = ("starts", "rows")  # how several local devices share a run (jaxcombine.engine.layout)
@@ -55,7 +55,51 @@ PRESERVE_COLORS = ("none", "luminance", "stats", "histogram")  # jaxcombine.io.c
 DEFAULT_RECIPE = "gatys"
 DEFAULT_SIZE = 192  # px, the output's longest side when neither --size nor --scales is given
 # Learning rates in 0–255 pixel units, per optimiser (Adam's step is about lr pixels).
-DEFAULT_LR = {"adam": 4.0, "sgd": 2e3, "lbfgs": 1.0}
+DEFAULT_LR = {"adam": 4.0, "sgd": 2e3, "lbfgs": 1.0, "rmsprop": 1.0}
+DEFAULT_STEPS = 200
+DEFAULT_OPTIMIZER = "adam"
+# What the optimiser updates (jaxcombine.engine.parameterization): the pixels, or the
+# coefficients of a Laplacian pyramid whose sum is the image.
+PARAMETERIZATIONS = ("pixels", "laplacian")
+DEFAULT_PARAMETERIZATION = "pixels"
+MAX_PYRAMID_LEVELS = 16
+# The options a recipe's [run] table may suggest (options/recipe.py). Left None here, an
+# option takes the recipe's suggestion, else its built-in default (RunConfig.settle); a
+# value given here always wins.
+RECIPE_RUN_OPTIONS = (
+    "model",
+    "steps",
+    "scale_count",
+    "scales",
+    "min_size",
+    "scale_steps",
+    "scale_content_weights",
+    "optimizer",
+    "lr",
+    "parameterization",
+    "pyramid_levels",
+)
+# A suggestion is also dropped when the user gave one of these: a recipe's ladder
+# (and the per-scale lists that belong to it) gives way to the user's, its step counts
+# to the user's --steps, its learning rate to the user's optimiser, its pyramid levels
+# to the user's parameterisation.
+_LADDER = ("scales", "min_size", "scale_count")
+SUGGESTION_YIELDS_TO = {
+    "scale_count": _LADDER,
+    "scales": _LADDER,
+    "min_size": _LADDER,
+    "scale_steps": ("steps", *_LADDER),
+    "scale_content_weights": _LADDER,
+    "lr": ("optimizer",),
+    "pyramid_levels": ("parameterization",),
+}
+DEFAULT_MODEL = "vgg19"
+BUILT_IN_DEFAULTS = {
+    "model": DEFAULT_MODEL,
+    "steps": DEFAULT_STEPS,
+    "optimizer": DEFAULT_OPTIMIZER,
+    "parameterization": DEFAULT_PARAMETERIZATION,
+}
 SWEEPABLE = ("lr", "tv_weight")
 SCALE_FROM = (
     "last",
@@ -243,7 +287,16 @@ class RunConfig:
             optional=True,
         ),
     )
-    steps: int = option(200, Rule("int", "Optimisation steps.", low=0, high=10_000_000))
+    steps: int | None = option(
+        None,
+        Rule(
+            "int",
+            f"Optimisation steps (at each scale; default: the recipe's, else {DEFAULT_STEPS}).",
+            low=0,
+            high=10_000_000,
+            optional=True,
+        ),
+    )
     size: int | None = option(
         None,
         Rule(
@@ -278,6 +331,17 @@ class RunConfig:
             optional=True,
         ),
     )
+    scale_count: int | None = option(
+        None,
+        Rule(
+            "int",
+            "Coarse to fine over this many scales, each twice the size of the one before, "
+            "ending at --size (instead of --scales or --min-size).",
+            low=1,
+            high=16,
+            optional=True,
+        ),
+    )
     scale_steps: tuple[int, ...] | None = option(
         None,
         Rule(
@@ -285,6 +349,16 @@ class RunConfig:
             "Steps at each scale, one per scale (default: --steps at every scale).",
             low=0,
             high=10_000_000,
+            optional=True,
+        ),
+    )
+    scale_content_weights: tuple[float, ...] | None = option(
+        None,
+        Rule(
+            "floats",
+            "Multiply the content terms' weights by these factors, one per scale, coarse to "
+            "fine (e.g. 1,0.5,0.25,0.125: less content as the scales grow; default 1).",
+            low=0.0,
             optional=True,
         ),
     )
@@ -307,7 +381,15 @@ class RunConfig:
             SCALE_OPTIMIZER,
         ),
     )
-    optimizer: Any = option("adam", Rule("choice", "Optimiser.", OPTIMIZERS))
+    optimizer: Any = option(
+        None,
+        Rule(
+            "choice",
+            f"Optimiser (default: the recipe's, else {DEFAULT_OPTIMIZER}).",
+            OPTIMIZERS,
+            optional=True,
+        ),
+    )
     lr: float | None = option(
         None,
         Rule(
@@ -324,12 +406,42 @@ class RunConfig:
         "constant",
         Rule("choice", "Learning-rate schedule (cosine decays to 10% over the steps).", SCHEDULES),
     )
+    parameterization: str | None = option(
+        None,
+        Rule(
+            "choice",
+            "What the optimiser updates: the pixels, or a Laplacian pyramid whose levels, "
+            "upsampled and added, are the image (low frequencies move as fast as high ones; "
+            f"default: the recipe's, else {DEFAULT_PARAMETERIZATION}).",
+            PARAMETERIZATIONS,
+            optional=True,
+        ),
+    )
+    pyramid_levels: int | None = option(
+        None,
+        Rule(
+            "int",
+            "Levels of the Laplacian pyramid at every scale (default: the recipe's, else "
+            "halvings while the coarsest level keeps 16 px on its shorter side).",
+            low=1,
+            high=MAX_PYRAMID_LEVELS,
+            optional=True,
+        ),
+    )
     tv_weight: float | None = option(
         None,
         Rule("float", "Total-variation weight (overrides the recipe's).", low=0.0, optional=True),
     )
     seed: int = option(0, Rule("int", "Seed of the first noise start.", low=0, high=SEED_LIMIT - 1))
-    model: str = option("vgg19", Rule("choice", "Network.", MODELS))
+    model: str | None = option(
+        None,
+        Rule(
+            "choice",
+            f"Network (default: the recipe's, else {DEFAULT_MODEL}).",
+            MODELS,
+            optional=True,
+        ),
+    )
     pooling: str = option("max", Rule("choice", "Pooling between VGG blocks.", POOLINGS))
     dtype: str = option(
         "float32", Rule("choice", "Dtype of the VGG activations (losses stay float32).", DTYPES)
@@ -408,7 +520,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "optimizer" and not isinstance(value, str):
+            if f.name == "optimizer" and not isinstance(value, (str, type(None))):
                 if not (
                     callable(getattr(value, "init", None))
                     and callable(getattr(value, "update", None))
@@ -465,21 +577,30 @@ class RunConfig:
                 f"give one style scale, or one per style image: "
                 f"{len(self.style_scale)} for {n_styles}",
             )
-        if self.lr is not None and not isinstance(self.optimizer, str):
+        if self.lr is not None and not self.builtin_optimizer:
             raise ConfigError(
                 "lr",
                 "lr applies to the built-in optimizers; give an optax "
                 "transformation its own learning rate",
             )
-        if self.schedule != "constant" and not isinstance(self.optimizer, str):
+        if self.schedule != "constant" and not self.builtin_optimizer:
             raise ConfigError("schedule", "schedule applies to the built-in optimizers")
         if self.init is not None:
             parse_inits(self.init, self.seed)
+        if self.pyramid_levels is not None and self.parameterization == "pixels":
+            raise ConfigError(
+                "pyramid_levels",
+                "pyramid_levels applies to parameterization laplacian, not pixels",
+            )
         self._check_scales()
 
     def _check_scales(self) -> None:
-        if self.scales is not None and self.min_size is not None:
-            raise ConfigError("scales", "give scales or min_size, not both")
+        ladders = [n for n in _LADDER if getattr(self, n) is not None]
+        if len(ladders) > 1:
+            raise ConfigError(
+                ladders[0],
+                f"give one of scales, min_size or scale_count, not {' and '.join(ladders)}",
+            )
         if self.scales is not None:
             if any(b <= a for a, b in zip(self.scales, self.scales[1:])):
                 raise ConfigError("scales", f"scales must be ascending, got {_ints(self.scales)}")
@@ -494,17 +615,53 @@ class RunConfig:
                 "min_size",
                 f"min_size {self.min_size} is larger than the output size {self.end_size}",
             )
-        if self.scale_steps is not None and len(self.scale_steps) != len(self.sizes()):
-            raise ConfigError(
-                "scale_steps",
-                f"give one step count per scale: "
-                f"{len(self.scale_steps)} for the {len(self.sizes())} scales "
-                f"{_ints(self.sizes())}",
-            )
+        if any(getattr(self, n) is not None for n in _LADDER):
+            self.check_per_scale()
+
+    def check_per_scale(self) -> None:
+        """One value per scale in every per-scale list. Where no ladder is given the check
+        waits for :meth:`settle`: the recipe may suggest the ladder the lists are for."""
+        n = len(self.sizes())
+        for name, what in (
+            ("scale_steps", "step count"),
+            ("scale_content_weights", "content weight factor"),
+        ):
+            values = getattr(self, name)
+            if values is not None and len(values) != n:
+                raise ConfigError(
+                    name,
+                    f"give one {what} per scale: {len(values)} for the {n} scales "
+                    f"{_ints(self.sizes())}",
+                )
 
     def replace(self, **changes: Any) -> "RunConfig":
         """A copy with ``changes``, validated like a new config."""
         return dataclasses.replace(self, **changes)
+
+    def settle(self, suggested: Mapping[str, Any] = ()) -> tuple["RunConfig", tuple[str, ...]]:
+        """(this config with the recipe's ``suggested`` run options applied under the ones
+        given here, then the built-in defaults; the names taken from the recipe).
+
+        A suggestion applies only where this config leaves the option None and none of
+        the options it yields to (:data:`SUGGESTION_YIELDS_TO`) is given: explicit always
+        wins. The result is validated as any config is (a suggestion that no longer fits
+        the user's options is a one-line error naming it)."""
+        suggested = dict(suggested)
+        taken = {
+            name: value
+            for name, value in suggested.items()
+            if getattr(self, name) is None
+            and not any(getattr(self, o) is not None for o in SUGGESTION_YIELDS_TO.get(name, ()))
+        }
+        defaults = {n: v for n, v in BUILT_IN_DEFAULTS.items() if getattr(self, n) is None}
+        settled = self.replace(**{**defaults, **taken})
+        settled.check_per_scale()
+        return settled, tuple(sorted(taken))
+
+    @property
+    def builtin_optimizer(self) -> bool:
+        """Whether the optimiser is one of :data:`OPTIMIZERS` (or not chosen yet)."""
+        return self.optimizer is None or isinstance(self.optimizer, str)
 
     @property
     def end_size(self) -> int:
@@ -524,6 +681,8 @@ class RunConfig:
         end = self.end_size
         if self.scales is not None:
             return self.scales if self.scales[-1] == end else (*self.scales, end)
+        if self.scale_count is not None:
+            return tuple(sorted({max(1, round(end / 2**i)) for i in range(self.scale_count)}))
         if self.min_size is None:
             return (end,)
         out, i = [], 0
@@ -535,8 +694,14 @@ class RunConfig:
     def steps_per_scale(self) -> tuple[int, ...]:
         """Steps at each of :meth:`sizes`: ``scale_steps``, else ``steps`` at every scale."""
         return (
-            self.scale_steps if self.scale_steps is not None else (self.steps,) * len(self.sizes())
+            self.scale_steps
+            if self.scale_steps is not None
+            else (DEFAULT_STEPS if self.steps is None else self.steps,) * len(self.sizes())
         )
+
+    def content_factors(self) -> tuple[float, ...]:
+        """The content terms' weight factor at each of :meth:`sizes` (default 1)."""
+        return self.scale_content_weights or (1.0,) * len(self.sizes())
 
     @property
     def multi_scale(self) -> bool:
@@ -554,9 +719,9 @@ class RunConfig:
 
     def learning_rate(self) -> float | None:
         """``lr``, or the optimiser's default; None for an optax transformation."""
-        if not isinstance(self.optimizer, str):
+        if not self.builtin_optimizer:
             return None
-        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+        return DEFAULT_LR[self.optimizer or DEFAULT_OPTIMIZER] if self.lr is None else self.lr
 
 
 def _ints(values: tuple[int, ...]) -> str:
@@ -568,18 +733,22 @@ def run_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(RunConfig))
 
 
-def rule(name: str) -> Rule:
-    """The :class:`Rule` of option ``name``."""
-    for f in dataclasses.fields(RunConfig):
+def rule(name: str, of: type = None) -> Rule:
+    """The :class:`Rule` of option ``name`` of the configuration class ``of`` (default
+    :class:`RunConfig`; also :class:`TrainConfig`, :class:`StylizeConfig`)."""
+    of = RunConfig if of is None else of
+    for f in dataclasses.fields(of):
         if f.name == name:
             return f.metadata["rule"]
-    raise ConfigError(name, f"unknown option {name!r}; valid: {', '.join(run_fields())}")
+    valid = ", ".join(f.name for f in dataclasses.fields(of))
+    raise ConfigError(name, f"unknown option {name!r}; valid: {valid}")
 
 
-def default(name: str) -> Any:
-    """The default value of option ``name``."""
-    rule(name)
-    return next(f.default for f in dataclasses.fields(RunConfig) if f.name == name)
+def default(name: str, of: type = None) -> Any:
+    """The default value of option ``name`` of ``of`` (default :class:`RunConfig`)."""
+    of = RunConfig if of is None else of
+    rule(name, of)
+    return next(f.default for f in dataclasses.fields(of) if f.name == name)
 
 
 def from_options(options: dict[str, Any]) -> RunConfig:
@@ -646,3 +815,211 @@ class StudyOptions:
         finite_number(self.tolerance, "tolerance", low=0.0, low_open=True)
         if self.sweep is not None and not isinstance(self.sweep, Sweep):
             object.__setattr__(self, "sweep", parse_sweep(self.sweep))
+
+
+# --------------------------------------------------------------------------- train and stylize
+
+TRAIN_DEFAULT_STEPS = 2000
+# What a resumed training must share with the one that wrote the checkpoint: everything
+# that fixes the networks, the loss or the data stream (a different photo folder or seed
+# would change the batches a resumed run sees). Steps, intervals and the progress of the
+# run may differ: a training is resumed to run it longer.
+TRAIN_RESUMABLE = ("steps", "checkpoint_every", "sample_every", "max_memory", "weights")
+
+
+def _check_rules(obj: Any) -> None:
+    """Each field of dataclass ``obj`` normalised by its :class:`Rule` (one-line errors)."""
+    for f in dataclasses.fields(obj):
+        object.__setattr__(obj, f.name, f.metadata["rule"].check(f.name, getattr(obj, f.name)))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every option of ``jaxcombine train``: feed-forward networks that learn a recipe.
+
+    One network per ``style`` image (trained side by side in one program), or with
+    ``conditional`` one network for all of them (conditional instance normalisation, a
+    style index at inference). The loss is the recipe's, between the backbone's features
+    of net(P) and the targets of each training photo P as content and the style as style.
+    Numbers that only scale the loss or the optimiser (``lr``, ``tv_weight``, the
+    recipe's weights) are traced: changing them compiles nothing.
+    """
+
+    style: tuple[str, ...] = option(
+        (), Rule("paths", "Style image; repeat for several (default: bundled Starry Night).")
+    )
+    photos: str | None = option(
+        None,
+        Rule(
+            "text",
+            "Folder of training photos (default: photos shipped with installed packages; "
+            "see docs/training.md).",
+            optional=True,
+        ),
+    )
+    holdout: tuple[str, ...] = option(
+        (),
+        Rule(
+            "paths",
+            "Names (file stems) of photos kept out of training and shown in the sample "
+            "grids; repeat for several. The bundled astronaut is always held out.",
+        ),
+    )
+    recipe: Any = option(
+        DEFAULT_RECIPE, Rule("text", "Preset name (see 'jaxcombine recipes') or a recipe .toml.")
+    )
+    tv_weight: float | None = option(
+        None,
+        Rule("float", "Total-variation weight (overrides the recipe's).", low=0.0, optional=True),
+    )
+    conditional: bool = option(
+        False,
+        Rule(
+            "bool",
+            "One network for all styles (conditional instance normalisation, Dumoulin et "
+            "al. 2017) instead of one network per style.",
+        ),
+    )
+    steps: int = option(
+        TRAIN_DEFAULT_STEPS, Rule("int", "Training steps (in all, resumed runs included).", low=1)
+    )
+    batch: int = option(4, Rule("int", "Photos per step.", low=1, high=4096))
+    crop: int = option(256, Rule("int", "Training crop side, px.", low=16, high=8192))
+    zoom: float = option(
+        1.5,
+        Rule(
+            "float",
+            "Random scale: each photo's shorter side is resized to crop x a factor drawn "
+            "from [1, zoom] before the random crop and flip.",
+            low=1.0,
+            high=16.0,
+        ),
+    )
+    style_size: int = option(
+        256, Rule("int", "Longest side of each style image, px.", low=16, high=8192)
+    )
+    lr: float = option(1e-3, Rule("float", "Adam learning rate.", low=0.0, low_open=True))
+    width: int = option(
+        32, Rule("int", "Channels of the network's first layer (Johnson et al.: 32).", low=1)
+    )
+    res_blocks: int = option(
+        5, Rule("int", "Residual blocks at a quarter resolution (Johnson et al.: 5).", low=0)
+    )
+    seed: int = option(0, Rule("int", "Seed of the networks and the data.", low=0))
+    checkpoint_every: int = option(
+        200, Rule("int", "Save a checkpoint every N steps (and at the end).", low=1)
+    )
+    sample_every: int = option(
+        200,
+        Rule("int", "Write the held-out sample grid every N steps (0: at the end only).", low=0),
+    )
+    model: str = option("vgg19", Rule("choice", "Backbone of the loss.", MODELS))
+    pooling: str = option("max", Rule("choice", "Pooling between the backbone's blocks.", POOLINGS))
+    conv: str = option(
+        AUTO,
+        Rule("choice", "Backbone convolution algorithm (auto: fastest measured).", (AUTO, *CONVS)),
+    )
+    weights: str | None = option(
+        None, Rule("text", "Backbone weights folder (or .h5 file).", optional=True)
+    )
+    max_pixels: int = option(
+        DEFAULT_MAX_PIXELS,
+        Rule("int", "Refuse input images larger than this (decompression bombs).", low=1),
+    )
+    max_memory: float | None = option(
+        None,
+        Rule(
+            "float",
+            "Memory limit in GB for the check before training (default: what is available).",
+            low=0.0,
+            low_open=True,
+            optional=True,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.recipe, str) or not hasattr(self.recipe, "terms"):
+            _check_rules(self)
+        else:  # a Recipe object (Python API)
+            recipe, _ = self.recipe, object.__setattr__(self, "recipe", DEFAULT_RECIPE)
+            _check_rules(self)
+            object.__setattr__(self, "recipe", recipe)
+        if self.conditional and len(self.style) < 2:
+            raise ConfigError("conditional", "conditional needs two or more --style images")
+        if len(set(self.style)) != len(self.style):
+            raise ConfigError("style", "give each style image once")
+        if self.crop % 4:
+            raise ConfigError(
+                "crop", f"crop must be a multiple of 4 (two stride-2 layers), got {self.crop}"
+            )
+
+    @property
+    def styles(self) -> int:
+        """How many styles are learnt (the bundled painting when none is given)."""
+        return max(1, len(self.style))
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def differences(self, other: "TrainConfig") -> list[str]:
+        """``name: mine vs other's`` for each option that a resume must keep but differs."""
+        out = []
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name not in TRAIN_RESUMABLE and a != b:
+                out.append(f"{f.name} {b!r} there, {a!r} here")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class StylizeConfig:
+    """Every option of ``jaxcombine stylize``: a trained network applied to photos."""
+
+    size: int | None = option(
+        None,
+        Rule(
+            "int",
+            "Resize each photo so its longest side is this many px (default: as it is).",
+            low=4,
+            high=1_000_000,
+            optional=True,
+        ),
+    )
+    style: int | None = option(
+        None,
+        Rule(
+            "int",
+            "Which style (0-based) of a network folder with several (default: every one).",
+            low=0,
+            optional=True,
+        ),
+    )
+    batch: int = option(4, Rule("int", "Photos of one size per forward pass.", low=1, high=4096))
+    tile: int = option(
+        0,
+        Rule(
+            "int",
+            "Process each image in tiles of this many px (a multiple of 4) with overlap, "
+            "exactly (0: tiles only when the whole image would not fit in memory).",
+            low=0,
+        ),
+    )
+    max_pixels: int = option(
+        DEFAULT_MAX_PIXELS,
+        Rule("int", "Refuse input images larger than this (decompression bombs).", low=1),
+    )
+    max_memory: float | None = option(
+        None,
+        Rule(
+            "float",
+            "Memory limit in GB (default: what is available); larger images are tiled.",
+            low=0.0,
+            low_open=True,
+            optional=True,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        _check_rules(self)
+        if self.tile % 4:
+            raise ConfigError("tile", f"tile must be a multiple of 4, got {self.tile}")

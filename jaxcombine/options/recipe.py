@@ -20,6 +20,12 @@ TOML form (``jaxcombine recipes show gatys`` prints a full example)::
     mask = "sky.png"          # optional: only this region of the output (jaxcombine.stats.masks);
                               # a path relative to the recipe file
 
+    [run]                     # optional: run options this recipe suggests (a schedule)
+    scale_count = 4           # any of options.config.RECIPE_RUN_OPTIONS, checked by the
+    scale_steps = [200, 200, 200, 200]   # option's own rule; an option given to the run
+    optimizer = "rmsprop"     # always wins (RunConfig.settle), and run.json lists the
+    parameterization = "laplacian"       # values that came from here (from_recipe)
+
 A *hypercolumn* term reads several layers at the same sampled positions as one vector
 (:mod:`jaxcombine.stats.hypercolumns`; STROTSS, NNST)::
 
@@ -46,8 +52,14 @@ import tomli_w
 
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.options import statistic_names
+from jaxcombine.options.config import (  # noqa: F401 (SOURCES, STATISTICS: the built-ins)
+    DEFAULT_MODEL,
+    RECIPE_RUN_OPTIONS,
+    SOURCES,
+    STATISTICS,
+    RunConfig,
+)
 from jaxcombine.options.config import INIT_KINDS as INITS
-from jaxcombine.options.config import SOURCES, STATISTICS  # noqa: F401 (the built-ins)
 from jaxcombine.options.config import rule as option_rule
 from jaxcombine.options.layers import check_layers, check_uniform
 from jaxcombine.options.rules import ConfigError, finite_number
@@ -130,7 +142,10 @@ class Term:
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """A validated list of terms plus total-variation weight, suggested init and colour
-    preservation (``preserve_color``, :mod:`jaxcombine.io.color`; a run's option overrides it)."""
+    preservation (``preserve_color``, :mod:`jaxcombine.io.color`; a run's option overrides it),
+    and the run options it suggests (``run``: (name, value) pairs of
+    :data:`~jaxcombine.options.config.RECIPE_RUN_OPTIONS`, applied by
+    :meth:`RunConfig.settle <jaxcombine.options.config.RunConfig.settle>` under the run's own)."""
 
     name: str
     terms: tuple[Term, ...]
@@ -139,6 +154,7 @@ class Recipe:
     description: str = ""
     preserve_color: str = "none"
     masks: tuple[str, ...] = ()  # mask image paths; terms refer to them by index
+    run: tuple[tuple[str, Any], ...] = ()  # suggested run options, checked by their rules
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -175,6 +191,10 @@ class Recipe:
 
     def replace(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **changes)
+
+    def suggested(self, option: str, default: Any = None) -> Any:
+        """The value this recipe's ``[run]`` table suggests for ``option``, else ``default``."""
+        return dict(self.run).get(option, default)
 
     def structure(self) -> "Recipe":
         """Only what shapes the compiled program: each term's layer, source and statistic.
@@ -214,6 +234,11 @@ class Recipe:
             "tv_weight": self.tv_weight,
             "preserve_color": self.preserve_color,
             "terms": terms,
+            **(
+                {"run": {k: list(v) if isinstance(v, tuple) else v for k, v in self.run}}
+                if self.run
+                else {}
+            ),
         }
 
     def to_toml(self) -> str:
@@ -227,7 +252,7 @@ def from_dict(
 
     A term's relative ``mask`` path is resolved against ``base`` (the recipe file's
     folder; default the working directory)."""
-    known = {"description", "init", "tv_weight", "terms", "name", "preserve_color"}
+    known = {"description", "init", "tv_weight", "terms", "name", "preserve_color", "run"}
     extra = set(data) - known
     if extra:
         raise JaxcombineError(
@@ -262,7 +287,28 @@ def from_dict(
         description=str(data.get("description", "")),
         preserve_color=color,
         masks=tuple(masks),
+        run=_run_table(data.get("run", {}), name),
     )
+
+
+def _run_table(raw: Any, name: str) -> tuple[tuple[str, Any], ...]:
+    """A recipe's ``[run]`` table checked by the options' own rules (each value, then
+    the rules between them, as a run with only these options): (name, value) pairs."""
+    where = f"recipe {name}: [run]"
+    if not isinstance(raw, Mapping):
+        raise JaxcombineError(f"{where} must be a table of run options")
+    unknown = sorted(set(raw) - set(RECIPE_RUN_OPTIONS))
+    if unknown:
+        raise JaxcombineError(
+            f"{where}: {unknown[0]!r} is not an option a recipe may suggest; "
+            f"use {', '.join(RECIPE_RUN_OPTIONS)}"
+        )
+    try:
+        config = RunConfig(**raw)
+        config.check_per_scale()  # its per-scale lists are for its own ladder
+    except ConfigError as e:
+        raise JaxcombineError(f"{where}: {e}") from None
+    return tuple((key, getattr(config, key)) for key in RECIPE_RUN_OPTIONS if key in raw)
 
 
 def _expand_term(
@@ -386,10 +432,11 @@ def preset_text(name: str) -> str:
     return path.read_text()
 
 
-def load(spec: "str | os.PathLike | Recipe", arch: str = "vgg19") -> Recipe:
-    """A preset name, a path to a TOML file, or a Recipe → a validated Recipe."""
+def load(spec: "str | os.PathLike | Recipe", arch: str | None = None) -> Recipe:
+    """A preset name, a path to a TOML file, or a Recipe → a Recipe validated against the
+    network ``arch`` (default: the one the recipe suggests, else vgg19)."""
     if isinstance(spec, Recipe):
-        return spec.validate(arch)
+        return spec.validate(arch or spec.suggested("model", DEFAULT_MODEL))
     spec_str = os.fspath(spec)
     if spec_str.endswith(".toml") or os.sep in spec_str:
         path = Path(spec_str)
@@ -406,4 +453,5 @@ def load(spec: "str | os.PathLike | Recipe", arch: str = "vgg19") -> Recipe:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise JaxcombineError(f"recipe {name}: invalid TOML ({e})") from None
-    return from_dict(data, name, base).validate(arch)
+    rec = from_dict(data, name, base)
+    return rec.validate(arch or rec.suggested("model", DEFAULT_MODEL))

@@ -78,17 +78,27 @@ def row_sizes(outcome: driver.Outcome) -> np.ndarray:
     return np.asarray([max(hw) for hw in outcome.stage_sizes], int)[outcome.row_stage]
 
 
-def scales_record(config, outcome: driver.Outcome) -> dict:
+def from_recipe_record(plan) -> dict:
+    """The run options whose values came from the recipe's ``[run]`` table, with them."""
+    return {name: getattr(plan.config, name) for name in plan.from_recipe}
+
+
+def scales_record(config, outcome: driver.Outcome, plan=None) -> dict:
     """What a JSON record says of the scales: sizes (longest side and (height, width)),
-    steps at each, and how one scale was handed to the next."""
+    steps at each, how one scale was handed to the next, the content weight factor and
+    (given the run's ``plan``) the image's pyramid levels at each."""
     shapes = outcome.stage_sizes or (tuple(outcome.pixels.shape[1:3]),)
-    return {
+    out = {
         "sizes": list(config.sizes()),
         "shapes": [list(s) for s in shapes],
         "steps": list(config.steps_per_scale()),
+        "content_weight_factors": list(config.content_factors()),
         "scale_from": config.scale_from,
         "scale_optimizer": config.scale_optimizer,
     }
+    if plan is not None:
+        out["pyramid_levels"] = [s.levels for s in plan.scales]
+    return out
 
 
 class SnapshotWriter:

@@ -27,6 +27,7 @@ import jax
 
 from jaxcombine.engine import layout as layout_lib
 from jaxcombine.engine import program, tiles
+from jaxcombine.engine.parameterization import Parameterization, level_shapes
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images
 from jaxcombine.networks import model
@@ -46,6 +47,8 @@ class Scale:
     width: int
     steps: int
     style_shapes: tuple[tuple[int, int], ...]  # (height, width) each style is fitted to
+    levels: int = 1  # of the image's Laplacian pyramid (1: pixels)
+    content_factor: float = 1.0  # multiplies the content terms' weights at this scale
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -54,7 +57,11 @@ class Scale:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """A run decided: what :func:`make` worked out once (see the module docstring)."""
+    """A run decided: what :func:`make` worked out once (see the module docstring).
+
+    ``config`` is settled (:meth:`RunConfig.settle`): the recipe's suggested run options
+    applied under the user's, then the built-in defaults; ``from_recipe`` names the
+    options whose values came from the recipe."""
 
     config: RunConfig
     recipe: recipe_lib.Recipe  # with the config's overrides (tv_weight, preserve_color)
@@ -69,6 +76,7 @@ class Plan:
     memory_bytes: int  # the estimated peak (checked against the limit)
     input_pixels: tuple[tuple[str, int], ...]  # (path, decoded pixels) of every input file
     style_paths: tuple[str, ...]
+    from_recipe: tuple[str, ...] = ()
 
     @property
     def output_shape(self) -> tuple[int, int]:
@@ -94,7 +102,18 @@ class Plan:
             schedule=c.schedule,
             grey=self.recipe.preserve_color == "luminance",
             tile=c.tile,
+            parameterization=self.parameterization,
         )
+
+    @property
+    def parameterization(self) -> Parameterization:
+        return Parameterization(self.config.parameterization, self.config.pyramid_levels)
+
+    def loss_factors(self, scale: Scale) -> tuple[float, ...]:
+        """(n_components,) what multiplies each loss weight at ``scale``: its content
+        factor on the content terms, 1 elsewhere."""
+        f = scale.content_factor
+        return tuple(f if t.source == "content" else 1.0 for t in self.recipe.terms) + (1.0,)
 
     def describe(self, starts: int | None = None) -> str:
         """``1 start at 192x192, gatys to block5_conv1, conv winograd``, for messages."""
@@ -127,7 +146,8 @@ class Plan:
 
 
 def load_recipe(config: RunConfig) -> recipe_lib.Recipe:
-    """The config's recipe with its overrides (``tv_weight``, ``preserve_color``)."""
+    """The config's recipe with its overrides (``tv_weight``, ``preserve_color``), checked
+    against the config's network (else the one the recipe suggests)."""
     rec = recipe_lib.load(config.recipe, config.model)
     if config.tv_weight is not None:
         rec = rec.replace(tv_weight=config.tv_weight)
@@ -150,18 +170,39 @@ def make(
     the config's starts); ``per_start_targets``: each start its own targets (a batch group).
     """
     rec = load_recipe(config) if recipe is None else recipe
+    config, from_recipe = config.settle(rec.run)
     inits = config.inits(rec.init)
     content = str(config.content or images.CONTENT)
     height, width = images.header_size(content, max_pixels=config.max_pixels)  # the one read
     style_paths = tuple(str(p) for p in config.style or (images.STYLE,))
     style_scales = config.style_scales()
     scales = []
-    for size, steps in zip(config.sizes(), config.steps_per_scale()):
+    parameterization = Parameterization(config.parameterization, config.pyramid_levels)
+    for size, steps, factor in zip(
+        config.sizes(), config.steps_per_scale(), config.content_factors()
+    ):
         w, h = images.target_size(width, height, size=size)
         scales.append(
-            Scale(size, h, w, steps, _style_shapes(rec, style_scales, h, w, config.model))
+            Scale(
+                size,
+                h,
+                w,
+                steps,
+                _style_shapes(rec, style_scales, h, w, config.model),
+                parameterization.levels_at(h, w),
+                factor,
+            )
         )
-    model.check_size(*scales[0].shape, rec.layers, config.model)
+    try:
+        model.check_size(*scales[0].shape, rec.layers, config.model)
+    except JaxcombineError as e:
+        if len(scales) == 1:
+            raise
+        raise JaxcombineError(
+            f"the first of the scales {','.join(str(s.size) for s in scales)}: {e}; use a "
+            "larger --size or fewer scales"
+        ) from None
+    _check_pyramid(config, scales)
     if config.style_regions:  # only a hypercolumn term draws positions in a style
         unsampled = next((t for t in rec.terms if t.source == "style" and not t.hypercolumn), None)
         if unsampled is not None:
@@ -198,8 +239,29 @@ def make(
         memory_bytes=0,
         input_pixels=((content, height * width), *_input_pixels(config, rec, inits)),
         style_paths=style_paths,
+        from_recipe=from_recipe,
     )
     return _decide(plan)
+
+
+def _check_pyramid(config: RunConfig, scales: Sequence[Scale]) -> None:
+    """One-line errors for a pyramid the scales cannot hold: more levels than the
+    smallest scale can halve into, and an optimiser state carried between scales whose
+    pyramids differ in levels (its buffers could not be resized onto the new ones)."""
+    if config.parameterization != "laplacian":
+        return
+    for s in scales:
+        h, w = level_shapes(s.height, s.width, s.levels)[-1]
+        if s.levels > 1 and (h, w) == level_shapes(s.height, s.width, s.levels - 1)[-1]:
+            raise JaxcombineError(
+                f"pyramid_levels {s.levels} is too many for the {s.width}x{s.height} scale "
+                "(its coarsest levels would be 1 px); use fewer levels"
+            )
+    if config.scale_optimizer == "carry" and len({s.levels for s in scales}) > 1:
+        raise JaxcombineError(
+            "scale_optimizer carry needs the same pyramid levels at every scale, but they are "
+            f"{','.join(str(s.levels) for s in scales)}; give --pyramid-levels or use reset"
+        )
 
 
 def _style_shapes(

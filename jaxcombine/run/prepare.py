@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine.engine import program, scales, tiles
+from jaxcombine.engine.parameterization import Parameterization
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import color, images
 from jaxcombine.io import masks as mask_files
@@ -119,7 +120,13 @@ class Prepared:
         stage of per-start steps (default: the plan's steps per scale)."""
         steps = steps or [s.steps for s in self.plan.scales]
         return [
-            scales.Stage(s.height, s.width, n, functools.partial(_scale_targets, self, s))
+            scales.Stage(
+                s.height,
+                s.width,
+                n,
+                functools.partial(_scale_targets, self, s),
+                None if s.content_factor == 1.0 else np.asarray(self.plan.loss_factors(s)),
+            )
             for s, n in zip(self.plan.scales, steps)
         ]
 
@@ -195,7 +202,9 @@ def _images_and_targets(
     sw = None if config.style_weights is None else jnp.asarray(config.style_weights, jnp.float32)
     as_array = lambda a: None if a is None else jnp.asarray(a)  # noqa: E731
     # targets depend on the network and the recipe only: one program whatever the optimiser
-    target_problem = dataclasses.replace(problem, optimizer="adam", schedule="constant")
+    target_problem = dataclasses.replace(
+        problem, optimizer="adam", schedule="constant", parameterization=Parameterization()
+    )
     if config.tile:  # tile by tile too: a large image's targets need no more memory
         targets = _tiled_targets(
             target_problem,

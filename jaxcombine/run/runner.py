@@ -134,6 +134,7 @@ def execute(
     with output_folder(out, exclusive=exclusive) as folder:
         hooks.out = folder
         plan = hooks.plan = hooks.make_plan()  # before any image is decoded
+        hooks.config = plan.config  # settled: the recipe's suggested options applied
         # held over the writes too: none is cut short
         requests = interrupts.stop_requests() if stop is None else contextlib.nullcontext(stop)
         with requests as stop:

@@ -78,10 +78,12 @@ def loss_png(
     terms: Sequence[str],
     sizes: np.ndarray | None = None,
 ) -> bytes:
-    """One subplot per component (unweighted) plus the weighted total; log y; a line per
-    start; coarse to fine (``sizes``: each step's size), a dotted line where a scale begins."""
+    """One subplot per component (unweighted) plus the weighted total (``weights``: (k, c),
+    or (steps, k, c) each step's own); log y; a line per start; coarse to fine (``sizes``:
+    each step's size), a dotted line where a scale begins."""
     names = ["total (weighted)", *terms]
-    series = np.concatenate([np.einsum("skc,kc->sk", hist, weights)[..., None], hist], -1)
+    weights = np.broadcast_to(weights, hist.shape)
+    series = np.concatenate([np.einsum("skc,skc->sk", hist, weights)[..., None], hist], -1)
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
     fig, axes = _figure(rows, cols, 4.2 * cols, 3.0 * rows + 0.6)

@@ -121,9 +121,10 @@ def tidy_history(
     sizes: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """(T, k, c) unweighted components → tidy columns, ``total`` last for each step × start;
+    ``weights``: (k, c), or (T, k, c) each step's own (a per-scale content weight);
     ``sizes`` (T,): the size (longest side, px) each step optimised at."""
     t, k, c = hist.shape
-    weighted = hist * weights[None]
+    weighted = hist * np.broadcast_to(weights, hist.shape)
     total = weighted.sum(-1, keepdims=True)
     return {
         "step": np.repeat(np.arange(1, t + 1), k * (c + 1)),
@@ -152,6 +153,31 @@ def tidy_distances(
     }
 
 
+def _is_array(params: Any) -> bool:
+    """Whether the parameters are the pixels themselves (not a pyramid's levels)."""
+    return len(jax.tree.leaves(params)) == 1 and not isinstance(params, (tuple, list))
+
+
+def _named(prefix: str, tree: Any) -> dict[str, np.ndarray]:
+    """Every leaf of ``tree`` by its path: ``{prefix}{keystr}`` (resumable by name)."""
+    return {
+        f"{prefix}{jax.tree_util.keystr(p)}": np.asarray(a)
+        for p, a in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+
+def _by_name(data: dict, prefix: str, like: Any) -> Any:
+    """The tree shaped as ``like`` from ``data``'s leaves named by :func:`_named`, or None
+    when one is missing or of another shape."""
+    names = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(like)[0]]
+    if any(
+        f"{prefix}{n}" not in data or data[f"{prefix}{n}"].shape != leaf.shape
+        for n, leaf in zip(names, jax.tree.leaves(like))
+    ):
+        return None
+    return jax.tree.unflatten(jax.tree.structure(like), [data[f"{prefix}{n}"] for n in names])
+
+
 class Recorder:
     """Accumulates history and snapshot distances; writes them (atomically) at each snapshot."""
 
@@ -161,6 +187,9 @@ class Recorder:
         self.spaces = ("pixel",) + tuple(name for name, _, _ in feature_spaces(prep.problem.recipe))
         self.hist = np.zeros((0, len(labels), len(prep.problem.recipe.labels)), np.float32)
         self.sizes = np.zeros(0, int)  # per history row: the size optimised at
+        self.row_stage = np.zeros(0, int)  # per history row: its coarse-to-fine scale
+        # (scales, c): what multiplies each loss weight at each scale (content factors)
+        self.factors = np.asarray([prep.plan.loss_factors(s) for s in prep.plan.scales])
         self.stage = 0  # the coarse-to-fine scale the saved pixels belong to
         self.snap_steps: list[int] = []
         self.dists: list[np.ndarray] = []
@@ -189,9 +218,9 @@ class Recorder:
             "weights": self.prep.weights.fingerprint,
         }
 
-    def load(self) -> tuple[np.ndarray, Any, np.ndarray | None]:
+    def load(self) -> tuple[np.ndarray, Any, Any, np.ndarray | None]:
         """Restore from ``state.npz`` after checking it belongs to this study; returns
-        (pixels, opt_state, iterate average or None) and sets ``step`` and ``stage``.
+        (pixels, params, opt_state, iterate average or None) and sets ``step`` and ``stage``.
         Refuses, in one line, a state made by another configuration, other images or
         other weights, and a file that is not such a state."""
         path = self.out / "state.npz"
@@ -224,20 +253,12 @@ class Recorder:
                 "its history would no longer match: use the same options and files or another --out"
             )
         fresh = self.prep.initial_state(pixels, lr=self.lrs, loss_weights=self.loss_weights)
-        names = [
-            jax.tree_util.keystr(p)
-            for p, _ in jax.tree_util.tree_flatten_with_path(fresh.opt_state)[0]
-        ]
-        if any(
-            f"opt{n}" not in data or data[f"opt{n}"].shape != leaf.shape
-            for n, leaf in zip(names, jax.tree.leaves(fresh.opt_state))
-        ):
+        opt_state = _by_name(data, "opt", fresh.opt_state)
+        params = pixels if _is_array(fresh.params) else _by_name(data, "params", fresh.params)
+        if opt_state is None or params is None:
             raise JaxcombineError(
                 f"cannot resume {self.out}: its optimiser state does not fit this optimiser"
             )
-        opt_state = jax.tree.unflatten(
-            jax.tree.structure(fresh.opt_state), [data[f"opt{n}"] for n in names]
-        )
         # the schedule's length follows this call's --steps; the rest is as saved
         opt_state = jax.tree.map(
             lambda old, new: (
@@ -251,17 +272,19 @@ class Recorder:
         )
         self.step, self.stage = step, stage
         self.hist, self.sizes = data["history"], data["sizes"]
+        self.row_stage = data["row_stage"]
         self.snap_steps = data["snap_steps"].tolist()
         self.dists = list(data["distances"])
-        return pixels, opt_state, data["average"] if "average" in data else None
+        return pixels, params, opt_state, data["average"] if "average" in data else None
 
-    def save_state(self, pixels: np.ndarray, opt_state: Any, average: Any = None) -> None:
-        """``state.npz``: pixels, tables, the optimiser state by name, the scale, the
-        iterate average (when kept) and the identity."""
-        leaves = {
-            f"opt{jax.tree_util.keystr(p)}": np.asarray(a)
-            for p, a in jax.tree_util.tree_flatten_with_path(opt_state)[0]
-        }
+    def save_state(
+        self, pixels: np.ndarray, params: Any, opt_state: Any, average: Any = None
+    ) -> None:
+        """``state.npz``: pixels, tables, the optimiser state and (a pyramid's levels) the
+        parameters by name, the scale, the iterate average (when kept) and the identity."""
+        leaves = _named("opt", opt_state)
+        if not _is_array(params):  # pixels are the parameters: saved once, as pixels
+            leaves.update(_named("params", params))
         if average is not None:
             leaves["average"] = np.asarray(average, np.float32)
         buf = io.BytesIO()
@@ -270,6 +293,7 @@ class Recorder:
             step=self.step,
             stage=self.stage,
             sizes=self.sizes,
+            row_stage=self.row_stage,
             pixels=np.asarray(pixels, np.float32),
             labels=np.asarray(self.labels),
             history=self.hist,
@@ -284,13 +308,17 @@ class Recorder:
 
     # -- recording ---------------------------------------------------------------------
 
-    def add_steps(self, comps: np.ndarray, size: int) -> None:
+    def add_steps(self, comps: np.ndarray, size: int, stage: int = 0) -> None:
         self.hist = np.concatenate([self.hist, comps.astype(np.float32)])
         self.sizes = np.concatenate([self.sizes, np.full(len(comps), size, int)])
+        self.row_stage = np.concatenate([self.row_stage, np.full(len(comps), stage, int)])
         self.step += len(comps)
 
-    def snapshot(self, pixels: np.ndarray, opt_state: Any = None, average: Any = None) -> None:
-        """Distances, snapshot images, tables and (with ``opt_state``) the resumable state."""
+    def snapshot(
+        self, pixels: np.ndarray, params: Any = None, opt_state: Any = None, average: Any = None
+    ) -> None:
+        """Distances, snapshot images, tables and (with ``params`` and ``opt_state``) the
+        resumable state."""
         if self.snap_steps and self.snap_steps[-1] == self.step:
             return
         self.snap_steps.append(self.step)
@@ -299,12 +327,16 @@ class Recorder:
             images.write(outputs.snapshot_path(self.out, lab, self.step), px)
         self.write_tables()
         if opt_state is not None:
-            self.save_state(pixels, opt_state, average)
+            self.save_state(pixels, params, opt_state, average)
 
     def weights(self) -> np.ndarray:
+        """(steps, k, c) each history row's loss weights: the run's, times its scale's
+        factors (a per-scale content weight)."""
         if self.loss_weights is not None:
-            return np.asarray(self.loss_weights, np.float32)
-        return np.tile(self.prep.loss_weights, (len(self.labels), 1))
+            base = np.asarray(self.loss_weights, np.float32)
+        else:
+            base = np.tile(self.prep.loss_weights, (len(self.labels), 1))
+        return base[None] * self.factors[self.row_stage][:, None, :]
 
     def history_table(self) -> dict[str, np.ndarray]:
         return tidy_history(

@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine.engine import driver, program, scales
@@ -148,10 +150,10 @@ class _Study(runner.Hooks):
         if not self.resume:
             rec.snapshot(x0)
             return self.new_state(x0, stages[0].steps), 0
-        x0, opt_state, average = rec.load()
+        x0, params, opt_state, average = rec.load()
         state = self.new_state(
             x0, stages[rec.stage].steps, rec.step - self.offsets[rec.stage]
-        )._replace(opt_state=opt_state)
+        )._replace(params=jax.tree.map(jnp.asarray, params), opt_state=opt_state)
         if state.average is not None and average is not None:
             state = state._replace(average=program.average_state(average, state.step))
         return state, rec.stage
@@ -159,14 +161,16 @@ class _Study(runner.Hooks):
     def on_chunk(self, step, comps, fetch):
         rec, offsets = self.rec, self.offsets
         rec.stage = max(i for i, o in enumerate(offsets) if o < step)
-        rec.add_steps(comps, self.stage_list[rec.stage].size)
+        rec.add_steps(comps, self.stage_list[rec.stage].size, rec.stage)
         every = self.options.snapshot_every
         if step % every == 0 or step == self.total_steps or step in offsets:
-            rec.snapshot(fetch(), fetch.opt_state(), fetch.average())
+            rec.snapshot(fetch(), fetch.params(), fetch.opt_state(), fetch.average())
 
     def end(self, outcome: driver.Outcome, stopped) -> "Study":
         rec, out, labels, options = self.rec, self.out, self.labels, self.options
-        rec.snapshot(outcome.pixels, outcome.opt_state, outcome.average)  # an interrupted run's
+        rec.snapshot(  # an interrupted run's
+            outcome.pixels, outcome.params, outcome.opt_state, outcome.average
+        )
         for lab, px in zip(labels, self.prep.finish(outcome.pixels)):
             images.write(out / f"{lab}.png", px)
         summary = _summary(
@@ -228,7 +232,7 @@ def run_study(
 def _summary(
     rec: Recorder, oc: driver.Outcome, config, window, tolerance, start_step, wall_s
 ) -> dict[str, Any]:
-    totals = np.einsum("skc,kc->sk", rec.hist, rec.weights())
+    totals = np.einsum("skc,skc->sk", rec.hist, rec.weights())
     terms = rec.prep.problem.recipe.labels
     final = rec.distance_table()
     last = final["step"] == (rec.snap_steps[-1] if rec.snap_steps else -1)
@@ -237,7 +241,8 @@ def _summary(
         "starts": list(rec.labels),
         "steps": sum(config.steps_per_scale()),
         "steps_done": rec.step,
-        "scales": outputs.scales_record(config, oc),
+        "scales": outputs.scales_record(config, oc, rec.prep.plan),
+        "from_recipe": outputs.from_recipe_record(rec.prep.plan),
         "resumed_from_step": start_step or None,
         "interrupted": oc.interrupted,
         "final_loss": {

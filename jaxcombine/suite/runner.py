@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 import tomli_w
 
-from jaxcombine.batch.manifest import load_manifest
+from jaxcombine.batch.manifest import job_model, load_manifest
 from jaxcombine.batch.runner import run_batch
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import folders, images, records
@@ -170,7 +170,7 @@ def run_suite(
         (j.config.content, j.config.style[0], j.config.recipe): j
         for j in load_manifest(out / "manifest.toml")
     }
-    models = sorted({j.config.model for j in jobs.values()})
+    models = sorted({job_model(j.config) for j in jobs.values()})
     judge_name = judge or judge_lib.default_judge(models)
     t1 = time.perf_counter()
     rows = []
@@ -264,7 +264,7 @@ def _judged(out: Path, job, judge_name: str) -> dict[str, Any]:
         style=job.config.style[0],
         judge=judge_name,
         weights=job.config.weights,
-        run_models=[job.config.model],
+        run_models=[job_model(job.config)],
     )
     row = {"job": job.id, **j.rows[0], "image": str(image.relative_to(out))}
     records.write_json(path, records.record(j.settings, row=row, per_layer=j.per_layer))

@@ -89,6 +89,8 @@ def test_features_match_the_python_api(vgg19, tmp_path):
         (["features", "IMG", "--layers", "block9_conv9", "--out", "x.npz"], "unknown layer"),
         (["features", "NOTIMG", "--layers", "block1_conv1", "--out", "x.npz"], "not an image"),
         (["recipes", "show", "nope"], "unknown recipe"),
+        (["train", "--crop", "30"], "crop must be a multiple of 4"),
+        (["stylize", "--net", "nowhere", "IMG"], "holds no trained network"),
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(vgg19, tmp_path, args, fragment):

@@ -122,7 +122,7 @@ def test_the_state_carried_across_a_scale_has_the_new_shape(vgg19):
         state = scales.next_state(
             prep.problem, first, stages[1], new_state, carry_optimizer=carry, from_average=False
         )
-        assert state.pixels.shape == (2, 32, 32, 3)
+        assert state.params.shape == (2, 32, 32, 3)
         adam = state.opt_state[0]
         assert adam.mu.shape == adam.nu.shape == (2, 32, 32, 3)
         lr = state.opt_state[1]
@@ -136,7 +136,7 @@ def test_the_state_carried_across_a_scale_has_the_new_shape(vgg19):
         prep.problem, first, stages[1], new_state, carry_optimizer=True, from_average=True
     )
     np.testing.assert_allclose(
-        handed.pixels, np.clip(scales.resize_images(first.average, 32, 32), 0, 255), atol=1e-4
+        handed.params, np.clip(scales.resize_images(first.average, 32, 32), 0, 255), atol=1e-4
     )
 
 

@@ -29,7 +29,7 @@ BAD = [
     ("steps", 2.5, "2.5", "steps must be an integer >= 0 and <= 10000000, got 2.5"),
     ("size", "48", None, "size must be an integer >= 1 and <= 1000000, got '48'"),
     ("seed", 2**70, str(2**70), "seed must be an integer >= 0 and <= 2147483647"),
-    ("optimizer", "adamw", "adamw", "unknown optimizer 'adamw'; choose adam, sgd, lbfgs"),
+    ("optimizer", "adamw", "adamw", "unknown optimizer 'adamw'; choose adam, sgd, lbfgs, rmsprop"),
     (
         "preserve_color",
         "purple",

@@ -1,0 +1,179 @@
+"""The transformation network: Johnson, Alahi & Fei-Fei (2016), with instance normalisation.
+
+RGB 0–255 in, RGB 0–255 out, any size (a multiple of 4: :func:`stylize` pads):
+
+* a 9×9 convolution (``width`` channels), two stride-2 3×3 convolutions (2·``width``,
+  4·``width``), ``res_blocks`` residual blocks at a quarter of the resolution, two
+  upsamplings (nearest ×2 then a 3×3 convolution: resize-convolution, which leaves no
+  checkerboard, Odena et al. 2016), and a 9×9 convolution to RGB through a scaled tanh;
+* every convolution but the last is followed by instance normalisation (Ulyanov et al.
+  2016) and every normalisation but a residual block's second by a ReLU. Padding is by
+  reflection, so borders look like the interior;
+* conditional instance normalisation (Dumoulin, Shlens & Kudlur 2017): each
+  normalisation has a scale and a shift per style, ``(styles, C)``, and ``style`` (B,)
+  picks a row per image. With ``styles=1`` it is plain instance normalisation.
+
+Instance normalisation takes statistics over the whole image, so a tile of an image would
+not be normalised as the image is. :func:`forward` therefore accepts the statistics of the
+first normalisations (``norm_stats``) and can stop at normalisation ``upto``, returning its
+input: :mod:`jaxcombine.train.stylize` gathers each layer's statistics over the tiles of an
+image, one layer after another, and the tiled result equals the whole one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+EPS = 1e-5  # instance normalisation's variance floor (torch's and flax's default)
+
+
+class _Reached(Exception):
+    """Raised (while tracing) at normalisation ``upto`` to return its input early."""
+
+    def __init__(self, value: jax.Array):
+        self.value = value
+
+
+def norm_count(res_blocks: int) -> int:
+    """How many instance normalisations the network has: 3 down, 2 per block, 2 up."""
+    return 3 + 2 * res_blocks + 2
+
+
+def receptive_radius(res_blocks: int) -> int:
+    """Pixels of context on each side that one output pixel depends on (at input scale):
+    the overlap a tile needs for its core to be computed exactly."""
+    # Backwards from an output pixel: at a quarter resolution 2 px per residual block plus
+    # 3 for the upsampling path (3x3 at 1/2, nearest x2 twice, 3x3 and 9x9 at 1); then
+    # x2 + 1 through each stride-2 3x3, and 4 for the first 9x9: 4 (3 + 2R) + 7, plus 1
+    # for the rounding of nearest upsampling.
+    return 4 * (3 + 2 * res_blocks) + 8
+
+
+class TransformNet(nn.Module):
+    """Johnson et al.'s residual network (see the module's docstring).
+
+    Attributes:
+      width: channels of the first layer (32 in the paper); 2x and 4x after the strides.
+      res_blocks: residual blocks at a quarter resolution (5 in the paper).
+      styles: rows of the conditional normalisations' scale and shift tables.
+    """
+
+    width: int = 32
+    res_blocks: int = 5
+    styles: int = 1
+
+    @nn.compact
+    def __call__(
+        self,
+        rgb: jax.Array,
+        style: jax.Array | None = None,
+        norm_stats: Sequence[tuple[jax.Array, jax.Array]] = (),
+        upto: int | None = None,
+    ) -> jax.Array:
+        """(B, H, W, 3) 0–255 → (B, H, W, 3) 0–255; H and W multiples of 4.
+
+        ``style`` (B,) int: each image's style row (default 0). ``norm_stats``: (mean,
+        variance), each (B, C), to use for the first normalisations instead of the
+        image's own; ``upto``: return the input (B, h, w, C) of normalisation ``upto``."""
+        b, h, w, _ = rgb.shape
+        if h % 4 or w % 4:
+            raise ValueError(f"the network needs sides that are multiples of 4, got {h}x{w}")
+        style = jnp.zeros((b,), jnp.int32) if style is None else style
+        count = iter(range(norm_count(self.res_blocks)))
+
+        def norm(x: jax.Array, relu: bool = True) -> jax.Array:
+            i = next(count)
+            if i == upto:
+                raise _Reached(x)
+            given = norm_stats[i] if i < len(norm_stats) else None
+            x = _InstanceNorm(self.styles, name=f"norm{i}")(x, style, given)
+            return nn.relu(x) if relu else x
+
+        def conv(x: jax.Array, features: int, size: int, stride: int = 1, **kw) -> jax.Array:
+            p = size // 2
+            x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
+            return nn.Conv(features, (size, size), (stride, stride), "VALID", **kw)(x)
+
+        def up(x: jax.Array) -> jax.Array:
+            return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest ×2
+
+        c = self.width
+        x = rgb.astype(jnp.float32) / 127.5 - 1.0
+        x = norm(conv(x, c, 9, use_bias=False))
+        x = norm(conv(x, 2 * c, 3, 2, use_bias=False))
+        x = norm(conv(x, 4 * c, 3, 2, use_bias=False))
+        for _ in range(self.res_blocks):
+            y = norm(conv(x, 4 * c, 3, use_bias=False))
+            x = x + norm(conv(y, 4 * c, 3, use_bias=False), relu=False)
+        x = norm(conv(up(x), 2 * c, 3, use_bias=False))
+        x = norm(conv(up(x), c, 3, use_bias=False))
+        x = conv(x, 3, 9)
+        return 127.5 * (jnp.tanh(x) + 1.0)
+
+
+class _InstanceNorm(nn.Module):
+    """Instance normalisation with a scale and shift per style (conditional with
+    ``styles`` > 1); statistics over (H, W) per image and channel, or ``given``."""
+
+    styles: int
+
+    @nn.compact
+    def __call__(self, x, style, given=None):
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (self.styles, c), jnp.float32)
+        shift = self.param("shift", nn.initializers.zeros, (self.styles, c), jnp.float32)
+        if given is None:
+            mean = jnp.mean(x, axis=(1, 2))
+            var = jnp.var(x, axis=(1, 2))
+        else:
+            mean, var = given
+        x = (x - mean[:, None, None]) * jax.lax.rsqrt(var[:, None, None] + EPS)
+        return x * scale[style][:, None, None] + shift[style][:, None, None]
+
+
+def forward(
+    net: TransformNet,
+    params: Any,
+    rgb: jax.Array,
+    style: jax.Array | None = None,
+    norm_stats: Sequence[tuple[jax.Array, jax.Array]] = (),
+    upto: int | None = None,
+) -> jax.Array:
+    """``net`` applied with ``params``; with ``upto``, the input of that normalisation."""
+    try:
+        return net.apply({"params": params}, rgb, style, tuple(norm_stats), upto)
+    except _Reached as reached:
+        return reached.value
+
+
+def init(net: TransformNet, key: jax.Array) -> Any:
+    """Fresh parameters of ``net`` (shapes do not depend on the image size)."""
+    return net.init(key, jnp.zeros((1, 16, 16, 3), jnp.float32))["params"]
+
+
+def fingerprint(params: Any) -> str:
+    """``sha256:<hex>`` of the parameters by name (flattened paths in sorted order, then
+    each array as little-endian float32 bytes): the same however they were stored."""
+    h = hashlib.sha256()
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    for path, leaf in sorted(flat, key=lambda pl: jax.tree_util.keystr(pl[0])):
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(np.ascontiguousarray(np.asarray(leaf), dtype="<f4").data)
+    return f"sha256:{h.hexdigest()}"
+
+
+def activation_bytes_per_pixel(width: int, res_blocks: int, *, backward: bool) -> int:
+    """Upper bound on the bytes per input pixel of one image's activations: every
+    convolution's output with its normalised and rectified copies (3 maps per layer), at
+    full, half and quarter resolution; twice that when the backward pass keeps them."""
+    full = 3 * width * 2 + 3  # 9x9 in, last up, 9x9 out
+    half = 3 * 2 * width * 2 / 4
+    quarter = 3 * 4 * width * (1 + 2 * res_blocks) / 16
+    floats = full + half + quarter
+    return int(4 * floats * (2 if backward else 1))

@@ -1,0 +1,71 @@
+"""Feed-forward timings: ``stylize`` per image after compilation, and a training step's FLOPs.
+
+    python scripts/train_bench.py NET_FOLDER [--sizes 512,1024] [--repeats 5]
+
+Times one forward of the trained network in NET_FOLDER per size (batch 1, compile excluded,
+``block_until_ready``; the median of ``--repeats``) and prints XLA's FLOP count of the
+forward and of a training step at that folder's configuration (batch, crop).
+"""
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcombine.options.config import TrainConfig
+from jaxcombine.train import objective, photos, stylize, trainer
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("net")
+    ap.add_argument("--sizes", default="512")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--step-flops", action="store_true", help="also a training step's FLOPs")
+    args = ap.parse_args()
+    trained = stylize.load(args.net)
+    params = stylize._select(trained.params, 0)
+    print(
+        f"device: {jax.devices()[0].device_kind}, net width {trained.net.width}, "
+        f"{trained.net.res_blocks} residual blocks"
+    )
+    for size in map(int, args.sizes.split(",")):
+        x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)), jnp.float32)
+        index = jnp.zeros((1,), jnp.int32)
+        t = time.perf_counter()
+        jax.block_until_ready(stylize._forward(trained.net, params, x, index))
+        first = time.perf_counter() - t
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            jax.block_until_ready(stylize._forward(trained.net, params, x, index))
+            times.append(time.perf_counter() - t)
+        flops = stylize._forward.lower(trained.net, params, x, index).compile().cost_analysis()
+        flops = flops.get("flops", float("nan")) if isinstance(flops, dict) else float("nan")
+        print(
+            f"stylize {size}x{size}: {1e3 * statistics.median(times):.0f} ms/image "
+            f"(min {1e3 * min(times):.0f}, first call {first:.1f} s), {flops / 1e9:.1f} GFLOP"
+        )
+    if args.step_flops:
+        config = TrainConfig(**trained.meta["config"])
+        tr = trainer.prepare(config, warn=lambda line: None)
+        state = objective.init_state(tr.objective.net, 0, tr.nets, config.lr)
+        batch = photos.batch(tr.photos.train, 0, 0, size=config.batch, crop=config.crop, zoom=1.0)
+        lowered = objective.step.lower(
+            tr.objective, state, tr.variables, tr.targets, batch,
+            np.zeros((config.batch,), np.int32), trainer.losses.weights(tr.recipe),
+            objective.step_key(0, 0),
+        )  # fmt: skip
+        cost = lowered.compile().cost_analysis()
+        cost = cost.get("flops", float("nan")) if isinstance(cost, dict) else float("nan")
+        print(
+            f"training step (batch {config.batch}, {config.crop}px, {tr.nets} net(s)): "
+            f"{cost / 1e9:.1f} GFLOP"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Runs on a Laplacian pyramid and with RMSprop, and the per-scale content weight:
+real weights, the shallow recipe, tiny images, few steps."""
+
+import numpy as np
+import pytest
+import recipe_files
+
+from jaxcombine.run import job
+
+SHALLOW = str(recipe_files.SHALLOW)
+BASE = dict(recipe=SHALLOW, size=32, steps=4, chunk=2, init="content,noise")
+
+
+def test_a_one_level_pyramid_runs_as_the_pixels(vgg19):
+    """One level: the same parameters, gradients, updates and projection as pixels, in the
+    same float32 operations, so the runs agree to the last bit (two starts side by side)."""
+    pixels = job.combine(parameterization="pixels", **BASE)
+    pyramid = job.combine(parameterization="laplacian", pyramid_levels=1, **BASE)
+    assert isinstance(pyramid.outcome.params, tuple) and len(pyramid.outcome.params) == 1
+    np.testing.assert_array_equal(pyramid.outcome.history, pixels.outcome.history)
+    np.testing.assert_array_equal(pyramid.outcome.pixels, pixels.outcome.pixels)
+    assert not np.array_equal(pixels.outcome.pixels[1], pixels.outcome.pixels[0])
+
+
+def test_rmsprop_on_a_pyramid_lowers_the_loss(vgg19):
+    result = job.combine(parameterization="laplacian", optimizer="rmsprop", lr=1.0, **BASE)
+    assert [a.shape[1:3] for a in result.outcome.params] == [(32, 32), (16, 16)]
+    totals = result.outcome.totals
+    assert np.all(np.isfinite(totals)) and np.all(totals[-1] < totals[0])
+
+
+def test_the_content_weight_per_scale_is_traced(vgg19, compiled):
+    """Two coarse-to-fine runs that differ only in their content weight factors: the second
+    compiles nothing, and each scale's loss was weighted with its own factor."""
+    ladder = dict(BASE, scales=(24, 32), steps=2, parameterization="laplacian")
+    first = job.combine(scale_content_weights=(1.0, 0.5), **ladder)
+    before = len(compiled)
+    assert before > 0  # the listener hears compiles
+    second = job.combine(scale_content_weights=(2.0, 0.25), **ladder)
+    assert compiled[before:] == []
+    content = 0  # the shallow recipe's first term
+    assert second.outcome.weights[:, content].tolist() == [0.25, 0.25]
+    np.testing.assert_array_equal(second.outcome.stage_weights[:, 0, content], [2.0, 0.25])
+    assert first.outcome.stage_weights[0, 0, content] == 1.0
+    oc = second.outcome
+    want = np.einsum("skc,kc->sk", oc.history[:2], oc.stage_weights[0])
+    np.testing.assert_allclose(oc.totals[:2], want, rtol=1e-6)
+
+
+def test_pyramids_the_scales_cannot_hold_are_refused_before_a_run():
+    from jaxcombine.errors import JaxcombineError
+    from jaxcombine.options.config import RunConfig
+    from jaxcombine.run import plan
+
+    ladder = dict(recipe=SHALLOW, scales=(24, 32), parameterization="laplacian")
+    for options, message in (
+        (dict(scale_optimizer="carry"), "carry needs the same pyramid levels at every scale"),
+        (dict(pyramid_levels=9), "pyramid_levels 9 is too many for the 24x24 scale"),
+    ):
+        with pytest.raises(JaxcombineError, match=message):
+            plan.make(RunConfig(**ladder, **options))
+    levels = [s.levels for s in plan.make(RunConfig(**ladder)).scales]
+    assert levels == [1, 2]  # the default: halvings keeping 16 px

@@ -1,0 +1,75 @@
+"""A recipe's [run] table: options it suggests, settled under the user's (no JAX)."""
+
+import pytest
+import recipe_files
+
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.options import recipe
+from jaxcombine.options.config import RunConfig
+
+
+def test_presets_suggest_their_papers_schedules():
+    strotss = RunConfig(recipe="strotss", size=512)
+    config, taken = strotss.settle(recipe.load("strotss").run)
+    assert config.sizes() == (64, 128, 256, 512) and config.steps_per_scale() == (200,) * 4
+    assert config.content_factors() == (1.0, 0.5, 0.25, 0.125)
+    assert (config.optimizer, config.parameterization, config.model) == (
+        "rmsprop",
+        "laplacian",
+        "vgg16-tv",
+    )
+    assert "scale_content_weights" in taken and "steps" not in taken
+    nnst, _ = RunConfig(recipe="nnst").settle(recipe.load("nnst").run)
+    assert nnst.optimizer == "adam" and nnst.parameterization == "laplacian"
+    assert len(nnst.sizes()) == 4
+
+
+def test_explicit_options_win_and_take_their_group_with_them():
+    run = recipe.load("strotss").run
+    config, taken = RunConfig(steps=5, optimizer="adam", scales=(32, 64)).settle(run)
+    assert config.steps_per_scale() == (5, 5)  # the recipe's scale_steps gave way
+    assert config.content_factors() == (1.0, 1.0)  # its per-scale factors too
+    assert config.lr is None and config.learning_rate() == 4.0  # its lr was rmsprop's
+    assert taken == ("model", "parameterization")
+    pixels, taken = RunConfig(parameterization="pixels").settle(run)
+    assert pixels.pyramid_levels is None and "pyramid_levels" not in taken
+    plain, taken = RunConfig().settle(())
+    assert (plain.steps, plain.optimizer, plain.parameterization, plain.model) == (
+        200,
+        "adam",
+        "pixels",
+        "vgg19",
+    )
+    assert taken == ()
+
+
+def test_a_suggestion_that_no_longer_fits_is_refused():
+    run = (("scale_steps", (1, 2, 3)),)
+    with pytest.raises(JaxcombineError, match="give one step count per scale: 3 for the 1"):
+        RunConfig().settle(run)
+
+
+@pytest.mark.parametrize(
+    "run, message",
+    [
+        ({"optimizer": "adamw"}, "recipe bad: [run]: unknown optimizer 'adamw'; choose"),
+        ({"scale_count": 2, "scale_steps": [1]}, "[run]: give one step count per scale: 1"),
+        ({"chunk": 3}, "[run]: 'chunk' is not an option a recipe may suggest"),
+        ({"parameterization": "pixels", "pyramid_levels": 2}, "[run]: pyramid_levels applies"),
+        ({"scales": [64, 32]}, "[run]: scales must be ascending"),
+    ],
+)
+def test_a_bad_run_table_is_refused_by_the_options_rules(tmp_path, run, message):
+    path = recipe_files.write(tmp_path / "bad.toml", recipe_files.shallow(run=run))
+    with pytest.raises(JaxcombineError) as e:
+        recipe.load(str(path))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_explicit_per_scale_lists_fit_the_recipe_s_ladder():
+    """Your --scale-steps may be for the recipe's ladder: checked once it is settled."""
+    run = recipe.load("strotss").run
+    config, taken = RunConfig(scale_steps=(1, 2, 3, 4)).settle(run)
+    assert config.steps_per_scale() == (1, 2, 3, 4) and "scale_steps" not in taken
+    with pytest.raises(JaxcombineError, match="give one step count per scale: 2 for the 1"):
+        RunConfig(scale_steps=(1, 2)).settle(())

@@ -1,0 +1,43 @@
+"""A study on a Laplacian pyramid resumes to what it would have made in one go: its
+state.npz keeps the pyramid's levels by name (an image decomposed again would be other
+coefficients)."""
+
+import numpy as np
+import recipe_files
+from PIL import Image
+
+from jaxcombine.run.job import RunConfig
+from jaxcombine.study import runner as study_lib
+
+CONFIG = RunConfig(
+    recipe=str(recipe_files.SHALLOW),
+    init="content,noise",
+    scales=(24, 32),
+    steps=4,
+    optimizer="rmsprop",
+    lr=1.0,
+    parameterization="laplacian",
+    pyramid_levels=2,
+)
+
+
+def test_a_resumed_pyramid_study_equals_one_made_in_one_go(
+    vgg19, tmp_path, stopped_after_first_chunk
+):
+    whole = study_lib.run_study(CONFIG, tmp_path / "whole", snapshot_every=2, progress=False)
+    with stopped_after_first_chunk():
+        half = study_lib.run_study(CONFIG, tmp_path / "half", snapshot_every=2, progress=False)
+    assert half.interrupted and half.summary["steps_done"] == 2
+    with np.load(tmp_path / "half" / "state.npz") as saved:
+        levels = sorted(k for k in saved if k.startswith("params"))
+        assert levels == ["params[0]", "params[1]"]
+        assert saved["params[1]"].shape == (2, 12, 12, 3)
+    resumed = study_lib.run_study(
+        CONFIG, tmp_path / "half", snapshot_every=2, progress=False, resume=True
+    )
+    assert resumed.summary["resumed_from_step"] == 2 and resumed.summary["steps_done"] == 8
+    np.testing.assert_array_equal(resumed.history["value"], whole.history["value"])
+    for label in ("content", "noise-s0"):
+        a = np.asarray(Image.open(tmp_path / "whole" / f"{label}.png"))
+        b = np.asarray(Image.open(tmp_path / "half" / f"{label}.png"))
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,285 @@
+"""Feed-forward training: the step, N vmapped networks, resume, refusals, exact tiles.
+
+Tiny on purpose: 32-px crops, width-8 networks with one residual block, the shallow
+recipe (to block2_conv1), a few steps; every program is compiled once per module.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from cli_run import jaxcombine
+from PIL import Image
+
+from jaxcombine.errors import JaxcombineError
+from jaxcombine.io import images
+from jaxcombine.options.config import TrainConfig
+from jaxcombine.train import network, objective, photos, stylize, trainer
+
+SHALLOW = str(Path(__file__).resolve().parents[1] / "shallow.toml")
+
+
+def _photo_folder(folder: Path) -> Path:
+    """Real photo files: four corners of the bundled astronaut (PNG and JPEG) and
+    matplotlib's grace_hopper.jpg."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = images.to_uint8(images.read(images.CONTENT, size=160))
+    h, w = rgb.shape[:2]
+    for i, (y, x) in enumerate([(0, 0), (0, w // 2), (h // 2, 0), (h // 2, w // 2)]):
+        Image.fromarray(rgb[y : y + h // 2, x : x + w // 2]).save(
+            folder / f"part{i}.{'png' if i % 2 else 'jpg'}"
+        )
+    shutil.copy(photos.default_paths()[0], folder / "hopper.jpg")
+    return folder
+
+
+def _config(folder: Path, **changes) -> TrainConfig:
+    base = dict(
+        photos=str(folder),
+        recipe=SHALLOW,
+        crop=32,
+        batch=2,
+        width=8,
+        res_blocks=0,
+        conv="xla",  # compiles in half the time of Winograd at these sizes
+        style_size=64,
+        steps=6,
+        lr=2e-3,
+        checkpoint_every=100,
+        sample_every=0,
+        seed=3,
+    )
+    return TrainConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return _photo_folder(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="module")
+def two_styles(folder, vgg19):
+    """A training of two networks (the bundled painting and a photo as the styles)."""
+    style2 = folder.parent / "style2.png"
+    images.write(style2, images.read(images.CONTENT, size=64)[::-1])
+    return trainer.prepare(_config(folder, style=(str(images.STYLE), str(style2))))
+
+
+def _run(tr, state, steps, *, start=0, batch_step=None):
+    """``steps`` steps of ``tr``; each step's batch is step ``batch_step``'s (fixed) or its own."""
+    c = tr.config
+    weights = jnp.asarray(trainer.losses.weights(tr.recipe))
+    totals = []
+    for t in range(start, start + steps):
+        b = t if batch_step is None else batch_step
+        batch = photos.batch(tr.photos.train, c.seed, b, size=c.batch, crop=c.crop, zoom=c.zoom)
+        index = np.zeros((c.batch,), np.int32)
+        state, total, _ = objective.step(
+            tr.objective,
+            state,
+            tr.variables,
+            tr.targets,
+            batch,
+            index,
+            weights,
+            objective.step_key(c.seed, b),
+        )
+        totals.append(np.asarray(total))
+    return state, np.stack(totals)
+
+
+def _fresh(tr):
+    return objective.init_state(tr.objective.net, tr.config.seed, tr.nets, tr.config.lr)
+
+
+def test_step_lowers_the_loss_on_a_fixed_batch(two_styles):
+    _, totals = _run(two_styles, _fresh(two_styles), 6, batch_step=0)
+    assert np.all(np.isfinite(totals))
+    # both networks, on the batch they are trained on: well below where they started
+    assert np.all(totals[-1] < 0.8 * totals[0]), totals
+
+
+def test_vmapped_networks_equal_networks_trained_one_by_one(two_styles):
+    """Two networks in one program equal each trained alone (its slice of the state and
+    of the style targets), over 3 steps.
+
+    Tolerances: the batched program may sum the same products in another order, so each
+    gradient differs by float32 rounding (about 1e-6 of its size), and so does each Adam
+    step (at most about lr = 2e-3 per parameter): the losses agree to 1e-5 relative and
+    the parameters to 1e-5 (1/200 of lr; measured ~4e-7). One kind of parameter is left
+    to the outputs: the shift of a residual block's second normalisation, whose output
+    reaches only a convolution and another normalisation, which removes any constant
+    per channel. Its true gradient is 0, so both programs step it by ±lr on rounding
+    noise (Adam divides a gradient by its own size); it changes no output, so the
+    networks' outputs on the held-out photo agree to 0.01 grey levels."""
+    tr = two_styles
+    together, totals = _run(tr, _fresh(tr), 3)
+    held = np.stack([images.fit(rgb, 32, 32) for _, rgb in tr.photos.held_out])
+    index = jnp.zeros((len(held),), jnp.int32)
+    invariant = {f"norm{4 + 2 * k}" for k in range(tr.config.res_blocks)}
+    for n in range(2):
+        take = lambda a, n=n: a[n : n + 1]
+        alone_tr = dataclasses.replace(tr, targets=jax.tree.map(take, tr.targets))
+        fresh = _fresh(tr)
+        alone_state = objective.State(
+            jax.tree.map(take, fresh.params), jax.tree.map(take, fresh.opt_state), fresh.step
+        )
+        alone, alone_totals = _run(alone_tr, alone_state, 3)
+        np.testing.assert_allclose(alone_totals[:, 0], totals[:, n], rtol=1e-5)
+        compared = 0
+        for layer, leaves in alone.params.items():
+            for name, a in leaves.items():
+                if layer in invariant and name == "shift":
+                    continue
+                assert float(jnp.max(jnp.abs(a[0] - together.params[layer][name][n]))) < 1e-5
+                compared += 1
+        assert compared >= 10
+        mine = jax.tree.map(take, together.params)
+        outs = [
+            objective.stylize_all(tr.objective.net, p, held, index) for p in (mine, alone.params)
+        ]
+        assert float(jnp.max(jnp.abs(outs[0] - outs[1]))) < 0.01
+
+
+def test_resume_continues_from_the_same_step_with_the_same_parameters(folder, vgg19, tmp_path):
+    config = _config(folder)
+    whole = trainer.train(config, tmp_path / "whole", progress=False)
+    assert (whole.started_at, whole.steps_done) == (0, 6)
+    first = trainer.train(config, tmp_path / "split", progress=False, stop_after=3)
+    assert (first.steps_done, first.interrupted) == (3, False)
+    second = trainer.train(config, tmp_path / "split", progress=False)
+    assert (second.started_at, second.steps_done) == (3, 6)
+    a = stylize.load(tmp_path / "whole")
+    b = stylize.load(tmp_path / "split")
+    assert a.meta["step"] == b.meta["step"] == 6
+    # the same programs on the same batches and keys: the same parameters
+    assert a.meta["fingerprint"] == b.meta["fingerprint"]
+    history = (tmp_path / "split" / "history.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in history[1:]] == [1, 2, 3, 4, 5, 6]
+    assert (tmp_path / "split" / "samples" / "step-0000006.png").is_file()
+
+    # a resume with another configuration is refused in one line, naming the difference
+    with pytest.raises(JaxcombineError) as e:
+        trainer.train(config.replace(crop=48, steps=8), tmp_path / "split", progress=False)
+    assert "\n" not in str(e.value) and "crop 32 there, 48 here" in str(e.value)
+
+
+def test_tiled_stylize_equals_the_whole_image(tmp_path):
+    """Tiles with instance-norm statistics gathered over the whole image, and the
+    receptive field as context, give the whole image's result everywhere. Tolerance:
+    the statistics are sums over ~10^4 positions in another order (float32 partial sums,
+    float64 across tiles), ~1e-6 relative, carried through 5 normalisations to outputs
+    in 0-255: well under 0.01; asserted 0.01 (a fiftieth of the PNG's rounding)."""
+    net = network.TransformNet(width=4, res_blocks=1)
+    params = objective.init_state(net, 0, 1, 1e-3).params
+    # non-trivial normalisation scales and shifts, as training makes them
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda a: a + 0.3 * rng.standard_normal(a.shape, np.float32), params)
+    trained = stylize.Trained(net, params, ("s",), {}, tmp_path)
+    rgb = images.read(images.CONTENT, size=90)  # 90x90: not a multiple of 4 either
+    whole = stylize.apply(trained, rgb[None], 0, 0)[0]
+    tiled = stylize.apply_tiled(trained, rgb, 0, 0, tile=32, batch=3)
+    assert len(stylize.windows(92, 32, 28)) == 3  # really tiled: 3x3 windows
+    assert whole.shape == tiled.shape == rgb.shape
+    assert np.abs(whole - tiled).max() < 0.01
+    # and without the gathered statistics, tiles would not match (the test can fail)
+    assert (
+        np.abs(whole[:48, :48] - stylize.apply(trained, rgb[None, :48, :48], 0, 0)[0]).max() > 0.01
+    )
+
+
+def test_bad_photos_are_skipped_in_one_line_and_an_empty_set_refused(folder, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "notes.png").write_text("not an image")
+    (bad / "cut.jpg").write_bytes((folder / "part0.jpg").read_bytes()[:200])
+    (bad / "readme.txt").write_text("ignored: not an image suffix")
+    lines = []
+    with pytest.raises(JaxcombineError) as e:
+        photos.load(bad, crop=32, zoom=1.0, warn=lines.append)
+    assert "no training photos" in str(e.value) and "\n" not in str(e.value)
+    assert len(lines) == 2 and all("\n" not in x and x.startswith("skipping photo") for x in lines)
+    shutil.copy(folder / "part1.png", bad / "good.png")
+    lines.clear()
+    found = photos.load(bad, crop=32, zoom=1.0, warn=lines.append)
+    assert found.names == ("good.png",) and len(lines) == 2
+    assert [n for n, _ in found.held_out] == ["astronaut"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(JaxcombineError, match="no training photos in .*empty"):
+        photos.load(empty, crop=32, zoom=1.0)
+
+
+def test_batches_depend_on_seed_and_step_only(folder):
+    found = photos.load(folder, crop=32, zoom=1.5)
+    a = photos.batch(found.train, 1, 7, size=3, crop=32, zoom=1.5)
+    b = photos.batch(found.train, 1, 7, size=3, crop=32, zoom=1.5)
+    c = photos.batch(found.train, 1, 8, size=3, crop=32, zoom=1.5)
+    assert a.shape == (3, 32, 32, 3) and np.array_equal(a, b) and not np.array_equal(a, c)
+    feed = photos.Prefetch(lambda t: t * 10, 5, 8)
+    got = []
+    for step, value in feed:
+        got.append((step, value))
+        if step == 7:
+            break
+    feed.close()
+    assert got == [(5, 50), (6, 60), (7, 70)]
+
+
+@pytest.mark.slow
+def test_cli_train_killed_resumes_then_stylizes(folder, vgg19, tmp_path):
+    """The real console script: a training killed with SIGKILL after a checkpoint resumes
+    from it, and the trained network stylizes a photo into an image and its record. (The
+    refusals' one line through the CLI: tests/cli; their messages: the tests above.)"""
+    net = tmp_path / "net"
+    args = [
+        "train", "--photos", folder, "--recipe", SHALLOW, "--crop", "32", "--batch", "1",
+        "--width", "4", "--res-blocks", "0", "--style-size", "32", "--checkpoint-every", "2",
+        "--sample-every", "0", "--conv", "xla", "--out", net, "-q",
+    ]  # fmt: skip
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxcombine", *map(str, args), "--steps", "100000"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (net / "checkpoints" / "2").is_dir() and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    saved = max(int(p.name) for p in (net / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved >= 2
+
+    resumed = jaxcombine(*args, "--steps", saved + 2)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"step {saved + 2} (from {saved})" in resumed.stdout
+
+    out = tmp_path / "styl"
+    done = jaxcombine("stylize", "--net", net, folder / "part1.png", "--out", out, "-q")
+    assert done.returncode == 0, done.stderr
+    record = json.loads((out / "part1-starry_night.json").read_text())
+    assert record["net_step"] == saved + 2 and record["image"] == "part1-starry_night.png"
+    assert (
+        images.read(out / "part1-starry_night.png").shape == images.read(folder / "part1.png").shape
+    )
+
+
+def test_recipes_a_network_cannot_learn_are_refused_in_one_line():
+    from jaxcombine.options import recipe
+
+    objective.check_recipe(recipe.load("gatys"))  # statistics over positions: learnable
+    with pytest.raises(JaxcombineError) as e:
+        objective.check_recipe(recipe.load("style4-content3"))
+    assert "\n" not in str(e.value) and "style:activations" in str(e.value)
