@@ -1,5 +1,7 @@
 """Tiled loss and gradient (jaxcombine.engine.tiles) against the untiled ones, real VGG19 weights."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,19 +42,26 @@ def images(shape, seed=0):
     return jnp.asarray(content), jnp.asarray(style[None]), jnp.asarray(x, jnp.float32)
 
 
+targets_of = jax.jit(program.compute_targets, static_argnames="problem")
+
+
+@functools.partial(jax.jit, static_argnames="problem")
+def untiled_value_and_grad(problem, variables, targets, x, weights):
+    """The whole image's loss, its components and gradient: one program per problem and
+    shape, shared by the tests that compare tilings against it."""
+    return jax.value_and_grad(
+        lambda q: program.loss(problem, variables, targets, q, weights), has_aux=True
+    )(x)
+
+
 def both(vgg19, rec, shape, tile):
     problem = program.Problem(recipe=rec.structure())
     variables = model.variables(model.trim(vgg19.arrays, rec.layers))
     content, styles, x = images(shape)
-    targets = jax.jit(program.compute_targets, static_argnames="problem")(
-        problem, variables, content, styles
-    )
+    targets = targets_of(problem, variables, content, styles)
     weights = jnp.asarray([t.weight for t in rec.terms] + [rec.tv_weight], jnp.float32)
-    untiled = jax.jit(
-        lambda v, t, p: jax.value_and_grad(
-            lambda q: program.loss(problem, v, t, q, weights), has_aux=True
-        )(p)
-    )(variables, targets, x)
+    untiled = untiled_value_and_grad(problem, variables, targets, x, weights)
+    # a new function each call: traced afresh, so a patched tiles.halo is seen
     tiled = jax.jit(lambda v, t, p: tiles.value_and_grad(problem, v, t, p, weights, tile=tile))(
         variables, targets, x
     )

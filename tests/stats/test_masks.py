@@ -229,6 +229,11 @@ def test_each_style_governs_its_own_region_in_one_program(vgg19, files, compiled
         **RUN,
     )
     base["init"] = "content,noise"
+    # XLA's convolutions in the CPU's default loop form: which region takes which style
+    # does not depend on the convolution algorithm (the tests above, which assert exact
+    # zeros beyond a receptive field, keep the default Winograd layers), and Winograd's
+    # programs compile 2-3 times slower on the CPU
+    base.update(conv="xla", loop="scan")
     r = job.combine(style_masks=(str(files / "left.jpg"), str(files / "right.png")), **base)
     assert r.outcome.pixels.shape[0] == 2 and np.isfinite(r.history).all()
     for px in r.outcome.pixels:
