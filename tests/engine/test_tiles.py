@@ -156,7 +156,8 @@ def test_targets_match_untiled_with_blended_styles(vgg19):
 
 def test_a_tiled_run_matches_the_untiled_one():
     """``combine(tile=...)``: the same losses at every step (1e-4 relative) and pixels
-    (0.05 of 0-255) as the whole-image run, from 16 px tiles, coarse to fine: 4 steps
+    (0.05 of 0-255 but for under 1% of them, within one step of 4 for those) as the
+    whole-image run, from 16 px tiles, coarse to fine: 4 steps
     at 32x32, then 4 at 64x64 (the single-scale path is the last scale's)."""
 
     from jaxcombine.run.job import combine
@@ -169,7 +170,14 @@ def test_a_tiled_run_matches_the_untiled_one():
     assert tiled.config.tile == 16
     assert len(tiled.history) == len(whole.history) == 8
     np.testing.assert_allclose(tiled.history, whole.history, rtol=1e-4, atol=1e-8)
-    np.testing.assert_allclose(tiled.outcome.pixels, whole.outcome.pixels, atol=0.05)
+    # Adam divides by the gradient's own scale: where a pixel's gradient is near zero, the
+    # tiles' other summation order can flip its sign and move it by up to the learning
+    # rate a step. So nearly all pixels agree to 0.05, and the rare flipped ones stay
+    # within a step or two (a build of XLA at another optimisation level moved 0.7% of
+    # them, by up to 1.64 of 255; as test_rows allows for its sharded sums)
+    diff = np.abs(tiled.outcome.pixels - whole.outcome.pixels)
+    assert np.mean(diff > 0.05) < 0.01, np.mean(diff > 0.05)
+    assert diff.max() < 4.0, diff.max()
 
 
 def test_tile_option_is_checked():
