@@ -36,8 +36,6 @@ from jaxcombine.options.recipe import Recipe, Term
 from jaxcombine.stats import base
 from jaxcombine.stats import hypercolumns as hypercolumns_lib
 from jaxcombine.stats import masks as masks_lib
-from jaxcombine.stats.gram import gram  # noqa: F401  (the maths, by its old name)
-from jaxcombine.stats.meanstd import mean_std  # noqa: F401
 
 EPS = base.EPS
 relative_mse = base.relative_mse

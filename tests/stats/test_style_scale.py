@@ -15,7 +15,8 @@ from jaxcombine.networks import model
 from jaxcombine.options.config import RunConfig
 from jaxcombine.run import job, memory
 from jaxcombine.run import plan as plan_lib
-from jaxcombine.stats import losses, statistics
+from jaxcombine.stats import statistics
+from jaxcombine.stats.gram import gram
 
 EVERY = {
     "terms": [
@@ -77,7 +78,7 @@ def test_style_scale_changes_the_targets_and_the_result(vgg19):
     feats = model.VGG(taps=("block1_conv1",), conv=plain.problem.conv).apply(
         plain.variables, jnp.asarray(big.style_images[0])[None]
     )
-    np.testing.assert_allclose(g2, losses.gram(feats["block1_conv1"][0]), rtol=1e-5)
+    np.testing.assert_allclose(g2, gram(feats["block1_conv1"][0]), rtol=1e-5)
     assert big.x0.shape == plain.x0.shape  # the output (and a style start) keep their size
     r1, r2 = job.combine(base), job.combine(base.replace(style_scale=(2.0,)))
     assert np.abs(r1.outcome.pixels - r2.outcome.pixels).max() > 0.5
@@ -106,7 +107,7 @@ def test_two_styles_at_different_scales_blend_every_statistic(vgg19, every):
     t = prep.targets
     np.testing.assert_allclose(
         t["style:gram:block1_conv1"],
-        sum(wi * losses.gram(f["block1_conv1"]) for wi, f in zip(w, feats)),
+        sum(wi * gram(f["block1_conv1"]) for wi, f in zip(w, feats)),
         rtol=1e-5,
     )
     means = [np.mean(np.asarray(f["block1_conv2"]).reshape(-1, 64), axis=0) for f in feats]
