@@ -18,17 +18,10 @@ from jaxcombine.stats import hypercolumns as hc
 
 
 @dataclasses.dataclass(frozen=True)
-class RelaxedEMD(base.Family):
+class RelaxedEMD(hc.StyleSampled):
     name = "emd"
-    random = True
-    hypercolumn = True
 
-    def target(self, features, weights, *, content=None):
-        return hc.style_target(features, weights)
-
-    def term(self, features, target, *, key=None, mask=None):
-        x = hc.output_points(key, features, mask)
-        y, weights = hc.style_points(key, target)
+    def compare(self, x, y, weights):
         return hc.relaxed_emd(hc.cosine_distances(x, y), weights)
 
 

@@ -27,7 +27,7 @@ and palette share the relaxed EMD's), every start draws its own, and the seed is
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +35,7 @@ import numpy as np
 
 from jaxcombine.options.layers import TORCHVISION_INPUT
 from jaxcombine.options.recipe import RGB, Hypercolumn
+from jaxcombine.stats import base
 from jaxcombine.stats import masks as masks_lib
 
 POSITIONS = 0x9C01  # folded into the step's key: the positions stream (output, then styles)
@@ -269,3 +270,29 @@ def output_points(
     """``read`` at the output positions of this step (the positions stream 0)."""
     _, where = draw(positions_key(key, 0), features.shape, features.spec, mask)
     return read(features, where)
+
+
+class StyleSampled(base.Family):
+    """A statistic of this step's output points against points drawn from the style
+    (``emd``, ``moments``, ``palette``): the flags, the target (:func:`style_target`) and
+    the two draws in one place, as :class:`~jaxcombine.stats.base.Matched` holds them for
+    one-value statistics. A subclass says what is read at each position (``read``:
+    :func:`sample` or :func:`sample_colours`) and how the two weighted point sets compare
+    (:meth:`compare`)."""
+
+    random: ClassVar[bool] = True
+    hypercolumn: ClassVar[bool] = True
+    read: ClassVar[Any] = staticmethod(sample)
+
+    def compare(self, x: jax.Array, y: jax.Array, weights: jax.Array) -> jax.Array:
+        """The term of output points ``x`` (N, D) against style points ``y`` (M, D)
+        weighing ``weights`` (M,)."""
+        raise NotImplementedError
+
+    def target(self, features, weights, *, content=None):
+        return style_target(features, weights)
+
+    def term(self, features, target, *, key=None, mask=None):
+        x = output_points(key, features, mask, self.read)
+        y, weights = style_points(key, target, self.read)
+        return self.compare(x, y, weights)

@@ -26,17 +26,10 @@ def weighted_moments(points: jax.Array, weights: jax.Array) -> tuple[jax.Array, 
 
 
 @dataclasses.dataclass(frozen=True)
-class Moments(base.Family):
+class Moments(hc.StyleSampled):
     name = "moments"
-    random = True
-    hypercolumn = True
 
-    def target(self, features, weights, *, content=None):
-        return hc.style_target(features, weights)
-
-    def term(self, features, target, *, key=None, mask=None):
-        x = hc.output_points(key, features, mask)
-        y, weights = hc.style_points(key, target)
+    def compare(self, x, y, weights):
         n = x.shape[0]
         mx, cx = weighted_moments(x, jnp.full((n,), 1.0 / n, jnp.float32))
         my, cy = weighted_moments(y, weights)

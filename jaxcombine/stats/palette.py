@@ -15,17 +15,11 @@ from jaxcombine.stats import hypercolumns as hc
 
 
 @dataclasses.dataclass(frozen=True)
-class Palette(base.Family):
+class Palette(hc.StyleSampled):
     name = "palette"
-    random = True
-    hypercolumn = True
+    read = staticmethod(hc.sample_colours)
 
-    def target(self, features, weights, *, content=None):
-        return hc.style_target(features, weights)
-
-    def term(self, features, target, *, key=None, mask=None):
-        x = hc.output_points(key, features, mask, hc.sample_colours)
-        y, weights = hc.style_points(key, target, hc.sample_colours)
+    def compare(self, x, y, weights):
         return hc.relaxed_emd(hc.euclidean_distances(x, y), weights)
 
 
