@@ -168,28 +168,19 @@ def test_sweep_parsing_and_chunks():
     assert outputs.chunk_size(10, 25) == 5 and outputs.chunk_size(25, 0) == 25
 
 
+def sweep_study(out, steps):
+    """A CLI study of two starts crossed with two TV weights: one program shape, shared by
+    the tests that run it (compiled once a session)."""
+    return jaxcombine(
+        *("study", "--recipe", SHALLOW, "--size", 32, "--steps", steps, "--snapshot-every", 2),
+        *("--quiet", "--inits", "content,noise", "--sweep", "tv_weight=0,0.01"),
+        *("--conv", "xla", "--out", out),
+    )
+
+
 def test_cli_study_with_sweep(vgg19, tmp_path):
     out = tmp_path / "s"
-    proc = jaxcombine(
-        "study",
-        "--recipe",
-        SHALLOW,
-        "--size",
-        "32",
-        "--steps",
-        "2",
-        "--snapshot-every",
-        "2",
-        "--quiet",
-        "--inits",
-        "content,noise",
-        "--sweep",
-        "tv_weight=0,0.01",
-        "--conv",
-        "xla",
-        "--out",
-        out,
-    )
+    proc = sweep_study(out, steps=2)
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr
     labels = [f"{s}@tv_weight={v}" for s in ("content", "noise-s0") for v in ("0", "0.01")]
@@ -216,26 +207,7 @@ def test_cli_sigint_stops_cleanly(vgg19, tmp_path):
     """A real Ctrl-C: exit 130, everything so far on disk, resumable. The sweep study's
     program shape (test_cli_study_with_sweep), so its compile is shared."""
     out = tmp_path / "s"
-    proc = jaxcombine(
-        "study",
-        "--recipe",
-        SHALLOW,
-        "--size",
-        "32",
-        "--steps",
-        "100000",
-        "--snapshot-every",
-        "2",
-        "--quiet",
-        "--inits",
-        "content,noise",
-        "--sweep",
-        "tv_weight=0,0.01",
-        "--conv",
-        "xla",
-        "--out",
-        out,
-    )
+    proc = sweep_study(out, steps=100000)
     deadline = time.time() + 300
     while not (out / "state.npz").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
