@@ -5,6 +5,7 @@ user's explicit options win. (A bad [run] table's one-line errors: options/test_
 import json
 
 import numpy as np
+import pytest
 import recipe_files
 from cli_run import jaxcombine
 from PIL import Image
@@ -21,6 +22,7 @@ SCHEDULE = {
 }
 
 
+@pytest.mark.slow
 def test_a_recipe_schedule_on_a_pyramid_runs_under_explicit_options(vgg19, tmp_path):
     rec = recipe_files.write(tmp_path / "sched.toml", recipe_files.shallow(run=SCHEDULE))
     out = tmp_path / "out"

@@ -44,7 +44,19 @@ def _falls(result, j=0):
 # Direct convolutions: on the CPU, programs with Winograd layers down to block5 compile about
 # three times slower, and what is tested here is the preset. The Winograd layers are checked
 # one by one (test_model, test_winograd) and run end to end with gatys (test_cli, test_batch).
-@pytest.mark.parametrize("name", recipe.preset_names())
+# The quick tier runs the three families (Gatys's Gram matching, STROTSS's and NNST's
+# hypercolumns); the presets that swap in another statistic, whose terms test_every_statistic
+# runs at two layers, run end to end in the slow tier.
+CORE_PRESETS = ("gatys", "strotss", "nnst")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=() if name in CORE_PRESETS else pytest.mark.slow)
+        for name in recipe.preset_names()
+    ],
+)
 def test_every_preset_lowers_its_loss(vgg19, tv_weights, name):
     # a preset's coarse-to-fine ladder (strotss, nnst: 4 scales) would start below what
     # its layers take at this size: one scale, its other suggestions kept

@@ -159,7 +159,10 @@ def whole_study(vgg19, tmp_path_factory):
     )
 
 
-@pytest.mark.parametrize("stop_at", [2, 3], ids=["mid-scale", "at-a-boundary"])
+@pytest.mark.parametrize(
+    "stop_at",
+    [pytest.param(2, id="mid-scale", marks=pytest.mark.slow), pytest.param(3, id="at-a-boundary")],
+)
 def test_study_resumes_across_scales(whole_study, tmp_path, stopped_after_first_chunk, stop_at):
     """Stop after the first chunk, resume, and match the uninterrupted study."""
     config, whole = STUDY, whole_study

@@ -134,6 +134,7 @@ def test_sorting_statistics_are_refused(statistic):
         tiles.plan(256, 256, 40, ["block5_conv1"])
 
 
+@pytest.mark.slow
 def test_targets_match_untiled_with_blended_styles(vgg19):
     """Every target (a blend of two styles with weights 0.3/0.7, the content's activation
     map) equals program.compute_targets' to 1e-4 relative (of each target's largest value)."""
@@ -154,6 +155,7 @@ def test_targets_match_untiled_with_blended_styles(vgg19):
             assert err < 1e-4, (key, err)
 
 
+@pytest.mark.slow
 def test_a_tiled_run_matches_the_untiled_one():
     """``combine(tile=...)``: the same losses at every step (1e-4 relative) and pixels
     (0.05 of 0-255 but for under 1% of them, within one step of 4 for those) as the

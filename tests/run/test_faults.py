@@ -194,7 +194,6 @@ def _records(out: Path) -> dict[str, dict]:
     }
 
 
-@pytest.mark.slow
 def test_two_batches_share_a_folder_then_one_is_killed_and_a_rerun_finishes(
     vgg19, shallow, tmp_path
 ):

@@ -79,6 +79,7 @@ def _start(size, conv, starts, recipe, out):
     )
 
 
+@pytest.mark.slow
 def test_estimate_is_just_above_measured_peaks(tmp_path):
     """Two tiny real runs side by side, each peak RSS measured by its own launcher."""
     recipe_files.write(tmp_path / "block2.toml", BLOCK2)

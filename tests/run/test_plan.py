@@ -118,6 +118,7 @@ def test_two_runs_on_one_folder_the_second_refuses(vgg19, tmp_path):
     assert (out / "content.png").exists() and (out / "run.json").exists()
 
 
+@pytest.mark.slow
 def test_shard_on_four_devices_at_48_px_falls_back_or_is_one_line(tmp_path):
     """gatys at 48 px on 4 CPU devices: block3_pool's 6 rows do not divide among 4, so ``auto``
     runs by starts (it chose rows, and XLA's partitioner died in a traceback) and an

@@ -4,6 +4,7 @@ each region's style in its own region, two starts side by side, and another seed
 compiles nothing but draws other positions."""
 
 import numpy as np
+import pytest
 import recipe_files
 from cli_run import jaxcombine
 from PIL import Image
@@ -58,6 +59,7 @@ def test_the_command_line_runs_every_hypercolumn_statistic(vgg19, tmp_path):
     assert np.asarray(Image.open(out / "content.png")).shape == (48, 48, 3)
 
 
+@pytest.mark.slow
 def test_a_guided_run_keeps_each_region_in_its_own_and_a_new_seed_compiles_nothing(
     vgg19, tmp_path, compiled
 ):

@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import recipe_files
 from PIL import Image
 from recipe_files import term
@@ -88,6 +89,7 @@ def test_other_backends_keep_the_batched_call(monkeypatch):
     assert lapack_shapes(jax.vmap(linalg.eigh), jnp.ones((3, 6, 6))) == ["3x6x6xf32"]
 
 
+@pytest.mark.slow
 def test_w2_under_two_style_masks_with_starts_over_two_devices_finishes(tmp_path):
     """Hung before jaxcombine.stats.linalg on a 2-core machine: two styles, each under its mask,
     with a w2 recipe, two vmapped starts per device (a rolled loop: auto), two host devices.

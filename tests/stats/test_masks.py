@@ -133,7 +133,16 @@ def _grad(vgg19, rec, mask):
     )
 
 
-@pytest.mark.parametrize("statistic", ["activations", *MATCHED, "w2", "swd"])
+@pytest.mark.parametrize(
+    "statistic",
+    [
+        "activations",
+        "gram",
+        "swd",
+        # in the slow tier: the other one-value statistics (base.Matched, as gram) and w2
+        *(pytest.param(s, marks=pytest.mark.slow) for s in ("meanstd", "covariance", "w2")),
+    ],
+)
 def test_a_zero_mask_leaves_its_region_untouched(vgg19, statistic):
     """A term masked to columns >= 16 of a 32-px image gives exactly zero gradient left of
     the receptive-field border: block2_conv1 (masked by the 2x2 average of the mask, so

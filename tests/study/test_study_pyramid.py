@@ -3,6 +3,7 @@ state.npz keeps the pyramid's levels by name (an image decomposed again would be
 coefficients)."""
 
 import numpy as np
+import pytest
 import recipe_files
 from PIL import Image
 
@@ -21,6 +22,7 @@ CONFIG = RunConfig(
 )
 
 
+@pytest.mark.slow
 def test_a_resumed_pyramid_study_equals_one_made_in_one_go(
     vgg19, tmp_path, stopped_after_first_chunk
 ):

@@ -90,6 +90,7 @@ def suite(pairs_file, out):
     )
 
 
+@pytest.mark.slow
 def test_tiny_suite_writes_table_fronts_sheets_page_and_resumes(pairs_file, tmp_path):
     out = tmp_path / "suite"
     first = suite(pairs_file, out)

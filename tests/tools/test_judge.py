@@ -56,6 +56,7 @@ def test_hf_color_energy_is_the_chroma_laplacian_zero_on_flat_and_large_on_colou
 # --------------------------------------------------------------------------- eval --judge
 
 
+@pytest.mark.slow
 def test_eval_judge_alexnet_lpips_zero_on_itself_positive_on_another_photo(photos, tmp_path):
     content, other = photos
     out = tmp_path / "scores.csv"

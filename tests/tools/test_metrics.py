@@ -93,6 +93,7 @@ def test_cli_eval_missing_image_is_one_line(tmp_path):
     assert_one_line_error(proc, ".csv")
 
 
+@pytest.mark.slow
 def test_study_and_batch_reports_carry_eval_scores(vgg19, tmp_path):
     """--eval in a study and a batch: the scores are those of `jaxcombine eval` on the
     written images, in the summary/report and in each job's record and eval.csv."""
@@ -254,6 +255,7 @@ def test_batch_eval_scores_a_finished_batch_and_one_bad_record_is_one_line(vgg19
 # --------------------------------------------------------------------------- one forward
 
 
+@pytest.mark.slow
 def test_features_eval_and_study_distances_share_one_compiled_forward(vgg19, tmp_path, compiled):
     """One jitted forward, compiled once per (network, taps, image size) whoever asks."""
 

@@ -135,6 +135,7 @@ def test_step_lowers_the_loss_on_a_fixed_batch(two_styles):
     assert np.all(totals[-1] < 0.8 * totals[0]), totals
 
 
+@pytest.mark.slow
 def test_vmapped_networks_equal_networks_trained_one_by_one(two_styles):
     """Two networks in one program equal each trained alone (its slice of the state and
     of the style targets), over 3 steps.
@@ -204,6 +205,7 @@ def test_resume_continues_from_the_same_step_with_the_same_parameters(folder, vg
     assert "\n" not in str(e.value) and "crop 32 there, 48 here" in str(e.value)
 
 
+@pytest.mark.slow
 def test_tiled_stylize_equals_the_whole_image(tmp_path):
     """Tiles with instance-norm statistics gathered over the whole image, and the
     receptive field as context, give the whole image's result everywhere. Tolerance:
