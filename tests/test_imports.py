@@ -127,10 +127,14 @@ def test_version_comes_from_its_own_module():
     assert imported(known["_version"], known) == set()
 
 
-def test_configuration_and_recipes_load_no_jax():
+def test_configuration_recipes_and_a_runs_inputs_load_no_jax():
+    """What the command line checks before JAX starts (cli/main.start_jax) needs no JAX:
+    the configuration, the recipes, and the run's inputs (every file's header)."""
     code = (
-        "import sys, jaxcombine.options.config, jaxcombine.options.recipe as r;"
-        "r.load('gatys');"
+        "import sys, jaxcombine.options.config as c, jaxcombine.options.recipe as r;"
+        "from jaxcombine.run import inputs;"
+        "r.load('gatys'); got = inputs.read(c.RunConfig(init='content,style'));"
+        "assert len(got.files) == 2 and got.recipe.name == 'gatys', got;"
         "print(sorted(m for m in ('jax', 'flax', 'optax') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

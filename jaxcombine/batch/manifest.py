@@ -29,7 +29,7 @@ from jaxcombine.options import config as config_lib
 from jaxcombine.options import recipe as recipe_lib
 from jaxcombine.options.config import DEFAULT_MODEL, RunConfig
 from jaxcombine.options.rules import ConfigError
-from jaxcombine.run import plan as plan_lib
+from jaxcombine.run import inputs
 
 FIELDS = config_lib.run_fields()
 SECTIONS = ("defaults", "grid", "jobs")
@@ -117,7 +117,7 @@ def _table(table: Any, where: str) -> dict:
 def _expand(config: RunConfig) -> list[Job]:
     """One validated config → one job per start (``noise:N`` gives N seeds)."""
     try:
-        recipe = plan_lib.load_recipe(config)
+        recipe = inputs.load_recipe(config)
     except JaxcombineError:
         recipe = None  # the job fails later, when planned, with the recipe's error
     out = []

@@ -119,6 +119,30 @@ def start_jax() -> None:
         exit_interrupted()
 
 
+def check_before_jax(*image_paths, outs=()) -> None:
+    """Refuse, before JAX starts, what the command would refuse after it: a missing or
+    unreadable image (its header, through the guarded reader), an output file or folder
+    that cannot be written. The command's own checks run again later; these make the
+    common mistakes one line in a fraction of a second."""
+    from jaxcombine.io import folders, images
+
+    if outs:  # the output first, as the commands themselves check it
+        folders.check_output_files(*outs)
+    for path in image_paths:
+        if path is not None:
+            images.header_size(path)
+
+
+def _check_run_inputs(settings, out_dir: Path) -> None:
+    """The recipe and every file a run or study reads (:func:`jaxcombine.run.inputs.read`,
+    the plan's first step, which needs no JAX) and its output folder, before JAX starts."""
+    from jaxcombine.io import folders
+    from jaxcombine.run import inputs
+
+    folders.check_output_folder(out_dir)  # the folder first, as the runner checks it
+    inputs.read(settings)
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Every warning, ours or a library's, as ``jaxcombine: warning: <message>``."""
     click.echo(f"jaxcombine: warning: {' '.join(str(message).split())}", err=True)
@@ -184,6 +208,7 @@ def run(out_dir, quiet, **options):
     With no arguments: the bundled photo and painting, the gatys recipe, 200 steps at 192 px.
     """
     settings = run_config(**options)
+    _check_run_inputs(settings, out_dir)
     start_jax()
     from jaxcombine.run.job import combine
 
@@ -261,6 +286,7 @@ def study(tolerance, sweep, resume, evaluate, out_dir, quiet, **options):
     and summary.json into --out (see jaxcombine.study.runner).
     """
     settings = run_config(**options)
+    _check_run_inputs(settings, out_dir)
     start_jax()
     from jaxcombine.study.runner import run_study
 
@@ -653,6 +679,12 @@ def bench(
 @weights_option
 def features(image, layers, out_path, arch, pooling, size, max_memory, weights_path):
     """Write the activations of LAYERS for IMAGE to an .npz (float32, H×W×C per layer)."""
+    from jaxcombine.options.layers import check_layers
+
+    out_path = Path(out_path)
+    if out_path.suffix.lower() != ".json":  # that refusal is extract_features' own
+        check_before_jax(image, outs=(out_path, out_path.with_suffix(".json")))
+    check_layers([s.strip() for s in layers.split(",") if s.strip()], arch)
     start_jax()
     from jaxcombine.tools.features import extract_features
 
@@ -733,6 +765,8 @@ def eval_command(
     """Score IMAGEs: style distances (Gram, W2, sliced W) on VGG features the presets do
     not optimise, content distance, SSIM, CIE Lab colour-histogram distances, and the same
     on a judge network no run optimised (docs/evaluation.md)."""
+    out_path = Path(out_path)
+    check_before_jax(*image_paths, content, style, outs=(out_path, out_path.with_suffix(".json")))
     start_jax()
     from jaxcombine.tools import judge as judge_lib
     from jaxcombine.tools import metrics

@@ -34,7 +34,7 @@ from jaxcombine.networks import model
 from jaxcombine.options import layers as layers_lib
 from jaxcombine.options import recipe as recipe_lib
 from jaxcombine.options.config import AUTO, Init, RunConfig
-from jaxcombine.run import memory
+from jaxcombine.run import inputs, memory
 from jaxcombine.stats import losses
 
 
@@ -145,17 +145,6 @@ class Plan:
         )
 
 
-def load_recipe(config: RunConfig) -> recipe_lib.Recipe:
-    """The config's recipe with its overrides (``tv_weight``, ``preserve_color``), checked
-    against the config's network (else the one the recipe suggests)."""
-    rec = recipe_lib.load(config.recipe, config.model)
-    if config.tv_weight is not None:
-        rec = rec.replace(tv_weight=config.tv_weight)
-    if config.preserve_color is not None:
-        rec = rec.replace(preserve_color=config.preserve_color)
-    return rec
-
-
 def make(
     config: RunConfig,
     *,
@@ -166,20 +155,12 @@ def make(
     """The plan of ``config`` (already valid): one-line errors for every rule that
     combines options, recipe and devices, and for a run that will not fit in memory.
 
-    ``recipe``: already loaded (:func:`load_recipe`); ``starts``: side by side (default:
+    ``recipe``: already loaded (:func:`inputs.load_recipe`); ``starts``: side by side (default:
     the config's starts); ``per_start_targets``: each start its own targets (a batch group).
     """
-    rec = load_recipe(config) if recipe is None else recipe
-    config, from_recipe = config.settle(rec.run)
-    inits = config.inits(rec.init)
-    missing = next((i.path for i in inits if i.kind == "file" and not Path(i.path).exists()), None)
-    if missing is not None:  # refused before the targets are computed, not after
-        raise JaxcombineError(
-            f"bad init {missing!r}: no such file; use content, style, "
-            "noise, noise:N or an image path"
-        )
-    content = str(config.content or images.CONTENT)
-    height, width = images.header_size(content, max_pixels=config.max_pixels)  # the one read
+    got = inputs.read(config, recipe)
+    rec, config, inits, content = got.recipe, got.config, got.inits, got.content
+    height, width = got.size
     style_paths = tuple(str(p) for p in config.style or (images.STYLE,))
     style_scales = config.style_scales()
     scales = []
@@ -243,9 +224,9 @@ def make(
         starts=len(inits) if starts is None else starts,
         per_start_targets=per_start_targets,
         memory_bytes=0,
-        input_pixels=((content, height * width), *_input_pixels(config, rec, inits)),
+        input_pixels=got.pixels,
         style_paths=style_paths,
-        from_recipe=from_recipe,
+        from_recipe=got.from_recipe,
     )
     return _decide(plan)
 
@@ -295,27 +276,6 @@ def _style_shapes(
                 raise JaxcombineError(f"style {i} at style_scale {f:g}: {e}") from None
         sizes.append(size)
     return tuple(sizes)
-
-
-def _input_pixels(
-    config: RunConfig, rec: recipe_lib.Recipe, inits: Sequence[Init]
-) -> tuple[tuple[str, int], ...]:
-    """(path, pixels) of every file the run decodes besides the content: styles, style
-    masks, the recipe's masks and image starts, from their headers (each read once).
-    A file that is not there is left to its reader's one-line error."""
-    paths = [
-        *(config.style or (str(images.STYLE),)),
-        *(config.style_masks or ()),
-        *(config.style_regions or ()),
-        *rec.masks,
-        *(i.path for i in inits if i.kind == "file"),
-    ]
-    out = []
-    for path in dict.fromkeys(str(p) for p in paths):
-        if Path(path).is_file():
-            h, w = images.header_size(path, max_pixels=config.max_pixels)
-            out.append((path, h * w))
-    return tuple(out)
 
 
 def _decide(plan: Plan) -> Plan:

@@ -99,6 +99,29 @@ def test_bad_input_is_one_line_and_non_zero(vgg19, tmp_path, args, fragment):
     assert_one_line_error(jaxcombine(*args, cwd=tmp_path), fragment)
 
 
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["run", "--style", "missing.png"], "image not found"),
+        (["run", "--style-mask", "missing.png"], "style mask not found"),
+        (["run", "--init", "content,missing.png"], "bad init 'missing.png'"),
+        (["run", "--content", "NOTIMG"], "not an image Pillow can read"),
+        (["study", "--style", "missing.png"], "image not found"),
+        (["eval", "missing.png"], "image not found"),
+        (["features", "NOTIMG", "--layers", "block1_conv1", "--out", "x.npz"], "not an image"),
+    ],
+)
+def test_bad_files_are_refused_before_jax_starts(tmp_path, monkeypatch, args, fragment):
+    """Missing or unreadable inputs are refused before the command starts JAX (a second or
+    more of start-up): a compile cache that cannot be used would add a warning line the
+    moment JAX started (test_an_unusable_compile_cache_is_one_warning_line), and none is
+    there."""
+    (tmp_path / "file").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("JAXCOMBINE_COMPILE_CACHE", str(tmp_path / "file" / "xla"))
+    (tmp_path / "NOTIMG").write_text("just text")
+    assert_one_line_error(jaxcombine(*args, cwd=tmp_path), fragment)
+
+
 def test_recipes_list_and_show():
     proc = jaxcombine("recipes", check=True)
     assert "gatys" in proc.stdout and "style4-content3" in proc.stdout
@@ -188,14 +211,17 @@ def test_an_unusable_compile_cache_is_one_warning_line(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("a file where the cache folder should be")
     monkeypatch.setenv("JAXCOMBINE_COMPILE_CACHE", str(tmp_path / "file" / "xla"))
     # A command that computes turns the cache on (one that only reads options never does);
-    # it goes on without the cache: here to its own one-line refusal of a missing image.
+    # it goes on without the cache: here to its own one-line refusal of a memory limit
+    # (checked after JAX starts; a missing file is refused before, with no cache to warn of).
     proc = jaxcombine(
         "features",
-        tmp_path / "missing.png",
+        images.CONTENT,
         "--layers",
         "block1_conv1",
         "--out",
         tmp_path / "f.npz",
+        "--max-memory",
+        "0.001",
     )
     assert proc.stderr.splitlines()[0] == (
         f"jaxcombine: warning: compile cache {tmp_path / 'file' / 'xla'} is unusable "
@@ -204,6 +230,6 @@ def test_an_unusable_compile_cache_is_one_warning_line(tmp_path, monkeypatch):
     )
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 2
     assert proc.stderr.splitlines()[1].startswith("jaxcombine: error:")
-    assert "missing.png" in proc.stderr.splitlines()[1]
+    assert "but 1 MB is available" in proc.stderr.splitlines()[1]
     quiet = jaxcombine("recipes", "show", "gatys", check=True)
     assert quiet.stderr == ""  # listing recipes never imports JAX nor touches the cache

@@ -97,6 +97,7 @@ tv_weight = {tv}
 """
 
 
+@pytest.mark.slow
 def test_a_grid_of_traced_numbers_is_one_program(vgg19, recipes, tmp_path, compiled):
     """lr × steps × tv_weight at one size: one batched group of 8 jobs; the same grid with
     other numbers compiles nothing (every compile counted); each job stops at its own step

@@ -44,10 +44,11 @@ def _falls(result, j=0):
 # Direct convolutions: on the CPU, programs with Winograd layers down to block5 compile about
 # three times slower, and what is tested here is the preset. The Winograd layers are checked
 # one by one (test_model, test_winograd) and run end to end with gatys (test_cli, test_batch).
-# The quick tier runs the three families (Gatys's Gram matching, STROTSS's and NNST's
-# hypercolumns); the presets that swap in another statistic, whose terms test_every_statistic
-# runs at two layers, run end to end in the slow tier.
-CORE_PRESETS = ("gatys", "strotss", "nnst")
+# The quick tier runs gatys and nnst end to end; strotss (its hypercolumn statistics run on
+# the command line in test_hypercolumn_runs, its pyramid in test_pyramid_runs) and the
+# presets that swap in another statistic (each run at two layers by test_every_statistic)
+# run end to end in the slow tier.
+CORE_PRESETS = ("gatys", "nnst")
 
 
 @pytest.mark.parametrize(
@@ -115,6 +116,7 @@ def test_every_init_and_vmapped_equals_separate(vgg19, tmp_path):
     assert np.abs(px[0] - px[1]).mean() > 10 and np.abs(px[2] - px[3]).mean() > 10
 
 
+@pytest.mark.slow
 def test_loop_forms_agree(vgg19):
     runs = {loop: job.combine(**{**PLUMBING, "loop": loop}, init="noise") for loop in config.LOOPS}
     for loop in ("scan", "unroll"):
@@ -218,7 +220,6 @@ def test_recipe_round_trips_through_toml():
         assert again == r
 
 
-@pytest.mark.slow
 def test_four_fake_devices_match_one(vgg19, tmp_path):
     """Starts sharded over a 4-device mesh (5 starts, padded to 8) give the single-device
     result, computed here (one device) with the program the init test compiled."""

@@ -86,6 +86,7 @@ def run_worker(
     return json.loads(proc.stdout.strip().splitlines()[-1]), np.load(out)
 
 
+@pytest.mark.slow
 def test_four_devices_by_rows_match_one(tmp_path):
     """The row-sharded run gives the one-device run's losses (to 1e-4 relative at every
     step: float32 partial sums added in another order) and pixels (to 0.05 of 0-255), with

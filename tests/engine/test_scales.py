@@ -94,6 +94,7 @@ def test_cli_run_ends_at_the_size_and_records_every_scale(vgg19, tmp_path):
     assert [int(r["size"]) for r in rows] == [24] * 3 + [32] * 3 + [40] * 3
 
 
+@pytest.mark.slow
 def test_vmapped_starts_through_scales_equal_one_by_one(vgg19):
     together = jaxcombine.combine(init="content,noise", **LADDER)
     for j, init in enumerate(("content", "noise")):
@@ -159,9 +160,10 @@ def whole_study(vgg19, tmp_path_factory):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "stop_at",
-    [pytest.param(2, id="mid-scale", marks=pytest.mark.slow), pytest.param(3, id="at-a-boundary")],
+    [pytest.param(2, id="mid-scale"), pytest.param(3, id="at-a-boundary")],
 )
 def test_study_resumes_across_scales(whole_study, tmp_path, stopped_after_first_chunk, stop_at):
     """Stop after the first chunk, resume, and match the uninterrupted study."""

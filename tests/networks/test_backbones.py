@@ -206,7 +206,7 @@ SHALLOW_ALEXNET = recipe_files.shallow(
 )
 
 
-@pytest.mark.parametrize("arch", ["vgg16-tv", "alexnet"])
+@pytest.mark.parametrize("arch", ["vgg16-tv", pytest.param("alexnet", marks=pytest.mark.slow)])
 def test_a_run_on_each_backbone_lowers_its_loss(tv_weights, tmp_path, recipe_file, arch):
     """Through the CLI, a recipe in the backbone's own layer names; the record names it."""
     recipe = recipe_file(SHALLOW_ALEXNET) if arch == "alexnet" else recipe_files.SHALLOW

@@ -34,7 +34,7 @@ def numpy_lpips(feats_x, feats_y, heads):
     return total
 
 
-@pytest.mark.parametrize("net", ["vgg", "alex"])
+@pytest.mark.parametrize("net", [pytest.param("vgg", marks=pytest.mark.slow), "alex"])
 def test_lpips_is_the_formula_zero_on_identical_images_and_symmetric(
     tv_weights, pair, net, compiled
 ):

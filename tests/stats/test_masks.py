@@ -138,9 +138,9 @@ def _grad(vgg19, rec, mask):
     [
         "activations",
         "gram",
-        "swd",
-        # in the slow tier: the other one-value statistics (base.Matched, as gram) and w2
-        *(pytest.param(s, marks=pytest.mark.slow) for s in ("meanstd", "covariance", "w2")),
+        # in the slow tier: the other one-value statistics (base.Matched, as gram) and the
+        # point-set ones (swd, w2: their masks weight points, as test_a_weighted_mask_... checks)
+        *(pytest.param(s, marks=pytest.mark.slow) for s in ("meanstd", "covariance", "w2", "swd")),
     ],
 )
 def test_a_zero_mask_leaves_its_region_untouched(vgg19, statistic):
@@ -228,6 +228,7 @@ def test_a_half_mask_styles_one_half_and_not_the_other(vgg19, files):
     assert (px[:, 24:, 0] - px[:, 24:, 2]).mean() > 60.0
 
 
+@pytest.mark.slow
 def test_each_style_governs_its_own_region_in_one_program(vgg19, files, compiled):
     """Two styles × two masks, two vmapped starts: the left takes the red style, the
     right the blue; other masks of the same size compile nothing new."""

@@ -188,6 +188,7 @@ def test_a_large_style_scale_is_counted_before_the_run(vgg19):
         plan_lib.make(limit.replace(style_scale=(8.0,)))
 
 
+@pytest.mark.slow
 def test_style_masks_with_styles_of_different_sizes(vgg19, every, tmp_path):
     """Per-style targets (style masks) from styles at two scales: each style's target is
     its own, at its own size, and the run is finite."""

@@ -159,6 +159,7 @@ def test_eval_too_big_for_memory_is_refused_in_one_line_before_any_work(tmp_path
     assert not out.exists() and not out.with_suffix(".json").exists()
 
 
+@pytest.mark.slow
 def test_eval_size_scores_a_downscaled_copy_and_records_it(vgg19, tmp_path):
     """Scored at 24 px, the size the study and batch reports score at (one compile)."""
     path = tmp_path / "a.png"

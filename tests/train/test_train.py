@@ -179,6 +179,7 @@ def test_vmapped_networks_equal_networks_trained_one_by_one(two_styles):
         assert float(jnp.max(jnp.abs(outs[0] - outs[1]))) < 0.01
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_same_step_with_the_same_parameters(folder, vgg19, tmp_path):
     config = _config(folder)
     whole = trainer.train(config, tmp_path / "whole", progress=False)
