@@ -70,6 +70,24 @@ def test_every_preset_lowers_its_loss(vgg19, tv_weights, name):
     assert _falls(result), result.outcome.totals[:, 0]
 
 
+def test_every_statistic_lowers_its_own_term_in_one_program(vgg19, recipe_file):
+    """A style term of every statistic at two layers, optimised together from noise: one
+    program (one compile instead of one per statistic), and each statistic's own loss
+    falls. The targets all come from one style, so the terms pull the same way; each
+    statistic alone runs in the slow tier (test_every_statistic)."""
+    terms = [term("style", ["block1_conv1", "block2_conv1"], s) for s in recipe.STATISTICS]
+    path = recipe_file({"init": "noise", "terms": terms})
+    result = job.combine(recipe=path, steps=6, **TINY, **FAST)
+    labels = recipe.load(path).labels
+    history = result.outcome.history[:, 0]  # (steps, labels): every unweighted term
+    for statistic in recipe.STATISTICS:
+        columns = [i for i, label in enumerate(labels) if label.split(":")[1:2] == [statistic]]
+        assert len(columns) == 2, (statistic, labels)
+        first, last = history[0, columns].sum(), history[-1, columns].sum()
+        assert last < first, (statistic, first, last)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("statistic", recipe.STATISTICS)
 def test_every_statistic(vgg19, recipe_file, statistic):
     style = term("style", ["block1_conv1", "block2_conv1"], statistic)
