@@ -19,15 +19,18 @@ def main(argv: list[str] | None = None) -> None:
     previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
     try:
         from jaxcombine.cli import main as cli
+        from jaxcombine.run import interrupts
 
         cli.one_line_warnings()
-    finally:
+        # Until cli.main takes SIGINT over, a Ctrl-C is noted where the run looks for it
+        # (it starts stopped and exits 130). No moment is left with Python's default
+        # handler, whose KeyboardInterrupt would be a traceback here (seen under load).
+        signal.signal(signal.SIGINT, lambda signum, frame: interrupts.RECEIVED.append(signum))
+    except BaseException:
         signal.signal(signal.SIGINT, previous)
+        raise
     if noted:
         sys.stderr.write("jaxcombine: interrupted\n")
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # none may cut the shutdown short
         sys.exit(cli.EXIT_INTERRUPTED)
-    from jaxcombine.run import interrupts
-
-    interrupts.note_interrupts()  # a Ctrl-C swallowed by a gc callback still counts
     cli.main(argv)

@@ -156,8 +156,11 @@ def one_line_warnings() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point (the console script); turns every expected failure into one line
     and an exit code, and every warning into one line."""
+    from jaxcombine.run import interrupts
+
     one_line_warnings()
     try:
+        interrupts.note_interrupts()  # a Ctrl-C swallowed by a gc callback still counts
         code = cli.main(args=argv, prog_name="jaxcombine", standalone_mode=False)
     except JaxcombineError as e:
         _fail(str(e))
@@ -177,8 +180,6 @@ def main(argv: list[str] | None = None) -> None:
             f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e),
             EXIT_ERROR,
         )
-    from jaxcombine.run import interrupts
-
     if interrupts.RECEIVED and not code:  # a Ctrl-C Python swallowed (note_interrupts)
         click.echo("jaxcombine: interrupted", err=True)
         exit_interrupted()
