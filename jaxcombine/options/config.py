@@ -198,6 +198,30 @@ def parse_inits(spec: str, seed: int = 0) -> tuple[Init, ...]:
     return tuple(out)
 
 
+# --------------------------------------------------------------------------- shared options
+
+
+# The options every command that reads images or computes takes (run, train, stylize):
+# one rule each, so a value is refused alike everywhere; only the help says what the limit
+# is checked before.
+def weights_option(help: str) -> Any:
+    """``weights``: a weights folder or a converted .h5 file (default: the project's)."""
+    return option(None, Rule("text", help, optional=True))
+
+
+def max_pixels_option() -> Any:
+    """``max_pixels``: the decompression-bomb guard of every image reader."""
+    return option(
+        DEFAULT_MAX_PIXELS,
+        Rule("int", "Refuse input images larger than this (decompression bombs).", low=1),
+    )
+
+
+def max_memory_option(help: str) -> Any:
+    """``max_memory``: GB for the memory check made before any work (None: what is there)."""
+    return option(None, Rule("float", help, low=0.0, low_open=True, optional=True))
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -493,28 +517,13 @@ class RunConfig:
     snapshot_every: int = option(
         0, Rule("int", "Also save images every N steps (0: never).", low=0)
     )
-    weights: str | None = option(
-        None,
-        Rule(
-            "text",
-            "Weights folder (or a converted .h5 file). Default: the project's weights/ folder.",
-            optional=True,
-        ),
+    weights: str | None = weights_option(
+        "Weights folder (or a converted .h5 file). Default: the project's weights/ folder."
     )
-    max_pixels: int = option(
-        DEFAULT_MAX_PIXELS,
-        Rule("int", "Refuse input images larger than this (decompression bombs).", low=1),
-    )
-    max_memory: float | None = option(
-        None,
-        Rule(
-            "float",
-            "Memory limit in GB for the check made before a run starts (default: the "
-            "accelerator's memory, or the host's available memory on CPU).",
-            low=0.0,
-            low_open=True,
-            optional=True,
-        ),
+    max_pixels: int = max_pixels_option()
+    max_memory: float | None = max_memory_option(
+        "Memory limit in GB for the check made before a run starts (default: the "
+        "accelerator's memory, or the host's available memory on CPU)."
     )
 
     def __post_init__(self) -> None:
@@ -919,22 +928,10 @@ class TrainConfig:
         AUTO,
         Rule("choice", "Backbone convolution algorithm (auto: fastest measured).", (AUTO, *CONVS)),
     )
-    weights: str | None = option(
-        None, Rule("text", "Backbone weights folder (or .h5 file).", optional=True)
-    )
-    max_pixels: int = option(
-        DEFAULT_MAX_PIXELS,
-        Rule("int", "Refuse input images larger than this (decompression bombs).", low=1),
-    )
-    max_memory: float | None = option(
-        None,
-        Rule(
-            "float",
-            "Memory limit in GB for the check before training (default: what is available).",
-            low=0.0,
-            low_open=True,
-            optional=True,
-        ),
+    weights: str | None = weights_option("Backbone weights folder (or .h5 file).")
+    max_pixels: int = max_pixels_option()
+    max_memory: float | None = max_memory_option(
+        "Memory limit in GB for the check before training (default: what is available)."
     )
 
     def __post_init__(self) -> None:
@@ -1016,19 +1013,9 @@ class StylizeConfig:
             low=0,
         ),
     )
-    max_pixels: int = option(
-        DEFAULT_MAX_PIXELS,
-        Rule("int", "Refuse input images larger than this (decompression bombs).", low=1),
-    )
-    max_memory: float | None = option(
-        None,
-        Rule(
-            "float",
-            "Memory limit in GB (default: what is available); larger images are tiled.",
-            low=0.0,
-            low_open=True,
-            optional=True,
-        ),
+    max_pixels: int = max_pixels_option()
+    max_memory: float | None = max_memory_option(
+        "Memory limit in GB (default: what is available); larger images are tiled."
     )
 
     def __post_init__(self) -> None:
