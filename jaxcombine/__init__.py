@@ -48,7 +48,7 @@ _EXPORTS = {
     "evaluate": "tools.metrics",
     "Result": "run.job",
     "combine": "run.job",
-    "prepare": "run.job",
+    "prepare": "run.prepare",
     "Plan": "run.plan",
     "make_plan": "run.plan",
     "Recipe": "options.recipe",
@@ -103,9 +103,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from jaxcombine.options.recipe import Recipe, Term  # noqa: F401
     from jaxcombine.options.recipe import load as load_recipe  # noqa: F401
     from jaxcombine.options.rules import ConfigError  # noqa: F401
-    from jaxcombine.run.job import Result, combine, prepare  # noqa: F401
+    from jaxcombine.run.job import Result, combine  # noqa: F401
     from jaxcombine.run.plan import Plan  # noqa: F401
     from jaxcombine.run.plan import make as make_plan  # noqa: F401
+    from jaxcombine.run.prepare import prepare  # noqa: F401
     from jaxcombine.study.runner import Study, run_study  # noqa: F401
     from jaxcombine.tools.features import extract, extract_features  # noqa: F401
     from jaxcombine.tools.metrics import Evaluation, evaluate  # noqa: F401

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine.networks import model, winograd
+from jaxcombine.options import layers as layers_lib
 from jaxcombine.tools.bench import best_seconds
 
 
@@ -26,13 +27,13 @@ def best_ms(fn, *args, repeats: int) -> float:
 
 def layer_shapes(height: int, width: int, deepest: str):
     """(name, H, W, C_in, C_out) of every conv up to ``deepest``."""
-    names = model.layer_names("vgg19")
+    names = layers_lib.layer_names("vgg19")
     shapes, h, w = [], height, width
     for name in names[: names.index(deepest) + 1]:
         if name.endswith("_pool"):
             h, w = h // 2, w // 2
         else:
-            _, _, c_in, c_out = model.conv_shapes("vgg19")[name]
+            _, _, c_in, c_out = layers_lib.conv_shapes("vgg19")[name]
             shapes.append((name, h, w, c_in, c_out))
     return shapes
 

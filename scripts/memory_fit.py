@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxcombine.networks import model
+from jaxcombine.options import layers as layers_lib
 from jaxcombine.options import recipe as recipe_lib
 from jaxcombine.run import memory
 
@@ -129,7 +129,7 @@ def fit(rows: list[dict]) -> None:
         rest = one - per_start
         return (peak(r) - rest) / (s["starts"] * per_start)
 
-    for conv in model.CONVS:
+    for conv in layers_lib.CONVS:
         needs = [factor(r) for r in runs if r["remat"] == "1" and r["conv"] == conv]
         print(f"REMAT[{conv!r}] = {max(needs, default=1.0):.3g}  # runs need {np.round(needs, 3)}")
     needs = [factor(r) for r in runs if r["dtype"] != "float32"]

@@ -65,11 +65,11 @@ def machine() -> str:
 
 
 def deepest(recipe: str) -> str:
-    from jaxcombine.networks import model
+    from jaxcombine.options import layers as layers_lib
     from jaxcombine.options import recipe as recipe_lib
 
     layers = recipe.split("+") if recipe.startswith("block") else recipe_lib.load(recipe).layers
-    return model.check_layers(layers)[-1]
+    return layers_lib.check_layers(layers)[-1]
 
 
 def command(case: str, steps: int, out: str) -> tuple[list[str], dict]:

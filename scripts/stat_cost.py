@@ -20,7 +20,8 @@ import numpy as np
 
 from jaxcombine.engine import program
 from jaxcombine.io import records
-from jaxcombine.run import job
+from jaxcombine.options import config as config_lib
+from jaxcombine.run import prepare as prepare_lib
 from jaxcombine.tools import bench
 
 RECIPE = """\
@@ -57,7 +58,9 @@ def main(argv=None) -> int:
             path = Path(tmp) / f"{name}.toml"
             layers = [s.strip() for s in args.layers.split(",") if s.strip()]
             path.write_text(RECIPE.format(statistic=name, layers=json.dumps(layers)))
-            preps.append(job.prepare(job.RunConfig(recipe=str(path), size=args.size)))
+            preps.append(
+                prepare_lib.prepare(config_lib.RunConfig(recipe=str(path), size=args.size))
+            )
         loop = program.default_loop(conv=preps[0].problem.conv)
         compiled = [bench.ours(p, args.starts, loop, args.steps) for p in preps]
         times = bench.interleaved([chunk for _, chunk in compiled], args.repeats)

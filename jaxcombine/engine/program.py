@@ -41,6 +41,7 @@ from jaxcombine.engine import optimizers, tiles
 from jaxcombine.engine.parameterization import Parameterization, grey_projection  # noqa: F401
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.networks import model
+from jaxcombine.options import layers as layers_lib
 from jaxcombine.options.recipe import Recipe
 from jaxcombine.stats import base, losses
 
@@ -92,7 +93,7 @@ class Problem:
     def network(self) -> model.VGG:
         return model.VGG(
             arch=self.arch,
-            taps=model.check_layers(self.recipe.layers, self.arch),
+            taps=layers_lib.check_layers(self.recipe.layers, self.arch),
             pooling=self.pooling,
             dtype=jnp.dtype(self.dtype),
             remat=self.remat,

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcombine.networks import model
+from jaxcombine.options import layers as layers_lib
 
 
 def forward(
@@ -38,7 +39,7 @@ def forward(
         variables,
         rgb,
         arch=arch,
-        taps=model.check_layers(taps, arch),
+        taps=layers_lib.check_layers(taps, arch),
         pooling=pooling,
         conv=conv,
         dtype=str(jnp.dtype(dtype)),

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.networks import model
 from jaxcombine.networks import weights as weights_lib
+from jaxcombine.options import layers as layers_lib
 from jaxcombine.options.layers import LPIPS_NETS
 
 EPS = 1e-10  # LPIPS' own, added to the channel norm
@@ -56,7 +57,7 @@ def lpips(
             f"LPIPS compares two RGB images of one shape, got {x.shape} and {y.shape}"
         )
     arch, taps = LPIPS_NETS[net]
-    model.check_size(*x.shape[-3:-1], taps, arch)
+    layers_lib.check_size(*x.shape[-3:-1], taps, arch)
     variables, heads = load(net, weights)
     batched = x if x.ndim == 4 else x[None]
     d = distance(variables, heads, batched, y if y.ndim == 4 else y[None], net=net)

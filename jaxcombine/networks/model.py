@@ -32,8 +32,7 @@ from jax import lax
 
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.networks import winograd
-from jaxcombine.options.layers import (  # noqa: F401  (the geometry, re-exported)
-    ARCHITECTURES,
+from jaxcombine.options.layers import (
     BACKBONES,
     CONVS,
     POOLINGS,
@@ -42,11 +41,7 @@ from jaxcombine.options.layers import (  # noqa: F401  (the geometry, re-exporte
     Pool,
     backbone,
     check_layers,
-    check_size,
-    conv_layer_names,
-    conv_shapes,
     layer_names,
-    min_side,
 )
 
 # Chosen by measurement (docs/benchmarks.md): on XLA:CPU direct convolutions

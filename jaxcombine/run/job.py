@@ -22,9 +22,9 @@ import numpy as np
 
 from jaxcombine.engine import driver
 from jaxcombine.io import images, records
-from jaxcombine.options.config import Init, RunConfig, parse_inits  # noqa: F401  (re-exported)
+from jaxcombine.options.config import RunConfig
 from jaxcombine.run import outputs, runner
-from jaxcombine.run.prepare import Prepared, prepare  # noqa: F401  (re-exported)
+from jaxcombine.run.prepare import Prepared
 
 
 @dataclasses.dataclass

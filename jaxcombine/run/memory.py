@@ -81,7 +81,7 @@ def weight_bytes(layers: Sequence[str], *, arch: str = "vgg19", conv: str = "xla
     """Bytes of the weights a run holds: the trimmed float32 kernels and biases, plus with
     Winograd the prepared forward and adjoint kernels (transformed: 36/9 the size)."""
     total = 0
-    for name, shape in model.conv_shapes(arch).items():
+    for name, shape in layers_lib.conv_shapes(arch).items():
         if name not in layers_lib.downsampling(layers, arch):
             continue
         params = math.prod(shape) + shape[-1]
@@ -154,7 +154,7 @@ def estimate_bytes(
     per_start = max(_per_start(shapes, c) for c in {"xla", conv})  # Winograd adds, never saves
     per_start *= REMAT[conv] if remat else 1.0
     per_start *= 1.0 if dtype == "float32" else REDUCED_PRECISION  # losses stay float32
-    taps = model.check_layers(layers, arch)
+    taps = layers_lib.check_layers(layers, arch)
     matched = taps if activation_targets is None else tuple(activation_targets)
     if not set(matched) <= set(taps):
         raise JaxcombineError(
@@ -183,7 +183,7 @@ def estimate_features_bytes(
     image: a forward only (conv ``xla``, float32), so far less than a run needs."""
     _check_counts(height=height, width=width)
     shapes = layers_lib.layer_shapes(layers, height, width, arch)
-    tapped = sum(math.prod(shapes[name]) for name in model.check_layers(layers, arch))
+    tapped = sum(math.prod(shapes[name]) for name in layers_lib.check_layers(layers, arch))
     working = max(size for _, size in working_sets(shapes, "xla"))
     total = (
         FEATURES_BASE
@@ -402,7 +402,7 @@ def describe(
 ) -> str:
     """What a run is, for :func:`check_fits`: ``1 start at 8192x8192, gatys to
     block5_conv1, conv winograd``."""
-    deepest = model.check_layers(layers, arch)[-1]
+    deepest = layers_lib.check_layers(layers, arch)[-1]
     to = f"{recipe} to {deepest}" if recipe else f"to {deepest}"
     return f"{starts} start{'s' if starts != 1 else ''} at {width}x{height}, {to}, conv {conv}"
 

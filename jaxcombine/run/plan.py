@@ -181,7 +181,7 @@ def make(
             )
         )
     try:
-        model.check_size(*scales[0].shape, rec.layers, config.model)
+        layers_lib.check_size(*scales[0].shape, rec.layers, config.model)
     except JaxcombineError as e:
         if len(scales) == 1:
             raise
@@ -271,7 +271,7 @@ def _style_shapes(
                     "output's shape); use style_scale 1 or another statistic"
                 )
             try:
-                model.check_size(*size, style_layers, arch)
+                layers_lib.check_size(*size, style_layers, arch)
             except JaxcombineError as e:
                 raise JaxcombineError(f"style {i} at style_scale {f:g}: {e}") from None
         sizes.append(size)

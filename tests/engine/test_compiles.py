@@ -12,6 +12,7 @@ from PIL import Image
 from jaxcombine.batch import runner as batch
 from jaxcombine.engine import optimizers
 from jaxcombine.io import images
+from jaxcombine.options import config as config_lib
 from jaxcombine.run import job
 
 
@@ -132,7 +133,7 @@ def test_a_grid_of_traced_numbers_is_one_program(vgg19, recipes, tmp_path, compi
         and r["config"]["tv_weight"] == 0.01
     )
     alone = job.combine(
-        job.RunConfig(
+        config_lib.RunConfig(
             **{k: tuple(v) if isinstance(v, list) else v for k, v in short["config"].items()}
         )
     )

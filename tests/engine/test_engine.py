@@ -18,7 +18,9 @@ from jaxcombine.engine import driver
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images
 from jaxcombine.options import config, recipe
+from jaxcombine.options import config as config_lib
 from jaxcombine.run import job
+from jaxcombine.run import prepare as prepare_lib
 from jaxcombine.stats import losses
 from jaxcombine.stats.gram import gram
 
@@ -161,7 +163,7 @@ def test_a_shorter_last_chunk_compiles_nothing(vgg19, compiled):
 
 
 def test_divergence_freezes_that_start_only(vgg19):
-    prep = job.prepare(job.RunConfig(init="content,noise", **PLUMBING))
+    prep = prepare_lib.prepare(config_lib.RunConfig(init="content,noise", **PLUMBING))
     x0 = prep.x0.copy()
     x0[1, 0, 0, 0] = np.nan  # this start's loss is NaN from the first step
     out = driver.optimise(
@@ -273,12 +275,14 @@ def test_style_blend_weights_select_and_mix(vgg19, tmp_path):
     other = tmp_path / "grey.png"
     Image.new("RGB", (64, 64), (128, 128, 128)).save(other)
     styles = (str(images.STYLE), str(other))
-    only_first = job.prepare(job.RunConfig(style=styles, style_weights=(1.0, 0.0), **PLUMBING))
-    single = job.prepare(job.RunConfig(style=styles[:1], **PLUMBING))
+    only_first = prepare_lib.prepare(
+        config_lib.RunConfig(style=styles, style_weights=(1.0, 0.0), **PLUMBING)
+    )
+    single = prepare_lib.prepare(config_lib.RunConfig(style=styles[:1], **PLUMBING))
     for key, target in single.targets.items():  # float32 sums over a batch of 1 vs 2
         scale = float(np.abs(target).max())
         np.testing.assert_allclose(only_first.targets[key], target, rtol=1e-5, atol=1e-5 * scale)
-    mixed = job.prepare(job.RunConfig(style=styles, **PLUMBING))
+    mixed = prepare_lib.prepare(config_lib.RunConfig(style=styles, **PLUMBING))
     key = "style:gram:block1_conv1"
     assert not np.allclose(mixed.targets[key], single.targets[key])
 

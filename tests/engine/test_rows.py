@@ -24,12 +24,13 @@ import json, sys
 import jax, jax.numpy as jnp, numpy as np
 from jaxcombine.engine import program
 from jaxcombine.run import job, plan
+from jaxcombine.run import prepare as prepare_lib
 from jaxcombine.stats import losses
 from jaxcombine.options.config import RunConfig
 cfg = RunConfig(recipe=sys.argv[1], size=64, steps=4, chunk=2, init=sys.argv[5],
                 shard=sys.argv[2], conv=sys.argv[3], scales=json.loads(sys.argv[6]))
 result = job.combine(cfg)
-prep = job.prepare(plan.make(cfg))
+prep = prepare_lib.prepare(plan.make(cfg))
 mode = prep.plan.layout.mode
 state, targets, _ = prep.plan.layout.place(prep.initial_state(), prep.targets, activation_keys=[
     losses.target_key(t) for t in prep.problem.recipe.terms if t.statistic == "activations"])

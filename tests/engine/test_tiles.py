@@ -185,7 +185,7 @@ def test_a_tiled_run_matches_the_untiled_one():
 def test_tile_option_is_checked():
     from jaxcombine.options.config import RunConfig
     from jaxcombine.options.rules import ConfigError
-    from jaxcombine.run.job import prepare
+    from jaxcombine.run.prepare import prepare
 
     with pytest.raises(ConfigError, match="tile must be an integer >= 0"):
         RunConfig(tile=-16)

@@ -12,7 +12,9 @@ from jaxcombine.batch import runner as batch
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import color, images
 from jaxcombine.options import config, rules
+from jaxcombine.options import config as config_lib
 from jaxcombine.run import job
+from jaxcombine.run import prepare as prepare_lib
 
 SHALLOW_PATH = recipe_files.SHALLOW
 TINY = dict(size=32, steps=4, chunk=2, conv="xla")  # Winograd compiles 2-3x slower
@@ -124,8 +126,8 @@ def test_luminance_run_keeps_the_contents_chroma_in_every_written_image(vgg19, s
 
 @pytest.mark.parametrize("mode", ["stats", "histogram"])
 def test_style_recolouring_reaches_the_targets(vgg19, shallow, mode):
-    none = job.prepare(job.RunConfig(recipe=shallow, **TINY))
-    prep = job.prepare(job.RunConfig(recipe=shallow, preserve_color=mode, **TINY))
+    none = prepare_lib.prepare(config_lib.RunConfig(recipe=shallow, **TINY))
+    prep = prepare_lib.prepare(config_lib.RunConfig(recipe=shallow, preserve_color=mode, **TINY))
     style, content = prep.styles[0], prep.content
     if mode == "stats":
         for got, want in zip(color.mean_cov(style), color.mean_cov(content)):
@@ -139,8 +141,13 @@ def test_style_recolouring_reaches_the_targets(vgg19, shallow, mode):
 
 def test_a_recipe_sets_preserve_color_and_the_option_overrides_it(vgg19, tmp_path):
     path = recipe_files.write(tmp_path / "r.toml", recipe_files.shallow(preserve_color="luminance"))
-    assert job.prepare(job.RunConfig(recipe=str(path), **TINY)).preserve_color == "luminance"
-    overridden = job.prepare(job.RunConfig(recipe=str(path), preserve_color="none", **TINY))
+    assert (
+        prepare_lib.prepare(config_lib.RunConfig(recipe=str(path), **TINY)).preserve_color
+        == "luminance"
+    )
+    overridden = prepare_lib.prepare(
+        config_lib.RunConfig(recipe=str(path), preserve_color="none", **TINY)
+    )
     assert (
         overridden.preserve_color == "none"
         and overridden.recipe.to_dict()["preserve_color"] == "none"
@@ -150,7 +157,7 @@ def test_a_recipe_sets_preserve_color_and_the_option_overrides_it(vgg19, tmp_pat
         JaxcombineError,
         match="recipe r: unknown preserve_color 'purple'; choose none, luminance, stats, histogram",
     ):
-        job.prepare(job.RunConfig(recipe=str(path), **TINY))
+        prepare_lib.prepare(config_lib.RunConfig(recipe=str(path), **TINY))
     with pytest.raises(rules.ConfigError, match="NAME one of lr, tv_weight"):
         config.parse_sweep("preserve_color=none,luminance")  # not a traced number
 

@@ -112,10 +112,10 @@ def test_every_layer_matches_the_numpy_reference(
 ):
     import jax
 
-    assert [name for _, name, *_ in table] == list(model.layer_names(arch))
+    assert [name for _, name, *_ in table] == list(layers.layer_names(arch))
     photo = photos[side]
     ref = reference(tv_weights[arch].arrays, photo, table, pooling)
-    taps = model.layer_names(arch)
+    taps = layers.layer_names(arch)
     got = jax.jit(model.features, static_argnames=("taps", "arch", "pooling", "conv"))(
         model.variables(tv_weights[arch].arrays, conv),
         photo[None],

@@ -6,6 +6,7 @@ import pytest
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images
 from jaxcombine.networks import model
+from jaxcombine.options import layers as layers_lib
 
 # float32 convolutions summed in different orders: agreement to 1e-4 of each
 # layer's largest activation is what two correct implementations reach.
@@ -35,7 +36,7 @@ def reference(weights, rgb, arch, pooling):
     """Every layer's activation, computed from the Keras description alone."""
     x = (rgb[..., ::-1] - np.array([103.939, 116.779, 123.68]))[None].astype(np.float64)
     out = {}
-    for name in model.layer_names(arch):
+    for name in layers_lib.layer_names(arch):
         if name.endswith("_pool"):
             x = _pool(x, pooling)
         else:
@@ -67,7 +68,7 @@ def references(vgg19, photo):
 def test_every_layer_matches_the_numpy_reference(vgg19, photo, references, pooling, conv):
     import jax
 
-    taps = model.layer_names("vgg19")
+    taps = layers_lib.layer_names("vgg19")
     ref = references(pooling)
     got = jax.jit(model.features, static_argnames=("taps", "arch", "pooling", "conv"))(
         model.variables(vgg19.arrays, conv), photo[None], taps=taps, pooling=pooling, conv=conv
@@ -92,9 +93,9 @@ def test_forward_stops_at_the_deepest_tap(vgg19, photo):
 
 
 def test_vgg16_layers_and_shapes():
-    names = model.layer_names("vgg16")
-    assert len(model.conv_layer_names("vgg16")) == 13 and names[-1] == "block5_pool"
-    assert model.conv_shapes("vgg16")["block3_conv3"] == (3, 3, 256, 256)
+    names = layers_lib.layer_names("vgg16")
+    assert len(layers_lib.conv_layer_names("vgg16")) == 13 and names[-1] == "block5_pool"
+    assert layers_lib.conv_shapes("vgg16")["block3_conv3"] == (3, 3, 256, 256)
     assert "block3_conv4" not in names
 
 
@@ -102,19 +103,19 @@ def test_unknown_layer_lists_valid_ones():
     with pytest.raises(
         JaxcombineError, match="unknown layer 'block6_conv1'.*valid layers: block1_conv1"
     ):
-        model.check_layers(["block6_conv1"])
+        layers_lib.check_layers(["block6_conv1"])
     with pytest.raises(JaxcombineError, match="block3_conv4"):
-        model.check_layers(["block3_conv4"], "vgg16")
+        layers_lib.check_layers(["block3_conv4"], "vgg16")
 
 
 def test_minimum_size_is_explained():
-    assert model.min_side(["block5_pool"]) == 32 and model.min_side(["block1_conv1"]) == 1
+    assert layers_lib.min_side(["block5_pool"]) == 32 and layers_lib.min_side(["block1_conv1"]) == 1
     with pytest.raises(JaxcombineError, match="at least 16 pixels"):
-        model.check_size(15, 100, ["block5_conv1"])
+        layers_lib.check_size(15, 100, ["block5_conv1"])
 
 
 def test_keras_input_convention_is_bgr_minus_the_mean_pixel(photo):
-    convention = model.backbone("vgg19").input
+    convention = layers_lib.backbone("vgg19").input
     bgr = np.asarray(model.to_input(photo, convention))
     np.testing.assert_allclose(bgr[..., 0], photo[..., 2] - 103.939, atol=1e-4)
     np.testing.assert_allclose(bgr[..., 2], photo[..., 0] - 123.68, atol=1e-4)

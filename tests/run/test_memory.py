@@ -13,7 +13,7 @@ import recipe_files
 from recipe_files import term
 
 from jaxcombine.errors import JaxcombineError
-from jaxcombine.networks import model
+from jaxcombine.options import layers as layers_lib
 from jaxcombine.options import recipe as recipe_lib
 from jaxcombine.run import memory
 
@@ -142,7 +142,7 @@ def test_table_matches_every_recorded_measurement():
         assert 1.0 <= ratio <= MAX_RATIO, (r["command"], ratio)
 
 
-@pytest.mark.parametrize("conv", model.CONVS)
+@pytest.mark.parametrize("conv", layers_lib.CONVS)
 def test_estimate_grows_with_size_starts_and_depth(conv):
     est = lambda layers=GATYS.layers, size=512, starts=1, **kw: memory.estimate_bytes(  # noqa: E731
         layers, size, size, starts, conv=conv, **kw
@@ -151,7 +151,7 @@ def test_estimate_grows_with_size_starts_and_depth(conv):
     assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
     starts = [est(starts=k) for k in (1, 2, 4, 99_999)]
     assert starts == sorted(starts) and len(set(starts)) == len(starts)
-    depth = [est(layers=[name], activation_targets=()) for name in model.layer_names()]
+    depth = [est(layers=[name], activation_targets=()) for name in layers_lib.layer_names()]
     assert depth == sorted(depth)
     assert est(layers=["block5_conv4"]) > est(layers=["block1_conv1"])
     assert est(remat=True) >= est()
@@ -167,9 +167,11 @@ def test_estimate_grows_with_size_starts_and_depth(conv):
 def test_winograd_costs_more_once_it_runs(size):
     """Measured: Winograd (blocks 2-5) needs more than xla wherever it runs; a recipe that
     stops in block 1 runs direct convolutions either way."""
-    names = model.layer_names()
+    names = layers_lib.layer_names()
     for deepest in names[names.index("block2_conv1") :]:
-        xla, wino = (memory.estimate_bytes([deepest], size, size, 1, conv=c) for c in model.CONVS)
+        xla, wino = (
+            memory.estimate_bytes([deepest], size, size, 1, conv=c) for c in layers_lib.CONVS
+        )
         assert wino > xla, (deepest, size)
 
 

@@ -9,7 +9,9 @@ import recipe_files
 from float32 import w2_rounding
 
 from jaxcombine.engine import program
+from jaxcombine.options import config as config_lib
 from jaxcombine.run import job
+from jaxcombine.run import prepare as prepare_lib
 from jaxcombine.stats import losses, statistics
 
 ONE = jnp.ones((1,), jnp.float32)
@@ -142,7 +144,7 @@ def test_swd_draws_are_seeded_reproducible_and_traced(vgg19, tmp_path, compiled)
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other)
     # the directions change every step: one image scores differently at steps 0 and 1
-    prep = job.prepare(job.RunConfig(recipe=str(path), size=24, seed=3))
+    prep = prepare_lib.prepare(config_lib.RunConfig(recipe=str(path), size=24, seed=3))
     key = program.seed_keys(3, 1)[0]
     at = lambda step: float(
         program.loss_components(  # noqa: E731

@@ -15,6 +15,7 @@ from jaxcombine.networks import model
 from jaxcombine.options.config import RunConfig
 from jaxcombine.run import job, memory
 from jaxcombine.run import plan as plan_lib
+from jaxcombine.run import prepare as prepare_lib
 from jaxcombine.stats import statistics
 from jaxcombine.stats.gram import gram
 
@@ -55,7 +56,7 @@ def _leaves(targets):
 
 def test_style_scale_one_is_the_unscaled_behaviour_exactly(vgg19):
     base = RunConfig(**SHALLOW_RUN)
-    plain, one = job.prepare(base), job.prepare(base.replace(style_scale=(1.0,)))
+    plain, one = prepare_lib.prepare(base), prepare_lib.prepare(base.replace(style_scale=(1.0,)))
     a, b = _leaves(plain.targets), _leaves(one.targets)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     # ... which is the targets of the style fitted to the output, as before style_scale
@@ -69,7 +70,7 @@ def test_style_scale_one_is_the_unscaled_behaviour_exactly(vgg19):
 
 def test_style_scale_changes_the_targets_and_the_result(vgg19):
     base = RunConfig(**SHALLOW_RUN)
-    plain, big = job.prepare(base), job.prepare(base.replace(style_scale=(2.0,)))
+    plain, big = prepare_lib.prepare(base), prepare_lib.prepare(base.replace(style_scale=(2.0,)))
     assert big.style_images[0].shape == (64, 64, 3) and plain.style_images[0].shape == (32, 32, 3)
     key = "style:gram:block1_conv1"
     g1, g2 = np.asarray(plain.targets[key]), np.asarray(big.targets[key])
@@ -95,7 +96,7 @@ def test_two_styles_at_different_scales_blend_every_statistic(vgg19, every):
         chunk=2,
         init="content,noise",
     )
-    prep = job.prepare(config)
+    prep = prepare_lib.prepare(config)
     sizes = [s.shape[:2] for s in prep.style_images]
     assert sizes == [(16, 16), (64, 64)]
     net = model.VGG(taps=("block1_conv1", "block1_conv2"), conv=prep.problem.conv)
@@ -148,7 +149,7 @@ def test_style_activations_refuse_a_style_scale(vgg19, tmp_path):
     recipe = tmp_path / "act.toml"
     recipe_files.write(recipe, {"terms": [term("style", "block1_conv1")]})
     with pytest.raises(JaxcombineError, match="style_scale 2 cannot apply"):
-        job.prepare(RunConfig(recipe=str(recipe), size=32, style_scale=(2.0,)))
+        prepare_lib.prepare(RunConfig(recipe=str(recipe), size=32, style_scale=(2.0,)))
     proc = jaxcombine(
         "run",
         "--recipe",
@@ -166,7 +167,7 @@ def test_style_activations_refuse_a_style_scale(vgg19, tmp_path):
     with pytest.raises(
         JaxcombineError, match="style 1 at style_scale 0.02: image of 1x1 is too small"
     ):
-        job.prepare(RunConfig(recipe="tests/shallow.toml", size=32, style_scale=(0.02,)))
+        prepare_lib.prepare(RunConfig(recipe="tests/shallow.toml", size=32, style_scale=(0.02,)))
 
 
 def test_a_large_style_scale_is_counted_before_the_run(vgg19):
@@ -208,7 +209,7 @@ def test_style_masks_with_styles_of_different_sizes(vgg19, every, tmp_path):
         style_masks=(str(tmp_path / "left.png"), str(tmp_path / "right.png")),
         init="content",
     )  # one start: masked w2 with several starts hangs XLA:CPU (open)
-    prep = job.prepare(config)
+    prep = prepare_lib.prepare(config)
     swd = prep.targets["style:swd:block1_conv1"]
     assert [t["points"].shape[1] for t in swd] == [16 * 16, 64 * 64]
     assert prep.targets["style_masks"].shape == (2, 32, 32)

@@ -7,7 +7,7 @@ import pytest
 import recipe_files
 from PIL import Image
 
-from jaxcombine.run.job import RunConfig
+from jaxcombine.options.config import RunConfig
 from jaxcombine.study import runner as study_lib
 
 CONFIG = RunConfig(

@@ -14,7 +14,9 @@ from PIL import Image
 
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images
+from jaxcombine.options import config as config_lib
 from jaxcombine.run import job
+from jaxcombine.run import prepare as prepare_lib
 from jaxcombine.tools import metrics
 
 
@@ -102,7 +104,9 @@ def test_study_and_batch_reports_carry_eval_scores(vgg19, tmp_path):
     from jaxcombine.study import runner as study
 
     shallow = str(recipe_files.SHALLOW)
-    config = job.RunConfig(recipe=shallow, init="content,noise", steps=2, size=24, conv="xla")
+    config = config_lib.RunConfig(
+        recipe=shallow, init="content,noise", steps=2, size=24, conv="xla"
+    )
     done = study.run_study(config, tmp_path / "s", snapshot_every=2, progress=False, evaluate=True)
     direct = metrics.evaluate([tmp_path / "s" / "noise-s0.png"]).rows[0]
     assert done.summary["eval"]["noise-s0"]["style_gram"] == pytest.approx(direct["style_gram"])
@@ -275,7 +279,7 @@ def test_features_eval_and_study_distances_share_one_compiled_forward(vgg19, tmp
     assert acts["block1_conv2"].shape == (37, 45, 64)
 
     shallow = str(recipe_files.SHALLOW)
-    prep = job.prepare(job.RunConfig(recipe=shallow, init="content,noise", size=27))
+    prep = prepare_lib.prepare(config_lib.RunConfig(recipe=shallow, init="content,noise", size=27))
     first = record.pair_distances(prep.problem, prep.variables, prep.x0)
     assert compiled.count("jit(_forward)") == 2  # another network (its taps, pooling, algorithm)
     again = record.pair_distances(prep.problem, prep.variables, prep.x0[::-1])
