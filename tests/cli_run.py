@@ -6,16 +6,39 @@ import subprocess
 import sys
 
 
-def jaxcombine(*args, cwd=None, check=False) -> subprocess.CompletedProcess:
-    """Run ``python -m jaxcombine ARGS`` on the CPU and return the finished process."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "jaxcombine", *map(str, args)],
+def command(*args, interpreter_options=()) -> list[str]:
+    """``python [INTERPRETER_OPTIONS] -m jaxcombine ARGS`` as an argument list."""
+    return [sys.executable, *interpreter_options, "-m", "jaxcombine", *map(str, args)]
+
+
+def cpu_env(**extra: str) -> dict[str, str]:
+    """This process's environment, JAX on the CPU, plus ``extra``."""
+    return {**os.environ, "JAX_PLATFORMS": "cpu", **extra}
+
+
+def start(*args, cwd=None, env=None, interpreter_options=(), **popen) -> subprocess.Popen:
+    """Start ``python -m jaxcombine ARGS`` on the CPU and return it running, its output in
+    text pipes (``popen`` overrides): for the tests that signal, kill or race a command.
+    ``env``: variables added to this process's environment."""
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
+    return subprocess.Popen(
+        command(*args, interpreter_options=interpreter_options),
         cwd=cwd,
-        env=env,
+        env=cpu_env(**(env or {})),
+        **options,
+    )
+
+
+def jaxcombine(*args, cwd=None, env=None, check=False, timeout=600) -> subprocess.CompletedProcess:
+    """Run ``python -m jaxcombine ARGS`` on the CPU and return the finished process.
+    ``env``: variables added to this process's environment."""
+    proc = subprocess.run(
+        command(*args),
+        cwd=cwd,
+        env=cpu_env(**(env or {})),
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     if check and proc.returncode:
         raise AssertionError(proc.stderr)

@@ -12,12 +12,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import jaxcombine, start
 from PIL import Image
 from recipe_files import SHALLOW
 
@@ -103,14 +103,7 @@ def folder(tmp_path_factory) -> Path:
 
 
 def run_cli(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "jaxcombine", "batch", *map(str, args), "-q"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        timeout=600,
-    )
+    return jaxcombine("batch", *args, "-q", env=env, cwd=cwd)
 
 
 def outputs(out: Path) -> dict[str, np.ndarray]:
@@ -238,21 +231,10 @@ def test_batched_matches_one_at_a_time(folder, small_reference, options):
 def test_kill_9_then_rerun_completes(folder, vgg19):
     out = folder / "killed"
     (folder / "kill.toml").write_text(KILL.format(steps=KILL_STEPS))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jaxcombine",
-            "batch",
-            str(folder / "kill.toml"),
-            "--out",
-            str(out),
-            "--no-batching",
-            "-q",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start(
+        "batch", folder / "kill.toml", "--out", out, "--no-batching", "-q",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     deadline = time.monotonic() + 300
     while len(list(out.glob("c*.json"))) < 2 and time.monotonic() < deadline:
         assert proc.poll() is None, "finished before it could be killed"
@@ -336,27 +318,19 @@ def test_two_processes_match_one(folder, small_reference):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jaxcombine",
-                "batch",
-                str(folder / "small.toml"),
-                "--out",
-                str(out),
-                "-q",
-                "--coordinator",
-                f"127.0.0.1:{port}",
-                "--num-processes",
-                "2",
-                "--process-id",
-                str(i),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        start(
+            "batch",
+            folder / "small.toml",
+            "--out",
+            out,
+            "-q",
+            "--coordinator",
+            f"127.0.0.1:{port}",
+            "--num-processes",
+            "2",
+            "--process-id",
+            i,
+        )  # fmt: skip
         for i in range(2)
     ]
     results = [p.communicate(timeout=600) for p in procs]

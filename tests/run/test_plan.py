@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import recipe_files
+from cli_run import jaxcombine, start
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -90,23 +91,15 @@ def test_two_runs_on_one_folder_the_second_refuses(vgg19, tmp_path):
     The second starts as soon as the first holds the folder's lock (the first writes no
     snapshots: it computes all the while the second starts, so each step is kept cheap)."""
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "jaxcombine", "run", "-q", "--recipe", SHALLOW, "--size", "24"]
-    cmd += ["--conv", "xla"]
-    first = subprocess.Popen(
-        [*cmd, "--steps", "100000", "--chunk", "1", "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    args = ["run", "-q", "--recipe", SHALLOW, "--size", "24", "--conv", "xla"]
+    first = start(*args, "--steps", "100000", "--chunk", "1", "--out", out)
     try:
         deadline = time.monotonic() + 300
         held = out / folders.LOCKS / runner.FOLDER_LOCK  # made as the first takes the folder
         while not held.exists():
             assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
             time.sleep(0.2)
-        second = subprocess.run(
-            [*cmd, "--steps", "1", "--out", str(out)], capture_output=True, text=True, timeout=300
-        )
+        second = jaxcombine(*args, "--steps", "1", "--out", out)
         assert second.returncode == 2
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and "in use by another jaxcombine run" in lines[0], second.stderr

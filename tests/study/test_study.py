@@ -9,21 +9,20 @@ slower). The two CLI runs share one program shape (4 starts: 2 inits x 2 swept v
 
 import csv
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from itertools import combinations
 
 import numpy as np
 import pytest
 import recipe_files
+from cli_run import start
 from PIL import Image
 
 from jaxcombine.errors import JaxcombineError
+from jaxcombine.options.config import RunConfig
 from jaxcombine.run import outputs
-from jaxcombine.run.job import RunConfig, prepare
+from jaxcombine.run.prepare import prepare
 from jaxcombine.study import record as study_record
 from jaxcombine.study import runner as study_lib
 
@@ -47,18 +46,6 @@ FILES = (
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def jaxcombine(*args, **kw):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "jaxcombine", *map(str, args)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +158,7 @@ def test_sweep_parsing_and_chunks():
 def sweep_study(out, steps):
     """A CLI study of two starts crossed with two TV weights: one program shape, shared by
     the tests that run it (compiled once a session)."""
-    return jaxcombine(
+    return start(
         *("study", "--recipe", SHALLOW, "--size", 32, "--steps", steps, "--snapshot-every", 2),
         *("--quiet", "--inits", "content,noise", "--sweep", "tv_weight=0,0.01"),
         *("--conv", "xla", "--out", out),
@@ -194,7 +181,7 @@ def test_cli_study_with_sweep(vgg19, tmp_path):
 
 
 def test_cli_bad_sweep_is_one_line():
-    proc = jaxcombine("study", "--sweep", "foo=1", "--quiet")
+    proc = start("study", "--sweep", "foo=1", "--quiet")
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 2
     lines = stderr.strip().splitlines()

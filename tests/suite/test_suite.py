@@ -4,12 +4,11 @@ dominance on hand-made points; content weights scale only content terms."""
 
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import recipe_files
+from cli_run import jaxcombine
 from PIL import Image
 
 from jaxcombine.errors import JaxcombineError
@@ -80,14 +79,12 @@ def pairs_file(tmp_path_factory):
 
 
 def suite(pairs_file, out):
-    return subprocess.run(
-        [sys.executable, "-m", "jaxcombine", "eval-suite", "--pairs", pairs_file]
-        + ["--recipes", f"{SHALLOW},{pairs_file.parent / 'w2.toml'}", "--content-weights", "0.5,2"]
-        + ["--size", str(SIDE), "--steps", "2", "--out", out, "--quiet"],
-        capture_output=True,
-        text=True,
+    return jaxcombine(
+        "eval-suite", "--pairs", pairs_file,
+        "--recipes", f"{SHALLOW},{pairs_file.parent / 'w2.toml'}", "--content-weights", "0.5,2",
+        "--size", SIDE, "--steps", "2", "--out", out, "--quiet",
         timeout=900,
-    )
+    )  # fmt: skip
 
 
 @pytest.mark.slow

@@ -2,12 +2,10 @@
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import recipe_files
+from cli_run import jaxcombine
 
 from jaxcombine.tools import bench
 
@@ -16,14 +14,7 @@ SHALLOW = str(recipe_files.SHALLOW)  # the table, not the network, is tested
 
 
 def run_bench(tmp_path, *extra):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "jaxcombine", *SMOKE, *extra, "--out", str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = jaxcombine(*SMOKE, *extra, "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "bench.json").read_text())
     table = (tmp_path / "bench.md").read_text()

@@ -3,11 +3,10 @@ naming the judge, a default judge the run did not optimise, and the high-frequen
 energy checked against numpy."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from cli_run import jaxcombine
 from PIL import Image
 from scipy import ndimage
 
@@ -60,13 +59,10 @@ def test_hf_color_energy_is_the_chroma_laplacian_zero_on_flat_and_large_on_colou
 def test_eval_judge_alexnet_lpips_zero_on_itself_positive_on_another_photo(photos, tmp_path):
     content, other = photos
     out = tmp_path / "scores.csv"
-    proc = subprocess.run(
-        [sys.executable, "-m", "jaxcombine", "eval", content, other, "--content", content]
-        + ["--style", other, "--judge", "alexnet", "--out", out],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = jaxcombine(
+        "eval", content, other, "--content", content, "--style", other,
+        "--judge", "alexnet", "--out", out,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "judge: alexnet (user)" in proc.stdout
     rec = json.loads(out.with_suffix(".json").read_text())

@@ -11,8 +11,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cli_run import jaxcombine
+from cli_run import jaxcombine, start
 from PIL import Image
 
 from jaxcombine.errors import JaxcombineError
@@ -283,11 +281,7 @@ def test_cli_train_killed_resumes_then_stylizes(folder, vgg19, tmp_path):
         "--seed", "3", "--checkpoint-every", "2", "--sample-every", "0", "--conv", "xla",
         "--out", net, "-q",
     ]  # fmt: skip
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jaxcombine", *map(str, args), "--steps", "100000"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    proc = start(*args, "--steps", "100000")
     deadline = time.monotonic() + 300
     while not (net / "checkpoints" / "2").is_dir() and proc.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint in time"
