@@ -23,6 +23,8 @@ from jaxcombine.cli.options import (
     config_of,
     config_options,
     int_list,
+    out_folder_option,
+    quiet_option,
     run_config,
     run_options,
     weights_option,
@@ -194,15 +196,8 @@ def cli() -> None:
 
 @cli.command()
 @run_options(exclude=())
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    default=Path("jaxcombine-out"),
-    show_default=True,
-    help="Output folder.",
-)
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@out_folder_option("jaxcombine-out")
+@quiet_option
 def run(out_dir, quiet, **options):
     """Optimise pixels so their VGG statistics match the recipe's targets.
 
@@ -271,15 +266,8 @@ def run(out_dir, quiet, **options):
     is_flag=True,
     help="Score the final images as 'jaxcombine eval' does (eval.csv, summary, report).",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    default=Path("jaxcombine-study"),
-    show_default=True,
-    help="Output folder.",
-)
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@out_folder_option("jaxcombine-study")
+@quiet_option
 def study(tolerance, sweep, resume, evaluate, out_dir, quiet, **options):
     """Do different starts converge to the same image, and at which layers do they differ?
 
@@ -332,15 +320,11 @@ def study(tolerance, sweep, resume, evaluate, out_dir, quiet, **options):
 
 @cli.command()
 @config_options(config.TrainConfig)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    default=Path("jaxcombine-net"),
-    show_default=True,
-    help="Training folder: checkpoints, history, sample grids; rerun to resume.",
+@out_folder_option(
+    "jaxcombine-net",
+    "Training folder: checkpoints, history, sample grids; rerun to resume.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@quiet_option
 def train(out_dir, quiet, **options):
     """Train feed-forward networks that apply a recipe's style in one pass.
 
@@ -379,15 +363,11 @@ def train(out_dir, quiet, **options):
     help="Training folder written by 'jaxcombine train'.",
 )
 @config_options(config.StylizeConfig)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    default=Path("jaxcombine-stylized"),
-    show_default=True,
-    help="Output folder: <photo>-<style>.png with a JSON record each.",
+@out_folder_option(
+    "jaxcombine-stylized",
+    "Output folder: <photo>-<style>.png with a JSON record each.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@quiet_option
 def stylize(photos, net_dir, out_dir, quiet, **options):
     """Apply a trained network to photos of any size (tiled exactly when too large)."""
     settings = config_of(config.StylizeConfig, **options)
@@ -427,13 +407,9 @@ def recipes_show(name):
 
 @cli.command()
 @click.argument("manifest", type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    default=Path("jaxcombine-batch"),
-    show_default=True,
-    help="Output folder (finished jobs there are skipped).",
+@out_folder_option(
+    "jaxcombine-batch",
+    "Output folder (finished jobs there are skipped).",
 )
 @click.option("--force", is_flag=True, help="Redo finished jobs too.")
 @click.option(
@@ -455,7 +431,7 @@ def recipes_show(name):
     is_flag=True,
     help="Score each image as 'jaxcombine eval' does (in its record, and eval.csv).",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@quiet_option
 @click.option(
     "--coordinator",
     default=None,
@@ -586,13 +562,9 @@ def batch(
     default=None,
     help="Style image (default: the bundled painting).",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    default=Path("jaxcombine-bench"),
-    show_default=True,
-    help="Folder for bench.json and bench.md.",
+@out_folder_option(
+    "jaxcombine-bench",
+    "Folder for bench.json and bench.md.",
 )
 @weights_option
 def bench(

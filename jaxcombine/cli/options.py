@@ -32,6 +32,21 @@ def _weights_option(dest: str = "weights_path"):
 weights_option = _weights_option()
 
 
+def out_folder_option(default: str, help: str = "Output folder."):
+    """``--out``, given to the command as ``out_dir``: the folder it writes (``default``)."""
+    return click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(path_type=Path),
+        default=Path(default),
+        show_default=True,
+        help=help,
+    )
+
+
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+
+
 class ConfigValue(click.ParamType):
     """A number (or list of numbers) parsed and checked by its rule in :mod:`jaxcombine.options.config`,
     so the command line refuses a bad value with the same message as a manifest or the API."""
