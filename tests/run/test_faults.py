@@ -45,6 +45,11 @@ def one_line_error(err, fragment):
     assert "Traceback" not in err
 
 
+# The in-process runs' size: two steps in one chunk at 24 px with XLA's convolutions (the
+# fault is the subject, not the picture; the same shapes reuse a compiled program).
+SMALL = dict(steps=2, size=24, chunk=2, conv="xla")
+
+
 @pytest.fixture(scope="module")
 def shallow(tmp_path_factory):
     d = tmp_path_factory.mktemp("recipes")
@@ -293,10 +298,7 @@ def test_resume_refuses_another_configuration_or_a_corrupt_state(vgg19, shallow,
     config = RunConfig(
         recipe=str(shallow / "shallow.toml"),
         init="content",
-        steps=2,
-        size=24,
-        chunk=2,
-        conv="xla",
+        **SMALL,
     )
     study_lib.run_study(config, tmp_path, snapshot_every=2, progress=False)
     grey = tmp_path / "grey.png"
@@ -336,10 +338,7 @@ def test_resume_refuses_an_edited_recipe_or_a_redrawn_mask(vgg19, shallow, tmp_p
         recipe=str(recipe),
         style_masks=(str(mask),),
         init="content",
-        steps=2,
-        size=24,
-        chunk=2,
-        conv="xla",
+        **SMALL,
     )
     out = tmp_path / "study"
     study_lib.run_study(config, out, snapshot_every=2, progress=False)
@@ -539,10 +538,7 @@ def test_ctrl_c_during_the_writes_lets_them_finish(vgg19, shallow, tmp_path, mon
     result = job.combine(
         recipe=str(shallow / "shallow.toml"),
         init="content,noise:3",
-        steps=2,
-        size=24,
-        chunk=2,
-        conv="xla",
+        **SMALL,
         out=tmp_path,
     )
     assert sent and result.interrupted and result.outcome.steps_done == 2
