@@ -654,16 +654,16 @@ def features(image, layers, out_path, arch, pooling, size, max_memory, weights_p
     """Write the activations of LAYERS for IMAGE to an .npz (float32, H×W×C per layer)."""
     from jaxcombine.options.layers import check_layers
 
-    out_path = Path(out_path)
     if out_path.suffix.lower() != ".json":  # that refusal is extract_features' own
         check_before_jax(image, outs=(out_path, out_path.with_suffix(".json")))
-    check_layers([s.strip() for s in layers.split(",") if s.strip()], arch)
+    taps = [s.strip() for s in layers.split(",") if s.strip()]
+    check_layers(taps, arch)
     start_jax()
     from jaxcombine.tools.features import extract_features
 
     result = extract_features(
         image,
-        layers=[s.strip() for s in layers.split(",") if s.strip()],
+        layers=taps,
         out=out_path,
         model=arch,
         pooling=pooling,
@@ -738,7 +738,6 @@ def eval_command(
     """Score IMAGEs: style distances (Gram, W2, sliced W) on VGG features the presets do
     not optimise, content distance, SSIM, CIE Lab colour-histogram distances, and the same
     on a judge network no run optimised (docs/evaluation.md)."""
-    out_path = Path(out_path)
     check_before_jax(*image_paths, content, style, outs=(out_path, out_path.with_suffix(".json")))
     start_jax()
     from jaxcombine.tools import judge as judge_lib
