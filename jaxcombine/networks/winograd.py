@@ -66,9 +66,9 @@ OUT_TILE, IN_TILE = _AT.shape  # 4 outputs per side from 6 inputs per side
 def transform_kernel(kernel: np.ndarray) -> np.ndarray:
     """HWIO (3, 3, I, O) kernel → (36, I, O): ``G g Gᵀ`` per channel pair, on the host
     (once per run; nothing to compile)."""
-    g = np.asarray(kernel, np.float32).reshape(3, 3, -1)
-    u = np.einsum("ai,ijn->ajn", _G, g)  # rows, then columns
-    u = np.einsum("bj,ajn->abn", _G, u)
+    g = np.asarray(kernel, np.float32).reshape(3, -1)  # (kernel row, column · I · O)
+    u = (_G @ g).reshape(IN_TILE, 3, -1)  # rows, then columns (matmuls: BLAS, not einsum)
+    u = _G @ u  # (6, 6, I·O): _G applied to each row's 3 columns
     return u.reshape(IN_TILE * IN_TILE, *kernel.shape[2:])
 
 

@@ -46,11 +46,11 @@ def _falls(result, j=0):
 # Direct convolutions: on the CPU, programs with Winograd layers down to block5 compile about
 # three times slower, and what is tested here is the preset. The Winograd layers are checked
 # one by one (test_model, test_winograd) and run end to end with gatys (test_cli, test_batch).
-# The quick tier runs gatys and nnst end to end; strotss (its hypercolumn statistics run on
-# the command line in test_hypercolumn_runs, its pyramid in test_pyramid_runs) and the
-# presets that swap in another statistic (each run at two layers by test_every_statistic)
-# run end to end in the slow tier.
-CORE_PRESETS = ("gatys", "nnst")
+# The quick tier runs the default, gatys, end to end. nnst and strotss (their hypercolumn
+# statistics run on the command line in test_hypercolumn_runs, their pyramid in
+# test_pyramid_runs) and the presets that swap in another statistic (each run at two layers
+# by test_every_statistic_lowers_its_own_term_in_one_program) run end to end in the slow tier.
+CORE_PRESETS = ("gatys",)
 
 
 @pytest.mark.parametrize(
@@ -99,7 +99,19 @@ def test_every_statistic(vgg19, recipe_file, statistic):
     assert _falls(result)
 
 
-@pytest.mark.parametrize("optimizer", config.OPTIMIZERS)
+# Adam (the default) and L-BFGS (whose state once compiled a second program) in the quick
+# tier; SGD and RMSprop, optax's plainest states, in the slow tier (RMSprop also runs a
+# pyramid in test_pyramid_runs).
+QUICK_OPTIMIZERS = ("adam", "lbfgs")
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        o if o in QUICK_OPTIMIZERS else pytest.param(o, marks=pytest.mark.slow)
+        for o in config.OPTIMIZERS
+    ],
+)
 def test_every_optimizer(vgg19, optimizer, compiled):
     """Each optimiser lowers the loss, and its state selects one chunk program: a run of
     one chunk compiles (the listener hears it), then a run of the same shapes in two chunks

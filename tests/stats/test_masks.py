@@ -137,10 +137,12 @@ def _grad(vgg19, rec, mask):
     "statistic",
     [
         "activations",
-        "gram",
-        # in the slow tier: the other one-value statistics (base.Matched, as gram) and the
-        # point-set ones (swd, w2: their masks weight points, as test_a_weighted_mask_... checks)
-        *(pytest.param(s, marks=pytest.mark.slow) for s in ("meanstd", "covariance", "w2", "swd")),
+        # in the slow tier: the one-value statistics (base.Matched) and the point-set ones
+        # (swd, w2: their masks weight points, as test_a_weighted_mask_... checks)
+        *(
+            pytest.param(s, marks=pytest.mark.slow)
+            for s in ("gram", "meanstd", "covariance", "w2", "swd")
+        ),
     ],
 )
 def test_a_zero_mask_leaves_its_region_untouched(vgg19, statistic):

@@ -223,6 +223,7 @@ def test_an_output_and_its_record_are_written_together_or_not_at_all(tmp_path, m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]  # no temporary left
 
 
+@pytest.mark.slow  # scores with the default judge: AlexNet and LPIPS compile besides VGG19
 def test_batch_eval_scores_a_finished_batch_and_one_bad_record_is_one_line(vgg19, tmp_path):
     """`batch --eval` after a batch ran without it scores the finished jobs; a job whose
     record is unreadable is one line (exit 3), the others are scored."""
