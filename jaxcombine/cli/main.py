@@ -99,6 +99,40 @@ def use_compile_cache() -> None:
     # JAX's default is unbounded; its size cap needs filelock (a dependency) to evict.
     if jax.config.jax_compilation_cache_max_size < 0 and importlib.util.find_spec("filelock"):
         jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_MAX_BYTES)
+        remove_half_written_entries(cache)
+
+
+# JAX's size-capped cache (jax/_src/lru_cache.py) keeps each program as KEY-cache and its
+# last use as KEY-atime, written one after the other under a file lock in the folder.
+CACHE_ENTRY_SUFFIX, CACHE_ATIME_SUFFIX, CACHE_LOCK = "-cache", "-atime", ".lockfile"
+
+
+def remove_half_written_entries(cache: Path) -> int:
+    """Remove the compile-cache entries that a killed process left without their access time.
+
+    A process killed between JAX's two writes of an entry (``kill -9``, a second Ctrl-C)
+    leaves ``KEY-cache``, whole or truncated, with no ``KEY-atime``. Every later write to
+    the cache then fails while JAX sizes the folder: one warning per compiled program, in
+    every run after, and the cache stops growing. Under JAX's own lock, so that no live
+    writer is caught between its two writes, such entries are removed; each is compiled
+    again when next needed. Returns how many were removed (0 if the lock is not had within
+    10 s or the folder cannot be read: the run goes on as JAX would)."""
+    import filelock
+
+    try:
+        with filelock.FileLock(cache / CACHE_LOCK, timeout=10):
+            names = {p.name for p in cache.iterdir()}
+            orphans = [
+                name
+                for name in names
+                if name.endswith(CACHE_ENTRY_SUFFIX)
+                and name.removesuffix(CACHE_ENTRY_SUFFIX) + CACHE_ATIME_SUFFIX not in names
+            ]
+            for name in orphans:
+                (cache / name).unlink(missing_ok=True)
+    except (OSError, filelock.Timeout):
+        return 0
+    return len(orphans)
 
 
 def start_jax() -> None:

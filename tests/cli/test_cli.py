@@ -1,6 +1,7 @@
 """The console script, run as a real subprocess: outputs, records, one-line errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,6 +179,30 @@ def test_interrupt_stops_at_a_chunk_and_keeps_results(vgg19, tmp_path, sig):
     rec = json.loads((out / "content.json").read_text())
     assert rec["interrupted"] is True and rec["steps_done"] == len(rows) - 1 >= 2
     assert np.asarray(Image.open(out / "content.png")).shape == (32, 32, 3)
+
+
+def test_an_entry_a_killed_process_left_half_written_does_not_break_the_cache(tmp_path):
+    """JAX writes a cache entry, then its access time; a process killed between the two
+    leaves an entry without one, and every later write failed while JAX sized the folder
+    (a warning per compiled program, in every later run). The next command removes it.
+    The kill's window is too short to hit on purpose: its leftover is made by hand from a
+    real run's entries."""
+    cache = tmp_path / "xla"
+    env = {"JAXCOMBINE_COMPILE_CACHE": str(cache)}
+    run = ["run", "--recipe", SHALLOW, "--steps", "1", "--conv", "xla", "--quiet"]
+    jaxcombine(*run, "--size", "24", "--out", tmp_path / "a", env=env, check=True)
+    atimes = sorted(cache.glob("*-atime"))
+    assert atimes  # the real run wrote entries (the session's cache keeps every program)
+    atimes[0].unlink()
+    orphan = Path(str(atimes[0]).removesuffix("-atime") + "-cache")
+    assert orphan.exists()
+    # another size: new programs, so JAX writes to the cache and sizes the folder
+    proc = jaxcombine(*run, "--size", "28", "--out", tmp_path / "b", env=env, check=True)
+    assert proc.stderr == ""
+    assert not orphan.exists()
+    entries = {p.name.removesuffix("-cache") for p in cache.glob("*-cache")}
+    assert entries == {p.name.removesuffix("-atime") for p in cache.glob("*-atime")}
+    assert len(entries) > len(atimes) - 1  # the second run's programs were written
 
 
 def test_an_unusable_compile_cache_is_one_warning_line(tmp_path, monkeypatch):
