@@ -1,10 +1,12 @@
 """Feed-forward timings: ``stylize`` per image after compilation, and a training step's FLOPs.
 
-    python scripts/train_bench.py NET_FOLDER [--sizes 512,1024] [--repeats 5]
+    python scripts/train_bench.py NET_FOLDER [--sizes 512,1024] [--conv xla,winograd] [--repeats 5]
 
-Times one forward of the trained network in NET_FOLDER per size (batch 1, compile excluded,
-``block_until_ready``; the median of ``--repeats``) and prints XLA's FLOP count of the
-forward and of a training step at that folder's configuration (batch, crop).
+Times one forward of the trained network in NET_FOLDER per size and per algorithm of its 3x3
+convolutions (``stylize --conv``; batch 1, compile excluded, ``block_until_ready``; the
+algorithms' repeats interleaved, the median of ``--repeats``) and prints XLA's FLOP count of
+the forward (a direct convolution's: Winograd's own count is lower) and of a training step at
+that folder's configuration (batch, crop).
 """
 
 import argparse
@@ -24,9 +26,11 @@ def main() -> None:
     ap.add_argument("net")
     ap.add_argument("--sizes", default="512")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--conv", default="auto", help="comma-separated: auto, xla, winograd")
     ap.add_argument("--step-flops", action="store_true", help="also a training step's FLOPs")
     args = ap.parse_args()
-    trained = stylize.load(args.net)
+    nets = {conv: stylize.load(args.net, conv) for conv in args.conv.split(",")}
+    trained = next(iter(nets.values()))
     params = stylize._select(trained.params, 0)
     print(
         f"device: {jax.devices()[0].device_kind}, net width {trained.net.width}, "
@@ -35,20 +39,29 @@ def main() -> None:
     for size in map(int, args.sizes.split(",")):
         x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)), jnp.float32)
         index = jnp.zeros((1,), jnp.int32)
-        t = time.perf_counter()
-        jax.block_until_ready(stylize._forward(trained.net, params, x, index))
-        first = time.perf_counter() - t
-        times = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            jax.block_until_ready(stylize._forward(trained.net, params, x, index))
-            times.append(time.perf_counter() - t)
-        flops = stylize._forward.lower(trained.net, params, x, index).compile().cost_analysis()
+        first, times, outputs = {}, {conv: [] for conv in nets}, {}
+        for conv, t in nets.items():
+            start = time.perf_counter()
+            outputs[conv] = np.asarray(stylize._forward(t.net, params, x, index))
+            first[conv] = time.perf_counter() - start
+        for _ in range(args.repeats):  # interleaved: a slower minute slows every algorithm
+            for conv, t in nets.items():
+                start = time.perf_counter()
+                jax.block_until_ready(stylize._forward(t.net, params, x, index))
+                times[conv].append(time.perf_counter() - start)
+        direct = next(t for t in nets.values())
+        flops = stylize._forward.lower(direct.net.clone(conv="xla"), params, x, index)
+        flops = flops.compile().cost_analysis()
         flops = flops.get("flops", float("nan")) if isinstance(flops, dict) else float("nan")
-        print(
-            f"stylize {size}x{size}: {1e3 * statistics.median(times):.0f} ms/image "
-            f"(min {1e3 * min(times):.0f}, first call {first:.1f} s), {flops / 1e9:.1f} GFLOP"
-        )
+        ref = outputs[next(iter(outputs))]
+        for conv, t in nets.items():
+            print(
+                f"stylize {size}x{size} conv {t.net.conv}: "
+                f"{1e3 * statistics.median(times[conv]):.0f} ms/image "
+                f"(min {1e3 * min(times[conv]):.0f}, first call {first[conv]:.1f} s), "
+                f"{flops / 1e9:.1f} GFLOP direct, max |diff| to {next(iter(nets))} "
+                f"{np.abs(outputs[conv] - ref).max():.4f} grey levels"
+            )
     if args.step_flops:
         config = TrainConfig(**trained.meta["config"])
         tr = trainer.prepare(config, warn=lambda line: None)

@@ -118,15 +118,39 @@ def _convolve(x: jax.Array, u: jax.Array) -> jax.Array:
     return y[:, :h, :w].reshape(*lead, h, w, u.shape[-1])
 
 
-def _input_transform(x: jax.Array, th: int, tw: int) -> jax.Array:
-    """``Bᵀ d B`` of every overlapping 6×6 tile (stride 4) of the zero-padded input.
+def conv3x3_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """(B, H + 2, W + 2, I) → (B, H, W, O): a stride-1 'VALID' 3×3 convolution with an
+    HWIO ``kernel``, by Winograd F(4×4, 3×3), the kernel transformed inside the program.
+
+    For networks that pad their own input (the transform network pads by reflection) and
+    whose kernels are parameters: plain JAX operations, so JAX differentiates it in both
+    arguments (:func:`conv3x3`'s custom rule serves fixed kernels). float32 only, as
+    :func:`conv3x3`: the transforms' sums lose too much in 16 bits."""
+    n, hp, wp, c = x.shape
+    h, w = hp - 2, wp - 2
+    th, tw = -(-h // OUT_TILE), -(-w // OUT_TILE)
+    v = _input_transform(x, th, tw, border=0)  # (36, N·th·tw, I)
+    g = kernel.astype(x.dtype).reshape(3, -1)  # as transform_kernel, traced
+    u = jnp.matmul(_G, jnp.matmul(_G, g).reshape(IN_TILE, 3, -1))  # (6, 6, I·O)
+    m = jnp.einsum("pnc,pco->pno", v, u.reshape(IN_TILE * IN_TILE, c, -1))
+    y = _output_transform(m.reshape(IN_TILE, IN_TILE, n, th, tw, -1))
+    return y[:, :h, :w]
+
+
+def _input_transform(x: jax.Array, th: int, tw: int, border: int = 1) -> jax.Array:
+    """``Bᵀ d B`` of every overlapping 6×6 tile (stride 4) of the input, zero-padded by
+    ``border`` at the top and left (1: a 'SAME' convolution; 0: the input is padded
+    already) and as far as the last tile needs at the bottom and right.
 
     Rows first over whole-width strips, then columns: two passes of strided
     slices and small sums that XLA fuses, rather than materialising the tiles.
     """
     n, h, w, c = x.shape
     s = OUT_TILE
-    x = jnp.pad(x, ((0, 0), (1, s * th + 1 - h), (1, s * tw + 1 - w), (0, 0)))
+    x = jnp.pad(
+        x,
+        ((0, 0), (border, s * th + 2 - h - border), (border, s * tw + 2 - w - border), (0, 0)),
+    )
     rows = [x[:, i : i + s * th : s] for i in range(IN_TILE)]  # (N, th, W', C) each
     r = jnp.stack([_combine(_BT[a], rows) for a in range(IN_TILE)])
     cols = [r[:, :, :, j : j + s * tw : s] for j in range(IN_TILE)]  # (6, N, th, tw, C) each

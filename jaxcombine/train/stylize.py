@@ -29,7 +29,8 @@ import numpy as np
 
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images, records
-from jaxcombine.options.config import StylizeConfig, TrainConfig
+from jaxcombine.networks import model
+from jaxcombine.options.config import AUTO, StylizeConfig, TrainConfig
 from jaxcombine.run import memory, outputs, runner
 from jaxcombine.train import network, objective
 from jaxcombine.train.checkpoints import Checkpoints
@@ -55,15 +56,17 @@ class Trained:
         return [(n, 0, lab) for n, lab in enumerate(self.labels)]
 
 
-def load(folder: str | Path) -> Trained:
-    """The latest checkpoint of the training folder ``folder``."""
+def load(folder: str | Path, conv: str = AUTO) -> Trained:
+    """The latest checkpoint of the training folder ``folder``, its network set to run its
+    3×3 convolutions by ``conv`` (auto: :func:`model.default_conv`, Winograd on CPUs)."""
     ckpt = Checkpoints(folder, read_only=True)
     try:
         step = ckpt.latest()
         if step is None:
             raise JaxcombineError(f"{folder} holds no finished checkpoint")
         meta = ckpt.meta(step)
-        net = network.TransformNet(**meta["net"])
+        conv = model.default_conv() if conv == AUTO else conv
+        net = network.TransformNet(**meta["net"], conv=conv)
         config = TrainConfig(**meta["config"])
         like = jax.eval_shape(lambda: objective.init_state(net, 0, meta["nets"], config.lr))
         state, meta = ckpt.restore(step, like)
@@ -224,7 +227,7 @@ def stylize(
         raise JaxcombineError("give one or more photos to stylize")
     sizes = [images.output_size(p, size=config.size, max_pixels=config.max_pixels) for p in paths]
     with runner.output_folder(out) as folder:
-        trained = load(net_folder)
+        trained = load(net_folder, config.conv)
         chosen = trained.outputs()
         if config.style is not None:
             if config.style >= len(chosen):
@@ -283,6 +286,7 @@ def _write(folder, path, label, rgb, trained, config, tile, seconds) -> Path:
             net=str(trained.folder),
             net_step=trained.meta.get("step"),
             net_fingerprint=trained.meta.get("fingerprint"),
+            conv=trained.net.conv,
             training=trained.meta.get("config"),
             tile=tile,
             seconds=round(seconds, 4),

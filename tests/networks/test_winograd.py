@@ -41,6 +41,40 @@ def test_forward_and_input_gradient_match_direct(shape):
     _close(jax.vmap(conv)(x), _direct(x, kernel))  # batching rule of the custom VJP
 
 
+def _numpy_valid(x, kernel):
+    """A stride-1 'VALID' 3×3 convolution in float64, as the sum over the 9 taps."""
+    x, kernel = np.asarray(x, np.float64), np.asarray(kernel, np.float64)
+    h, w = x.shape[1] - 2, x.shape[2] - 2
+    return sum(
+        np.einsum("bhwc,co->bhwo", x[:, i : i + h, j : j + w], kernel[i, j])
+        for i in range(3)
+        for j in range(3)
+    )
+
+
+# Outputs that are and are not multiples of the 4×4 tile, and a single output pixel.
+@pytest.mark.parametrize("shape", [(2, 10, 14, 5), (1, 9, 11, 3), (1, 3, 3, 4)])
+def test_valid_form_matches_numpy_and_differentiates_in_both_arguments(shape):
+    """The form the transform network uses: an input padded already, a kernel that is a
+    parameter (transformed inside the program, so gradients reach it)."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, shape[-1], 6)), jnp.float32)
+    conv = jax.jit(winograd.conv3x3_valid)
+    _close(conv(x, kernel), _numpy_valid(x, kernel))
+
+    def direct(x, kernel):
+        return jax.lax.conv_general_dilated(
+            x, kernel, (1, 1), "VALID", dimension_numbers=DIMS, precision="highest"
+        )
+
+    cotangent = jnp.asarray(rng.normal(size=(shape[0], shape[1] - 2, shape[2] - 2, 6)))
+    got = jax.vjp(conv, x, kernel)[1](cotangent.astype(jnp.float32))
+    want = jax.vjp(direct, x, kernel)[1](cotangent.astype(jnp.float32))
+    for g, w in zip(got, want):  # the input's gradient, then the kernel's
+        _close(g, w)
+
+
 @pytest.mark.slow
 def test_vgg_input_gradient_matches_direct(vgg19):
     """The gradient the optimisation follows, through every Winograd layer, on a real photo."""
