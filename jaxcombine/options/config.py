@@ -926,7 +926,12 @@ class TrainConfig:
     pooling: str = option("max", Rule("choice", "Pooling between the backbone's blocks.", POOLINGS))
     conv: str = option(
         AUTO,
-        Rule("choice", "Backbone convolution algorithm (auto: fastest measured).", (AUTO, *CONVS)),
+        Rule(
+            "choice",
+            "Convolution algorithm of the backbone and of the network's 3x3 convolutions "
+            "(auto: fastest measured; winograd on CPUs).",
+            (AUTO, *CONVS),
+        ),
     )
     weights: str | None = weights_option("Backbone weights folder (or .h5 file).")
     max_pixels: int = max_pixels_option()
