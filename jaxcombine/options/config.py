@@ -53,6 +53,9 @@ HYPERCOLUMN_STATISTICS = ("emd", "moments", "palette", "self_similarity", "neare
 INIT_KINDS = ("content", "style", "noise")  # plus image paths
 PRESERVE_COLORS = ("none", "luminance", "stats", "histogram")  # jaxcombine.io.color
 DEFAULT_RECIPE = "gatys"
+DEFAULT_TRAIN_RECIPE = (
+    "johnson"  # an early content layer: a network trained from scratch keeps the photo
+)
 DEFAULT_SIZE = 192  # px, the output's longest side when neither --size nor --scales is given
 # Learning rates in 0–255 pixel units, per optimiser (Adam's step is about lr pixels).
 DEFAULT_LR = {"adam": 4.0, "sgd": 2e3, "lbfgs": 1.0, "rmsprop": 1.0}
@@ -875,7 +878,8 @@ class TrainConfig:
         ),
     )
     recipe: Any = option(
-        DEFAULT_RECIPE, Rule("text", "Preset name (see 'jaxcombine recipes') or a recipe .toml.")
+        DEFAULT_TRAIN_RECIPE,
+        Rule("text", "Preset name (see 'jaxcombine recipes') or a recipe .toml."),
     )
     tv_weight: float | None = option(
         None,
@@ -943,7 +947,7 @@ class TrainConfig:
         if isinstance(self.recipe, str) or not hasattr(self.recipe, "terms"):
             _check_rules(self)
         else:  # a Recipe object (Python API)
-            recipe, _ = self.recipe, object.__setattr__(self, "recipe", DEFAULT_RECIPE)
+            recipe, _ = self.recipe, object.__setattr__(self, "recipe", DEFAULT_TRAIN_RECIPE)
             _check_rules(self)
             object.__setattr__(self, "recipe", recipe)
         if self.conditional and len(self.style) < 2:
