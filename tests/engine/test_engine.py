@@ -157,6 +157,7 @@ def test_loop_forms_agree(vgg19):
         )
 
 
+@pytest.mark.slow  # quick sibling: test_every_optimizer (same shapes in more chunks compile nothing)
 def test_a_shorter_last_chunk_compiles_nothing(vgg19, compiled):
     """The rolled loop takes its trip count as an argument, and the history is sliced on
     the host: 5 steps in chunks of 3 compile exactly the programs 3 steps in one chunk do
@@ -278,6 +279,7 @@ def test_four_fake_devices_match_one(vgg19, tmp_path):
     np.testing.assert_allclose(np.load(path), one.outcome.pixels, atol=0.05)
 
 
+@pytest.mark.slow  # a dtype variant of the float32 runs the quick tier makes throughout
 def test_bfloat16_activations_still_optimise(vgg19):
     result = job.combine(dtype="bfloat16", init="noise", **PLUMBING)
     assert result.outcome.history.dtype == np.float32 and _falls(result)

@@ -108,6 +108,7 @@ def test_every_supported_statistic_matches_untiled(vgg19):
     assert_same(untiled, tiled, rtol=2e-4)
 
 
+@pytest.mark.slow  # the negative control of the quick exactness tests above
 def test_a_halo_too_small_is_not_exact(vgg19, monkeypatch):
     """The same comparison fails once the halo is narrower than an edge reaches (4 px here)."""
     monkeypatch.setattr(tiles, "halo", lambda layers, arch="vgg19": 2)

@@ -85,6 +85,7 @@ def test_style_scale_changes_the_targets_and_the_result(vgg19):
     assert np.abs(r1.outcome.pixels - r2.outcome.pixels).max() > 0.5
 
 
+@pytest.mark.slow  # quick siblings: the one-style scale tests and the swd mixture below
 def test_two_styles_at_different_scales_blend_every_statistic(vgg19, every):
     config = RunConfig(
         recipe=every,
