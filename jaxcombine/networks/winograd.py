@@ -66,9 +66,15 @@ OUT_TILE, IN_TILE = _AT.shape  # 4 outputs per side from 6 inputs per side
 def transform_kernel(kernel: np.ndarray) -> np.ndarray:
     """HWIO (3, 3, I, O) kernel → (36, I, O): ``G g Gᵀ`` per channel pair, on the host
     (once per run; nothing to compile)."""
-    g = np.asarray(kernel, np.float32).reshape(3, -1)  # (kernel row, column · I · O)
-    u = (_G @ g).reshape(IN_TILE, 3, -1)  # rows, then columns (matmuls: BLAS, not einsum)
-    u = _G @ u  # (6, 6, I·O): _G applied to each row's 3 columns
+    return _transform(np.asarray(kernel, np.float32), np)
+
+
+def _transform(kernel, xp):
+    """``G g Gᵀ`` of an HWIO (3, 3, I, O) kernel, (36, I, O), with ``xp`` = numpy (on the
+    host) or jax.numpy (inside a program): two matmuls, rows then columns."""
+    g = kernel.reshape(3, -1)  # (kernel row, column · I · O)
+    u = xp.matmul(_G, g).reshape(IN_TILE, 3, -1)
+    u = xp.matmul(_G, u)  # (6, 6, I·O): _G applied to each row's 3 columns
     return u.reshape(IN_TILE * IN_TILE, *kernel.shape[2:])
 
 
@@ -126,13 +132,12 @@ def conv3x3_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
     whose kernels are parameters: plain JAX operations, so JAX differentiates it in both
     arguments (:func:`conv3x3`'s custom rule serves fixed kernels). float32 only, as
     :func:`conv3x3`: the transforms' sums lose too much in 16 bits."""
-    n, hp, wp, c = x.shape
+    n, hp, wp, _ = x.shape
     h, w = hp - 2, wp - 2
     th, tw = -(-h // OUT_TILE), -(-w // OUT_TILE)
     v = _input_transform(x, th, tw, border=0)  # (36, N·th·tw, I)
-    g = kernel.astype(x.dtype).reshape(3, -1)  # as transform_kernel, traced
-    u = jnp.matmul(_G, jnp.matmul(_G, g).reshape(IN_TILE, 3, -1))  # (6, 6, I·O)
-    m = jnp.einsum("pnc,pco->pno", v, u.reshape(IN_TILE * IN_TILE, c, -1))
+    u = _transform(kernel.astype(x.dtype), jnp)  # (36, I, O), traced
+    m = jnp.einsum("pnc,pco->pno", v, u)
     y = _output_transform(m.reshape(IN_TILE, IN_TILE, n, th, tw, -1))
     return y[:, :h, :w]
 
