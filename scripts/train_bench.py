@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcombine.networks import model
 from jaxcombine.options.config import TrainConfig
 from jaxcombine.train import objective, photos, stylize, trainer
 
@@ -29,38 +30,37 @@ def main() -> None:
     ap.add_argument("--conv", default="auto", help="comma-separated: auto, xla, winograd")
     ap.add_argument("--step-flops", action="store_true", help="also a training step's FLOPs")
     args = ap.parse_args()
-    nets = {conv: stylize.load(args.net, conv) for conv in args.conv.split(",")}
-    trained = next(iter(nets.values()))
+    trained = stylize.load(args.net)  # read once; each algorithm is the same network
+    nets = {conv: trained.net.clone(conv=model.conv_for(conv)) for conv in args.conv.split(",")}
     params = stylize._select(trained.params, 0)
     print(
         f"device: {jax.devices()[0].device_kind}, net width {trained.net.width}, "
         f"{trained.net.res_blocks} residual blocks"
     )
+    reference = next(iter(nets))  # the other outputs are compared with this one's
     for size in map(int, args.sizes.split(",")):
         x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)), jnp.float32)
         index = jnp.zeros((1,), jnp.int32)
         first, times, outputs = {}, {conv: [] for conv in nets}, {}
-        for conv, t in nets.items():
+        for conv, net in nets.items():
             start = time.perf_counter()
-            outputs[conv] = np.asarray(stylize._forward(t.net, params, x, index))
+            outputs[conv] = np.asarray(stylize._forward(net, params, x, index))
             first[conv] = time.perf_counter() - start
         for _ in range(args.repeats):  # interleaved: a slower minute slows every algorithm
-            for conv, t in nets.items():
+            for conv, net in nets.items():
                 start = time.perf_counter()
-                jax.block_until_ready(stylize._forward(t.net, params, x, index))
+                jax.block_until_ready(stylize._forward(net, params, x, index))
                 times[conv].append(time.perf_counter() - start)
-        direct = next(t for t in nets.values())
-        flops = stylize._forward.lower(direct.net.clone(conv="xla"), params, x, index)
-        flops = flops.compile().cost_analysis()
+        direct = trained.net.clone(conv="xla")  # FLOPs counted as direct convolutions
+        flops = stylize._forward.lower(direct, params, x, index).compile().cost_analysis()
         flops = flops.get("flops", float("nan")) if isinstance(flops, dict) else float("nan")
-        ref = outputs[next(iter(outputs))]
-        for conv, t in nets.items():
+        for conv, net in nets.items():
             print(
-                f"stylize {size}x{size} conv {t.net.conv}: "
+                f"stylize {size}x{size} conv {net.conv}: "
                 f"{1e3 * statistics.median(times[conv]):.0f} ms/image "
                 f"(min {1e3 * min(times[conv]):.0f}, first call {first[conv]:.1f} s), "
-                f"{flops / 1e9:.1f} GFLOP direct, max |diff| to {next(iter(nets))} "
-                f"{np.abs(outputs[conv] - ref).max():.4f} grey levels"
+                f"{flops / 1e9:.1f} GFLOP direct, max |diff| to {reference} "
+                f"{np.abs(outputs[conv] - outputs[reference]).max():.4f} grey levels"
             )
     if args.step_flops:
         config = TrainConfig(**trained.meta["config"])

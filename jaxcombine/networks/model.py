@@ -32,6 +32,7 @@ from jax import lax
 
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.networks import winograd
+from jaxcombine.options.config import AUTO
 from jaxcombine.options.layers import (
     BACKBONES,
     CONVS,
@@ -55,6 +56,12 @@ def default_conv(backend: str | None = None, dtype: str = "float32") -> str:
     if jnp.dtype(dtype) != jnp.float32:
         return "xla"
     return DEFAULT_CONV.get(backend or jax.default_backend(), "xla")
+
+
+def conv_for(setting: str, dtype: str = "float32") -> str:
+    """The algorithm a ``conv`` option asks for: itself, or for ``auto`` the default of this
+    backend and ``dtype`` (:func:`default_conv`)."""
+    return default_conv(dtype=dtype) if setting == AUTO else setting
 
 
 def _convs_by_name() -> dict[str, Conv]:

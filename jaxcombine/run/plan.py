@@ -211,7 +211,7 @@ def make(
                 "tile does not take masks or style scales (tiles.targets tiles the "
                 "images at the output's size, unmasked); use tile 0 or drop them"
             )
-    conv = model.default_conv(dtype=config.dtype) if config.conv == AUTO else config.conv
+    conv = model.conv_for(config.conv, config.dtype)
     plan = Plan(
         config=config,
         recipe=rec,

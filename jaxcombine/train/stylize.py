@@ -58,15 +58,14 @@ class Trained:
 
 def load(folder: str | Path, conv: str = AUTO) -> Trained:
     """The latest checkpoint of the training folder ``folder``, its network set to run its
-    3×3 convolutions by ``conv`` (auto: :func:`model.default_conv`, Winograd on CPUs)."""
+    3×3 convolutions by ``conv`` (auto: :func:`model.conv_for`, Winograd on CPUs)."""
     ckpt = Checkpoints(folder, read_only=True)
     try:
         step = ckpt.latest()
         if step is None:
             raise JaxcombineError(f"{folder} holds no finished checkpoint")
         meta = ckpt.meta(step)
-        conv = model.default_conv() if conv == AUTO else conv
-        net = network.TransformNet(**meta["net"], conv=conv)
+        net = network.TransformNet(**meta["net"], conv=model.conv_for(conv))
         config = TrainConfig(**meta["config"])
         like = jax.eval_shape(lambda: objective.init_state(net, 0, meta["nets"], config.lr))
         state, meta = ckpt.restore(step, like)

@@ -37,7 +37,7 @@ from jaxcombine.io import images, records
 from jaxcombine.networks import model
 from jaxcombine.networks import weights as weights_lib
 from jaxcombine.options import recipe as recipe_lib
-from jaxcombine.options.config import AUTO, TrainConfig
+from jaxcombine.options.config import TrainConfig
 from jaxcombine.run import interrupts, memory, outputs, runner
 from jaxcombine.stats import losses
 from jaxcombine.train import network, objective, photos
@@ -102,13 +102,11 @@ def net_of(config: TrainConfig) -> network.TransformNet:
     (Winograd on CPUs: a 128² step of batch 4 took 1.45 s against 1.80 s)."""
     styles = config.styles if config.conditional else 1
     return network.TransformNet(
-        width=config.width, res_blocks=config.res_blocks, styles=styles, conv=conv_of(config)
+        width=config.width,
+        res_blocks=config.res_blocks,
+        styles=styles,
+        conv=model.conv_for(config.conv),
     )
-
-
-def conv_of(config: TrainConfig) -> str:
-    """The convolution algorithm ``config`` asks for, ``auto`` resolved for this backend."""
-    return model.default_conv() if config.conv == AUTO else config.conv
 
 
 def prepare(config: TrainConfig, *, warn: Callable[[str], None] = print) -> Training:
@@ -120,7 +118,7 @@ def prepare(config: TrainConfig, *, warn: Callable[[str], None] = print) -> Trai
             f"style images need distinct names (their outputs are named after them): "
             f"{', '.join(labels)}"
         )
-    conv = conv_of(config)
+    conv = model.conv_for(config.conv)
     problem = program.Problem(
         recipe=rec.structure(), arch=config.model, pooling=config.pooling, conv=conv
     )
