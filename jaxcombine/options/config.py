@@ -53,9 +53,8 @@ HYPERCOLUMN_STATISTICS = ("emd", "moments", "palette", "self_similarity", "neare
 INIT_KINDS = ("content", "style", "noise")  # plus image paths
 PRESERVE_COLORS = ("none", "luminance", "stats", "histogram")  # jaxcombine.io.color
 DEFAULT_RECIPE = "gatys"
-DEFAULT_TRAIN_RECIPE = (
-    "johnson"  # an early content layer: a network trained from scratch keeps the photo
-)
+# train's: an early content layer, so that a network trained from scratch keeps the photo
+DEFAULT_TRAIN_RECIPE = "johnson"
 DEFAULT_SIZE = 192  # px, the output's longest side when neither --size nor --scales is given
 # Learning rates in 0–255 pixel units, per optimiser (Adam's step is about lr pixels).
 DEFAULT_LR = {"adam": 4.0, "sgd": 2e3, "lbfgs": 1.0, "rmsprop": 1.0}

@@ -39,7 +39,6 @@ import numpy as np
 from jaxcombine.engine import program
 from jaxcombine.io import images, records
 from jaxcombine.options import config
-from jaxcombine.options import config as config_lib
 from jaxcombine.options import layers as layers_lib
 from jaxcombine.run import plan as plan_lib
 from jaxcombine.run import prepare as prepare_lib
@@ -273,9 +272,9 @@ def run(bc: BenchConfig, out: Path, log: Callable[[str], None] = print) -> dict[
     return result
 
 
-def _config(bc: BenchConfig, size: int, conv: str) -> config_lib.RunConfig:
+def _config(bc: BenchConfig, size: int, conv: str) -> config.RunConfig:
     """The run a case times (validated as any run's options are)."""
-    return config_lib.RunConfig(
+    return config.RunConfig(
         content=bc.content,
         style=(bc.style,) if bc.style else (),
         size=size,
@@ -288,7 +287,7 @@ def _config(bc: BenchConfig, size: int, conv: str) -> config_lib.RunConfig:
     )
 
 
-def _check(c: config_lib.RunConfig, *, starts: int) -> None:
+def _check(c: config.RunConfig, *, starts: int) -> None:
     """What the run plan refuses before reading anything, for one case: an image too
     small for the recipe's layers, a run too large for memory."""
     plan_lib.make(c, starts=starts)

@@ -15,7 +15,6 @@ from jaxcombine.networks import model
 from jaxcombine.networks import weights as weights_lib
 from jaxcombine.networks.forward import forward
 from jaxcombine.options import layers as layers_lib
-from jaxcombine.options.layers import check_layers
 from jaxcombine.run import memory
 
 
@@ -59,7 +58,7 @@ def extract_features(
     if out.suffix.lower() == ".json":
         raise JaxcombineError(f"{out} is where the record goes; name the features file .npz")
     folders.check_output_files(out, out.with_suffix(".json"))
-    taps = check_layers(list(layers), model)  # ``model`` is the architecture's name here
+    taps = layers_lib.check_layers(list(layers), model)  # ``model``: the architecture's name
     h, w = images.output_size(image, size=size)
     memory.check_fits(
         memory.estimate_features_bytes(taps, h, w, arch=model),
