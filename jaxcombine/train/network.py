@@ -34,8 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine.networks import winograd
-from jaxcombine.options.layers import CONVS
+from jaxcombine.networks import model, winograd
 
 EPS = 1e-5  # instance normalisation's variance floor (torch's and flax's default)
 
@@ -92,8 +91,7 @@ class TransformNet(nn.Module):
         variance), each (B, C), to use for the first normalisations instead of the
         image's own; ``upto``: return the input (B, h, w, C) of normalisation ``upto``."""
         b, h, w, _ = rgb.shape
-        if self.conv not in CONVS:
-            raise ValueError(f"unknown conv {self.conv!r}; choose {', '.join(CONVS)}")
+        model.check_conv(self.conv)  # the network computes in float32
         if h % 4 or w % 4:
             raise ValueError(f"the network needs sides that are multiples of 4, got {h}x{w}")
         style = jnp.zeros((b,), jnp.int32) if style is None else style

@@ -252,7 +252,7 @@ def test_winograd_network_equals_the_direct_one():
     b = forward(direct.clone(conv="winograd"), params, rgb)
     assert a.shape == b.shape == (1, 60, 64, 3) and float(jnp.std(a)) > 1.0  # not flat
     assert float(jnp.abs(a - b).max()) < 0.01
-    with pytest.raises(ValueError, match="unknown conv 'fft'"):
+    with pytest.raises(JaxcombineError, match="unknown conv 'fft'"):
         network.forward(direct.clone(conv="fft"), params, rgb)
 
 
