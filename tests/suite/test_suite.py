@@ -42,7 +42,7 @@ def test_front_and_dominance_on_hand_made_points():
 
 
 def test_content_weight_scales_only_content_terms_and_pairs_are_checked(tmp_path):
-    """The preset's own weights (gatys's content weight is not 1: 0.05 now), content ×3."""
+    """The preset's own weights (gatys's content weight is not 1: 0.03 now), content ×3."""
     base, r = recipe.load("gatys"), weighted_recipe("gatys", 3.0)
     assert {t.source for t in base.terms} == {"content", "style"}
     assert [(t.source, t.weight) for t in r.terms] == [
