@@ -180,10 +180,13 @@ def _manifest(folder: Path, recipe: Path, steps: int, n: int) -> Path:
 
 
 def _records(out: Path) -> dict[str, dict]:
+    """The finished jobs' records. Not a writer's temporary (``.jaxcombine-tmp-….json``,
+    which ``glob`` matches too): seen whole before its rename, it made a killed process
+    look as if it had finished a job that the rerun then rightly did again."""
     return {
         p.stem: json.loads(p.read_text())
         for p in out.glob("*.json")
-        if not p.name.startswith("batch-report")
+        if not p.name.startswith(("batch-report", folders.TMP_PREFIX))
     }
 
 
