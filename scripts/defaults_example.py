@@ -30,9 +30,7 @@ def main() -> None:
     ap.add_argument("--out", default="docs/defaults.png")
     a = ap.parse_args()
     named = [("old default", a.old), ("new default", a.new), (a.peer_name, a.peer)]
-    pics = [
-        (name, images.to_rgb(images.open_image(path)).astype(np.float32)) for name, path in named
-    ]
+    pics = [(name, images.read(path)) for name, path in named]
     h, w = pics[0][1].shape[:2]
     pics = [(name, images.fit(rgb, h, w)) for name, rgb in pics]
     size = min(h, w) // 2

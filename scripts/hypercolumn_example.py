@@ -12,7 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 from panels import save_grid
 
 from jaxcombine.io import images
@@ -33,7 +32,7 @@ def main() -> None:
     a = ap.parse_args()
     named = [("photo", images.CONTENT), ("painting", images.STYLE)]
     named += [(label(f), f / "content.png") for f in a.runs]
-    pics = [(name, images.to_rgb(images.open_image(p)).astype(np.float32)) for name, p in named]
+    pics = [(name, images.read(path)) for name, path in named]
     h, w = pics[-1][1].shape[:2]
     save_grid([(name, images.fit(rgb, h, w)) for name, rgb in pics], a.cols, a.out)
 
