@@ -26,8 +26,9 @@ image, one layer after another, and the tiled result equals the whole one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -37,6 +38,10 @@ import numpy as np
 from jaxcombine.networks import model, winograd
 
 EPS = 1e-5  # instance normalisation's variance floor (torch's and flax's default)
+# The widest input of the 9x9 output layer that XLA:CPU's own convolution runs well: at 512²
+# on the 2-core EPYC it took 56, 85 ms from 8, 16 channels and 608-951 ms from 20-32, where
+# conv_by_taps took 107-124 ms throughout (docs/benchmarks.md). Both compute the same layer.
+OUTPUT_BY_XLA_UP_TO = 16
 
 
 class _Reached(Exception):
@@ -112,8 +117,15 @@ class TransformNet(nn.Module):
                 kw["conv_general_dilated"] = _conv_by_winograd
             return nn.Conv(features, (size, size), (stride, stride), "VALID", **kw)(x)
 
-        def up(x: jax.Array) -> jax.Array:
-            return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest ×2
+        def up_conv(x: jax.Array, features: int) -> jax.Array:
+            # nearest ×2, reflection pad, 3×3: computed at the source's resolution (see
+            # resize_conv); reflecting the doubled image is replicating the source
+            x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+            three = winograd.conv3x3_valid if self.conv == "winograd" else _conv_by_xla
+            by_phases = functools.partial(_resize_conv, three_by_three=three)
+            return nn.Conv(
+                features, (3, 3), padding="VALID", use_bias=False, conv_general_dilated=by_phases
+            )(x)
 
         c = self.width
         x = rgb.astype(jnp.float32) / 127.5 - 1.0
@@ -123,9 +135,12 @@ class TransformNet(nn.Module):
         for _ in range(self.res_blocks):
             y = norm(conv(x, 4 * c, 3, use_bias=False))
             x = x + norm(conv(y, 4 * c, 3, use_bias=False), relu=False)
-        x = norm(conv(up(x), 2 * c, 3, use_bias=False))
-        x = norm(conv(up(x), c, 3, use_bias=False))
-        x = conv(x, 3, 9, conv_general_dilated=_conv_by_taps)  # few outputs: see conv_by_taps
+        x = norm(up_conv(x, 2 * c))
+        x = norm(up_conv(x, c))
+        if c > OUTPUT_BY_XLA_UP_TO:  # XLA's own is faster below: see conv_by_taps
+            x = conv(x, 3, 9, conv_general_dilated=_conv_by_taps)
+        else:
+            x = conv(x, 3, 9)
         return 127.5 * (jnp.tanh(x) + 1.0)
 
 
@@ -144,6 +159,61 @@ def conv_by_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
     taps = jnp.einsum("bpqc,ijco->bpqijo", x, kernel)  # (B, H', W', kh, kw, O)
     rows = sum(taps[:, :, j : j + w, :, j] for j in range(kw))  # (B, H', W, kh, O)
     return sum(rows[:, i : i + h, :, i] for i in range(kh))  # (B, H, W, O)
+
+
+def resize_conv(
+    source: jax.Array, kernel: jax.Array, three_by_three: Callable[..., jax.Array] | None = None
+) -> jax.Array:
+    """Nearest ×2 upsampling, then a 3×3 'VALID' convolution, computed without the
+    upsampled image: ``source`` (B, h + 2, w + 2, C), already padded by one pixel, and a
+    (3, 3, C, O) kernel give the (B, 2h, 2w, O) convolution of the doubled image padded
+    by one (the doubled interior of ``source``).
+
+    Each output pixel (2i + a, 2j + b) sees three rows of the doubled image, which are two
+    rows of the source: rows i - 1, i (twice) when a = 0; rows i (twice), i + 1 when a = 1;
+    so does each column. Summing the kernel's taps that fall on the same source pixel gives
+    one 3×3 kernel per phase (a, b) over the source's rows and columns i - 1, i, i + 1,
+    with zeros where a phase sees nothing; the four phases are one convolution with 4·O
+    outputs at the source's resolution, then interleaved. The same products as the
+    doubled convolution, two of each nine pre-added, at a quarter of the positions:
+    docs/benchmarks.md measures 1.5–2× less time for the network's two upsamplings.
+
+    ``three_by_three``: the 3×3 'VALID' convolution to use (XLA's by default)."""
+    three_by_three = three_by_three or _conv_by_xla
+    b, h, w, _ = source.shape
+    h, w, o = h - 2, w - 2, kernel.shape[-1]
+
+    def rows(k: jax.Array, phase: int) -> jax.Array:  # the taps on source rows -1, 0, +1
+        zero = jnp.zeros_like(k[:1])
+        if phase == 0:
+            return jnp.concatenate([k[:1], k[1:2] + k[2:3], zero])
+        return jnp.concatenate([zero, k[:1] + k[1:2], k[2:3]])
+
+    phases = [
+        jnp.swapaxes(rows(jnp.swapaxes(rows(kernel, a), 0, 1), b), 0, 1)
+        for a in (0, 1)
+        for b in (0, 1)
+    ]  # (a, b) in order: 00, 01, 10, 11, each (3, 3, C, O)
+    y = three_by_three(source, jnp.stack(phases, axis=-1).reshape(*kernel.shape[:3], 4 * o))
+    y = y.reshape(b, h, w, o, 2, 2)  # the channel o·4 + 2a + b is phase (a, b) of output o
+    return y.transpose(0, 1, 4, 2, 5, 3).reshape(b, 2 * h, 2 * w, o)
+
+
+def _resize_conv(lhs, rhs, window_strides, padding, *, three_by_three, **unused) -> jax.Array:
+    """:func:`resize_conv` in ``lax.conv_general_dilated``'s place inside ``nn.Conv`` (its
+    parameters keep their names and shapes: a (3, 3, C, O) kernel)."""
+    if rhs.shape[:2] != (3, 3) or tuple(window_strides) != (1, 1):
+        raise ValueError(f"resize_conv: 3x3, stride 1 only, got {rhs.shape[:2]} {window_strides}")
+    if padding not in ("VALID", ((0, 0), (0, 0))):
+        raise ValueError(f"resize_conv: VALID only, got {padding}")
+    return resize_conv(lhs, rhs, three_by_three)
+
+
+def _conv_by_xla(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+    """XLA's 'VALID' stride-1 convolution, NHWC with an HWIO kernel."""
+    return jax.lax.conv_general_dilated(
+        lhs, rhs, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 def _conv_by_taps(lhs, rhs, window_strides, padding, **unused) -> jax.Array:
