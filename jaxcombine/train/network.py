@@ -122,7 +122,9 @@ class TransformNet(nn.Module):
             # resize_conv); reflecting the doubled image is replicating the source
             x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
             three = winograd.conv3x3_valid if self.conv == "winograd" else _conv_by_xla
-            by_phases = functools.partial(_resize_conv, three_by_three=three)
+            by_phases = _as_3x3_valid(
+                "resize_conv", functools.partial(resize_conv, three_by_three=three)
+            )
             return nn.Conv(
                 features, (3, 3), padding="VALID", use_bias=False, conv_general_dilated=by_phases
             )(x)
@@ -199,16 +201,6 @@ def resize_conv(
     return y.transpose(0, 1, 4, 2, 5, 3).reshape(b, 2 * h, 2 * w, o)
 
 
-def _resize_conv(lhs, rhs, window_strides, padding, *, three_by_three, **unused) -> jax.Array:
-    """:func:`resize_conv` in ``lax.conv_general_dilated``'s place inside ``nn.Conv`` (its
-    parameters keep their names and shapes: a (3, 3, C, O) kernel)."""
-    if rhs.shape[:2] != (3, 3) or tuple(window_strides) != (1, 1):
-        raise ValueError(f"resize_conv: 3x3, stride 1 only, got {rhs.shape[:2]} {window_strides}")
-    if padding not in ("VALID", ((0, 0), (0, 0))):
-        raise ValueError(f"resize_conv: VALID only, got {padding}")
-    return resize_conv(lhs, rhs, three_by_three)
-
-
 def _conv_by_xla(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
     """XLA's 'VALID' stride-1 convolution, NHWC with an HWIO kernel."""
     return jax.lax.conv_general_dilated(
@@ -224,14 +216,22 @@ def _conv_by_taps(lhs, rhs, window_strides, padding, **unused) -> jax.Array:
     return conv_by_taps(lhs, rhs)
 
 
-def _conv_by_winograd(lhs, rhs, window_strides, padding, **unused) -> jax.Array:
-    """:func:`winograd.conv3x3_valid` in ``lax.conv_general_dilated``'s place inside
-    ``nn.Conv``, for the 3×3 stride-1 'VALID' convolutions only."""
-    if rhs.shape[:2] != (3, 3) or tuple(window_strides) != (1, 1):
-        raise ValueError(f"winograd: 3x3, stride 1 only, got {rhs.shape[:2]} {window_strides}")
-    if padding not in ("VALID", ((0, 0), (0, 0))):
-        raise ValueError(f"winograd: VALID only, got {padding}")
-    return winograd.conv3x3_valid(lhs, rhs)
+def _as_3x3_valid(name: str, three_by_three: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+    """``three_by_three(lhs, rhs)``, a 3×3 stride-1 'VALID' convolution (Winograd's, or
+    :func:`resize_conv`), in ``lax.conv_general_dilated``'s place inside ``nn.Conv`` (its
+    parameters keep their names and shapes); anything else ``nn.Conv`` asks for is refused."""
+
+    def conv_general_dilated(lhs, rhs, window_strides, padding, **unused) -> jax.Array:
+        if rhs.shape[:2] != (3, 3) or tuple(window_strides) != (1, 1):
+            raise ValueError(f"{name}: 3x3, stride 1 only, got {rhs.shape[:2]} {window_strides}")
+        if padding not in ("VALID", ((0, 0), (0, 0))):
+            raise ValueError(f"{name}: VALID only, got {padding}")
+        return three_by_three(lhs, rhs)
+
+    return conv_general_dilated
+
+
+_conv_by_winograd = _as_3x3_valid("winograd", winograd.conv3x3_valid)
 
 
 class _InstanceNorm(nn.Module):
