@@ -14,6 +14,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import click
 
@@ -817,6 +818,23 @@ def _floats(text: str) -> list[float]:
         raise click.BadParameter(f"expected numbers separated by commas, got {text!r}")
 
 
+def _recipe_weights(given: Sequence[str]) -> dict[str, list[float]]:
+    """``--recipe-weights`` values (RECIPE=N,N,...) as {recipe: weights}."""
+    out = {}
+    for text in given:
+        recipe, sep, numbers = text.partition("=")
+        if not sep or not recipe.strip():
+            raise click.BadParameter(
+                f"expected RECIPE=N,N,..., got {text!r}", param_hint="--recipe-weights"
+            )
+        if recipe.strip() in out:
+            raise click.BadParameter(
+                f"{recipe.strip()} is given twice", param_hint="--recipe-weights"
+            )
+        out[recipe.strip()] = _floats(numbers)
+    return out
+
+
 @cli.command("eval-suite")
 @click.option(
     "--pairs",
@@ -838,6 +856,14 @@ def _floats(text: str) -> list[float]:
     show_default=True,
     help="Multipliers of each recipe's content-term weights.",
 )
+@click.option(
+    "--recipe-weights",
+    multiple=True,
+    metavar="RECIPE=N,N,...",
+    help="This recipe's own content weights instead of --content-weights (repeat for "
+    "others), e.g. gatys=0.3,1,3,10,30,100,300 when its range must reach another's "
+    "content distances.",
+)
 @click.option("--size", type=int, default=256, show_default=True, help="Output longest side (px).")
 @click.option("--steps", type=int, default=200, show_default=True)
 @click.option(
@@ -849,7 +875,9 @@ def _floats(text: str) -> list[float]:
 )
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def eval_suite(pairs_path, recipes, content_weights, size, steps, judge, out_dir, quiet):
+def eval_suite(
+    pairs_path, recipes, content_weights, recipe_weights, size, steps, judge, out_dir, quiet
+):
     """Run every recipe over every pair and content weight (as a resumable batch), judge
     every output and write suite.csv, a front plot and contact sheet per pair and
     suite.html (docs/evaluation.md)."""
@@ -861,6 +889,7 @@ def eval_suite(pairs_path, recipes, content_weights, size, steps, judge, out_dir
         pairs=pairs_path,
         recipes=[r.strip() for r in recipes.split(",") if r.strip()],
         content_weights=_floats(content_weights),
+        recipe_weights=_recipe_weights(recipe_weights),
         size=size,
         steps=steps,
         judge=None if judge == "auto" else judge,

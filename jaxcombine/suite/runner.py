@@ -26,7 +26,7 @@ import re
 import time
 import tomllib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tomli_w
@@ -137,30 +137,34 @@ def run_suite(
     pairs: str | os.PathLike | None = None,
     recipes: Sequence[str] = SUITE_RECIPES,
     content_weights: Sequence[float] = (0.3, 1.0, 3.0, 10.0),
+    recipe_weights: Mapping[str, Sequence[float]] | None = None,
     size: int = 256,
     steps: int = 200,
     judge: str | None = None,
     progress: bool = True,
 ) -> SuiteResult:
     """Run, judge and report the suite into ``out`` (see the module's docstring); a rerun
-    skips the jobs already run and the outputs already judged."""
+    skips the jobs already run and the outputs already judged.
+
+    ``recipe_weights`` gives a recipe (by its name or as given in ``recipes``) its own
+    content weights instead of ``content_weights``: recipes whose content terms differ in
+    scale need different ranges before their fronts overlap (``gatys`` at 128 px keeps
+    the photo only from weight 30 up)."""
     pair_list, defaults = load_pairs(pairs) if pairs else default_pairs()
     out = folders.check_output_folder(out)
     recipes = list(dict.fromkeys(recipes))
     names = {r: r if r in recipe_lib.preset_names() else Path(r).stem for r in recipes}
     if len(set(names.values())) != len(names):
         raise JaxcombineError(f"two recipes are named alike: {', '.join(recipes)}")
-    weights = list(dict.fromkeys(float(w) for w in content_weights))
-    if not recipes or not weights:
-        raise JaxcombineError("give at least one recipe and one content weight")
-    for w in weights:
-        if not np.isfinite(w) or w < 0:
-            raise JaxcombineError(f"content weights must be finite and >= 0, got {w:g}")
+    if not recipes:
+        raise JaxcombineError("give at least one recipe")
+    by_recipe = _weights_by_recipe(names, content_weights, recipe_weights or {})
+    weights = sorted({w for ws in by_recipe.values() for w in ws})
     if judge is not None:
         judge_lib.check_judge(judge)  # before any work
     config_lib.positive_int(size, "size")
     config_lib.positive_int(steps, "steps")
-    plan = _write_manifest(out, pair_list, defaults, names, weights, size, steps)
+    plan = _write_manifest(out, pair_list, defaults, names, by_recipe, size, steps)
     t0 = time.perf_counter()
     report = run_batch(out / "manifest.toml", out / "runs", progress=progress)
     run_s = time.perf_counter() - t0
@@ -190,6 +194,7 @@ def run_suite(
         "recipes": list(names.values()),
         "recipe_sources": recipes,
         "content_weights": weights,
+        "recipe_weights": {names[r]: ws for r, ws in by_recipe.items()},
         "size": size,
         "steps": steps,
         "defaults": defaults,
@@ -219,12 +224,41 @@ def run_suite(
     return result
 
 
+def _weights_by_recipe(
+    names: Mapping[str, str],
+    content_weights: Sequence[float],
+    recipe_weights: Mapping[str, Sequence[float]],
+) -> dict[str, list[float]]:
+    """``{recipe as given: its content weights}``: ``recipe_weights``' (keyed by a recipe's
+    name or as given) where it has them, else ``content_weights``; each list without
+    repeats, every weight finite and >= 0."""
+    known = {key: recipe for recipe, name in names.items() for key in (recipe, name)}
+    unknown = sorted(set(recipe_weights) - set(known))
+    if unknown:
+        raise JaxcombineError(
+            f"weights given for {unknown[0]!r}, which is not among the recipes "
+            f"({', '.join(names.values())})"
+        )
+    chosen = {known[key]: ws for key, ws in recipe_weights.items()}
+    out = {}
+    for recipe, name in names.items():
+        ws = list(dict.fromkeys(float(w) for w in chosen.get(recipe, content_weights)))
+        if not ws:
+            raise JaxcombineError(f"give {name} at least one content weight")
+        for w in ws:
+            if not np.isfinite(w) or w < 0:
+                raise JaxcombineError(f"content weights must be finite and >= 0, got {w:g}")
+        out[recipe] = ws
+    return out
+
+
 def _write_manifest(out, pairs, defaults, recipes, weights, size, steps) -> list[dict]:
-    """Recipe files and ``manifest.toml``; returns one entry per job (pair, recipe, weight)."""
+    """Recipe files and ``manifest.toml``; returns one entry per job (pair, recipe, weight).
+    ``recipes``: {recipe as given: name}; ``weights``: {recipe as given: its weights}."""
     (out / "recipes").mkdir(exist_ok=True)
     plan, jobs = [], []
     for recipe, name in recipes.items():
-        for w in weights:
+        for w in weights[recipe]:
             path = out / "recipes" / f"{name}-cw{w:g}.toml"
             text = weighted_recipe(recipe, w).to_toml()
             if not path.exists() or path.read_text(encoding="utf-8") != text:

@@ -1,4 +1,4 @@
-"""eval-suite: a tiny suite (2 pairs, 2 shallow recipes, 2 content weights) writes its
+"""eval-suite: a tiny suite (2 pairs, 2 shallow recipes, 2 and 1 content weights) writes its
 table, fronts, contact sheets and page, and a rerun skips what is done; fronts and
 dominance on hand-made points; content weights scale only content terms."""
 
@@ -15,7 +15,7 @@ from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images
 from jaxcombine.options import recipe
 from jaxcombine.suite import fronts
-from jaxcombine.suite.runner import load_pairs, weighted_recipe
+from jaxcombine.suite.runner import load_pairs, run_suite, weighted_recipe
 
 SHALLOW = recipe_files.SHALLOW
 SIDE = 64
@@ -55,6 +55,28 @@ def test_content_weight_scales_only_content_terms_and_pairs_are_checked(tmp_path
         load_pairs(bad)
 
 
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ("nosuch=1,3", "weights given for 'nosuch', which is not among the recipes (gatys)"),
+        ("gatys", "expected RECIPE=N,N,..., got 'gatys'"),
+    ],
+)
+def test_bad_recipe_weights_are_one_line_errors_before_any_work(tmp_path, given, message):
+    out = tmp_path / "suite"
+    r = jaxcombine("eval-suite", "--recipes", "gatys", "--recipe-weights", given, "--out", out)
+    assert r.returncode != 0
+    assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (out / "runs").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("weights", [[1.0, float("nan")], [-1.0], []])
+def test_recipe_weights_are_checked_like_content_weights(tmp_path, weights):
+    with pytest.raises(JaxcombineError, match="finite and >= 0|at least one content weight"):
+        run_suite(tmp_path / "suite", recipes=["gatys"], recipe_weights={"gatys": weights})
+    assert not (tmp_path / "suite" / "runs").exists()
+
+
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory):
     """Two pairs of small square pictures (one output shape: the batch runs them together)."""
@@ -82,6 +104,7 @@ def suite(pairs_file, out):
     return jaxcombine(
         "eval-suite", "--pairs", pairs_file,
         "--recipes", f"{SHALLOW},{pairs_file.parent / 'w2.toml'}", "--content-weights", "0.5,2",
+        "--recipe-weights", "w2=2",
         "--size", SIDE, "--steps", "2", "--out", out, "--quiet",
         timeout=900,
     )  # fmt: skip
@@ -92,12 +115,16 @@ def test_tiny_suite_writes_table_fronts_sheets_page_and_resumes(pairs_file, tmp_
     out = tmp_path / "suite"
     first = suite(pairs_file, out)
     assert first.returncode == 0, first.stderr
-    assert "jobs run 8, skipped 0, failed 0" in first.stdout
+    assert "jobs run 6, skipped 0, failed 0" in first.stdout
     with open(out / "suite.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 8
+    assert len(rows) == 6
+    # w2 has its own weights (--recipe-weights), shallow the shared ones
     assert {(r["pair"], r["recipe"], float(r["content_weight"])) for r in rows} == {
-        (p, r, w) for p in ("whole", "corner") for r in ("shallow", "w2") for w in (0.5, 2.0)
+        (p, r, w)
+        for p in ("whole", "corner")
+        for r, ws in (("shallow", (0.5, 2.0)), ("w2", (2.0,)))
+        for w in ws
     }
     assert {r["judge"] for r in rows} == {"alexnet"}  # the runs optimised vgg19
     assert all(float(r["judge_content"]) > 0 and float(r["hf_color"]) > 0 for r in rows)
@@ -108,16 +135,17 @@ def test_tiny_suite_writes_table_fronts_sheets_page_and_resumes(pairs_file, tmp_
     assert page.count("data:image/png;base64,") == 4
     rec = json.loads((out / "suite.json").read_text())
     assert rec["config"]["judge"] == "alexnet" and rec["config"]["judge_is_run_network"] is False
+    assert rec["config"]["recipe_weights"] == {"shallow": [0.5, 2.0], "w2": [2.0]}
     assert set(rec["dominance"]) == {"shallow", "w2"}
-    # one shape and two recipe structures: the 8 jobs ran as 2 programs of 4, so jobs that
-    # differ only in content weight (a traced number) shared one
+    # one shape and two recipe structures: the 6 jobs ran as 2 programs (4 and 2), so jobs
+    # that differ only in content weight (a traced number) shared one
     runs = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
-    assert sorted(r["group_size"] for r in runs if "group_size" in r) == [4] * 8
+    assert sorted(r["group_size"] for r in runs if "group_size" in r) == [2] * 2 + [4] * 4
     scores = sorted((out / "scores").iterdir())
-    assert len(scores) == 8
+    assert len(scores) == 6
     stamps = [p.stat().st_mtime_ns for p in scores]
 
     again = suite(pairs_file, out)
     assert again.returncode == 0, again.stderr
-    assert "jobs run 0, skipped 8, failed 0" in again.stdout
+    assert "jobs run 0, skipped 6, failed 0" in again.stdout
     assert [p.stat().st_mtime_ns for p in sorted((out / "scores").iterdir())] == stamps
