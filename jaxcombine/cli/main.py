@@ -904,6 +904,14 @@ def eval_suite(
     for a, wins in result.dominance.items():
         text = ", ".join(f"{b} on {n}" for b, n in wins.items()) or "no other recipe"
         click.echo(f"front of {a} dominates: {text} (of {len(s['pairs'])} pairs)")
+    for a, gaps in result.style_gaps.items():
+        for b, gap in gaps.items():
+            if gap["median"] is not None:
+                click.echo(
+                    f"at equal content distance, {a}'s style distance is "
+                    f"{100 * gap['median']:+.0f}% of {b}'s (median of the "
+                    f"{len(gap['pairs'])} pairs where their fronts overlap)"
+                )
     click.echo(f"wrote {out_dir / 'suite.csv'}, {out_dir / 'suite.html'}")
 
 

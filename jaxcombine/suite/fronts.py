@@ -1,5 +1,6 @@
 """Pareto fronts of a suite's outputs: content distance against style distance, both on
-the judge, both minimised; and which recipe's front dominates which."""
+the judge, both minimised; which recipe's front dominates which; and, where fronts cross
+so that neither dominates, how far apart they run at equal content distance."""
 
 from __future__ import annotations
 
@@ -50,3 +51,42 @@ def dominance_counts(rows: Sequence[dict], recipes: Sequence[str]) -> dict[str, 
                 if a != b and dominates(fa, fb):
                     counts[a][b] += 1
     return counts
+
+
+def style_gap(a: np.ndarray, b: np.ndarray, samples: int = 64) -> float | None:
+    """How much further from the style front ``a`` (N, 2) runs than front ``b`` (M, 2) at
+    equal content distance: exp(mean log(y_a(x) / y_b(x))) − 1 over ``samples`` content
+    distances x spread evenly across the range both fronts span, each front read as the
+    polyline through its points (sorted by x). Negative: ``a`` is closer to the style.
+    None when the ranges do not overlap (or one front is a single point).
+
+    A Bjøntegaard-style average, as video coding compares rate–distortion curves: it
+    says by how much two crossing fronts differ where both have points, which dominance
+    (all or nothing) cannot, and nothing about the content distances only one reaches."""
+    lo = max(a[:, 0].min(), b[:, 0].min())
+    hi = min(a[:, 0].max(), b[:, 0].max())
+    if not lo < hi:
+        return None
+    x = np.linspace(lo, hi, samples)
+    ya = np.interp(x, a[:, 0], a[:, 1])
+    yb = np.interp(x, b[:, 0], b[:, 1])
+    return float(np.expm1(np.mean(np.log(ya / yb))))
+
+
+def style_gaps(rows: Sequence[dict], recipes: Sequence[str]) -> dict[str, dict[str, dict]]:
+    """For each recipe A and other recipe B: {pair: :func:`style_gap` of A's front over
+    B's} for the pairs where both fronts overlap, and their median (``median``; None when
+    no pair overlaps)."""
+    out: dict[str, dict[str, dict]] = {a: {} for a in recipes}
+    by_pair = fronts(rows)
+    for a in recipes:
+        for b in recipes:
+            if a == b:
+                continue
+            gaps = {}
+            for pair, f in by_pair.items():
+                if a in f and b in f and (g := style_gap(f[a], f[b])) is not None:
+                    gaps[pair] = round(g, 4)
+            median = round(float(np.median(list(gaps.values()))), 4) if gaps else None
+            out[a][b] = {"pairs": gaps, "median": median}
+    return out

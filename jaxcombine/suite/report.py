@@ -114,10 +114,20 @@ def write(result: "SuiteResult") -> None:
     records.atomic_write_all(files)
 
 
+def _gap_cell(gap: dict | None) -> str:
+    """One cell of the style-gap table: the median and how many pairs it is over."""
+    if gap is None:
+        return "—"
+    if gap["median"] is None:
+        return "no overlap"
+    return f"{100 * gap['median']:+.0f}% ({len(gap['pairs'])} pairs)"
+
+
 def page(result: "SuiteResult", plots: dict[str, tuple[bytes, bytes]]) -> str:
     s = result.settings
     recipes = s["recipes"]
     dom_rows = [(a, *(result.dominance[a].get(b, "—") for b in recipes)) for a in recipes]
+    gap_rows = [(a, *(_gap_cell(result.style_gaps[a].get(b)) for b in recipes)) for a in recipes]
     cols = [
         "pair",
         "recipe",
@@ -151,6 +161,11 @@ weights {html.escape(", ".join(f"{w:g}" for w in s["content_weights"]))}; {s["si
 <h2>Fronts dominating</h2><p>Row recipe's front dominates column recipe's on this many pairs
 (content distance: LPIPS on the judge; style distance: {html.escape(s["front"]["y"])}).</p>
 {_table(("front of", *recipes), dom_rows)}
+<h2>Style gaps at equal content distance</h2><p>How much further from the style the row
+recipe's front runs than the column recipe's at the same content distance, over the range
+both fronts span (median over the pairs where they overlap; negative: the row recipe is
+closer to the style).</p>
+{_table(("front of", *recipes), gap_rows)}
 {sections}
 <h2>Every output</h2>{table}
 </body></html>

@@ -9,12 +9,14 @@ jobs in flight) and jobs that differ only in their content weight share one comp
 program (a weight is a traced number). Every finished output is then scored once by the
 judge (:mod:`jaxcombine.tools.judge`, into ``scores/<job>.json``), and the suite writes
 ``suite.csv`` (one tidy row per output), ``suite.json`` (settings, timings, fronts and
-dominance) and the pictures and page (:mod:`jaxcombine.suite.report`).
+dominance, style gaps) and the pictures and page (:mod:`jaxcombine.suite.report`).
 
 A recipe's front on a pair is the set of its outputs that no other of its outputs beats
 on both the judge's content distance (LPIPS) and its style distance; recipe A's front
 dominates B's when every point of B's is weakly dominated by one of A's, and one of A's
-strictly dominates one of B's (:func:`dominates`).
+strictly dominates one of B's (:func:`dominates`). Where fronts cross and neither
+dominates, the style gap says how much further from the style A's front runs than B's at
+equal content distance, over the range both span (:func:`~jaxcombine.suite.fronts.style_gap`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from jaxcombine.options import config as config_lib
 from jaxcombine.options import recipe as recipe_lib
 from jaxcombine.options.config import SUITE_RECIPES
 from jaxcombine.run import outputs
-from jaxcombine.suite.fronts import FRONT_STYLE, dominance_counts
+from jaxcombine.suite.fronts import FRONT_STYLE, dominance_counts, style_gaps
 from jaxcombine.tools import judge as judge_lib
 
 PAIR_KEYS = ("name", "content", "style")
@@ -123,10 +125,12 @@ def weighted_recipe(recipe: str, content_weight: float) -> recipe_lib.Recipe:
 
 @dataclasses.dataclass
 class SuiteResult:
-    """The tidy rows (one per judged output), the fronts' dominance and the timings."""
+    """The tidy rows (one per judged output), the fronts' dominance and gaps, and the
+    timings."""
 
     rows: list[dict[str, Any]]
     dominance: dict[str, dict[str, int]]  # recipe A → recipe B → pairs where A's front wins
+    style_gaps: dict[str, dict[str, dict]]  # recipe A → recipe B → fronts.style_gaps' entry
     settings: dict[str, Any]
     out: Path
 
@@ -188,6 +192,7 @@ def run_suite(
     if not rows:
         raise JaxcombineError(f"no job finished; see {out / 'runs' / 'batch-report.json'}")
     dominance = dominance_counts(rows, list(names.values()))
+    gaps = style_gaps(rows, list(names.values()))
     settings = {
         "command": "eval-suite",
         "pairs": [dataclasses.asdict(p) for p in pair_list],
@@ -205,7 +210,7 @@ def run_suite(
         "jobs": {"done": len(report.done), "skipped": len(report.skipped), "failed": report.failed},
         "wall_s": {"runs": round(run_s, 2), "judging": round(judge_s, 2)},
     }
-    result = SuiteResult(rows, dominance, settings, out)
+    result = SuiteResult(rows, dominance, gaps, settings, out)
     from jaxcombine.suite import report as report_lib  # matplotlib only when reporting
 
     t2 = time.perf_counter()
@@ -217,7 +222,7 @@ def run_suite(
                 {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
             ),
             out / "suite.json": records.json_text(
-                records.record(settings, rows=rows, dominance=dominance)
+                records.record(settings, rows=rows, dominance=dominance, style_gaps=gaps)
             ),
         }
     )

@@ -41,6 +41,38 @@ def test_front_and_dominance_on_hand_made_points():
     }
 
 
+def _polyline(points, x):
+    """y of the polyline through ``points`` (sorted by x) at x, segment by segment."""
+    for (x0, y0), (x1, y1) in zip(points[:-1], points[1:]):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    raise AssertionError(f"{x} outside the polyline")
+
+
+def test_style_gap_is_the_mean_log_ratio_of_the_fronts_where_both_reach():
+    a = np.asarray([[0.20, 0.30], [0.30, 0.22], [0.45, 0.15]])
+    b = np.asarray([[0.25, 0.40], [0.40, 0.12], [0.60, 0.10]])  # crosses a
+    lo, hi = 0.25, 0.45  # the content distances both fronts span
+    xs = np.linspace(lo, hi, 64)
+    want = np.exp(np.mean([np.log(_polyline(a, x) / _polyline(b, x)) for x in xs])) - 1
+    assert fronts.style_gap(a, b) == pytest.approx(want, rel=1e-12)
+    assert fronts.style_gap(a, b) < 0 < fronts.style_gap(b, a)  # a lies lower over most
+    # a front 20 % further from the style everywhere: +20 %, and back -1/6
+    far = a * [1.0, 1.2]
+    assert fronts.style_gap(far, a) == pytest.approx(0.2)
+    assert fronts.style_gap(a, far) == pytest.approx(1 / 1.2 - 1)
+    assert fronts.style_gap(a, a + [1.0, 0.0]) is None  # no content distance in common
+    assert fronts.style_gap(a, a[:1]) is None  # a single point spans no range
+    rows = [
+        {"pair": p, "recipe": r, "judge_content": x, "judge_style_swd": y}
+        for p, shift in (("p1", 0.0), ("p2", 1.0))
+        for r, pts in (("a", a), ("far", far + [shift, 0.0]))
+        for x, y in pts
+    ]
+    gaps = fronts.style_gaps(rows, ["a", "far"])
+    assert gaps["far"]["a"] == {"pairs": {"p1": pytest.approx(0.2, abs=1e-4)}, "median": 0.2}
+
+
 def test_content_weight_scales_only_content_terms_and_pairs_are_checked(tmp_path):
     """The preset's own weights (gatys's content weight is not 1: 0.03 now), content ×3."""
     base, r = recipe.load("gatys"), weighted_recipe("gatys", 3.0)
@@ -137,6 +169,8 @@ def test_tiny_suite_writes_table_fronts_sheets_page_and_resumes(pairs_file, tmp_
     assert rec["config"]["judge"] == "alexnet" and rec["config"]["judge_is_run_network"] is False
     assert rec["config"]["recipe_weights"] == {"shallow": [0.5, 2.0], "w2": [2.0]}
     assert set(rec["dominance"]) == {"shallow", "w2"}
+    assert set(rec["style_gaps"]["shallow"]) == {"w2"}
+    assert "Style gaps at equal content distance" in page
     # one shape and two recipe structures: the 6 jobs ran as 2 programs (4 and 2), so jobs
     # that differ only in content weight (a traced number) shared one
     runs = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
