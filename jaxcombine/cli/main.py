@@ -823,15 +823,14 @@ def _recipe_weights(given: Sequence[str]) -> dict[str, list[float]]:
     out = {}
     for text in given:
         recipe, sep, numbers = text.partition("=")
-        if not sep or not recipe.strip():
+        recipe = recipe.strip()
+        if not sep or not recipe:
             raise click.BadParameter(
                 f"expected RECIPE=N,N,..., got {text!r}", param_hint="--recipe-weights"
             )
-        if recipe.strip() in out:
-            raise click.BadParameter(
-                f"{recipe.strip()} is given twice", param_hint="--recipe-weights"
-            )
-        out[recipe.strip()] = _floats(numbers)
+        if recipe in out:
+            raise click.BadParameter(f"{recipe} is given twice", param_hint="--recipe-weights")
+        out[recipe] = _floats(numbers)
     return out
 
 

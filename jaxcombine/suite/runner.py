@@ -236,7 +236,7 @@ def _weights_by_recipe(
 ) -> dict[str, list[float]]:
     """``{recipe as given: its content weights}``: ``recipe_weights``' (keyed by a recipe's
     name or as given) where it has them, else ``content_weights``; each list without
-    repeats, every weight finite and >= 0."""
+    repeats, every weight checked by the project's one number rule (finite, >= 0)."""
     known = {key: recipe for recipe, name in names.items() for key in (recipe, name)}
     unknown = sorted(set(recipe_weights) - set(known))
     if unknown:
@@ -247,12 +247,12 @@ def _weights_by_recipe(
     chosen = {known[key]: ws for key, ws in recipe_weights.items()}
     out = {}
     for recipe, name in names.items():
-        ws = list(dict.fromkeys(float(w) for w in chosen.get(recipe, content_weights)))
+        given = chosen.get(recipe, content_weights)
+        ws = list(
+            dict.fromkeys(config_lib.finite_number(w, "content weight", low=0.0) for w in given)
+        )
         if not ws:
             raise JaxcombineError(f"give {name} at least one content weight")
-        for w in ws:
-            if not np.isfinite(w) or w < 0:
-                raise JaxcombineError(f"content weights must be finite and >= 0, got {w:g}")
         out[recipe] = ws
     return out
 
