@@ -25,6 +25,12 @@ MATCHED = ("gram", "meanstd", "covariance")
 SUMS_RTOL = 2e-5
 
 
+# The statistics' maths, each call one compiled program: run eagerly, every primitive of
+# the sorting statistics compiles on its own, several seconds a test.
+_target = jax.jit(losses.target, static_argnums=0)
+_term = jax.jit(losses.term, static_argnums=0)
+
+
 def _features(seed=0, shape=(6, 8, 5)):
     return jax.random.normal(jax.random.key(seed), shape) ** 2  # non-negative, like ReLU maps
 
@@ -41,10 +47,10 @@ def _half(shape=(6, 8), right=True):
 @pytest.mark.parametrize("name", [*MATCHED, "activations", "w2", "swd", "histogram", "cmd"])
 def test_an_all_ones_mask_is_the_unmasked_term(name):
     x, y = _features(0), _features(1)
-    target = losses.target(name, y[None], jnp.ones(1))
+    target = _target(name, y[None], jnp.ones(1))
     key = jax.random.key(3)
     ones = jnp.ones(x.shape[:2])
-    plain, masked = losses.term(name, x, target, key), losses.term(name, x, target, key, ones)
+    plain, masked = _term(name, x, target, key), _term(name, x, target, key, ones)
     if name == "w2":
         assert abs(float(masked) - float(plain)) <= 2 * w2_rounding(x, target)
     else:
@@ -73,14 +79,14 @@ def test_a_binary_mask_is_the_term_of_its_region_alone(name):
     if name == "activations":
         target, half_target = y[:6, :8], y[:6, 4:8]
     else:
-        target = half_target = losses.target(name, y[None], jnp.ones(1))
-    masked = losses.term(name, x, target, key, _half())
-    cut = losses.term(name, x[:, 4:], half_target, key)
+        target = half_target = _target(name, y[None], jnp.ones(1))
+    masked = _term(name, x, target, key, _half())
+    cut = _term(name, x[:, 4:], half_target, key)
     if name == "w2":
         assert abs(float(masked) - float(cut)) <= 2 * w2_rounding(x[:, 4:], target)
     else:
         np.testing.assert_allclose(masked, cut, rtol=SUMS_RTOL)
-    assert not np.isclose(masked, losses.term(name, x, target, key), rtol=1e-3)
+    assert not np.isclose(masked, _term(name, x, target, key), rtol=1e-3)
 
 
 def test_a_weighted_mask_weights_the_points():
