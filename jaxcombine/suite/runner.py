@@ -244,7 +244,11 @@ def _weights_by_recipe(
             f"weights given for {unknown[0]!r}, which is not among the recipes "
             f"({', '.join(names.values())})"
         )
-    chosen = {known[key]: ws for key, ws in recipe_weights.items()}
+    chosen = {}
+    for key, ws in recipe_weights.items():
+        if known[key] in chosen:  # its name and its file, say: one would silently win
+            raise JaxcombineError(f"weights given twice for {names[known[key]]} (as {key!r})")
+        chosen[known[key]] = ws
     out = {}
     for recipe, name in names.items():
         given = chosen.get(recipe, content_weights)

@@ -113,6 +113,17 @@ def test_recipe_weights_are_checked_like_content_weights(tmp_path, weights):
     assert not (tmp_path / "suite" / "runs").exists()
 
 
+def test_weights_for_one_recipe_by_its_name_and_its_file_are_refused(tmp_path, recipe_file):
+    """A recipe file is keyed by its path or its name: both given is a one-line error, not
+    the last one silently kept."""
+    path = recipe_file(recipe_files.shallow(), "mine")
+    with pytest.raises(
+        JaxcombineError, match=r"^weights given twice for mine \(as '.*mine.toml'\)$"
+    ):
+        run_suite(tmp_path / "suite", recipes=[path], recipe_weights={"mine": [1.0], path: [3.0]})
+    assert not (tmp_path / "suite" / "runs").exists()
+
+
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory):
     """Two pairs of small square pictures (one output shape: the batch runs them together)."""
