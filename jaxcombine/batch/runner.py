@@ -325,7 +325,14 @@ def _groups(prepared: list) -> Iterable[list]:
             tuple(a.shape for a in jax.tree.leaves(prep.targets)),
         )
         ladder = (
-            (c.sizes(), c.steps_per_scale(), c.scale_from, c.scale_optimizer, c.style_scales())
+            (
+                c.sizes(),
+                c.steps_per_scale(),
+                c.scale_from,
+                c.scale_detail,
+                c.scale_optimizer,
+                c.style_scales(),
+            )
             if c.multi_scale
             else ()
         )
@@ -379,8 +386,22 @@ class _Group(runner.Hooks):
                 lambda *t: jnp.stack(t), *[p.at_scale(p.plan.scales[i]).targets for p in preps]
             )
 
+        def stacked_detail(i):  # each job its own content's, once for each of its starts
+            return np.concatenate(
+                [
+                    np.repeat(
+                        p.content_detail(p.plan.scales[i - 1], p.plan.scales[i]), len(p.x0), 0
+                    )
+                    for p in preps
+                ]
+            )
+
         return [
-            dataclasses.replace(stage, targets=functools.partial(stacked_targets, i))
+            dataclasses.replace(
+                stage,
+                targets=functools.partial(stacked_targets, i),
+                detail=stage.detail and functools.partial(stacked_detail, i),
+            )
             for i, stage in enumerate(self.prep.stages(self.per_scale))
         ]
 

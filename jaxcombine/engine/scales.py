@@ -10,7 +10,11 @@ a small size first and hand each result up to the next size:
   shape, cached by ``jax.jit`` like any other);
 * a scale starts from the previous scale's result, bilinearly upsampled: its
   last image, or (``scale_from="average"``) the running average of its
-  iterates (:func:`program.iterate_average`);
+  iterates (:func:`program.iterate_average`); with ``scale_detail="content"``
+  (``Stage.detail``) the content's detail at the new size is added, as STROTSS and
+  NNST do: the upsampled image is blurred, and an optimiser at a small learning rate
+  does not draw the photo's edges back in a scale's steps. A start that is still the
+  content at the end of a scale begins the next as the content at the new size;
 * the optimiser state is built afresh (``scale_optimizer="reset"``, the
   default, and always for L-BFGS, whose curvature pairs belong to the old
   size) or carried (``"carry"``: every image-shaped buffer, Adam's moments,
@@ -50,13 +54,16 @@ from jaxcombine.engine import driver, optimizers, program
 class Stage:
     """One scale: its output shape, steps (an int, or one per start) and its targets,
     computed by ``targets()`` when the scale begins; ``loss_factors`` ((n_components,),
-    or None: all 1) multiply the loss weights of the state the scale begins with."""
+    or None: all 1) multiply the loss weights of the state the scale begins with;
+    ``detail()`` ((1 or k, H, W, 3), or None: nothing) is added to the previous scale's
+    upsampled images when this scale begins (:func:`next_state`)."""
 
     height: int
     width: int
     steps: Any
     targets: Callable[[], Mapping]
     loss_factors: Any = None
+    detail: Callable[[], Any] | None = None
 
     @property
     def size(self) -> int:
@@ -117,9 +124,10 @@ def next_state(
     from_average: bool,
 ) -> program.State:
     """The state that begins ``stage`` after ``outcome`` (the previous scale's)."""
-    pixels = jnp.clip(
-        resize_images(handed_on(outcome, from_average), stage.height, stage.width), 0.0, 255.0
-    )
+    pixels = resize_images(handed_on(outcome, from_average), stage.height, stage.width)
+    if stage.detail is not None:
+        pixels = pixels + jnp.asarray(stage.detail(), jnp.float32)
+    pixels = jnp.clip(pixels, 0.0, 255.0)
     if problem.grey:
         pixels = program.grey_projection(pixels)
     fresh = new_state(pixels, stage.steps)

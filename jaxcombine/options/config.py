@@ -76,6 +76,7 @@ RECIPE_RUN_OPTIONS = (
     "min_size",
     "scale_steps",
     "scale_content_weights",
+    "scale_detail",
     "optimizer",
     "lr",
     "parameterization",
@@ -101,12 +102,16 @@ BUILT_IN_DEFAULTS = {
     "steps": DEFAULT_STEPS,
     "optimizer": DEFAULT_OPTIMIZER,
     "parameterization": DEFAULT_PARAMETERIZATION,
+    "scale_detail": "none",
 }
 SWEEPABLE = ("lr", "tv_weight")
 SCALE_FROM = (
     "last",
     "average",
 )  # coarse-to-fine: what a scale hands the next (jaxcombine.engine.scales)
+# Coarse to fine: what is added to the upsampled image a scale starts from (nothing, or the
+# content's detail at the new size: STROTSS's and NNST's schedule).
+SCALE_DETAILS = ("none", "content")
 SCALE_OPTIMIZER = ("carry", "reset")
 
 # ``jaxcombine eval`` (docs/evaluation.md): style layers and pooling the run did not
@@ -395,6 +400,19 @@ class RunConfig:
             "What a scale hands the next: its last image, or the running average of its "
             "iterates (smoother).",
             SCALE_FROM,
+        ),
+    )
+    scale_detail: str | None = option(
+        None,
+        Rule(
+            "choice",
+            "What a scale adds to the upsampled image it starts from: nothing, or the "
+            "content's detail at the new size (the content less its previous scale's copy, "
+            "upsampled), so the photo's edges come back sharp at each scale instead of being "
+            "redrawn by the optimiser, as STROTSS and NNST do (default: the recipe's, else "
+            "none).",
+            SCALE_DETAILS,
+            optional=True,
         ),
     )
     scale_optimizer: str = option(

@@ -94,6 +94,7 @@ def scales_record(config, outcome: driver.Outcome, plan=None) -> dict:
         "steps": list(config.steps_per_scale()),
         "content_weight_factors": list(config.content_factors()),
         "scale_from": config.scale_from,
+        "scale_detail": config.scale_detail,
         "scale_optimizer": config.scale_optimizer,
     }
     if plan is not None:

@@ -118,6 +118,7 @@ class Prepared:
         """The coarse-to-fine stages (one for a single-scale run). ``steps``: one list per
         stage of per-start steps (default: the plan's steps per scale)."""
         steps = steps or [s.steps for s in self.plan.scales]
+        ladder = self.plan.scales
         return [
             scales.Stage(
                 s.height,
@@ -125,9 +126,24 @@ class Prepared:
                 n,
                 functools.partial(_scale_targets, self, s),
                 None if s.content_factor == 1.0 else np.asarray(self.plan.loss_factors(s)),
+                functools.partial(self.content_detail, ladder[i - 1], s)
+                if i and self.config.scale_detail == "content"
+                else None,
             )
-            for s, n in zip(self.plan.scales, steps)
+            for i, (s, n) in enumerate(zip(ladder, steps))
         ]
+
+    def content_detail(self, coarse: Scale, fine: Scale) -> np.ndarray:
+        """(1, H, W, 3) at ``fine``'s shape: the content as VGG sees it there, less its copy
+        at ``coarse`` upsampled as a scale's images are (:func:`scales.resize_images`).
+        Added to that upsampled copy it gives the content at ``fine`` again."""
+        low, high = (self.seen(_content_at(self.plan, s))[None] for s in (coarse, fine))
+        return high - np.asarray(scales.resize_images(low, fine.height, fine.width))
+
+    def seen(self, rgb: np.ndarray) -> np.ndarray:
+        """``rgb`` as the network sees it: its luminance under ``preserve_color =
+        "luminance"``, else as it is."""
+        return color.grey(rgb) if self.recipe.preserve_color == "luminance" else rgb
 
 
 def _scale_targets(prep: Prepared, scale: Scale) -> Any:
@@ -157,8 +173,7 @@ def prepare(plan: Plan | RunConfig) -> Prepared:
     variables = _device_variables(w8, rec.layers, config.model, problem.conv)
     bare = Prepared(plan, problem, np.zeros((0, 0, 3)), np.zeros((0,)), variables, {}, None, w8)
     content, styles, scaled, targets = _images_and_targets(bare, plan.scales[0])
-    seen = color.grey(content) if rec.preserve_color == "luminance" else content  # by VGG
-    x0 = np.stack([_start(i, seen, styles, config) for i in plan.inits])
+    x0 = np.stack([_start(i, bare.seen(content), styles, config) for i in plan.inits])
     if rec.preserve_color == "luminance":  # noise and image starts too
         x0 = color.grey(x0)
     return dataclasses.replace(
@@ -174,9 +189,7 @@ def _images_and_targets(
     plan, problem = prep.plan, prep.problem
     config, rec = plan.config, plan.recipe
     h, w = scale.shape
-    content = images.read(plan.content, size=scale.size, max_pixels=config.max_pixels)
-    if content.shape[:2] != (h, w):  # the file changed since it was planned
-        raise JaxcombineError(f"{plan.content} changed while the run was being prepared")
+    content = _content_at(plan, scale)
     read = [images.read(p, max_pixels=config.max_pixels) for p in plan.style_paths]
     styles = color.prepare_styles(
         np.stack([images.fit(r, h, w) for r in read]), content, rec.preserve_color
@@ -197,7 +210,7 @@ def _images_and_targets(
         mask_files.read(p, *shape, max_pixels=config.max_pixels, what="style region")
         for p, shape in zip(config.style_regions or (), scale.style_shapes)
     ]
-    seen = color.grey(content) if rec.preserve_color == "luminance" else content  # by VGG
+    seen = prep.seen(content)  # by VGG
     sw = None if config.style_weights is None else jnp.asarray(config.style_weights, jnp.float32)
     as_array = lambda a: None if a is None else jnp.asarray(a)  # noqa: E731
     # targets depend on the network and the recipe only: one program whatever the optimiser
@@ -228,6 +241,14 @@ def _images_and_targets(
             else None,
         )
     return content, styles, scaled, targets
+
+
+def _content_at(plan: Plan, scale: Scale) -> np.ndarray:
+    """The content image read at ``scale``'s size."""
+    content = images.read(plan.content, size=scale.size, max_pixels=plan.config.max_pixels)
+    if content.shape[:2] != scale.shape:  # the file changed since it was planned
+        raise JaxcombineError(f"{plan.content} changed while the run was being prepared")
+    return content
 
 
 _targets = jax.jit(program.compute_targets, static_argnames=("problem",))

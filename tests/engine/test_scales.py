@@ -5,6 +5,7 @@ the hand-over between scales) does not depend on depth.
 """
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from PIL import Image
 
 import jaxcombine
 from jaxcombine.engine import driver, optimizers, scales
+from jaxcombine.io import images
 from jaxcombine.options.config import RunConfig
 from jaxcombine.options.rules import ConfigError
 from jaxcombine.study import runner as study_lib
@@ -140,6 +142,24 @@ def test_the_state_carried_across_a_scale_has_the_new_shape(vgg19):
         handed.params, np.clip(scales.resize_images(first.average, 32, 32), 0, 255), atol=1e-4
     )
 
+    # scale_detail="content": the content's detail at 32 px is added to the upsampled image.
+    # A start that is still the content at 24 px begins the next scale as the content read
+    # at 32 px (not its blurred upsample); another gets the same detail (numpy reference).
+    detailed = jaxcombine.prepare(RunConfig(init="content,noise", scale_detail="content", **LADDER))
+    c24, c32 = (images.read(images.CONTENT, size=n) for n in (24, 32))
+    still = dataclasses.replace(first, pixels=np.stack([c24, first.pixels[1]]))
+    state = scales.next_state(
+        prep.problem, still, detailed.stages()[1], new_state, carry_optimizer=False,
+        from_average=False,
+    )  # fmt: skip
+    params = np.asarray(state.params)
+    upsampled = np.asarray(scales.resize_images(still.pixels, 32, 32))
+    assert np.abs(upsampled[0] - c32).max() > 20  # what scale_detail="none" starts from
+    np.testing.assert_allclose(params[0], c32, atol=1e-3)
+    want = np.clip(upsampled[1] + (c32 - upsampled[0]), 0, 255)
+    np.testing.assert_allclose(params[1], want, atol=1e-3)
+    assert prep.stages()[1].detail is None  # the default adds nothing
+
 
 def test_each_scale_compiles_once(vgg19, compiled):
     ladder = {**LADDER, "size": 42, "scales": (26,)}  # shapes no other test compiled
@@ -192,12 +212,14 @@ def test_batch_jobs_share_a_ladder(vgg19, tmp_path):
     manifest = tmp_path / "m.toml"
     manifest.write_text(
         f'[defaults]\nrecipe = "{SHALLOW}"\nsize = 32\nscales = [24]\n'
-        'steps = 3\nconv = "xla"\nloop = "scan"\n[grid]\nlr = [2.0, 4.0]\n'
+        'steps = 3\nconv = "xla"\nloop = "scan"\nscale_detail = "content"\n'
+        "[grid]\nlr = [2.0, 4.0]\n"
     )
     report = jaxcombine.run_batch(manifest, tmp_path / "out", progress=False)
     assert len(report.done) == 2 and not report.failed
     for job_id in report.done:
         record = json.loads((tmp_path / "out" / f"{job_id}.json").read_text())
         assert record["scales"]["sizes"] == [24, 32]
+        assert record["scales"]["scale_detail"] == "content"
         with Image.open(tmp_path / "out" / f"{job_id}.png") as img:
             assert max(img.size) == 32
