@@ -11,8 +11,8 @@ a small size first and hand each result up to the next size:
 * a scale starts from the previous scale's result, bilinearly upsampled: its
   last image, or (``scale_from="average"``) the running average of its
   iterates (:func:`program.iterate_average`); with ``scale_detail="content"``
-  (``Stage.detail``) the content's detail at the new size is added, as STROTSS and
-  NNST do: the upsampled image is blurred, and an optimiser at a small learning rate
+  (``Stage.detail``) the content's detail at the new size is added, as STROTSS
+  does: the upsampled image is blurred, and an optimiser at a small learning rate
   does not draw the photo's edges back in a scale's steps. A start that is still the
   content at the end of a scale begins the next as the content at the new size;
 * the optimiser state is built afresh (``scale_optimizer="reset"``, the

@@ -110,7 +110,7 @@ SCALE_FROM = (
     "average",
 )  # coarse-to-fine: what a scale hands the next (jaxcombine.engine.scales)
 # Coarse to fine: what is added to the upsampled image a scale starts from (nothing, or the
-# content's detail at the new size: STROTSS's and NNST's schedule).
+# content's detail at the new size, as STROTSS does).
 SCALE_DETAILS = ("none", "content")
 SCALE_OPTIMIZER = ("carry", "reset")
 
@@ -409,7 +409,7 @@ class RunConfig:
             "What a scale adds to the upsampled image it starts from: nothing, or the "
             "content's detail at the new size (the content less its previous scale's copy, "
             "upsampled), so the photo's edges come back sharp at each scale instead of being "
-            "redrawn by the optimiser, as STROTSS and NNST do (default: the recipe's, else "
+            "redrawn by the optimiser, as STROTSS does (default: the recipe's, else "
             "none).",
             SCALE_DETAILS,
             optional=True,
