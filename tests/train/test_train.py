@@ -230,6 +230,7 @@ def test_tiled_stylize_equals_the_whole_image(tmp_path):
     )
 
 
+@pytest.mark.slow  # each Winograd convolution is checked in the quick tier (test_winograd)
 def test_winograd_network_equals_the_direct_one():
     """stylize's default on CPUs: the 3x3 stride-1 convolutions by Winograd, the same
     parameters. Tolerance: float32 Winograd agrees with a direct convolution to ~1e-5 of a
