@@ -400,7 +400,7 @@ class _Group(runner.Hooks):
             dataclasses.replace(
                 stage,
                 targets=functools.partial(stacked_targets, i),
-                detail=stage.detail and functools.partial(stacked_detail, i),
+                detail=None if stage.detail is None else functools.partial(stacked_detail, i),
             )
             for i, stage in enumerate(self.prep.stages(self.per_scale))
         ]

@@ -143,7 +143,7 @@ class Prepared:
     def seen(self, rgb: np.ndarray) -> np.ndarray:
         """``rgb`` as the network sees it: its luminance under ``preserve_color =
         "luminance"``, else as it is."""
-        return color.grey(rgb) if self.recipe.preserve_color == "luminance" else rgb
+        return color.grey(rgb) if self.preserve_color == "luminance" else rgb
 
 
 def _scale_targets(prep: Prepared, scale: Scale) -> Any:
