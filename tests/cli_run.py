@@ -16,6 +16,13 @@ def cpu_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "JAX_PLATFORMS": "cpu", **extra}
 
 
+def host_devices(count: int) -> dict[str, str]:
+    """The environment variable that makes XLA show ``count`` CPU devices, added to the
+    XLA_FLAGS already set (tests/conftest.py sets its compiler flags there)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    return {"XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={count}".strip()}
+
+
 def start(*args, cwd=None, env=None, interpreter_options=(), **popen) -> subprocess.Popen:
     """Start ``python -m jaxcombine ARGS`` on the CPU and return it running, its output in
     text pipes (``popen`` overrides): for the tests that signal, kill or race a command.

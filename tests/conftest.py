@@ -1,12 +1,42 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the XLA compiler flags of the tests' processes."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from jaxcombine.networks import store as weight_store
 from jaxcombine.networks import weights
+
+# --------------------------------------------------------------------------- compiler
+
+# The tests compile hundreds of small programs and run each for milliseconds, so XLA's
+# compiler is most of their CPU time. Its CPU fusion emitters (the MLIR ones, XLA's
+# default) compile more slowly than the older ones, which compute the same operations:
+# with them off the quick tier took 411 s of CPU instead of 466 s (2-core AMD EPYC,
+# jaxlib 0.10.2, docs/benchmarks.md), all tests passing. Users keep XLA's defaults; the
+# tests measure no speed. XLA aborts a process on a flag it does not know, so a one-line
+# probe decides first; the flag is then in the environment of every process the tests
+# start (xdist's workers, the CLI subprocesses), appended to any XLA_FLAGS already set.
+# (Importing JAX reads no flag: XLA reads them when its CPU client starts.)
+QUICK_COMPILE_FLAGS = "--xla_cpu_use_fusion_emitters=false"
+
+
+def _use_quick_compile_flags() -> None:
+    flags = f"{os.environ.get('XLA_FLAGS', '')} {QUICK_COMPILE_FLAGS}".strip()
+    probe = subprocess.run(
+        [sys.executable, "-c", "import jax; jax.jit(lambda x: x + 1)(1)"],
+        env={**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+    )
+    if probe.returncode == 0:
+        os.environ["XLA_FLAGS"] = flags
+
+
+if QUICK_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", ""):  # xdist's workers inherit it
+    _use_quick_compile_flags()
 
 # --------------------------------------------------------------------------- scheduling
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_run import jaxcombine, start
+from cli_run import host_devices, jaxcombine, start
 from PIL import Image
 from recipe_files import SHALLOW
 
@@ -303,7 +303,7 @@ def test_four_devices_match_one(folder, small_reference):
         folder / "small.toml",
         "--out",
         out,
-        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+        env=host_devices(4),
     )
     assert result.returncode == 0, result.stderr
     assert_same_outputs(out, small_reference)  # groups of 2 starts, padded to 4 devices

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import recipe_files
+from cli_run import host_devices
 from PIL import Image
 from recipe_files import term
 
@@ -266,7 +267,7 @@ def test_four_fake_devices_match_one(vgg19, tmp_path):
     """)
     env = {
         **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        **host_devices(4),
         "JAX_PLATFORMS": "cpu",
     }
     path = tmp_path / "px4.npy"

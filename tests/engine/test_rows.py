@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import host_devices
 from recipe_files import SHALLOW
 
 from jaxcombine.engine import layout
@@ -62,7 +63,7 @@ def run_worker(
     scales=None,
     study: bool = False,
 ) -> tuple[dict, np.ndarray]:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env = {**os.environ, **host_devices(devices)}
     out = tmp_path / f"px-{devices}-{shard}-{conv}.npy"
     extra = [str(tmp_path / f"study-{devices}")] if study else []
     proc = subprocess.run(

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import recipe_files
+from cli_run import host_devices
 from PIL import Image
 from recipe_files import term
 
@@ -107,7 +108,7 @@ def test_w2_under_two_style_masks_with_starts_over_two_devices_finishes(tmp_path
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        **host_devices(2),
     }
     pinned = (
         "import os, runpy, sys; os.sched_setaffinity(0, {cores}); sys.argv[0] = 'jaxcombine'; "
