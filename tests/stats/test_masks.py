@@ -32,7 +32,8 @@ _term = jax.jit(losses.term, static_argnums=0)
 
 
 def _features(seed=0, shape=(6, 8, 5)):
-    return jax.random.normal(jax.random.key(seed), shape) ** 2  # non-negative, like ReLU maps
+    """Non-negative, like ReLU maps; drawn by numpy (jax.random compiles per shape)."""
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32) ** 2
 
 
 def _half(shape=(6, 8), right=True):
@@ -75,6 +76,7 @@ def test_a_binary_mask_is_the_term_of_its_region_alone(name):
     term of that half cut out (activations against the target's same half). The target
     has 63 points, so no level (k+½)/24 of the half's points falls on one of its steps."""
     x, y = _features(0), _features(1, (7, 9, 5))
+    x = x.at[:, :4].multiply(3.0)  # a left half unlike the right: the mask must matter
     key = jax.random.key(4)
     if name == "activations":
         target, half_target = y[:6, :8], y[:6, 4:8]
@@ -101,11 +103,12 @@ def test_a_weighted_mask_weights_the_points():
     doubled = jnp.concatenate([x.reshape(1, 8, 5), x[:1, :1]], axis=1)  # point 0 twice
     weights = np.ones((2, 4), np.float32)
     weights[0, 0] = 2.0
-    weighted = float(statistics.w2_gaussian(x, target, jnp.asarray(weights)))
+    w2 = jax.jit(statistics.w2_gaussian)
+    weighted = float(w2(x, target, jnp.asarray(weights)))
     tol = w2_rounding(x, target, weights) + w2_rounding(doubled, target)
     assert tol < 1e-3 * weighted
-    assert abs(weighted - float(statistics.w2_gaussian(doubled, target))) <= tol
-    assert abs(weighted - float(statistics.w2_gaussian(x, target))) > 100 * tol  # not a no-op
+    assert abs(weighted - float(w2(doubled, target))) <= tol
+    assert abs(weighted - float(w2(x, target))) > 100 * tol  # not a no-op
 
 
 @pytest.mark.parametrize("layer", ["block1_conv1", "block2_conv2", "block3_pool", "block5_conv1"])
@@ -135,9 +138,8 @@ def _grad(vgg19, rec, mask):
     )
     x = jnp.asarray(rng.uniform(0, 255, (32, 32, 3)), jnp.float32)
     key = jax.random.key(0)
-    return np.asarray(
-        jax.grad(lambda p: program.loss(problem, variables, targets, p, key=key)[0])(x)
-    )
+    loss = lambda p: program.loss(problem, variables, targets, p, key=key)[0]
+    return np.asarray(jax.jit(jax.grad(loss))(x))  # one program, not one per primitive
 
 
 @pytest.mark.parametrize(

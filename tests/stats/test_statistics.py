@@ -146,22 +146,19 @@ def test_swd_draws_are_seeded_reproducible_and_traced(vgg19, tmp_path, compiled)
     # the directions change every step: one image scores differently at steps 0 and 1
     prep = prepare_lib.prepare(config_lib.RunConfig(recipe=str(path), size=24, seed=3))
     key = program.seed_keys(3, 1)[0]
-    at = lambda step: float(
-        program.loss_components(  # noqa: E731
-            prep.problem,
-            prep.variables,
-            prep.targets,
-            jnp.asarray(prep.x0[0]),
-            program.step_key(key, jnp.int32(step)),
+    loss = jax.jit(
+        lambda variables, targets, x, step: program.loss_components(
+            prep.problem, variables, targets, x, program.step_key(key, step)
         )[0]
     )
+    at = lambda step: float(loss(prep.variables, prep.targets, prep.x0[0], jnp.int32(step)))
     assert at(0) != pytest.approx(at(1), rel=1e-3) and at(0) == at(0)
 
 
 def test_host_sort_equals_xla_sort(monkeypatch):
     """On CPU the sort order comes from numpy (one device) or XLA (several): same values,
     same gradients."""
-    x = jax.random.normal(jax.random.key(0), (3, 50))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 50)), jnp.float32)
     loss = lambda v: jnp.sum(statistics.sort_rows(v) * jnp.arange(50.0)[None])  # noqa: E731
     host = jax.jit(jax.value_and_grad(loss))(x)
     monkeypatch.setattr(statistics, "HOST_SORT_BACKENDS", ())
