@@ -19,9 +19,11 @@ from jaxcombine.networks import weights
 # jaxlib 0.10.2, docs/benchmarks.md), all tests passing. Users keep XLA's defaults; the
 # tests measure no speed. XLA aborts a process on a flag it does not know, so a one-line
 # probe decides first; the flag is then in the environment of every process the tests
-# start (xdist's workers, the CLI subprocesses), appended to any XLA_FLAGS already set.
-# (Importing JAX reads no flag: XLA reads them when its CPU client starts.)
-QUICK_COMPILE_FLAGS = "--xla_cpu_use_fusion_emitters=false"
+# start (xdist's workers, the CLI subprocesses), appended to any XLA_FLAGS already set. An
+# XLA_FLAGS that names the setting either way wins (``=true`` runs the tests on XLA's
+# default). (Importing JAX reads no flag: XLA reads them when its CPU client starts.)
+QUICK_COMPILE_SETTING = "xla_cpu_use_fusion_emitters"
+QUICK_COMPILE_FLAGS = f"--{QUICK_COMPILE_SETTING}=false"
 
 
 def _use_quick_compile_flags() -> None:
@@ -35,7 +37,7 @@ def _use_quick_compile_flags() -> None:
         os.environ["XLA_FLAGS"] = flags
 
 
-if QUICK_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", ""):  # xdist's workers inherit it
+if QUICK_COMPILE_SETTING not in os.environ.get("XLA_FLAGS", ""):  # xdist's workers inherit it
     _use_quick_compile_flags()
 
 # --------------------------------------------------------------------------- scheduling

@@ -19,6 +19,7 @@ def test_presets_suggest_their_papers_schedules():
         "vgg16-tv",
     )
     assert "scale_content_weights" in taken and "steps" not in taken
+    assert config.scale_detail == "content"  # STROTSS adds the content's detail per scale
     nnst, _ = RunConfig(recipe="nnst").settle(recipe.load("nnst").run)
     assert nnst.optimizer == "adam" and nnst.parameterization == "laplacian"
     assert len(nnst.sizes()) == 4
@@ -30,7 +31,7 @@ def test_explicit_options_win_and_take_their_group_with_them():
     assert config.steps_per_scale() == (5, 5)  # the recipe's scale_steps gave way
     assert config.content_factors() == (1.0, 1.0)  # its per-scale factors too
     assert config.lr is None and config.learning_rate() == 4.0  # its lr was rmsprop's
-    assert taken == ("model", "parameterization")
+    assert taken == ("model", "parameterization", "scale_detail")  # not part of the ladder
     pixels, taken = RunConfig(parameterization="pixels").settle(run)
     assert pixels.pyramid_levels is None and "pyramid_levels" not in taken
     plain, taken = RunConfig().settle(())
