@@ -1,7 +1,6 @@
 """The engine on tiny images with the real weights: presets, statistics, inits, optimisers."""
 
 import functools
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import recipe_files
-from cli_run import host_devices
+from cli_run import cpu_env, host_devices
 from PIL import Image
 from recipe_files import term
 
@@ -265,11 +264,7 @@ def test_four_fake_devices_match_one(vgg19, tmp_path):
         np.save(sys.argv[1], r.outcome.pixels)
         print(len(jax.devices()))
     """)
-    env = {
-        **os.environ,
-        **host_devices(4),
-        "JAX_PLATFORMS": "cpu",
-    }
+    env = cpu_env(**host_devices(4))
     path = tmp_path / "px4.npy"
     proc = subprocess.run(
         [sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True, check=True

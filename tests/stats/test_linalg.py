@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import recipe_files
-from cli_run import host_devices
+from cli_run import cpu_env, host_devices
 from PIL import Image
 from recipe_files import term
 
@@ -104,11 +104,7 @@ def test_w2_under_two_style_masks_with_starts_over_two_devices_finishes(tmp_path
     texture = np.random.default_rng(2).integers(0, 256, (48, 48, 3), dtype=np.uint8)
     Image.fromarray(texture).save(tmp_path / "noise.png")
     cores = sorted(os.sched_getaffinity(0))[:2]
-    env = {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        **host_devices(2),
-    }
+    env = cpu_env(**host_devices(2))
     pinned = (
         "import os, runpy, sys; os.sched_setaffinity(0, {cores}); sys.argv[0] = 'jaxcombine'; "
         "runpy.run_module('jaxcombine', run_name='__main__')"
