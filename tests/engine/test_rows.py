@@ -1,14 +1,13 @@
 """One image split by rows over several (fake CPU) devices: same result, less memory each."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_run import host_devices
+from cli_run import cpu_env, host_devices
 from recipe_files import SHALLOW
 
 from jaxcombine.engine import layout
@@ -63,7 +62,7 @@ def run_worker(
     scales=None,
     study: bool = False,
 ) -> tuple[dict, np.ndarray]:
-    env = {**os.environ, **host_devices(devices)}
+    env = cpu_env(**host_devices(devices))
     out = tmp_path / f"px-{devices}-{shard}-{conv}.npy"
     extra = [str(tmp_path / f"study-{devices}")] if study else []
     proc = subprocess.run(
@@ -88,6 +87,15 @@ def run_worker(
     return json.loads(proc.stdout.strip().splitlines()[-1]), np.load(out)
 
 
+def assert_same_pixels(sharded: np.ndarray, single: np.ndarray) -> None:
+    """Pixels of a run by rows against one device's: float32 sums in another order. All but
+    the few pixels a ReLU or max-pool near-tie flips agree to 0.05 of 0-255; those drift
+    further, the noise start's most (seen: 15 of 24576 over 0.05, one at 1.18, after NumPy
+    drew the noise; 16, up to ~0.25, when jax.random did)."""
+    assert np.mean(np.abs(sharded - single) > 0.05) < 0.01
+    np.testing.assert_allclose(sharded, single, atol=2.0)
+
+
 @pytest.mark.slow
 def test_four_devices_by_rows_match_one(tmp_path):
     """The row-sharded run gives the one-device run's losses (to 1e-4 relative at every
@@ -100,10 +108,7 @@ def test_four_devices_by_rows_match_one(tmp_path):
     assert four["spec"] == "P('inits', 'rows', None, None)"  # a 1x4 mesh
     assert four["permutes"] > 0 and four["all_reduces"] > 0  # halos and global statistics
     np.testing.assert_allclose(four["history"], one["history"], rtol=1e-4, atol=1e-7)
-    # float32 sums in another order: the few pixels a ReLU or max-pool near-tie flips after
-    # the upsampling drift by up to ~0.25 of 255 (seen: 16 of 24576); all others agree to 0.05
-    assert np.mean(np.abs(px4 - px1) > 0.05) < 0.01
-    np.testing.assert_allclose(px4, px1, atol=1.0)
+    assert_same_pixels(px4, px1)
     assert four["temp"] < 0.5 * one["temp"]
 
 
@@ -123,10 +128,7 @@ def test_two_starts_on_a_two_by_two_mesh_match_one_device(tmp_path):
     for label, loss in four["final_loss"].items():
         assert four["study"]["final_loss"][label]["total"] == pytest.approx(loss, rel=1e-5)
     np.testing.assert_allclose(four["history"], one["history"], rtol=1e-4, atol=1e-7)
-    # float32 sums in another order: the few pixels a ReLU or max-pool near-tie flips after
-    # the upsampling drift by up to ~0.25 of 255 (seen: 16 of 24576); all others agree to 0.05
-    assert np.mean(np.abs(px4 - px1) > 0.05) < 0.01
-    np.testing.assert_allclose(px4, px1, atol=1.0)
+    assert_same_pixels(px4, px1)
     assert four["temp"] < 0.5 * one["temp"]
 
 

@@ -1,6 +1,5 @@
 """The run plan: decided once, from the configuration, the recipe, the headers and the devices."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -9,7 +8,7 @@ import time
 import numpy as np
 import pytest
 import recipe_files
-from cli_run import host_devices, jaxcombine, start
+from cli_run import cpu_env, host_devices, jaxcombine, start
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -119,7 +118,7 @@ def test_shard_on_four_devices_at_48_px_falls_back_or_is_one_line(tmp_path):
     (gatys, 48 px, 4 devices) is kept as is: a smaller recipe or size no longer reaches it.
     The layout depends on the layers' heights alone, not on the convolution algorithm: XLA's
     (``--conv xla``), whose deep programs compile 2-3x faster than Winograd's."""
-    env = {**os.environ, **host_devices(4)}
+    env = cpu_env(**host_devices(4))
     cmd = [sys.executable, "-m", "jaxcombine", "run", "-q", "--size", "48", "--steps", "1"]
     cmd += ["--conv", "xla"]
     rows = subprocess.run(
