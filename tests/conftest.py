@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_run import QUICK_COMPILE_FLAGS, QUICK_COMPILE_SETTING
 
 from jaxcombine.networks import store as weight_store
 from jaxcombine.networks import weights
@@ -21,9 +22,8 @@ from jaxcombine.networks import weights
 # probe decides first; the flag is then in the environment of every process the tests
 # start (xdist's workers, the CLI subprocesses), appended to any XLA_FLAGS already set. An
 # XLA_FLAGS that names the setting either way wins (``=true`` runs the tests on XLA's
-# default). (Importing JAX reads no flag: XLA reads them when its CPU client starts.)
-QUICK_COMPILE_SETTING = "xla_cpu_use_fusion_emitters"
-QUICK_COMPILE_FLAGS = f"--{QUICK_COMPILE_SETTING}=false"
+# default). (Importing JAX reads no flag: XLA reads them when its CPU client starts.) A
+# test that measures what users get (the memory bound's) drops it: cli_run.default_xla_flags.
 
 
 def _use_quick_compile_flags() -> None:

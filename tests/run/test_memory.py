@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 import recipe_files
+from cli_run import cpu_env, default_xla_flags
 from recipe_files import term
 
 from jaxcombine.errors import JaxcombineError
@@ -46,7 +47,7 @@ _LAUNCHER = (
 
 def _start(size, conv, starts, recipe, out):
     inits = "content" if starts == 1 else f"content,noise:{starts - 1}"
-    env = dict(os.environ, JAXCOMBINE_COMPILE_CACHE="off", JAX_PLATFORMS="cpu")
+    env = cpu_env(JAXCOMBINE_COMPILE_CACHE="off", **default_xla_flags())
     return subprocess.Popen(
         [
             sys.executable,
