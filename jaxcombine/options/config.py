@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -174,6 +175,15 @@ def parse_inits(spec: str, seed: int = 0) -> tuple[Init, ...]:
     """
     if not isinstance(spec, str):
         raise ConfigError("init", f"init must be a comma-separated string, got {spec!r}")
+    return _parse_inits(spec, seed)
+
+
+# A configuration parses its inits wherever it is checked or replaced (a run does so about
+# six times), and "noise:99999" builds 99999 starts each time: 0.5 s apiece, which was most
+# of the time it took to refuse such a run for memory. The starts are frozen, so one parse
+# per (spec, seed) serves every caller.
+@functools.lru_cache(maxsize=32)
+def _parse_inits(spec: str, seed: int) -> tuple[Init, ...]:
     out: list[Init] = []
     noise = seed
     for part in (p.strip() for p in spec.split(",")):
