@@ -26,6 +26,15 @@ def term(source: str, layers, statistic: str = "activations", **extra) -> dict:
     return {**where, "source": source, "statistic": statistic, **extra}
 
 
+# The layers of the tests' hypercolumns: RGB and the two shallowest VGG19 convolutions.
+HYPERCOLUMN = ["rgb", "block1_conv1", "block2_conv1"]
+
+
+def hypercolumn(statistic: str, source: str = "style", layers=HYPERCOLUMN, **extra) -> dict:
+    """One hypercolumn recipe term: ``layers`` read as one hypercolumn, a statistic."""
+    return {"hypercolumn": list(layers), "source": source, "statistic": statistic, **extra}
+
+
 def with_terms(recipe: dict, **changes) -> dict:
     """``recipe`` with every term changed alike (``statistic="w2"``, ``weight=3e38``)."""
     return {**recipe, "terms": [{**t, **changes} for t in recipe["terms"]]}

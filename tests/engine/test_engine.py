@@ -12,7 +12,7 @@ import pytest
 import recipe_files
 from cli_run import cpu_env, host_devices
 from PIL import Image
-from recipe_files import term
+from recipe_files import HYPERCOLUMN, hypercolumn, term
 
 from jaxcombine.engine import driver
 from jaxcombine.errors import JaxcombineError
@@ -47,8 +47,8 @@ def _falls(result, j=0):
 # three times slower, and what is tested here is the preset. The Winograd layers are checked
 # one by one (test_model, test_winograd) and run end to end with gatys (test_cli, test_batch).
 # The quick tier runs the default, gatys, end to end. nnst and strotss (their hypercolumn
-# statistics run on the command line in test_hypercolumn_runs, their pyramid in
-# test_pyramid_runs) and the presets that swap in another statistic (each run at two layers
+# statistics run in the program of every statistic below and in test_hypercolumn_runs, their
+# pyramid in test_pyramid_runs) and the presets that swap in another statistic (each run at two layers
 # by test_every_statistic_lowers_its_own_term_in_one_program) run end to end in the slow tier.
 CORE_PRESETS = ("gatys",)
 
@@ -73,12 +73,19 @@ def test_every_preset_lowers_its_loss(vgg19, tv_weights, name):
 
 
 def test_every_statistic_lowers_its_own_term_in_one_program(vgg19, recipe_file):
-    """A style term of every statistic at two layers, optimised together from noise: one
-    program (one compile instead of one per statistic), and each statistic's own loss
-    falls. The targets all come from one style, so the terms pull the same way; each
-    statistic alone runs in the slow tier (test_every_statistic)."""
+    """A style term of every statistic at two layers and a term of every hypercolumn style
+    statistic, optimised together from noise: one program (one compile instead of one per
+    statistic), and each statistic's own loss falls. The targets all come from one
+    style, so the terms pull the same way (the content's self-similarity, which pulls
+    elsewhere, runs alone in test_hypercolumn_runs); each statistic alone runs in the slow
+    tier (test_every_statistic), the hypercolumn ones from the command line."""
     terms = [term("style", ["block1_conv1", "block2_conv1"], s) for s in recipe.STATISTICS]
-    path = recipe_file({"init": "noise", "terms": terms})
+    sampled = [
+        hypercolumn("emd", samples=256),
+        hypercolumn("palette", layers=["rgb"], samples=256, weight=10.0),
+        hypercolumn("nearest", layers=HYPERCOLUMN[1:], samples=64, stride=2, weight=10.0),
+    ]
+    path = recipe_file({"init": "noise", "terms": terms + sampled})
     result = job.combine(recipe=path, steps=6, **TINY, **FAST)
     labels = recipe.load(path).labels
     history = result.outcome.history[:, 0]  # (steps, labels): every unweighted term
@@ -87,6 +94,13 @@ def test_every_statistic_lowers_its_own_term_in_one_program(vgg19, recipe_file):
         assert len(columns) == 2, (statistic, labels)
         first, last = history[0, columns].sum(), history[-1, columns].sum()
         assert last < first, (statistic, first, last)
+    # each step samples other positions, so compare the halves, not two steps
+    first_sampled = 2 * len(terms)  # a label per layer of each two-layer term, then these
+    names = [label.split(":")[1] for label in labels[first_sampled : first_sampled + 3]]
+    assert names == ["emd", "palette", "nearest"], labels
+    for i in range(first_sampled, first_sampled + 3):
+        early, late = history[:3, i].mean(), history[3:, i].mean()
+        assert late < 0.95 * early, (labels[i], history[:, i])
 
 
 @pytest.mark.slow

@@ -1,29 +1,40 @@
-"""Hypercolumn terms in real runs: the command line runs a TOML recipe of every hypercolumn
-statistic; a guided run (style masks over the output, style regions over the style) keeps
-each region's style in its own region, two starts side by side, and another seed (traced)
-compiles nothing but draws other positions."""
+"""Hypercolumn terms in real runs: the content's self-similarity from noise; the command
+line runs a TOML recipe of every hypercolumn statistic (slow tier: the style ones run in
+the quick tier's program of every statistic, test_engine); a guided run (style masks
+over the output, style regions over the style) keeps each region's style in its own
+region, two starts side by side, and another seed (traced) compiles nothing but draws
+other positions."""
 
 import numpy as np
 import pytest
 import recipe_files
 from cli_run import jaxcombine
 from PIL import Image
+from recipe_files import HYPERCOLUMN, hypercolumn
 
 from jaxcombine.run import job
 
-LAYERS = ["rgb", "block1_conv1", "block2_conv1"]
+
+def test_self_similarity_from_noise_lowers_its_term(vgg19, recipe_file):
+    """The content's self-similarity alone, from noise, at the shallow layers: its term
+    falls (each step samples other positions, so the halves are compared)."""
+    path = recipe_file({"terms": [hypercolumn("self_similarity", "content", HYPERCOLUMN[:2])]})
+    result = job.combine(
+        recipe=path, init="noise", size=32, steps=12, chunk=6, lr=32.0, conv="xla", loop="scan"
+    )
+    history = result.outcome.history[:, 0, 0]
+    assert np.mean(history[6:]) < 0.95 * np.mean(history[:6]), history
 
 
-def hypercolumn(statistic, source="style", layers=LAYERS, **extra):
-    return {"hypercolumn": layers, "source": source, "statistic": statistic, **extra}
-
-
+@pytest.mark.slow
 def test_the_command_line_runs_every_hypercolumn_statistic(vgg19, tmp_path):
     terms = [
         hypercolumn("self_similarity", "content", samples=256, weight=100.0),
         hypercolumn("emd", samples=256),
         hypercolumn("palette", layers=["rgb"], samples=256),
-        hypercolumn("nearest", layers=LAYERS[1:], samples=64, stride=2, layer_scales="channels"),
+        hypercolumn(
+            "nearest", layers=HYPERCOLUMN[1:], samples=64, stride=2, layer_scales="channels"
+        ),
     ]
     path = recipe_files.write(tmp_path / "hc.toml", {"terms": terms, "init": "content"})
     out = tmp_path / "out"
@@ -87,7 +98,7 @@ def test_a_guided_run_keeps_each_region_in_its_own_and_a_new_seed_compiles_nothi
         Image.fromarray(mask).save(tmp_path / f"{name}.png")
     terms = [
         hypercolumn("palette", layers=["rgb"], samples=128),
-        hypercolumn("emd", layers=LAYERS[:2], samples=128),
+        hypercolumn("emd", layers=HYPERCOLUMN[:2], samples=128),
         hypercolumn("self_similarity", "content", samples=64, mask="left.png"),
     ]
     path = recipe_files.write(tmp_path / "guided.toml", {"terms": terms})
