@@ -773,7 +773,10 @@ def eval_command(
     """Score IMAGEs: style distances (Gram, W2, sliced W) on VGG features the presets do
     not optimise, content distance, SSIM, CIE Lab colour-histogram distances, and the same
     on a judge network no run optimised (docs/evaluation.md)."""
-    check_before_jax(*image_paths, content, style, outs=(out_path, out_path.with_suffix(".json")))
+    from jaxcombine.io import folders
+
+    folders.check_table_path(out_path)
+    check_before_jax(*image_paths, content, style)
     start_jax()
     from jaxcombine.tools import judge as judge_lib
     from jaxcombine.tools import metrics

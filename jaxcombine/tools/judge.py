@@ -319,9 +319,7 @@ def evaluate(
     (:data:`COLUMNS`); the settings name the judge (``settings["judge"]``). With ``out``
     (``table.csv``) the table and ``table.json`` are written together or not at all."""
     if out is not None:
-        if Path(out).suffix.lower() != ".csv":
-            raise JaxcombineError(f"the table must be a .csv file, got {out}")
-        folders.check_output_files(out, Path(out).with_suffix(".json"))
+        folders.check_table_path(out)
     common = dict(content=content, style=style, weights=weights, size=size)
     if judge is None and not _available(default_judge([run_model(p)[0] for p in image_paths])):
         return metrics.evaluate(image_paths, **common, out=out, **eval_options)

@@ -330,9 +330,7 @@ def evaluate(
     if pooling not in config.POOLINGS:
         raise JaxcombineError(f"unknown pooling {pooling!r}; choose {', '.join(config.POOLINGS)}")
     if out is not None:
-        if Path(out).suffix.lower() != ".csv":
-            raise JaxcombineError(f"the table must be a .csv file, got {out}")
-        folders.check_output_files(out, Path(out).with_suffix(".json"))
+        folders.check_table_path(out)
     if size is not None and size < 1:
         raise JaxcombineError(f"size must be a positive number of pixels, got {size}")
     content_path = Path(content or images.CONTENT)

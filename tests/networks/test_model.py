@@ -64,7 +64,14 @@ def references(vgg19, photo):
     return get
 
 
-@pytest.mark.parametrize("pooling, conv", [("max", "xla"), ("avg", "xla"), ("max", "winograd")])
+# Winograd through all of VGG19 compiles about four times longer than XLA's convolutions
+# (10 s of the quick tier's CPU): the slow tier runs it. The quick tier checks each Winograd
+# convolution against the direct one (test_winograd) and runs AlexNet's network by Winograd
+# against its numpy reference (test_backbones).
+@pytest.mark.parametrize(
+    "pooling, conv",
+    [("max", "xla"), ("avg", "xla"), pytest.param("max", "winograd", marks=pytest.mark.slow)],
+)
 def test_every_layer_matches_the_numpy_reference(vgg19, photo, references, pooling, conv):
     import jax
 
