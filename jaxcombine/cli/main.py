@@ -310,6 +310,7 @@ def study(tolerance, sweep, resume, evaluate, out_dir, quiet, **options):
     and summary.json into --out (see jaxcombine.study.runner).
     """
     settings = run_config(**options)
+    sweep = config.parse_sweep(sweep, settings)  # a bad one is refused before JAX starts
     _check_run_inputs(settings, out_dir)
     start_jax()
     from jaxcombine.study.runner import run_study

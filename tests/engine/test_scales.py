@@ -56,6 +56,9 @@ def test_the_ladder_of_sizes():
         assert e.value.field == field
 
 
+# Slow tier: the ladder's sizes, compiles and carried state are checked in-process below;
+# this is the command line's repeat (the output's size, the record of every scale).
+@pytest.mark.slow
 def test_cli_run_ends_at_the_size_and_records_every_scale(vgg19, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(

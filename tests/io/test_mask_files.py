@@ -137,6 +137,7 @@ def test_style_masks_without_a_style_term_is_one_warning():
         assert len(masks.check_coverage(content_only, None, _half(32, 32, True)[None])) == 1
 
 
+@pytest.mark.slow  # the warning's rule is checked above; every warning's one-line form, in test_cli
 def test_a_run_warns_in_one_line_on_the_command_line(vgg19, tmp_path):
     """Through `jaxcombine run`: the warning is one line on stderr, the run finishes."""
     from cli_run import jaxcombine

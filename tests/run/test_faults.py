@@ -31,6 +31,7 @@ from jaxcombine.options.config import RunConfig
 from jaxcombine.study import runner as study_lib
 
 SHALLOW = recipe_files.shallow()
+SLOW = pytest.mark.slow  # a case whose route a quick sibling already takes
 
 
 def finish(proc, timeout=600):
@@ -270,6 +271,7 @@ def test_job_ids_follow_the_mask_files_a_recipe_names(tmp_path):
     assert manifest.job_id(config) != jid
 
 
+@pytest.mark.slow  # several hosts: jax.distributed's failure, not a single machine's
 def test_an_unreachable_coordinator_is_one_line(tmp_path, shallow):
     manifest = _manifest(tmp_path, shallow / "shallow.toml", steps=1, n=1)
     t0 = time.monotonic()
@@ -328,7 +330,7 @@ def test_resume_refuses_another_configuration_or_a_corrupt_state(vgg19, shallow,
         study_lib.run_study(config, tmp_path, snapshot_every=2, progress=False, resume=True)
 
 
-@pytest.mark.parametrize("edit", ["recipe", "mask"])
+@pytest.mark.parametrize("edit", ["recipe", pytest.param("mask", marks=SLOW)])
 def test_resume_refuses_an_edited_recipe_or_a_redrawn_mask(vgg19, shallow, tmp_path, edit):
     """The identity covers the bytes of every file a run reads, so the history written
     before a resume never changes: an edited weight in the recipe file (same path) or a
@@ -363,7 +365,8 @@ def test_resume_refuses_an_edited_recipe_or_a_redrawn_mask(vgg19, shallow, tmp_p
 # --------------------------------------------------------------------------- interrupts
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.3, 0.8, 1.6])
+# 0.8 s and later land in the run's preparation or compile, where one late case suffices
+@pytest.mark.parametrize("delay", [0.05, 0.3, 0.8, pytest.param(1.6, marks=SLOW)])
 def test_ctrl_c_at_start_up_is_exit_130_without_a_traceback(shallow, tmp_path, delay):
     """A Ctrl-C ``delay`` s after the console script's module is imported (while the CLI's
     modules load, JAX imports, the run is prepared) exits 130 without a traceback. The
@@ -446,8 +449,11 @@ def test_a_non_utf8_recipe_is_one_line(tmp_path):
     "args, fragment",
     [
         (["run", "--size", "100000"], "1 start at 100000x100000, gatys to block5_conv1"),
-        (["run", "--init", "noise:99999"], "99999 starts at 192x192"),
-        (["run", "--size", "64", "--max-memory", "0.1"], "but 100 MB is available"),
+        # the same refusal by other routes (the starts, a --max-memory): slow tier
+        pytest.param(["run", "--init", "noise:99999"], "99999 starts at 192x192", marks=SLOW),
+        pytest.param(
+            ["run", "--size", "64", "--max-memory", "0.1"], "but 100 MB is available", marks=SLOW
+        ),
         (
             [
                 "features",
