@@ -884,15 +884,20 @@ def eval_suite(
     """Run every recipe over every pair and content weight (as a resumable batch), judge
     every output and write suite.csv, a front plot and contact sheet per pair and
     suite.html (docs/evaluation.md)."""
+    from jaxcombine.suite.grid import grid
+
+    recipes = [r.strip() for r in recipes.split(",") if r.strip()]
+    content_weights, recipe_weights = _floats(content_weights), _recipe_weights(recipe_weights)
+    grid(recipes, content_weights, recipe_weights)  # a bad grid is refused before JAX starts
     start_jax()
     from jaxcombine.suite.runner import run_suite
 
     result = run_suite(
         out_dir,
         pairs=pairs_path,
-        recipes=[r.strip() for r in recipes.split(",") if r.strip()],
-        content_weights=_floats(content_weights),
-        recipe_weights=_recipe_weights(recipe_weights),
+        recipes=recipes,
+        content_weights=content_weights,
+        recipe_weights=recipe_weights,
         size=size,
         steps=steps,
         judge=None if judge == "auto" else judge,

@@ -42,6 +42,7 @@ from jaxcombine.options import recipe as recipe_lib
 from jaxcombine.options.config import SUITE_RECIPES
 from jaxcombine.run import outputs
 from jaxcombine.suite.fronts import FRONT_STYLE, dominance_counts, style_gaps
+from jaxcombine.suite.grid import grid
 from jaxcombine.tools import judge as judge_lib
 
 PAIR_KEYS = ("name", "content", "style")
@@ -156,13 +157,8 @@ def run_suite(
     the photo only from weight 30 up)."""
     pair_list, defaults = load_pairs(pairs) if pairs else default_pairs()
     out = folders.check_output_folder(out)
-    recipes = list(dict.fromkeys(recipes))
-    names = {r: r if r in recipe_lib.preset_names() else Path(r).stem for r in recipes}
-    if len(set(names.values())) != len(names):
-        raise JaxcombineError(f"two recipes are named alike: {', '.join(recipes)}")
-    if not recipes:
-        raise JaxcombineError("give at least one recipe")
-    by_recipe = _weights_by_recipe(names, content_weights, recipe_weights or {})
+    names, by_recipe = grid(recipes, content_weights, recipe_weights)
+    recipes = list(names)
     weights = sorted({w for ws in by_recipe.values() for w in ws})
     if judge is not None:
         judge_lib.check_judge(judge)  # before any work
@@ -227,38 +223,6 @@ def run_suite(
         }
     )
     return result
-
-
-def _weights_by_recipe(
-    names: Mapping[str, str],
-    content_weights: Sequence[float],
-    recipe_weights: Mapping[str, Sequence[float]],
-) -> dict[str, list[float]]:
-    """``{recipe as given: its content weights}``: ``recipe_weights``' (keyed by a recipe's
-    name or as given) where it has them, else ``content_weights``; each list without
-    repeats, every weight checked by the project's one number rule (finite, >= 0)."""
-    known = {key: recipe for recipe, name in names.items() for key in (recipe, name)}
-    unknown = sorted(set(recipe_weights) - set(known))
-    if unknown:
-        raise JaxcombineError(
-            f"weights given for {unknown[0]!r}, which is not among the recipes "
-            f"({', '.join(names.values())})"
-        )
-    chosen = {}
-    for key, ws in recipe_weights.items():
-        if known[key] in chosen:  # its name and its file, say: one would silently win
-            raise JaxcombineError(f"weights given twice for {names[known[key]]} (as {key!r})")
-        chosen[known[key]] = ws
-    out = {}
-    for recipe, name in names.items():
-        given = chosen.get(recipe, content_weights)
-        ws = list(
-            dict.fromkeys(config_lib.finite_number(w, "content weight", low=0.0) for w in given)
-        )
-        if not ws:
-            raise JaxcombineError(f"give {name} at least one content weight")
-        out[recipe] = ws
-    return out
 
 
 def _write_manifest(out, pairs, defaults, recipes, weights, size, steps) -> list[dict]:
