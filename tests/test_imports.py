@@ -129,12 +129,17 @@ def test_version_comes_from_its_own_module():
 
 def test_configuration_recipes_and_a_runs_inputs_load_no_jax():
     """What the command line checks before JAX starts (cli/main.start_jax) needs no JAX:
-    the configuration, the recipes, and the run's inputs (every file's header)."""
+    the configuration, the recipes, the run's inputs (every file's header), a study's
+    sweep, eval's table path and eval-suite's grid."""
     code = (
         "import sys, jaxcombine.options.config as c, jaxcombine.options.recipe as r;"
-        "from jaxcombine.run import inputs;"
+        "from jaxcombine.run import inputs; from jaxcombine.suite import grid;"
+        "from jaxcombine.io import folders;"
         "r.load('gatys'); got = inputs.read(c.RunConfig(init='content,style'));"
         "assert len(got.files) == 2 and got.recipe.name == 'gatys', got;"
+        "assert c.parse_sweep('lr=1,2').values == (1.0, 2.0);"
+        "folders.check_table_path('table.csv');"
+        "assert grid.grid(['gatys'], [1.0, 3.0]) == ({'gatys': 'gatys'}, {'gatys': [1.0, 3.0]});"
         "print(sorted(m for m in ('jax', 'flax', 'optax') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
