@@ -65,15 +65,14 @@ def check_output_files(*paths: str | os.PathLike) -> None:
             raise JaxcombineError(f"cannot write {path}: {e}") from None
 
 
-def check_table_path(out: str | os.PathLike) -> tuple[Path, Path]:
+def check_table_path(out: str | os.PathLike) -> None:
     """Before any work: ``out`` names a score table (``.csv``) that can be written, with
-    its record (the same name, ``.json``) beside it. Returns both paths. The rule of
-    ``eval`` and its judge, checked again by the command line before JAX starts."""
+    its record (the same name, ``.json``) beside it. The rule of ``eval`` and its judge,
+    which the command line also checks before JAX starts."""
     table = Path(out)
     if table.suffix.lower() != ".csv":
         raise JaxcombineError(f"the table must be a .csv file, got {out}")
     check_output_files(table, table.with_suffix(".json"))
-    return table, table.with_suffix(".json")
 
 
 @contextlib.contextmanager
