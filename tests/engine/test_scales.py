@@ -7,13 +7,13 @@ the hand-over between scales) does not depend on depth.
 import csv
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import recipe_files
+from cli_run import cpu_env
 from PIL import Image
 
 import jaxcombine
@@ -60,7 +60,7 @@ def test_the_ladder_of_sizes():
 # this is the command line's repeat (the output's size, the record of every scale).
 @pytest.mark.slow
 def test_cli_run_ends_at_the_size_and_records_every_scale(vgg19, tmp_path):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = cpu_env()
     proc = subprocess.run(
         [
             sys.executable,
