@@ -74,3 +74,27 @@ def test_bad_sizes_are_refused_before_the_throughput_probe(tmp_path, monkeypatch
     monkeypatch.setattr(bench, "measure_size", lambda preps, bc: [])  # the probe is heard
     bench.run(good, tmp_path)
     assert probed == [1]
+
+
+def test_markdown_says_when_the_probe_is_no_ceiling():
+    """A row faster than the throughput probe (seen on an H200: 221-305 %) gets a note under
+    the table; a table whose rows all lie below the probe has none."""
+
+    def table(fraction):
+        row = dict(width=512, height=512, inits=1, loop="scan", conv="xla", compile_s=1.0)
+        row |= dict(ms_per_step=2.6, ms_per_step_per_init=2.6, steps_per_s=385.0, peak_mb=9.0)
+        row |= dict(gflops_achieved=fraction * 100.0, fraction_of_peak=fraction)
+        env = dict(cpu_model="cpu", cpu_count=16, backend="gpu", devices=["H200"], jax="0.11.2")
+        return bench.markdown(
+            dict(
+                environment=env,
+                created="2026-12-04",
+                command="bench",
+                rows=[row],
+                device_gflops={"matmul": 100.0},
+            )
+        )
+
+    assert bench.PROBE_NO_CEILING in table(2.21)
+    assert "| 221% |" in table(2.21)
+    assert bench.PROBE_NO_CEILING not in table(0.75)
