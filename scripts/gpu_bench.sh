@@ -127,7 +127,7 @@ py - "$OUT" f32 bf16 296 <<'PYEOF' | tee "$OUT/summary.md"
 import json, sys
 from pathlib import Path
 
-from jaxcombine.tools.bench import PROBE_NO_CEILING
+from jaxcombine.tools.bench import PROBE_NO_CEILING, outruns_probe
 
 out, runs = Path(sys.argv[1]), sys.argv[2:]
 results = {run: json.loads((out / run / "bench.json").read_text()) for run in runs}
@@ -150,7 +150,7 @@ for run, r in results.items():
         print(f"| {run} | {row['width']}×{row['height']} | {row['dtype']} | {conv} | {row['loop']} "
               f"| {row['inits']} | {compile_s} | {row['ms_per_step']:.2f} | {row['ms_per_step_per_init']:.2f} "
               f"| {row['peak_mb']:.0f} | {100 * row['fraction_of_peak']:.0f}% | {ratio} |")
-if any(row["fraction_of_peak"] > 1 for r in results.values() for row in r["rows"]):
+if outruns_probe([row for r in results.values() for row in r["rows"]]):
     print(f"\n{PROBE_NO_CEILING}")
 PYEOF
 say "wrote $OUT/summary.md and, per run, $OUT/<run>/bench.json + bench.md"
