@@ -67,6 +67,12 @@ def main() -> None:
         "--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "images"
     )
     args = parser.parse_args()
+    if args.size < 1:
+        parser.error(f"--size must be a positive number of pixels, got {args.size}")
+    missing = [str(source(n, args.shared)) for pair in PAIRS for n in pair]
+    missing = sorted({path for path in missing if not Path(path).is_file()})
+    if missing:
+        parser.error(f"image not found: {', '.join(missing)} (set --shared to their folder)")
     args.out.mkdir(parents=True, exist_ok=True)
     lines = []
     for content, style in PAIRS:
