@@ -19,6 +19,8 @@ TOML form (``jaxcombine recipes show gatys`` prints a full example)::
     weight = 1.0              # per layer
     mask = "sky.png"          # optional: only this region of the output (jaxcombine.stats.masks);
                               # a path relative to the recipe file
+    inverse_content_weight = false   # optional, style terms: weight / content weight factor
+                              # (per scale and eval-suite's), as STROTSS weighs its palette
 
     [run]                     # optional: run options this recipe suggests (a schedule)
     scale_count = 4           # any of options.config.RECIPE_RUN_OPTIONS, checked by the
@@ -117,6 +119,11 @@ class Term:
     output's statistic is then taken over that region only (:mod:`jaxcombine.stats.masks`).
     ``hypercolumn``: a term reading several layers at sampled positions; its ``layer`` is
     then the hypercolumn's :attr:`~Hypercolumn.name` (a label, not a tap).
+    ``inverse_content_weight``: a style term whose weight is *divided* by the content
+    weight's factors wherever the content terms' weights are multiplied by them (each
+    scale's ``scale_content_weights``, ``eval-suite --content-weights``): STROTSS's
+    loss weighs its palette term by 1/α where the content term has α, so a lower
+    content weight asks for the style's colours harder.
     """
 
     layer: str
@@ -125,6 +132,15 @@ class Term:
     weight: float = 1.0
     mask: int | None = None
     hypercolumn: Hypercolumn | None = None
+    inverse_content_weight: bool = False
+
+    def content_factor(self, factor: float) -> float:
+        """What multiplies this term's weight when the content weight is multiplied by
+        ``factor``: ``factor`` for a content term, its inverse for a term with
+        :attr:`inverse_content_weight`, else 1."""
+        if self.source == "content":
+            return factor
+        return 1.0 / factor if self.inverse_content_weight else 1.0
 
     @property
     def taps(self) -> tuple[str, ...]:
@@ -205,7 +221,12 @@ class Recipe:
         differ only in those share a program. Which terms have masks (and which terms
         share one) is kept: it changes the program.
         """
-        return Recipe(name="", terms=tuple(dataclasses.replace(t, weight=1.0) for t in self.terms))
+        return Recipe(
+            name="",
+            terms=tuple(
+                dataclasses.replace(t, weight=1.0, inverse_content_weight=False) for t in self.terms
+            ),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         terms = []
@@ -227,6 +248,8 @@ class Recipe:
                     )
             if t.mask is not None:
                 entry["mask"] = self.masks[t.mask]
+            if t.inverse_content_weight:
+                entry["inverse_content_weight"] = True
             terms.append(entry)
         return {
             "description": self.description,
@@ -316,7 +339,8 @@ def _expand_term(
 ) -> list[Term]:
     if not isinstance(raw, Mapping):
         raise JaxcombineError(f"{where}: expected a table with layer, source, statistic, weight")
-    allowed = {"layer", "layers", "source", "statistic", "weight", "mask", *HYPERCOLUMN_KEYS}
+    allowed = {"layer", "layers", "source", "statistic", "weight", "mask", "inverse_content_weight"}
+    allowed |= set(HYPERCOLUMN_KEYS)
     if set(raw) - allowed:
         raise JaxcombineError(f"{where}: unknown key {sorted(set(raw) - allowed)[0]!r}")
     hypercolumn = _hypercolumn(raw, where) if "hypercolumn" in raw else None
@@ -352,6 +376,16 @@ def _expand_term(
             + f"; hypercolumn statistics: {', '.join(kinds)}"
         )
     weight = _number(raw.get("weight", 1.0), f"{where}: weight")
+    inverse = raw.get("inverse_content_weight", False)
+    if not isinstance(inverse, bool):
+        raise JaxcombineError(
+            f"{where}: inverse_content_weight must be true or false, got {inverse!r}"
+        )
+    if inverse and source != "style":
+        raise JaxcombineError(
+            f"{where}: inverse_content_weight belongs to a style term (a content term's "
+            "weight follows the content weight itself)"
+        )
     mask = None
     if "mask" in raw:
         path = raw["mask"]
@@ -363,7 +397,7 @@ def _expand_term(
         if path not in masks:
             masks.append(path)
         mask = masks.index(path)
-    return [Term(layer, source, statistic, weight, mask, hypercolumn) for layer in layers]
+    return [Term(layer, source, statistic, weight, mask, hypercolumn, inverse) for layer in layers]
 
 
 def _hypercolumn(raw: Mapping[str, Any], where: str) -> Hypercolumn:

@@ -111,9 +111,10 @@ class Plan:
 
     def loss_factors(self, scale: Scale) -> tuple[float, ...]:
         """(n_components,) what multiplies each loss weight at ``scale``: its content
-        factor on the content terms, 1 elsewhere."""
+        factor on the content terms, its inverse on terms that ask for it
+        (:attr:`Term.inverse_content_weight`), 1 elsewhere (TV last)."""
         f = scale.content_factor
-        return tuple(f if t.source == "content" else 1.0 for t in self.recipe.terms) + (1.0,)
+        return tuple(t.content_factor(f) for t in self.recipe.terms) + (1.0,)
 
     def describe(self, starts: int | None = None) -> str:
         """``1 start at 192x192, gatys to block5_conv1, conv winograd``, for messages."""

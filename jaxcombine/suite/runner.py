@@ -113,13 +113,13 @@ def _first_repeat(names: Sequence[str]) -> str:
 
 
 def weighted_recipe(recipe: str, content_weight: float) -> recipe_lib.Recipe:
-    """``recipe`` with every content term's weight multiplied by ``content_weight``."""
+    """``recipe`` with every content term's weight multiplied by ``content_weight`` (and
+    divided by it on a style term with ``inverse_content_weight``, STROTSS's palette)."""
     r = recipe_lib.load(recipe)
     if not any(t.source == "content" for t in r.terms):
         raise JaxcombineError(f"recipe {recipe} has no content term to weight")
     terms = tuple(
-        dataclasses.replace(t, weight=t.weight * content_weight) if t.source == "content" else t
-        for t in r.terms
+        dataclasses.replace(t, weight=t.weight * t.content_factor(content_weight)) for t in r.terms
     )
     return r.replace(terms=terms)
 

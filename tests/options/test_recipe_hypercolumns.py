@@ -76,3 +76,30 @@ def test_hypercolumns_need_a_network_of_halvings(tmp_path):
     term = {**hypercolumn_term(), "hypercolumn": ["conv1", "conv2"]}
     with pytest.raises(JaxcombineError, match="hypercolumn terms needs a network of 3x3"):
         load(tmp_path, term, arch="alexnet")
+
+
+def test_a_style_term_may_take_the_inverse_of_the_content_weight(tmp_path):
+    """STROTSS's palette weight is 1/α: the flag is read, written back, and left out of
+    the structure (it changes a weight, not the program); one line where it is wrong."""
+    rec = load(
+        tmp_path,
+        hypercolumn_term("self_similarity", "content"),
+        hypercolumn_term("palette", hypercolumn=["rgb"], inverse_content_weight=True),
+    )
+    assert [t.inverse_content_weight for t in rec.terms] == [False, True]
+    assert [t.content_factor(4.0) for t in rec.terms] == [4.0, 0.25]
+    again = recipe_lib.from_dict(tomllib.loads(rec.to_toml()), rec.name)
+    assert again.terms == rec.terms
+    plain = load(
+        tmp_path,
+        hypercolumn_term("self_similarity", "content"),
+        hypercolumn_term("palette", hypercolumn=["rgb"]),
+    )
+    assert rec.structure() == plain.structure()  # one compiled program for both
+    for term, fragment in [
+        (hypercolumn_term("self_similarity", "content", inverse_content_weight=True), "style term"),
+        (hypercolumn_term(inverse_content_weight="yes"), "must be true or false, got 'yes'"),
+    ]:
+        with pytest.raises(JaxcombineError, match=fragment) as e:
+            load(tmp_path, term)
+        assert "\n" not in str(e.value)

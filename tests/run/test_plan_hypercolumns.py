@@ -69,3 +69,30 @@ def test_style_regions_are_for_hypercolumn_style_terms_only(tmp_path):
         plan_lib.make(RunConfig(recipe=str(gram), size=64, style_regions=region))
     with pytest.raises(ConfigError, match="one style region per style image: 2 for 1"):
         RunConfig(style_regions=region * 2)
+
+
+def test_a_palette_weight_can_go_as_one_over_the_content_weight(tmp_path):
+    """STROTSS weighs ℓp by 1/α: each scale multiplies the self-similarity weight by its
+    content factor (1, 1/2, 1/4) and divides the palette's by it (the flagged term only);
+    eval-suite's content weight does the same to the recipe's own weights."""
+    from jaxcombine.suite.runner import weighted_recipe
+
+    terms = [
+        {"hypercolumn": LAYERS, "source": "content", "statistic": "self_similarity"},
+        {"hypercolumn": LAYERS, "source": "style", "statistic": "emd"},
+        {"hypercolumn": ["rgb"], "source": "style", "statistic": "palette", "weight": 0.1},
+        {"hypercolumn": ["rgb"], "source": "style", "statistic": "palette", "weight": 0.2},
+    ]
+    terms[2]["inverse_content_weight"] = True
+    path = str(recipe_files.write(tmp_path / "r.toml", {"terms": terms}))
+    config = RunConfig(recipe=path, size=128, scale_count=3, scale_content_weights=(1, 0.5, 0.25))
+    plan = plan_lib.make(config)
+    assert [plan.loss_factors(s) for s in plan.scales] == [
+        (1.0, 1.0, 1.0, 1.0, 1.0),
+        (0.5, 1.0, 2.0, 1.0, 1.0),
+        (0.25, 1.0, 4.0, 1.0, 1.0),
+    ]
+    base, low = recipe_lib.load(path), weighted_recipe(path, 0.1)
+    assert [w.weight / b.weight for b, w in zip(base.terms, low.terms)] == pytest.approx(
+        [0.1, 1.0, 10.0, 1.0]
+    )
