@@ -218,8 +218,8 @@ class Recipe:
         Weights (and how they follow the content weight), TV weight, name, description,
         colour preservation and the masks' files are dropped (the engine takes the weights
         as traced arrays, the masks in the targets; colour changes only the images the
-        targets come from), so recipes that differ only in those share a program. Which terms have masks (and which terms
-        share one) is kept: it changes the program.
+        targets come from), so recipes that differ only in those share a program. Which
+        terms have masks (and which terms share one) is kept: it changes the program.
         """
         return Recipe(
             name="",
