@@ -345,7 +345,9 @@ def _groups(prepared: list) -> Iterable[list]:
             prep.plan.loop,
             c.snapshot_every,
             ladder,
-            c.content_factors(),  # each stage's factors are the group's (Stage.loss_factors)
+            # each stage's loss factors are the group's (Stage.loss_factors): the content
+            # factors, and their inverse on a term with inverse_content_weight
+            tuple(prep.plan.loss_factors(s) for s in prep.plan.scales),
         )
         groups.setdefault(key, []).append((j, prep))
     return list(groups.values())

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import recipe_files
 from cli_run import host_devices, jaxcombine, start
 from PIL import Image
 from recipe_files import SHALLOW
@@ -24,6 +25,9 @@ from recipe_files import SHALLOW
 from jaxcombine.batch import runner as batch
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images, records
+from jaxcombine.options.config import RunConfig
+from jaxcombine.run import plan as plan_lib
+from jaxcombine.run.prepare import prepare
 
 MANIFEST = """\
 [defaults]
@@ -362,3 +366,21 @@ def test_a_batched_job_matches_jaxcombine_run(folder, small_reference):
     assert result.final_losses()[result.labels[0]] == pytest.approx(
         final_losses(small_reference)[job.id], rel=1e-3
     )
+
+
+def test_jobs_whose_scales_weigh_terms_apart_do_not_share_a_program(tmp_path):
+    """A coarse-to-fine group runs each scale with one set of loss factors (the first
+    job's), so a job whose style term takes the inverse of the content factor
+    (inverse_content_weight) must not join a group of jobs whose term does not, though
+    both compile the same program; two identical jobs still share one."""
+    plain, flagged = recipe_files.shallow(), recipe_files.shallow()
+    flagged["terms"][1]["inverse_content_weight"] = True
+    preps = []
+    for name, recipe in (("a", plain), ("b", plain), ("c", flagged)):
+        path = str(recipe_files.write(tmp_path / f"{name}.toml", recipe))
+        config = RunConfig(
+            recipe=path, size=64, scale_count=2, scale_content_weights=(1, 0.5), conv="xla"
+        )
+        preps.append((name, prepare(plan_lib.make(config))))
+    groups = [[j for j, _ in g] for g in batch._groups(preps)]
+    assert sorted(groups) == [["a", "b"], ["c"]]
