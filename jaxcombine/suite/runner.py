@@ -257,11 +257,14 @@ def _write_manifest(out, pairs, defaults, recipes, weights, size, steps) -> list
 
 
 def _judged(out: Path, job, judge_name: str) -> dict[str, Any]:
-    """The judge's scores of one finished job, from ``scores/<id>.<judge>.json`` if there,
-    else computed and written there (atomically)."""
+    """The judge's scores of one finished job, from ``scores/<id>.<judge>.json`` if there
+    with every column the judge now scores, else computed and written there (atomically):
+    a score from before a column existed is judged again, so every row has every column."""
     path = out / "scores" / f"{job.id}.{judge_name}.json"
     if path.exists():
-        return json.loads(path.read_text(encoding="utf-8"))["row"]
+        row = json.loads(path.read_text(encoding="utf-8"))["row"]
+        if set(judge_lib.COLUMNS) <= set(row):
+            return row
     path.parent.mkdir(exist_ok=True)
     rec = json.loads((out / "runs" / f"{job.id}.json").read_text(encoding="utf-8"))
     image = out / "runs" / str(rec.get("image") or f"{job.id}.png")

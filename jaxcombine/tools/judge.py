@@ -10,6 +10,12 @@ it, the content resized to it, as a run does):
   the image and the content on the judge's LPIPS layers: 0 for the content itself. VGG19
   has no LPIPS heads: its content distance is the relative squared error of
   ``block4_conv2`` (as ``eval``'s ``content``), and the record says which;
+* ``judge_style_layout``: the same measure between the image and the style (fitted to the
+  image's shape): how much of the painting's own *arrangement* the image keeps, position
+  by position; 0 for the painting itself. The style distances below compare feature
+  distributions and cannot tell a painted-over photo from the painting with the photo's
+  outlines drawn in (a run started from the style); this can: the lower it is, the more
+  the image is a copy of the painting;
 * ``judge_style_<statistic>``: each of ``eval``'s style distances
   (:data:`~jaxcombine.tools.metrics.STYLE_STATISTICS`: Gram, W2, sliced W, …), computed
   by ``eval``'s own code, averaged over the judge's style layers;
@@ -87,6 +93,7 @@ POOLING = "max"  # the judges' pooling: the networks as they were trained
 COLUMNS = (
     "judge",
     "judge_content",
+    "judge_style_layout",
     *(f"judge_style_{name}" for name in metrics.STYLE_STATISTICS),
     "hf_color",
 )
@@ -189,7 +196,7 @@ def judge_images(
     for path, (h, w) in zip(image_paths, scored):
         rgb = images.resize(read(path), (w, h))
         trio = np.stack([rgb, images.resize(content_rgb, (w, h)), images.fit(style_rgb, h, w)])
-        content_d, style_d = _score(
+        content_d, layout_d, style_d = _score(
             variables,
             heads,
             jnp.asarray(trio, jnp.float32),
@@ -199,7 +206,12 @@ def judge_images(
             content_layer=net.content_layer,
         )
         style_d = np.asarray(style_d, np.float64)
-        row = {"image": str(path), "judge": name, "judge_content": float(content_d)}
+        row = {
+            "image": str(path),
+            "judge": name,
+            "judge_content": float(content_d),
+            "judge_style_layout": float(layout_d),
+        }
         for stat, values in zip(metrics.STYLE_STATISTICS, style_d):
             row[f"judge_style_{stat}"] = float(values.mean())
         row["hf_color"] = hf_color_energy(rgb)
@@ -218,6 +230,7 @@ def judge_images(
         "judge_is_run_network": same,
         "judge_style_layers": list(net.style_layers),
         "judge_content": net.content_measure,
+        "judge_style_layout": f"{net.content_measure}, to the style at the same positions",
         "judge_pooling": POOLING,
         "hf_color": "mean squared 4-neighbour Laplacian of Cb and Cr (BT.601, 0-255), summed",
     }
@@ -283,22 +296,25 @@ def _score(
     taps: tuple[str, ...],
     style_layers: tuple[str, ...],
     content_layer: str | None,
-) -> tuple[jax.Array, jax.Array]:
-    """One forward of (output, content, style) → (content distance, style distances
-    (n_statistics, n_layers)): the judge's whole program for one image size."""
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One forward of (output, content, style) → (content distance, the same measure to
+    the style, style distances (n_statistics, n_layers)): the judge's whole program for one
+    image size."""
     feats = forward(variables, trio, arch=arch, taps=taps, pooling=POOLING)
-    out, content, style = ({k: v[i] for k, v in feats.items()} for i in range(3))
-    if heads:
-        pair = {t: feats[t][:2] for t in heads}
-        content_d = lpips.from_features(
-            {t: f[:1] for t, f in pair.items()}, {t: f[1:] for t, f in pair.items()}, heads
-        )[0]
-    else:
-        content_d = losses.distance(
-            config.EVAL_CONTENT_STATISTIC, out[content_layer], content[content_layer]
-        )
+    trio_feats = [{k: v[i] for k, v in feats.items()} for i in range(3)]
+    out, style = trio_feats[0], trio_feats[2]
+
+    def content_measure(i: int) -> jax.Array:
+        """The content measure between the output (image 0) and image ``i`` of the trio."""
+        if heads:
+            return lpips.from_features(
+                {t: feats[t][:1] for t in heads}, {t: feats[t][i : i + 1] for t in heads}, heads
+            )[0]
+        ref = trio_feats[i][content_layer]
+        return losses.distance(config.EVAL_CONTENT_STATISTIC, out[content_layer], ref)
+
     style_d = metrics.style_distances(out, style, layers=style_layers)
-    return content_d, style_d
+    return content_measure(1), content_measure(2), style_d
 
 
 # --------------------------------------------------------------------------- eval + judge

@@ -83,8 +83,29 @@ def test_eval_judge_alexnet_lpips_zero_on_itself_positive_on_another_photo(photo
     bound = sum(float(np.sum(w)) for w in heads.values()) * (2 * gamma) ** 2
     assert 0.0 <= same <= bound
     assert different > 100 * bound and different > 0.05
+    # The same measure against the style: 0 for the painting itself, and for the photo
+    # its LPIPS to the painting, which is the painting's to the photo (LPIPS is symmetric;
+    # both images are 64 px square, so fitting and resizing change nothing). The two come
+    # from the photo and the painting in different places of the batch: each unit vector
+    # is off by at most 2γ, which moves a distance d by at most 4γ·sqrt(d·Σw).
+    assert 0.0 <= rows[str(other)]["judge_style_layout"] <= bound
+    photo_to_painting = rows[str(content)]["judge_style_layout"]
+    sum_w = sum(float(np.sum(w)) for w in heads.values())
+    assert abs(photo_to_painting - different) <= 4 * gamma * np.sqrt(different * sum_w)
+    assert judge["judge_style_layout"].startswith("LPIPS (alex")
     csv_header = out.read_text().splitlines()[0].split(",")
-    assert {"judge_content", "judge_style_swd", "hf_color"} <= set(csv_header)
+    assert {"judge_content", "judge_style_layout", "judge_style_swd", "hf_color"} <= set(csv_header)
+
+
+def test_judge_without_lpips_heads_measures_layout_by_its_content_layer(photos):
+    """VGG19 has no LPIPS heads: its content measure (block4_conv2's relative error) also
+    measures the layout kept from the style: 0 on the painting, positive on the photo."""
+    content, other = photos
+    j = judge_lib.judge_images([other, content], content=content, style=other, judge="vgg19")
+    painting, photo = (row["judge_style_layout"] for row in j.rows)
+    assert painting <= 1e-6
+    assert photo > 0.1
+    assert j.settings["judge_style_layout"].startswith("relative squared error of block4_conv2")
 
 
 # --------------------------------------------------------------------------- default judge
