@@ -10,12 +10,14 @@ it, the content resized to it, as a run does):
   the image and the content on the judge's LPIPS layers: 0 for the content itself. VGG19
   has no LPIPS heads: its content distance is the relative squared error of
   ``block4_conv2`` (as ``eval``'s ``content``), and the record says which;
-* ``judge_style_layout``: the same measure between the image and the style (fitted to the
-  image's shape): how much of the painting's own *arrangement* the image keeps, position
-  by position; 0 for the painting itself. The style distances below compare feature
-  distributions and cannot tell a painted-over photo from the painting with the photo's
-  outlines drawn in (a run started from the style); this can: the lower it is, the more
-  the image is a copy of the painting;
+* ``judge_style_arrangement``: how much of the painting's own *arrangement* the image
+  keeps: the same measure to the style shifted by half its width (cyclically), less the
+  measure to the style as it is. An image that shares the painting's texture but not
+  where things are in it is about as far from both (near 0; the content photo itself
+  scores what chance alignment gives); one that keeps the painting's objects in their
+  places (a sky laid where the painting's sky is, the Scream's figure) is nearer the
+  unshifted style (positive; the painting itself scores its distance to its own shift).
+  The style distances below compare feature distributions and cannot tell the two apart;
 * ``judge_style_<statistic>``: each of ``eval``'s style distances
   (:data:`~jaxcombine.tools.metrics.STYLE_STATISTICS`: Gram, W2, sliced W, …), computed
   by ``eval``'s own code, averaged over the judge's style layers;
@@ -24,8 +26,8 @@ it, the content resized to it, as a run does):
 
 By default (:func:`default_judge`) the judge is a network none of the images' runs
 optimised (read from the run record beside each image, ``<image>.json``; an image with
-none is taken to come from VGG19). The output, content and style go through one jitted
-forward (one compiled program per image size and judge).
+none is taken to come from VGG19). The output, content, style and shifted style go
+through one jitted forward (one compiled program per image size and judge).
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ POOLING = "max"  # the judges' pooling: the networks as they were trained
 COLUMNS = (
     "judge",
     "judge_content",
-    "judge_style_layout",
+    "judge_style_arrangement",
     *(f"judge_style_{name}" for name in metrics.STYLE_STATISTICS),
     "hf_color",
 )
@@ -195,11 +197,14 @@ def judge_images(
     rows, per_layer = [], {}
     for path, (h, w) in zip(image_paths, scored):
         rgb = images.resize(read(path), (w, h))
-        trio = np.stack([rgb, images.resize(content_rgb, (w, h)), images.fit(style_rgb, h, w)])
-        content_d, layout_d, style_d = _score(
+        style_fit = images.fit(style_rgb, h, w)
+        quad = np.stack(
+            [rgb, images.resize(content_rgb, (w, h)), style_fit, np.roll(style_fit, w // 2, 1)]
+        )
+        content_d, to_style, to_shifted, style_d = _score(
             variables,
             heads,
-            jnp.asarray(trio, jnp.float32),
+            jnp.asarray(quad, jnp.float32),
             arch=net.arch,
             taps=net.taps,
             style_layers=net.style_layers,
@@ -210,7 +215,7 @@ def judge_images(
             "image": str(path),
             "judge": name,
             "judge_content": float(content_d),
-            "judge_style_layout": float(layout_d),
+            "judge_style_arrangement": float(to_shifted) - float(to_style),
         }
         for stat, values in zip(metrics.STYLE_STATISTICS, style_d):
             row[f"judge_style_{stat}"] = float(values.mean())
@@ -230,7 +235,9 @@ def judge_images(
         "judge_is_run_network": same,
         "judge_style_layers": list(net.style_layers),
         "judge_content": net.content_measure,
-        "judge_style_layout": f"{net.content_measure}, to the style at the same positions",
+        "judge_style_arrangement": (
+            f"{net.content_measure} to the style shifted by half its width, less that to the style"
+        ),
         "judge_pooling": POOLING,
         "hf_color": "mean squared 4-neighbour Laplacian of Cb and Cr (BT.601, 0-255), summed",
     }
@@ -290,31 +297,32 @@ def _load(net: JudgeNet, weights: str | os.PathLike | None) -> tuple[dict, dict]
 def _score(
     variables: Mapping,
     heads: Mapping[str, jax.Array],
-    trio: jax.Array,
+    quad: jax.Array,
     *,
     arch: str,
     taps: tuple[str, ...],
     style_layers: tuple[str, ...],
     content_layer: str | None,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """One forward of (output, content, style) → (content distance, the same measure to
-    the style, style distances (n_statistics, n_layers)): the judge's whole program for one
-    image size."""
-    feats = forward(variables, trio, arch=arch, taps=taps, pooling=POOLING)
-    trio_feats = [{k: v[i] for k, v in feats.items()} for i in range(3)]
-    out, style = trio_feats[0], trio_feats[2]
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """One forward of (output, content, style, style shifted by half its width) →
+    (content distance, the same measure to the style and to the shifted style, style
+    distances (n_statistics, n_layers)): the judge's whole program for one image size."""
+    feats = forward(variables, quad, arch=arch, taps=taps, pooling=POOLING)
+    each = [{k: v[i] for k, v in feats.items()} for i in range(4)]
+    out, style = each[0], each[2]
 
     def content_measure(i: int) -> jax.Array:
-        """The content measure between the output (image 0) and image ``i`` of the trio."""
+        """The content measure between the output (image 0) and image ``i``."""
         if heads:
             return lpips.from_features(
                 {t: feats[t][:1] for t in heads}, {t: feats[t][i : i + 1] for t in heads}, heads
             )[0]
-        ref = trio_feats[i][content_layer]
-        return losses.distance(config.EVAL_CONTENT_STATISTIC, out[content_layer], ref)
+        return losses.distance(
+            config.EVAL_CONTENT_STATISTIC, out[content_layer], each[i][content_layer]
+        )
 
     style_d = metrics.style_distances(out, style, layers=style_layers)
-    return content_measure(1), content_measure(2), style_d
+    return content_measure(1), content_measure(2), content_measure(3), style_d
 
 
 # --------------------------------------------------------------------------- eval + judge

@@ -201,12 +201,12 @@ def test_tiny_suite_writes_table_fronts_sheets_page_and_resumes(pairs_file, tmp_
 
     # a score written before a column existed is judged again; the others are kept
     old = json.loads(scores[0].read_text())
-    del old["row"]["judge_style_layout"]
+    del old["row"]["judge_style_arrangement"]
     scores[0].write_text(json.dumps(old))
     third = suite(pairs_file, out)
     assert third.returncode == 0, third.stderr
     assert "jobs run 0, skipped 6, failed 0" in third.stdout
-    assert "judge_style_layout" in json.loads(scores[0].read_text())["row"]
+    assert "judge_style_arrangement" in json.loads(scores[0].read_text())["row"]
     assert [p.stat().st_mtime_ns for p in scores[1:]] == stamps[1:]
     with open(out / "suite.csv") as f:
-        assert all(float(r["judge_style_layout"]) > 0 for r in csv.DictReader(f))
+        assert all(np.isfinite(float(r["judge_style_arrangement"])) for r in csv.DictReader(f))

@@ -83,29 +83,55 @@ def test_eval_judge_alexnet_lpips_zero_on_itself_positive_on_another_photo(photo
     bound = sum(float(np.sum(w)) for w in heads.values()) * (2 * gamma) ** 2
     assert 0.0 <= same <= bound
     assert different > 100 * bound and different > 0.05
-    # The same measure against the style: 0 for the painting itself, and for the photo
-    # its LPIPS to the painting, which is the painting's to the photo (LPIPS is symmetric;
-    # both images are 64 px square, so fitting and resizing change nothing). The two come
-    # from the photo and the painting in different places of the batch: each unit vector
-    # is off by at most 2γ, which moves a distance d by at most 4γ·sqrt(d·Σw).
-    assert 0.0 <= rows[str(other)]["judge_style_layout"] <= bound
-    photo_to_painting = rows[str(content)]["judge_style_layout"]
-    sum_w = sum(float(np.sum(w)) for w in heads.values())
-    assert abs(photo_to_painting - different) <= 4 * gamma * np.sqrt(different * sum_w)
-    assert judge["judge_style_layout"].startswith("LPIPS (alex")
     csv_header = out.read_text().splitlines()[0].split(",")
-    assert {"judge_content", "judge_style_layout", "judge_style_swd", "hf_color"} <= set(csv_header)
+    assert {"judge_content", "judge_style_arrangement", "judge_style_swd", "hf_color"} <= set(
+        csv_header
+    )
 
 
-def test_judge_without_lpips_heads_measures_layout_by_its_content_layer(photos):
-    """VGG19 has no LPIPS heads: its content measure (block4_conv2's relative error) also
-    measures the layout kept from the style: 0 on the painting, positive on the photo."""
-    content, other = photos
-    j = judge_lib.judge_images([other, content], content=content, style=other, judge="vgg19")
-    painting, photo = (row["judge_style_layout"] for row in j.rows)
-    assert painting <= 1e-6
-    assert photo > 0.1
-    assert j.settings["judge_style_layout"].startswith("relative squared error of block4_conv2")
+def test_arrangement_is_the_distance_to_the_shifted_style_less_that_to_the_style(photos, tmp_path):
+    """judge_style_arrangement against the same LPIPS taken another way: each distance
+    again as a content distance (LPIPS is symmetric), with the painting shifted on disk."""
+    content, painting = photos
+    shifted = tmp_path / "shifted.png"
+    pixels = np.asarray(Image.open(painting).convert("RGB"))
+    Image.fromarray(np.roll(pixels, SIDE // 2, axis=1)).save(shifted)
+
+    def lpips_to(image, reference):
+        j = judge_lib.judge_images([image], content=reference, style=painting, judge="alexnet")
+        return j.rows[0]["judge_content"]
+
+    j = judge_lib.judge_images(
+        [painting, content], content=content, style=painting, judge="alexnet"
+    )
+    of_painting, of_photo = (row["judge_style_arrangement"] for row in j.rows)
+    painting_to_shifted = lpips_to(shifted, painting)
+    photo_to_shifted, photo_to_painting = lpips_to(shifted, content), j.rows[0]["judge_content"]
+    # Each side of a comparison sits elsewhere in a batch: each unit vector is off by at
+    # most 2γ (see the test above), which moves a distance d by at most 4γ·sqrt(d·Σw).
+    eps = float(np.finfo(np.float32).eps)
+    gamma = eps * sum(kh * kw * cin for kh, kw, cin, _ in layers.conv_shapes("alexnet").values())
+    sum_w = sum(float(np.sum(w)) for w in lpips.load("alex")[1].values())
+
+    def off(*distances):
+        return sum(4 * gamma * np.sqrt(d * sum_w) + sum_w * (2 * gamma) ** 2 for d in distances)
+
+    # the painting keeps its own arrangement: its distance to its shift, less ~0 to itself
+    assert painting_to_shifted > 0.05
+    assert abs(of_painting - painting_to_shifted) <= off(painting_to_shifted)
+    expected = photo_to_shifted - photo_to_painting
+    assert abs(of_photo - expected) <= off(photo_to_shifted, photo_to_painting)
+    assert of_painting > of_photo + 0.05  # the photo does not keep the painting's arrangement
+    assert j.settings["judge_style_arrangement"].startswith("LPIPS (alex")
+
+
+def test_judge_without_lpips_heads_measures_arrangement_by_its_content_layer(photos):
+    """VGG19 has no LPIPS heads: block4_conv2's relative error, as its content column."""
+    content, painting = photos
+    j = judge_lib.judge_images([painting, content], content=content, style=painting, judge="vgg19")
+    of_painting, of_photo = (row["judge_style_arrangement"] for row in j.rows)
+    assert of_painting > 0.1 and of_painting > of_photo + 0.1
+    assert j.settings["judge_style_arrangement"].startswith("relative squared error of block4")
 
 
 # --------------------------------------------------------------------------- default judge
