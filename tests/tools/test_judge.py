@@ -55,6 +55,17 @@ def test_hf_color_energy_is_the_chroma_laplacian_zero_on_flat_and_large_on_colou
 # --------------------------------------------------------------------------- eval --judge
 
 
+def alexnet_lpips_rounding() -> tuple[float, float]:
+    """(γ, Σw) for LPIPS on AlexNet. Two images in one batched forward (or in two) get
+    each activation as a float32 computation of the same numbers, off by at most the
+    accumulated rounding of its dot products: relative γ = ε Σ_l (kernel taps × input
+    channels), first order, so unit vectors differ by at most 2γ. Σw: the heads' weights
+    summed, which LPIPS multiplies the squared differences by."""
+    eps = float(np.finfo(np.float32).eps)
+    gamma = eps * sum(kh * kw * cin for kh, kw, cin, _ in layers.conv_shapes("alexnet").values())
+    return gamma, sum(float(np.sum(w)) for w in lpips.load("alex")[1].values())
+
+
 @pytest.mark.slow
 def test_eval_judge_alexnet_lpips_zero_on_itself_positive_on_another_photo(photos, tmp_path):
     content, other = photos
@@ -72,15 +83,11 @@ def test_eval_judge_alexnet_lpips_zero_on_itself_positive_on_another_photo(photo
     assert set(rec["weights"]["judge"]) == {"alexnet", "lpips-alex"}
     rows = {r["image"]: r for r in rec["rows"]}
     same, different = rows[str(content)]["judge_content"], rows[str(other)]["judge_content"]
-    # The image and the content go through one batched forward: each activation of the
-    # two is a float32 computation of the same numbers, off by at most the accumulated
-    # rounding of its dot products, relative γ = ε Σ_l (kernel taps × input channels)
-    # (first order). Unit vectors then differ by at most 2γ, and LPIPS sums the heads'
-    # weights times that squared: the bound is Σ_l Σ_c w_lc (2γ)².
-    eps = float(np.finfo(np.float32).eps)
-    gamma = eps * sum(kh * kw * cin for kh, kw, cin, _ in layers.conv_shapes("alexnet").values())
-    heads = lpips.load("alex")[1]
-    bound = sum(float(np.sum(w)) for w in heads.values()) * (2 * gamma) ** 2
+    # The image and the content go through one batched forward: their unit vectors
+    # differ by at most 2γ (alexnet_lpips_rounding), and LPIPS sums the heads' weights
+    # times that squared: the bound is Σ_l Σ_c w_lc (2γ)².
+    gamma, sum_w = alexnet_lpips_rounding()
+    bound = sum_w * (2 * gamma) ** 2
     assert 0.0 <= same <= bound
     assert different > 100 * bound and different > 0.05
     csv_header = out.read_text().splitlines()[0].split(",")
@@ -108,10 +115,8 @@ def test_arrangement_is_the_distance_to_the_shifted_style_less_that_to_the_style
     painting_to_shifted = lpips_to(shifted, painting)
     photo_to_shifted, photo_to_painting = lpips_to(shifted, content), j.rows[0]["judge_content"]
     # Each side of a comparison sits elsewhere in a batch: each unit vector is off by at
-    # most 2γ (see the test above), which moves a distance d by at most 4γ·sqrt(d·Σw).
-    eps = float(np.finfo(np.float32).eps)
-    gamma = eps * sum(kh * kw * cin for kh, kw, cin, _ in layers.conv_shapes("alexnet").values())
-    sum_w = sum(float(np.sum(w)) for w in lpips.load("alex")[1].values())
+    # most 2γ (alexnet_lpips_rounding), which moves a distance d by at most 4γ·sqrt(d·Σw).
+    gamma, sum_w = alexnet_lpips_rounding()
 
     def off(*distances):
         return sum(4 * gamma * np.sqrt(d * sum_w) + sum_w * (2 * gamma) ** 2 for d in distances)
