@@ -75,6 +75,7 @@ RECIPE_RUN_OPTIONS = (
     "scale_count",
     "scales",
     "min_size",
+    "scale_floor",
     "scale_steps",
     "scale_content_weights",
     "scale_detail",
@@ -92,6 +93,7 @@ SUGGESTION_YIELDS_TO = {
     "scale_count": _LADDER,
     "scales": _LADDER,
     "min_size": _LADDER,
+    "scale_floor": _LADDER,
     "scale_steps": ("steps", *_LADDER),
     "scale_content_weights": _LADDER,
     "lr": ("optimizer",),
@@ -383,6 +385,18 @@ class RunConfig:
             optional=True,
         ),
     )
+    scale_floor: int | None = option(
+        None,
+        Rule(
+            "int",
+            "No scale smaller than this (longest side, px): the ladder's coarser scales "
+            "are dropped, each with its entry in --scale-steps and "
+            "--scale-content-weights; the output's size always stays.",
+            low=1,
+            high=1_000_000,
+            optional=True,
+        ),
+    )
     scale_steps: tuple[int, ...] | None = option(
         None,
         Rule(
@@ -658,19 +672,21 @@ class RunConfig:
             self.check_per_scale()
 
     def check_per_scale(self) -> None:
-        """One value per scale in every per-scale list. Where no ladder is given the check
-        waits for :meth:`settle`: the recipe may suggest the ladder the lists are for."""
-        n = len(self.sizes())
+        """One value per scale of the :meth:`ladder` (the floor drops entries, it does not
+        change how many are given) in every per-scale list. Where no ladder is given the
+        check waits for :meth:`settle`: the recipe may suggest the ladder the lists are for."""
+        ladder = self.ladder()
+        floored = "" if self.sizes() == ladder else f" (before scale_floor {self.scale_floor})"
         for name, what in (
             ("scale_steps", "step count"),
             ("scale_content_weights", "content weight factor"),
         ):
             values = getattr(self, name)
-            if values is not None and len(values) != n:
+            if values is not None and len(values) != len(ladder):
                 raise ConfigError(
                     name,
-                    f"give one {what} per scale: {len(values)} for the {n} scales "
-                    f"{_ints(self.sizes())}",
+                    f"give one {what} per scale: {len(values)} for the {len(ladder)} "
+                    f"scales {_ints(ladder)}{floored}",
                 )
 
     def replace(self, **changes: Any) -> "RunConfig":
@@ -710,12 +726,14 @@ class RunConfig:
             return self.size
         return self.scales[-1] if self.scales else DEFAULT_SIZE
 
-    def sizes(self) -> tuple[int, ...]:
-        """The sizes optimised in turn, coarse to fine, ending with :attr:`end_size`.
+    def ladder(self) -> tuple[int, ...]:
+        """The sizes the ladder options give, coarse to fine, before ``scale_floor``; the
+        per-scale lists (``scale_steps``, ``scale_content_weights``) have one entry each.
 
-        ``scales`` as given (a larger ``size`` appended); from ``min_size``, the sizes
+        ``scales`` as given (a larger ``size`` appended); from ``scale_count``, sizes
+        each twice the last, ending at :attr:`end_size`; from ``min_size``, the sizes
         ``end_size / √2^i`` (rounded) down to ``min_size``, as
-        crowsonkb/style-transfer-pytorch does; neither: ``(end_size,)``, a single scale.
+        crowsonkb/style-transfer-pytorch does; none: ``(end_size,)``, a single scale.
         """
         end = self.end_size
         if self.scales is not None:
@@ -730,17 +748,36 @@ class RunConfig:
             i += 1
         return tuple(sorted(set(out)))
 
+    def sizes(self) -> tuple[int, ...]:
+        """The sizes optimised in turn, coarse to fine, ending with :attr:`end_size`: the
+        :meth:`ladder` without its scales smaller than ``scale_floor``.
+
+        The floor is how a preset keeps its paper's smallest scale at any output size:
+        STROTSS's four scales end at 512 px and begin at 64; at ``--size 256`` the same
+        four would begin at 32 px, where a network's features still say where in the
+        image they are (zero padding, receptive fields as wide as the image), and the
+        output keeps the painting's own arrangement (docs/evaluation.md, "Whose
+        arrangement")."""
+        ladder = self.ladder()
+        if self.scale_floor is None:
+            return ladder
+        return tuple(s for s in ladder if s >= self.scale_floor) or ladder[-1:]
+
+    def _floored(self, per_scale: tuple) -> tuple:
+        """A per-scale list of the :meth:`ladder` without the entries of floored scales."""
+        return per_scale[len(per_scale) - len(self.sizes()) :]
+
     def steps_per_scale(self) -> tuple[int, ...]:
         """Steps at each of :meth:`sizes`: ``scale_steps``, else ``steps`` at every scale."""
-        return (
-            self.scale_steps
-            if self.scale_steps is not None
-            else (DEFAULT_STEPS if self.steps is None else self.steps,) * len(self.sizes())
-        )
+        if self.scale_steps is not None:
+            return self._floored(self.scale_steps)
+        return (DEFAULT_STEPS if self.steps is None else self.steps,) * len(self.sizes())
 
     def content_factors(self) -> tuple[float, ...]:
         """The content terms' weight factor at each of :meth:`sizes` (default 1)."""
-        return self.scale_content_weights or (1.0,) * len(self.sizes())
+        if self.scale_content_weights is not None:
+            return self._floored(self.scale_content_weights)
+        return (1.0,) * len(self.sizes())
 
     @property
     def multi_scale(self) -> bool:

@@ -12,10 +12,13 @@ from PIL import Image
 
 from jaxcombine.io import images
 
+# At --size 32 the ladder is 8, 16, 32; the floor drops 8 px with its step count and
+# factor, so two scales of 2 steps run, at factors 1 and 0.5.
 SCHEDULE = {
-    "scale_count": 2,
-    "scale_steps": [2, 2],
-    "scale_content_weights": [1.0, 0.5],
+    "scale_count": 3,
+    "scale_floor": 16,
+    "scale_steps": [1000, 2, 2],
+    "scale_content_weights": [9.0, 1.0, 0.5],
     "optimizer": "rmsprop",
     "lr": 0.5,
     "parameterization": "laplacian",

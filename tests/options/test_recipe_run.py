@@ -20,9 +20,45 @@ def test_presets_suggest_their_papers_schedules():
     )
     assert "scale_content_weights" in taken and "steps" not in taken
     assert config.scale_detail == "content"  # STROTSS adds the content's detail per scale
-    nnst, _ = RunConfig(recipe="nnst").settle(recipe.load("nnst").run)
+    nnst, _ = RunConfig(recipe="nnst", size=512).settle(recipe.load("nnst").run)
     assert nnst.optimizer == "adam" and nnst.parameterization == "laplacian"
-    assert len(nnst.sizes()) == 4
+    assert nnst.sizes() == (64, 128, 256, 512)
+
+
+@pytest.mark.parametrize("name", ["strotss", "nnst"])
+def test_presets_keep_their_papers_smallest_scale_at_any_size(name):
+    """Four scales ending at 256 px would begin at 32: the floor drops it, and the
+    per-scale lists lose its entry, so the three scales keep the finest three factors."""
+    config, taken = RunConfig(recipe=name, size=256).settle(recipe.load(name).run)
+    assert "scale_floor" in taken
+    assert config.ladder() == (32, 64, 128, 256) and config.sizes() == (64, 128, 256)
+    assert config.steps_per_scale() == (200, 200, 200)
+    factors = {"strotss": (0.5, 0.25, 0.125), "nnst": (1.0, 1.0, 1.0)}[name]
+    assert config.content_factors() == factors
+    small, _ = RunConfig(recipe=name, size=48).settle(recipe.load(name).run)
+    assert small.sizes() == (48,) and small.steps_per_scale() == (200,)  # the output stays
+    # your ladder takes the recipe's floor with it; your floor applies to its ladder
+    own, taken = RunConfig(size=256, scale_count=4).settle(recipe.load(name).run)
+    assert own.sizes() == (32, 64, 128, 256) and "scale_floor" not in taken
+    higher, _ = RunConfig(size=256, scale_floor=128).settle(recipe.load(name).run)
+    assert higher.sizes() == (128, 256) and higher.steps_per_scale() == (200, 200)
+
+
+def test_a_floor_drops_coarse_scales_of_every_ladder_with_their_list_entries():
+    steps, factors = (1, 2, 3, 4), (1.0, 0.5, 0.25, 0.125)
+    config = RunConfig(
+        size=512, scale_count=4, scale_floor=100, scale_steps=steps, scale_content_weights=factors
+    )
+    assert config.sizes() == (128, 256, 512)
+    assert config.steps_per_scale() == (2, 3, 4) and config.content_factors() == (0.5, 0.25, 0.125)
+    assert RunConfig(size=512, min_size=128, scale_floor=300).sizes() == (362, 512)
+    assert RunConfig(scales=(64, 128, 256), scale_floor=128).sizes() == (128, 256)
+    assert RunConfig(size=64, scale_floor=128).sizes() == (64,)  # never the output itself
+    with pytest.raises(JaxcombineError) as e:
+        RunConfig(size=512, scale_count=4, scale_floor=100, scale_steps=(2, 3, 4))
+    assert str(e.value).endswith(
+        "give one step count per scale: 3 for the 4 scales 64,128,256,512 (before scale_floor 100)"
+    )
 
 
 def test_explicit_options_win_and_take_their_group_with_them():
@@ -68,9 +104,11 @@ def test_a_bad_run_table_is_refused_by_the_options_rules(tmp_path, run, message)
 
 
 def test_explicit_per_scale_lists_fit_the_recipe_s_ladder():
-    """Your --scale-steps may be for the recipe's ladder: checked once it is settled."""
+    """Your --scale-steps may be for the recipe's ladder: checked once it is settled, one
+    per scale of the ladder, the floor dropping the coarse ones (at 192 px, 24 and 48)."""
     run = recipe.load("strotss").run
     config, taken = RunConfig(scale_steps=(1, 2, 3, 4)).settle(run)
-    assert config.steps_per_scale() == (1, 2, 3, 4) and "scale_steps" not in taken
+    assert config.ladder() == (24, 48, 96, 192) and config.sizes() == (96, 192)
+    assert config.steps_per_scale() == (3, 4) and "scale_steps" not in taken
     with pytest.raises(JaxcombineError, match="give one step count per scale: 2 for the 1"):
         RunConfig(scale_steps=(1, 2)).settle(())
