@@ -52,7 +52,7 @@ from jaxcombine.networks.forward import forward
 from jaxcombine.options import config
 from jaxcombine.options import layers as layers_lib
 from jaxcombine.options.layers import LPIPS_NETS
-from jaxcombine.run import outputs
+from jaxcombine.run import memory, outputs
 from jaxcombine.stats import losses
 from jaxcombine.tools import metrics
 
@@ -99,6 +99,29 @@ COLUMNS = (
     *(f"judge_style_{name}" for name in metrics.STYLE_STATISTICS),
     "hf_color",
 )
+
+
+# --------------------------------------------------------------------------- memory
+
+# The judge's forward (four images, after eval's three VGG19 forwards) raises the peak of
+# `jaxcombine eval --judge NAME` to or above eval's own estimate on the VGG judges. Peaks
+# (max RSS, /usr/bin/time, KiB x 1024) at 256x192, 512x384, 1024x768 and 1600x1200 on the
+# 2-core AMD EPYC (24 GiB, CPU, 2026-12-05); eval alone 2.23, 2.97, 6.20 and 11.97 GB:
+# - vgg16-tv: 2.75, 3.69, 7.14 and 13.54 GB, eval's estimate 3-9 % under each;
+# - vgg19 (from 512x384): 3.49, 6.28 and 11.96, eval's estimate only 1 % above the first;
+# - alexnet: 2.37, 3.07, 6.16 and 12.12, which eval's own estimate covers by 5 % or more.
+# (bytes, bytes per pixel): a least-squares line through each VGG judge's peaks (within
+# 2.5 % of each), times memory.MARGIN (tests/tools/test_judge.py checks that it errs high).
+JUDGE_PEAK = {"vgg16-tv": (2.536e9, 5748.5), "vgg19": (2.478e9, 4926.5)}
+
+
+def estimate_bytes(name: str, height: int, width: int) -> int:
+    """The estimated peak of ``eval --judge name`` scoring a ``height`` × ``width`` image,
+    as the judge needs it (0 for a judge whose peak eval's own estimate covers)."""
+    if name not in JUDGE_PEAK:
+        return 0
+    base, per_pixel = JUDGE_PEAK[name]
+    return int(memory.MARGIN * (base + per_pixel * height * width))
 
 
 # --------------------------------------------------------------------------- speckle
@@ -345,9 +368,13 @@ def evaluate(
     if out is not None:
         folders.check_table_path(out)
     common = dict(content=content, style=style, weights=weights, size=size)
-    if judge is None and not _available(default_judge([run_model(p)[0] for p in image_paths])):
+    name = judge or default_judge([run_model(p)[0] for p in image_paths])
+    if judge is None and not _available(name):
         return metrics.evaluate(image_paths, **common, out=out, **eval_options)
-    ev = metrics.evaluate(image_paths, **common, **eval_options)
+    check_judge(name)
+    ev = metrics.evaluate(
+        image_paths, **common, **eval_options, other_peak=partial(estimate_bytes, name)
+    )
     j = judge_images(image_paths, **common, judge=judge)
     for row, extra in zip(ev.rows, j.rows):
         row.update({k: v for k, v in extra.items() if k != "image"})

@@ -34,7 +34,7 @@ import io
 import os
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -236,14 +236,35 @@ def estimate_bytes(height: int, width: int, *, read_pixels: int = 0) -> int:
     return int(memory.MARGIN * total)
 
 
-def largest_size(height: int, width: int, limit: int, *, read_pixels: int = 0) -> int | None:
+# A peak of another program the same command runs after eval's own, at the size scored
+# (the judge's: jaxcombine.tools.judge.estimate_bytes): (height, width) → bytes.
+OtherPeak = Callable[[int, int], int]
+
+
+def command_bytes(
+    height: int, width: int, *, read_pixels: int = 0, other: OtherPeak | None = None
+) -> int:
+    """The estimated peak of scoring one ``height`` × ``width`` image: eval's own
+    (:func:`estimate_bytes`), or ``other``'s where it runs after it and needs more."""
+    own = estimate_bytes(height, width, read_pixels=read_pixels)
+    return max(own, other(height, width)) if other else own
+
+
+def largest_size(
+    height: int,
+    width: int,
+    limit: int,
+    *,
+    read_pixels: int = 0,
+    other: OtherPeak | None = None,
+) -> int | None:
     """The largest longest side (px) at which a ``height`` × ``width`` image, downscaled,
     is estimated to fit in ``limit`` bytes; None if not even the smallest scorable one does."""
     low, high = 0, max(height, width)
     while low < high:  # the estimate grows with the size: bisect
         mid = (low + high + 1) // 2
         w, h = images.target_size(width, height, size=mid)
-        if estimate_bytes(h, w, read_pixels=read_pixels) <= limit:
+        if command_bytes(h, w, read_pixels=read_pixels, other=other) <= limit:
             low = mid
         else:
             high = mid - 1
@@ -256,17 +277,18 @@ def check_memory(
     max_memory: float | None = None,
     read_pixels: int = 0,
     remedy: str = "--size {size} (scores a downscaled copy)",
+    other: OtherPeak | None = None,
 ) -> None:
     """Refuse, in one line and before any work, scoring images of ``sizes`` ((height,
-    width), scored one at a time) whose estimated peak exceeds ``max_memory`` GB (default:
-    the memory available); ``remedy`` names what to change, ``{size}`` the largest
-    longest side that fits."""
+    width), scored one at a time) whose estimated peak (:func:`command_bytes`, with
+    ``other``: the judge's) exceeds ``max_memory`` GB (default: the memory available);
+    ``remedy`` names what to change, ``{size}`` the largest longest side that fits."""
     limit = int(max_memory * 1e9) if max_memory else memory.available_bytes()
     h, w = max(sizes, key=lambda hw: hw[0] * hw[1])
-    need = estimate_bytes(h, w, read_pixels=read_pixels)
+    need = command_bytes(h, w, read_pixels=read_pixels, other=other)
     if need <= limit:
         return
-    size = largest_size(h, w, limit, read_pixels=read_pixels)
+    size = largest_size(h, w, limit, read_pixels=read_pixels, other=other)
     fix = remedy.format(size=size) if size else "a machine with more memory"
     raise JaxcombineError(
         f"eval needs about {memory.format_bytes(need)} (scoring {w}x{h}) but "
@@ -311,6 +333,7 @@ def evaluate(
     max_pixels: int = config.DEFAULT_MAX_PIXELS,
     size: int | None = None,
     max_memory: float | None = None,
+    other_peak: OtherPeak | None = None,
 ) -> Evaluation:
     """Score each image against ``content`` and ``style`` (default: the bundled pair).
 
@@ -318,7 +341,8 @@ def evaluate(
     ``size`` (recorded in the settings: scores depend on the size). Before any work,
     ``out`` is checked and the peak memory estimated (:func:`check_memory`); an image
     that would not fit in ``max_memory`` GB (default: the memory available) is refused
-    in one line naming the ``size`` that fits. With ``out`` (``table.csv``) the table and,
+    in one line naming the ``size`` that fits (``other_peak``: what the caller runs after
+    this at the same size needs, the judge's forward, counted too). With ``out`` (``table.csv``) the table and,
     with the settings, weights fingerprint and per-layer values, ``table.json`` beside it
     are written together or not at all. Example::
 
@@ -340,7 +364,10 @@ def evaluate(
     scored = [_scored_size(h, w, size) for h, w in found]
     read_pixels = sum(h * w for h, w in (header(content_path), header(style_path)))
     check_memory(
-        scored, max_memory=max_memory, read_pixels=read_pixels + max(h * w for h, w in found)
+        scored,
+        max_memory=max_memory,
+        read_pixels=read_pixels + max(h * w for h, w in found),
+        other=other_peak,
     )
     style_layers = config.EVAL_STYLE_LAYERS
     taps = layers_lib.check_layers([*style_layers, config.EVAL_CONTENT_LAYER], "vgg19")

@@ -3,10 +3,12 @@ naming the judge, a default judge the run did not optimise, and the high-frequen
 energy checked against numpy."""
 
 import json
+import re
+from functools import partial
 
 import numpy as np
 import pytest
-from cli_run import jaxcombine
+from cli_run import assert_one_line_error, jaxcombine
 from PIL import Image
 from scipy import ndimage
 
@@ -14,6 +16,7 @@ from jaxcombine.io import images
 from jaxcombine.networks import lpips
 from jaxcombine.options import layers
 from jaxcombine.tools import judge as judge_lib
+from jaxcombine.tools import metrics
 
 SIDE = 64  # AlexNet's conv5 needs 31 px
 
@@ -162,3 +165,53 @@ def test_default_judge_is_a_network_the_run_did_not_optimise(photos, tmp_path):
     same = judge_lib.judge_images([made], content=content, style=other, judge="alexnet")
     assert same.settings["judge_is_run_network"] is True
     assert "network a run optimised" in same.settings["warning"]
+
+
+# --------------------------------------------------------------------------- memory
+
+# Peaks of `jaxcombine eval IMAGE --judge NAME` (max RSS, /usr/bin/time) on a 2-core AMD
+# EPYC, 24 GiB, CPU (judge.py says how they were measured). AlexNet's stay within eval's
+# own estimate; the VGG judges' reach or pass it.
+MEASURED_PEAKS = {
+    ("alexnet", 192, 256): 2.374e9,
+    ("alexnet", 384, 512): 3.074e9,
+    ("alexnet", 768, 1024): 6.164e9,
+    ("alexnet", 1200, 1600): 12.118e9,
+    ("vgg16-tv", 384, 512): 3.686e9,
+    ("vgg16-tv", 768, 1024): 7.144e9,
+    ("vgg16-tv", 1200, 1600): 13.538e9,
+    ("vgg16-tv", 192, 256): 2.749e9,
+    ("vgg19", 384, 512): 3.492e9,
+    ("vgg19", 768, 1024): 6.283e9,
+    ("vgg19", 1200, 1600): 11.960e9,
+}
+
+
+def test_the_judge_estimate_errs_high_against_every_measured_peak():
+    for (name, h, w), peak in MEASURED_PEAKS.items():
+        other = partial(judge_lib.estimate_bytes, name)
+        assert peak < metrics.command_bytes(h, w, other=other) < 1.3 * peak, (name, h, w)
+
+
+def test_eval_refuses_what_only_the_judge_would_not_fit_in_one_line(tmp_path):
+    """A limit between eval's own estimate and the judge's: refused before any work, the
+    size it names fits with the judge."""
+    big = tmp_path / "big.png"
+    Image.new("RGB", (1600, 1200), (90, 120, 150)).save(big)
+    read = sum(h * w for h, w in map(images.header_size, (images.CONTENT, images.STYLE, big)))
+    other = partial(judge_lib.estimate_bytes, "vgg16-tv")
+    alone = metrics.command_bytes(1200, 1600, read_pixels=read)
+    judged = metrics.command_bytes(1200, 1600, read_pixels=read, other=other)
+    assert judged > alone
+    limit = (alone + judged) / 2e9
+    out = tmp_path / "t.csv"
+    proc = jaxcombine(
+        "eval", big, "--judge", "vgg16-tv", "--max-memory", f"{limit:.4f}", "--out", out
+    )
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "(scoring 1600x1200) but")
+    size = int(re.search(r"use --size (\d+) ", proc.stderr).group(1))
+    w, h = images.target_size(1600, 1200, size=size)
+    assert 0 < size < 1600
+    assert metrics.command_bytes(h, w, read_pixels=read, other=other) <= limit * 1e9
+    assert not out.exists() and not out.with_suffix(".json").exists()
