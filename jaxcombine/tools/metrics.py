@@ -342,9 +342,9 @@ def evaluate(
     ``out`` is checked and the peak memory estimated (:func:`check_memory`); an image
     that would not fit in ``max_memory`` GB (default: the memory available) is refused
     in one line naming the ``size`` that fits (``other_peak``: what the caller runs after
-    this at the same size needs, the judge's forward, counted too). With ``out`` (``table.csv``) the table and,
-    with the settings, weights fingerprint and per-layer values, ``table.json`` beside it
-    are written together or not at all. Example::
+    this at the same size needs, the judge's forward, counted too). With ``out``
+    (``table.csv``) the table and, with the settings, weights fingerprint and per-layer
+    values, ``table.json`` beside it are written together or not at all. Example::
 
         >>> ev = jaxcombine.evaluate(["out/content.png"])
         >>> ev.rows[0]["ssim"], ev.rows[0]["style_w2"]
