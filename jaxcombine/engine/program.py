@@ -63,7 +63,7 @@ class Problem:
     Attributes:
       recipe: the loss's structure (:meth:`Recipe.structure`: layers, sources,
         statistics; its weights are not used here).
-      arch, pooling, dtype, remat, conv: the network (see :class:`model.VGG`); with
+      arch, pooling, dtype, remat, conv, padding: the network (see :class:`model.VGG`); with
         ``conv="winograd"`` the variables must come from ``model.variables(..., conv="winograd")``.
       optimizer: ``adam`` | ``sgd`` | ``lbfgs`` | ``rmsprop`` (:mod:`jaxcombine.engine.optimizers`), or
         any ``optax.GradientTransformation`` (from Python; learning rate and schedule are its own).
@@ -84,6 +84,7 @@ class Problem:
     dtype: str = "float32"
     remat: bool = False
     conv: str = "xla"
+    padding: str = "zeros"
     optimizer: str | optax.GradientTransformation = "adam"
     schedule: str = "constant"
     grey: bool = False
@@ -98,6 +99,7 @@ class Problem:
             dtype=jnp.dtype(self.dtype),
             remat=self.remat,
             conv=self.conv,
+            padding=self.padding,
         )
 
     def transform(self) -> optax.GradientTransformation:

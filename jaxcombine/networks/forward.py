@@ -28,6 +28,7 @@ def forward(
     pooling: str = "max",
     conv: str = "xla",
     dtype: str = "float32",
+    padding: str = "zeros",
 ) -> dict[str, jax.Array]:
     """``{tap: activation}`` (N, h, w, C) for RGB 0–255 images shaped (N, H, W, 3).
 
@@ -43,10 +44,13 @@ def forward(
         pooling=pooling,
         conv=conv,
         dtype=str(jnp.dtype(dtype)),
+        padding=padding,
     )
 
 
-@partial(jax.jit, static_argnames=("arch", "taps", "pooling", "conv", "dtype"))
-def _forward(variables, rgb, *, arch, taps, pooling, conv, dtype):
-    net = model.Network(arch=arch, taps=taps, pooling=pooling, conv=conv, dtype=jnp.dtype(dtype))
+@partial(jax.jit, static_argnames=("arch", "taps", "pooling", "conv", "dtype", "padding"))
+def _forward(variables, rgb, *, arch, taps, pooling, conv, dtype, padding):
+    net = model.Network(
+        arch=arch, taps=taps, pooling=pooling, conv=conv, dtype=jnp.dtype(dtype), padding=padding
+    )
     return net.apply(variables, rgb)

@@ -36,6 +36,7 @@ from jaxcombine.options.config import AUTO
 from jaxcombine.options.layers import (
     BACKBONES,
     CONVS,
+    PADDINGS,
     POOLINGS,
     Conv,
     InputConvention,
@@ -165,6 +166,10 @@ class Network(nn.Module):
         activations (trades compute for memory; lets larger images fit).
       conv: ``"xla"`` or ``"winograd"`` (float32 only; needs the ``"winograd"``
         collection from ``variables(..., conv="winograd")``).
+      padding: what each convolution reads beyond the edge: ``"zeros"`` (as trained) or
+        ``"reflect"`` (the input mirrored at its edge, the edge pixel not repeated: no
+        layer can tell how far a position is from the edge, so features carry nothing of
+        where they sit in the image).
 
     Params are ``{"block<k>": {"<layer>": {"kernel": HWIO, "bias": O}}}`` (block k: the
     layers up to the k-th pool; no kernel where ``conv="winograd"`` prepared it in the
@@ -177,6 +182,7 @@ class Network(nn.Module):
     dtype: jnp.dtype = jnp.float32
     remat: bool = False
     conv: str = "xla"
+    padding: str = "zeros"
 
     @nn.compact
     def __call__(self, rgb: jax.Array) -> dict[str, jax.Array]:
@@ -185,6 +191,8 @@ class Network(nn.Module):
         if self.pooling not in POOLINGS:
             raise JaxcombineError(f"unknown pooling {self.pooling!r}; choose max or avg")
         check_conv(self.conv, self.dtype)
+        if self.padding not in PADDINGS:
+            raise JaxcombineError(f"unknown padding {self.padding!r}; choose {', '.join(PADDINGS)}")
         names = [layer.name for layer in bb.layers]
         needed = bb.layers[: names.index(taps[-1]) + 1]  # stop at the deepest tap
         block_cls = nn.remat(_Block) if self.remat else _Block
@@ -197,6 +205,7 @@ class Network(nn.Module):
                 self.pooling,
                 self.dtype,
                 self.conv,
+                self.padding,
                 name=_STAGE[stage[0].name],
             )(x)
             out.update(acts)
@@ -216,6 +225,7 @@ class _Block(nn.Module):
     pooling: str
     dtype: jnp.dtype
     conv: str
+    padding: str = "zeros"
 
     @nn.compact
     def __call__(self, x):
@@ -224,7 +234,8 @@ class _Block(nn.Module):
             if isinstance(layer, Pool):
                 x = pool(x, layer, self.pooling)
             else:
-                x = nn.relu(_Conv(layer, self.dtype, self.conv, name=layer.name)(x))
+                conv = _Conv(layer, self.dtype, self.conv, self.padding, name=layer.name)
+                x = nn.relu(conv(x))
             if layer.name in self.taps:
                 acts[layer.name] = x
         return x, acts
@@ -233,11 +244,17 @@ class _Block(nn.Module):
 class _Conv(nn.Module):
     """``layer``'s convolution plus bias; params named as ``nn.Conv``'s. Under
     ``conv="winograd"`` a 3×3 'SAME' conv uses the ``"winograd"`` collection's kernels,
-    not ``params``' kernel."""
+    not ``params``' kernel.
+
+    With ``padding="reflect"`` the input is mirrored by the layer's padding first and the
+    convolution reads no zeros: a 'VALID' one, or under Winograd the 'SAME' one of the
+    mirrored input with its one-pixel rim cut off (the same numbers; the prepared kernels
+    and their backward rule serve unchanged, at (H+2)(W+2)/HW of the work)."""
 
     layer: Conv
     dtype: jnp.dtype
     conv: str
+    padding: str = "zeros"
 
     @nn.compact
     def __call__(self, x):
@@ -245,6 +262,10 @@ class _Conv(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (spec.features,), jnp.float32)
         *lead, h, w, c = x.shape
         x = x.reshape(-1, h, w, c)
+        reflect = self.padding == "reflect"
+        if reflect:
+            p = spec.padding
+            x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
         if _prepared(spec, self.conv):
             u = {key: self.get_variable("winograd", key) for key in ("fwd", "bwd")}
             if u["fwd"] is None:
@@ -252,6 +273,8 @@ class _Conv(nn.Module):
                     "conv='winograd' needs the variables from model.variables(..., conv='winograd')"
                 )
             y = winograd.conv3x3(x, u["fwd"], u["bwd"])
+            if reflect:
+                y = y[:, 1:-1, 1:-1]
         else:
             kernel = self.param(
                 "kernel",
@@ -263,7 +286,7 @@ class _Conv(nn.Module):
                 x,
                 kernel.astype(self.dtype),
                 (spec.stride, spec.stride),
-                "SAME" if spec.same3x3 else ((spec.padding, spec.padding),) * 2,
+                "VALID" if reflect else "SAME" if spec.same3x3 else ((spec.padding,) * 2,) * 2,
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )
         return (y + bias.astype(self.dtype).reshape(1, 1, 1, -1)).reshape(*lead, *y.shape[1:])

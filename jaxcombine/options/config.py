@@ -29,6 +29,7 @@ from jaxcombine.options.layers import (  # noqa: F401  (choices, kept there)
     ARCHITECTURES,
     BACKBONES,
     CONVS,
+    PADDINGS,
     POOLINGS,
 )
 from jaxcombine.options.rules import ConfigError, Rule, finite_number, option, positive_int
@@ -83,6 +84,7 @@ RECIPE_RUN_OPTIONS = (
     "lr",
     "parameterization",
     "pyramid_levels",
+    "padding",
 )
 # A suggestion is also dropped when the user gave one of these: a recipe's ladder
 # (and the per-scale lists that belong to it) gives way to the user's, its step counts
@@ -106,6 +108,7 @@ BUILT_IN_DEFAULTS = {
     "optimizer": DEFAULT_OPTIMIZER,
     "parameterization": DEFAULT_PARAMETERIZATION,
     "scale_detail": "none",
+    "padding": "zeros",
 }
 SWEEPABLE = ("lr", "tv_weight")
 SCALE_FROM = (
@@ -511,6 +514,18 @@ class RunConfig:
         ),
     )
     pooling: str = option("max", Rule("choice", "Pooling between VGG blocks.", POOLINGS))
+    padding: str | None = option(
+        None,
+        Rule(
+            "choice",
+            "What the network's convolutions read beyond the image's edge: zeros, as it was "
+            "trained, or the image mirrored (reflect: no layer learns where the edge is, so "
+            "the style's features do not carry where they sat in the style; default: the "
+            "recipe's, else zeros).",
+            PADDINGS,
+            optional=True,
+        ),
+    )
     dtype: str = option(
         "float32", Rule("choice", "Dtype of the VGG activations (losses stay float32).", DTYPES)
     )

@@ -29,6 +29,9 @@ from typing import Sequence
 from jaxcombine.errors import JaxcombineError
 
 POOLINGS = ("max", "avg")
+# What a convolution reads beyond the image's edge: zeros (as the networks were trained)
+# or the image mirrored at its edge (reflect), which tells no layer where the edge is.
+PADDINGS = ("zeros", "reflect")
 CONVS = ("xla", "winograd")
 
 

@@ -98,6 +98,7 @@ class Plan:
             dtype=c.dtype,
             remat=c.remat,
             conv=self.conv,
+            padding=c.padding,
             optimizer=c.optimizer,
             schedule=c.schedule,
             grey=self.recipe.preserve_color == "luminance",
@@ -204,6 +205,11 @@ def make(
             raise JaxcombineError(
                 f"tile does not take hypercolumn terms ({sampled.label}): they compare "
                 "positions sampled over the whole image, not sums over positions; use tile 0"
+            )
+        if config.padding != "zeros":
+            raise JaxcombineError(
+                f"tile does not take padding {config.padding!r} (a tile's window is padded "
+                "as the image's edge would be only with zeros); use tile 0 or padding zeros"
             )
         tiles.check(rec)
         tiles.plan(*scales[-1].shape, config.tile, rec.layers, config.model)

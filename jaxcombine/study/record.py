@@ -72,7 +72,7 @@ def _pair_distances(pixels, feats, *, spaces, pairs):
 def pair_distances(problem, variables, pixels: np.ndarray) -> np.ndarray:
     """Distances between every pair of the k images ``pixels``: (1 + n_spaces, k(k-1)/2).
     Their features come from the shared compiled forward (:func:`forward`), through the
-    problem's network (architecture, pooling, algorithm, dtype)."""
+    problem's network (architecture, pooling, algorithm, dtype, padding)."""
     pairs = tuple(combinations(range(len(pixels)), 2))
     spaces = feature_spaces(problem.recipe)
     if not pairs:
@@ -86,6 +86,7 @@ def pair_distances(problem, variables, pixels: np.ndarray) -> np.ndarray:
         pooling=problem.pooling,
         conv=problem.conv,
         dtype=str(jnp.dtype(problem.dtype)),
+        padding=problem.padding,
     )
     return np.asarray(_pair_distances(pixels, feats, spaces=spaces, pairs=pairs))
 
