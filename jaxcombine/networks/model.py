@@ -334,9 +334,12 @@ def features(
     arch: str = "vgg19",
     pooling: str = "max",
     conv: str = "xla",
+    padding: str = "zeros",
 ) -> dict[str, jax.Array]:
     """Activations of ``taps`` for RGB 0–255 images shaped (…, H, W, 3)."""
-    model = Network(arch=arch, taps=check_layers(taps, arch), pooling=pooling, conv=conv)
+    model = Network(
+        arch=arch, taps=check_layers(taps, arch), pooling=pooling, conv=conv, padding=padding
+    )
     return model.apply(variables_, rgb)
 
 

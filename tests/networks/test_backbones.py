@@ -48,10 +48,11 @@ TORCHVISION_ALEXNET = [
 ]
 
 
-def _conv_relu(x, kernel, bias, stride, padding):
-    """Zero-padded strided convolution in plain numpy (NHWC × HWIO), then ReLU."""
+def _conv_relu(x, kernel, bias, stride, padding, mode="constant"):
+    """Strided convolution in plain numpy (NHWC × HWIO), the input padded by ``np.pad``'s
+    ``mode`` (zeros, or ``reflect``: mirrored, the edge pixel not repeated), then ReLU."""
     k = kernel.shape[0]
-    xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)), mode=mode)
     h = (xp.shape[1] - k) // stride + 1
     w = (xp.shape[2] - k) // stride + 1
     out = np.zeros((x.shape[0], h, w, kernel.shape[-1]), np.float64)
@@ -76,9 +77,10 @@ def _pool(x, window, stride, kind):
     return np.max(views, axis=0) if kind == "max" else np.mean(views, axis=0)
 
 
-def reference(weights, rgb, table, pooling):
+def reference(weights, rgb, table, pooling, mode="constant"):
     """Every layer's activation, from torchvision's description alone: RGB 0–1 normalised
-    by the ImageNet mean and std, then the table."""
+    by the ImageNet mean and std, then the table (each convolution's input padded by
+    ``np.pad``'s ``mode``)."""
     x = ((rgb / 255.0 - IMAGENET_MEAN) / IMAGENET_STD)[None].astype(np.float64)
     out = {}
     for kind, name, *geometry in table:
@@ -86,7 +88,9 @@ def reference(weights, rgb, table, pooling):
             x = _pool(x, *geometry, pooling)
         else:
             kernel, bias = weights[name]
-            x = _conv_relu(x, kernel.astype(np.float64), bias.astype(np.float64), *geometry[1:])
+            x = _conv_relu(
+                x, kernel.astype(np.float64), bias.astype(np.float64), *geometry[1:], mode
+            )
         out[name] = x[0]
     return out
 
@@ -98,31 +102,37 @@ def photos():
     return {side: images.read(images.CONTENT, size=side) for side in (40, 67)}
 
 
+# Reflect padding on both algorithms: XLA's 'VALID' convolution of the mirrored input,
+# and Winograd's 'SAME' one with its rim cut off (AlexNet's conv3..5 are Winograd's).
 CASES = [
-    ("vgg16-tv", TORCHVISION_VGG16, 40, "max", "xla"),
-    ("alexnet", TORCHVISION_ALEXNET, 67, "max", "xla"),
-    ("alexnet", TORCHVISION_ALEXNET, 67, "avg", "xla"),
-    ("alexnet", TORCHVISION_ALEXNET, 67, "max", "winograd"),
+    ("vgg16-tv", TORCHVISION_VGG16, 40, "max", "xla", "zeros"),
+    ("alexnet", TORCHVISION_ALEXNET, 67, "max", "xla", "zeros"),
+    ("alexnet", TORCHVISION_ALEXNET, 67, "avg", "xla", "zeros"),
+    ("alexnet", TORCHVISION_ALEXNET, 67, "max", "winograd", "zeros"),
+    ("vgg16-tv", TORCHVISION_VGG16, 40, "max", "xla", "reflect"),
+    ("alexnet", TORCHVISION_ALEXNET, 67, "max", "winograd", "reflect"),
 ]
 
 
-@pytest.mark.parametrize("arch, table, side, pooling, conv", CASES)
+@pytest.mark.parametrize("arch, table, side, pooling, conv, padding", CASES)
 def test_every_layer_matches_the_numpy_reference(
-    tv_weights, photos, arch, table, side, pooling, conv
+    tv_weights, photos, arch, table, side, pooling, conv, padding
 ):
     import jax
 
     assert [name for _, name, *_ in table] == list(layers.layer_names(arch))
     photo = photos[side]
-    ref = reference(tv_weights[arch].arrays, photo, table, pooling)
+    mode = "reflect" if padding == "reflect" else "constant"
+    ref = reference(tv_weights[arch].arrays, photo, table, pooling, mode)
     taps = layers.layer_names(arch)
-    got = jax.jit(model.features, static_argnames=("taps", "arch", "pooling", "conv"))(
+    got = jax.jit(model.features, static_argnames=("taps", "arch", "pooling", "conv", "padding"))(
         model.variables(tv_weights[arch].arrays, conv),
         photo[None],
         taps=taps,
         arch=arch,
         pooling=pooling,
         conv=conv,
+        padding=padding,
     )
     assert set(got) == set(taps)
     for name in taps:
@@ -130,6 +140,41 @@ def test_every_layer_matches_the_numpy_reference(
         assert g.shape == r.shape, name
         assert np.abs(g - r).max() <= RTOL_OF_MAX * np.abs(r).max() + 1e-5, name
         assert np.abs(r).max() > 0, name  # a dead layer would make the check vacuous
+
+
+def test_reflect_padding_tells_no_layer_where_the_edge_is(tv_weights):
+    """On a uniform grey image every position of every layer sees the same thing under
+    reflect padding, so each feature map is constant; under zeros the edge shows through
+    (the reason reflect exists: features that know where they sit let a style's
+    arrangement travel with its statistics). And the Winograd algorithm's gradient under
+    reflect equals XLA's."""
+    import jax
+    import jax.numpy as jnp
+
+    taps = ("block1_conv2", "block3_conv3", "block4_conv3")
+    variables = model.variables(model.trim(tv_weights["vgg16-tv"].arrays, taps, "vgg16-tv"))
+    grey = jnp.full((1, 32, 32, 3), 118.0)
+    spread = {}
+    for padding in ("zeros", "reflect"):
+        net = model.Network(arch="vgg16-tv", taps=taps, padding=padding)
+        feats = net.apply(variables, grey)
+        spread[padding] = [
+            float(jnp.ptp(f, axis=(1, 2)).max() / jnp.abs(f).max()) for f in feats.values()
+        ]
+    assert min(spread["zeros"]) > 0.1, spread
+    assert max(spread["reflect"]) < 1e-5, spread
+
+    photo = jnp.asarray(images.read(images.CONTENT, size=67))[None]
+    alexnet = tv_weights["alexnet"].arrays
+
+    def grad(conv):
+        net = model.Network(arch="alexnet", taps=("conv5",), conv=conv, padding="reflect")
+        v = model.variables(alexnet, conv)
+        return jax.grad(lambda x: jnp.mean(net.apply(v, x)["conv5"] ** 2))(photo)
+
+    xla, wino = np.asarray(grad("xla")), np.asarray(grad("winograd"))
+    assert np.abs(xla).max() > 0
+    assert np.abs(wino - xla).max() <= 1e-4 * np.abs(xla).max()
 
 
 def test_alexnet_geometry_is_torchvisions():

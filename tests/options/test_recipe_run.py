@@ -80,6 +80,15 @@ def test_explicit_options_win_and_take_their_group_with_them():
     assert taken == ()
 
 
+def test_a_recipe_may_suggest_its_padding_and_yours_wins():
+    run = (("padding", "reflect"),)
+    suggested, taken = RunConfig().settle(run)
+    assert suggested.padding == "reflect" and taken == ("padding",)
+    yours, taken = RunConfig(padding="zeros").settle(run)
+    assert yours.padding == "zeros" and taken == ()
+    assert RunConfig().settle(())[0].padding == "zeros"
+
+
 def test_a_suggestion_that_no_longer_fits_is_refused():
     run = (("scale_steps", (1, 2, 3)),)
     with pytest.raises(JaxcombineError, match="give one step count per scale: 3 for the 1"):
@@ -94,6 +103,7 @@ def test_a_suggestion_that_no_longer_fits_is_refused():
         ({"chunk": 3}, "[run]: 'chunk' is not an option a recipe may suggest"),
         ({"parameterization": "pixels", "pyramid_levels": 2}, "[run]: pyramid_levels applies"),
         ({"scales": [64, 32]}, "[run]: scales must be ascending"),
+        ({"padding": "mirror"}, "[run]: unknown padding 'mirror'; choose zeros, reflect"),
     ],
 )
 def test_a_bad_run_table_is_refused_by_the_options_rules(tmp_path, run, message):

@@ -167,6 +167,17 @@ def test_a_large_style_scale_estimate_is_above_its_measured_peak():
     assert plan_lib.make(config.replace(conv="xla")).memory_bytes > 4.14e9
 
 
+def test_the_padding_reaches_the_network_and_tiles_refuse_reflect():
+    plan = plan_lib.make(RunConfig(size=64, padding="reflect"))
+    assert plan.problem.padding == "reflect" and plan.problem.network().padding == "reflect"
+    assert plan_lib.make(RunConfig(size=64)).problem.padding == "zeros"
+    assert plan_lib.make(RunConfig(size=64, tile=32)).problem.tile == 32  # zeros tile
+    with pytest.raises(JaxcombineError) as e:
+        plan_lib.make(RunConfig(size=64, tile=32, padding="reflect"))
+    assert str(e.value).startswith("tile does not take padding 'reflect'")
+    assert "\n" not in str(e.value)
+
+
 # --------------------------------------------------------------------------- property
 
 
@@ -192,6 +203,7 @@ OPTIONS = {
     "tile": st.sampled_from([0, 8, 16, 17, 32]),
     "shard": st.sampled_from(["auto", "starts", "rows", "cols"]),
     "conv": st.sampled_from(["auto", "xla", "winograd"]),
+    "padding": st.sampled_from([None, "zeros", "reflect"]),
     "dtype": st.sampled_from(["float32", "bfloat16"]),
     "loop": st.sampled_from(["auto", "scan", "step"]),
     "init": st.sampled_from([None, "content", "noise:3", "style,content", "missing.png"]),
