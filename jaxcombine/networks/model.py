@@ -36,6 +36,7 @@ from jaxcombine.options.config import AUTO
 from jaxcombine.options.layers import (
     BACKBONES,
     CONVS,
+    PAD_MODES,
     PADDINGS,
     POOLINGS,
     Conv,
@@ -166,10 +167,10 @@ class Network(nn.Module):
         activations (trades compute for memory; lets larger images fit).
       conv: ``"xla"`` or ``"winograd"`` (float32 only; needs the ``"winograd"``
         collection from ``variables(..., conv="winograd")``).
-      padding: what each convolution reads beyond the edge: ``"zeros"`` (as trained) or
-        ``"reflect"`` (the input mirrored at its edge, the edge pixel not repeated: no
-        layer can tell how far a position is from the edge, so features carry nothing of
-        where they sit in the image).
+      padding: what each convolution reads beyond the edge: ``"zeros"`` (as trained),
+        ``"reflect"`` (the input mirrored at its edge, the edge pixel not repeated) or
+        ``"circular"`` (the opposite edge: the network then commutes with cyclic shifts,
+        by multiples of its stride, so its features carry nothing of where they sit).
 
     Params are ``{"block<k>": {"<layer>": {"kernel": HWIO, "bias": O}}}`` (block k: the
     layers up to the k-th pool; no kernel where ``conv="winograd"`` prepared it in the
@@ -246,10 +247,11 @@ class _Conv(nn.Module):
     ``conv="winograd"`` a 3×3 'SAME' conv uses the ``"winograd"`` collection's kernels,
     not ``params``' kernel.
 
-    With ``padding="reflect"`` the input is mirrored by the layer's padding first and the
-    convolution reads no zeros: a 'VALID' one, or under Winograd the 'SAME' one of the
-    mirrored input with its one-pixel rim cut off (the same numbers; the prepared kernels
-    and their backward rule serve unchanged, at (H+2)(W+2)/HW of the work)."""
+    With ``padding="reflect"`` or ``"circular"`` the input is padded by the layer's
+    padding first (mirrored, or wrapped around) and the convolution reads no zeros: a
+    'VALID' one, or under Winograd the 'SAME' one of the padded input with its one-pixel
+    rim cut off (the same numbers; the prepared kernels and their backward rule serve
+    unchanged, at (H+2)(W+2)/HW of the work)."""
 
     layer: Conv
     dtype: jnp.dtype
@@ -262,10 +264,10 @@ class _Conv(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (spec.features,), jnp.float32)
         *lead, h, w, c = x.shape
         x = x.reshape(-1, h, w, c)
-        reflect = self.padding == "reflect"
-        if reflect:
+        padded = self.padding != "zeros"
+        if padded:
             p = spec.padding
-            x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
+            x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode=PAD_MODES[self.padding])
         if _prepared(spec, self.conv):
             u = {key: self.get_variable("winograd", key) for key in ("fwd", "bwd")}
             if u["fwd"] is None:
@@ -273,7 +275,7 @@ class _Conv(nn.Module):
                     "conv='winograd' needs the variables from model.variables(..., conv='winograd')"
                 )
             y = winograd.conv3x3(x, u["fwd"], u["bwd"])
-            if reflect:
+            if padded:
                 y = y[:, 1:-1, 1:-1]
         else:
             kernel = self.param(
@@ -286,7 +288,7 @@ class _Conv(nn.Module):
                 x,
                 kernel.astype(self.dtype),
                 (spec.stride, spec.stride),
-                "VALID" if reflect else "SAME" if spec.same3x3 else ((spec.padding,) * 2,) * 2,
+                "VALID" if padded else "SAME" if spec.same3x3 else ((spec.padding,) * 2,) * 2,
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )
         return (y + bias.astype(self.dtype).reshape(1, 1, 1, -1)).reshape(*lead, *y.shape[1:])

@@ -519,8 +519,8 @@ class RunConfig:
         Rule(
             "choice",
             "What the network's convolutions read beyond the image's edge: zeros, as it was "
-            "trained, or the image mirrored (reflect: no layer learns where the edge is, so "
-            "the style's features do not carry where they sat in the style; default: the "
+            "trained; the image mirrored (reflect); or its opposite edge (circular: no "
+            "feature knows where it sits, and the output tiles seamlessly; default: the "
             "recipe's, else zeros).",
             PADDINGS,
             optional=True,

@@ -29,9 +29,13 @@ from typing import Sequence
 from jaxcombine.errors import JaxcombineError
 
 POOLINGS = ("max", "avg")
-# What a convolution reads beyond the image's edge: zeros (as the networks were trained)
-# or the image mirrored at its edge (reflect), which tells no layer where the edge is.
-PADDINGS = ("zeros", "reflect")
+# What a convolution reads beyond the image's edge: zeros (as the networks were trained),
+# the image mirrored at its edge (reflect), or the image's opposite edge (circular: the
+# image is a torus, every layer commutes with shifting it, and none can tell where a
+# position is).
+PADDINGS = ("zeros", "reflect", "circular")
+# np.pad / jnp.pad's mode for each padding.
+PAD_MODES = {"zeros": "constant", "reflect": "reflect", "circular": "wrap"}
 CONVS = ("xla", "winograd")
 
 
