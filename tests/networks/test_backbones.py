@@ -111,6 +111,7 @@ CASES = [
     ("alexnet", TORCHVISION_ALEXNET, 67, "max", "winograd", "zeros"),
     ("vgg16-tv", TORCHVISION_VGG16, 40, "max", "xla", "reflect"),
     ("alexnet", TORCHVISION_ALEXNET, 67, "max", "winograd", "reflect"),
+    ("vgg16-tv", TORCHVISION_VGG16, 40, "max", "xla", "circular"),
 ]
 
 
@@ -122,8 +123,7 @@ def test_every_layer_matches_the_numpy_reference(
 
     assert [name for _, name, *_ in table] == list(layers.layer_names(arch))
     photo = photos[side]
-    mode = "reflect" if padding == "reflect" else "constant"
-    ref = reference(tv_weights[arch].arrays, photo, table, pooling, mode)
+    ref = reference(tv_weights[arch].arrays, photo, table, pooling, layers.PAD_MODES[padding])
     taps = layers.layer_names(arch)
     got = jax.jit(model.features, static_argnames=("taps", "arch", "pooling", "conv", "padding"))(
         model.variables(tv_weights[arch].arrays, conv),
@@ -142,39 +142,56 @@ def test_every_layer_matches_the_numpy_reference(
         assert np.abs(r).max() > 0, name  # a dead layer would make the check vacuous
 
 
-def test_reflect_padding_tells_no_layer_where_the_edge_is(tv_weights):
-    """On a uniform grey image every position of every layer sees the same thing under
-    reflect padding, so each feature map is constant; under zeros the edge shows through
-    (the reason reflect exists: features that know where they sit let a style's
-    arrangement travel with its statistics). And the Winograd algorithm's gradient under
-    reflect equals XLA's."""
+def test_padding_decides_what_features_know_of_where_they_sit(tv_weights):
+    """Why the paddings exist: features that know where they sit let a style's arrangement
+    travel with its statistics. On a uniform grey image every position sees the same thing
+    under reflect and circular padding, so each feature map is constant, while under zeros
+    the edge shows through. Under circular padding the network commutes with cyclic
+    shifts (by multiples of its stride): a shifted photo's features are the photo's,
+    shifted. And Winograd's gradient under both paddings equals XLA's."""
     import jax
     import jax.numpy as jnp
 
     taps = ("block1_conv2", "block3_conv3", "block4_conv3")
+    strides = (1, 4, 8)
     variables = model.variables(model.trim(tv_weights["vgg16-tv"].arrays, taps, "vgg16-tv"))
     grey = jnp.full((1, 32, 32, 3), 118.0)
-    spread = {}
-    for padding in ("zeros", "reflect"):
-        net = model.Network(arch="vgg16-tv", taps=taps, padding=padding)
-        feats = net.apply(variables, grey)
-        spread[padding] = [
+    photo = jnp.asarray(images.read(images.CONTENT, size=32))[None]
+    shift = (8, 16)
+    spread, unshifted = {}, {}
+    for padding in layers.PADDINGS:
+        net = jax.jit(model.Network(arch="vgg16-tv", taps=taps, padding=padding).apply)
+        feats = net(variables, grey)
+        spread[padding] = max(
             float(jnp.ptp(f, axis=(1, 2)).max() / jnp.abs(f).max()) for f in feats.values()
-        ]
-    assert min(spread["zeros"]) > 0.1, spread
-    assert max(spread["reflect"]) < 1e-5, spread
+        )
+        feats, moved = (
+            net(variables, photo),
+            net(variables, jnp.roll(photo, shift, (1, 2))),
+        )
+        unshifted[padding] = max(
+            float(
+                jnp.abs(jnp.roll(feats[t], (shift[0] // d, shift[1] // d), (1, 2)) - moved[t]).max()
+            )
+            / float(jnp.abs(feats[t]).max())
+            for t, d in zip(taps, strides)
+        )
+    assert spread["zeros"] > 0.1 and unshifted["zeros"] > 0.1, (spread, unshifted)
+    assert spread["reflect"] < 1e-5 and spread["circular"] < 1e-5, spread
+    assert unshifted["circular"] < 1e-5 and unshifted["reflect"] > 0.1, unshifted
 
-    photo = jnp.asarray(images.read(images.CONTENT, size=67))[None]
+    small = jnp.asarray(images.read(images.CONTENT, size=67))[None]
     alexnet = tv_weights["alexnet"].arrays
+    for padding in ("reflect", "circular"):
 
-    def grad(conv):
-        net = model.Network(arch="alexnet", taps=("conv5",), conv=conv, padding="reflect")
-        v = model.variables(alexnet, conv)
-        return jax.grad(lambda x: jnp.mean(net.apply(v, x)["conv5"] ** 2))(photo)
+        def grad(conv):
+            net = model.Network(arch="alexnet", taps=("conv5",), conv=conv, padding=padding)
+            v = model.variables(alexnet, conv)
+            return jax.jit(jax.grad(lambda x: jnp.mean(net.apply(v, x)["conv5"] ** 2)))(small)
 
-    xla, wino = np.asarray(grad("xla")), np.asarray(grad("winograd"))
-    assert np.abs(xla).max() > 0
-    assert np.abs(wino - xla).max() <= 1e-4 * np.abs(xla).max()
+        xla, wino = np.asarray(grad("xla")), np.asarray(grad("winograd"))
+        assert np.abs(xla).max() > 0
+        assert np.abs(wino - xla).max() <= 1e-4 * np.abs(xla).max(), padding
 
 
 def test_alexnet_geometry_is_torchvisions():

@@ -103,7 +103,7 @@ def test_a_suggestion_that_no_longer_fits_is_refused():
         ({"chunk": 3}, "[run]: 'chunk' is not an option a recipe may suggest"),
         ({"parameterization": "pixels", "pyramid_levels": 2}, "[run]: pyramid_levels applies"),
         ({"scales": [64, 32]}, "[run]: scales must be ascending"),
-        ({"padding": "mirror"}, "[run]: unknown padding 'mirror'; choose zeros, reflect"),
+        ({"padding": "mirror"}, "[run]: unknown padding 'mirror'; choose zeros, reflect, circular"),
     ],
 )
 def test_a_bad_run_table_is_refused_by_the_options_rules(tmp_path, run, message):
