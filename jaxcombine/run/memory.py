@@ -92,18 +92,24 @@ def weight_bytes(layers: Sequence[str], *, arch: str = "vgg19", conv: str = "xla
     return total
 
 
-def working_sets(shapes: dict[str, tuple[int, int, int]], conv: str) -> list[tuple[str, int]]:
+def working_sets(
+    shapes: dict[str, tuple[int, int, int]], conv: str, padded: bool = False
+) -> list[tuple[str, int]]:
     """(``direct`` | ``winograd``, input + output elements) of every convolution in ``shapes``.
 
     A convolution's backward holds its input and output gradients, and Winograd's also
     its tiles' transforms (36 values per 16 outputs, and the strips between), so its
-    working set costs more per element: one coefficient per kind, fitted.
+    working set costs more per element: one coefficient per kind, fitted. ``padded``: the
+    network pads its own input (``padding`` reflect or circular), so each convolution
+    reads and, under Winograd, writes a map two pixels taller and wider.
     """
+    grow = 2 if padded else 0
     out, previous = [], (*next(iter(shapes.values()))[:2], 3)  # the RGB input
     for name, shape in shapes.items():
         if name in layers_lib.CONV_NAMES:
             kind = "winograd" if model.uses_winograd(name, conv) else "direct"
-            out.append((kind, math.prod(previous) + math.prod(shape)))
+            h, w = previous[0] + grow, previous[1] + grow
+            out.append((kind, h * w * (previous[2] + shape[2])))
         previous = shape
     return out
 
@@ -114,11 +120,12 @@ def _check_counts(**counts: int) -> None:
             raise JaxcombineError(f"{name} must be an integer >= 1, got {value!r}")
 
 
-def _per_start(shapes: dict[str, tuple[int, int, int]], conv: str) -> float:
+def _per_start(shapes: dict[str, tuple[int, int, int]], conv: str, padded: bool) -> float:
     """Bytes one start's step holds: its stored activations and its costliest working set."""
+    sets = working_sets(shapes, conv, padded)
     return 4 * (
         STORED_COPIES[conv] * sum(math.prod(s) for s in shapes.values())
-        + max(WORKING_COPIES[conv, kind] * size for kind, size in working_sets(shapes, conv))
+        + max(WORKING_COPIES[conv, kind] * size for kind, size in sets)
     )
 
 
@@ -137,6 +144,7 @@ def estimate_bytes(
     remat: bool = False,
     activation_targets: Sequence[str] | None = None,
     per_start_targets: bool = False,
+    padding: str = "zeros",
 ) -> int:
     """Peak bytes of a run whose recipe taps ``layers``, at ``height`` × ``width`` pixels
     with ``starts`` starts side by side, on one device (pass the starts per device).
@@ -151,7 +159,8 @@ def estimate_bytes(
         raise JaxcombineError(f"unknown dtype {dtype!r}; choose {', '.join(DTYPES)}")
     model.check_conv(conv, dtype)
     shapes = layers_lib.layer_shapes(layers, height, width, arch)
-    per_start = max(_per_start(shapes, c) for c in {"xla", conv})  # Winograd adds, never saves
+    padded = padding != "zeros"  # measured: 1-2 % more at 256 px (docs/reliability.md)
+    per_start = max(_per_start(shapes, c, padded) for c in {"xla", conv})  # Winograd adds
     per_start *= REMAT[conv] if remat else 1.0
     per_start *= 1.0 if dtype == "float32" else REDUCED_PRECISION  # losses stay float32
     taps = layers_lib.check_layers(layers, arch)

@@ -353,6 +353,7 @@ def _estimate(plan: Plan) -> tuple[int, str, tuple[str, ...]]:
         remat=config.remat,
         per_start_targets=plan.per_start_targets,
         activation_targets=losses.spatial_layers(rec),
+        padding=config.padding,
     )
     # hypercolumn terms: their sampled matrices per start, their maps and neighbour targets
     style_shapes = plan.scales[-1].style_shapes
