@@ -520,8 +520,7 @@ class RunConfig:
             "choice",
             "What the network's convolutions read beyond the image's edge: zeros, as it was "
             "trained; the image mirrored (reflect); or its opposite edge (circular: no "
-            "feature knows where it sits, and the output tiles seamlessly; default: the "
-            "recipe's, else zeros).",
+            "feature knows where it sits; default: the recipe's, else zeros).",
             PADDINGS,
             optional=True,
         ),
