@@ -144,8 +144,8 @@ def test_table_matches_every_recorded_measurement():
 
 
 # Peak RSS of `jaxcombine run --recipe strotss --size S --scale-floor S --padding P` (one
-# scale, 10 steps at 256 px, 3 at 512; Winograd; JAXCOMBINE_COMPILE_CACHE=off) on the 2-core
-# AMD EPYC: a padded network reads maps two pixels larger (zeros measured 1.80 and 2.86 GB).
+# scale, 10 steps at 256 px, 3 at 512; Winograd; JAXCOMBINE_COMPILE_CACHE=off) on a 2-core
+# Intel Xeon: a padded network reads maps two pixels larger (zeros measured 1.80 and 2.86 GB).
 PADDED_PEAKS = {(256, "reflect"): 1.826e9, (256, "circular"): 1.824e9, (512, "circular"): 2.985e9}
 
 
