@@ -104,12 +104,16 @@ def working_sets(
     reads and, under Winograd, writes a map two pixels taller and wider.
     """
     grow = 2 if padded else 0
+
+    def elements(m: tuple[int, int, int], border: int) -> int:
+        return (m[0] + border) * (m[1] + border) * m[2]
+
     out, previous = [], (*next(iter(shapes.values()))[:2], 3)  # the RGB input
     for name, shape in shapes.items():
         if name in layers_lib.CONV_NAMES:
             kind = "winograd" if model.uses_winograd(name, conv) else "direct"
-            h, w = previous[0] + grow, previous[1] + grow
-            out.append((kind, h * w * (previous[2] + shape[2])))
+            written = grow if kind == "winograd" else 0  # a direct one writes only the output
+            out.append((kind, elements(previous, grow) + elements(shape, written)))
         previous = shape
     return out
 
