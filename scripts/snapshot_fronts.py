@@ -9,8 +9,10 @@ scored once with ``jaxcombine eval --judge alexnet`` (``RUN_DIR/snapshots.csv``,
 reused), against the content and style its run record names. ``--pair`` names each run's
 pair as the suite table does (one per RUN_DIR, in order). For every point of the first
 ``--recipe`` (the one to beat) the script prints the first snapshot that weakly
-dominates it (no larger LPIPS, no larger sliced W) or "never"; ``--plot`` draws each
-pair's paths and the recipes' points.
+dominates it (no larger LPIPS, no larger style distance: the suite's, sliced W) or
+"never", then whether the whole path dominates those points as ``eval-suite`` counts a
+front dominating (``jaxcombine.suite.fronts.dominates``); ``--plot`` draws each pair's
+paths and the recipes' points.
 
 Why: a suite row is where a run stopped. When a preset's far end "saturates" (lower
 content weights give the same point), the snapshots say whether the run had converged
@@ -27,12 +29,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from jaxcombine.options.config import SUITE_FRONT_STATISTIC
+from jaxcombine.suite.fronts import dominates
+
 STEP = re.compile(r"step(\d+)\.png$")
+STYLE = f"judge_style_{SUITE_FRONT_STATISTIC}"  # the style distance the suite's fronts use
 
 
 def scored_snapshots(run_dir: Path, from_step: int = 0) -> list[tuple[int, float, float]]:
-    """(step, LPIPS, sliced W) of each snapshot of ``run_dir`` from ``from_step`` on,
-    scored on AlexNet once (``snapshots.csv`` keeps the scores; delete it to score anew)."""
+    """(step, LPIPS, style distance) of each snapshot of ``run_dir`` from ``from_step`` on,
+    scored on AlexNet once: ``snapshots.csv`` keeps the scores, and is scored anew only
+    when it lacks one of the snapshots asked for (delete it to score anew regardless)."""
     table = run_dir / "snapshots.csv"
     shots = [
         p
@@ -41,28 +50,29 @@ def scored_snapshots(run_dir: Path, from_step: int = 0) -> list[tuple[int, float
     ]
     if not shots:
         sys.exit(f"snapshot_fronts: {run_dir} has no snapshots (run with --snapshot-every)")
-    if not table.exists():
+    wanted = {p.name for p in shots}
+    scored = (
+        {Path(r["image"]).name: r for r in csv.DictReader(table.open())} if table.exists() else {}
+    )
+    if not wanted <= scored.keys():
         config = json.loads((run_dir / "run.json").read_text())["config"]
         cmd = [sys.executable, "-m", "jaxcombine", "eval", *map(str, shots), "--judge", "alexnet"]
         style = config["style"][0] if isinstance(config["style"], list) else config["style"]
         cmd += ["--content", config["content"], "--style", style, "--out", str(table)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    rows = csv.DictReader(table.open())
-    points = [
-        (
-            int(STEP.search(r["image"]).group(1)),
-            float(r["judge_content"]),
-            float(r["judge_style_swd"]),
-        )
-        for r in rows
-    ]
-    return sorted(points)
+        scored = {Path(r["image"]).name: r for r in csv.DictReader(table.open())}
+    return sorted(
+        (int(STEP.search(name).group(1)), float(r["judge_content"]), float(r[STYLE]))
+        for name, r in scored.items()
+        if name in wanted
+    )
 
 
 def suite_points(
     table: Path, pair: str, recipe: str, weights: list[float] | None
 ) -> list[tuple[str, float, float]]:
-    """(content weight, LPIPS, sliced W) of ``recipe``'s rows for ``pair`` in the suite table."""
+    """(content weight, LPIPS, style distance) of ``recipe``'s rows for ``pair`` in the
+    suite table."""
     out = []
     for r in csv.DictReader(table.open()):
         w = float(r["content_weight"])
@@ -71,9 +81,7 @@ def suite_points(
             and r["recipe"] == recipe
             and (not weights or any(abs(w - x) < 1e-6 for x in weights))
         ):
-            out.append(
-                (r["content_weight"], float(r["judge_content"]), float(r["judge_style_swd"]))
-            )
+            out.append((r["content_weight"], float(r["judge_content"]), float(r[STYLE])))
     return sorted(out, key=lambda p: p[1])
 
 
@@ -97,16 +105,21 @@ def main() -> None:
         name, _, ws = spec.partition("=")
         recipes.append((name, [float(x) for x in ws.split(",")] if ws else None))
     paths = [
-        (pair, run, [s for s in scored_snapshots(run, a.from_step) if s[0] >= a.from_step])
+        (pair, run, scored_snapshots(run, a.from_step))
         for pair, run in zip(a.pair, a.runs, strict=True)
     ]
+    name, weights = recipes[0]
     for pair, run, path in paths:
-        name, weights = recipes[0]
-        for w, lp, sw in suite_points(a.suite_csv, pair, name, weights):
+        beaten = suite_points(a.suite_csv, pair, name, weights)
+        for w, lp, sw in beaten:
             first = next((s for s, x, y in path if x <= lp and y <= sw), None)
             print(
                 f"{pair} {run.name}: {name} {w} ({lp:.3f}/{sw:.3f}) first dominated at step {first or 'never'}"
             )
+        verdict = dominates(np.array([s[1:] for s in path]), np.array([b[1:] for b in beaten]))
+        print(
+            f"{pair} {run.name}: the path {'dominates' if verdict else 'does not dominate'} {name}'s points"
+        )
     if a.plot:
         plot(a, recipes, paths)
 
@@ -135,7 +148,11 @@ def plot(a: argparse.Namespace, recipes, paths) -> None:
                 ax.plot([s[1] for s in path], [s[2] for s in path], ".-", label=run.name)
                 for s, x, y in path[:: max(1, len(path) // 4)] + path[-1:]:
                     ax.annotate(str(s), (x, y), fontsize=6, color="grey")
-        ax.set(title=pair, xlabel="LPIPS to the photo (AlexNet)", ylabel="sliced W to the painting")
+        ax.set(
+            title=pair,
+            xlabel="LPIPS to the photo (AlexNet)",
+            ylabel=f"style distance ({SUITE_FRONT_STATISTIC}) to the painting",
+        )
         ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(a.plot, dpi=110)
