@@ -105,3 +105,29 @@ def set_learning_rate(opt_state: Any, value: Any, total_steps: Any) -> Any:
         )
 
     return jax.tree.map(set_one, opt_state, is_leaf=lambda n: isinstance(n, LearningRate))
+
+
+def scale_learning_rate(opt_state: Any, factor: float) -> Any:
+    """``opt_state`` with every :class:`LearningRate`'s base rate multiplied by ``factor``
+    (a coarse-to-fine scale's own rate, :attr:`jaxcombine.engine.scales.Stage.lr_factor`);
+    steps taken and schedule length kept."""
+
+    def scale_one(node):
+        if not isinstance(node, LearningRate):
+            return node
+        return node._replace(value=node.value * jnp.asarray(factor, node.value.dtype))
+
+    return jax.tree.map(scale_one, opt_state, is_leaf=lambda n: isinstance(n, LearningRate))
+
+
+def learning_rate_of(opt_state: Any, fresh: Any) -> Any:
+    """``opt_state`` (a saved one, resumed) with the base rates of ``fresh`` (a new state
+    of the same run): its steps taken kept. A saved state holds the rate its scale had
+    scaled; the run's own rate goes back in, and the scale scales it again as it begins."""
+
+    def take(saved, new):
+        if isinstance(saved, LearningRate):
+            return saved._replace(value=new.value)
+        return saved
+
+    return jax.tree.map(take, opt_state, fresh, is_leaf=lambda n: isinstance(n, LearningRate))

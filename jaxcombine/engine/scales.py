@@ -28,8 +28,10 @@ a small size first and hand each result up to the next size:
   :mod:`jaxcombine.engine.parameterization`) are made afresh from the upsampled image at
   each scale: a pyramid is decomposed again at the new size, with that size's levels;
 * a scale may weight the loss's terms by its own factors (``Stage.loss_factors``: the
-  content weight lowered as the scales grow, as STROTSS does); they multiply the state's
-  weights, traced numbers, so they compile nothing;
+  content weight lowered as the scales grow, as STROTSS does) and scale the learning
+  rate by its own factor (``Stage.lr_factor``: STROTSS halves it at the last scale); they
+  multiply the state's weights and learning rates, traced numbers, so they compile
+  nothing;
 * all starts stay vmapped through every scale, and a start that diverged stays
   stopped.
 
@@ -54,9 +56,10 @@ from jaxcombine.engine import driver, optimizers, program
 class Stage:
     """One scale: its output shape, steps (an int, or one per start) and its targets,
     computed by ``targets()`` when the scale begins; ``loss_factors`` ((n_components,),
-    or None: all 1) multiply the loss weights of the state the scale begins with;
-    ``detail()`` ((1 or k, H, W, 3), or None: nothing) is added to the previous scale's
-    upsampled images when this scale begins (:func:`next_state`)."""
+    or None: all 1) multiply the loss weights of the state the scale begins with, and
+    ``lr_factor`` its learning rates; ``detail()`` ((1 or k, H, W, 3), or None: nothing)
+    is added to the previous scale's upsampled images when this scale begins
+    (:func:`next_state`)."""
 
     height: int
     width: int
@@ -64,6 +67,7 @@ class Stage:
     targets: Callable[[], Mapping]
     loss_factors: Any = None
     detail: Callable[[], Any] | None = None
+    lr_factor: float = 1.0
 
     @property
     def size(self) -> int:
@@ -155,11 +159,12 @@ def optimise_scales(
     whole ladder: history rows of every stage in order, each row's stage in ``row_stage``.
 
     ``new_state(pixels, steps)`` builds a fresh state at a stage's size (the caller's
-    learning rates, loss weights and seeds); its weights, like ``state``'s, are the run's
-    own, which each stage multiplies by its ``loss_factors``. ``on_chunk`` gets global steps;
-    ``on_stage(i, outcome)`` is called when stage i ends (not when interrupted), before
-    the next begins. ``optimise_options`` go to :func:`driver.optimise` (chunk, loop,
-    stop, per_start_targets, layout).
+    learning rates, loss weights and seeds); its weights and learning rates, like
+    ``state``'s, are the run's own, which each stage multiplies by its ``loss_factors`` and
+    ``lr_factor`` (a resumed state too: :func:`optimizers.learning_rate_of`). ``on_chunk``
+    gets global steps; ``on_stage(i, outcome)`` is called when stage i ends (not when
+    interrupted), before the next begins. ``optimise_options`` go to
+    :func:`driver.optimise` (chunk, loop, stop, per_start_targets, layout).
     """
     starts = offsets(stages)
     parts: list[tuple[int, driver.Outcome]] = []
@@ -177,6 +182,10 @@ def optimise_scales(
         if stage.loss_factors is not None:
             state = state._replace(
                 weights=state.weights * jnp.asarray(stage.loss_factors, jnp.float32)[None]
+            )
+        if stage.lr_factor != 1.0:
+            state = state._replace(
+                opt_state=optimizers.scale_learning_rate(state.opt_state, stage.lr_factor)
             )
 
         def shifted(step, comps, fetch, offset=starts[i]):

@@ -79,6 +79,7 @@ RECIPE_RUN_OPTIONS = (
     "scale_floor",
     "scale_steps",
     "scale_content_weights",
+    "scale_lr_factors",
     "scale_detail",
     "optimizer",
     "lr",
@@ -98,6 +99,7 @@ SUGGESTION_YIELDS_TO = {
     "scale_floor": _LADDER,
     "scale_steps": ("steps", *_LADDER),
     "scale_content_weights": _LADDER,
+    "scale_lr_factors": ("optimizer", *_LADDER),
     "lr": ("optimizer",),
     "pyramid_levels": ("parameterization",),
 }
@@ -420,6 +422,17 @@ class RunConfig:
             optional=True,
         ),
     )
+    scale_lr_factors: tuple[float, ...] | None = option(
+        None,
+        Rule(
+            "floats",
+            "Multiply the learning rate by these factors, one per scale, coarse to fine "
+            "(e.g. 1,1,1,0.5: STROTSS halves it at the last scale; default 1). Built-in "
+            "optimizers only.",
+            low=0.0,
+            optional=True,
+        ),
+    )
     scale_from: str = option(
         "last",
         Rule(
@@ -652,6 +665,10 @@ class RunConfig:
             )
         if self.schedule != "constant" and not self.builtin_optimizer:
             raise ConfigError("schedule", "schedule applies to the built-in optimizers")
+        if self.scale_lr_factors is not None and not self.builtin_optimizer:
+            raise ConfigError(
+                "scale_lr_factors", "scale_lr_factors applies to the built-in optimizers"
+            )
         if self.init is not None:
             parse_inits(self.init, self.seed)
         if self.pyramid_levels is not None and self.parameterization == "pixels":
@@ -694,6 +711,7 @@ class RunConfig:
         for name, what in (
             ("scale_steps", "step count"),
             ("scale_content_weights", "content weight factor"),
+            ("scale_lr_factors", "learning rate factor"),
         ):
             values = getattr(self, name)
             if values is not None and len(values) != len(ladder):
@@ -742,7 +760,8 @@ class RunConfig:
 
     def ladder(self) -> tuple[int, ...]:
         """The sizes the ladder options give, coarse to fine, before ``scale_floor``; the
-        per-scale lists (``scale_steps``, ``scale_content_weights``) have one entry each.
+        per-scale lists (``scale_steps``, ``scale_content_weights``, ``scale_lr_factors``)
+        have one entry each.
 
         ``scales`` as given (a larger ``size`` appended); from ``scale_count``, sizes
         each twice the last, ending at :attr:`end_size`; from ``min_size``, the sizes
@@ -791,6 +810,12 @@ class RunConfig:
         """The content terms' weight factor at each of :meth:`sizes` (default 1)."""
         if self.scale_content_weights is not None:
             return self._floored(self.scale_content_weights)
+        return (1.0,) * len(self.sizes())
+
+    def lr_factors(self) -> tuple[float, ...]:
+        """What multiplies the learning rate at each of :meth:`sizes` (default 1)."""
+        if self.scale_lr_factors is not None:
+            return self._floored(self.scale_lr_factors)
         return (1.0,) * len(self.sizes())
 
     @property

@@ -93,6 +93,7 @@ def scales_record(config, outcome: driver.Outcome, plan=None) -> dict:
         "shapes": [list(s) for s in shapes],
         "steps": list(config.steps_per_scale()),
         "content_weight_factors": list(config.content_factors()),
+        "lr_factors": list(config.lr_factors()),
         "scale_from": config.scale_from,
         "scale_detail": config.scale_detail,
         "scale_optimizer": config.scale_optimizer,

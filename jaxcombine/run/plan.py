@@ -49,6 +49,7 @@ class Scale:
     style_shapes: tuple[tuple[int, int], ...]  # (height, width) each style is fitted to
     levels: int = 1  # of the image's Laplacian pyramid (1: pixels)
     content_factor: float = 1.0  # multiplies the content terms' weights at this scale
+    lr_factor: float = 1.0  # multiplies the learning rate at this scale
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -167,8 +168,8 @@ def make(
     style_scales = config.style_scales()
     scales = []
     parameterization = Parameterization(config.parameterization, config.pyramid_levels)
-    for size, steps, factor in zip(
-        config.sizes(), config.steps_per_scale(), config.content_factors()
+    for size, steps, factor, lr_factor in zip(
+        config.sizes(), config.steps_per_scale(), config.content_factors(), config.lr_factors()
     ):
         w, h = images.target_size(width, height, size=size)
         scales.append(
@@ -180,6 +181,7 @@ def make(
                 _style_shapes(rec, style_scales, h, w, config.model),
                 parameterization.levels_at(h, w),
                 factor,
+                lr_factor,
             )
         )
     try:

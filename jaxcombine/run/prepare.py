@@ -129,6 +129,7 @@ class Prepared:
                 functools.partial(self.content_detail, ladder[i - 1], s)
                 if i and self.config.scale_detail == "content"
                 else None,
+                s.lr_factor,
             )
             for i, (s, n) in enumerate(zip(ladder, steps))
         ]

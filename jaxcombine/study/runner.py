@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcombine.engine import driver, program, scales
+from jaxcombine.engine import driver, optimizers, program, scales
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images, records
 from jaxcombine.options.config import RunConfig, StudyOptions, Sweep, parse_sweep
@@ -151,9 +151,11 @@ class _Study(runner.Hooks):
             rec.snapshot(x0)
             return self.new_state(x0, stages[0].steps), 0
         x0, params, opt_state, average = rec.load()
-        state = self.new_state(
-            x0, stages[rec.stage].steps, rec.step - self.offsets[rec.stage]
-        )._replace(params=jax.tree.map(jnp.asarray, params), opt_state=opt_state)
+        fresh = self.new_state(x0, stages[rec.stage].steps, rec.step - self.offsets[rec.stage])
+        state = fresh._replace(
+            params=jax.tree.map(jnp.asarray, params),
+            opt_state=optimizers.learning_rate_of(opt_state, fresh.opt_state),
+        )
         if state.average is not None and average is not None:
             state = state._replace(average=program.average_state(average, state.step))
         return state, rec.stage

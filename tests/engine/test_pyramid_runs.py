@@ -52,6 +52,27 @@ def test_the_content_weight_per_scale_is_traced(vgg19, compiled):
     np.testing.assert_allclose(oc.totals[:2], want, rtol=1e-6)
 
 
+def test_the_learning_rate_per_scale_is_traced_and_multiplies_the_rate(vgg19, compiled):
+    """A scale's factor multiplies the run's learning rate there: lr 2 at factors (1, 0.25)
+    is, to the last bit, lr 1 at (2, 0.5), compiled once; at factor 0 a scale does not
+    move the image, so its loss stays where the scale began."""
+    ladder = dict(BASE, scales=(24, 32), parameterization="laplacian", optimizer="rmsprop")
+    first = job.combine(lr=2.0, scale_lr_factors=(1.0, 0.25), **ladder)
+    before = len(compiled)
+    assert before > 0  # the listener hears compiles
+    second = job.combine(lr=1.0, scale_lr_factors=(2.0, 0.5), **ladder)
+    assert compiled[before:] == []
+    np.testing.assert_array_equal(second.outcome.history, first.outcome.history)
+    np.testing.assert_array_equal(second.outcome.pixels, first.outcome.pixels)
+    plain = job.combine(lr=2.0, **ladder)
+    assert not np.array_equal(plain.outcome.pixels, first.outcome.pixels)
+    frozen = job.combine(lr=2.0, scale_lr_factors=(1.0, 0.0), **ladder).outcome
+    fine = frozen.history[frozen.row_stage == 1]
+    assert len(fine) == 4 and np.all(fine == fine[0])
+    coarse = frozen.history[frozen.row_stage == 0]
+    assert not np.all(coarse == coarse[0])
+
+
 def test_pyramids_the_scales_cannot_hold_are_refused_before_a_run():
     from jaxcombine.errors import JaxcombineError
     from jaxcombine.options.config import RunConfig

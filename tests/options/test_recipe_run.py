@@ -45,12 +45,19 @@ def test_presets_keep_their_papers_smallest_scale_at_any_size(name):
 
 
 def test_a_floor_drops_coarse_scales_of_every_ladder_with_their_list_entries():
-    steps, factors = (1, 2, 3, 4), (1.0, 0.5, 0.25, 0.125)
+    steps, factors, rates = (1, 2, 3, 4), (1.0, 0.5, 0.25, 0.125), (1.0, 1.0, 2.0, 0.5)
     config = RunConfig(
-        size=512, scale_count=4, scale_floor=100, scale_steps=steps, scale_content_weights=factors
+        size=512,
+        scale_count=4,
+        scale_floor=100,
+        scale_steps=steps,
+        scale_content_weights=factors,
+        scale_lr_factors=rates,
     )
     assert config.sizes() == (128, 256, 512)
     assert config.steps_per_scale() == (2, 3, 4) and config.content_factors() == (0.5, 0.25, 0.125)
+    assert config.lr_factors() == (1.0, 2.0, 0.5)
+    assert RunConfig(size=512, scale_count=2).lr_factors() == (1.0, 1.0)  # the default
     assert RunConfig(size=512, min_size=128, scale_floor=300).sizes() == (362, 512)
     assert RunConfig(scales=(64, 128, 256), scale_floor=128).sizes() == (128, 256)
     assert RunConfig(size=64, scale_floor=128).sizes() == (64,)  # never the output itself
@@ -66,6 +73,7 @@ def test_explicit_options_win_and_take_their_group_with_them():
     config, taken = RunConfig(steps=5, optimizer="adam", scales=(32, 64)).settle(run)
     assert config.steps_per_scale() == (5, 5)  # the recipe's scale_steps gave way
     assert config.content_factors() == (1.0, 1.0)  # its per-scale factors too
+    assert config.lr_factors() == (1.0, 1.0)
     assert config.lr is None and config.learning_rate() == 4.0  # its lr was rmsprop's
     assert taken == ("model", "parameterization", "scale_detail")  # not part of the ladder
     pixels, taken = RunConfig(parameterization="pixels").settle(run)
@@ -100,6 +108,11 @@ def test_a_suggestion_that_no_longer_fits_is_refused():
     [
         ({"optimizer": "adamw"}, "recipe bad: [run]: unknown optimizer 'adamw'; choose"),
         ({"scale_count": 2, "scale_steps": [1]}, "[run]: give one step count per scale: 1"),
+        (
+            {"scale_count": 2, "scale_lr_factors": [1, 1, 1]},
+            "[run]: give one learning rate factor per scale: 3 for the 2 scales",
+        ),
+        ({"scale_lr_factors": [1, -1]}, "[run]: scale_lr_factors"),
         ({"chunk": 3}, "[run]: 'chunk' is not an option a recipe may suggest"),
         ({"parameterization": "pixels", "pyramid_levels": 2}, "[run]: pyramid_levels applies"),
         ({"scales": [64, 32]}, "[run]: scales must be ascending"),

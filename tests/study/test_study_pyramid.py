@@ -19,6 +19,8 @@ CONFIG = RunConfig(
     lr=1.0,
     parameterization="laplacian",
     pyramid_levels=2,
+    # a saved state holds its scale's rate, factor applied; resumed, it is not applied twice
+    scale_lr_factors=(0.5, 2.0),
 )
 
 
