@@ -74,6 +74,10 @@ def test_explicit_options_win_and_take_their_group_with_them():
     assert config.steps_per_scale() == (5, 5)  # the recipe's scale_steps gave way
     assert config.content_factors() == (1.0, 1.0)  # its per-scale factors too
     assert config.lr_factors() == (1.0, 1.0)
+    rates = (("scale_count", 2), ("optimizer", "rmsprop"), ("scale_lr_factors", (1.0, 2.0)))
+    assert RunConfig().settle(rates)[0].lr_factors() == (1.0, 2.0)
+    adam, adam_taken = RunConfig(optimizer="adam").settle(rates)
+    assert adam.lr_factors() == (1.0, 1.0) and adam_taken == ("scale_count",)  # rmsprop's
     assert config.lr is None and config.learning_rate() == 4.0  # its lr was rmsprop's
     assert taken == ("model", "parameterization", "scale_detail")  # not part of the ladder
     pixels, taken = RunConfig(parameterization="pixels").settle(run)
