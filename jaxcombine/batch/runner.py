@@ -315,8 +315,9 @@ def _groups(prepared: list) -> Iterable[list]:
     """Jobs that can share one compiled program: same structure (:class:`engine.Problem`),
     output size, targets' shapes (masks, style sizes), weights and loop. Learning rates,
     step counts and loss weights may differ: they are per-start arrays of one program.
-    Coarse-to-fine jobs also share their scales, steps per scale, style scales and how
-    scales hand on (a single-scale job's key has its steps apart)."""
+    Coarse-to-fine jobs also share their scales, steps per scale, style scales, how
+    scales hand on and each scale's loss and learning-rate factors (a single-scale job's
+    key has its steps apart)."""
     groups: dict[Any, list] = {}
     for j, prep in prepared:
         c = prep.plan.config  # settled: the recipe's suggested ladder included
@@ -345,9 +346,11 @@ def _groups(prepared: list) -> Iterable[list]:
             prep.plan.loop,
             c.snapshot_every,
             ladder,
-            # each stage's loss factors are the group's (Stage.loss_factors): the content
-            # factors, and their inverse on a term with inverse_content_weight
+            # each stage's loss factors and learning-rate factor are the group's
+            # (Stage.loss_factors, Stage.lr_factor): the content factors, their inverse on
+            # a term with inverse_content_weight, and the scale's rate
             tuple(prep.plan.loss_factors(s) for s in prep.plan.scales),
+            tuple(s.lr_factor for s in prep.plan.scales),
         )
         groups.setdefault(key, []).append((j, prep))
     return list(groups.values())

@@ -384,3 +384,16 @@ def test_jobs_whose_scales_weigh_terms_apart_do_not_share_a_program(tmp_path):
         preps.append((name, prepare(plan_lib.make(config))))
     groups = [[j for j, _ in g] for g in batch._groups(preps)]
     assert sorted(groups) == [["a", "b"], ["c"]]
+
+
+def test_jobs_whose_scales_step_apart_do_not_share_a_program(tmp_path):
+    """Each scale's learning-rate factor is the group's (the first job's) too: jobs that
+    differ only in scale_lr_factors run apart (an eval-suite of two such recipes once
+    gave the second the first's rates and identical images)."""
+    path = str(recipe_files.write(tmp_path / "r.toml", recipe_files.shallow()))
+    preps = []
+    for name, rates in (("a", (1.0, 3.0)), ("b", (1.0, 3.0)), ("c", (1.0, 5.0))):
+        config = RunConfig(recipe=path, size=64, scale_count=2, scale_lr_factors=rates, conv="xla")
+        preps.append((name, prepare(plan_lib.make(config))))
+    groups = [[j for j, _ in g] for g in batch._groups(preps)]
+    assert sorted(groups) == [["a", "b"], ["c"]]
