@@ -90,44 +90,43 @@ def build(name: str, schedule: str = "constant") -> optax.GradientTransformation
     raise ValueError(f"unknown optimizer {name!r}; choose {', '.join(OPTIMIZERS)}")
 
 
+def _map_rates(fn: Any, opt_state: Any, *others: Any) -> Any:
+    """``opt_state`` with ``fn(node, *matching nodes of others)`` in place of every
+    :class:`LearningRate`; every other node as it is. A state without one (a user's own
+    optax transformation) is returned unchanged."""
+
+    def each(node, *rest):
+        return fn(node, *rest) if isinstance(node, LearningRate) else node
+
+    return jax.tree.map(each, opt_state, *others, is_leaf=lambda n: isinstance(n, LearningRate))
+
+
 def set_learning_rate(opt_state: Any, value: Any, total_steps: Any) -> Any:
     """``opt_state`` with every :class:`LearningRate` set to ``value`` and ``total_steps``
     (scalars, or arrays shaped like the state's leading starts axis). A state without
     one (a user's own optax transformation) is returned unchanged."""
 
     def set_one(node):
-        if not isinstance(node, LearningRate):
-            return node
         shape = node.value.shape
         return node._replace(
             value=jnp.broadcast_to(jnp.asarray(value, jnp.float32), shape),
             total_steps=jnp.broadcast_to(jnp.asarray(total_steps, jnp.int32), shape),
         )
 
-    return jax.tree.map(set_one, opt_state, is_leaf=lambda n: isinstance(n, LearningRate))
+    return _map_rates(set_one, opt_state)
 
 
 def scale_learning_rate(opt_state: Any, factor: float) -> Any:
     """``opt_state`` with every :class:`LearningRate`'s base rate multiplied by ``factor``
     (a coarse-to-fine scale's own rate, :attr:`jaxcombine.engine.scales.Stage.lr_factor`);
     steps taken and schedule length kept."""
-
-    def scale_one(node):
-        if not isinstance(node, LearningRate):
-            return node
-        return node._replace(value=node.value * jnp.asarray(factor, node.value.dtype))
-
-    return jax.tree.map(scale_one, opt_state, is_leaf=lambda n: isinstance(n, LearningRate))
+    return _map_rates(
+        lambda n: n._replace(value=n.value * jnp.asarray(factor, n.value.dtype)), opt_state
+    )
 
 
 def learning_rate_of(opt_state: Any, fresh: Any) -> Any:
     """``opt_state`` (a saved one, resumed) with the base rates of ``fresh`` (a new state
     of the same run): its steps taken kept. A saved state holds the rate its scale had
     scaled; the run's own rate goes back in, and the scale scales it again as it begins."""
-
-    def take(saved, new):
-        if isinstance(saved, LearningRate):
-            return saved._replace(value=new.value)
-        return saved
-
-    return jax.tree.map(take, opt_state, fresh, is_leaf=lambda n: isinstance(n, LearningRate))
+    return _map_rates(lambda saved, new: saved._replace(value=new.value), opt_state, fresh)
