@@ -13,6 +13,7 @@ def test_presets_suggest_their_papers_schedules():
     config, taken = strotss.settle(recipe.load("strotss").run)
     assert config.sizes() == (64, 128, 256, 512) and config.steps_per_scale() == (200,) * 4
     assert config.content_factors() == (1.0, 0.5, 0.25, 0.125)
+    assert config.lr_factors() == (1.0, 1.0, 1.0, 3.0)  # a faster last scale (see the file)
     assert (config.optimizer, config.parameterization, config.model) == (
         "rmsprop",
         "laplacian",
@@ -35,6 +36,8 @@ def test_presets_keep_their_papers_smallest_scale_at_any_size(name):
     assert config.steps_per_scale() == (200, 200, 200)
     factors = {"strotss": (0.5, 0.25, 0.125), "nnst": (1.0, 1.0, 1.0)}[name]
     assert config.content_factors() == factors
+    rates = {"strotss": (1.0, 1.0, 3.0), "nnst": (1.0, 1.0, 1.0)}[name]
+    assert config.lr_factors() == rates
     small, _ = RunConfig(recipe=name, size=48).settle(recipe.load(name).run)
     assert small.sizes() == (48,) and small.steps_per_scale() == (200,)  # the output stays
     # your ladder takes the recipe's floor with it; your floor applies to its ladder
