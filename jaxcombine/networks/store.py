@@ -49,6 +49,14 @@ KNOWN_FINGERPRINTS = {
         "sha256:85a0c42c15f0e87ed4d21564bfd32fa54e7e7a9d1b765ae07c6fa4fb2564e366"
     ),
 }
+
+
+def fetched_fingerprint(arch: str) -> str | None:
+    """The fingerprint ``jaxcombine weights fetch`` gives ``arch``: its pinned source's, for
+    the networks fetched from a package (None for one only imported, such as Keras's VGG16)."""
+    return next((fp for (_, name), fp in KNOWN_FINGERPRINTS.items() if name == arch), None)
+
+
 KERAS_FILES = {
     "vgg19": "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "vgg16": "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",

@@ -26,7 +26,7 @@ from jaxcombine.batch import manifest
 from jaxcombine.batch import runner as batch
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import folders, images, records
-from jaxcombine.networks import weights
+from jaxcombine.networks import store, weights
 from jaxcombine.options.config import RunConfig
 from jaxcombine.study import runner as study_lib
 
@@ -257,6 +257,25 @@ def test_job_ids_are_capped_and_follow_the_weights(tmp_path, monkeypatch):
     assert manifest.job_id(config) == jid  # the same weights, recorded again
     (folder / "vgg19.json").write_text(json.dumps({**record, "fingerprint": "sha256:two"}))
     assert manifest.job_id(config) != jid
+
+
+@pytest.mark.parametrize("model", ["vgg19", "vgg16-tv", "alexnet"])
+def test_a_job_is_named_alike_before_and_after_its_weights_are_fetched(tmp_path, model):
+    """A suite on vgg16-tv started before its weights were fetched named every job with no
+    fingerprint, and its rerun, after the fetch, named them anew and ran them all again:
+    an id takes the fingerprint the fetch will give."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    config = RunConfig(model=model, init="content", weights=str(folder))
+    before = manifest.job_id(config)  # nothing fetched yet
+    fetched = store.fetched_fingerprint(model)
+    assert fetched is not None and fetched.startswith("sha256:")
+    record = {"arch": model, "file": f"{model}.h5", "fingerprint": fetched, "created": "x"}
+    (folder / f"{model}.json").write_text(json.dumps(record))
+    assert manifest.job_id(config) == before
+    (folder / f"{model}.json").write_text(json.dumps({**record, "fingerprint": "sha256:own"}))
+    assert manifest.job_id(config) != before  # weights of your own: another job
+    assert store.fetched_fingerprint("vgg16") is None  # Keras's VGG16 is only imported
 
 
 def test_job_ids_follow_the_mask_files_a_recipe_names(tmp_path):
