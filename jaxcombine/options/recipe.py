@@ -36,6 +36,7 @@ A *hypercolumn* term reads several layers at the same sampled positions as one v
     layer_scales = [1.0, 1.0, 0.5, 0.5]  # optional, one per entry, or "channels" (each 1/C)
     samples = 1024            # optional: positions drawn per step (all, if the grid has fewer)
     stride = 1                # optional: positions on a grid of this many pixels
+    jitter = false            # optional: read each position anywhere in its grid cell
     source = "style"
     statistic = "emd"         # emd | moments | palette | self_similarity | nearest
     weight = 1.0
@@ -67,7 +68,7 @@ from jaxcombine.options.layers import check_layers, check_uniform
 from jaxcombine.options.rules import ConfigError, finite_number
 
 RGB = "rgb"  # a hypercolumn's entry for the image's own colours
-HYPERCOLUMN_KEYS = ("hypercolumn", "layer_scales", "samples", "stride")
+HYPERCOLUMN_KEYS = ("hypercolumn", "layer_scales", "samples", "stride", "jitter")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,13 +79,16 @@ class Hypercolumn:
     ``scales``: a multiplier per entry, or ``"channels"`` (each entry divided by its
     channel count, as NNST weighs its layers); ``samples``: positions drawn per step;
     ``stride``: the positions lie on a grid of ``stride`` pixels (the centres of its
-    cells). All of it is structure: it fixes shapes and the program.
+    cells); ``jitter``: each step moves every drawn position to a random point of its
+    cell (:func:`jaxcombine.stats.hypercolumns.draw`), so a grid coarser than the pixels
+    leaves none of them unread. All of it is structure: it fixes shapes and the program.
     """
 
     layers: tuple[str, ...]
     scales: tuple[float, ...] | str = ()
     samples: int = 1024
     stride: int = 1
+    jitter: bool = False
 
     @property
     def taps(self) -> tuple[str, ...]:
@@ -242,6 +246,8 @@ class Recipe:
                 del entry["layer"]
                 entry = {"hypercolumn": list(hc.layers), **entry}
                 entry.update(samples=hc.samples, stride=hc.stride)
+                if hc.jitter:
+                    entry["jitter"] = True
                 if hc.scales:
                     entry["layer_scales"] = (
                         hc.scales if isinstance(hc.scales, str) else list(hc.scales)
@@ -429,12 +435,19 @@ def _hypercolumn(raw: Mapping[str, Any], where: str) -> Hypercolumn:
         scales,
         _count(raw.get("samples", 1024), f"{where}: samples"),
         _count(raw.get("stride", 1), f"{where}: stride"),
+        _flag(raw.get("jitter", False), f"{where}: jitter"),
     )
 
 
 def _count(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise JaxcombineError(f"{where} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise JaxcombineError(f"{where} must be true or false, got {value!r}")
     return value
 
 

@@ -22,6 +22,12 @@ a mask (the term's over the output, a style's region over the style), with repla
 in proportion to the mask's mean over each cell, so every sample lies in the region. The key is the step's, folded with :data:`POSITIONS`:
 terms with the same grid, samples and mask read the same positions (STROTSS's moments
 and palette share the relaxed EMD's), every start draws its own, and the seed is traced.
+With ``jitter`` each drawn position then moves, uniformly and afresh each step, to any
+point of its cell (± (stride − 1)/2 pixels on each axis); it keeps its index, so a
+target built per cell (``nearest``'s) still applies. Read at the cells' centres alone, a
+stride-4 grid reads two pixels in four of every row and column of a full-resolution
+layer, and the ``nnst`` preset's outputs grew a period-4 pattern in flat areas
+(docs/evaluation.md, "`nnst` at 256 px").
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from jaxcombine.stats import base
 from jaxcombine.stats import masks as masks_lib
 
 POSITIONS = 0x9C01  # folded into the step's key: the positions stream (output, then styles)
+JITTER = 0x9C02  # folded into a stream's key: the offsets of its positions within their cells
 EPS = 1e-8
 
 
@@ -152,21 +159,29 @@ def draw(
     mask: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """(indices (n,) into :func:`grid`, positions (n, 2)): ``spec.samples`` grid points of
-    an (H, W) image (see the module docstring for the rule); n = min(samples, P)."""
+    an (H, W) image, moved within their cells if ``spec.jitter`` (see the module
+    docstring for the rule); n = min(samples, P)."""
     points = grid(shape, spec.stride)
     count = points.shape[0]
     n = min(spec.samples, count)
+    jitter = spec.jitter and spec.stride > 1
+    if key is None and (jitter or mask is not None or n < count):
+        raise ValueError("sampling hypercolumn positions needs a PRNG key")
     if mask is None and n == count:
         index = jnp.arange(count, dtype=jnp.int32)
     else:
-        if key is None:
-            raise ValueError("sampling hypercolumn positions needs a PRNG key")
         if mask is None:
             index = jax.random.choice(key, count, (n,), replace=False)
         else:
             w = cell_weights(mask, spec.stride)
             index = jax.random.choice(key, count, (n,), replace=True, p=w / (jnp.sum(w) + EPS))
-    return index, jnp.asarray(points)[index]
+    where = jnp.asarray(points)[index]
+    if jitter:
+        half = (spec.stride - 1) / 2.0
+        where = where + jax.random.uniform(
+            jax.random.fold_in(key, JITTER), where.shape, minval=-half, maxval=half
+        )
+    return index, where
 
 
 def positions_key(key: jax.Array | None, stream: int) -> jax.Array | None:

@@ -37,6 +37,12 @@ def test_a_hypercolumn_term_reads_its_layers_and_round_trips(tmp_path):
     # the TOML written (records, eval-suite recipes) reads back as the same recipe
     again = recipe_lib.from_dict(tomllib.loads(rec.to_toml()), rec.name)
     assert again.terms == rec.terms
+    # jitter: off unless asked for, and written back only when on
+    assert not hc.jitter and "jitter" not in rec.to_toml()
+    jittered = load(tmp_path, hypercolumn_term(stride=4, jitter=True))
+    assert jittered.terms[0].hypercolumn.jitter
+    again = recipe_lib.from_dict(tomllib.loads(jittered.to_toml()), jittered.name)
+    assert again.terms == jittered.terms
 
 
 @pytest.mark.parametrize(
@@ -53,6 +59,7 @@ def test_a_hypercolumn_term_reads_its_layers_and_round_trips(tmp_path):
         ),
         (hypercolumn_term(samples=0), "samples must be an integer >= 1"),
         (hypercolumn_term(stride=1.5), "stride must be an integer >= 1"),
+        (hypercolumn_term(jitter="yes"), "jitter must be true or false, got 'yes'"),
         (hypercolumn_term(layer_scales=[1.0]), "a list of 3 numbers"),
         (hypercolumn_term(layer_scales=[1.0, -1.0, 1.0]), "layer_scales"),
         (

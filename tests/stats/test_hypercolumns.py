@@ -3,6 +3,8 @@ computations in float64: bilinear reading, relaxed EMD, moments, palette, self-s
 and nearest-neighbour targets, on small sets (every grid position used, so the numbers are
 deterministic)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -150,6 +152,37 @@ def test_positions_are_drawn_without_replacement_or_inside_a_mask():
     np.testing.assert_array_equal(
         np.asarray(where), [[1.5, 1.5], [1.5, 5.5], [5.5, 1.5], [5.5, 5.5]]
     )
+
+
+def test_jitter_moves_each_position_within_its_cell_and_keeps_its_index():
+    still = Hypercolumn(("rgb",), samples=16, stride=4)
+    moved = dataclasses.replace(still, jitter=True)
+    key = jax.random.key(5)
+    index, centres = draw(key, (16, 16), still)
+    jindex, where = draw(key, (16, 16), moved)
+    np.testing.assert_array_equal(np.asarray(jindex), np.asarray(index))
+    offsets = np.asarray(where) - np.asarray(centres)
+    # within the cell: its centre lies 1.5 px from the cell's edge pixels
+    assert np.all(np.abs(offsets) <= 1.5) and np.abs(offsets).max() > 0.5
+    # each position and axis draws its own offset, not one for all
+    assert len(set(np.round(offsets.ravel(), 6).tolist())) == offsets.size
+    # over steps the offsets reach across the cell, so every pixel of it is read
+    steps = np.concatenate(
+        [np.asarray(draw(jax.random.key(s), (16, 16), moved)[1]) - centres for s in range(64)]
+    )
+    assert steps.min() < -1.3 and steps.max() > 1.3
+    # the same key, the same positions; another key, others
+    np.testing.assert_array_equal(np.asarray(draw(key, (16, 16), moved)[1]), np.asarray(where))
+    assert not np.allclose(np.asarray(draw(jax.random.key(6), (16, 16), moved)[1]), where)
+    # a stride of 1 has nowhere to move
+    one = Hypercolumn(("rgb",), samples=16, stride=1, jitter=True)
+    np.testing.assert_array_equal(
+        np.asarray(draw(key, (16, 16), one)[1]),
+        np.asarray(draw(key, (16, 16), dataclasses.replace(one, jitter=False))[1]),
+    )
+    # a grid read whole needs no key to stay put, but one to move
+    with pytest.raises(ValueError, match="needs a PRNG key"):
+        draw(None, (8, 8), dataclasses.replace(moved, samples=99))
 
 
 def _pair(seed: int, spec=SPEC, styles=1, channels=CHANNELS):
