@@ -382,11 +382,7 @@ def _expand_term(
             + f"; hypercolumn statistics: {', '.join(kinds)}"
         )
     weight = _number(raw.get("weight", 1.0), f"{where}: weight")
-    inverse = raw.get("inverse_content_weight", False)
-    if not isinstance(inverse, bool):
-        raise JaxcombineError(
-            f"{where}: inverse_content_weight must be true or false, got {inverse!r}"
-        )
+    inverse = _flag(raw.get("inverse_content_weight", False), f"{where}: inverse_content_weight")
     if inverse and source != "style":
         raise JaxcombineError(
             f"{where}: inverse_content_weight belongs to a style term (a content term's "
