@@ -315,9 +315,9 @@ def _groups(prepared: list) -> Iterable[list]:
     """Jobs that can share one compiled program: same structure (:class:`engine.Problem`),
     output size, targets' shapes (masks, style sizes), weights and loop. Learning rates,
     step counts and loss weights may differ: they are per-start arrays of one program.
-    Coarse-to-fine jobs also share their scales, steps per scale, style scales, how
-    scales hand on and each scale's loss and learning-rate factors (a single-scale job's
-    key has its steps apart)."""
+    Coarse-to-fine jobs (and jobs with a final pass) also share their scales, steps per
+    scale, final pass, style scales, how scales hand on and each stage's loss and
+    learning-rate factors (a single-stage job's key has its steps apart)."""
     groups: dict[Any, list] = {}
     for j, prep in prepared:
         c = prep.plan.config  # settled: the recipe's suggested ladder included
@@ -333,8 +333,9 @@ def _groups(prepared: list) -> Iterable[list]:
                 c.scale_detail,
                 c.scale_optimizer,
                 c.style_scales(),
+                c.final_steps,
             )
-            if c.multi_scale
+            if c.multi_stage
             else ()
         )
         key = (

@@ -50,8 +50,16 @@ SOURCES = ("content", "style")
 STATISTICS = ("activations", "gram", "meanstd", "covariance", "w2", "swd", "histogram", "cmd")
 # The built-in statistics of hypercolumns (several layers read at sampled positions, a
 # recipe term's ``hypercolumn = [...]``; jaxcombine.stats.hypercolumns): STROTSS's relaxed
-# EMD, moments, palette and self-similarity, and NNST's nearest-neighbour targets.
-HYPERCOLUMN_STATISTICS = ("emd", "moments", "palette", "self_similarity", "nearest")
+# EMD, moments, palette and self-similarity, NNST's nearest-neighbour targets and the
+# matches its final pass finds every step.
+HYPERCOLUMN_STATISTICS = (
+    "emd",
+    "moments",
+    "palette",
+    "self_similarity",
+    "nearest",
+    "nearest_each_step",
+)
 INIT_KINDS = ("content", "style", "noise")  # plus image paths
 PRESERVE_COLORS = ("none", "luminance", "stats", "histogram")  # jaxcombine.io.color
 DEFAULT_RECIPE = "gatys"
@@ -81,6 +89,7 @@ RECIPE_RUN_OPTIONS = (
     "scale_content_weights",
     "scale_lr_factors",
     "scale_detail",
+    "final_steps",
     "optimizer",
     "lr",
     "parameterization",
@@ -430,6 +439,19 @@ class RunConfig:
             "(e.g. 1,1,1,0.5: STROTSS halves it at the last scale; default 1). Built-in "
             "optimizers only.",
             low=0.0,
+            optional=True,
+        ),
+    )
+    final_steps: int | None = option(
+        None,
+        Rule(
+            "int",
+            "After the last scale, a final pass of this many steps at the output's size, "
+            'with a fresh optimiser, in which the recipe\'s terms with during = "final" '
+            'take the place of those with during = "scales" (NNST\'s final pass; '
+            "default: the recipe's, else 0, none).",
+            low=0,
+            high=10_000_000,
             optional=True,
         ),
     )
@@ -821,6 +843,11 @@ class RunConfig:
     @property
     def multi_scale(self) -> bool:
         return len(self.sizes()) > 1
+
+    @property
+    def multi_stage(self) -> bool:
+        """Whether the run optimises in more than one stage: several scales, or a final pass."""
+        return self.multi_scale or bool(self.final_steps)
 
     def inits(self, default: str = "content") -> tuple[Init, ...]:
         """The parsed starts (``default``, usually the recipe's suggestion, when ``init`` is None)."""

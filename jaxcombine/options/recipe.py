@@ -21,6 +21,8 @@ TOML form (``jaxcombine recipes show gatys`` prints a full example)::
                               # a path relative to the recipe file
     inverse_content_weight = false   # optional, style terms: weight / content weight factor
                               # (per scale and eval-suite's), as STROTSS weighs its palette
+    during = "all"            # optional: all | scales (not in the final pass) | final (only
+                              # in it; the run's final_steps), as NNST's last pass
 
     [run]                     # optional: run options this recipe suggests (a schedule)
     scale_count = 4           # any of options.config.RECIPE_RUN_OPTIONS, checked by the
@@ -38,7 +40,8 @@ A *hypercolumn* term reads several layers at the same sampled positions as one v
     stride = 1                # optional: positions on a grid of this many pixels
     jitter = false            # optional: read each position anywhere in its grid cell
     source = "style"
-    statistic = "emd"         # emd | moments | palette | self_similarity | nearest
+    statistic = "emd"         # emd | moments | palette | self_similarity | nearest |
+                              # nearest_each_step
     weight = 1.0
 """
 
@@ -68,6 +71,9 @@ from jaxcombine.options.layers import check_layers, check_uniform
 from jaxcombine.options.rules import ConfigError, finite_number
 
 RGB = "rgb"  # a hypercolumn's entry for the image's own colours
+# When a term counts (Term.during): in every stage, in the coarse-to-fine scales only, or
+# only in the final pass at the output's size that the run's final_steps adds.
+DURING = ("all", "scales", "final")
 HYPERCOLUMN_KEYS = ("hypercolumn", "layer_scales", "samples", "stride", "jitter")
 
 
@@ -128,6 +134,10 @@ class Term:
     scale's ``scale_content_weights``, ``eval-suite --content-weights``): STROTSS's
     loss weighs its palette term by 1/α where the content term has α, so a lower
     content weight asks for the style's colours harder.
+    ``during``: the stages in which the term counts (:data:`DURING`): ``"scales"``, the
+    coarse-to-fine scales only; ``"final"``, only the final pass that the run's
+    ``final_steps`` adds (NNST ends with a pass that matches each layer apart). Elsewhere
+    its weight is multiplied by 0, a traced number, so it selects no program.
     """
 
     layer: str
@@ -137,6 +147,11 @@ class Term:
     mask: int | None = None
     hypercolumn: Hypercolumn | None = None
     inverse_content_weight: bool = False
+    during: str = "all"
+
+    def counts(self, final: bool) -> bool:
+        """Whether the term counts in the final pass (``final``) or in a scale."""
+        return self.during == "all" or self.during == ("final" if final else "scales")
 
     def content_factor(self, factor: float) -> float:
         """What multiplies this term's weight when the content weight is multiplied by
@@ -219,16 +234,18 @@ class Recipe:
     def structure(self) -> "Recipe":
         """Only what shapes the compiled program: each term's layer, source and statistic.
 
-        Weights (and how they follow the content weight), TV weight, name, description,
-        colour preservation and the masks' files are dropped (the engine takes the weights
-        as traced arrays, the masks in the targets; colour changes only the images the
-        targets come from), so recipes that differ only in those share a program. Which
-        terms have masks (and which terms share one) is kept: it changes the program.
+        Weights (and how they follow the content weight or the stage: ``during``), TV
+        weight, name, description, colour preservation and the masks' files are dropped
+        (the engine takes the weights as traced arrays, the masks in the targets; colour
+        changes only the images the targets come from), so recipes that differ only in
+        those share a program. Which terms have masks (and which terms share one) is
+        kept: it changes the program.
         """
         return Recipe(
             name="",
             terms=tuple(
-                dataclasses.replace(t, weight=1.0, inverse_content_weight=False) for t in self.terms
+                dataclasses.replace(t, weight=1.0, inverse_content_weight=False, during="all")
+                for t in self.terms
             ),
         )
 
@@ -256,6 +273,8 @@ class Recipe:
                 entry["mask"] = self.masks[t.mask]
             if t.inverse_content_weight:
                 entry["inverse_content_weight"] = True
+            if t.during != "all":
+                entry["during"] = t.during
             terms.append(entry)
         return {
             "description": self.description,
@@ -345,7 +364,8 @@ def _expand_term(
 ) -> list[Term]:
     if not isinstance(raw, Mapping):
         raise JaxcombineError(f"{where}: expected a table with layer, source, statistic, weight")
-    allowed = {"layer", "layers", "source", "statistic", "weight", "mask", "inverse_content_weight"}
+    allowed = {"layer", "layers", "source", "statistic", "weight", "mask"}
+    allowed |= {"inverse_content_weight", "during"}
     allowed |= set(HYPERCOLUMN_KEYS)
     if set(raw) - allowed:
         raise JaxcombineError(f"{where}: unknown key {sorted(set(raw) - allowed)[0]!r}")
@@ -388,6 +408,9 @@ def _expand_term(
             f"{where}: inverse_content_weight belongs to a style term (a content term's "
             "weight follows the content weight itself)"
         )
+    during = raw.get("during", "all")
+    if during not in DURING:
+        raise JaxcombineError(f"{where}: during must be one of {', '.join(DURING)}, got {during!r}")
     mask = None
     if "mask" in raw:
         path = raw["mask"]
@@ -399,7 +422,10 @@ def _expand_term(
         if path not in masks:
             masks.append(path)
         mask = masks.index(path)
-    return [Term(layer, source, statistic, weight, mask, hypercolumn, inverse) for layer in layers]
+    return [
+        Term(layer, source, statistic, weight, mask, hypercolumn, inverse, during)
+        for layer in layers
+    ]
 
 
 def _hypercolumn(raw: Mapping[str, Any], where: str) -> Hypercolumn:

@@ -85,8 +85,9 @@ def from_recipe_record(plan) -> dict:
 
 def scales_record(config, outcome: driver.Outcome, plan=None) -> dict:
     """What a JSON record says of the scales: sizes (longest side and (height, width)),
-    steps at each, how one scale was handed to the next, the content weight factor and
-    (given the run's ``plan``) the image's pyramid levels at each."""
+    steps at each, how one scale was handed to the next, the content weight factor, the
+    final pass's steps and (given the run's ``plan``) the image's pyramid levels at each
+    stage."""
     shapes = outcome.stage_sizes or (tuple(outcome.pixels.shape[1:3]),)
     out = {
         "sizes": list(config.sizes()),
@@ -94,6 +95,7 @@ def scales_record(config, outcome: driver.Outcome, plan=None) -> dict:
         "steps": list(config.steps_per_scale()),
         "content_weight_factors": list(config.content_factors()),
         "lr_factors": list(config.lr_factors()),
+        "final_steps": config.final_steps or 0,
         "scale_from": config.scale_from,
         "scale_detail": config.scale_detail,
         "scale_optimizer": config.scale_optimizer,

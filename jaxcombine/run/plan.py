@@ -50,6 +50,7 @@ class Scale:
     levels: int = 1  # of the image's Laplacian pyramid (1: pixels)
     content_factor: float = 1.0  # multiplies the content terms' weights at this scale
     lr_factor: float = 1.0  # multiplies the learning rate at this scale
+    final: bool = False  # the final pass (final_steps) at the last scale's size
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -114,9 +115,12 @@ class Plan:
     def loss_factors(self, scale: Scale) -> tuple[float, ...]:
         """(n_components,) what multiplies each loss weight at ``scale``: its content
         factor on the content terms, its inverse on terms that ask for it
-        (:attr:`Term.inverse_content_weight`), 1 elsewhere (TV last)."""
+        (:attr:`Term.inverse_content_weight`), 0 on a term that does not count there
+        (:attr:`Term.during`: the final pass or the scales), 1 elsewhere (TV last)."""
         f = scale.content_factor
-        return tuple(t.content_factor(f) for t in self.recipe.terms) + (1.0,)
+        return tuple(
+            t.content_factor(f) if t.counts(scale.final) else 0.0 for t in self.recipe.terms
+        ) + (1.0,)
 
     def describe(self, starts: int | None = None) -> str:
         """``1 start at 192x192, gatys to block5_conv1, conv winograd``, for messages."""
@@ -194,6 +198,7 @@ def make(
             "larger --size or fewer scales"
         ) from None
     _check_pyramid(config, scales)
+    scales += _final_pass(config, rec, scales[-1])
     if config.style_regions:  # only a hypercolumn term draws positions in a style
         unsampled = next((t for t in rec.terms if t.source == "style" and not t.hypercolumn), None)
         if unsampled is not None:
@@ -238,6 +243,26 @@ def make(
         from_recipe=got.from_recipe,
     )
     return _decide(plan)
+
+
+def _final_pass(config: RunConfig, rec: recipe_lib.Recipe, last: Scale) -> list[Scale]:
+    """The final pass ``final_steps`` adds after the ladder (none, or one more
+    :class:`Scale` of the last one's shape and factors, ``final``), and one-line errors for
+    a recipe whose ``during`` keys the stages would leave nothing to match."""
+    steps = config.final_steps or 0
+    finals = [t.label for t in rec.terms if t.during == "final"]
+    if finals and not steps:
+        raise JaxcombineError(
+            f"recipe {rec.name}: term {finals[0]} counts only in the final pass "
+            '(during = "final"), but final_steps is 0; give final_steps or drop the term'
+        )
+    for final, where in ((False, "the scales"), (True, "the final pass")):
+        if (steps or not final) and not any(t.counts(final) and t.weight for t in rec.terms):
+            raise JaxcombineError(
+                f"recipe {rec.name}: no term of nonzero weight counts in {where} "
+                "(see each term's during); nothing to optimise there"
+            )
+    return [dataclasses.replace(last, steps=steps, final=True)] if steps else []
 
 
 def _check_pyramid(config: RunConfig, scales: Sequence[Scale]) -> None:

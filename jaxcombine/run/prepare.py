@@ -99,7 +99,7 @@ class Prepared:
             steps=self.plan.scales[0].steps,
             loss_weights=self.loss_weights,
             seed=self.config.seed,
-            average=self.config.multi_scale and self.config.scale_from == "average",
+            average=self.config.multi_stage and self.config.scale_from == "average",
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return program.init_state(self.problem, self.x0 if x0 is None else x0, **values)
@@ -119,19 +119,20 @@ class Prepared:
         stage of per-start steps (default: the plan's steps per scale)."""
         steps = steps or [s.steps for s in self.plan.scales]
         ladder = self.plan.scales
+        factors = [self.plan.loss_factors(s) for s in ladder]
         return [
             scales.Stage(
                 s.height,
                 s.width,
                 n,
                 functools.partial(_scale_targets, self, s),
-                None if s.content_factor == 1.0 else np.asarray(self.plan.loss_factors(s)),
+                None if set(f) == {1.0} else np.asarray(f),
                 functools.partial(self.content_detail, ladder[i - 1], s)
-                if i and self.config.scale_detail == "content"
+                if i and self.config.scale_detail == "content" and not s.final
                 else None,
                 s.lr_factor,
             )
-            for i, (s, n) in enumerate(zip(ladder, steps))
+            for i, (s, n, f) in enumerate(zip(ladder, steps, factors))
         ]
 
     def content_detail(self, coarse: Scale, fine: Scale) -> np.ndarray:

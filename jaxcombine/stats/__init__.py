@@ -2,7 +2,7 @@
 
 One module per statistic (activations, gram, meanstd, covariance, w2, swd, histogram,
 cmd; of hypercolumns, :mod:`.hypercolumns`: emd, moments, palette, self_similarity,
-nearest), each a value of the :class:`~jaxcombine.stats.base.Statistic` protocol registered
+nearest, nearest_each_step), each a value of the :class:`~jaxcombine.stats.base.Statistic` protocol registered
 by name; :func:`get` finds one, :func:`register` adds one (see :mod:`.base`).
 """
 
@@ -16,6 +16,7 @@ from jaxcombine.stats import (  # noqa: F401  (each module registers its statist
     meanstd,
     moments,
     nearest,
+    nearest_each_step,
     palette,
     self_similarity,
     swd,

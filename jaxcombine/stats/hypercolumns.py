@@ -1,8 +1,8 @@
 """Hypercolumns: several layers read at one image position as one vector, and where from.
 
 The one home of sampling for the statistics of hypercolumns (``emd``, ``moments``,
-``palette``, ``self_similarity``, ``nearest``; STROTSS, Kolkin et al. 2019; NNST, Kolkin
-et al. 2022). A recipe's ``hypercolumn`` term (:class:`~jaxcombine.options.recipe.Hypercolumn`)
+``palette``, ``self_similarity``, ``nearest``, ``nearest_each_step``; STROTSS, Kolkin et
+al. 2019; NNST, Kolkin et al. 2022). A recipe's ``hypercolumn`` term (:class:`~jaxcombine.options.recipe.Hypercolumn`)
 names its layers (and ``"rgb"``, the image's colours); :func:`maps` gathers them, each
 scaled, into :class:`Maps`; :func:`draw` picks positions and :func:`sample` reads the
 hypercolumns there.

@@ -205,7 +205,7 @@ class Recorder:
         weights, masks), the bytes of every file the run reads (:func:`input_files`) and
         the weights' fingerprint."""
         config = records.to_json(self.prep.config)
-        resumable = RESUMABLE_CHANGES if not self.prep.config.multi_scale else ("chunk", "loop")
+        resumable = RESUMABLE_CHANGES if not self.prep.config.multi_stage else ("chunk", "loop")
         return {
             **{k: v for k, v in config.items() if k not in resumable},
             "starts": list(self.labels),

@@ -110,3 +110,29 @@ def test_a_style_term_may_take_the_inverse_of_the_content_weight(tmp_path):
         with pytest.raises(JaxcombineError, match=fragment) as e:
             load(tmp_path, term)
         assert "\n" not in str(e.value)
+
+
+def test_a_term_may_count_in_the_scales_or_the_final_pass_only(tmp_path):
+    """NNST's final pass: ``during`` is read, written back only where it is not "all", and
+    left out of the structure (it zeroes a weight per stage, a traced number); one line
+    where it is wrong."""
+    rec = load(
+        tmp_path,
+        hypercolumn_term("nearest", stride=2),
+        hypercolumn_term("nearest_each_step", hypercolumn=["block1_conv1"], during="final"),
+        hypercolumn_term("emd", during="scales"),
+    )
+    assert [t.during for t in rec.terms] == ["all", "final", "scales"]
+    assert [(t.counts(False), t.counts(True)) for t in rec.terms] == [
+        (True, True),
+        (False, True),
+        (True, False),
+    ]
+    assert "during" not in rec.to_dict()["terms"][0]
+    again = recipe_lib.from_dict(tomllib.loads(rec.to_toml()), rec.name)
+    assert again.terms == rec.terms
+    assert {t.during for t in rec.structure().terms} == {"all"}
+    for bad in ("last", 1, True):
+        with pytest.raises(JaxcombineError, match="during must be one of all, scales, final") as e:
+            load(tmp_path, hypercolumn_term(during=bad))
+        assert "\n" not in str(e.value)

@@ -96,3 +96,36 @@ def test_a_palette_weight_can_go_as_one_over_the_content_weight(tmp_path):
     assert [w.weight / b.weight for b, w in zip(base.terms, low.terms)] == pytest.approx(
         [0.1, 1.0, 10.0, 1.0]
     )
+
+
+def test_a_final_pass_is_one_more_stage_where_its_own_terms_count(tmp_path):
+    """final_steps adds a stage of the last scale's shape and factors; the terms with
+    during = "final" count there alone, those with "scales" everywhere else. A recipe
+    whose stages would leave nothing to match is refused in one line."""
+    terms = [
+        {"hypercolumn": LAYERS, "source": "content", "statistic": "self_similarity"},
+        {"hypercolumn": LAYERS, "source": "style", "statistic": "emd", "during": "scales"},
+        {"hypercolumn": ["block1_conv1"], "source": "style", "statistic": "nearest_each_step"},
+    ]
+    terms[2]["during"] = "final"
+    path = str(recipe_files.write(tmp_path / "r.toml", {"terms": terms}))
+    ladder = dict(recipe=path, size=64, scale_count=2, scale_content_weights=(1, 0.5))
+    plan = plan_lib.make(RunConfig(**ladder, final_steps=7))
+    assert [(s.size, s.steps, s.final) for s in plan.scales] == [
+        (32, 200, False),
+        (64, 200, False),
+        (64, 7, True),
+    ]
+    assert plan.scales[2].content_factor == 0.5  # the last scale's
+    assert [plan.loss_factors(s) for s in plan.scales] == [
+        (1.0, 1.0, 0.0, 1.0),
+        (0.5, 1.0, 0.0, 1.0),
+        (0.5, 0.0, 1.0, 1.0),
+    ]
+    with pytest.raises(JaxcombineError, match=r"counts only in the final pass .* final_steps is 0"):
+        plan_lib.make(RunConfig(**ladder))
+    for t in terms[:2]:
+        t["during"] = "final"
+    path = str(recipe_files.write(tmp_path / "f.toml", {"terms": terms}))
+    with pytest.raises(JaxcombineError, match="no term of nonzero weight counts in the scales"):
+        plan_lib.make(RunConfig(recipe=path, size=64, final_steps=7))

@@ -223,6 +223,28 @@ def test_relaxed_emd_moments_and_palette_match_numpy():
     assert term_of("palette") == pytest.approx(palette, rel=1e-4)
 
 
+@pytest.mark.parametrize("weights", [(0.25, 0.75), (1.0, 0.0)])
+def test_nearest_each_step_matches_numpy(weights):
+    """NNST's final pass: each output point to its nearest style point, each set centred
+    by its own (weighted) mean; a style of weight 0 offers no point."""
+    spec = Hypercolumn(("block1_conv1",), samples=64, stride=1)
+    (out, a_out, _), styles = _pair(7, spec, styles=2, channels=(6,))
+    weights = np.asarray(weights)
+    x = _all_points(a_out, spec)
+    ys = [_all_points(a, spec) for _, a, _ in styles]
+    w = np.concatenate([np.full(len(p), wt / len(p)) for wt, p in zip(weights, ys)])
+    y = np.concatenate(ys)
+    cost = cosine_cost(x - x.mean(0), y - w @ y / w.sum())
+    want = np.where(w[None, :] > 0, cost, np.inf).min(axis=1).mean()
+    target = losses.target(
+        "nearest_each_step", [m for m, _, _ in styles], jnp.asarray(weights, jnp.float32)
+    )
+    got = term("nearest_each_step", out, target)
+    assert got == pytest.approx(want, rel=1e-4)
+    # centring matters: the uncentred distances give another value
+    assert got != pytest.approx(np.where(w[None, :] > 0, cosine_cost(x, y), np.inf).min(1).mean())
+
+
 def test_self_similarity_matches_numpy():
     (out, a_out, _), [(content, a_content, _)] = _pair(4)
     target = losses.target("self_similarity", [content], jnp.ones((1,)))
