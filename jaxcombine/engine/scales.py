@@ -59,7 +59,8 @@ class Stage:
     or None: all 1) multiply the loss weights of the state the scale begins with, and
     ``lr_factor`` its learning rates; ``detail()`` ((1 or k, H, W, 3), or None: nothing)
     is added to the previous scale's upsampled images when this scale begins
-    (:func:`next_state`)."""
+    (:func:`next_state`); ``problem`` (None: the run's) is this stage's structure, which
+    may leave out terms that do not count here (a final pass's, the scales')."""
 
     height: int
     width: int
@@ -68,6 +69,7 @@ class Stage:
     loss_factors: Any = None
     detail: Callable[[], Any] | None = None
     lr_factor: float = 1.0
+    problem: program.Problem | None = None
 
     @property
     def size(self) -> int:
@@ -193,7 +195,12 @@ def optimise_scales(
                 on_chunk(offset + step, comps, fetch)
 
         outcome = driver.optimise(
-            problem, variables, stage.targets(), state, on_chunk=shifted, **optimise_options
+            stage.problem or problem,
+            variables,
+            stage.targets(),
+            state,
+            on_chunk=shifted,
+            **optimise_options,
         )
         parts.append((i, outcome))
         if outcome.interrupted:

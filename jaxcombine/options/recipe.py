@@ -74,6 +74,9 @@ RGB = "rgb"  # a hypercolumn's entry for the image's own colours
 # When a term counts (Term.during): in every stage, in the coarse-to-fine scales only, or
 # only in the final pass at the output's size that the run's final_steps adds.
 DURING = ("all", "scales", "final")
+# A stage's structure (Recipe.structure(final=...)) marks a term that does not count in
+# that stage this way: the stage's program does not compute it (it reads 0 there).
+SKIPPED = "skipped"
 HYPERCOLUMN_KEYS = ("hypercolumn", "layer_scales", "samples", "stride", "jitter")
 
 
@@ -137,7 +140,7 @@ class Term:
     ``during``: the stages in which the term counts (:data:`DURING`): ``"scales"``, the
     coarse-to-fine scales only; ``"final"``, only the final pass that the run's
     ``final_steps`` adds (NNST ends with a pass that matches each layer apart). Elsewhere
-    its weight is multiplied by 0, a traced number, so it selects no program.
+    its weight is 0 and the stage's program does not compute it (:meth:`Recipe.structure`).
     """
 
     layer: str
@@ -152,6 +155,11 @@ class Term:
     def counts(self, final: bool) -> bool:
         """Whether the term counts in the final pass (``final``) or in a scale."""
         return self.during == "all" or self.during == ("final" if final else "scales")
+
+    @property
+    def skipped(self) -> bool:
+        """Whether a stage's structure leaves the term out (:data:`SKIPPED`)."""
+        return self.during == SKIPPED
 
     def content_factor(self, factor: float) -> float:
         """What multiplies this term's weight when the content weight is multiplied by
@@ -231,7 +239,7 @@ class Recipe:
         """The value this recipe's ``[run]`` table suggests for ``option``, else ``default``."""
         return dict(self.run).get(option, default)
 
-    def structure(self) -> "Recipe":
+    def structure(self, final: bool | None = None) -> "Recipe":
         """Only what shapes the compiled program: each term's layer, source and statistic.
 
         Weights (and how they follow the content weight or the stage: ``during``), TV
@@ -239,12 +247,18 @@ class Recipe:
         (the engine takes the weights as traced arrays, the masks in the targets; colour
         changes only the images the targets come from), so recipes that differ only in
         those share a program. Which terms have masks (and which terms share one) is
-        kept: it changes the program.
+        kept: it changes the program. ``final`` (a stage: the final pass, or a scale)
+        marks the terms that do not count there :data:`SKIPPED`, so that stage's program
+        leaves them out; a recipe whose terms all count everywhere has one structure.
         """
+
+        def during(t: Term) -> str:
+            return "all" if final is None or t.counts(final) else SKIPPED
+
         return Recipe(
             name="",
             terms=tuple(
-                dataclasses.replace(t, weight=1.0, inverse_content_weight=False, during="all")
+                dataclasses.replace(t, weight=1.0, inverse_content_weight=False, during=during(t))
                 for t in self.terms
             ),
         )

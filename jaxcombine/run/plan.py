@@ -108,6 +108,11 @@ class Plan:
             parameterization=self.parameterization,
         )
 
+    def problem_at(self, scale: Scale) -> program.Problem:
+        """The structure of ``scale``'s program: :attr:`problem` without the terms that do
+        not count there (:attr:`Term.during`), which that program then does not compute."""
+        return dataclasses.replace(self.problem, recipe=self.recipe.structure(scale.final))
+
     @property
     def parameterization(self) -> Parameterization:
         return Parameterization(self.config.parameterization, self.config.pyramid_levels)
@@ -248,14 +253,10 @@ def make(
 def _final_pass(config: RunConfig, rec: recipe_lib.Recipe, last: Scale) -> list[Scale]:
     """The final pass ``final_steps`` adds after the ladder (none, or one more
     :class:`Scale` of the last one's shape and factors, ``final``), and one-line errors for
-    a recipe whose ``during`` keys the stages would leave nothing to match."""
+    a recipe whose ``during`` keys would leave a stage nothing to match. Without a final
+    pass, a term with ``during = "final"`` is never computed: a recipe may carry its final
+    pass and leave it to ``final_steps`` to run it (the ``nnst`` preset)."""
     steps = config.final_steps or 0
-    finals = [t.label for t in rec.terms if t.during == "final"]
-    if finals and not steps:
-        raise JaxcombineError(
-            f"recipe {rec.name}: term {finals[0]} counts only in the final pass "
-            '(during = "final"), but final_steps is 0; give final_steps or drop the term'
-        )
     for final, where in ((False, "the scales"), (True, "the final pass")):
         if (steps or not final) and not any(t.counts(final) and t.weight for t in rec.terms):
             raise JaxcombineError(

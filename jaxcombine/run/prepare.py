@@ -120,6 +120,7 @@ class Prepared:
         steps = steps or [s.steps for s in self.plan.scales]
         ladder = self.plan.scales
         factors = [self.plan.loss_factors(s) for s in ladder]
+        problems = [self.plan.problem_at(s) for s in ladder]
         return [
             scales.Stage(
                 s.height,
@@ -131,8 +132,9 @@ class Prepared:
                 if i and self.config.scale_detail == "content" and not s.final
                 else None,
                 s.lr_factor,
+                None if p == self.problem else p,
             )
-            for i, (s, n, f) in enumerate(zip(ladder, steps, factors))
+            for i, (s, n, f, p) in enumerate(zip(ladder, steps, factors, problems))
         ]
 
     def content_detail(self, coarse: Scale, fine: Scale) -> np.ndarray:

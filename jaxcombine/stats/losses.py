@@ -155,9 +155,13 @@ def terms(
     """Unweighted value of every component in ``recipe.labels`` order (terms…, tv).
 
     Term i of a random statistic draws from ``fold_in(key, i)``; a hypercolumn term
-    from ``fold_in(key, hypercolumns.POSITIONS)``, the same for all of them."""
+    from ``fold_in(key, hypercolumns.POSITIONS)``, the same for all of them. A term that
+    does not count in this stage (:attr:`Term.skipped`) is not computed: it reads 0."""
     values = []
     for i, t in enumerate(recipe.terms):
+        if t.skipped:
+            values.append(jnp.zeros((), jnp.float32))
+            continue
         stat = base.get(t.statistic)
         stream = hypercolumns_lib.POSITIONS if stat.hypercolumn else i
         k = None if key is None or not stat.random else jax.random.fold_in(key, stream)

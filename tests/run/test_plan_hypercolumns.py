@@ -100,8 +100,10 @@ def test_a_palette_weight_can_go_as_one_over_the_content_weight(tmp_path):
 
 def test_a_final_pass_is_one_more_stage_where_its_own_terms_count(tmp_path):
     """final_steps adds a stage of the last scale's shape and factors; the terms with
-    during = "final" count there alone, those with "scales" everywhere else. A recipe
-    whose stages would leave nothing to match is refused in one line."""
+    during = "final" count there alone, those with "scales" everywhere else, and each
+    stage's program leaves out the terms that do not count there. Without a final pass a
+    final term is never computed. A recipe whose stages would leave nothing to match is
+    refused in one line."""
     terms = [
         {"hypercolumn": LAYERS, "source": "content", "statistic": "self_similarity"},
         {"hypercolumn": LAYERS, "source": "style", "statistic": "emd", "during": "scales"},
@@ -122,8 +124,12 @@ def test_a_final_pass_is_one_more_stage_where_its_own_terms_count(tmp_path):
         (0.5, 1.0, 0.0, 1.0),
         (0.5, 0.0, 1.0, 1.0),
     ]
-    with pytest.raises(JaxcombineError, match=r"counts only in the final pass .* final_steps is 0"):
-        plan_lib.make(RunConfig(**ladder))
+    skipped = [[t.skipped for t in plan.problem_at(s).recipe.terms] for s in plan.scales]
+    assert skipped == [[False, False, True], [False, False, True], [False, True, False]]
+    assert not any(t.skipped for t in plan.problem.recipe.terms)  # targets: every term's
+    without = plan_lib.make(RunConfig(**ladder))
+    assert [s.final for s in without.scales] == [False, False]
+    assert without.problem_at(without.scales[-1]).recipe.terms[2].skipped
     for t in terms[:2]:
         t["during"] = "final"
     path = str(recipe_files.write(tmp_path / "f.toml", {"terms": terms}))
