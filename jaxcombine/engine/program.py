@@ -240,7 +240,7 @@ def compute_targets(
     out: dict[str, Any] = {}
     for term in problem.recipe.terms:
         key = losses.target_key(term)
-        if key in out:
+        if key in out or term.skipped:  # a term no stage computes has no target
             continue
         source = losses.inputs(term, feats[term.source], pixels[term.source], regions[term.source])
         paired = None  # a paired statistic's target is built from the content's too

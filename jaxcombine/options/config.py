@@ -90,6 +90,7 @@ RECIPE_RUN_OPTIONS = (
     "scale_lr_factors",
     "scale_detail",
     "final_steps",
+    "final_lr_factor",
     "optimizer",
     "lr",
     "parameterization",
@@ -109,6 +110,7 @@ SUGGESTION_YIELDS_TO = {
     "scale_steps": ("steps", *_LADDER),
     "scale_content_weights": _LADDER,
     "scale_lr_factors": ("optimizer", *_LADDER),
+    "final_lr_factor": ("optimizer",),
     "lr": ("optimizer",),
     "pyramid_levels": ("parameterization",),
 }
@@ -455,6 +457,16 @@ class RunConfig:
             optional=True,
         ),
     )
+    final_lr_factor: float | None = option(
+        None,
+        Rule(
+            "float",
+            "Multiply the learning rate by this factor in the final pass (default: the last "
+            "scale's factor). Built-in optimizers only.",
+            low=0.0,
+            optional=True,
+        ),
+    )
     scale_from: str = option(
         "last",
         Rule(
@@ -687,6 +699,10 @@ class RunConfig:
             )
         if self.schedule != "constant" and not self.builtin_optimizer:
             raise ConfigError("schedule", "schedule applies to the built-in optimizers")
+        if self.final_lr_factor is not None and not self.builtin_optimizer:
+            raise ConfigError(
+                "final_lr_factor", "final_lr_factor applies to the built-in optimizers"
+            )
         if self.scale_lr_factors is not None and not self.builtin_optimizer:
             raise ConfigError(
                 "scale_lr_factors", "scale_lr_factors applies to the built-in optimizers"

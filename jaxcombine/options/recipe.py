@@ -74,8 +74,8 @@ RGB = "rgb"  # a hypercolumn's entry for the image's own colours
 # When a term counts (Term.during): in every stage, in the coarse-to-fine scales only, or
 # only in the final pass at the output's size that the run's final_steps adds.
 DURING = ("all", "scales", "final")
-# A stage's structure (Recipe.structure(final=...)) marks a term that does not count in
-# that stage this way: the stage's program does not compute it (it reads 0 there).
+# A run's or a stage's structure (Recipe.structure(stages)) marks a term that counts in
+# none of its stages this way: no program computes it (it reads 0) and it has no target.
 SKIPPED = "skipped"
 HYPERCOLUMN_KEYS = ("hypercolumn", "layer_scales", "samples", "stride", "jitter")
 
@@ -239,7 +239,7 @@ class Recipe:
         """The value this recipe's ``[run]`` table suggests for ``option``, else ``default``."""
         return dict(self.run).get(option, default)
 
-    def structure(self, final: bool | None = None) -> "Recipe":
+    def structure(self, stages: tuple[bool, ...] | None = None) -> "Recipe":
         """Only what shapes the compiled program: each term's layer, source and statistic.
 
         Weights (and how they follow the content weight or the stage: ``during``), TV
@@ -247,13 +247,15 @@ class Recipe:
         (the engine takes the weights as traced arrays, the masks in the targets; colour
         changes only the images the targets come from), so recipes that differ only in
         those share a program. Which terms have masks (and which terms share one) is
-        kept: it changes the program. ``final`` (a stage: the final pass, or a scale)
-        marks the terms that do not count there :data:`SKIPPED`, so that stage's program
-        leaves them out; a recipe whose terms all count everywhere has one structure.
+        kept: it changes the program. ``stages`` (each True for the final pass, False for a
+        scale) marks the terms that count in none of them :data:`SKIPPED`, so a stage's
+        program leaves out the terms that do not count there, and a run without a final
+        pass the final pass's terms; a recipe whose terms all count everywhere has one
+        structure.
         """
 
         def during(t: Term) -> str:
-            return "all" if final is None or t.counts(final) else SKIPPED
+            return "all" if stages is None or any(map(t.counts, stages)) else SKIPPED
 
         return Recipe(
             name="",

@@ -96,6 +96,7 @@ def scales_record(config, outcome: driver.Outcome, plan=None) -> dict:
         "content_weight_factors": list(config.content_factors()),
         "lr_factors": list(config.lr_factors()),
         "final_steps": config.final_steps or 0,
+        "final_lr_factor": config.final_lr_factor,
         "scale_from": config.scale_from,
         "scale_detail": config.scale_detail,
         "scale_optimizer": config.scale_optimizer,

@@ -91,10 +91,11 @@ class Plan:
 
     @property
     def problem(self) -> program.Problem:
-        """The structure that selects the compiled program."""
+        """The run's structure (what selects a compiled program): the terms no stage
+        computes marked skipped; each stage's own is :meth:`problem_at`."""
         c = self.config
         return program.Problem(
-            recipe=self.recipe.structure(),
+            recipe=self.recipe.structure(tuple({s.final for s in self.scales})),
             arch=c.model,
             pooling=c.pooling,
             dtype=c.dtype,
@@ -111,7 +112,7 @@ class Plan:
     def problem_at(self, scale: Scale) -> program.Problem:
         """The structure of ``scale``'s program: :attr:`problem` without the terms that do
         not count there (:attr:`Term.during`), which that program then does not compute."""
-        return dataclasses.replace(self.problem, recipe=self.recipe.structure(scale.final))
+        return dataclasses.replace(self.problem, recipe=self.recipe.structure((scale.final,)))
 
     @property
     def parameterization(self) -> Parameterization:
@@ -252,7 +253,8 @@ def make(
 
 def _final_pass(config: RunConfig, rec: recipe_lib.Recipe, last: Scale) -> list[Scale]:
     """The final pass ``final_steps`` adds after the ladder (none, or one more
-    :class:`Scale` of the last one's shape and factors, ``final``), and one-line errors for
+    :class:`Scale` of the last one's shape and factors, ``final``, its learning-rate
+    factor ``final_lr_factor`` if given), and one-line errors for
     a recipe whose ``during`` keys would leave a stage nothing to match. Without a final
     pass, a term with ``during = "final"`` is never computed: a recipe may carry its final
     pass and leave it to ``final_steps`` to run it (the ``nnst`` preset)."""
@@ -263,7 +265,10 @@ def _final_pass(config: RunConfig, rec: recipe_lib.Recipe, last: Scale) -> list[
                 f"recipe {rec.name}: no term of nonzero weight counts in {where} "
                 "(see each term's during); nothing to optimise there"
             )
-    return [dataclasses.replace(last, steps=steps, final=True)] if steps else []
+    if not steps:
+        return []
+    rate = last.lr_factor if config.final_lr_factor is None else config.final_lr_factor
+    return [dataclasses.replace(last, steps=steps, final=True, lr_factor=rate)]
 
 
 def _check_pyramid(config: RunConfig, scales: Sequence[Scale]) -> None:
@@ -385,8 +390,11 @@ def _estimate(plan: Plan) -> tuple[int, str, tuple[str, ...]]:
     )
     # hypercolumn terms: their sampled matrices per start, their maps and neighbour targets
     style_shapes = plan.scales[-1].style_shapes
+    stepped = rec.replace(  # the terms some stage computes (a final pass's only if it runs)
+        terms=tuple(t for t, s in zip(rec.terms, plan.problem.recipe.terms) if not s.skipped)
+    )
     need += memory.hypercolumn_bytes(
-        rec, height, width, per_device, style_shapes=style_shapes, arch=config.model
+        stepped, height, width, per_device, style_shapes=style_shapes, arch=config.model
     )
     # the targets' forward passes: a style larger than the output (style_scale) may cost more
     targets = memory.estimate_targets_bytes(

@@ -157,8 +157,10 @@ Chunk = Callable[[], None]  # runs one chunk of steps and waits for it
 
 
 def ours(prep: prepare_lib.Prepared, inits: int, loop: str, steps: int) -> tuple[float, Chunk]:
-    """(compile seconds, a chunk runner) for ``inits`` vmapped copies of the first start."""
-    problem, variables, targets = prep.problem, prep.variables, prep.targets
+    """(compile seconds, a chunk runner) for ``inits`` vmapped copies of the first start,
+    stepping as the run's first stage does (without the terms that do not count there)."""
+    problem = prep.plan.problem_at(prep.plan.scales[0])
+    variables, targets = prep.variables, prep.targets
     state = prep.initial_state(np.repeat(prep.x0[:1], inits, axis=0), steps=2**30)
     compile_s = program.compile_chunk(problem, variables, targets, state, steps, loop)
 

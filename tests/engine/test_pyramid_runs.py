@@ -98,6 +98,8 @@ def test_a_final_pass_matches_its_own_terms_and_compiles_nothing(vgg19, compiled
     assert before > 0  # the listener hears compiles
     longer = job.combine(**{**run, "recipe": final, "final_steps": 4}).outcome
     assert compiled[before:] == [] and longer.row_stage.tolist() == [0, 0, 1, 1, 1, 1]
+    off = job.combine(**{**run, "recipe": final, "final_steps": 0}).outcome
+    assert off.stage_sizes == () and np.all(off.history[gram] == 0.0)  # never computed
     everywhere = recipe_file(recipe_files.shallow(terms=[content, style]), "everywhere")
     again = job.combine(**{**run, "recipe": everywhere}).outcome
     assert np.all(again.history[1, 0, 1:3] < again.history[0, 0, 1:3] - 1e-2)  # now it moves

@@ -7,6 +7,7 @@ import recipe_files
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.options import recipe as recipe_lib
 from jaxcombine.options.config import RunConfig
+from jaxcombine.options.rules import ConfigError
 from jaxcombine.run import memory
 from jaxcombine.run import plan as plan_lib
 
@@ -56,7 +57,6 @@ def test_the_estimate_counts_the_sampled_matrices(tmp_path, statistic, source):
 def test_style_regions_are_for_hypercolumn_style_terms_only(tmp_path):
     from PIL import Image
 
-    from jaxcombine.options.rules import ConfigError
 
     Image.new("L", (8, 8), 255).save(tmp_path / "all.png")
     region = (str(tmp_path / "all.png"),)
@@ -119,6 +119,13 @@ def test_a_final_pass_is_one_more_stage_where_its_own_terms_count(tmp_path):
         (64, 7, True),
     ]
     assert plan.scales[2].content_factor == 0.5  # the last scale's
+    assert plan.scales[2].lr_factor == 1.0
+    for bad in (-1, float("nan"), "half"):
+        with pytest.raises(ConfigError, match="final_lr_factor"):
+            RunConfig(**ladder, final_steps=7, final_lr_factor=bad)
+    assert plan_lib.make(RunConfig(**ladder, final_steps=7, final_lr_factor=0.5)).scales[
+        2
+    ].lr_factor == pytest.approx(0.5)
     assert [plan.loss_factors(s) for s in plan.scales] == [
         (1.0, 1.0, 0.0, 1.0),
         (0.5, 1.0, 0.0, 1.0),
@@ -130,6 +137,8 @@ def test_a_final_pass_is_one_more_stage_where_its_own_terms_count(tmp_path):
     without = plan_lib.make(RunConfig(**ladder))
     assert [s.final for s in without.scales] == [False, False]
     assert without.problem_at(without.scales[-1]).recipe.terms[2].skipped
+    assert without.problem.recipe.terms[2].skipped  # no stage computes it: no target either
+    assert without.memory_bytes < plan.memory_bytes  # nor is it counted
     for t in terms[:2]:
         t["during"] = "final"
     path = str(recipe_files.write(tmp_path / "f.toml", {"terms": terms}))
