@@ -57,7 +57,6 @@ def test_the_estimate_counts_the_sampled_matrices(tmp_path, statistic, source):
 def test_style_regions_are_for_hypercolumn_style_terms_only(tmp_path):
     from PIL import Image
 
-
     Image.new("L", (8, 8), 255).save(tmp_path / "all.png")
     region = (str(tmp_path / "all.png"),)
     plan_lib.make(RunConfig(recipe=recipe(tmp_path, 64), size=64, style_regions=region))
