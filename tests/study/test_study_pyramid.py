@@ -45,3 +45,29 @@ def test_a_resumed_pyramid_study_equals_one_made_in_one_go(
         a = np.asarray(Image.open(tmp_path / "whole" / f"{label}.png"))
         b = np.asarray(Image.open(tmp_path / "half" / f"{label}.png"))
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_a_study_resumed_before_its_final_pass_equals_one_made_in_one_go(
+    vgg19, tmp_path, recipe_file, stopped_after_first_chunk
+):
+    """Stopped in its first scale, a study with a final pass (whose style terms count only
+    there) resumes through the rest of the ladder and the pass to the same history and
+    images as one run in one go."""
+    content, style = recipe_files.shallow()["terms"]
+    recipe = recipe_file(recipe_files.shallow(terms=[content, {**style, "during": "final"}]))
+    config = CONFIG.replace(recipe=recipe, steps=2, final_steps=4, final_lr_factor=0.5)
+    whole = study_lib.run_study(config, tmp_path / "whole", snapshot_every=2, progress=False)
+    assert whole.summary["steps_done"] == 8
+    with stopped_after_first_chunk():
+        half = study_lib.run_study(config, tmp_path / "half", snapshot_every=2, progress=False)
+    assert half.interrupted and half.summary["steps_done"] == 2
+    resumed = study_lib.run_study(
+        config, tmp_path / "half", snapshot_every=2, progress=False, resume=True
+    )
+    assert resumed.summary["resumed_from_step"] == 2 and resumed.summary["steps_done"] == 8
+    np.testing.assert_array_equal(resumed.history["value"], whole.history["value"])
+    for label in ("content", "noise-s0"):
+        a = np.asarray(Image.open(tmp_path / "whole" / f"{label}.png"))
+        b = np.asarray(Image.open(tmp_path / "half" / f"{label}.png"))
+        np.testing.assert_array_equal(a, b)
