@@ -162,7 +162,7 @@ def _window_sums(
     out: dict[str, Any] = {}
     for t in problem.recipe.terms:
         key = losses.target_key(t)
-        if key in out:
+        if key in out or t.skipped:  # a term this stage does not compute (Term.during)
             continue
         stat = base.get(t.statistic)
         f = feats[t.layer][0].astype(jnp.float32)
@@ -175,10 +175,14 @@ def _window_sums(
 
 
 def _terms(problem: Any, targets: Mapping, sums: Mapping, shape: tuple[int, int]) -> list:
-    """Every term's value from the global sums (each statistic's ``from_sums``)."""
+    """Every term's value from the global sums (each statistic's ``from_sums``); a term
+    this stage does not compute reads 0, as in :func:`losses.terms`."""
     levels = layers_lib.downsampling(problem.recipe.layers, problem.arch)
     values = []
     for t in problem.recipe.terms:
+        if t.skipped:
+            values.append(jnp.zeros((), jnp.float32))
+            continue
         key = losses.target_key(t)
         d = levels[t.layer]
         n = (shape[0] // d) * (shape[1] // d)
@@ -305,7 +309,7 @@ def targets(
         ("content", content[None], jnp.ones((1,), jnp.float32)),
         ("style", styles, style_weights),
     ):
-        terms = [t for t in problem.recipe.terms if t.source == source]
+        terms = [t for t in problem.recipe.terms if t.source == source and not t.skipped]
         if not terms:
             continue
         per_image = [_image_sums(problem, variables, img, terms, tile) for img in imgs]

@@ -183,6 +183,20 @@ def test_a_tiled_run_matches_the_untiled_one():
     assert diff.max() < 4.0, diff.max()
 
 
+def test_tiles_leave_out_the_terms_a_stage_does_not_compute(vgg19, recipe_file):
+    """A Gram term that counts only in the final pass reads 0 in the scale and is
+    matched in the pass; tiled, the history is the whole-image run's."""
+    from jaxcombine.run.job import combine
+
+    content, style = recipe_files.shallow()["terms"]
+    recipe = recipe_file(recipe_files.shallow(terms=[content, {**style, "during": "final"}]))
+    opts = dict(recipe=recipe, size=32, steps=2, final_steps=2, chunk=2, init="content")
+    whole, tiled = combine(**opts), combine(**opts, tile=16)
+    gram = tiled.history[:, 0, 1:3]
+    assert np.all(gram[:2] == 0.0) and np.all(gram[2:] > 0.1)
+    np.testing.assert_allclose(tiled.history, whole.history, rtol=1e-4, atol=1e-8)
+
+
 def test_tile_option_is_checked():
     from jaxcombine.options.config import RunConfig
     from jaxcombine.options.rules import ConfigError
