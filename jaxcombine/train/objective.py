@@ -49,8 +49,15 @@ class Objective:
 
 
 def check_recipe(recipe: Recipe) -> None:
-    """One line for a recipe a network cannot learn: masks belong to one output image, and
-    a spatial style target is a feature map of the style image's own size and layout."""
+    """One line for a recipe a network cannot learn: masks belong to one output image, a
+    spatial style target is a feature map of the style image's own size and layout, and
+    a training has no scales or final pass for a term's ``during`` to choose."""
+    staged = [t for t in recipe.terms if t.during != "all"]
+    if staged:
+        raise JaxcombineError(
+            f"recipe term {staged[0].label} has during = {staged[0].during!r}; a training has "
+            "no scales or final pass: use a recipe whose terms count everywhere"
+        )
     masked = [t.label for t in recipe.terms if t.mask is not None]
     if masked:
         raise JaxcombineError(

@@ -340,6 +340,9 @@ def test_recipes_a_network_cannot_learn_are_refused_in_one_line():
     with pytest.raises(JaxcombineError) as e:
         objective.check_recipe(recipe.load("style4-content3"))
     assert "\n" not in str(e.value) and "style:activations" in str(e.value)
+    with pytest.raises(JaxcombineError, match="has during = 'scales'; a training has no") as e:
+        objective.check_recipe(recipe.load("nnst"))  # its final pass is staged
+    assert "\n" not in str(e.value)
 
 
 def test_output_conv_by_taps_equals_the_convolution():
