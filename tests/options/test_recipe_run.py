@@ -104,6 +104,19 @@ def test_a_recipe_may_suggest_its_padding_and_yours_wins():
     assert RunConfig().settle(())[0].padding == "zeros"
 
 
+def test_the_nnst_preset_suggests_its_final_pass_rate_and_yours_wins():
+    """The preset's final pass is off (no final_steps) at half its rate; your --final-steps
+    turns it on, and your --optimizer takes the suggested rate factor with it."""
+    run = recipe.load("nnst").run
+    config, taken = RunConfig().settle(run)
+    assert config.final_steps is None and config.final_lr_factor == 0.5
+    assert "final_lr_factor" in taken
+    on, _ = RunConfig(final_steps=200).settle(run)
+    assert on.final_steps == 200 and on.final_lr_factor == 0.5
+    adam, taken = RunConfig(final_steps=200, optimizer="adam").settle(run)
+    assert adam.final_lr_factor is None and "final_lr_factor" not in taken
+
+
 def test_a_suggestion_that_no_longer_fits_is_refused():
     run = (("scale_steps", (1, 2, 3)),)
     with pytest.raises(JaxcombineError, match="give one step count per scale: 3 for the 1"):
@@ -120,6 +133,8 @@ def test_a_suggestion_that_no_longer_fits_is_refused():
             "[run]: give one learning rate factor per scale: 3 for the 2 scales",
         ),
         ({"scale_lr_factors": [1, -1]}, "[run]: scale_lr_factors"),
+        ({"final_steps": 1.5}, "[run]: final_steps must be an integer"),
+        ({"final_lr_factor": "half"}, "[run]: final_lr_factor must be a finite number"),
         ({"chunk": 3}, "[run]: 'chunk' is not an option a recipe may suggest"),
         ({"parameterization": "pixels", "pyramid_levels": 2}, "[run]: pyramid_levels applies"),
         ({"scales": [64, 32]}, "[run]: scales must be ascending"),
