@@ -86,6 +86,7 @@ def test_every_statistic_lowers_its_own_term_in_one_program(vgg19, recipe_file):
         hypercolumn("emd", samples=256),
         hypercolumn("palette", layers=["rgb"], samples=256, weight=10.0),
         hypercolumn("nearest", layers=HYPERCOLUMN[1:], samples=64, stride=2, weight=10.0),
+        hypercolumn("nearest_each_step", layers=["block1_conv1"], samples=256),
     ]
     path = recipe_file({"init": "noise", "terms": terms + sampled})
     result = job.combine(recipe=path, steps=6, **TINY, **FAST)
@@ -98,9 +99,9 @@ def test_every_statistic_lowers_its_own_term_in_one_program(vgg19, recipe_file):
         assert last < first, (statistic, first, last)
     # each step samples other positions, so compare the halves, not two steps
     first_sampled = 2 * len(terms)  # a label per layer of each two-layer term, then these
-    names = [label.split(":")[1] for label in labels[first_sampled : first_sampled + 3]]
-    assert names == ["emd", "palette", "nearest"], labels
-    for i in range(first_sampled, first_sampled + 3):
+    names = [label.split(":")[1] for label in labels[first_sampled : first_sampled + 4]]
+    assert names == ["emd", "palette", "nearest", "nearest_each_step"], labels
+    for i in range(first_sampled, first_sampled + 4):
         early, late = history[:3, i].mean(), history[3:, i].mean()
         assert late < 0.95 * early, (labels[i], history[:, i])
 
