@@ -699,14 +699,9 @@ class RunConfig:
             )
         if self.schedule != "constant" and not self.builtin_optimizer:
             raise ConfigError("schedule", "schedule applies to the built-in optimizers")
-        if self.final_lr_factor is not None and not self.builtin_optimizer:
-            raise ConfigError(
-                "final_lr_factor", "final_lr_factor applies to the built-in optimizers"
-            )
-        if self.scale_lr_factors is not None and not self.builtin_optimizer:
-            raise ConfigError(
-                "scale_lr_factors", "scale_lr_factors applies to the built-in optimizers"
-            )
+        for factors in ("scale_lr_factors", "final_lr_factor"):  # they scale the built-in lr
+            if getattr(self, factors) is not None and not self.builtin_optimizer:
+                raise ConfigError(factors, f"{factors} applies to the built-in optimizers")
         if self.init is not None:
             parse_inits(self.init, self.seed)
         if self.pyramid_levels is not None and self.parameterization == "pixels":

@@ -254,13 +254,14 @@ def make(
 def _final_pass(config: RunConfig, rec: recipe_lib.Recipe, last: Scale) -> list[Scale]:
     """The final pass ``final_steps`` adds after the ladder (none, or one more
     :class:`Scale` of the last one's shape and factors, ``final``, its learning-rate
-    factor ``final_lr_factor`` if given), and one-line errors for
-    a recipe whose ``during`` keys would leave a stage nothing to match. Without a final
+    factor ``final_lr_factor`` if given), and one-line errors for a recipe whose
+    ``during`` keys would leave a stage nothing to match. Without a final
     pass, a term with ``during = "final"`` is never computed: a recipe may carry its final
     pass and leave it to ``final_steps`` to run it (the ``nnst`` preset)."""
     steps = config.final_steps or 0
-    for final, where in ((False, "the scales"), (True, "the final pass")):
-        if (steps or not final) and not any(t.counts(final) and t.weight for t in rec.terms):
+    stages = [(False, "the scales")] + ([(True, "the final pass")] if steps else [])
+    for final, where in stages:
+        if not any(t.counts(final) and t.weight for t in rec.terms):
             raise JaxcombineError(
                 f"recipe {rec.name}: no term of nonzero weight counts in {where} "
                 "(see each term's during); nothing to optimise there"

@@ -2,8 +2,8 @@
 
 The one home of sampling for the statistics of hypercolumns (``emd``, ``moments``,
 ``palette``, ``self_similarity``, ``nearest``, ``nearest_each_step``; STROTSS, Kolkin et
-al. 2019; NNST, Kolkin et al. 2022). A recipe's ``hypercolumn`` term (:class:`~jaxcombine.options.recipe.Hypercolumn`)
-names its layers (and ``"rgb"``, the image's colours); :func:`maps` gathers them, each
+al. 2019; NNST, Kolkin et al. 2022). A recipe's ``hypercolumn`` term
+(:class:`~jaxcombine.options.recipe.Hypercolumn`) names its layers (and ``"rgb"``, the image's colours); :func:`maps` gathers them, each
 scaled, into :class:`Maps`; :func:`draw` picks positions and :func:`sample` reads the
 hypercolumns there.
 

@@ -241,7 +241,7 @@ def _summary(
     env = records.environment()
     return {
         "starts": list(rec.labels),
-        "steps": sum(config.steps_per_scale()) + (config.final_steps or 0),
+        "steps": sum(s.steps for s in rec.prep.plan.scales),  # the final pass's included
         "steps_done": rec.step,
         "scales": outputs.scales_record(config, oc, rec.prep.plan),
         "from_recipe": outputs.from_recipe_record(rec.prep.plan),
