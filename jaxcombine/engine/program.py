@@ -44,6 +44,7 @@ from jaxcombine.networks import model
 from jaxcombine.options import layers as layers_lib
 from jaxcombine.options.recipe import Recipe
 from jaxcombine.stats import base, losses
+from jaxcombine.stats import hypercolumns as hypercolumns_lib
 
 # Chosen by measurement (docs/benchmarks.md). Inside a rolled loop XLA:CPU runs the
 # input-gradient convolutions that autodiff writes (conv="xla") ~8x slower, so that
@@ -233,26 +234,39 @@ def compute_targets(
         n_styles = styles.shape[0]
     pixels = {"content": content[None], "style": styles}  # what each forward saw
     regions = {"content": None, "style": style_regions}
+    if any(_rotates(t) for t in problem.recipe.terms):  # every style and its three turns
+        feats["turned"], pixels["turned"], regions["turned"] = _turned_styles(
+            net, variables, feats["style"], styles, style_regions
+        )
     if style_weights is None:
         style_weights = jnp.full((n_styles,), 1.0 / n_styles)
-    blend = {"content": jnp.ones((1,), jnp.float32), "style": style_weights}
-    one = jnp.ones((1,), jnp.float32)
+    per_style = len(hypercolumns_lib.QUARTER_TURNS)
+    blend = {
+        "content": jnp.ones((1,), jnp.float32),
+        "style": style_weights,
+        "turned": jnp.repeat(jnp.asarray(style_weights), per_style),  # a turn: 1/4 of its style
+    }
     out: dict[str, Any] = {}
     for term in problem.recipe.terms:
         key = losses.target_key(term)
         if key in out or term.skipped:  # a term no stage computes has no target
             continue
-        source = losses.inputs(term, feats[term.source], pixels[term.source], regions[term.source])
+        images = "turned" if _rotates(term) else term.source
+        source = losses.inputs(term, feats[images], pixels[images], regions[images])
         paired = None  # a paired statistic's target is built from the content's too
         if base.get(term.statistic).paired:
             paired = losses.inputs(term, feats["content"], pixels["content"])
-        if term.source == "style" and style_masks is not None:  # each style alone
+        if term.source == "style" and style_masks is not None:  # each style (and its turns) alone
+            count = per_style if images == "turned" else 1
+            alone = [losses.one_image(source, i) for i in range(count * n_styles)]
             out[key] = tuple(
-                losses.target(term.statistic, [losses.one_image(source, s)], one, paired)
+                losses.target(
+                    term.statistic, alone[s * count : (s + 1) * count], jnp.ones((count,)), paired
+                )
                 for s in range(n_styles)
             )
         else:
-            out[key] = losses.target(term.statistic, source, blend[term.source], paired)
+            out[key] = losses.target(term.statistic, source, blend[images], paired)
     if masks is not None:
         out["masks"] = jnp.asarray(masks, jnp.float32)
     if style_masks is not None:
@@ -262,6 +276,36 @@ def compute_targets(
         out["style_masks"] = jnp.asarray(style_masks, jnp.float32)
         out["style_weights"] = w / jnp.sum(w)
     return out
+
+
+def _rotates(term: Any) -> bool:
+    """Whether a term reads the styles with their turns (a style ``rotations`` term)."""
+    return term.source == "style" and term.hypercolumn is not None and term.hypercolumn.rotations
+
+
+def _turned_styles(
+    net: Any, variables: Mapping, style_features: Mapping, styles: Any, regions: Any
+) -> tuple[dict[str, list], list, list | None]:
+    """(features, pixels, regions) of every style followed by its turns by 90°, 180° and
+    270° (:func:`hypercolumns.turns`), as lists of single images (an odd turn of a
+    non-square style has its own shape): the unturned style's features are the ones
+    already taken, each turn goes through the network alone."""
+    n = len(styles)
+    features: dict[str, list] = {layer: [] for layer in style_features}
+    pixels, turned_regions = [], None if regions is None else []
+    for s in range(n):
+        for k, image in enumerate(hypercolumns_lib.turns(styles[s])):
+            seen = (
+                {layer: f[s] for layer, f in style_features.items()}
+                if k == 0
+                else {layer: f[0] for layer, f in net.apply(variables, image[None]).items()}
+            )
+            for layer, f in seen.items():
+                features[layer].append(f)
+            pixels.append(image)
+        if regions is not None:
+            turned_regions += hypercolumns_lib.turns(regions[s])
+    return features, pixels, turned_regions
 
 
 def loss_components(

@@ -39,6 +39,8 @@ A *hypercolumn* term reads several layers at the same sampled positions as one v
     samples = 1024            # optional: positions drawn per step (all, if the grid has fewer)
     stride = 1                # optional: positions on a grid of this many pixels
     jitter = false            # optional: read each position anywhere in its grid cell
+    rotations = false         # optional, style terms: the style turned by 90, 180 and 270
+                              # degrees offers its points too (NNST's augmentation)
     source = "style"
     statistic = "emd"         # emd | moments | palette | self_similarity | nearest |
                               # nearest_each_step
@@ -77,7 +79,7 @@ DURING = ("all", "scales", "final")
 # A run's or a stage's structure (Recipe.structure(stages)) marks a term that counts in
 # none of its stages this way: no program computes it (it reads 0) and it has no target.
 SKIPPED = "skipped"
-HYPERCOLUMN_KEYS = ("hypercolumn", "layer_scales", "samples", "stride", "jitter")
+HYPERCOLUMN_KEYS = ("hypercolumn", "layer_scales", "samples", "stride", "jitter", "rotations")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +92,11 @@ class Hypercolumn:
     ``stride``: the positions lie on a grid of ``stride`` pixels (the centres of its
     cells); ``jitter``: each step moves every drawn position to a random point of its
     cell (:func:`jaxcombine.stats.hypercolumns.draw`), so a grid coarser than the pixels
-    leaves none of them unread. All of it is structure: it fixes shapes and the program.
+    leaves none of them unread. ``rotations`` (style terms): the style image turned by
+    90°, 180° and 270° is read as three more styles of a quarter of its weight each, so
+    its strokes are offered in four orientations (NNST's augmentation of the style's
+    features; :func:`jaxcombine.stats.hypercolumns.turns`). All of it is structure: it
+    fixes shapes and the program.
     """
 
     layers: tuple[str, ...]
@@ -98,6 +104,7 @@ class Hypercolumn:
     samples: int = 1024
     stride: int = 1
     jitter: bool = False
+    rotations: bool = False
 
     @property
     def taps(self) -> tuple[str, ...]:
@@ -113,9 +120,10 @@ class Hypercolumn:
 
     @property
     def key(self) -> str:
-        """Everything that changes what its maps hold: entries, scales and grid."""
+        """Everything that changes what its maps hold: entries, scales, grid and turns."""
         scales = self.scales if isinstance(self.scales, str) else ",".join(map(str, self.scales))
-        return f"{'+'.join(self.layers)}/{scales or 1}/{self.stride}"
+        turns = "/rotations" if self.rotations else ""
+        return f"{'+'.join(self.layers)}/{scales or 1}/{self.stride}{turns}"
 
     def scale_of(self, i: int, channels: int) -> float:
         """The multiplier of entry ``i``, which has ``channels`` channels."""
@@ -281,6 +289,8 @@ class Recipe:
                 entry.update(samples=hc.samples, stride=hc.stride)
                 if hc.jitter:
                     entry["jitter"] = True
+                if hc.rotations:
+                    entry["rotations"] = True
                 if hc.scales:
                     entry["layer_scales"] = (
                         hc.scales if isinstance(hc.scales, str) else list(hc.scales)
@@ -424,6 +434,10 @@ def _expand_term(
             f"{where}: inverse_content_weight belongs to a style term (a content term's "
             "weight follows the content weight itself)"
         )
+    if hypercolumn is not None and hypercolumn.rotations and source != "style":
+        raise JaxcombineError(
+            f"{where}: rotations belongs to a style term (it turns the style image)"
+        )
     during = raw.get("during", "all")
     if during not in DURING:
         raise JaxcombineError(f"{where}: during must be one of {', '.join(DURING)}, got {during!r}")
@@ -474,6 +488,7 @@ def _hypercolumn(raw: Mapping[str, Any], where: str) -> Hypercolumn:
         _count(raw.get("samples", 1024), f"{where}: samples"),
         _count(raw.get("stride", 1), f"{where}: stride"),
         _flag(raw.get("jitter", False), f"{where}: jitter"),
+        _flag(raw.get("rotations", False), f"{where}: rotations"),
     )
 
 

@@ -43,7 +43,7 @@ from jaxcombine.errors import JaxcombineError
 from jaxcombine.networks import model
 from jaxcombine.options import layers as layers_lib
 from jaxcombine.options.config import DTYPES
-from jaxcombine.stats import base, losses
+from jaxcombine.stats import base, hypercolumns, losses
 
 # --------------------------------------------------------------------------- fitted table
 # Fitted by scripts/memory_fit.py to docs/memory-measurements.csv (peak RSS of whole
@@ -277,7 +277,8 @@ def hypercolumn_bytes(
         stat = base.get(t.statistic)
         depth = _hypercolumn_depth(hc, height, width, arch)
         n = _samples(hc, height, width)
-        style_n = sum(_samples(hc, h, w) for h, w in style_shapes)
+        styles = turned_styles(style_shapes) if hc.rotations else style_shapes
+        style_n = sum(_samples(hc, h, w) for h, w in styles)
         if t.source == "content":  # self-similarity: N×N for the output and the content
             per_start += 2 * (n * depth + n * n)
         elif stat.paired:  # the output's N hypercolumns against their N targets
@@ -290,13 +291,18 @@ def hypercolumn_bytes(
         seen.add(key)
         if stat.paired:
             rows = _grid_points(hc, height, width)
-            candidates = sum(_grid_points(hc, h, w) for h, w in style_shapes)
+            candidates = sum(_grid_points(hc, h, w) for h, w in styles)
             chunk = min(getattr(stat, "chunk", rows), rows)
             once += (2 * rows + candidates) * depth + chunk * candidates
         else:
-            shapes = [(height, width)] if t.source == "content" else style_shapes
+            shapes = [(height, width)] if t.source == "content" else styles
             once += sum(_maps_size(hc, h, w, arch) for h, w in shapes)
     return int(MARGIN * 4 * (SAMPLED_COPIES * starts * per_start + TARGET_COPIES * once))
+
+
+def turned_styles(style_shapes: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Every style's (height, width) followed by its turns' (a ``rotations`` term's images)."""
+    return [t for shape in style_shapes for t in hypercolumns.turned_shapes(shape)]
 
 
 def _hypercolumn_depth(hc: Any, height: int, width: int, arch: str) -> int:

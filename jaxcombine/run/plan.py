@@ -397,9 +397,12 @@ def _estimate(plan: Plan) -> tuple[int, str, tuple[str, ...]]:
     need += memory.hypercolumn_bytes(
         stepped, height, width, per_device, style_shapes=style_shapes, arch=config.model
     )
-    # the targets' forward passes: a style larger than the output (style_scale) may cost more
+    # the targets' forward passes: a style larger than the output (style_scale) may cost
+    # more, and a rotations term sends each style's turns through the network too
+    rotations = any(t.hypercolumn and t.hypercolumn.rotations for t in stepped.terms)
+    forwards = memory.turned_styles(style_shapes) if rotations else style_shapes
     targets = memory.estimate_targets_bytes(
-        rec.layers, [(height, width), *style_shapes], arch=config.model, conv=plan.conv
+        rec.layers, [(height, width), *forwards], arch=config.model, conv=plan.conv
     )
     remedies = plan.remedies()
     if targets > need:

@@ -28,6 +28,12 @@ target built per cell (``nearest``'s) still applies. Read at the cells' centres 
 stride-4 grid reads two pixels in four of every row and column of a full-resolution
 layer, and the ``nnst`` preset's outputs grew a period-4 pattern in flat areas
 (docs/evaluation.md, "`nnst` at 256 px").
+
+Rotations. A style term with ``rotations`` also reads the style turned by 90°, 180° and
+270° (:func:`turns`), as three more styles that share the style's weight and its region
+(turned with it): NNST offers its nearest-neighbour search every stroke in four
+orientations. Each turned image goes through the network, so its features are those of
+the turned strokes, not the style's features turned.
 """
 
 from __future__ import annotations
@@ -82,6 +88,21 @@ class Maps:
         """Image ``i`` of a stack."""
         region = None if self.region is None else self.region[i]
         return Maps(tuple(a[i] for a in self.arrays), self.image[i], self.spec, region)
+
+
+QUARTER_TURNS = (0, 1, 2, 3)  # a rotations term's images of each style: k × 90°
+
+
+def turns(image: Any) -> list[Any]:
+    """An (H, W, …) image (or region) and its turns by 90°, 180° and 270°
+    (counter-clockwise), in :data:`QUARTER_TURNS` order; an H×W image's odd turns are W×H."""
+    return [jnp.rot90(image, k, axes=(0, 1)) for k in QUARTER_TURNS]
+
+
+def turned_shapes(shape: Sequence[int]) -> list[tuple[int, int]]:
+    """The (height, width) of each of :func:`turns`' images of an image of ``shape``."""
+    h, w = shape[0], shape[1]
+    return [(h, w) if k % 2 == 0 else (w, h) for k in QUARTER_TURNS]
 
 
 def strides(spec: Hypercolumn) -> tuple[int, ...]:

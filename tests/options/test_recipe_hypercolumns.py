@@ -43,6 +43,14 @@ def test_a_hypercolumn_term_reads_its_layers_and_round_trips(tmp_path):
     assert jittered.terms[0].hypercolumn.jitter
     again = recipe_lib.from_dict(tomllib.loads(jittered.to_toml()), jittered.name)
     assert again.terms == jittered.terms
+    # rotations, likewise; they change the target, so they are part of its key
+    assert not hc.rotations and "rotations" not in rec.to_toml()
+    turned = load(tmp_path, hypercolumn_term(rotations=True))
+    assert turned.terms[0].hypercolumn.rotations
+    plain = load(tmp_path, hypercolumn_term()).terms[0].hypercolumn
+    assert turned.terms[0].hypercolumn.key != plain.key
+    again = recipe_lib.from_dict(tomllib.loads(turned.to_toml()), turned.name)
+    assert again.terms == turned.terms
 
 
 @pytest.mark.parametrize(
@@ -60,6 +68,11 @@ def test_a_hypercolumn_term_reads_its_layers_and_round_trips(tmp_path):
         (hypercolumn_term(samples=0), "samples must be an integer >= 1"),
         (hypercolumn_term(stride=1.5), "stride must be an integer >= 1"),
         (hypercolumn_term(jitter="yes"), "jitter must be true or false, got 'yes'"),
+        (hypercolumn_term(rotations=1), "rotations must be true or false, got 1"),
+        (
+            hypercolumn_term("self_similarity", "content", rotations=True),
+            "rotations belongs to a style term",
+        ),
         (hypercolumn_term(layer_scales=[1.0]), "a list of 3 numbers"),
         (hypercolumn_term(layer_scales=[1.0, -1.0, 1.0]), "layer_scales"),
         (

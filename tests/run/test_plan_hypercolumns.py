@@ -14,12 +14,13 @@ from jaxcombine.run import plan as plan_lib
 LAYERS = ["rgb", "block1_conv1", "block2_conv1"]
 
 
-def recipe(tmp_path, samples: int, statistic: str = "emd", source: str = "style") -> str:
+def recipe(tmp_path, samples: int, statistic: str = "emd", source: str = "style", **extra) -> str:
     terms = [
         {"layer": "block2_conv1", "source": "content", "statistic": "activations"},
-        {"hypercolumn": LAYERS, "source": source, "statistic": statistic, "samples": samples},
+        {"hypercolumn": LAYERS, "source": source, "statistic": statistic, "samples": samples}
+        | extra,
     ]
-    path = tmp_path / f"{statistic}{samples}.toml"
+    path = tmp_path / f"{statistic}{samples}{''.join(extra)}.toml"
     return str(recipe_files.write(path, {"terms": terms}))
 
 
@@ -52,6 +53,26 @@ def test_the_estimate_counts_the_sampled_matrices(tmp_path, statistic, source):
     else:  # N hypercolumns against N targets: linear in N
         assert counted[1] > counted[0]
     assert recipe_lib.load(large.config.recipe).terms[1].hypercolumn.samples == 2048
+
+
+@pytest.mark.parametrize("statistic", ["emd", "nearest"])
+def test_the_estimate_counts_a_rotations_term_s_turned_styles(tmp_path, statistic):
+    """A rotations term holds the maps of the style and its three turns, and draws its
+    style points from all four (a nearest term: searches them): the estimate counts four
+    styles' worth, as hypercolumn_bytes does with the turned shapes."""
+    plain, turned = (
+        plan_lib.make(
+            RunConfig(recipe=recipe(tmp_path, 512, statistic, **extra), size=64, init="content")
+        )
+        for extra in ({}, {"rotations": True})
+    )
+    shapes = plain.scales[-1].style_shapes
+    counted = [
+        memory.hypercolumn_bytes(p.recipe, 64, 64, 1, style_shapes=shapes) for p in (plain, turned)
+    ]
+    four = memory.hypercolumn_bytes(plain.recipe, 64, 64, 1, style_shapes=shapes * 4)
+    assert counted[1] == four > counted[0]
+    assert turned.memory_bytes - plain.memory_bytes == counted[1] - counted[0]
 
 
 def test_style_regions_are_for_hypercolumn_style_terms_only(tmp_path):

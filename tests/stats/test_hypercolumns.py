@@ -9,10 +9,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import recipe_files
+from PIL import Image
+from recipe_files import hypercolumn
 
 from jaxcombine import stats
+from jaxcombine.io import images
+from jaxcombine.networks import model
 from jaxcombine.options import layers as layers_lib
+from jaxcombine.options.config import RunConfig
 from jaxcombine.options.recipe import Hypercolumn
+from jaxcombine.run import job
+from jaxcombine.run import prepare as prepare_lib
 from jaxcombine.stats import hypercolumns as hc
 from jaxcombine.stats import losses
 
@@ -279,3 +287,48 @@ def test_nearest_targets_equal_a_brute_force_search(chunk):
     got = term("nearest", out, target)
     x = numpy_hypercolumns(a_out, None, spec, hc.grid((8, 8), 2))
     assert got == pytest.approx(np.mean(np.diag(cosine_cost(x, candidates[best]))), rel=1e-4)
+
+
+def test_a_rotations_term_searches_the_style_and_its_three_turns(vgg19, tmp_path):
+    """``rotations = true`` (NNST's augmentation): the style turned by 90°, 180° and 270°
+    goes through the network as three more styles, each a quarter of the style's weight.
+    A 24×32 output makes the odd turns 32×24, so the turns are images of their own shape.
+    The nearest-neighbour rows equal a brute-force search over the four images' features,
+    taken here by the network one image at a time, and a step runs on them."""
+    wide = tmp_path / "wide.png"
+    Image.open(images.CONTENT).convert("RGB").resize((32, 24)).save(wide)
+    layers = ["block1_conv1", "block2_conv1"]
+    terms = [
+        hypercolumn(
+            "nearest", layers=layers, samples=64, stride=4, layer_scales="channels", rotations=True
+        ),
+        hypercolumn("emd", layers=["rgb", *layers], samples=32, rotations=True),
+    ]
+    recipe = recipe_files.write(tmp_path / "turns.toml", {"terms": terms, "init": "content"})
+    config = RunConfig(recipe=str(recipe), content=str(wide), size=32, steps=2, conv="xla")
+    prep = prepare_lib.prepare(config)
+    nearest, emd = prep.problem.recipe.terms
+    spec = nearest.hypercolumn
+    net = model.VGG(taps=tuple(layers), conv=prep.problem.conv)
+
+    def points(image):
+        feats = net.apply(prep.variables, jnp.asarray(np.ascontiguousarray(image))[None])
+        arrays = [np.asarray(feats[n][0]) / feats[n].shape[-1] for n in layers]
+        return numpy_hypercolumns(arrays, None, spec, hc.grid(image.shape[:2], spec.stride))
+
+    style = np.asarray(prep.style_images[0])
+    assert style.shape == (24, 32, 3)
+    turned = [points(np.rot90(style, k)) for k in range(4)]
+    candidates = np.concatenate(turned)
+    queries = points(prep.seen(prep.content))
+    mean = candidates.mean(axis=0)  # four turns of one weight and of as many points each
+    best = np.argmin(cosine_cost(queries - mean, candidates - mean), axis=1)
+    got = np.asarray(prep.targets[losses.target_key(nearest)]["rows"])
+    np.testing.assert_allclose(got, candidates[best], rtol=RTOL, atol=1e-6)
+    assert np.any(best >= len(turned[0])), "no content point took a turned stroke"
+    # a sampled statistic draws from each of the four images, a quarter of the weight each
+    target = prep.targets[losses.target_key(emd)]
+    assert [m.shape for m in target["styles"]] == [(24, 32), (32, 24), (24, 32), (32, 24)]
+    np.testing.assert_allclose(np.asarray(target["weights"]), [0.25] * 4)
+    history = job.combine(config).outcome.history
+    assert history.shape[0] == 2 and np.all(np.isfinite(history))
