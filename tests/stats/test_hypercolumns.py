@@ -14,6 +14,7 @@ from PIL import Image
 from recipe_files import hypercolumn
 
 from jaxcombine import stats
+from jaxcombine.engine import program
 from jaxcombine.io import images
 from jaxcombine.networks import model
 from jaxcombine.options import layers as layers_lib
@@ -332,3 +333,27 @@ def test_a_rotations_term_searches_the_style_and_its_three_turns(vgg19, tmp_path
     np.testing.assert_allclose(np.asarray(target["weights"]), [0.25] * 4)
     history = job.combine(config).outcome.history
     assert history.shape[0] == 2 and np.all(np.isfinite(history))
+    # guided: each style's target holds its own four images, each region turned with them
+    regions = np.zeros((2, 24, 32), np.float32)
+    regions[0, :, :16], regions[1, 12:] = 1.0, 1.0
+    guided = program.compute_targets(
+        prep.problem,
+        prep.variables,
+        jnp.asarray(prep.content),
+        jnp.asarray(np.stack([style, style[::-1]])),
+        style_masks=jnp.ones((2, 24, 32)),
+        style_regions=jnp.asarray(regions),
+    )
+    per_style = guided[losses.target_key(emd)]
+    assert len(per_style) == 2
+    for target, region in zip(per_style, regions):
+        assert len(target["styles"]) == 4
+        for k, maps in enumerate(target["styles"]):
+            np.testing.assert_array_equal(np.asarray(maps.region), np.rot90(region, k))
+    # style 0's rows: its four images' candidates inside their turned region (the left half)
+    allowed = np.concatenate(
+        [np.asarray(hc.cell_weights(np.rot90(regions[0], k), spec.stride)) > 0 for k in range(4)]
+    )
+    cost = np.where(allowed[None, :], cosine_cost(queries - mean, candidates - mean), np.inf)
+    rows = np.asarray(guided[losses.target_key(nearest)][0]["rows"])
+    np.testing.assert_allclose(rows, candidates[np.argmin(cost, axis=1)], rtol=RTOL, atol=1e-6)
