@@ -41,6 +41,8 @@ A *hypercolumn* term reads several layers at the same sampled positions as one v
     jitter = false            # optional: read each position anywhere in its grid cell
     rotations = false         # optional, style terms: the style turned by 90, 180 and 270
                               # degrees offers its points too (NNST's augmentation)
+    split = false             # optional: one term per entry, each its own hypercolumn
+                              # (NNST's final pass matches each layer apart)
     source = "style"
     statistic = "emd"         # emd | moments | palette | self_similarity | nearest |
                               # nearest_each_step
@@ -79,7 +81,15 @@ DURING = ("all", "scales", "final")
 # A run's or a stage's structure (Recipe.structure(stages)) marks a term that counts in
 # none of its stages this way: no program computes it (it reads 0) and it has no target.
 SKIPPED = "skipped"
-HYPERCOLUMN_KEYS = ("hypercolumn", "layer_scales", "samples", "stride", "jitter", "rotations")
+HYPERCOLUMN_KEYS = (
+    "hypercolumn",
+    "layer_scales",
+    "samples",
+    "stride",
+    "jitter",
+    "rotations",
+    "split",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -452,9 +462,32 @@ def _expand_term(
         if path not in masks:
             masks.append(path)
         mask = masks.index(path)
+    if hypercolumn is not None:
+        return [
+            Term(column.name, source, statistic, weight, mask, column, inverse, during)
+            for column in _split(hypercolumn, raw, where)
+        ]
     return [
         Term(layer, source, statistic, weight, mask, hypercolumn, inverse, during)
         for layer in layers
+    ]
+
+
+def _split(hypercolumn: Hypercolumn, raw: Mapping[str, Any], where: str) -> list[Hypercolumn]:
+    """The hypercolumn of a term table, or with ``split = true`` one hypercolumn of each of
+    its entries (its scale kept), so that one table writes NNST's per-layer terms as
+    ``layers`` does for plain ones."""
+    if not _flag(raw.get("split", False), f"{where}: split"):
+        return [hypercolumn]
+    return [
+        dataclasses.replace(
+            hypercolumn,
+            layers=(name,),
+            scales=hypercolumn.scales
+            if isinstance(hypercolumn.scales, str)
+            else hypercolumn.scales[i : i + 1],
+        )
+        for i, name in enumerate(hypercolumn.layers)
     ]
 
 

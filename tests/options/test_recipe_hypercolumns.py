@@ -53,6 +53,24 @@ def test_a_hypercolumn_term_reads_its_layers_and_round_trips(tmp_path):
     assert again.terms == turned.terms
 
 
+def test_split_makes_one_term_of_each_entry(tmp_path):
+    """``split = true``: one term per entry, each its own one-entry hypercolumn with that
+    entry's scale and the table's other keys, written back as those terms."""
+    table = hypercolumn_term(
+        "nearest_each_step", samples=64, stride=4, layer_scales=[1.0, 0.5, 0.25], split=True
+    )
+    rec = load(tmp_path, table)
+    assert [t.layer for t in rec.terms] == LAYERS
+    assert [t.hypercolumn for t in rec.terms] == [
+        Hypercolumn((name,), (scale,), 64, 4) for name, scale in zip(LAYERS, (1.0, 0.5, 0.25))
+    ]
+    assert rec.labels[:3] == tuple(f"style:nearest_each_step:{name}" for name in LAYERS)
+    channels = load(tmp_path, {**table, "layer_scales": "channels"})
+    assert {t.hypercolumn.scales for t in channels.terms} == {"channels"}
+    again = recipe_lib.from_dict(tomllib.loads(rec.to_toml()), rec.name)
+    assert again.terms == rec.terms and "split" not in rec.to_toml()
+
+
 @pytest.mark.parametrize(
     "term, fragment",
     [
@@ -69,6 +87,11 @@ def test_a_hypercolumn_term_reads_its_layers_and_round_trips(tmp_path):
         (hypercolumn_term(stride=1.5), "stride must be an integer >= 1"),
         (hypercolumn_term(jitter="yes"), "jitter must be true or false, got 'yes'"),
         (hypercolumn_term(rotations=1), "rotations must be true or false, got 1"),
+        (hypercolumn_term(split="no"), "split must be true or false, got 'no'"),
+        (
+            {"layer": "block1_conv1", "source": "style", "statistic": "gram", "split": True},
+            "'split' belongs to a 'hypercolumn' term",
+        ),
         (
             hypercolumn_term("self_similarity", "content", rotations=True),
             "rotations belongs to a style term",
