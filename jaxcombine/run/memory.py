@@ -325,6 +325,20 @@ def _maps_size(hc: Any, height: int, width: int, arch: str) -> int:
     return entries + 3 * height * width
 
 
+# Stages (the scales of a coarse-to-fine run, and a final pass): each after the first
+# compiles its own programs (its targets and its chunk, at its shape), and the process's
+# resident memory keeps part of every compile. Measured with a cold compile cache
+# (docs/benchmarks.md, "A stage's programs"): over the same run at its last scale alone,
+# 0.086-0.105 GB per further stage (gatys, 3 scales to 256 px and 4 to 512 px; nnst,
+# 3 scales to 256 px).
+STAGE_BYTES = 0.11e9
+
+
+def stages_bytes(stages: int) -> int:
+    """Bytes a run of ``stages`` stages holds beyond its costliest stage run alone."""
+    return int(MARGIN * STAGE_BYTES * max(0, stages - 1))
+
+
 def estimate_inputs_bytes(pixels: Sequence[int], styles: Sequence[int] = ()) -> int:
     """Bytes of decoding the input files: the largest of ``pixels`` (each file's decoded
     pixel count) at :data:`DECODE_BYTES_PER_PIXEL`, plus the ``styles``' full-size copies

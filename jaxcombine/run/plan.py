@@ -347,7 +347,8 @@ def _layer_shapes(layers: tuple[str, ...], shape: tuple[int, int], arch: str):
 
 def _estimate(plan: Plan) -> tuple[int, str, tuple[str, ...]]:
     """(peak bytes, what was estimated, remedies): the costliest scale's step (per device),
-    its targets' forward passes, and decoding the input files."""
+    its targets' forward passes, decoding the input files, and what the programs of the
+    stages before it leave behind."""
     config, rec, starts = plan.config, plan.recipe, plan.starts
     height, width = plan.output_shape
     what = plan.describe()
@@ -355,6 +356,7 @@ def _estimate(plan: Plan) -> tuple[int, str, tuple[str, ...]]:
         [n for _, n in plan.input_pixels],
         [n for path, n in plan.input_pixels if path in plan.style_paths],
     )
+    earlier = memory.stages_bytes(len(plan.scales))  # the programs of the stages before
     if config.tile:  # the steps hold one window's activations, plus image-sized arrays
         need = memory.tiled_estimate_bytes(
             rec,
@@ -368,7 +370,7 @@ def _estimate(plan: Plan) -> tuple[int, str, tuple[str, ...]]:
             remat=config.remat,
         )
         return (
-            need + inputs,
+            need + inputs + earlier,
             f"{what}, tile {config.tile}",
             ("a smaller --size", "a smaller --tile"),
         )
@@ -413,4 +415,4 @@ def _estimate(plan: Plan) -> tuple[int, str, tuple[str, ...]]:
         path, _ = max(plan.input_pixels, key=lambda p: p[1], default=(plan.content, 0))
         what += f"; decoding {Path(path).name}"
         remedies = (*remedies, "smaller input files")
-    return max(need, targets) + inputs, what, remedies
+    return max(need, targets) + inputs + earlier, what, remedies
