@@ -220,6 +220,9 @@ def compute_targets(
     ``targets["style_weights"]`` (:func:`losses.terms` uses all three).
     ``style_regions`` (S, H, W), or a list of S (H_s, W_s) for styles of their own sizes:
     a mask over each style image, where hypercolumn terms draw that style's positions.
+    A style term with ``rotations`` reads every style and its three turns
+    (:func:`_turned_styles`), each turn a quarter of its style's weight, its region turned
+    with it.
     """
     net = problem.network()
     feats = {"content": net.apply(variables, content[None])}

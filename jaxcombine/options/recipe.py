@@ -467,10 +467,7 @@ def _expand_term(
             Term(column.name, source, statistic, weight, mask, column, inverse, during)
             for column in _split(hypercolumn, raw, where)
         ]
-    return [
-        Term(layer, source, statistic, weight, mask, hypercolumn, inverse, during)
-        for layer in layers
-    ]
+    return [Term(layer, source, statistic, weight, mask, None, inverse, during) for layer in layers]
 
 
 def _split(hypercolumn: Hypercolumn, raw: Mapping[str, Any], where: str) -> list[Hypercolumn]:
