@@ -237,7 +237,7 @@ def compute_targets(
         n_styles = styles.shape[0]
     pixels = {"content": content[None], "style": styles}  # what each forward saw
     regions = {"content": None, "style": style_regions}
-    if any(_rotates(t) for t in problem.recipe.terms):  # every style and its three turns
+    if any(t.rotates for t in problem.recipe.terms):  # every style and its three turns
         feats["turned"], pixels["turned"], regions["turned"] = _turned_styles(
             net, variables, feats["style"], styles, style_regions
         )
@@ -254,7 +254,7 @@ def compute_targets(
         key = losses.target_key(term)
         if key in out or term.skipped:  # a term no stage computes has no target
             continue
-        images = "turned" if _rotates(term) else term.source
+        images = "turned" if term.rotates else term.source
         source = losses.inputs(term, feats[images], pixels[images], regions[images])
         paired = None  # a paired statistic's target is built from the content's too
         if base.get(term.statistic).paired:
@@ -279,11 +279,6 @@ def compute_targets(
         out["style_masks"] = jnp.asarray(style_masks, jnp.float32)
         out["style_weights"] = w / jnp.sum(w)
     return out
-
-
-def _rotates(term: Any) -> bool:
-    """Whether a term reads the styles with their turns (a style ``rotations`` term)."""
-    return term.source == "style" and term.hypercolumn is not None and term.hypercolumn.rotations
 
 
 def _turned_styles(

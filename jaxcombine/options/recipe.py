@@ -175,6 +175,12 @@ class Term:
         return self.during == "all" or self.during == ("final" if final else "scales")
 
     @property
+    def rotates(self) -> bool:
+        """Whether the term reads every style with its three turns (a hypercolumn style
+        term's ``rotations``; the recipe refuses it on a content term)."""
+        return self.hypercolumn is not None and self.hypercolumn.rotations
+
+    @property
     def skipped(self) -> bool:
         """Whether a stage's structure leaves the term out (:data:`SKIPPED`)."""
         return self.during == SKIPPED

@@ -401,8 +401,8 @@ def _estimate(plan: Plan) -> tuple[int, str, tuple[str, ...]]:
     )
     # the targets' forward passes: a style larger than the output (style_scale) may cost
     # more, and a rotations term sends each style's turns through the network too
-    rotations = any(t.hypercolumn and t.hypercolumn.rotations for t in stepped.terms)
-    forwards = memory.turned_styles(style_shapes) if rotations else style_shapes
+    turned = any(t.rotates for t in stepped.terms)
+    forwards = memory.turned_styles(style_shapes) if turned else style_shapes
     targets = memory.estimate_targets_bytes(
         rec.layers, [(height, width), *forwards], arch=config.model, conv=plan.conv
     )

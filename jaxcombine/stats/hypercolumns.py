@@ -3,9 +3,9 @@
 The one home of sampling for the statistics of hypercolumns (``emd``, ``moments``,
 ``palette``, ``self_similarity``, ``nearest``, ``nearest_each_step``; STROTSS, Kolkin et
 al. 2019; NNST, Kolkin et al. 2022). A recipe's ``hypercolumn`` term
-(:class:`~jaxcombine.options.recipe.Hypercolumn`) names its layers (and ``"rgb"``, the image's colours); :func:`maps` gathers them, each
-scaled, into :class:`Maps`; :func:`draw` picks positions and :func:`sample` reads the
-hypercolumns there.
+(:class:`~jaxcombine.options.recipe.Hypercolumn`) names its layers (and ``"rgb"``, the
+image's colours); :func:`maps` gathers them, each scaled, into :class:`Maps`;
+:func:`draw` picks positions and :func:`sample` reads the hypercolumns there.
 
 Coordinates. Positions are (y, x) in image pixels, pixel (i, j)'s centre at (i, j). A
 layer after p 2×2 poolings has stride d = 2^p (:func:`jaxcombine.stats.masks.poolings`,
