@@ -30,6 +30,8 @@ should it still come, into the same kind of one-line error.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import math
 import os
 import re
@@ -337,6 +339,31 @@ STAGE_BYTES = 0.11e9
 def stages_bytes(stages: int) -> int:
     """Bytes a run of ``stages`` stages holds beyond its costliest stage run alone."""
     return int(MARGIN * STAGE_BYTES * max(0, stages - 1))
+
+
+# What each group a batch process ran before still holds once its programs are released
+# (:func:`release_programs`): 12 gatys jobs of 12 sizes, one group each, peaked 19 MB a
+# group above the largest run alone; kept, 64 MB (docs/benchmarks.md, "A batch's groups").
+GROUP_BYTES = 0.03e9
+
+
+def groups_bytes(earlier: int) -> int:
+    """Bytes a batch process holds of the ``earlier`` groups it ran, each released."""
+    return int(MARGIN * GROUP_BYTES * max(0, earlier))
+
+
+def release_programs() -> None:
+    """Give back what finished runs left in this process: JAX's compiled programs and
+    traces (``jax.clear_caches``), the objects that held them (a garbage collection),
+    and the heap pages the C library keeps once they are freed (glibc's
+    ``malloc_trim``, where the C library has it). A batch calls it between groups, whose
+    programs it will not run again; the next run compiles its own."""
+    jax.clear_caches()
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):  # not glibc: its heap stays as it is
+        pass
 
 
 def estimate_inputs_bytes(pixels: Sequence[int], styles: Sequence[int] = ()) -> int:

@@ -79,6 +79,7 @@ class Plan:
     input_pixels: tuple[tuple[str, int], ...]  # (path, decoded pixels) of every input file
     style_paths: tuple[str, ...]
     from_recipe: tuple[str, ...] = ()
+    earlier_groups: int = 0  # groups a batch process ran before this one (what they leave)
 
     @property
     def output_shape(self) -> tuple[int, int]:
@@ -150,11 +151,19 @@ class Plan:
         inside the block becomes one line naming the run and what lowers its memory."""
         return memory.out_of_memory_as_error(self.describe(), remedies=self.remedies())
 
-    def with_starts(self, starts: int, *, per_start_targets: bool = False) -> "Plan":
-        """This plan for ``starts`` starts side by side (a study's sweep, a batch group):
-        layout and memory decided again; a one-line error if it no longer fits."""
+    def with_starts(
+        self, starts: int, *, per_start_targets: bool = False, earlier_groups: int = 0
+    ) -> "Plan":
+        """This plan for ``starts`` starts side by side (a study's sweep, a batch group,
+        after ``earlier_groups`` others in its process): layout and memory decided again;
+        a one-line error if it no longer fits."""
         return _decide(
-            dataclasses.replace(self, starts=starts, per_start_targets=per_start_targets)
+            dataclasses.replace(
+                self,
+                starts=starts,
+                per_start_targets=per_start_targets,
+                earlier_groups=earlier_groups,
+            )
         )
 
 
@@ -348,7 +357,7 @@ def _layer_shapes(layers: tuple[str, ...], shape: tuple[int, int], arch: str):
 def _estimate(plan: Plan) -> tuple[int, str, tuple[str, ...]]:
     """(peak bytes, what was estimated, remedies): the costliest scale's step (per device),
     its targets' forward passes, decoding the input files, and what the programs of the
-    stages before it leave behind."""
+    stages before it (and of a batch process's earlier groups) leave behind."""
     config, rec, starts = plan.config, plan.recipe, plan.starts
     height, width = plan.output_shape
     what = plan.describe()
@@ -356,7 +365,8 @@ def _estimate(plan: Plan) -> tuple[int, str, tuple[str, ...]]:
         [n for _, n in plan.input_pixels],
         [n for path, n in plan.input_pixels if path in plan.style_paths],
     )
-    earlier = memory.stages_bytes(len(plan.scales))  # the programs of the stages before
+    # the programs of the stages before, and what a batch's earlier groups left
+    earlier = memory.stages_bytes(len(plan.scales)) + memory.groups_bytes(plan.earlier_groups)
     if config.tile:  # the steps hold one window's activations, plus image-sized arrays
         need = memory.tiled_estimate_bytes(
             rec,
