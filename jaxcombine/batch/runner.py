@@ -51,7 +51,7 @@ class BatchReport:
     wall_s: float = 0.0
     elsewhere: list[str] = dataclasses.field(default_factory=list)
     unscored: dict[str, str] = dataclasses.field(default_factory=dict)  # --eval: id → why not
-    groups: int = 0  # programs run: groups of jobs, each compiled once (docs/batch.md)
+    groups: int = 0  # groups of jobs run, each as one program (docs/batch.md)
 
     @property
     def jobs_per_minute(self) -> float | None:
@@ -137,6 +137,7 @@ def _run_jobs(
     report.skipped = [j.id for j in jobs if finished(j)]
     todo = [j for j in jobs if not finished(j)]
     bar = outputs.ProgressBar(len(todo), unit="job", enabled=progress)
+    programs = _HeldPrograms()
     with interrupts.stop_requests() as stop:
         for start in range(0, len(todo), window):
             if report.interrupted or stop.is_set():
@@ -153,7 +154,7 @@ def _run_jobs(
                         bar.update(1)
                     else:
                         mine.append(j)
-                _run_window(mine, out, report, bar, stop)
+                _run_window(mine, out, report, bar, programs, stop)
     bar.close()
     report.wall_s = round(time.perf_counter() - t0, 3)
     records.write_json(
@@ -279,18 +280,41 @@ def _barrier(name: str, timeout_s: int = 7 * 24 * 3600) -> None:
         client.wait_at_barrier(name, timeout_s * 1000)
 
 
-def _run_window(jobs: Sequence[Job], out: Path, report: BatchReport, bar, stop=None) -> None:
-    """Plan and prepare up to ``max_batch`` jobs (images, targets), then run them group by
-    group.
+class _HeldPrograms:
+    """Which group's programs this batch process holds, and how many it has released.
 
-    Before each group after this batch's first, the programs of those before are
-    released (:func:`memory.release_programs`): each group compiles its own (one per
-    scale), and the process would otherwise keep every one. Measured on the 2-core AMD
-    EPYC (docs/benchmarks.md, "A batch's groups"): 12 jobs of 12 sizes peaked at 2.13 GB
-    kept and 1.63 GB released, against 1.42 GB for the largest alone. What each released
-    group still leaves is in every later group's memory check (``earlier_groups``). The
-    last group's programs stay, so a caller that runs the same shapes again (a second
-    batch, a grid) compiles nothing."""
+    Each group compiles programs of its own (one per scale), and a process that kept
+    them all would grow with every shape of a manifest. A group whose key
+    (:func:`_groups`) differs from the last one's releases the programs before it
+    (:func:`memory.release_programs`); one of the same key (the next window's jobs of that
+    shape, ``--no-batching``'s one job a window) runs them again. Measured on the 2-core
+    AMD EPYC (docs/benchmarks.md, "A batch's groups"): 12 jobs of 12 sizes peaked at
+    2.13 GB kept and 1.63 GB released, against 1.42 GB for the largest alone. What each
+    release still leaves is counted in every later group's memory check
+    (``Plan.earlier_groups``). The last programs stay, so from Python a second batch of
+    the same shapes compiles nothing."""
+
+    def __init__(self) -> None:
+        self.key: Any = None
+        self.released = 0
+
+    def earlier(self, key: Any) -> int:
+        """Releases this process will have made once a group of ``key`` starts."""
+        return self.released + (self.key is not None and key != self.key)
+
+    def hold(self, key: Any) -> None:
+        """Before a group of ``key`` runs: the programs of another key released."""
+        if self.key is not None and key != self.key:
+            memory.release_programs()
+            self.released += 1
+        self.key = key
+
+
+def _run_window(
+    jobs: Sequence[Job], out: Path, report: BatchReport, bar, programs: _HeldPrograms, stop=None
+) -> None:
+    """Plan and prepare up to ``max_batch`` jobs (images, targets), then run them group by
+    group, each after ``programs.hold`` (see :class:`_HeldPrograms`)."""
     prepared = []
     for j in jobs:
         try:
@@ -299,13 +323,16 @@ def _run_window(jobs: Sequence[Job], out: Path, report: BatchReport, bar, stop=N
             _fail(report, bar, [j], _reason(e))
             continue
         prepared.append((j, prep))
-    for group in (part for g in _groups(prepared) for part in _fitting(g, report.groups)):
+    for key, group in (
+        (key, part) for key, g in _groups(prepared) for part in _fitting(g, programs.earlier(key))
+    ):
         if report.interrupted:
             break
-        if report.groups:  # an earlier group's programs: this batch will not run them again
-            memory.release_programs()
+        programs.hold(key)
         try:
-            runner.execute(_Group(group, report, bar), out=out, exclusive=False, stop=stop)
+            runner.execute(
+                _Group(group, report, bar, programs.released), out=out, exclusive=False, stop=stop
+            )
         except Exception as e:  # one broken group must not stop the others
             _fail(report, bar, [j for j, _ in group], _reason(e))
         finally:
@@ -326,8 +353,8 @@ def _fitting(group: list, earlier: int) -> list[list]:
     return [group[i : i + size] for i in range(0, len(group), size)]
 
 
-def _groups(prepared: list) -> Iterable[list]:
-    """Jobs that can share one compiled program: same structure (:class:`engine.Problem`),
+def _groups(prepared: list) -> Iterable[tuple[Any, list]]:
+    """(key, jobs): jobs that can share one compiled program: same structure (:class:`engine.Problem`),
     output size, targets' shapes (masks, style sizes), weights and loop. Learning rates,
     step counts and loss weights may differ: they are per-start arrays of one program.
     Coarse-to-fine jobs (and jobs with a final pass) also share their scales, steps per
@@ -369,21 +396,22 @@ def _groups(prepared: list) -> Iterable[list]:
             tuple(s.lr_factor for s in prep.plan.scales),
         )
         groups.setdefault(key, []).append((j, prep))
-    return list(groups.values())
+    return list(groups.items())
 
 
 class _Group(runner.Hooks):
     """A group's hooks: its jobs as the starts of one vmapped program, each with its own
     targets (stacked along the starts), snapshots per job, then each job written alone."""
 
-    def __init__(self, group: list, report: BatchReport, bar):
+    def __init__(self, group: list, report: BatchReport, bar, earlier_groups: int):
         self.group, self.report, self.bar = group, report, bar
+        self.earlier_groups = earlier_groups  # released before it in this process
         self.jobs, self.preps = [j for j, _ in group], [p for _, p in group]
         self.t0 = time.perf_counter()
 
     def make_plan(self):  # checked again now: after the groups this process ran before
         return self.preps[0].plan.with_starts(
-            len(self.group), per_start_targets=True, earlier_groups=self.report.groups
+            len(self.group), per_start_targets=True, earlier_groups=self.earlier_groups
         )
 
     def prepare(self, plan):

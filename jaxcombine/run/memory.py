@@ -348,7 +348,7 @@ GROUP_BYTES = 0.03e9
 
 
 def groups_bytes(earlier: int) -> int:
-    """Bytes a batch process holds of the ``earlier`` groups it ran, each released."""
+    """Bytes a batch process still holds of ``earlier`` groups' programs, released."""
     return int(MARGIN * GROUP_BYTES * max(0, earlier))
 
 
@@ -356,8 +356,9 @@ def release_programs() -> None:
     """Give back what finished runs left in this process: JAX's compiled programs and
     traces (``jax.clear_caches``), the objects that held them (a garbage collection),
     and the heap pages the C library keeps once they are freed (glibc's
-    ``malloc_trim``, where the C library has it). A batch calls it between groups, whose
-    programs it will not run again; the next run compiles its own."""
+    ``malloc_trim``, where the C library has it). A batch calls it before a group of
+    another program than the last (``batch/runner._HeldPrograms``); the next run
+    compiles its own."""
     jax.clear_caches()
     gc.collect()
     try:

@@ -207,7 +207,7 @@ def test_a_window_keeps_one_copy_of_the_weights(folder, vgg19, monkeypatch):
     monkeypatch.setattr(batch.runner, "execute", lambda hooks, **k: groups.append(hooks.group))
     jobs = batch.load_manifest(folder / "small.toml")[:3]
     bar = batch.outputs.ProgressBar(3, unit="job", enabled=False)
-    batch._run_window(jobs, folder / "unused", batch.BatchReport(), bar)
+    batch._run_window(jobs, folder / "unused", batch.BatchReport(), bar, batch._HeldPrograms())
     preps = [prep for group in groups for _, prep in group]
     assert len(preps) == 3 and all(p.variables is preps[0].variables for p in preps)
 
@@ -229,6 +229,21 @@ def test_batched_matches_one_at_a_time(folder, small_reference, options):
     report = batch.run_batch(folder / "small.toml", out, progress=False, **options)
     assert len(report.done) == 4
     assert_same_outputs(out, small_reference)
+
+
+# small.toml's jobs: two of c1's shape, then two of c2's. Batched, they are two groups;
+# one at a time, four, the second and the fourth running the programs of the one before.
+@pytest.mark.parametrize("batching, groups", [(True, 2), (False, 4)])
+def test_a_batch_releases_programs_only_when_the_program_changes(
+    folder, vgg19, monkeypatch, batching, groups
+):
+    released, release = [], batch.memory.release_programs
+    monkeypatch.setattr(batch.memory, "release_programs", lambda: released.append(1) or release())
+    out = folder / f"held-{batching}"
+    report = batch.run_batch(folder / "small.toml", out, progress=False, batching=batching)
+    assert len(report.done) == 4 and report.groups == groups
+    assert len(released) == 1  # c1's programs, once c2's first group came
+    assert json.loads((out / batch.REPORT).read_text())["groups"] == groups
 
 
 @pytest.mark.slow
@@ -382,7 +397,7 @@ def test_jobs_whose_scales_weigh_terms_apart_do_not_share_a_program(tmp_path):
             recipe=path, size=64, scale_count=2, scale_content_weights=(1, 0.5), conv="xla"
         )
         preps.append((name, prepare(plan_lib.make(config))))
-    groups = [[j for j, _ in g] for g in batch._groups(preps)]
+    groups = [[j for j, _ in g] for _, g in batch._groups(preps)]
     assert sorted(groups) == [["a", "b"], ["c"]]
 
 
@@ -395,5 +410,5 @@ def test_jobs_whose_scales_step_apart_do_not_share_a_program(tmp_path):
     for name, rates in (("a", (1.0, 3.0)), ("b", (1.0, 3.0)), ("c", (1.0, 5.0))):
         config = RunConfig(recipe=path, size=64, scale_count=2, scale_lr_factors=rates, conv="xla")
         preps.append((name, prepare(plan_lib.make(config))))
-    groups = [[j for j, _ in g] for g in batch._groups(preps)]
+    groups = [[j for j, _ in g] for _, g in batch._groups(preps)]
     assert sorted(groups) == [["a", "b"], ["c"]]
