@@ -354,12 +354,13 @@ def _fitting(group: list, earlier: int) -> list[list]:
 
 
 def _groups(prepared: list) -> Iterable[tuple[Any, list]]:
-    """(key, jobs): jobs that can share one compiled program: same structure (:class:`engine.Problem`),
-    output size, targets' shapes (masks, style sizes), weights and loop. Learning rates,
-    step counts and loss weights may differ: they are per-start arrays of one program.
-    Coarse-to-fine jobs (and jobs with a final pass) also share their scales, steps per
-    scale, final pass, style scales, how scales hand on and each stage's loss and
-    learning-rate factors (a single-stage job's key has its steps apart)."""
+    """(key, jobs) for the jobs that can share one compiled program: same structure
+    (:class:`engine.Problem`), output size, targets' shapes (masks, style sizes), weights
+    and loop. Learning rates, step counts and loss weights may differ: they are
+    per-start arrays of one program. Coarse-to-fine jobs (and jobs with a final pass)
+    also share their scales, steps per scale, final pass, style scales, how scales hand
+    on and each stage's loss and learning-rate factors (a single-stage job's key has its
+    steps apart)."""
     groups: dict[Any, list] = {}
     for j, prep in prepared:
         c = prep.plan.config  # settled: the recipe's suggested ladder included
