@@ -298,13 +298,17 @@ class _HeldPrograms:
         self.key: Any = None
         self.released = 0
 
+    def _replaces(self, key: Any) -> bool:
+        """Whether a group of ``key`` needs other programs than those held."""
+        return self.key is not None and key != self.key
+
     def earlier(self, key: Any) -> int:
         """Releases this process will have made once a group of ``key`` starts."""
-        return self.released + (self.key is not None and key != self.key)
+        return self.released + self._replaces(key)
 
     def hold(self, key: Any) -> None:
         """Before a group of ``key`` runs: the programs of another key released."""
-        if self.key is not None and key != self.key:
+        if self._replaces(key):
             memory.release_programs()
             self.released += 1
         self.key = key
