@@ -278,7 +278,8 @@ def run(out_dir, quiet, **options):
     "init",
     default="content,style,noise:2",
     show_default=True,
-    help="Starts to compare, comma-separated: content, style, noise, noise:N, image paths.",
+    help="Starts to compare, comma-separated: content, style, content-recoloured, noise, "
+    "noise:N, image paths.",
 )
 @click.option(
     "--tolerance",

@@ -165,7 +165,8 @@ MAX_STYLE_SCALE = 16.0  # a style at 16x the output's side: memory is checked be
 
 @dataclasses.dataclass(frozen=True)
 class Init:
-    """One start: ``content``, ``style``, ``noise`` (with its seed) or an image ``file``."""
+    """One start: ``content``, ``style``, ``content-recoloured`` (the content in the first
+    style's colour mean and covariance), ``noise`` (with its seed) or an image ``file``."""
 
     kind: str
     seed: int = 0
@@ -188,8 +189,8 @@ class Init:
 def parse_inits(spec: str, seed: int = 0) -> tuple[Init, ...]:
     """``"content,style,noise:2"`` → (content, style, noise seed, noise seed+1).
 
-    Words other than ``content``, ``style``, ``noise`` and ``noise:N`` are image
-    paths; whether the file exists is checked where it is read.
+    Words other than ``content``, ``style``, ``content-recoloured``, ``noise`` and
+    ``noise:N`` are image paths; whether the file exists is checked where it is read.
     """
     if not isinstance(spec, str):
         raise ConfigError("init", f"init must be a comma-separated string, got {spec!r}")
@@ -207,7 +208,7 @@ def _parse_inits(spec: str, seed: int) -> tuple[Init, ...]:
     for part in (p.strip() for p in spec.split(",")):
         if not part:
             continue
-        if part in ("content", "style"):
+        if part in ("content", "style", "content-recoloured"):
             out.append(Init(part))
         elif part == "noise" or part.startswith("noise:"):
             count_text = part.partition(":")[2] if ":" in part else "1"
@@ -265,8 +266,8 @@ class RunConfig:
     """Every option of one run; validated when built, hashable, recorded in each output's JSON.
 
     ``content``/``style`` default to the bundled public-domain pair; ``init``
-    (comma-separated ``content``, ``style``, ``noise``, ``noise:N`` or image
-    paths) defaults to the recipe's suggestion. Numbers a user sweeps
+    (comma-separated ``content``, ``style``, ``content-recoloured``, ``noise``,
+    ``noise:N`` or image paths) defaults to the recipe's suggestion. Numbers a user sweeps
     (``lr``, ``steps``, ``tv_weight``, ``style_weights``, the recipe's weights)
     are traced by the engine: changing them compiles nothing.
 
@@ -341,8 +342,9 @@ class RunConfig:
         None,
         Rule(
             "text",
-            "Starts, comma-separated: content, style, noise, noise:N, or image paths "
-            "(default: the recipe's). Several run side by side in one program.",
+            "Starts, comma-separated: content, style, content-recoloured (the content in "
+            "the style's colours), noise, noise:N, or image paths (default: the "
+            "recipe's). Several run side by side in one program.",
             optional=True,
         ),
     )

@@ -80,7 +80,7 @@ def read(config: RunConfig, recipe: recipe_lib.Recipe | None = None) -> Inputs:
             if role == "init":
                 raise JaxcombineError(
                     f"bad init {path!r}: no such file; use content, style, "
-                    "noise, noise:N or an image path"
+                    "content-recoloured, noise, noise:N or an image path"
                 )
             raise JaxcombineError(f"{role} not found: {path}")
         if path not in seen:

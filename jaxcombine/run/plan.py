@@ -214,6 +214,11 @@ def make(
         ) from None
     _check_pyramid(config, scales)
     scales += _final_pass(config, rec, scales[-1])
+    if rec.preserve_color != "none" and any(i.kind == "content-recoloured" for i in inits):
+        raise JaxcombineError(
+            f"init content-recoloured takes the style's colours and preserve_color "
+            f"{rec.preserve_color} keeps the content's; use one of them"
+        )
     if config.style_regions:  # only a hypercolumn term draws positions in a style
         unsampled = next((t for t in rec.terms if t.source == "style" and not t.hypercolumn), None)
         if unsampled is not None:

@@ -274,6 +274,8 @@ def _start(init: Init, content: np.ndarray, styles: np.ndarray, config: RunConfi
         return content
     if init.kind == "style":  # a recoloured style may leave 0-255 (stats); a start may not
         return np.clip(styles[0], 0.0, 255.0)
+    if init.kind == "content-recoloured":  # the photo's layout in the painting's palette
+        return np.clip(color.match_stats(content, styles[0]), 0.0, 255.0)
     if init.kind == "noise":  # on the host: jax.random compiled a program (~0.7 s) per size
         return np.random.default_rng(init.seed).uniform(0.0, 255.0, (h, w, 3)).astype(np.float32)
     return images.fit(images.read(init.path, max_pixels=config.max_pixels), h, w)

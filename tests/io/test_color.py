@@ -139,6 +139,43 @@ def test_style_recolouring_reaches_the_targets(vgg19, shallow, mode):
     np.testing.assert_array_equal(prep.finish(prep.x0), prep.x0)  # outputs as optimised
 
 
+def _numpy_colour_transfer(x, reference):
+    """``x`` with ``reference``'s colour mean and covariance, computed here directly:
+    ``C_r^1/2 C_x^-1/2 (x - m_x) + m_r`` with symmetric square roots from ``eigh``."""
+    x64, r64 = (np.asarray(a, np.float64).reshape(-1, 3) for a in (x, reference))
+
+    def sqrt(cov, power):
+        w, v = np.linalg.eigh(cov)
+        return (v * w**power) @ v.T
+
+    cx, cr = np.cov(x64, rowvar=False, bias=True), np.cov(r64, rowvar=False, bias=True)
+    a = sqrt(cr, 0.5) @ sqrt(cx, -0.5)
+    return ((x64 - x64.mean(0)) @ a.T + r64.mean(0)).reshape(np.shape(x))
+
+
+def test_a_recoloured_start_is_the_content_in_the_styles_colours(vgg19, shallow):
+    """``init = "content-recoloured"``: the content with the style's colour mean and
+    covariance (the style as the run sees it, at the output's size), clipped to 0-255."""
+    prep = prepare_lib.prepare(
+        config_lib.RunConfig(recipe=shallow, init="content,content-recoloured", **TINY)
+    )
+    assert prep.labels == ("content", "content-recoloured")
+    content, start, style = prep.content, prep.x0[1], prep.styles[0]
+    np.testing.assert_array_equal(prep.x0[0], content)
+    want = np.clip(_numpy_colour_transfer(content, style), 0, 255)
+    np.testing.assert_allclose(start, want, atol=1e-2)
+    # the bundled pair's colours differ: the start moved to the style's mean, off the content's
+    (mu_content, _), (mu_style, _), (mu_start, _) = map(color.mean_cov, (content, style, start))
+    assert np.abs(mu_content - mu_style).max() > 20
+    np.testing.assert_allclose(mu_start, mu_style, atol=3)
+
+
+def test_a_recoloured_start_refuses_preserve_color_in_one_line(shallow):
+    with pytest.raises(JaxcombineError, match="init content-recoloured takes the style") as err:
+        job.combine(recipe=shallow, init="content-recoloured", preserve_color="stats", **TINY)
+    assert "\n" not in str(err.value)
+
+
 def test_a_recipe_sets_preserve_color_and_the_option_overrides_it(vgg19, tmp_path):
     path = recipe_files.write(tmp_path / "r.toml", recipe_files.shallow(preserve_color="luminance"))
     assert (
