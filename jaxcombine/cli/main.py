@@ -278,8 +278,7 @@ def run(out_dir, quiet, **options):
     "init",
     default="content,style,noise:2",
     show_default=True,
-    help="Starts to compare, comma-separated: content, style, content-recoloured, noise, "
-    "noise:N, image paths.",
+    help=f"Starts to compare, comma-separated: {config.START_WORDS}, image paths.",
 )
 @click.option(
     "--tolerance",

@@ -162,6 +162,11 @@ MAX_STYLE_SCALE = 16.0  # a style at 16x the output's side: memory is checked be
 
 # --------------------------------------------------------------------------- starts
 
+# The starts an ``init`` names by a word; ``noise``/``noise:N`` draw seeds, any other word
+# is an image path. Help texts and errors list them from here.
+NAMED_STARTS = ("content", "style", "content-recoloured")
+START_WORDS = ", ".join(NAMED_STARTS + ("noise", "noise:N"))
+
 
 @dataclasses.dataclass(frozen=True)
 class Init:
@@ -208,7 +213,7 @@ def _parse_inits(spec: str, seed: int) -> tuple[Init, ...]:
     for part in (p.strip() for p in spec.split(",")):
         if not part:
             continue
-        if part in ("content", "style", "content-recoloured"):
+        if part in NAMED_STARTS:
             out.append(Init(part))
         elif part == "noise" or part.startswith("noise:"):
             count_text = part.partition(":")[2] if ":" in part else "1"
@@ -342,9 +347,9 @@ class RunConfig:
         None,
         Rule(
             "text",
-            "Starts, comma-separated: content, style, content-recoloured (the content in "
-            "the style's colours), noise, noise:N, or image paths (default: the "
-            "recipe's). Several run side by side in one program.",
+            f"Starts, comma-separated: {START_WORDS} or image paths (default: the "
+            "recipe's; content-recoloured is the content in the style's colours). Several "
+            "run side by side in one program.",
             optional=True,
         ),
     )

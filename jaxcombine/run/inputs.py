@@ -19,7 +19,7 @@ from pathlib import Path
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images
 from jaxcombine.options import recipe as recipe_lib
-from jaxcombine.options.config import Init, RunConfig
+from jaxcombine.options.config import START_WORDS, Init, RunConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +79,7 @@ def read(config: RunConfig, recipe: recipe_lib.Recipe | None = None) -> Inputs:
         if not Path(path).exists():
             if role == "init":
                 raise JaxcombineError(
-                    f"bad init {path!r}: no such file; use content, style, "
-                    "content-recoloured, noise, noise:N or an image path"
+                    f"bad init {path!r}: no such file; use {START_WORDS} or an image path"
                 )
             raise JaxcombineError(f"{role} not found: {path}")
         if path not in seen:
