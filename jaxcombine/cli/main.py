@@ -912,6 +912,19 @@ def eval_suite(
     for a, wins in result.dominance.items():
         text = ", ".join(f"{b} on {n}" for b, n in wins.items()) or "no other recipe"
         click.echo(f"front of {a} dominates: {text} (of {len(s['pairs'])} pairs)")
+    front = config.SUITE_FRONT_STATISTIC
+    for a, by_b in result.shortfalls.items():
+        for b, by_pair in by_b.items():
+            short = [
+                f"{pair} ({', '.join(f'{w:g}' for w in left[front])})"
+                for pair, left in by_pair.items()
+                if left[front]
+            ]
+            if short:
+                click.echo(
+                    f"{a} leaves {b}'s outputs at content weights undominated "
+                    f"({s['front']['y']}): {'; '.join(short)}"
+                )
     for a, gaps in result.style_gaps.items():
         for b, gap in gaps.items():
             if gap["median"] is not None:

@@ -147,6 +147,9 @@ EVAL_STATISTICS = ("gram", "w2", "swd", "cmd", "histogram")
 # Pareto fronts are drawn on (sliced W: the distribution distance least tied to one layer's scale)
 SUITE_RECIPES = ("gatys", "w2", "swd")
 SUITE_FRONT_STATISTIC = "swd"
+# ... and the judge's style distances it says, per pair, which points of each front are
+# left undominated on (the front's own, then the two whose errors weigh layers differently)
+SUITE_SHORTFALL_STATISTICS = ("swd", "gram", "w2")
 EVAL_STATISTIC_OPTIONS = {"swd": {"directions": EVAL_DIRECTIONS}}
 EVAL_CONTENT_STATISTIC = "activations"
 # The sliced distance sorts every position along every direction: at 1024² block 1 alone

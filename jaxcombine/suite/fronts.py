@@ -1,6 +1,7 @@
 """Pareto fronts of a suite's outputs: content distance against style distance, both on
 the judge, both minimised; which recipe's front dominates which; and, where fronts cross
-so that neither dominates, how far apart they run at equal content distance."""
+so that neither dominates, how far apart they run at equal content distance; and, per
+pair, which points of one front another leaves undominated, on several style distances."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxcombine.options.config import SUITE_FRONT_STATISTIC as FRONT_STYLE
+from jaxcombine.options.config import SUITE_SHORTFALL_STATISTICS as SHORTFALL_STYLES
 
 
 def front(points: np.ndarray) -> np.ndarray:
@@ -89,4 +91,40 @@ def style_gaps(rows: Sequence[dict], recipes: Sequence[str]) -> dict[str, dict[s
                     gaps[pair] = round(g, 4)
             median = round(float(np.median(list(gaps.values()))), 4) if gaps else None
             out[a][b] = {"pairs": gaps, "median": median}
+    return out
+
+
+def left_undominated(a: np.ndarray, b: np.ndarray) -> list[int]:
+    """Indices of the points of ``b`` (M, 2) that no point of ``a`` (N, 2) weakly dominates
+    (both coordinates minimised): where ``a``'s front falls short of ``b``'s."""
+    return [j for j, q in enumerate(b) if not np.any(np.all(a <= q, axis=1))]
+
+
+def shortfalls(
+    rows: Sequence[dict], recipes: Sequence[str], distances: Sequence[str] = SHORTFALL_STYLES
+) -> dict[str, dict[str, dict[str, dict[str, list[float]]]]]:
+    """For each recipe A, other recipe B and pair: per judge style distance, the content
+    weights of B's outputs that none of A's outputs on that pair weakly dominates (judge
+    content distance against ``judge_style_<distance>``). An empty list: A's front covers
+    every point of B's there. Pairs where either recipe has no output are left out.
+
+    The dominance count says on how many pairs; this says which of B's points are left,
+    and whether the verdict holds on every distance or on the front's one."""
+    by: dict[str, dict[str, list[dict]]] = {}
+    for r in rows:
+        by.setdefault(r["pair"], {}).setdefault(r["recipe"], []).append(r)
+    out: dict = {a: {b: {} for b in recipes if b != a} for a in recipes}
+    for pair, by_recipe in by.items():
+        for a in recipes:
+            for b in recipes:
+                if a == b or a not in by_recipe or b not in by_recipe:
+                    continue
+                ra = by_recipe[a]
+                rb = sorted(by_recipe[b], key=lambda r: r["content_weight"])
+                out[a][b][pair] = {}
+                for d in distances:
+                    y = f"judge_style_{d}"
+                    pa = np.asarray([(r["judge_content"], r[y]) for r in ra], np.float64)
+                    pb = np.asarray([(r["judge_content"], r[y]) for r in rb], np.float64)
+                    out[a][b][pair][d] = [rb[j]["content_weight"] for j in left_undominated(pa, pb)]
     return out

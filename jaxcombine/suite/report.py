@@ -123,6 +123,18 @@ def _gap_cell(gap: dict | None) -> str:
     return f"{100 * gap['median']:+.0f}% ({len(gap['pairs'])} pairs)"
 
 
+def _shortfall_rows(result: "SuiteResult") -> list[tuple]:
+    """One row per (pair, recipe A, recipe B): per style distance, B's content weights
+    that A's outputs leave undominated ("none": A covers all of B's points there)."""
+    rows = []
+    for a, by_b in result.shortfalls.items():
+        for b, by_pair in by_b.items():
+            for pair, left in by_pair.items():
+                cells = (", ".join(f"{w:g}" for w in ws) if ws else "none" for ws in left.values())
+                rows.append((pair, a, b, *cells))
+    return rows
+
+
 def page(result: "SuiteResult", plots: dict[str, tuple[bytes, bytes]]) -> str:
     s = result.settings
     recipes = s["recipes"]
@@ -166,6 +178,11 @@ recipe's front runs than the column recipe's at the same content distance, over 
 both fronts span (median over the pairs where they overlap; negative: the row recipe is
 closer to the style).</p>
 {_table(("front of", *recipes), gap_rows)}
+<h2>Where fronts fall short</h2><p>Per pair: the content weights of the second recipe's
+outputs that none of the first recipe's outputs weakly dominates (closer or equal on both
+the content distance and the style distance named), on each style distance. "none": the
+first covers every point of the second there.</p>
+{_table(("pair", "outputs of", "leave undominated of", *s["shortfall_distances"]), _shortfall_rows(result))}
 {sections}
 <h2>Every output</h2>{table}
 </body></html>

@@ -9,7 +9,7 @@ jobs in flight) and jobs that differ only in their content weight share one comp
 program (a weight is a traced number). Every finished output is then scored once by the
 judge (:mod:`jaxcombine.tools.judge`, into ``scores/<job>.json``), and the suite writes
 ``suite.csv`` (one tidy row per output), ``suite.json`` (settings, timings, fronts and
-dominance, style gaps) and the pictures and page (:mod:`jaxcombine.suite.report`).
+dominance, style gaps, shortfalls) and the pictures and page (:mod:`jaxcombine.suite.report`).
 
 A recipe's front on a pair is the set of its outputs that no other of its outputs beats
 on both the judge's content distance (LPIPS) and its style distance; recipe A's front
@@ -17,6 +17,9 @@ dominates B's when every point of B's is weakly dominated by one of A's, and one
 strictly dominates one of B's (:func:`dominates`). Where fronts cross and neither
 dominates, the style gap says how much further from the style A's front runs than B's at
 equal content distance, over the range both span (:func:`~jaxcombine.suite.fronts.style_gap`).
+Per pair, the shortfalls say which of B's points A's outputs leave undominated, on sliced
+W, Gram and W2 (:func:`~jaxcombine.suite.fronts.shortfalls`): the table a "dominates on
+N pairs" is read from, and whether it holds on more than the front's one distance.
 """
 
 from __future__ import annotations
@@ -41,7 +44,13 @@ from jaxcombine.options import config as config_lib
 from jaxcombine.options import recipe as recipe_lib
 from jaxcombine.options.config import SUITE_RECIPES
 from jaxcombine.run import outputs
-from jaxcombine.suite.fronts import FRONT_STYLE, dominance_counts, style_gaps
+from jaxcombine.suite.fronts import (
+    FRONT_STYLE,
+    SHORTFALL_STYLES,
+    dominance_counts,
+    shortfalls,
+    style_gaps,
+)
 from jaxcombine.suite.grid import grid
 from jaxcombine.tools import judge as judge_lib
 
@@ -132,6 +141,8 @@ class SuiteResult:
     rows: list[dict[str, Any]]
     dominance: dict[str, dict[str, int]]  # recipe A → recipe B → pairs where A's front wins
     style_gaps: dict[str, dict[str, dict]]  # recipe A → recipe B → fronts.style_gaps' entry
+    # recipe A → recipe B → pair → style distance → B's content weights A leaves undominated
+    shortfalls: dict[str, dict[str, dict[str, dict[str, list[float]]]]]
     settings: dict[str, Any]
     out: Path
 
@@ -189,6 +200,7 @@ def run_suite(
         raise JaxcombineError(f"no job finished; see {out / 'runs' / 'batch-report.json'}")
     dominance = dominance_counts(rows, list(names.values()))
     gaps = style_gaps(rows, list(names.values()))
+    short = shortfalls(rows, list(names.values()))
     settings = {
         "command": "eval-suite",
         "pairs": [dataclasses.asdict(p) for p in pair_list],
@@ -203,10 +215,11 @@ def run_suite(
         "judge_is_run_network": judge_name in models,
         "run_models": models,
         "front": {"x": "judge_content", "y": f"judge_style_{FRONT_STYLE}"},
+        "shortfall_distances": [f"judge_style_{d}" for d in SHORTFALL_STYLES],
         "jobs": {"done": len(report.done), "skipped": len(report.skipped), "failed": report.failed},
         "wall_s": {"runs": round(run_s, 2), "judging": round(judge_s, 2)},
     }
-    result = SuiteResult(rows, dominance, gaps, settings, out)
+    result = SuiteResult(rows, dominance, gaps, short, settings, out)
     from jaxcombine.suite import report as report_lib  # matplotlib only when reporting
 
     t2 = time.perf_counter()
@@ -218,7 +231,9 @@ def run_suite(
                 {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
             ),
             out / "suite.json": records.json_text(
-                records.record(settings, rows=rows, dominance=dominance, style_gaps=gaps)
+                records.record(
+                    settings, rows=rows, dominance=dominance, style_gaps=gaps, shortfalls=short
+                )
             ),
         }
     )

@@ -41,6 +41,34 @@ def test_front_and_dominance_on_hand_made_points():
     }
 
 
+def test_shortfalls_name_the_points_left_undominated_on_each_distance():
+    # (content weight, LPIPS, sliced W, Gram, W2) of two recipes on one pair
+    new = [(0.1, 0.50, 0.05, 0.30, 0.20), (1.0, 0.40, 0.08, 0.40, 0.30)]
+    old = [
+        (10.0, 0.39, 0.09, 0.60, 0.35),  # nearer the photo than any of new's: left everywhere
+        (0.3, 0.60, 0.06, 0.35, 0.25),  # beaten by new's 0.1 on every distance
+        (3.0, 0.45, 0.07, 0.50, 0.28),  # beaten by new's 1 on Gram only
+        (30.0, 0.40, 0.08, 0.40, 0.30),  # equal to new's 1: weakly dominated, not left
+    ]
+    rows = [
+        {"pair": "p1", "recipe": recipe, "content_weight": w, "judge_content": x,
+         "judge_style_swd": swd, "judge_style_gram": gram, "judge_style_w2": w2}
+        for recipe, points in (("new", new), ("old", old))
+        for w, x, swd, gram, w2 in points
+    ]  # fmt: skip
+    rows.append({**rows[0], "pair": "only-new"})  # old has no output there: left out
+    got = fronts.shortfalls(rows, ["new", "old"])
+    assert got["new"]["old"] == {"p1": {"swd": [3.0, 10.0], "gram": [10.0], "w2": [3.0, 10.0]}}
+    assert got["old"]["new"] == {"p1": {"swd": [0.1], "gram": [0.1], "w2": [0.1]}}
+    # the suite's verdict on the front's distance agrees: neither dominates on p1
+    pts = {
+        r: np.asarray([(x, swd) for _, x, swd, *_ in p]) for r, p in (("new", new), ("old", old))
+    }
+    assert not fronts.dominates(pts["new"], pts["old"]) and not fronts.dominates(
+        pts["old"], pts["new"]
+    )
+
+
 def _polyline(points, x):
     """y of the polyline through ``points`` (sorted by x) at x, segment by segment."""
     for (x0, y0), (x1, y1) in zip(points[:-1], points[1:]):
@@ -186,6 +214,13 @@ def test_tiny_suite_writes_table_fronts_sheets_page_and_resumes(pairs_file, tmp_
     assert set(rec["dominance"]) == {"shallow", "w2"}
     assert set(rec["style_gaps"]["shallow"]) == {"w2"}
     assert "Style gaps at equal content distance" in page
+    assert "Where fronts fall short" in page
+    for a, b in (("shallow", "w2"), ("w2", "shallow")):
+        assert set(rec["shortfalls"][a][b]) == {"whole", "corner"}
+        for left in rec["shortfalls"][a][b].values():
+            assert set(left) == {"swd", "gram", "w2"}
+            # every weight named is one the other recipe ran at
+            assert set(sum(left.values(), [])) <= set(rec["config"]["recipe_weights"][b])
     # one shape and two recipe structures: the 6 jobs ran as 2 programs (4 and 2), so jobs
     # that differ only in content weight (a traced number) shared one
     runs = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
