@@ -5,6 +5,7 @@ pair, which points of one front another leaves undominated, on several style dis
 
 from __future__ import annotations
 
+import itertools
 from typing import Sequence
 
 import numpy as np
@@ -25,9 +26,8 @@ def front(points: np.ndarray) -> np.ndarray:
 def dominates(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether front ``a`` (N, 2) dominates front ``b`` (M, 2): each point of ``b`` is
     weakly dominated by a point of ``a``, and at least one strictly."""
-    weak = [np.any(np.all(a <= q, axis=1)) for q in b]
     strict = any(np.any(np.all(a <= q, axis=1) & np.any(a < q, axis=1)) for q in b)
-    return all(weak) and strict
+    return not left_undominated(a, b) and strict
 
 
 def fronts(rows: Sequence[dict], y: str = f"judge_style_{FRONT_STYLE}") -> dict:
@@ -113,18 +113,21 @@ def shortfalls(
     by: dict[str, dict[str, list[dict]]] = {}
     for r in rows:
         by.setdefault(r["pair"], {}).setdefault(r["recipe"], []).append(r)
+
+    def points(rs: list[dict], distance: str) -> np.ndarray:
+        return np.asarray([(r["judge_content"], r[f"judge_style_{distance}"]) for r in rs])
+
     out: dict = {a: {b: {} for b in recipes if b != a} for a in recipes}
     for pair, by_recipe in by.items():
-        for a in recipes:
-            for b in recipes:
-                if a == b or a not in by_recipe or b not in by_recipe:
-                    continue
+        for a, b in itertools.permutations(recipes, 2):
+            if a in by_recipe and b in by_recipe:
                 ra = by_recipe[a]
                 rb = sorted(by_recipe[b], key=lambda r: r["content_weight"])
-                out[a][b][pair] = {}
-                for d in distances:
-                    y = f"judge_style_{d}"
-                    pa = np.asarray([(r["judge_content"], r[y]) for r in ra], np.float64)
-                    pb = np.asarray([(r["judge_content"], r[y]) for r in rb], np.float64)
-                    out[a][b][pair][d] = [rb[j]["content_weight"] for j in left_undominated(pa, pb)]
+                out[a][b][pair] = {
+                    d: [
+                        rb[j]["content_weight"]
+                        for j in left_undominated(points(ra, d), points(rb, d))
+                    ]
+                    for d in distances
+                }
     return out
