@@ -5,9 +5,12 @@ an optional ``[grid]`` whose list values are crossed, and any number of
 ``[[jobs]]`` tables. Every value goes through the configuration's checks; an
 error names the table it came from and the option. Every job has exactly one
 init and a deterministic id, ``<content>-<style>-<init>-<hash>``, the hash
-covering the resolved config, the bytes of its image files and the weights'
-fingerprint as their record (the JSON beside the .h5) gives it: no weights are loaded
-(nor fetched) to name a job. Running them is :mod:`jaxcombine.batch.runner`'s job.
+covering what the job computes from, not where its files lie: the resolved config with
+each file it names (images, masks, recipe file, init images) replaced by its bytes'
+sha256, and the weights' fingerprint as their record (the JSON beside the .h5) gives
+it. No weights are loaded (nor fetched) to name a job, and a folder moved or copied
+elsewhere, its images with it, names its jobs as before, so a rerun there skips them.
+Running them is :mod:`jaxcombine.batch.runner`'s job.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ class Job:
     recipe: recipe_lib.Recipe | None = dataclasses.field(default=None, compare=False)
     # (loaded once with the config's overrides; None: it did not load, and the job fails
     # with the recipe's error when it is planned)
+    legacy_id: str = dataclasses.field(default="", compare=False)
+    # the id jaxcombine 0.1.0 gave the job (:func:`legacy_job_id`): a folder written
+    # then is adopted, not run again (:mod:`jaxcombine.batch.legacy`)
 
 
 def load_manifest(path: str | os.PathLike) -> list[Job]:
@@ -126,7 +132,9 @@ def _expand(config: RunConfig) -> list[Job]:
         single = config.replace(
             init=start.spec, seed=start.seed if start.kind == "noise" else config.seed
         )
-        out.append(Job(job_id(single, recipe), single, recipe))
+        out.append(
+            Job(job_id(single, recipe), single, recipe, legacy_id=legacy_job_id(single, recipe))
+        )
     return out
 
 
@@ -164,10 +172,33 @@ MAX_READABLE_ID = 80  # + "-" + 10 hex digits: ids (and file names) stay far bel
 
 def job_id(config: RunConfig, recipe: recipe_lib.Recipe | None = None) -> str:
     """``<content>-<style>-<init>-<hash>``: readable, and new whenever the config, an image
-    (masks named in a recipe file included) or the weights' fingerprint (read from their
-    record, :func:`weights_fingerprint`) change. ``recipe``: ``config.recipe`` already
+    (masks named in a recipe file included), the recipe file or the weights' fingerprint
+    (read from their record, :func:`weights_fingerprint`) change, but not when the files
+    move: each path is hashed as its bytes' sha256. ``recipe``: ``config.recipe`` already
     loaded. The readable part is cut to :data:`MAX_READABLE_ID` characters; the hash keeps
     ids distinct."""
+    digest = lambda p: {"sha256": records.file_sha256(p)} if _is_file(p) else p  # noqa: E731
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_ID}
+    for key in ("content", "recipe"):
+        settings[key] = digest(settings[key])
+    for key in ("style", "style_masks", "style_regions"):
+        settings[key] = settings[key] and [digest(p) for p in settings[key]]
+    if config.init:
+        settings["init"] = [
+            p if p.split(":")[0] in config_lib.INIT_KINDS else digest(p)
+            for p in config.init.split(",")
+        ]
+    fingerprint = weights_fingerprint(config)
+    if fingerprint is not None:  # the weights' bytes, named once whatever their path
+        settings["weights"] = None
+    masks = [digest(m) for m in _recipe_masks(config, recipe)]
+    return _named(config, {"config": settings, "recipe_masks": masks, "weights": fingerprint})
+
+
+def legacy_job_id(config: RunConfig, recipe: recipe_lib.Recipe | None = None) -> str:
+    """The id jaxcombine 0.1.0 gave a job: its hash covered the files' paths as well as
+    their bytes, so a moved folder ran its jobs again. Kept only so that a rerun adopts
+    the results of a folder written then (:mod:`jaxcombine.batch.legacy`)."""
     files = [
         config.content,
         *config.style,
@@ -178,15 +209,23 @@ def job_id(config: RunConfig, recipe: recipe_lib.Recipe | None = None) -> str:
         *_recipe_masks(config, recipe),
     ]
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_ID}
-    canonical = json.dumps(
+    return _named(
+        config,
         {
             "config": settings,
             "files": {f: records.file_sha256(f) for f in files if f and Path(f).is_file()},
             "weights": weights_fingerprint(config),
         },
-        sort_keys=True,
-        default=str,
     )
+
+
+def _is_file(path: Any) -> bool:
+    return isinstance(path, str) and bool(path) and Path(path).is_file()
+
+
+def _named(config: RunConfig, identity: dict[str, Any]) -> str:
+    """``<content>-<style>-<init>-`` and 10 hex digits of ``identity``'s canonical JSON."""
+    canonical = json.dumps(identity, sort_keys=True, default=str)
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
     init = Path(config.init).stem if config.init and os.sep in config.init else config.init
     if init == "noise":

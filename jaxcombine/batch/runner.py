@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcombine.batch import legacy
 from jaxcombine.batch.manifest import Job, load_manifest, process_share
 from jaxcombine.engine import driver
 from jaxcombine.errors import JaxcombineError, one_line
@@ -42,7 +43,8 @@ REPORT = "batch-report.json"
 @dataclasses.dataclass
 class BatchReport:
     """What a batch did: ids done now, skipped (finished before), failed (id → one-line
-    reason), and elsewhere (another live process held the job when this one reached it)."""
+    reason), elsewhere (another live process held the job when this one reached it), and
+    adopted (finished under the id jaxcombine 0.1.0 gave them, renamed now; skipped too)."""
 
     done: list[str] = dataclasses.field(default_factory=list)
     skipped: list[str] = dataclasses.field(default_factory=list)
@@ -52,6 +54,7 @@ class BatchReport:
     elsewhere: list[str] = dataclasses.field(default_factory=list)
     unscored: dict[str, str] = dataclasses.field(default_factory=dict)  # --eval: id → why not
     groups: int = 0  # groups of jobs run, each as one program (docs/batch.md)
+    adopted: list[str] = dataclasses.field(default_factory=list)  # batch.legacy
 
     @property
     def jobs_per_minute(self) -> float | None:
@@ -63,6 +66,7 @@ class BatchReport:
     def merge(self, other: "BatchReport") -> None:
         self.done += other.done
         self.skipped += other.skipped
+        self.adopted += other.adopted
         self.failed.update(other.failed)
         self.elsewhere += [j for j in other.elsewhere if j not in self.done]
         self.unscored.update(other.unscored)
@@ -133,6 +137,8 @@ def _run_jobs(
     on process 0 of several, every process's merged)."""
     jobs = process_share(manifest_jobs, index, count)
     report = BatchReport()
+    if not force:
+        report.adopted = [j.id for j in jobs if legacy.adopt(out, j)]
     finished = lambda j: not force and (out / f"{j.id}.json").exists()  # noqa: E731
     report.skipped = [j.id for j in jobs if finished(j)]
     todo = [j for j in jobs if not finished(j)]

@@ -529,8 +529,9 @@ def batch(
     )
     elsewhere = f", {len(report.elsewhere)} running in another process" if report.elsewhere else ""
     unscored = f", {len(report.unscored)} not scored" if report.unscored else ""
+    adopted = f" ({len(report.adopted)} renamed from 0.1.0's ids)" if report.adopted else ""
     click.echo(
-        f"{len(report.done)} done, {len(report.skipped)} skipped, "
+        f"{len(report.done)} done, {len(report.skipped)} skipped{adopted}, "
         f"{len(report.failed)} failed{elsewhere}{unscored}; report: {out_dir / batch_lib.REPORT}"
     )
     if report.interrupted:

@@ -179,6 +179,92 @@ def test_edited_image_is_a_new_job(tmp_path, folder):
     assert not set(before) & set(after)
 
 
+MOVABLE = """\
+[defaults]
+steps = 2
+size = 32
+chunk = 1
+recipe = "shallow.toml"
+conv = "xla"
+init = "content,noise"
+snapshot_every = 1
+
+[[jobs]]
+content = "c1.png"
+style = "s1.png"
+"""
+
+
+def movable_folder(where: Path, folder: Path) -> Path:
+    """``where``: a copy of c1, s1 and the shallow recipe, and MOVABLE (two jobs), all
+    named relative to the manifest."""
+    where.mkdir(parents=True)
+    for name in ("c1.png", "s1.png", "shallow.toml"):
+        (where / name).write_bytes((folder / name).read_bytes())
+    (where / "m.toml").write_text(MOVABLE)
+    return where
+
+
+def test_ids_name_the_files_bytes_not_their_paths(tmp_path, folder):
+    here = movable_folder(tmp_path / "here", folder)
+    there = movable_folder(tmp_path / "elsewhere" / "deeper", folder)
+    ids = lambda d: [j.id for j in batch.load_manifest(d / "m.toml")]  # noqa: E731
+    legacy = lambda d: [j.legacy_id for j in batch.load_manifest(d / "m.toml")]  # noqa: E731
+    assert len(ids(here)) == 2 and ids(here) == ids(there)
+    assert not set(legacy(here)) & set(legacy(there))  # 0.1.0's ids hashed the paths
+    (there / "shallow.toml").write_text(SHALLOW.read_text() + "\n# edited\n")
+    assert not set(ids(here)) & set(ids(there))  # the recipe file's bytes still count
+
+
+def as_written_by_0_1_0(out: Path, job) -> None:
+    """Give ``job``'s finished files the names, and its record the fields, that
+    jaxcombine 0.1.0 would have written: the inverse of an adoption."""
+    record = json.loads((out / f"{job.id}.json").read_text())
+    (out / f"{job.id}.png").rename(out / f"{job.legacy_id}.png")
+    (out / f"{job.id}.history.csv").rename(out / f"{job.legacy_id}.history.csv")
+    for snap in (out / "snapshots").glob(f"{job.id}-step*.png"):
+        snap.rename(snap.with_name(snap.name.replace(job.id, job.legacy_id)))
+    record.update(
+        id=job.legacy_id, image=f"{job.legacy_id}.png", history=f"{job.legacy_id}.history.csv"
+    )
+    (out / f"{job.legacy_id}.json").write_text(json.dumps(record))
+    (out / f"{job.id}.json").unlink()
+
+
+def test_a_moved_folder_skips_its_jobs_and_an_old_one_is_adopted(tmp_path, folder, vgg19):
+    here = movable_folder(tmp_path / "here", folder)
+    first = batch.run_batch(here / "m.toml", here / "out", progress=False)
+    assert len(first.done) == 2 and not first.failed
+    made = {p.name: p.read_bytes() for p in (here / "out").rglob("*.png")}
+    assert len(made) == 2 + 2 * 2  # two outputs, and a snapshot of each after each step
+
+    there = tmp_path / "elsewhere" / "deeper"
+    there.parent.mkdir()
+    here.rename(there)
+    moved = batch.run_batch(there / "m.toml", there / "out", progress=False)
+    assert moved.done == [] and sorted(moved.skipped) == sorted(first.done)
+
+    # The folder as 0.1.0 would have left it here (its ids hashed these paths): adopted
+    # by a real rerun of the command, every byte kept, under the new ids.
+    out = there / "out"
+    jobs = batch.load_manifest(there / "m.toml")
+    for job in jobs:
+        as_written_by_0_1_0(out, job)
+    assert not any(out.glob(f"{jobs[0].id}*"))
+    # a kill midway through an adoption: the image renamed, the record not yet written
+    (out / f"{jobs[1].legacy_id}.png").rename(out / f"{jobs[1].id}.png")
+    result = run_cli(there / "m.toml", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "0 done, 2 skipped (2 renamed from 0.1.0's ids), 0 failed" in result.stdout
+    assert {p.name: p.read_bytes() for p in out.rglob("*.png")} == made
+    for job in jobs:
+        record = json.loads((out / f"{job.id}.json").read_text())
+        assert record["adopted_from"] == job.legacy_id and record["id"] == job.id
+        assert (out / record["history"]).read_text().startswith("step,size,total,")
+        assert not any(out.rglob(f"{job.legacy_id}*"))
+    assert sorted(json.loads((out / batch.REPORT).read_text())["adopted"]) == sorted(first.done)
+
+
 def test_unknown_key_names_the_valid_ones(tmp_path):
     (tmp_path / "m.toml").write_text("[defaults]\nstepz = 3\n")
     with pytest.raises(

@@ -245,3 +245,13 @@ def test_tiny_suite_writes_table_fronts_sheets_page_and_resumes(pairs_file, tmp_
     assert [p.stat().st_mtime_ns for p in scores[1:]] == stamps[1:]
     with open(out / "suite.csv") as f:
         assert all(np.isfinite(float(r["judge_style_arrangement"])) for r in csv.DictReader(f))
+
+    # moved elsewhere, the suite names its jobs as before: nothing runs or is judged again
+    stamps = [p.stat().st_mtime_ns for p in sorted((out / "scores").iterdir())]
+    moved = tmp_path / "elsewhere" / "suite"
+    moved.parent.mkdir()
+    out.rename(moved)
+    fourth = suite(pairs_file, moved)
+    assert fourth.returncode == 0, fourth.stderr
+    assert "jobs run 0, skipped 6, failed 0" in fourth.stdout
+    assert [p.stat().st_mtime_ns for p in sorted((moved / "scores").iterdir())] == stamps
