@@ -20,7 +20,7 @@ import json
 import os
 from pathlib import Path
 
-from jaxcombine.batch.manifest import Job
+from jaxcombine.batch.manifest import Job, legacy_job_id
 from jaxcombine.io import folders, records
 from jaxcombine.run import outputs
 
@@ -31,8 +31,12 @@ def adopt(out: Path, job: Job) -> bool:
     """Adopt ``job``'s finished result in ``out`` from its legacy id; whether it did (not
     where there is none, where the job is finished under its id already, or where another
     process holds the job: it is running or adopting it)."""
-    new, old = out / f"{job.id}.json", out / f"{job.legacy_id}.json"
-    if new.exists() or not job.legacy_id or job.legacy_id == job.id or not old.exists():
+    new = out / f"{job.id}.json"
+    if new.exists():
+        return False
+    legacy_id = legacy_job_id(job.config, job.recipe)  # hashed only for jobs not finished
+    old = out / f"{legacy_id}.json"
+    if legacy_id == job.id or not old.exists():
         return False
     with folders.job_lock(out, job.id) as mine:
         if not mine or new.exists() or not old.exists():
@@ -47,9 +51,9 @@ def adopt(out: Path, job: Job) -> bool:
             elif not target.exists():  # neither: the result is lost, so run the job again
                 return False
             record[key] = target.name
-        for snap in sorted((out / "snapshots").glob(f"{job.legacy_id}-step*.png")):
+        for snap in sorted((out / "snapshots").glob(f"{legacy_id}-step*.png")):
             step = int(snap.stem.rsplit("-step", 1)[1])
             os.replace(snap, outputs.snapshot_path(out, job.id, step))
-        records.write_json(new, {**record, "id": job.id, "adopted_from": job.legacy_id})
+        records.write_json(new, {**record, "id": job.id, "adopted_from": legacy_id})
         old.unlink()
     return True

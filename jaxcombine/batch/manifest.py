@@ -47,9 +47,6 @@ class Job:
     recipe: recipe_lib.Recipe | None = dataclasses.field(default=None, compare=False)
     # (loaded once with the config's overrides; None: it did not load, and the job fails
     # with the recipe's error when it is planned)
-    legacy_id: str = dataclasses.field(default="", compare=False)
-    # the id jaxcombine 0.1.0 gave the job (:func:`legacy_job_id`): a folder written
-    # then is adopted, not run again (:mod:`jaxcombine.batch.legacy`)
 
 
 def load_manifest(path: str | os.PathLike) -> list[Job]:
@@ -132,9 +129,7 @@ def _expand(config: RunConfig) -> list[Job]:
         single = config.replace(
             init=start.spec, seed=start.seed if start.kind == "noise" else config.seed
         )
-        out.append(
-            Job(job_id(single, recipe), single, recipe, legacy_id=legacy_job_id(single, recipe))
-        )
+        out.append(Job(job_id(single, recipe), single, recipe))
     return out
 
 

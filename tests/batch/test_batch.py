@@ -23,6 +23,7 @@ from PIL import Image
 from recipe_files import SHALLOW
 
 from jaxcombine.batch import runner as batch
+from jaxcombine.batch.manifest import legacy_job_id
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images, records
 from jaxcombine.options.config import RunConfig
@@ -209,7 +210,9 @@ def test_ids_name_the_files_bytes_not_their_paths(tmp_path, folder):
     here = movable_folder(tmp_path / "here", folder)
     there = movable_folder(tmp_path / "elsewhere" / "deeper", folder)
     ids = lambda d: [j.id for j in batch.load_manifest(d / "m.toml")]  # noqa: E731
-    legacy = lambda d: [j.legacy_id for j in batch.load_manifest(d / "m.toml")]  # noqa: E731
+    legacy = lambda d: [  # noqa: E731
+        legacy_job_id(j.config, j.recipe) for j in batch.load_manifest(d / "m.toml")
+    ]
     assert len(ids(here)) == 2 and ids(here) == ids(there)
     assert not set(legacy(here)) & set(legacy(there))  # 0.1.0's ids hashed the paths
     (there / "shallow.toml").write_text(SHALLOW.read_text() + "\n# edited\n")
@@ -219,15 +222,14 @@ def test_ids_name_the_files_bytes_not_their_paths(tmp_path, folder):
 def as_written_by_0_1_0(out: Path, job) -> None:
     """Give ``job``'s finished files the names, and its record the fields, that
     jaxcombine 0.1.0 would have written: the inverse of an adoption."""
+    legacy_id = legacy_job_id(job.config, job.recipe)
     record = json.loads((out / f"{job.id}.json").read_text())
-    (out / f"{job.id}.png").rename(out / f"{job.legacy_id}.png")
-    (out / f"{job.id}.history.csv").rename(out / f"{job.legacy_id}.history.csv")
+    (out / f"{job.id}.png").rename(out / f"{legacy_id}.png")
+    (out / f"{job.id}.history.csv").rename(out / f"{legacy_id}.history.csv")
     for snap in (out / "snapshots").glob(f"{job.id}-step*.png"):
-        snap.rename(snap.with_name(snap.name.replace(job.id, job.legacy_id)))
-    record.update(
-        id=job.legacy_id, image=f"{job.legacy_id}.png", history=f"{job.legacy_id}.history.csv"
-    )
-    (out / f"{job.legacy_id}.json").write_text(json.dumps(record))
+        snap.rename(snap.with_name(snap.name.replace(job.id, legacy_id)))
+    record.update(id=legacy_id, image=f"{legacy_id}.png", history=f"{legacy_id}.history.csv")
+    (out / f"{legacy_id}.json").write_text(json.dumps(record))
     (out / f"{job.id}.json").unlink()
 
 
@@ -252,16 +254,17 @@ def test_a_moved_folder_skips_its_jobs_and_an_old_one_is_adopted(tmp_path, folde
         as_written_by_0_1_0(out, job)
     assert not any(out.glob(f"{jobs[0].id}*"))
     # a kill midway through an adoption: the image renamed, the record not yet written
-    (out / f"{jobs[1].legacy_id}.png").rename(out / f"{jobs[1].id}.png")
+    (out / f"{legacy_job_id(jobs[1].config, jobs[1].recipe)}.png").rename(out / f"{jobs[1].id}.png")
     result = run_cli(there / "m.toml", "--out", out)
     assert result.returncode == 0, result.stderr
     assert "0 done, 2 skipped (2 renamed from 0.1.0's ids), 0 failed" in result.stdout
     assert {p.name: p.read_bytes() for p in out.rglob("*.png")} == made
     for job in jobs:
         record = json.loads((out / f"{job.id}.json").read_text())
-        assert record["adopted_from"] == job.legacy_id and record["id"] == job.id
+        legacy_id = legacy_job_id(job.config, job.recipe)
+        assert record["adopted_from"] == legacy_id and record["id"] == job.id
         assert (out / record["history"]).read_text().startswith("step,size,total,")
-        assert not any(out.rglob(f"{job.legacy_id}*"))
+        assert not any(out.rglob(f"{legacy_id}*"))
     assert sorted(json.loads((out / batch.REPORT).read_text())["adopted"]) == sorted(first.done)
 
 
