@@ -1,3 +1,3 @@
 """The package version, in a module that imports nothing, so any module (and the build) can read it."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
