@@ -36,6 +36,12 @@ HISTORY_COLUMNS = ("step", "size", "start", "term", "value", "weighted")
 # Options a resumed study may change: how far it goes, and how the steps are chunked
 # (not how far a coarse-to-fine study goes: its scales would begin at other steps).
 RESUMABLE_CHANGES = ("steps", "chunk", "loop")
+# Options that name files or starts. A resumed study compares what they stand for
+# instead: the files' bytes (``file_sha256``), the recipe's terms and the starts' labels,
+# so a study resumes wherever its files now lie (and a state saved by jaxcombine 0.1.0,
+# whose identity held these paths, is read without them). The weights' path was never
+# compared: the identity's ``weights`` is their fingerprint.
+PATH_OPTIONS = ("content", "style", "style_masks", "style_regions", "recipe", "init")
 DISTANCE_COLUMNS = ("step", "a", "b", "space", "value")
 
 
@@ -201,13 +207,14 @@ class Recorder:
 
     def identity(self) -> dict[str, Any]:
         """What a resumed study must share with the one that saved its state: the whole
-        configuration except :data:`RESUMABLE_CHANGES`, the recipe as loaded (terms,
+        configuration except :data:`RESUMABLE_CHANGES` and the paths of
+        :data:`PATH_OPTIONS`, the starts, the recipe as loaded (terms,
         weights, masks), the bytes of every file the run reads (:func:`input_files`) and
         the weights' fingerprint."""
         config = records.to_json(self.prep.config)
         resumable = RESUMABLE_CHANGES if not self.prep.config.multi_stage else ("chunk", "loop")
         return {
-            **{k: v for k, v in config.items() if k not in resumable},
+            **{k: v for k, v in config.items() if k not in resumable + PATH_OPTIONS},
             "starts": list(self.labels),
             "recipe_terms": {  # what the recipe does, a preset's included; not its words
                 k: v
@@ -238,6 +245,7 @@ class Recorder:
                 f"cannot resume {self.out}: {path.name} is not a readable "
                 f"jaxcombine study state ({type(e).__name__})"
             ) from None
+        saved = {k: v for k, v in saved.items() if k not in PATH_OPTIONS}
         mine = self.identity()
         differ = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
         if differ:

@@ -327,7 +327,7 @@ def test_resume_refuses_another_configuration_or_a_corrupt_state(vgg19, shallow,
     study_lib.run_study(config, tmp_path, snapshot_every=2, progress=False)
     grey = tmp_path / "grey.png"
     Image.new("RGB", (30, 30), (90, 90, 90)).save(grey)
-    with pytest.raises(JaxcombineError, match="made with other style, files \\(style 1 ") as e:
+    with pytest.raises(JaxcombineError, match="made with other files \\(style 1 ") as e:
         study_lib.run_study(
             config.replace(style=(str(grey),), steps=4),
             tmp_path,
@@ -340,9 +340,33 @@ def test_resume_refuses_another_configuration_or_a_corrupt_state(vgg19, shallow,
         study_lib.run_study(
             config.replace(lr=1.0), tmp_path, snapshot_every=2, progress=False, resume=True
         )
+    # a state saved by 0.1.0 held the paths in its identity: they no longer count
+    with np.load(tmp_path / "state.npz") as z:
+        state = dict(z)
+    identity = json.loads(str(state["identity"]))
+    state["identity"] = np.asarray(json.dumps({**identity, "content": "/elsewhere/c.png"}))
+    np.savez(tmp_path / "state.npz", **state)
+    # more steps, from copies of its files elsewhere (the same bytes): allowed
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name, source in (
+        ("c.png", images.CONTENT),
+        ("s.jpg", images.STYLE),
+        ("r.toml", shallow / "shallow.toml"),
+    ):
+        (moved / name).write_bytes(Path(source).read_bytes())
     more = study_lib.run_study(
-        config.replace(steps=4), tmp_path, snapshot_every=2, progress=False, resume=True
-    )  # more steps: allowed
+        config.replace(
+            steps=4,
+            content=str(moved / "c.png"),
+            style=(str(moved / "s.jpg"),),
+            recipe=str(moved / "r.toml"),
+        ),
+        tmp_path,
+        snapshot_every=2,
+        progress=False,
+        resume=True,
+    )
     assert more.summary["steps_done"] == 4 and more.summary["resumed_from_step"] == 2
     (tmp_path / "state.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(JaxcombineError, match="state.npz is not a readable jaxcombine study state"):
