@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from jaxcombine.options.layers import (  # noqa: F401  (choices, kept there)
     ARCHITECTURES,
@@ -1128,14 +1128,14 @@ class TrainConfig:
         photos = None if self.photos is None else absolute(self.photos)
         return self.replace(photos=photos, style=tuple(absolute(s) for s in self.style))
 
-    def differences(self, other: "TrainConfig") -> list[str]:
+    def differences(self, other: "TrainConfig", ignore: Sequence[str] = ()) -> list[str]:
         """``name: mine vs other's`` for each option that a resume must keep but differs
-        (paths compared resolved: :meth:`resolved`)."""
+        (paths compared resolved: :meth:`resolved`), but those named in ``ignore``."""
         out = []
         mine, theirs = self.resolved(), other.resolved()
         for f in dataclasses.fields(self):
             a, b = getattr(mine, f.name), getattr(theirs, f.name)
-            if f.name not in TRAIN_RESUMABLE and a != b:
+            if f.name not in (*TRAIN_RESUMABLE, *ignore) and a != b:
                 out.append(f"{f.name} {b!r} there, {a!r} here")
         return out
 

@@ -55,6 +55,11 @@ def folder_paths(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
 
 
+def listed(folder: str | Path | None) -> list[Path]:
+    """The image files a training on ``folder`` reads (None: :func:`default_paths`)."""
+    return default_paths() if folder is None else folder_paths(folder)
+
+
 @dataclasses.dataclass(frozen=True)
 class Photos:
     """The training photos (float32 RGB 0–255, any sizes) and the held-out ones, by name."""
@@ -76,7 +81,7 @@ def load(
     """Read the photos of ``folder`` (None: :func:`default_paths`), skipping unreadable ones
     with one ``warn`` line each; those named in ``holdout`` (and the bundled astronaut)
     are held out. Each is shrunk so its shorter side is at most ``crop × zoom``."""
-    paths = default_paths() if folder is None else folder_paths(folder)
+    paths = listed(folder)
     where = "the default set" if folder is None else str(folder)
     held = set(holdout) | {HELD_OUT}
     train, names, held_out = [], [], []

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
+import json
 import math
 import time
 from pathlib import Path
@@ -62,6 +64,7 @@ class Training:
     targets: Any
     photos: photos.Photos
     labels: tuple[str, ...]
+    inputs: dict[str, str]  # input_digests: the styles' and the photos' bytes
 
     @property
     def nets(self) -> int:
@@ -73,6 +76,7 @@ class Training:
         return records.to_json(
             {
                 "config": c,
+                "inputs": self.inputs,
                 "recipe": self.recipe.to_dict(),
                 "net": {"width": c.width, "res_blocks": c.res_blocks, "styles": self.net_styles},
                 "nets": self.nets,
@@ -143,7 +147,27 @@ def prepare(config: TrainConfig, *, warn: Callable[[str], None] = print) -> Trai
         targets = jax.tree.map(lambda t: t[None], targets)  # one net, S styles
     else:
         targets = jax.tree.map(lambda t: t[:, None], targets)  # S nets, one style each
-    return Training(config, obj, rec, variables, w8, targets, found, labels)
+    return Training(config, obj, rec, variables, w8, targets, found, labels, input_digests(config))
+
+
+# Options that name files: a resume compares their bytes (input_digests), not their paths.
+PATH_OPTIONS = ("photos", "style")
+
+
+def _input_names(config: TrainConfig) -> dict[str, str]:
+    """Where each of :func:`input_digests`' roles lies now, for an error to name it."""
+    names = {f"style {i + 1}": str(p) for i, p in enumerate(style_paths(config))}
+    return {**names, "photos": str(config.photos or "the default set")}
+
+
+def input_digests(config: TrainConfig) -> dict[str, str]:
+    """sha256 of each style image's bytes (``style 1`` …) and one of the photo set (each
+    file's name and bytes' sha256, in the order read): what a resume must find again for
+    its targets and batches to be the ones the training had, wherever the files now lie."""
+    out = {f"style {i + 1}": records.file_sha256(p) for i, p in enumerate(style_paths(config))}
+    listing = [[p.name, records.file_sha256(p)] for p in photos.listed(config.photos)]
+    out["photos"] = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+    return out
 
 
 def check_memory(config: TrainConfig, rec: recipe_lib.Recipe, conv: str) -> None:
@@ -241,12 +265,25 @@ def place(tr: Training, state: objective.State) -> tuple[Training, objective.Sta
 
 
 def refuse_mismatch(config: TrainConfig, meta: dict, folder: Path) -> None:
-    """One line when the checkpoint in ``folder`` was made with other options."""
+    """One line when the checkpoint in ``folder`` was made with other options or other
+    files: the styles and photos by their bytes (:func:`input_digests`), so the same files
+    at other paths resume. A checkpoint from before the digests (jaxcombine 0.1.0) is
+    compared by the files' paths, as it was then."""
     try:
         theirs = TrainConfig(**meta["config"])
     except (JaxcombineError, TypeError, KeyError) as e:
         raise JaxcombineError(f"{folder}: unreadable checkpoint configuration ({e})") from None
-    diffs = config.differences(theirs)
+    saved = meta.get("inputs")
+    diffs = config.differences(theirs, ignore=PATH_OPTIONS if saved else ())
+    if saved:
+        mine, where = input_digests(config), _input_names(config)
+        changed = [
+            f"{role} {where[role]}" if role in where else role
+            for role in sorted(set(saved) | set(mine))
+            if saved.get(role) != mine.get(role)
+        ]
+        if changed:
+            diffs.append(f"other files: {', '.join(changed)}")
     if diffs:
         raise JaxcombineError(
             f"{folder} holds a training with other options ({'; '.join(diffs)}); "

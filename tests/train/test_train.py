@@ -22,7 +22,7 @@ from cli_run import jaxcombine, start
 from PIL import Image
 
 from jaxcombine.errors import JaxcombineError
-from jaxcombine.io import images
+from jaxcombine.io import images, records
 from jaxcombine.options.config import TrainConfig
 from jaxcombine.train import network, objective, photos, stylize, trainer
 
@@ -177,6 +177,36 @@ def test_vmapped_networks_equal_networks_trained_one_by_one(two_styles):
         assert float(jnp.max(jnp.abs(outs[0] - outs[1]))) < 0.01
 
 
+def test_a_resume_compares_the_files_bytes_not_their_paths(folder, tmp_path):
+    """What a checkpoint records of its inputs (Training.meta's config and inputs, made
+    here without a training): the same photos and style at other paths resume; an edited
+    photo or style is refused in one line naming it; a checkpoint from before the
+    digests (0.1.0: no inputs) is still compared by the paths."""
+    style = tmp_path / "style.jpg"
+    style.write_bytes(images.STYLE.read_bytes())
+    config = _config(folder, style=(str(style),)).resolved()
+    meta = records.to_json({"config": config, "inputs": trainer.input_digests(config)})
+
+    moved = _photo_folder(tmp_path / "elsewhere" / "photos")
+    (moved.parent / "s.jpg").write_bytes(style.read_bytes())
+    there = config.replace(photos=str(moved), style=(str(moved.parent / "s.jpg"),))
+    trainer.refuse_mismatch(there, meta, tmp_path)  # the same bytes: no error
+
+    Image.open(moved / "part0.jpg").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+        moved / "part0.jpg"
+    )
+    (moved.parent / "s.jpg").write_bytes((folder / "part1.png").read_bytes())
+    with pytest.raises(JaxcombineError) as e:
+        trainer.refuse_mismatch(there, meta, tmp_path)
+    assert "\n" not in str(e.value)
+    assert f"other files: photos {moved}, style 1 {moved.parent / 's.jpg'}" in str(e.value)
+
+    old = {"config": meta["config"]}  # a 0.1.0 checkpoint: its paths are what it has
+    trainer.refuse_mismatch(config, old, tmp_path)
+    with pytest.raises(JaxcombineError, match="photos .* there, .* here"):
+        trainer.refuse_mismatch(there, old, tmp_path)
+
+
 @pytest.mark.slow
 def test_resume_continues_from_the_same_step_with_the_same_parameters(folder, vgg19, tmp_path):
     config = _config(folder)
@@ -198,6 +228,10 @@ def test_resume_continues_from_the_same_step_with_the_same_parameters(folder, vg
     # the same folders typed otherwise resume (paths compared resolved) ...
     again = config.replace(photos=os.path.relpath(folder) + os.sep)
     assert trainer.train(again, tmp_path / "split", progress=False).steps_done == 6
+    # ... and so does a copy of them elsewhere (the files compared by their bytes) ...
+    shutil.copytree(folder, tmp_path / "copy")
+    moved = config.replace(photos=str(tmp_path / "copy"))
+    assert trainer.train(moved, tmp_path / "split", progress=False).steps_done == 6
     # ... and a resume with another configuration is refused in one line, naming it
     with pytest.raises(JaxcombineError) as e:
         trainer.train(config.replace(crop=48, steps=8), tmp_path / "split", progress=False)
