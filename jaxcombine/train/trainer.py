@@ -164,7 +164,11 @@ def input_digests(config: TrainConfig) -> dict[str, str]:
     """sha256 of each style image's bytes (``style 1`` …) and one of the photo set (each
     file's name and bytes' sha256, in the order read): what a resume must find again for
     its targets and batches to be the ones the training had, wherever the files now lie."""
-    out = {f"style {i + 1}": records.file_sha256(p) for i, p in enumerate(style_paths(config))}
+    styles = style_paths(config)
+    for path in styles:
+        if not path.is_file():  # as prepare says it, for a resume that hashes them first
+            raise JaxcombineError(f"image not found: {path}")
+    out = {f"style {i + 1}": records.file_sha256(p) for i, p in enumerate(styles)}
     listing = [[p.name, records.file_sha256(p)] for p in photos.listed(config.photos)]
     out["photos"] = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
     return out
@@ -267,7 +271,7 @@ def place(tr: Training, state: objective.State) -> tuple[Training, objective.Sta
 def refuse_mismatch(config: TrainConfig, meta: dict, folder: Path) -> None:
     """One line when the checkpoint in ``folder`` was made with other options or other
     files: the styles and photos by their bytes (:func:`input_digests`), so the same files
-    at other paths resume. A checkpoint from before the digests (jaxcombine 0.1.0) is
+    at other paths resume (the styles under the same names: they name its outputs). A checkpoint from before the digests (jaxcombine 0.1.0) is
     compared by the files' paths, as it was then."""
     try:
         theirs = TrainConfig(**meta["config"])
@@ -284,6 +288,9 @@ def refuse_mismatch(config: TrainConfig, meta: dict, folder: Path) -> None:
         ]
         if changed:
             diffs.append(f"other files: {', '.join(changed)}")
+        names = [p.stem for p in style_paths(config)]  # they name its styles' outputs
+        if meta.get("labels") is not None and list(meta["labels"]) != names:
+            diffs.append(f"style names {list(meta['labels'])} there, {names} here")
     if diffs:
         raise JaxcombineError(
             f"{folder} holds a training with other options ({'; '.join(diffs)}); "

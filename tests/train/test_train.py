@@ -185,21 +185,28 @@ def test_a_resume_compares_the_files_bytes_not_their_paths(folder, tmp_path):
     style = tmp_path / "style.jpg"
     style.write_bytes(images.STYLE.read_bytes())
     config = _config(folder, style=(str(style),)).resolved()
-    meta = records.to_json({"config": config, "inputs": trainer.input_digests(config)})
+    meta = records.to_json(
+        {"config": config, "inputs": trainer.input_digests(config), "labels": ["style"]}
+    )
 
     moved = _photo_folder(tmp_path / "elsewhere" / "photos")
-    (moved.parent / "s.jpg").write_bytes(style.read_bytes())
-    there = config.replace(photos=str(moved), style=(str(moved.parent / "s.jpg"),))
+    (moved.parent / "style.jpg").write_bytes(style.read_bytes())
+    there = config.replace(photos=str(moved), style=(str(moved.parent / "style.jpg"),))
     trainer.refuse_mismatch(there, meta, tmp_path)  # the same bytes: no error
+    renamed = moved.parent / "s.jpg"
+    (moved.parent / "style.jpg").rename(renamed)
+    there = there.replace(style=(str(renamed),))
+    with pytest.raises(JaxcombineError, match=r"style names \['style'\] there, \['s'\] here"):
+        trainer.refuse_mismatch(there, meta, tmp_path)
 
     Image.open(moved / "part0.jpg").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
         moved / "part0.jpg"
     )
-    (moved.parent / "s.jpg").write_bytes((folder / "part1.png").read_bytes())
+    renamed.write_bytes((folder / "part1.png").read_bytes())
     with pytest.raises(JaxcombineError) as e:
         trainer.refuse_mismatch(there, meta, tmp_path)
     assert "\n" not in str(e.value)
-    assert f"other files: photos {moved}, style 1 {moved.parent / 's.jpg'}" in str(e.value)
+    assert f"other files: photos {moved}, style 1 {renamed}" in str(e.value)
 
     old = {"config": meta["config"]}  # a 0.1.0 checkpoint: its paths are what it has
     trainer.refuse_mismatch(config, old, tmp_path)
