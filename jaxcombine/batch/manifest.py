@@ -174,8 +174,9 @@ def job_id(config: RunConfig, recipe: recipe_lib.Recipe | None = None) -> str:
     ids distinct."""
     digest = lambda p: {"sha256": records.file_sha256(p)} if _is_file(p) else p  # noqa: E731
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_ID}
-    for key in ("content", "recipe"):
-        settings[key] = digest(settings[key])
+    settings["content"] = digest(settings["content"])
+    if config.recipe not in recipe_lib.preset_names():  # a preset's name is no file's
+        settings["recipe"] = digest(settings["recipe"])
     for key in ("style", "style_masks", "style_regions"):
         settings[key] = settings[key] and [digest(p) for p in settings[key]]
     if config.init:
