@@ -30,16 +30,26 @@ def dominates(a: np.ndarray, b: np.ndarray) -> bool:
     return not left_undominated(a, b) and strict
 
 
+def by_pair_and_recipe(rows: Sequence[dict]) -> dict[str, dict[str, list[dict]]]:
+    """``{pair: {recipe: [rows]}}``, in the rows' order."""
+    by: dict[str, dict[str, list[dict]]] = {}
+    for r in rows:
+        by.setdefault(r["pair"], {}).setdefault(r["recipe"], []).append(r)
+    return by
+
+
+def points(rows: Sequence[dict], y: str) -> np.ndarray:
+    """(N, 2) float64: each row's judge content distance and its ``y``."""
+    return np.asarray([(r["judge_content"], r[y]) for r in rows], np.float64)
+
+
 def fronts(rows: Sequence[dict], y: str = f"judge_style_{FRONT_STYLE}") -> dict:
     """``{pair: {recipe: (N, 2) front points}}`` of (judge_content, ``y``)."""
-    by: dict[str, dict[str, list]] = {}
-    for r in rows:
-        by.setdefault(r["pair"], {}).setdefault(r["recipe"], []).append((r["judge_content"], r[y]))
     out = {}
-    for pair, recipes in by.items():
+    for pair, recipes in by_pair_and_recipe(rows).items():
         out[pair] = {}
-        for recipe, pts in recipes.items():
-            pts = np.asarray(pts, np.float64)
+        for recipe, rs in recipes.items():
+            pts = points(rs, y)
             out[pair][recipe] = pts[front(pts)]
     return out
 
@@ -110,15 +120,8 @@ def shortfalls(
 
     The dominance count says on how many pairs; this says which of B's points are left,
     and whether the verdict holds on every distance or on the front's one."""
-    by: dict[str, dict[str, list[dict]]] = {}
-    for r in rows:
-        by.setdefault(r["pair"], {}).setdefault(r["recipe"], []).append(r)
-
-    def points(rs: list[dict], distance: str) -> np.ndarray:
-        return np.asarray([(r["judge_content"], r[f"judge_style_{distance}"]) for r in rs])
-
     out: dict = {a: {b: {} for b in recipes if b != a} for a in recipes}
-    for pair, by_recipe in by.items():
+    for pair, by_recipe in by_pair_and_recipe(rows).items():
         for a, b in itertools.permutations(recipes, 2):
             if a in by_recipe and b in by_recipe:
                 ra = by_recipe[a]
@@ -126,7 +129,9 @@ def shortfalls(
                 out[a][b][pair] = {
                     d: [
                         rb[j]["content_weight"]
-                        for j in left_undominated(points(ra, d), points(rb, d))
+                        for j in left_undominated(
+                            points(ra, f"judge_style_{d}"), points(rb, f"judge_style_{d}")
+                        )
                     ]
                     for d in distances
                 }
