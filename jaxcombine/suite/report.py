@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxcombine.io import images, records
 from jaxcombine.study.plots import _data_uri, _figure, _png, _table
-from jaxcombine.suite.fronts import front
+from jaxcombine.suite.fronts import front, points
 
 if TYPE_CHECKING:
     from jaxcombine.suite.runner import SuiteResult
@@ -31,7 +31,7 @@ def front_png(rows: Sequence[dict], pair: str, recipes: Sequence[str], y: str) -
         )
         if not mine:
             continue
-        pts = np.asarray([(r["judge_content"], r[y]) for r in mine], np.float64)
+        pts = points(mine, y)
         c = f"C{i}"
         ax.plot(pts[:, 0], pts[:, 1], "o:", color=c, alpha=0.5)
         best = pts[front(pts)]
