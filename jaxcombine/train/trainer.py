@@ -113,8 +113,14 @@ def net_of(config: TrainConfig) -> network.TransformNet:
     )
 
 
-def prepare(config: TrainConfig, *, warn: Callable[[str], None] = print) -> Training:
-    """Read the photos and styles, load the backbone, compute the style targets."""
+def prepare(
+    config: TrainConfig,
+    *,
+    warn: Callable[[str], None] = print,
+    inputs: dict[str, str] | None = None,
+) -> Training:
+    """Read the photos and styles, load the backbone, compute the style targets.
+    ``inputs``: :func:`input_digests` of ``config`` where the caller has them already."""
     rec = load_recipe(config)
     labels = tuple(p.stem for p in style_paths(config))
     if len(set(labels)) < len(labels):
@@ -147,7 +153,8 @@ def prepare(config: TrainConfig, *, warn: Callable[[str], None] = print) -> Trai
         targets = jax.tree.map(lambda t: t[None], targets)  # one net, S styles
     else:
         targets = jax.tree.map(lambda t: t[:, None], targets)  # S nets, one style each
-    return Training(config, obj, rec, variables, w8, targets, found, labels, input_digests(config))
+    inputs = inputs if inputs is not None else input_digests(config)
+    return Training(config, obj, rec, variables, w8, targets, found, labels, inputs)
 
 
 # Options that name files: a resume compares their bytes (input_digests), not their paths.
@@ -232,9 +239,10 @@ def _train(config, folder, stop, *, progress, warn, stop_after) -> Result:
     ckpt = Checkpoints(folder)
     try:
         start = ckpt.latest()
+        inputs = input_digests(config)  # hashed once: the resume's check and the meta
         if start is not None:
-            refuse_mismatch(config, ckpt.meta(start), folder)
-        tr = prepare(config, warn=warn)
+            refuse_mismatch(config, ckpt.meta(start), folder, inputs)
+        tr = prepare(config, warn=warn, inputs=inputs)
         fresh = objective.init_state(tr.objective.net, config.seed, tr.nets, config.lr)
         if start is None:
             state, start = fresh, 0
@@ -268,11 +276,12 @@ def place(tr: Training, state: objective.State) -> tuple[Training, objective.Sta
     return dataclasses.replace(tr, targets=targets), objective.State(params, opt_state, state.step)
 
 
-def refuse_mismatch(config: TrainConfig, meta: dict, folder: Path) -> None:
+def refuse_mismatch(config: TrainConfig, meta: dict, folder: Path, inputs: dict[str, str]) -> None:
     """One line when the checkpoint in ``folder`` was made with other options or other
-    files: the styles and photos by their bytes (:func:`input_digests`), so the same files
-    at other paths resume (the styles under the same names: they name its outputs). A checkpoint from before the digests (jaxcombine 0.1.0) is
-    compared by the files' paths, as it was then."""
+    files: the styles and photos by their bytes (``inputs``: :func:`input_digests` of
+    ``config``), so the same files at other paths resume (the styles under the same
+    names: they name its outputs). A checkpoint from before the digests (jaxcombine
+    0.1.0) is compared by the files' paths, as it was then."""
     try:
         theirs = TrainConfig(**meta["config"])
     except (JaxcombineError, TypeError, KeyError) as e:
@@ -280,7 +289,7 @@ def refuse_mismatch(config: TrainConfig, meta: dict, folder: Path) -> None:
     saved = meta.get("inputs")
     diffs = config.differences(theirs, ignore=PATH_OPTIONS if saved else ())
     if saved:
-        mine, where = input_digests(config), _input_names(config)
+        mine, where = inputs, _input_names(config)
         changed = [
             f"{role} {where[role]}" if role in where else role
             for role in sorted(set(saved) | set(mine))

@@ -192,26 +192,28 @@ def test_a_resume_compares_the_files_bytes_not_their_paths(folder, tmp_path):
     moved = _photo_folder(tmp_path / "elsewhere" / "photos")
     (moved.parent / "style.jpg").write_bytes(style.read_bytes())
     there = config.replace(photos=str(moved), style=(str(moved.parent / "style.jpg"),))
-    trainer.refuse_mismatch(there, meta, tmp_path)  # the same bytes: no error
+    trainer.refuse_mismatch(
+        there, meta, tmp_path, trainer.input_digests(there)
+    )  # the same bytes: no error
     renamed = moved.parent / "s.jpg"
     (moved.parent / "style.jpg").rename(renamed)
     there = there.replace(style=(str(renamed),))
     with pytest.raises(JaxcombineError, match=r"style names \['style'\] there, \['s'\] here"):
-        trainer.refuse_mismatch(there, meta, tmp_path)
+        trainer.refuse_mismatch(there, meta, tmp_path, trainer.input_digests(there))
 
     Image.open(moved / "part0.jpg").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
         moved / "part0.jpg"
     )
     renamed.write_bytes((folder / "part1.png").read_bytes())
     with pytest.raises(JaxcombineError) as e:
-        trainer.refuse_mismatch(there, meta, tmp_path)
+        trainer.refuse_mismatch(there, meta, tmp_path, trainer.input_digests(there))
     assert "\n" not in str(e.value)
     assert f"other files: photos {moved}, style 1 {renamed}" in str(e.value)
 
     old = {"config": meta["config"]}  # a 0.1.0 checkpoint: its paths are what it has
-    trainer.refuse_mismatch(config, old, tmp_path)
+    trainer.refuse_mismatch(config, old, tmp_path, trainer.input_digests(config))
     with pytest.raises(JaxcombineError, match="photos .* there, .* here"):
-        trainer.refuse_mismatch(there, old, tmp_path)
+        trainer.refuse_mismatch(there, old, tmp_path, trainer.input_digests(there))
 
 
 @pytest.mark.slow
