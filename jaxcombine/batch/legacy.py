@@ -19,12 +19,21 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Sequence
 
 from jaxcombine.batch.manifest import Job, legacy_job_id
 from jaxcombine.io import folders, records
 from jaxcombine.run import outputs
 
 ARTEFACTS = (("image", ".png"), ("history", ".history.csv"))  # record key → file suffix
+
+
+def adopt_all(out: Path, jobs: Sequence[Job]) -> list[str]:
+    """Adopt every job of ``jobs`` that ``out`` holds finished under its legacy id; the ids
+    adopted. 0.1.0's id is hashed only for a job not finished under its id whose readable
+    part (the same in both ids) names a record in ``out``: a new folder hashes nothing."""
+    names = {p.stem.rsplit("-", 1)[0] for p in out.glob("*.json")}
+    return [j.id for j in jobs if j.id.rsplit("-", 1)[0] in names and adopt(out, j)]
 
 
 def adopt(out: Path, job: Job) -> bool:
@@ -34,7 +43,7 @@ def adopt(out: Path, job: Job) -> bool:
     new = out / f"{job.id}.json"
     if new.exists():
         return False
-    legacy_id = legacy_job_id(job.config, job.recipe)  # hashed only for jobs not finished
+    legacy_id = legacy_job_id(job.config, job.recipe)
     old = out / f"{legacy_id}.json"
     if legacy_id == job.id or not old.exists():
         return False

@@ -138,7 +138,7 @@ def _run_jobs(
     jobs = process_share(manifest_jobs, index, count)
     report = BatchReport()
     if not force:
-        report.adopted = [j.id for j in jobs if legacy.adopt(out, j)]
+        report.adopted = legacy.adopt_all(out, jobs)
     finished = lambda j: not force and (out / f"{j.id}.json").exists()  # noqa: E731
     report.skipped = [j.id for j in jobs if finished(j)]
     todo = [j for j in jobs if not finished(j)]
