@@ -11,7 +11,8 @@ under the new id, naming the old one (``adopted_from``), and the old record remo
 Every step is a rename or an atomic write, and the new record comes last: a process
 killed midway leaves the old record in place, and the next rerun finishes the adoption.
 It runs under the new id's job lock, so two processes never adopt (or run) one job at
-once. A legacy record whose image is gone is left alone: that job runs again.
+once. A legacy record whose image is gone, that is not readable JSON, or that names
+files other than its own id's, is left alone: that job runs again.
 """
 
 from __future__ import annotations
@@ -50,10 +51,13 @@ def adopt(out: Path, job: Job) -> bool:
     with folders.job_lock(out, job.id) as mine:
         if not mine or new.exists() or not old.exists():
             return False
-        record = json.loads(old.read_text(encoding="utf-8"))
+        try:
+            record = json.loads(old.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False  # not a record this can read: the job runs again
         for key, suffix in ARTEFACTS:
-            if not record.get(key):
-                continue
+            if not isinstance(record, dict) or record.get(key) != f"{legacy_id}{suffix}":
+                return False  # not as 0.1.0 wrote it: nothing outside its own names moves
             source, target = out / record[key], out / f"{job.id}{suffix}"
             if source.exists():
                 os.replace(source, target)

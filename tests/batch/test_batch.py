@@ -268,6 +268,23 @@ def test_a_moved_folder_skips_its_jobs_and_an_old_one_is_adopted(tmp_path, folde
     assert sorted(json.loads((out / batch.REPORT).read_text())["adopted"]) == sorted(first.done)
 
 
+def test_a_record_that_is_not_0_1_0s_is_not_adopted(tmp_path, folder):
+    """A legacy record that is not JSON, or that names files other than its own id's (a
+    hostile one naming a file outside the folder), moves nothing: its job runs again."""
+    here = movable_folder(tmp_path / "here", folder)
+    out = here / "out"
+    out.mkdir()
+    job = batch.load_manifest(here / "m.toml")[0]
+    legacy_id = legacy_job_id(job.config, job.recipe)
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"not the folder's")
+    for text in ("{not json", json.dumps({"image": "../outside.png", "history": "h.csv"})):
+        (out / f"{legacy_id}.json").write_text(text)
+        assert batch.legacy.adopt_all(out, [job]) == []
+        assert outside.read_bytes() == b"not the folder's"
+        assert not (out / f"{job.id}.json").exists() and not (out / f"{job.id}.png").exists()
+
+
 def test_unknown_key_names_the_valid_ones(tmp_path):
     (tmp_path / "m.toml").write_text("[defaults]\nstepz = 3\n")
     with pytest.raises(
