@@ -16,18 +16,35 @@ def cpu_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "JAX_PLATFORMS": "cpu", **extra}
 
 
-# The XLA setting the tests' processes turn off to compile faster (tests/conftest.py).
+# The XLA settings the tests' processes change to compile faster (tests/conftest.py says
+# why): XLA's older CPU fusion emitters, and LLVM's optimisation of the code it emits at
+# level 1, not XLA's 2. The CLI subprocesses (start, jaxcombine below) go to level 0.
 QUICK_COMPILE_SETTING = "xla_cpu_use_fusion_emitters"
-QUICK_COMPILE_FLAGS = f"--{QUICK_COMPILE_SETTING}=false"
+OPTIMIZATION_SETTING = "xla_backend_optimization_level"
+QUICK_COMPILE_FLAGS = f"--{QUICK_COMPILE_SETTING}=false --{OPTIMIZATION_SETTING}=1"
+CLI_OPTIMIZATION = (f"--{OPTIMIZATION_SETTING}=1", f"--{OPTIMIZATION_SETTING}=0")
 
 
 def default_xla_flags() -> dict[str, str]:
-    """XLA_FLAGS without the tests' compile setting, for a test that measures what users
+    """XLA_FLAGS without the tests' compile settings, for a test that measures what users
     get: the older fusion emitters allocate less (the memory bound's 64 px run peaked at
     570 MB with them, 669 MB with XLA's defaults; the estimate, 764 MB, is made for the
     defaults)."""
     flags = os.environ.get("XLA_FLAGS", "").split()
-    return {"XLA_FLAGS": " ".join(f for f in flags if QUICK_COMPILE_SETTING not in f)}
+    ours = (QUICK_COMPILE_SETTING, OPTIMIZATION_SETTING)
+    return {"XLA_FLAGS": " ".join(f for f in flags if not any(s in f for s in ours))}
+
+
+def cli_env(extra: dict[str, str] | None) -> dict[str, str]:
+    """The environment of a CLI subprocess: :func:`cpu_env` with ``extra``, and LLVM's
+    optimisation at level 0 where the tests' level 1 is set and ``extra`` names no
+    XLA_FLAGS of its own. The commands the tests run are a few steps at 24-64 px, so
+    compiling is nearly all of their time: a default run at 32 px, 4 steps, took 0.74x
+    the CPU seconds of level 1 and eval 0.63x of XLA's level 2 (docs/benchmarks.md)."""
+    env = cpu_env(**(extra or {}))
+    if "XLA_FLAGS" not in (extra or {}):
+        env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(*CLI_OPTIMIZATION)
+    return env
 
 
 def host_devices(count: int) -> dict[str, str]:
@@ -45,7 +62,7 @@ def start(*args, cwd=None, env=None, interpreter_options=(), **popen) -> subproc
     return subprocess.Popen(
         command(*args, interpreter_options=interpreter_options),
         cwd=cwd,
-        env=cpu_env(**(env or {})),
+        env=cli_env(env),
         **options,
     )
 
@@ -56,7 +73,7 @@ def jaxcombine(*args, cwd=None, env=None, check=False, timeout=600) -> subproces
     proc = subprocess.run(
         command(*args),
         cwd=cwd,
-        env=cpu_env(**(env or {})),
+        env=cli_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
