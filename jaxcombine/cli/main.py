@@ -891,6 +891,7 @@ def eval_suite(
     content_weights, recipe_weights = _floats(content_weights), _recipe_weights(recipe_weights)
     grid(recipes, content_weights, recipe_weights)  # a bad grid is refused before JAX starts
     start_jax()
+    from jaxcombine.suite.report import shortfall_lines
     from jaxcombine.suite.runner import run_suite
 
     result = run_suite(
@@ -913,19 +914,8 @@ def eval_suite(
     for a, wins in result.dominance.items():
         text = ", ".join(f"{b} on {n}" for b, n in wins.items()) or "no other recipe"
         click.echo(f"front of {a} dominates: {text} (of {len(s['pairs'])} pairs)")
-    front = config.SUITE_FRONT_STATISTIC
-    for a, by_b in result.shortfalls.items():
-        for b, by_pair in by_b.items():
-            short = [
-                f"{pair} ({', '.join(f'{w:g}' for w in left[front])})"
-                for pair, left in by_pair.items()
-                if left[front]
-            ]
-            if short:
-                click.echo(
-                    f"{a} leaves {b}'s outputs at content weights undominated "
-                    f"({s['front']['y']}): {'; '.join(short)}"
-                )
+    for line in shortfall_lines(result.shortfalls):
+        click.echo(line)
     for a, gaps in result.style_gaps.items():
         for b, gap in gaps.items():
             if gap["median"] is not None:

@@ -123,6 +123,11 @@ def _gap_cell(gap: dict | None) -> str:
     return f"{100 * gap['median']:+.0f}% ({len(gap['pairs'])} pairs)"
 
 
+def _weights(weights: Sequence[float]) -> str:
+    """Content weights as ``0.3, 10``, or ``none``."""
+    return ", ".join(f"{w:g}" for w in weights) if weights else "none"
+
+
 def _shortfall_rows(result: "SuiteResult") -> list[tuple]:
     """One row per (pair, recipe A, recipe B): per style distance, B's content weights
     that A's outputs leave undominated ("none": A covers all of B's points there)."""
@@ -130,9 +135,29 @@ def _shortfall_rows(result: "SuiteResult") -> list[tuple]:
     for a, by_b in result.shortfalls.items():
         for b, by_pair in by_b.items():
             for pair, left in by_pair.items():
-                cells = (", ".join(f"{w:g}" for w in ws) if ws else "none" for ws in left.values())
-                rows.append((pair, a, b, *cells))
+                rows.append((pair, a, b, *(_weights(ws) for ws in left.values())))
     return rows
+
+
+def shortfall_lines(shortfalls: dict) -> list[str]:
+    """What ``eval-suite`` prints of :attr:`SuiteResult.shortfalls`: a line per recipe A
+    and other recipe B where A leaves some of B's points on some pair, naming each such
+    pair with B's weights left on every judge style distance, so that a verdict that holds
+    on one distance only shows: ``strotss leaves gatys's outputs at content weights
+    undominated: p1 (swd 10 / gram none / w2 3, 10)``."""
+    lines = []
+    for a, by_b in shortfalls.items():
+        for b, by_pair in by_b.items():
+            short = [
+                f"{pair} ({' / '.join(f'{d} {_weights(ws)}' for d, ws in left.items())})"
+                for pair, left in by_pair.items()
+                if any(left.values())
+            ]
+            if short:
+                lines.append(
+                    f"{a} leaves {b}'s outputs at content weights undominated: {'; '.join(short)}"
+                )
+    return lines
 
 
 def page(result: "SuiteResult", plots: dict[str, tuple[bytes, bytes]]) -> str:

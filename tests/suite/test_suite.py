@@ -14,7 +14,7 @@ from PIL import Image
 from jaxcombine.errors import JaxcombineError
 from jaxcombine.io import images
 from jaxcombine.options import recipe
-from jaxcombine.suite import fronts
+from jaxcombine.suite import fronts, report
 from jaxcombine.suite.runner import load_pairs, run_suite, weighted_recipe
 
 SHALLOW = recipe_files.SHALLOW
@@ -60,6 +60,14 @@ def test_shortfalls_name_the_points_left_undominated_on_each_distance():
     got = fronts.shortfalls(rows, ["new", "old"])
     assert got["new"]["old"] == {"p1": {"swd": [3.0, 10.0], "gram": [10.0], "w2": [3.0, 10.0]}}
     assert got["old"]["new"] == {"p1": {"swd": [0.1], "gram": [0.1], "w2": [0.1]}}
+    # what eval-suite prints: every distance's weights per pair left, so that Gram's
+    # differing verdict shows; a pair where nothing is left is not named
+    got["new"]["old"]["p2"] = {"swd": [], "gram": [], "w2": []}
+    assert report.shortfall_lines(got) == [
+        "new leaves old's outputs at content weights undominated: "
+        "p1 (swd 3, 10 / gram 10 / w2 3, 10)",
+        "old leaves new's outputs at content weights undominated: p1 (swd 0.1 / gram 0.1 / w2 0.1)",
+    ]
     # the suite's verdict on the front's distance agrees: neither dominates on p1
     pts = {
         r: np.asarray([(x, swd) for _, x, swd, *_ in p]) for r, p in (("new", new), ("old", old))
