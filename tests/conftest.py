@@ -15,16 +15,16 @@ from jaxcombine.networks import weights
 
 # The tests compile hundreds of small programs and run each for milliseconds, so XLA's
 # compiler is most of their CPU time. Two settings make it compile faster and compute the
-# same operations (docs/benchmarks.md, "The quick tier's compiler settings"):
+# same operations (docs/benchmarks.md, "The cut it needed: LLVM at level 1 ..."):
 # - XLA's older CPU fusion emitters, not the MLIR ones (XLA's default): the quick tier took
 #   411 s of CPU instead of 466 s (2-core AMD EPYC, jaxlib 0.10.2);
-# - LLVM's optimisation of the code XLA emits at level 1, not 2. The convolutions and
-#   matrix products are library calls it does not touch, so the heavier computations of
-#   the tests (L-BFGS, pyramids, four devices) ran no slower, and the quick tier took
-#   464 s of CPU instead of 553 s (the same machine, jaxlib 0.10.2, 2026-12-06). Level 0
-#   makes those computations several times slower (the quick tier: 350 s of wall time
-#   instead of 313), except in the CLI subprocesses, whose runs are a few steps:
-#   cli_run.cli_env puts them at 0.
+# - LLVM's optimisation of the code XLA emits at level 1, not 2 (the convolutions and
+#   most matrix products are library calls it does not compile). The heavier
+#   computations of the tests (L-BFGS, pyramids, four devices) ran no slower per test,
+#   and the quick tier took 464 s of CPU instead of 553 s (the same machine, jaxlib
+#   0.10.2, 2026-12-06). Level 0 makes those computations several times slower (the
+#   quick tier: 350 s of wall time instead of 313), except in the CLI subprocesses,
+#   whose runs are a few steps: cli_run.cli_env puts them at 0.
 # Users keep XLA's defaults; the tests measure no speed. XLA aborts a process on a flag it
 # does not know, so a one-line probe decides first; the flags are then in the environment
 # of every process the tests start (xdist's workers, the CLI subprocesses), appended to
