@@ -142,6 +142,9 @@ def test_every_layer_matches_the_numpy_reference(
         assert np.abs(r).max() > 0, name  # a dead layer would make the check vacuous
 
 
+# Each padding's every layer against numpy runs in the quick tier (CASES); this property,
+# and Winograd's gradient under circular padding, in the slow one.
+@pytest.mark.slow
 def test_padding_decides_what_features_know_of_where_they_sit(tv_weights):
     """Why the paddings exist: features that know where they sit let a style's arrangement
     travel with its statistics. On a uniform grey image every position sees the same thing

@@ -133,6 +133,7 @@ def test_arrangement_is_the_distance_to_the_shifted_style_less_that_to_the_style
     assert j.settings["judge_style_arrangement"].startswith("LPIPS (alex")
 
 
+@pytest.mark.slow  # the VGG19 judge's branch; the quick tier measures AlexNet's, above
 def test_judge_without_lpips_heads_measures_arrangement_by_its_content_layer(photos):
     """VGG19 has no LPIPS heads: block4_conv2's relative error, as its content column."""
     content, painting = photos
