@@ -290,12 +290,12 @@ def test_nearest_targets_equal_a_brute_force_search(chunk):
     assert got == pytest.approx(np.mean(np.diag(cosine_cost(x, candidates[best]))), rel=1e-4)
 
 
-def test_a_rotations_term_searches_the_style_and_its_three_turns(vgg19, tmp_path):
-    """``rotations = true`` (NNST's augmentation): the style turned by 90°, 180° and 270°
-    goes through the network as three more styles, each a quarter of the style's weight.
-    A 24×32 output makes the odd turns 32×24, so the turns are images of their own shape.
-    The nearest-neighbour rows equal a brute-force search over the four images' features,
-    taken here by the network one image at a time, and a step runs on them."""
+def _turned_styles(tmp_path):
+    """A 24x32 content and style (the odd turns 32x24: images of their own shape), a
+    recipe of a ``nearest`` and an ``emd`` term with ``rotations = true``, prepared; and
+    a numpy brute force's view of them: the hypercolumns of the style's four turns (each
+    taken by the network one image at a time), the content's, and the mean the
+    centred cosine distance subtracts."""
     wide = tmp_path / "wide.png"
     Image.open(images.CONTENT).convert("RGB").resize((32, 24)).save(wide)
     layers = ["block1_conv1", "block2_conv1"]
@@ -308,7 +308,7 @@ def test_a_rotations_term_searches_the_style_and_its_three_turns(vgg19, tmp_path
     recipe = recipe_files.write(tmp_path / "turns.toml", {"terms": terms, "init": "content"})
     config = RunConfig(recipe=str(recipe), content=str(wide), size=32, steps=2, conv="xla")
     prep = prepare_lib.prepare(config)
-    nearest, emd = prep.problem.recipe.terms
+    nearest, _ = prep.problem.recipe.terms
     spec = nearest.hypercolumn
     net = model.VGG(taps=tuple(layers), conv=prep.problem.conv)
 
@@ -318,11 +318,21 @@ def test_a_rotations_term_searches_the_style_and_its_three_turns(vgg19, tmp_path
         return numpy_hypercolumns(arrays, None, spec, hc.grid(image.shape[:2], spec.stride))
 
     style = np.asarray(prep.style_images[0])
-    assert style.shape == (24, 32, 3)
     turned = [points(np.rot90(style, k)) for k in range(4)]
     candidates = np.concatenate(turned)
     queries = points(prep.seen(prep.content))
     mean = candidates.mean(axis=0)  # four turns of one weight and of as many points each
+    return config, prep, style, turned, candidates, queries, mean
+
+
+def test_a_rotations_term_searches_the_style_and_its_three_turns(vgg19, tmp_path):
+    """``rotations = true`` (NNST's augmentation): the style turned by 90°, 180° and 270°
+    goes through the network as three more styles, each a quarter of the style's weight.
+    The nearest-neighbour rows equal a brute-force search over the four images'
+    features."""
+    _, prep, style, turned, candidates, queries, mean = _turned_styles(tmp_path)
+    nearest, emd = prep.problem.recipe.terms
+    assert style.shape == (24, 32, 3)
     best = np.argmin(cosine_cost(queries - mean, candidates - mean), axis=1)
     got = np.asarray(prep.targets[losses.target_key(nearest)]["rows"])
     np.testing.assert_allclose(got, candidates[best], rtol=RTOL, atol=1e-6)
@@ -331,6 +341,16 @@ def test_a_rotations_term_searches_the_style_and_its_three_turns(vgg19, tmp_path
     target = prep.targets[losses.target_key(emd)]
     assert [m.shape for m in target["styles"]] == [(24, 32), (32, 24), (24, 32), (32, 24)]
     np.testing.assert_allclose(np.asarray(target["weights"]), [0.25] * 4)
+
+
+@pytest.mark.slow  # two more compiles (a step, guided targets); the search runs above
+def test_turned_styles_run_a_step_and_turn_each_guided_region_with_them(vgg19, tmp_path):
+    """A step runs on the four images' targets; guided, each style's target holds its own
+    four images, each region turned with them, and its nearest rows are the brute force's
+    inside that style's turned region."""
+    config, prep, style, _, candidates, queries, mean = _turned_styles(tmp_path)
+    nearest, emd = prep.problem.recipe.terms
+    spec = nearest.hypercolumn
     history = job.combine(config).outcome.history
     assert history.shape[0] == 2 and np.all(np.isfinite(history))
     # guided: each style's target holds its own four images, each region turned with them
