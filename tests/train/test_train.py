@@ -192,9 +192,8 @@ def test_a_resume_compares_the_files_bytes_not_their_paths(folder, tmp_path):
     moved = _photo_folder(tmp_path / "elsewhere" / "photos")
     (moved.parent / "style.jpg").write_bytes(style.read_bytes())
     there = config.replace(photos=str(moved), style=(str(moved.parent / "style.jpg"),))
-    trainer.refuse_mismatch(
-        there, meta, tmp_path, trainer.input_digests(there)
-    )  # the same bytes: no error
+    # the same bytes: no error
+    trainer.refuse_mismatch(there, meta, tmp_path, trainer.input_digests(there))
     renamed = moved.parent / "s.jpg"
     (moved.parent / "style.jpg").rename(renamed)
     there = there.replace(style=(str(renamed),))
