@@ -329,7 +329,11 @@ def test_process_shares_partition_the_jobs(folder):
 
 
 # max_batch=3 splits the c2 pair over two windows.
-@pytest.mark.parametrize("options", [{"batching": False}, {"max_batch": 3}])
+# one at a time in the quick tier; a group split by --max-batch, the same check again, in
+# the slow tier
+@pytest.mark.parametrize(
+    "options", [{"batching": False}, pytest.param({"max_batch": 3}, marks=pytest.mark.slow)]
+)
 def test_batched_matches_one_at_a_time(folder, small_reference, options):
     out = folder / f"single-{len(os.listdir(folder))}"
     report = batch.run_batch(folder / "small.toml", out, progress=False, **options)
@@ -338,8 +342,11 @@ def test_batched_matches_one_at_a_time(folder, small_reference, options):
 
 
 # small.toml's jobs: two of c1's shape, then two of c2's. Batched, they are two groups;
-# one at a time, four, the second and the fourth running the programs of the one before.
-@pytest.mark.parametrize("batching, groups", [(True, 2), (False, 4)])
+# one at a time, four, the second and the fourth running the programs of the one before
+# (the same count again: slow tier).
+@pytest.mark.parametrize(
+    "batching, groups", [(True, 2), pytest.param(False, 4, marks=pytest.mark.slow)]
+)
 def test_a_batch_releases_programs_only_when_the_program_changes(
     folder, vgg19, monkeypatch, batching, groups
 ):
