@@ -337,17 +337,6 @@ def loss(
 # --------------------------------------------------------------------------- one step
 
 
-@partial(jax.jit, static_argnames=("problem",))
-def _init_optimizer(params: Any, *, problem: Problem) -> Any:
-    """The optimiser's initial state of each start (vmapped over the leading axis)."""
-    return jax.vmap(problem.transform().init)(params)
-
-
-def _strongly_typed(a: jax.Array) -> jax.Array:
-    """``a`` with a strong dtype (a weakly typed one is a scalar per start: copied)."""
-    return jax.device_put(np.asarray(a)) if getattr(a, "weak_type", False) else a
-
-
 def init_state(
     problem: Problem,
     pixels: Any,
@@ -374,11 +363,11 @@ def init_state(
     n = len(problem.recipe.labels)
     steps = np.broadcast_to(np.asarray(steps, np.int64), (k,))
     params = _decompose(pixels, parameterization=problem.parameterization)
-    # One program for the optimiser's initial state (run eagerly, each of its zeros would
-    # be one). Strong types throughout: some optimisers (L-BFGS's line search) start with
-    # weakly typed scalars that their first update makes strong, which would compile the
-    # chunk twice.
-    opt_state = jax.tree.map(_strongly_typed, _init_optimizer(params, problem=problem))
+    # Strong types throughout: some optimisers (L-BFGS's line search) start with weakly
+    # typed scalars that their first update makes strong, which would compile the chunk twice.
+    opt_state = jax.tree.map(
+        lambda a: jnp.asarray(a, dtype=a.dtype), jax.vmap(problem.transform().init)(params)
+    )
     if isinstance(problem.optimizer, str):
         lr = np.broadcast_to(np.asarray(lr if lr is not None else 1.0, np.float32), (k,))
         opt_state = optimizers.set_learning_rate(opt_state, lr, steps)
@@ -386,28 +375,18 @@ def init_state(
         raise JaxcombineError("a learning rate applies to the built-in optimizers only")
     if loss_weights is None:
         loss_weights = losses.weights(problem.recipe)
-    loss_weights = np.asarray(loss_weights, np.float32)
+    loss_weights = jnp.asarray(loss_weights, jnp.float32)
     if loss_weights.shape not in ((n,), (k, n)):
         raise JaxcombineError(
             f"loss weights must be shaped ({n},) or ({k}, {n}), got {loss_weights.shape}"
         )
-    # The per-start numbers are made on the host and copied over as they are: the same
-    # arrays made with jax.numpy here would compile a small program each.
-    alive, loss_weights, start_step, steps = jax.device_put(
-        (
-            np.ones(k, bool),
-            np.broadcast_to(loss_weights, (k, n)),
-            np.broadcast_to(np.asarray(start_step, np.int32), (k,)),
-            steps.astype(np.int32),
-        )
-    )
     return State(
         params,
         opt_state,
-        alive,
-        loss_weights,
-        start_step,
-        steps,
+        jnp.ones(k, bool),
+        jnp.broadcast_to(loss_weights, (k, n)),
+        jnp.broadcast_to(jnp.asarray(start_step, jnp.int32), (k,)),
+        jnp.asarray(steps, jnp.int32),
         seed_keys(seed, k),
         jnp.zeros_like(pixels) if average else None,
     )

@@ -74,7 +74,7 @@ def load(net: str, weights: str | os.PathLike | None = None) -> tuple[dict, dict
     if key not in _VARIABLES:
         _VARIABLES[key] = (
             model.variables(model.trim(backbone.arrays, taps, arch)),
-            {tap: jax.device_put(head.arrays[tap][0].reshape(-1)) for tap in taps},
+            {tap: jnp.asarray(head.arrays[tap][0].reshape(-1)) for tap in taps},
         )
     return _VARIABLES[key]
 

@@ -11,6 +11,7 @@ import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxcombine.engine import program, scales, tiles
@@ -214,11 +215,8 @@ def _images_and_targets(
         for p, shape in zip(config.style_regions or (), scale.style_shapes)
     ]
     seen = prep.seen(content)  # by VGG
-    # host arrays go over with jax.device_put, which copies them as they are (float64
-    # made float32, as jnp.asarray would, but without compiling a copy program per shape)
-    put = jax.device_put
-    sw = None if config.style_weights is None else put(np.asarray(config.style_weights, np.float32))
-    as_array = lambda a: None if a is None else put(a)  # noqa: E731
+    sw = None if config.style_weights is None else jnp.asarray(config.style_weights, jnp.float32)
+    as_array = lambda a: None if a is None else jnp.asarray(a)  # noqa: E731
     # targets depend on the network and the recipe only: one program whatever the optimiser
     target_problem = dataclasses.replace(
         problem, optimizer="adam", schedule="constant", parameterization=Parameterization()
@@ -227,8 +225,8 @@ def _images_and_targets(
         targets = _tiled_targets(
             target_problem,
             prep.variables,
-            put(seen),
-            put(styles),
+            jnp.asarray(seen),
+            jnp.asarray(styles),
             sw,
             tile=config.tile,
         )
@@ -237,12 +235,14 @@ def _images_and_targets(
         targets = _targets(
             target_problem,
             prep.variables,
-            put(seen),
-            put(styles) if stacked else [put(s) for s in scaled],
+            jnp.asarray(seen),
+            jnp.asarray(styles) if stacked else [jnp.asarray(s) for s in scaled],
             sw,
             as_array(term_masks),
             as_array(style_masks),
-            (put(np.stack(regions)) if stacked else [put(r) for r in regions]) if regions else None,
+            (jnp.asarray(np.stack(regions)) if stacked else [jnp.asarray(r) for r in regions])
+            if regions
+            else None,
         )
     return content, styles, scaled, targets
 

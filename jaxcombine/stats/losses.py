@@ -31,7 +31,6 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxcombine.options.recipe import Recipe, Term
 from jaxcombine.stats import base
@@ -210,7 +209,6 @@ def _masked_term(
     return term(t.statistic, features, target_, key, mask)
 
 
-def weights(recipe: Recipe) -> np.ndarray:
-    """Weight of every component in ``recipe.labels`` order (float32, on the host: a
-    program takes it as it takes any array)."""
-    return np.asarray([t.weight for t in recipe.terms] + [recipe.tv_weight], np.float32)
+def weights(recipe: Recipe) -> jax.Array:
+    """Weight of every component in ``recipe.labels`` order."""
+    return jnp.asarray([t.weight for t in recipe.terms] + [recipe.tv_weight], jnp.float32)
