@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GATYS = recipe_lib.load("gatys")
 GATYS_MATCHED = [t.layer for t in GATYS.terms if t.statistic == "activations"]
 # The stated margin (docs/benchmarks.md): every measured peak lies at or below the estimate,
-# and the estimate exceeds none of them by more than this.
+# and the estimate exceeds the largest peak measured for a case by no more than this.
 MAX_RATIO = 1.25
 
 BLOCK2 = {
@@ -121,28 +121,44 @@ def _layers(name):
     return rec.layers, [t.layer for t in rec.terms if t.statistic == "activations"]
 
 
-def test_table_matches_every_recorded_measurement():
-    """The shipped table against the CSV it was fitted to: edits to either must agree."""
+def _estimate(r):
+    layers, matched = _layers(r["recipe"])
+    h, w = int(r["height"]), int(r["width"])
+    if r["mode"] == "features":
+        return memory.estimate_features_bytes(layers, h, w)
+    return memory.estimate_bytes(
+        layers,
+        h,
+        w,
+        int(r["starts"]),
+        conv=r["conv"],
+        dtype=r["dtype"],
+        remat=r["remat"] == "1",
+        activation_targets=matched,
+    )
+
+
+# What a row of the CSV measured, whatever the day: the command's shape.
+CASE_FIELDS = ("mode", "height", "width", "conv", "dtype", "remat", "recipe", "starts")
+
+
+def test_table_bounds_every_recorded_measurement():
+    """The shipped table against the CSV it was fitted to (edits to either must agree): every
+    process at or below its estimate, and no estimate above MAX_RATIO times the largest peak
+    measured for its case. The same case measured on another day can peak up to 12 % lower
+    (docs/benchmarks.md), so the ratio is taken to the largest."""
     rows = _measured_rows()
-    assert len(rows) >= 60
+    assert len(rows) >= 140
+    largest = {}
     for r in rows:
-        layers, matched = _layers(r["recipe"])
-        h, w = int(r["height"]), int(r["width"])
-        if r["mode"] == "features":
-            est = memory.estimate_features_bytes(layers, h, w)
-        else:
-            est = memory.estimate_bytes(
-                layers,
-                h,
-                w,
-                int(r["starts"]),
-                conv=r["conv"],
-                dtype=r["dtype"],
-                remat=r["remat"] == "1",
-                activation_targets=matched,
-            )
-        ratio = est / float(r["peak_rss_bytes"])
-        assert 1.0 <= ratio <= MAX_RATIO, (r["command"], ratio)
+        est, peak = _estimate(r), float(r["peak_rss_bytes"])
+        assert peak <= est, (r["date"], r["command"], est / peak)
+        case = tuple(r[k] for k in CASE_FIELDS)
+        largest[case] = max(largest.get(case, 0.0), peak)
+    assert 60 <= len(largest) < len(rows)  # some cases measured more than once
+    for case, peak in largest.items():
+        est = _estimate(dict(zip(CASE_FIELDS, case)))
+        assert est <= MAX_RATIO * peak, (case, est / peak)
 
 
 # Peak RSS of `jaxcombine run --recipe strotss --size S --scale-floor S --padding P` (one
