@@ -8,6 +8,11 @@ process says nothing about what else the machine was doing, but an OOM kill does
 
     python scripts/memory_measure.py --csv docs/memory-measurements.csv \
         128:xla:1:gatys 128:winograd:4:scripts/shallow-block2.toml 512:xla:1:gatys:remat
+    python scripts/memory_measure.py --again   # every case in the CSV, once more
+
+Peaks of the same code move by several percent between days and machines
+(docs/benchmarks.md), so the table is fitted to each case's largest: measure every case
+again on a new machine or JAX version, then refit (scripts/memory_fit.py).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent
 
 FIELDS = (
     "machine",
@@ -138,6 +145,25 @@ def command(case: str, steps: int, out: str) -> tuple[list[str], dict]:
     )
 
 
+def case_of(row: dict) -> str:
+    """The case a CSV row measured, as this script's argument: to measure it again."""
+    recipe = row["recipe"]
+    local = SCRIPTS / f"{recipe}.toml"
+    if local.exists():
+        recipe = str(local.relative_to(Path.cwd()) if local.is_relative_to(Path.cwd()) else local)
+    if row["mode"] == "features":
+        return f"features:{row['size']}:{recipe}"
+    flags = [":remat"] if row["remat"] == "1" else []
+    flags += [f":{row['dtype']}"] if row["dtype"] != "float32" else []
+    return f"{row['size']}:{row['conv']}:{row['starts']}:{recipe}" + "".join(flags)
+
+
+def every_case(path: Path) -> list[str]:
+    """Every case the CSV holds, once each, in the order first measured."""
+    with path.open(newline="") as f:
+        return list(dict.fromkeys(case_of(r) for r in csv.DictReader(f)))
+
+
 def measure(case: str, steps: int, out: str) -> dict:
     cmd, fields = command(case, steps, out)
     env = dict(os.environ, JAXCOMBINE_COMPILE_CACHE="off", JAX_PLATFORMS="cpu")
@@ -164,14 +190,22 @@ def measure(case: str, steps: int, out: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("cases", nargs="+")
+    parser.add_argument("cases", nargs="*")
     parser.add_argument("--csv", default="docs/memory-measurements.csv")
+    parser.add_argument(
+        "--again",
+        action="store_true",
+        help="measure every case the CSV already holds once more (another day or machine)",
+    )
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "jaxcombine-memory"))
     args = parser.parse_args()
     path = Path(args.csv)
+    cases = [*(every_case(path) if args.again else []), *args.cases]
+    if not cases:
+        parser.error("name cases to measure, or --again for every case in the CSV")
     new = not path.exists()
-    for case in args.cases:
+    for case in cases:
         row = measure(case, args.steps, args.out)
         with path.open("a", newline="") as f:
             writer = csv.DictWriter(f, FIELDS)
