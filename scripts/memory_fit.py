@@ -10,8 +10,8 @@ estimate takes a max over convolutions, so it is not linear in its table); then
 one factor each for ``--remat`` and 16-bit dtypes on the per-start part, taken at
 the largest any run needs; then ``jaxcombine features`` runs (a forward only; the weights' and program's costs
 as fitted to the runs).
-The CSV may hold a case measured more than once (another day, another machine of the
-kind): peaks of the same code differ by several percent between them, so the fit is to
+The CSV may hold a case measured more than once (another day, machine or commit): its
+peaks differ by up to 12 % between them (docs/benchmarks.md), so the fit is to
 each case's *largest* peak, and it prints the ``MARGIN`` that puts every row at or
 below its estimate. ``--check`` prints every row's measured peak, the estimate (with
 ``MARGIN``) and their ratio, as a markdown table, and the range per date.

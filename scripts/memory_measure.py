@@ -10,9 +10,10 @@ process says nothing about what else the machine was doing, but an OOM kill does
         128:xla:1:gatys 128:winograd:4:scripts/shallow-block2.toml 512:xla:1:gatys:remat
     python scripts/memory_measure.py --again   # every case in the CSV, once more
 
-Peaks of the same code move by several percent between days and machines
+Peaks move by up to 12 % between measurements days and commits apart
 (docs/benchmarks.md), so the table is fitted to each case's largest: measure every case
-again on a new machine or JAX version, then refit (scripts/memory_fit.py).
+again on a new machine or JAX version, or after the run's code changed, then refit
+(scripts/memory_fit.py).
 """
 
 from __future__ import annotations

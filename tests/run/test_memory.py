@@ -145,8 +145,8 @@ CASE_FIELDS = ("mode", "height", "width", "conv", "dtype", "remat", "recipe", "s
 def test_table_bounds_every_recorded_measurement():
     """The shipped table against the CSV it was fitted to (edits to either must agree): every
     process at or below its estimate, and no estimate above MAX_RATIO times the largest peak
-    measured for its case. The same case measured on another day can peak up to 12 % lower
-    (docs/benchmarks.md), so the ratio is taken to the largest."""
+    measured for its case. The same case, measured at another commit and day, peaked up to
+    12 % lower (docs/benchmarks.md), so the ratio is taken to the largest."""
     rows = _measured_rows()
     assert len(rows) >= 140
     largest = {}
