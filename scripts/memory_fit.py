@@ -82,19 +82,17 @@ def shape_of(row: dict) -> dict:
     )
 
 
-def case(row: dict) -> tuple:
-    """What a row measured, whatever the day or machine: its command's shape."""
-    return tuple(
-        row[k] for k in ("mode", "height", "width", "conv", "dtype", "remat", "recipe", "starts")
-    )
+# What a row measured, whatever the day or machine: its command's shape.
+CASE_FIELDS = ("mode", "height", "width", "conv", "dtype", "remat", "recipe", "starts")
 
 
 def largest_per_case(rows: list[dict]) -> list[dict]:
     """One row per case, the one with the largest peak: the table bounds the worst seen."""
     worst: dict[tuple, dict] = {}
     for r in rows:
-        if case(r) not in worst or peak(r) > peak(worst[case(r)]):
-            worst[case(r)] = r
+        case = tuple(r[k] for k in CASE_FIELDS)
+        if case not in worst or peak(r) > peak(worst[case]):
+            worst[case] = r
     return list(worst.values())
 
 
@@ -155,11 +153,14 @@ def fit(rows: list[dict]) -> None:
         rest = one - per_start
         return (peak(r) - rest) / (s["starts"] * per_start)
 
+    # Each factor is set as fitted, so that the margin below is the fitted table's.
     for conv in layers_lib.CONVS:
         needs = [factor(r) for r in runs if r["remat"] == "1" and r["conv"] == conv]
-        print(f"REMAT[{conv!r}] = {max(needs, default=1.0):.3g}  # runs need {np.round(needs, 3)}")
+        set_value("REMAT", conv, max(needs, default=1.0))
+        print(f"REMAT[{conv!r}] = {memory.REMAT[conv]:.3g}  # runs need {np.round(needs, 3)}")
     needs = [factor(r) for r in runs if r["dtype"] != "float32"]
-    print(f"REDUCED_PRECISION = {max(needs, default=1.0):.3g}  # runs need {np.round(needs, 3)}")
+    set_value("REDUCED_PRECISION", None, max(needs, default=1.0))
+    print(f"REDUCED_PRECISION = {memory.REDUCED_PRECISION:.3g}  # runs need {np.round(needs, 3)}")
 
     # Features, with the weights' and program's costs as fitted above.
     feats = [r for r in rows if r["mode"] == "features"]
