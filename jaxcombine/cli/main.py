@@ -246,11 +246,12 @@ def run(out_dir, quiet, **options):
     result = combine(settings, out=out_dir, progress=not quiet)
     oc = result.outcome
     for j, label in enumerate(result.labels):
-        status = (
-            f"diverged at step {oc.diverged_at[j]}, kept last good image"
-            if not oc.alive[j]
-            else f"loss {result.final_losses()[label]:.4g}"
-        )
+        if not oc.alive[j]:
+            status = f"diverged at step {oc.diverged_at[j]}, kept last good image"
+        elif not oc.steps_done:  # --steps 0: the start is the output, and no loss was taken
+            status = "the start image, no steps run"
+        else:
+            status = f"loss {result.final_losses()[label]:.4g}"
         click.echo(f"{out_dir / (label + '.png')}: {status}")
     rate = f"{oc.steps_done / oc.run_s:.2f} steps/s" if oc.run_s else "no steps"
     click.echo(

@@ -50,6 +50,18 @@ def test_run_writes_images_histories_and_records(vgg19, tmp_path):
     assert not [p for p in out.rglob(".jaxcombine-tmp*")]
 
 
+@pytest.mark.slow
+def test_zero_steps_write_the_start_and_say_so(tmp_path):
+    """``--steps 0`` writes the start image and its record; the summary says no step ran
+    (it printed "loss nan", which reads like a diverged run)."""
+    out = tmp_path / "out"
+    proc = jaxcombine("run", "--size", "32", "--steps", "0", "--quiet", "--out", out, check=True)
+    assert f"{out / 'content.png'}: the start image, no steps run" in proc.stdout, proc.stdout
+    assert "nan" not in proc.stdout
+    assert np.asarray(Image.open(out / "content.png")).shape == (32, 32, 3)
+    assert json.loads((out / "content.json").read_text())["final_loss"] is None
+
+
 def test_features_match_the_python_api(vgg19, tmp_path):
     from jaxcombine.tools import features
 
