@@ -86,14 +86,25 @@ def shape_of(row: dict) -> dict:
 CASE_FIELDS = ("mode", "height", "width", "conv", "dtype", "remat", "recipe", "starts")
 
 
+def case_of(row: dict) -> tuple:
+    """The case a row measured: rows with the same case differ only in day or machine."""
+    return tuple(row[k] for k in CASE_FIELDS)
+
+
 def largest_per_case(rows: list[dict]) -> list[dict]:
     """One row per case, the one with the largest peak: the table bounds the worst seen."""
     worst: dict[tuple, dict] = {}
     for r in rows:
-        case = tuple(r[k] for k in CASE_FIELDS)
+        case = case_of(r)
         if case not in worst or peak(r) > peak(worst[case]):
             worst[case] = r
     return list(worst.values())
+
+
+def read_rows(path) -> list[dict]:
+    """The CSV's rows of processes that exited 0 (a killed one left no peak to fit)."""
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if r["exit_code"] == "0"]
 
 
 def estimate(row: dict) -> int:
@@ -220,9 +231,7 @@ def main() -> None:
     parser.add_argument("csv")
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    with open(args.csv, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["exit_code"] == "0"]
-    (check if args.check else fit)(rows)
+    (check if args.check else fit)(read_rows(args.csv))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The memory estimate: against real peaks, its shape, its limit, and its one-line errors."""
 
-import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -108,38 +108,17 @@ def test_estimate_is_just_above_measured_peaks(tmp_path):
         assert peak <= est <= MAX_RATIO * peak, (size, conv, starts, peak, est)
 
 
-def _measured_rows():
-    with open(ROOT / "docs" / "memory-measurements.csv", newline="") as f:
-        return [r for r in csv.DictReader(f) if r["exit_code"] == "0"]
+def _script(name):
+    """A module of scripts/ (not a package), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _layers(name):
-    if name.startswith("block"):
-        return tuple(name.split("+")), []
-    local = ROOT / "scripts" / f"{name}.toml"
-    rec = recipe_lib.load(str(local) if local.exists() else name)
-    return rec.layers, [t.layer for t in rec.terms if t.statistic == "activations"]
-
-
-def _estimate(r):
-    layers, matched = _layers(r["recipe"])
-    h, w = int(r["height"]), int(r["width"])
-    if r["mode"] == "features":
-        return memory.estimate_features_bytes(layers, h, w)
-    return memory.estimate_bytes(
-        layers,
-        h,
-        w,
-        int(r["starts"]),
-        conv=r["conv"],
-        dtype=r["dtype"],
-        remat=r["remat"] == "1",
-        activation_targets=matched,
-    )
-
-
-# What a row of the CSV measured, whatever the day: the command's shape.
-CASE_FIELDS = ("mode", "height", "width", "conv", "dtype", "remat", "recipe", "starts")
+# The fit's own reading of the CSV (which layers a row's recipe names, which rows are one
+# case), so that the table is checked against its measurements as it was fitted to them.
+memory_fit = _script("memory_fit")
 
 
 def test_table_bounds_every_recorded_measurement():
@@ -147,13 +126,13 @@ def test_table_bounds_every_recorded_measurement():
     process at or below its estimate, and no estimate above MAX_RATIO times the largest peak
     measured for its case. The same case, measured at another commit and day, peaked up to
     12 % lower (docs/benchmarks.md), so the ratio is taken to the largest."""
-    rows = _measured_rows()
+    rows = memory_fit.read_rows(ROOT / "docs" / "memory-measurements.csv")
     assert len(rows) >= 140
     largest = {}  # case -> (its largest peak, its estimate)
     for r in rows:
-        est, peak = _estimate(r), float(r["peak_rss_bytes"])
+        est, peak = memory_fit.estimate(r), memory_fit.peak(r)
         assert peak <= est, (r["date"], r["command"], est / peak)
-        case = tuple(r[k] for k in CASE_FIELDS)
+        case = memory_fit.case_of(r)
         largest[case] = (max(largest.get(case, (0.0,))[0], peak), est)
     assert 60 <= len(largest) < len(rows)  # some cases measured more than once
     for case, (peak, est) in largest.items():
